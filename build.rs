@@ -1,0 +1,28 @@
+//! Compiles the wire contract in `proto/` with a pure-Rust protobuf compiler
+//! (no system `protoc` needed) and generates the tonic/prost code, plus the
+//! encoded descriptor set that server reflection serves.
+
+use std::path::PathBuf;
+
+use prost::Message as _;
+
+const PROTOS: &[&str] = &[
+    "baton/v1/common.proto",
+    "baton/v1/pack.proto",
+    "baton/v1/enrolment.proto",
+    "baton/v1/directory.proto",
+    "baton/v1/exchange.proto",
+];
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-changed=proto");
+    println!("cargo:rerun-if-changed=server/migrations");
+    let fds = protox::compile(PROTOS, ["proto"])?;
+    let out = PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(out.join("baton_descriptor.bin"), fds.encode_to_vec())?;
+    tonic_prost_build::configure()
+        .build_server(true)
+        .build_client(true)
+        .compile_fds(fds)?;
+    Ok(())
+}

@@ -1,0 +1,290 @@
+//! Public keys as the directory knows them: key ids (fingerprints), roles,
+//! Ed25519 signature checks, and which of a school's keys a pack is sealed to.
+//!
+//! This side needs no private key and no encryption code, so the daemon uses
+//! it as it is; generating keys and sealing live in [`crate::crypto`].
+
+use std::fmt;
+use std::str::FromStr;
+
+use ed25519_dalek::{Signature, Verifier as _, VerifyingKey};
+use sha2::{Digest, Sha256};
+
+use crate::pack::Kind;
+
+/// Domain separation for key fingerprints. Signed bytes: do not change.
+const KEY_ID_CONTEXT: &[u8] = b"baton-key-v1\n";
+
+/// Domain separation for proofs of possession at enrolment. Do not change.
+const ENROL_CONTEXT: &[u8] = b"baton-enrol-v1\n";
+
+/// A key's fingerprint: the first 16 bytes of SHA-256 over the key's public
+/// parts. Shown as 32 lowercase hex digits (grouped by four for reading
+/// aloud when comparing out of band).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KeyId([u8; 16]);
+
+/// What a key holder does at their school.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Designated safeguarding lead: receives safeguarding packs.
+    Dsl,
+    /// Special educational needs co-ordinator.
+    Senco,
+    /// Any other member of staff.
+    Staff,
+}
+
+/// The public half of a school's key: where to encrypt to, and which
+/// signatures to trust.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PublicKey {
+    age_recipient: String,
+    signing_key: VerifyingKey,
+}
+
+/// One key in the directory, with what the directory says about it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SchoolKey {
+    /// The public key.
+    pub public: PublicKey,
+    /// The holder's label.
+    pub label: String,
+    /// The holder's roles.
+    pub roles: Vec<Role>,
+    /// When it was registered, ms since the Unix epoch.
+    pub created_at_ms: i64,
+    /// When it was revoked, ms since the Unix epoch; `None` while active.
+    pub revoked_at_ms: Option<i64>,
+}
+
+/// Problems with keys and signatures.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// Not an age X25519 recipient (`age1…`).
+    #[error("not an age X25519 recipient (expected age1…)")]
+    Recipient,
+    /// Not a 32-byte Ed25519 verifying key.
+    #[error("not an Ed25519 public key (expected 32 bytes)")]
+    SigningKey,
+    /// Not 32 hex digits.
+    #[error("a key id has 32 hex digits")]
+    KeyId,
+    /// Not a known role.
+    #[error("unknown role {0:?} (expected dsl, senco or staff)")]
+    Role(String),
+    /// A signature did not verify.
+    #[error("signature does not verify")]
+    BadSignature,
+}
+
+impl KeyId {
+    /// The 16 bytes.
+    pub fn to_bytes(self) -> [u8; 16] {
+        self.0
+    }
+
+    /// From 16 bytes.
+    pub fn from_bytes(bytes: [u8; 16]) -> Self {
+        Self(bytes)
+    }
+
+    /// The id grouped in fours (`1a2b 3c4d …`), for reading aloud.
+    pub fn grouped(&self) -> String {
+        let hex = self.to_string();
+        hex.as_bytes()
+            .chunks(4)
+            .map(|c| String::from_utf8_lossy(c).into_owned())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+impl fmt::Display for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyId({self})")
+    }
+}
+
+impl FromStr for KeyId {
+    type Err = KeyError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let compact: String = s.chars().filter(|c| !c.is_whitespace()).collect();
+        let bytes = hex::decode(compact.to_ascii_lowercase()).map_err(|_| KeyError::KeyId)?;
+        let bytes: [u8; 16] = bytes.try_into().map_err(|_| KeyError::KeyId)?;
+        Ok(Self(bytes))
+    }
+}
+
+impl Role {
+    /// The role's name on the command line and in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Dsl => "dsl",
+            Self::Senco => "senco",
+            Self::Staff => "staff",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Role {
+    type Err = KeyError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "dsl" => Ok(Self::Dsl),
+            "senco" => Ok(Self::Senco),
+            "staff" => Ok(Self::Staff),
+            _ => Err(KeyError::Role(s.to_string())),
+        }
+    }
+}
+
+impl PublicKey {
+    /// Builds a public key from its two parts, checking their shape.
+    pub fn new(age_recipient: &str, signing_key: &[u8]) -> Result<Self, KeyError> {
+        let age_recipient = age_recipient.trim();
+        let well_formed = age_recipient.len() == 62
+            && age_recipient.starts_with("age1")
+            && age_recipient[4..]
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        if !well_formed {
+            return Err(KeyError::Recipient);
+        }
+        let bytes: [u8; 32] = signing_key.try_into().map_err(|_| KeyError::SigningKey)?;
+        let signing_key = VerifyingKey::from_bytes(&bytes).map_err(|_| KeyError::SigningKey)?;
+        Ok(Self {
+            age_recipient: age_recipient.to_string(),
+            signing_key,
+        })
+    }
+
+    /// From an age recipient and an Ed25519 verifying key.
+    pub fn from_parts(age_recipient: String, signing_key: VerifyingKey) -> Self {
+        Self {
+            age_recipient,
+            signing_key,
+        }
+    }
+
+    /// The age X25519 recipient, `age1…`.
+    pub fn age_recipient(&self) -> &str {
+        &self.age_recipient
+    }
+
+    /// The Ed25519 verifying key bytes.
+    pub fn signing_key_bytes(&self) -> [u8; 32] {
+        self.signing_key.to_bytes()
+    }
+
+    /// The key's fingerprint.
+    pub fn key_id(&self) -> KeyId {
+        let mut h = Sha256::new();
+        h.update(KEY_ID_CONTEXT);
+        h.update(self.age_recipient.as_bytes());
+        h.update(b"\n");
+        h.update(self.signing_key.as_bytes());
+        let digest = h.finalize();
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&digest[..16]);
+        KeyId(id)
+    }
+
+    /// Checks an Ed25519 signature by this key over `message`.
+    pub fn verify(&self, message: &[u8], signature: &[u8]) -> Result<(), KeyError> {
+        let signature = Signature::from_slice(signature).map_err(|_| KeyError::BadSignature)?;
+        self.signing_key
+            .verify(message, &signature)
+            .map_err(|_| KeyError::BadSignature)
+    }
+}
+
+impl fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PublicKey({})", self.key_id())
+    }
+}
+
+impl SchoolKey {
+    /// The key's fingerprint.
+    pub fn key_id(&self) -> KeyId {
+        self.public.key_id()
+    }
+
+    /// True while the key is not revoked.
+    pub fn is_active(&self) -> bool {
+        self.revoked_at_ms.is_none()
+    }
+}
+
+/// The bytes a new key signs to prove possession when it is registered for
+/// `laestab`.
+pub fn enrol_statement(laestab: &crate::Laestab, key_id: KeyId) -> Vec<u8> {
+    let mut out = ENROL_CONTEXT.to_vec();
+    out.extend_from_slice(&laestab.to_bytes());
+    out.extend_from_slice(&key_id.to_bytes());
+    out
+}
+
+/// The keys of a destination school that a pack of `kind` is sealed to:
+/// every active key for a transfer pack, only active `dsl` keys for a
+/// safeguarding pack. Sorted by key id, without duplicates.
+pub fn recipients_for(kind: Kind, keys: &[SchoolKey]) -> Vec<&SchoolKey> {
+    let mut chosen: Vec<&SchoolKey> = keys
+        .iter()
+        .filter(|k| k.is_active())
+        .filter(|k| kind != Kind::Safeguarding || k.roles.contains(&Role::Dsl))
+        .collect();
+    chosen.sort_by_key(|k| k.key_id());
+    chosen.dedup_by_key(|k| k.key_id());
+    chosen
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_id_text_round_trip() {
+        let id = KeyId([0xab; 16]);
+        let text = id.to_string();
+        assert_eq!(text.len(), 32);
+        assert_eq!(text.parse::<KeyId>().unwrap(), id);
+        assert_eq!(id.grouped().parse::<KeyId>().unwrap(), id);
+        assert_eq!("abc".parse::<KeyId>(), Err(KeyError::KeyId));
+    }
+
+    #[test]
+    fn roles_parse() {
+        assert_eq!("DSL".parse::<Role>().unwrap(), Role::Dsl);
+        assert_eq!("senco".parse::<Role>().unwrap(), Role::Senco);
+        assert!("head".parse::<Role>().is_err());
+    }
+
+    #[test]
+    fn public_key_shape_is_checked() {
+        let ed = [7u8; 32];
+        assert_eq!(PublicKey::new("age1nope", &ed), Err(KeyError::Recipient));
+        let recipient = format!("age1{}", "q".repeat(58));
+        assert_eq!(
+            PublicKey::new(&recipient, &[1, 2, 3]),
+            Err(KeyError::SigningKey)
+        );
+    }
+}

@@ -1,0 +1,34 @@
+//! Baton passes pupil transition records between schools, end to end
+//! encrypted, signed, and acknowledged with signed receipts.
+//!
+//! This library is what the daemon (`batond`) and the CLI (`baton`) share:
+//!
+//! - [`api`]: the gRPC wire contract and its conversions to domain types;
+//! - [`upn`] and [`laestab`]: pupil and school identifiers;
+//! - [`record`]: a pupil's transition record and its `record.json` form;
+//! - [`pack`]: the pack format (signed header, receipt, framed contents);
+//! - [`keys`]: key ids, roles and signature checks (public keys only);
+//! - `crypto` (feature `client`): key generation, sealing and opening packs
+//!   with age, so a daemon built without it cannot open a pack at all.
+//!
+//! ```
+//! use baton::{Laestab, Upn};
+//!
+//! let upn = Upn::parse("h801200001001").unwrap();
+//! assert_eq!(upn.as_str(), "H801200001001");
+//! let err = Upn::parse("Z801200001001").unwrap_err();
+//! assert_eq!(err.to_string(), "check letter should be H, found Z");
+//! assert!(Laestab::parse("XXXXXXX").is_err());
+//! ```
+
+pub mod api;
+#[cfg(feature = "client")]
+pub mod crypto;
+pub mod keys;
+pub mod laestab;
+pub mod pack;
+pub mod record;
+pub mod upn;
+
+pub use laestab::{Destination, Laestab};
+pub use upn::Upn;

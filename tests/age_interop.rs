@@ -1,0 +1,147 @@
+//! Interoperability with the reference `age` CLI: it decrypts what Baton
+//! seals with a Baton identity file, and Baton opens what it encrypts to a
+//! Baton recipient. Needs `age` on the PATH (Debian package `age`); the test
+//! fails, rather than skips, without it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::process::{Command, Stdio};
+
+use age::secrecy::ExposeSecret as _;
+use baton::crypto::{self, Identity, MemorySink};
+use baton::keys::Role;
+use baton::pack::{FORMAT_VERSION, Header, Kind, contents};
+use sha2::{Digest, Sha256};
+use support::{draft, manifest, school_key, seal};
+
+fn age_cli() -> Command {
+    let probe = Command::new("age").arg("--version").output();
+    assert!(
+        probe.is_ok_and(|o| o.status.success()),
+        "the reference age CLI is needed for this test: apt-get install age"
+    );
+    Command::new("age")
+}
+
+#[test]
+fn reference_cli_decrypts_a_sealed_pack_with_a_baton_identity_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let sender = Identity::generate();
+    let to = Identity::generate();
+    let identity_file = dir.path().join("identity.txt");
+    std::fs::write(&identity_file, to.to_file_text("now").expose_secret()).unwrap();
+    let files = vec![
+        ("profile.pdf".to_string(), vec![0x25u8; 300_000]),
+        ("note.txt".to_string(), b"hi".to_vec()),
+    ];
+    let m = manifest(&files, Some("<Pupil/>"));
+    let (_, ciphertext) = seal(
+        &draft(Kind::Transfer),
+        &m,
+        &files,
+        &[school_key(&to, &[Role::Staff])],
+        &sender,
+    );
+    let pack = dir.path().join("pack.age");
+    std::fs::write(&pack, &ciphertext).unwrap();
+
+    let out = age_cli()
+        .arg("-d")
+        .arg("-i")
+        .arg(&identity_file)
+        .arg(&pack)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "age -d failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut plain = out.stdout.as_slice();
+    let read = contents::read_manifest(&mut plain).unwrap();
+    assert!(read == m);
+    for (i, (meta, (_, bytes))) in read.attachments.iter().zip(&files).enumerate() {
+        let mut got = Vec::new();
+        contents::copy_attachment(&mut plain, &mut got, meta, i + 1).unwrap();
+        assert_eq!(&got, bytes);
+    }
+    contents::expect_end(&mut plain).unwrap();
+}
+
+#[test]
+fn baton_opens_what_the_reference_cli_encrypts_to_a_baton_recipient() {
+    let dir = tempfile::tempdir().unwrap();
+    let sender = Identity::generate();
+    let to = Identity::generate();
+    let files = vec![("plan.txt".to_string(), b"SEN support plan".to_vec())];
+    let m = manifest(&files, None);
+    let mut framed = Vec::new();
+    contents::write_manifest(&mut framed, &m).unwrap();
+    framed.extend_from_slice(&files[0].1);
+    let plain = dir.path().join("plain");
+    std::fs::write(&plain, &framed).unwrap();
+    let sealed = dir.path().join("sealed.age");
+
+    let status = age_cli()
+        .arg("-r")
+        .arg(to.public().age_recipient())
+        .arg("-o")
+        .arg(&sealed)
+        .arg(&plain)
+        .stdin(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let ciphertext = std::fs::read(&sealed).unwrap();
+
+    let d = draft(Kind::Transfer);
+    let header = Header {
+        format_version: FORMAT_VERSION,
+        pack_id: d.pack_id,
+        from: d.from,
+        to: d.to,
+        kind: d.kind,
+        created_at_ms: d.created_at_ms,
+        ciphertext_len: ciphertext.len() as u64,
+        ciphertext_sha256: Sha256::digest(&ciphertext).into(),
+        sender_key_id: sender.key_id(),
+        recipient_key_ids: vec![to.key_id()],
+    };
+    let signed = sender.sign_header(header).unwrap();
+    let mut sink = MemorySink::default();
+    let opened = crypto::open(
+        &signed,
+        &[sender.public()],
+        &to,
+        ciphertext.as_slice(),
+        &mut sink,
+    )
+    .unwrap();
+    assert!(opened == m);
+    assert_eq!(sink.files, vec![files[0].1.clone()]);
+}
+
+#[test]
+fn reference_cli_decrypts_the_frozen_vector() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/v1");
+    let out = age_cli()
+        .arg("-d")
+        .arg("-i")
+        .arg(dir.join("identity.txt"))
+        .arg(dir.join("pack.age"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let read = contents::read_manifest(&mut out.stdout.as_slice()).unwrap();
+    assert_eq!(read.attachments.len(), 2);
+    let bad = age_cli()
+        .arg("-d")
+        .arg("-i")
+        .arg(dir.join("identity.txt"))
+        .arg(dir.join("fail_flipped_payload.age"))
+        .output()
+        .unwrap();
+    assert!(!bad.status.success(), "age accepted a flipped byte");
+}

@@ -1,0 +1,233 @@
+//! Frozen test vectors for pack format version 1 (`tests/vectors/v1/`): a
+//! sealed pack that must keep opening to the same contents in every future
+//! build, and `fail_*` cases that must each fail with the right error.
+//! The files are never edited; a new format version gets a new folder.
+//! (`write_vectors` made them once; it refuses to overwrite.)
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::path::{Path, PathBuf};
+
+use baton::api::v1;
+use baton::crypto::{self, Identity, MemorySink, OpenError};
+use baton::keys::{PublicKey, Role};
+use baton::pack::{Kind, SignedHeader};
+use baton::record::TransitionRecord;
+use prost::Message as _;
+
+fn dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/v1")
+}
+
+fn read(name: &str) -> Vec<u8> {
+    std::fs::read(dir().join(name)).unwrap_or_else(|e| panic!("reading vector {name}: {e}"))
+}
+
+fn identity(name: &str) -> Identity {
+    Identity::from_file_bytes(&read(name), None).unwrap()
+}
+
+fn header(name: &str) -> SignedHeader {
+    SignedHeader::try_from(&v1::PackHeader::decode(read(name).as_slice()).unwrap()).unwrap()
+}
+
+fn sender() -> PublicKey {
+    let json: serde_json::Value = serde_json::from_slice(&read("sender.json")).unwrap();
+    let signing = hex::decode(json["signing_key"].as_str().unwrap()).unwrap();
+    let key = PublicKey::new(json["age_recipient"].as_str().unwrap(), &signing).unwrap();
+    assert_eq!(key.key_id().to_string(), json["key_id"].as_str().unwrap());
+    key
+}
+
+fn open(
+    header_file: &str,
+    age_file: &str,
+    identity_file: &str,
+) -> Result<(baton::pack::Manifest, MemorySink), OpenError> {
+    let mut sink = MemorySink::default();
+    let manifest = crypto::open(
+        &header(header_file),
+        &[sender()],
+        &identity(identity_file),
+        read(age_file).as_slice(),
+        &mut sink,
+    )?;
+    Ok((manifest, sink))
+}
+
+#[test]
+fn the_frozen_pack_opens_to_its_expected_contents() {
+    let (manifest, sink) = open("pack.header", "pack.age", "identity.txt").unwrap();
+    let expected =
+        TransitionRecord::from_json(std::str::from_utf8(&read("expected/record.json")).unwrap())
+            .unwrap();
+    assert!(manifest.record == expected);
+    assert_eq!(
+        manifest.ctf_pupil_xml.as_deref().map(str::as_bytes),
+        Some(read("expected/ctf_pupil.xml").as_slice())
+    );
+    let names: Vec<&str> = manifest
+        .attachments
+        .iter()
+        .map(|a| a.name.as_str())
+        .collect();
+    assert_eq!(names, ["one-page-profile.txt", "empty-note.txt"]);
+    for (meta, bytes) in manifest.attachments.iter().zip(&sink.files) {
+        assert_eq!(bytes, &read(&format!("expected/{}", meta.name)));
+    }
+    let h = header("pack.header");
+    assert_eq!(h.header().kind, Kind::Transfer);
+    assert_eq!(
+        (h.header().from.as_str(), h.header().to.as_str()),
+        ("8612001", "8614001")
+    );
+}
+
+/// (what, header file, age file, identity file, is the expected error).
+type Case = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&OpenError) -> bool,
+);
+
+#[test]
+fn every_fail_vector_fails_with_its_error() {
+    let cases: [Case; 6] = [
+        (
+            "flipped payload byte",
+            "pack.header",
+            "fail_flipped_payload.age",
+            "identity.txt",
+            |e| matches!(e, OpenError::Damaged(_)),
+        ),
+        (
+            "flipped age header byte",
+            "pack.header",
+            "fail_flipped_age_header.age",
+            "identity.txt",
+            |e| matches!(e, OpenError::Damaged(_)),
+        ),
+        (
+            "truncated ciphertext",
+            "pack.header",
+            "fail_truncated.age",
+            "identity.txt",
+            |e| matches!(e, OpenError::Damaged(_)),
+        ),
+        (
+            "wrong identity",
+            "pack.header",
+            "pack.age",
+            "fail_wrong_identity.txt",
+            |e| matches!(e, OpenError::NotForUs),
+        ),
+        (
+            "signed by a key that is not pinned",
+            "fail_unpinned_signer.header",
+            "pack.age",
+            "identity.txt",
+            |e| matches!(e, OpenError::UnknownSigner(_)),
+        ),
+        (
+            "header altered after signing",
+            "fail_header_altered.header",
+            "pack.age",
+            "identity.txt",
+            |e| matches!(e, OpenError::BadSignature),
+        ),
+    ];
+    for (what, h, age, id, expected) in cases {
+        match open(h, age, id) {
+            Ok(_) => panic!("{what}: opened"),
+            Err(e) => assert!(expected(&e), "{what}: wrong error {e:?}"),
+        }
+    }
+}
+
+#[test]
+#[ignore = "writes the frozen vectors once; never run it over existing files"]
+fn write_vectors() {
+    use support::{draft, manifest, school_key, seal};
+    let out = dir();
+    assert!(
+        !out.join("pack.age").exists(),
+        "vectors are frozen: make a new version folder instead"
+    );
+    std::fs::create_dir_all(out.join("expected")).unwrap();
+    let write = |name: &str, bytes: &[u8]| std::fs::write(out.join(name), bytes).unwrap();
+    let secret = |id: &Identity| id.to_file_text("2026-11-25T00:00:00Z");
+
+    let sender = Identity::generate();
+    let impostor = Identity::generate();
+    let to = Identity::generate();
+    let stranger = Identity::generate();
+    use age::secrecy::ExposeSecret as _;
+    write("identity.txt", secret(&to).expose_secret().as_bytes());
+    write(
+        "fail_wrong_identity.txt",
+        secret(&stranger).expose_secret().as_bytes(),
+    );
+    let public = sender.public();
+    let json = serde_json::json!({
+        "age_recipient": public.age_recipient(),
+        "signing_key": hex::encode(public.signing_key_bytes()),
+        "key_id": public.key_id().to_string(),
+    });
+    write(
+        "sender.json",
+        serde_json::to_string_pretty(&json).unwrap().as_bytes(),
+    );
+
+    let files = vec![
+        (
+            "one-page-profile.txt".to_string(),
+            "All about me: I like maths and football.\n"
+                .as_bytes()
+                .to_vec(),
+        ),
+        ("empty-note.txt".to_string(), Vec::new()),
+    ];
+    let ctf = "<Pupil>\n      <UPN>H801200001001</UPN>\n      <Surname>Mac Giolla Phádraig</Surname>\n    </Pupil>";
+    let m = manifest(&files, Some(ctf));
+    let keys = vec![school_key(&to, &[Role::Staff, Role::Dsl])];
+    let (signed, ciphertext) = seal(&draft(Kind::Transfer), &m, &files, &keys, &sender);
+    write("pack.age", &ciphertext);
+    write(
+        "pack.header",
+        &v1::PackHeader::from(&signed).encode_to_vec(),
+    );
+    write("expected/record.json", m.record.to_json().as_bytes());
+    write("expected/ctf_pupil.xml", ctf.as_bytes());
+    for (name, bytes) in &files {
+        write(&format!("expected/{name}"), bytes);
+    }
+
+    let mut flipped = ciphertext.clone();
+    let last = flipped.len() - 20;
+    flipped[last] ^= 0x01;
+    write("fail_flipped_payload.age", &flipped);
+    let mut flipped = ciphertext.clone();
+    let mac = flipped.windows(4).position(|w| w == b"--- ").unwrap() + 6;
+    flipped[mac] = if flipped[mac] == b'A' { b'B' } else { b'A' };
+    write("fail_flipped_age_header.age", &flipped);
+    write("fail_truncated.age", &ciphertext[..ciphertext.len() - 100]);
+
+    let mut forged = signed.header().clone();
+    forged.sender_key_id = impostor.key_id();
+    let forged = impostor.sign_header(forged).unwrap();
+    write(
+        "fail_unpinned_signer.header",
+        &v1::PackHeader::from(&forged).encode_to_vec(),
+    );
+    let mut altered = signed.header().clone();
+    altered.to = baton::Laestab::parse("8614002").unwrap();
+    let altered = SignedHeader::from_parts(altered, *signed.signature()).unwrap();
+    write(
+        "fail_header_altered.header",
+        &v1::PackHeader::from(&altered).encode_to_vec(),
+    );
+}

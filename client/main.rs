@@ -1,5 +1,86 @@
-//! `baton`, the CLI each school uses to send, pull and acknowledge transfer packs.
+//! `baton`, the CLI each school uses: `init` to enrol, `send` a class's
+//! packs, `inbox`, `pull` and `ack` on the receiving side, `sent` for the
+//! sender's view with signed receipts. The exit code is decided here only:
+//! 0 success, 1 failure, 2 usage.
 
-fn main() {
-    println!("baton {}", env!("CARGO_PKG_VERSION"));
+mod commands;
+mod connect;
+mod home;
+mod outbox;
+mod output;
+mod packdir;
+mod pins;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Pass pupil records between schools: encrypted on this machine, signed,
+/// and acknowledged with signed receipts.
+#[derive(Debug, Parser)]
+#[command(name = "baton", version, about)]
+struct Cli {
+    /// The home folder holding this school's keys, token and state
+    /// (default: the platform config folder).
+    #[arg(long, global = true, env = "BATON_HOME")]
+    home: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Enrol this school: generate keys here, redeem the operator's code, save the token.
+    Init(commands::init::Args),
+    /// List the schools in the directory, show one's keys, or trust changed keys.
+    Schools(commands::schools::Args),
+    /// Seal and send pack folders to a school.
+    Send(commands::send::Args),
+    /// List packs waiting for this school.
+    Inbox(commands::inbox::Args),
+    /// Download, verify and decrypt packs into pack folders.
+    Pull(commands::pull::Args),
+    /// Send signed receipts for pulled packs.
+    Ack(commands::ack::Args),
+    /// List packs this school sent, with their state and receipts.
+    Sent(commands::sent::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+        }
+    };
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let home = home::Home::locate(cli.home)?;
+    match cli.command {
+        Command::Init(args) => commands::init::run(&home, args).await,
+        Command::Schools(args) => commands::schools::run(&home, args).await,
+        Command::Send(args) => commands::send::run(&home, args).await,
+        Command::Inbox(args) => commands::inbox::run(&home, args).await,
+        Command::Pull(args) => commands::pull::run(&home, args).await,
+        Command::Ack(args) => commands::ack::run(&home, args).await,
+        Command::Sent(args) => commands::sent::run(&home, args).await,
+    }
 }

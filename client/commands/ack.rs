@@ -1,0 +1,76 @@
+//! `baton ack`: sign a receipt for each pulled pack and send it, so the
+//! sending school holds proof of when its pack arrived.
+
+use anyhow::{bail, Context as _, Result};
+use baton::api::v1;
+use baton::pack::{PackId, Receipt};
+
+use crate::commands::pull::Pulled;
+use crate::connect::{connect, explain};
+use crate::home::Home;
+use crate::output::now_ms;
+
+/// Acknowledge pulled packs with signed receipts.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Pack ids to acknowledge (they must have been pulled here).
+    #[arg(value_name = "ID", required_unless_present = "all_pulled")]
+    ids: Vec<PackId>,
+    /// Acknowledge every pulled pack not yet acknowledged.
+    #[arg(long, conflicts_with = "ids")]
+    all_pulled: bool,
+}
+
+/// Runs `baton ack`.
+pub async fn run(home: &Home, args: Args) -> Result<()> {
+    let mut pulled = Pulled::load(home)?;
+    let ids: Vec<String> = if args.all_pulled {
+        pulled.packs.iter().filter(|(_, p)| p.acknowledged_at_ms.is_none()).map(|(id, _)| id.clone()).collect()
+    } else {
+        args.ids.iter().map(ToString::to_string).collect()
+    };
+    if ids.is_empty() {
+        println!("nothing to acknowledge");
+        return Ok(());
+    }
+    let identity = home.identity()?;
+    let mut clients = connect(home).await?;
+    let mut failed = 0;
+    for id in ids {
+        let Some(pack) = pulled.packs.get_mut(&id) else {
+            eprintln!("{id}: not pulled here yet: run `baton pull {id} --out DIR` first");
+            failed += 1;
+            continue;
+        };
+        let sha: [u8; 32] = hex::decode(&pack.ciphertext_sha256)
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .context("pulled.json holds a malformed hash")?;
+        let receipt = Receipt {
+            pack_id: id.parse()?,
+            ciphertext_sha256: sha,
+            received_at_ms: pack.pulled_at_ms,
+            recipient_key_id: identity.key_id(),
+        };
+        let signed = identity.sign_receipt(receipt)?;
+        match clients.exchange.acknowledge(v1::AcknowledgeRequest { receipt: Some(v1::Receipt::from(&signed)) }).await {
+            Ok(_) => {
+                pack.acknowledged_at_ms = Some(now_ms());
+                println!("{id} acknowledged");
+            }
+            Err(s) if s.code() == tonic::Code::AlreadyExists => {
+                pack.acknowledged_at_ms = Some(now_ms());
+                println!("{id} was already acknowledged");
+            }
+            Err(s) => {
+                failed += 1;
+                eprintln!("{id}: {}", explain(&s));
+            }
+        }
+        pulled.save(home)?;
+    }
+    if failed > 0 {
+        bail!("{failed} pack(s) were not acknowledged");
+    }
+    Ok(())
+}

@@ -1,0 +1,9 @@
+//! One module per `baton` subcommand: its arguments (the help text) and what it does.
+
+pub mod ack;
+pub mod inbox;
+pub mod init;
+pub mod pull;
+pub mod schools;
+pub mod send;
+pub mod sent;

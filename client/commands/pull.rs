@@ -1,0 +1,258 @@
+//! `baton pull`: download packs, verify the sender's signature against the
+//! pinned keys, decrypt, and write each as a pack folder
+//! `OUT/<from>/<UPN>/` (`OUT/<from>/safeguarding/<UPN>/` for a
+//! child-protection file) with a `pack.json`. A folder appears only once
+//! everything in it is verified: a half-written pupil folder never exists.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context as _, Result};
+use baton::api::v1;
+use baton::crypto::{self, Identity, Sink};
+use baton::pack::{AttachmentMeta, Kind, PackId, SignedHeader};
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncWriteExt as _;
+
+use crate::connect::{connect, explain, Clients};
+use crate::home::{read_json, write_json, Home};
+use crate::output::{now_ms, progress, time};
+use crate::packdir::Staging;
+use crate::pins::{refresh, Pins};
+
+/// Download, verify and decrypt packs.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Pack ids to pull (see `baton inbox`).
+    #[arg(value_name = "ID", required_unless_present = "all")]
+    ids: Vec<PackId>,
+    /// Pull everything in the inbox.
+    #[arg(long, conflicts_with = "ids")]
+    all: bool,
+    /// Where to write pack folders.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// What this home pulled (`pulled.json`), for `baton ack`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Pulled {
+    /// By pack id.
+    pub packs: BTreeMap<String, PulledPack>,
+}
+
+/// One pulled pack.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PulledPack {
+    /// Sending school.
+    pub from: String,
+    /// Kind.
+    pub kind: Kind,
+    /// Ciphertext SHA-256, hex (what the receipt states).
+    pub ciphertext_sha256: String,
+    /// When it was pulled.
+    pub pulled_at_ms: i64,
+    /// The folder written.
+    pub folder: String,
+    /// When it was acknowledged, once it is.
+    pub acknowledged_at_ms: Option<i64>,
+}
+
+/// What `pack.json` in a pulled folder says.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PackJson {
+    /// Pack id.
+    pub id: String,
+    /// Sending school.
+    pub from: String,
+    /// Destination school.
+    pub to: String,
+    /// Kind.
+    pub kind: Kind,
+    /// When the sender sealed it.
+    pub created_at: String,
+    /// When the server received it.
+    pub sent_at: String,
+    /// When it was pulled here.
+    pub pulled_at: String,
+    /// The sender's signing key.
+    pub signing_key_id: String,
+    /// Signature checked against the pinned key and every hash matched.
+    pub verified: bool,
+    /// The pupil's `<Pupil>` element exactly as the sender's MIS wrote it, if the pack came from a CTF.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ctf_pupil_xml: Option<String>,
+}
+
+impl Pulled {
+    /// Loads `pulled.json`.
+    pub fn load(home: &Home) -> Result<Self> {
+        let path = home.path("pulled.json");
+        if path.exists() { read_json(&path) } else { Ok(Self::default()) }
+    }
+
+    /// Saves it.
+    pub fn save(&self, home: &Home) -> Result<()> {
+        write_json(&home.path("pulled.json"), self)
+    }
+}
+
+/// Runs `baton pull`.
+pub async fn run(home: &Home, args: Args) -> Result<()> {
+    let mut clients = connect(home).await?;
+    let ids: Vec<(PackId, i64)> = if args.all {
+        crate::commands::inbox::list(&mut clients).await?.iter().map(|w| (w.header.header().pack_id, w.uploaded_at_ms)).collect()
+    } else {
+        args.ids.iter().map(|id| (*id, 0)).collect()
+    };
+    if ids.is_empty() {
+        println!("nothing to pull");
+        return Ok(());
+    }
+    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    let identity = Arc::new(home.identity()?);
+    let mut pins = Pins::load(home)?;
+    let mut pulled = Pulled::load(home)?;
+    let bar = progress(ids.len() as u64, "pulling");
+    let mut failed = 0;
+    for (id, uploaded_at_ms) in ids {
+        match pull_one(home, &mut clients, &mut pins, &identity, id, uploaded_at_ms, &args.out).await {
+            Ok((record, written)) => {
+                bar.suspend(|| println!("{id} -> {}", written.display()));
+                pulled.packs.insert(id.to_string(), record);
+                pulled.save(home)?;
+            }
+            Err(e) => {
+                failed += 1;
+                bar.suspend(|| eprintln!("{id}: {e:#}"));
+            }
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    if failed > 0 {
+        bail!("{failed} pack(s) could not be pulled; nothing was written for them");
+    }
+    Ok(())
+}
+
+async fn pull_one(
+    home: &Home,
+    clients: &mut Clients,
+    pins: &mut Pins,
+    identity: &Arc<Identity>,
+    id: PackId,
+    uploaded_at_ms: i64,
+    out: &Path,
+) -> Result<(PulledPack, PathBuf)> {
+    let staging_root = out.join(".baton-staging");
+    std::fs::create_dir_all(&staging_root).with_context(|| format!("creating {}", staging_root.display()))?;
+    let ciphertext = tempfile::NamedTempFile::new_in(&staging_root)?;
+    let header = download(clients, id, ciphertext.path()).await?;
+    let h = header.header().clone();
+    refresh(home, clients, pins, &h.from).await?;
+    let sender_keys = pins.verifying_keys(&h.from)?;
+
+    let staging = Staging::new(out, &id.to_string())?;
+    let dir = staging.path().to_path_buf();
+    let identity = Arc::clone(identity);
+    let path = ciphertext.path().to_path_buf();
+    let opened_header = header.clone();
+    let manifest = tokio::task::spawn_blocking(move || -> Result<_> {
+        let file = std::io::BufReader::new(std::fs::File::open(&path)?);
+        let mut sink = DirSink { dir };
+        Ok(crypto::open(&opened_header, &sender_keys, &identity, file, &mut sink)?)
+    })
+    .await
+    .context("opening was interrupted")??;
+
+    let record_json = manifest.record.to_json();
+    std::fs::write(staging.path().join("record.json"), record_json.as_bytes())?;
+    let pack_json = PackJson {
+        id: id.to_string(),
+        from: h.from.to_string(),
+        to: h.to.to_string(),
+        kind: h.kind,
+        created_at: time(h.created_at_ms),
+        sent_at: time(uploaded_at_ms),
+        pulled_at: time(now_ms()),
+        signing_key_id: h.sender_key_id.to_string(),
+        verified: true,
+        ctf_pupil_xml: manifest.ctf_pupil_xml.clone(),
+    };
+    let mut f = std::fs::File::create(staging.path().join("pack.json"))?;
+    f.write_all(serde_json::to_string_pretty(&pack_json)?.as_bytes())?;
+
+    let folder = match manifest.record.upn() {
+        Some(upn) => upn.to_string(),
+        None => format!("unknown-upn-{}", &id.to_string()[..8]),
+    };
+    let mut parent = out.join(h.from.as_str());
+    if h.kind == Kind::Safeguarding {
+        parent = parent.join("safeguarding");
+    }
+    let mut target = parent.join(&folder);
+    if target.exists() {
+        let existing: Option<PackJson> = read_json(&target.join("pack.json")).ok();
+        if existing.is_some_and(|p| p.id == id.to_string()) {
+            // Pulled before: the folder already holds exactly this pack.
+            return Ok((record(&h, &target), target));
+        }
+        target = parent.join(format!("{folder}-{}", &id.to_string()[..8]));
+    }
+    staging.publish(&target)?;
+    Ok((record(&h, &target), target))
+}
+
+fn record(h: &baton::pack::Header, folder: &Path) -> PulledPack {
+    PulledPack {
+        from: h.from.to_string(),
+        kind: h.kind,
+        ciphertext_sha256: hex::encode(h.ciphertext_sha256),
+        pulled_at_ms: now_ms(),
+        folder: folder.display().to_string(),
+        acknowledged_at_ms: None,
+    }
+}
+
+/// Streams a pack's ciphertext into `path`, returning its header.
+async fn download(clients: &mut Clients, id: PackId, path: &Path) -> Result<SignedHeader> {
+    let mut stream = clients
+        .exchange
+        .download(v1::DownloadRequest { pack_id: id.to_string() })
+        .await
+        .map_err(|s| anyhow::anyhow!("downloading: {}", explain(&s)))?
+        .into_inner();
+    let mut file = tokio::fs::File::create(path).await?;
+    let mut header = None;
+    while let Some(message) = stream.message().await.map_err(|s| anyhow::anyhow!("downloading: {}", explain(&s)))? {
+        match message.part {
+            Some(v1::download_response::Part::Header(h)) if header.is_none() => {
+                let signed = SignedHeader::try_from(&h).map_err(|e| anyhow::anyhow!("the server sent a malformed header: {e}"))?;
+                if signed.header().pack_id != id {
+                    bail!("the server sent a different pack");
+                }
+                header = Some(signed);
+            }
+            Some(v1::download_response::Part::Chunk(bytes)) if header.is_some() => file.write_all(&bytes).await?,
+            _ => bail!("the server's download stream is out of order"),
+        }
+    }
+    file.sync_all().await?;
+    header.context("the server sent no header")
+}
+
+/// Writes attachments into the staging folder.
+struct DirSink {
+    dir: PathBuf,
+}
+
+impl Sink for DirSink {
+    fn create(&mut self, _index: usize, meta: &AttachmentMeta) -> std::io::Result<Box<dyn std::io::Write + '_>> {
+        // Names were checked (plain file names, unique) when the manifest was read.
+        let file = std::fs::File::create(self.dir.join(&meta.name))?;
+        Ok(Box::new(std::io::BufWriter::new(file)))
+    }
+}

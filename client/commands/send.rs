@@ -1,0 +1,252 @@
+//! `baton send`: validate every pack folder first (nothing is sent if any is
+//! invalid), then seal each into the outbox and upload it, a few at a time.
+//! The outbox journal makes a re-run after any failure safe: what the server
+//! already holds is not sent again, and a pack sealed but not confirmed is
+//! re-sent with the same bytes under the same id.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context as _, Result};
+use baton::api::v1;
+use baton::crypto::{self, Draft, Identity};
+use baton::keys::SchoolKey;
+use baton::pack::{Kind, PackId};
+use baton::Laestab;
+use tokio::io::AsyncReadExt as _;
+
+use crate::connect::{connect, explain, Authed};
+use crate::home::Home;
+use crate::outbox::{Entry, Outbox, State};
+use crate::output::{now_ms, progress};
+use crate::packdir::PackDir;
+use crate::pins::{refresh, Pins};
+
+/// Upload chunk size: well under the gRPC message limit.
+const CHUNK: usize = 256 * 1024;
+
+/// Packs sealed and uploaded at once.
+const CONCURRENCY: usize = 4;
+
+/// Send pack folders to a school.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The destination school's LAESTAB.
+    #[arg(long)]
+    to: Laestab,
+    /// What the packs are: `safeguarding` packs are sealed only to the destination's DSL keys.
+    #[arg(long, default_value = "transfer")]
+    kind: Kind,
+    /// Pack folders: each holds record.json and any attachments.
+    #[arg(required = true, value_name = "PACKDIR")]
+    packs: Vec<PathBuf>,
+}
+
+/// What happened to one pack.
+enum Outcome {
+    Sent,
+    AlreadySent,
+}
+
+/// Runs `baton send`.
+pub async fn run(home: &Home, args: Args) -> Result<()> {
+    let config = home.config()?;
+    let today = time::OffsetDateTime::now_utc().date();
+    let mut packs = Vec::new();
+    let mut problems = Vec::new();
+    for path in &args.packs {
+        match PackDir::read(path, today) {
+            Ok(p) => packs.push(p),
+            Err(mut p) => problems.append(&mut p),
+        }
+    }
+    if !problems.is_empty() {
+        for p in &problems {
+            eprintln!("{p}");
+        }
+        bail!("{} problem(s) in {} pack folder(s): nothing was sent", problems.len(), args.packs.len());
+    }
+    if args.kind == Kind::Transfer {
+        let flagged = packs.iter().filter(|p| p.record.safeguarding_file).count();
+        if flagged > 0 {
+            eprintln!("note: {flagged} record(s) say a child-protection file exists; the DSL sends it separately with --kind safeguarding");
+        }
+    }
+
+    let identity = Arc::new(home.identity()?);
+    let mut clients = connect(home).await?;
+    let mut pins = Pins::load(home)?;
+    refresh(home, &mut clients, &mut pins, &args.to).await?;
+    let recipients = Arc::new(pins.recipients(&args.to)?);
+    let outbox = Arc::new(Outbox::open(home)?);
+
+    let bar = progress(packs.len() as u64, "sending");
+    let limit = Arc::new(tokio::sync::Semaphore::new(CONCURRENCY));
+    let mut tasks = tokio::task::JoinSet::new();
+    for pack in packs {
+        let job = Job {
+            pack,
+            from: config.school,
+            to: args.to,
+            kind: args.kind,
+            identity: Arc::clone(&identity),
+            recipients: Arc::clone(&recipients),
+            outbox: Arc::clone(&outbox),
+            exchange: clients.exchange.clone(),
+        };
+        let limit = Arc::clone(&limit);
+        tasks.spawn(async move {
+            let _permit = limit.acquire_owned().await;
+            let source = job.pack.path.display().to_string();
+            (source, job.run().await)
+        });
+    }
+    let (mut sent, mut already, mut failed) = (0, 0, 0);
+    while let Some(joined) = tasks.join_next().await {
+        let (source, result) = joined.context("a send task failed")?;
+        bar.inc(1);
+        match result {
+            Ok(Outcome::Sent) => sent += 1,
+            Ok(Outcome::AlreadySent) => already += 1,
+            Err(e) => {
+                failed += 1;
+                bar.suspend(|| eprintln!("{source}: {e:#}"));
+            }
+        }
+    }
+    bar.finish_and_clear();
+    println!("sent {sent}, already sent {already}, failed {failed} (to {})", args.to);
+    if failed > 0 {
+        bail!("{failed} pack(s) were not sent; run the same command again to retry them");
+    }
+    Ok(())
+}
+
+struct Job {
+    pack: PackDir,
+    from: Laestab,
+    to: Laestab,
+    kind: Kind,
+    identity: Arc<Identity>,
+    recipients: Arc<Vec<SchoolKey>>,
+    outbox: Arc<Outbox>,
+    exchange: baton::api::v1::exchange_client::ExchangeClient<Authed>,
+}
+
+impl Job {
+    async fn run(self) -> Result<Outcome> {
+        let manifest = self.pack.manifest(None);
+        let key = Outbox::content_key(self.to.as_str(), self.kind, &manifest);
+        let entry = match self.outbox.get(&key)? {
+            Some(e) if e.state == State::Sent => return Ok(Outcome::AlreadySent),
+            Some(e) if self.outbox.sealed_path(&key).exists() => e,
+            _ => self.seal(key, manifest).await?,
+        };
+        upload(&self.outbox, self.exchange, entry).await
+    }
+
+    async fn seal(&self, key: String, manifest: baton::pack::Manifest) -> Result<Entry> {
+        let draft = Draft {
+            pack_id: PackId::new(),
+            from: self.from,
+            to: self.to,
+            kind: self.kind,
+            created_at_ms: now_ms(),
+        };
+        let path = self.outbox.sealed_path(&key);
+        let files: Vec<PathBuf> = self.pack.attachments.iter().map(|(p, _)| p.clone()).collect();
+        let identity = Arc::clone(&self.identity);
+        let recipients = Arc::clone(&self.recipients);
+        let dir = self.outbox.dir().to_path_buf();
+        let header = tokio::task::spawn_blocking(move || -> Result<_> {
+            let tmp = tempfile::NamedTempFile::new_in(&dir)?;
+            let writer = std::io::BufWriter::new(tmp.as_file().try_clone()?);
+            let (header, writer) = crypto::seal(
+                &draft,
+                &manifest,
+                |i| std::fs::File::open(&files[i]).map(std::io::BufReader::new),
+                &recipients,
+                &identity,
+                writer,
+            )?;
+            writer.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+            tmp.persist(&path)?;
+            Ok(header)
+        })
+        .await
+        .context("sealing was interrupted")?
+        .with_context(|| format!("sealing {}", self.pack.path.display()))?;
+        let r = &self.pack.record;
+        let mut entry = Entry {
+            key,
+            pack_id: header.header().pack_id.to_string(),
+            to: self.to.to_string(),
+            kind: self.kind,
+            upn: r.upn().map(|u| u.to_string()).unwrap_or_default(),
+            name: format!("{} {}", r.forename, r.surname),
+            source: self.pack.path.display().to_string(),
+            header: String::new(),
+            state: State::Sealed,
+            sent_at_ms: None,
+        };
+        entry.set_header(&header);
+        self.outbox.put(&entry)?;
+        Ok(entry)
+    }
+}
+
+/// Uploads a sealed outbox entry and marks it sent.
+async fn upload(
+    outbox: &Outbox,
+    mut exchange: baton::api::v1::exchange_client::ExchangeClient<Authed>,
+    mut entry: Entry,
+) -> Result<Outcome> {
+    let header = v1::PackHeader::from(&entry.signed_header()?);
+    let path = outbox.sealed_path(&entry.key);
+    let mut file = tokio::fs::File::open(&path).await.with_context(|| format!("opening {}", path.display()))?;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let reader = tokio::spawn(async move {
+        let first = v1::UploadRequest { part: Some(v1::upload_request::Part::Header(header)) };
+        if tx.send(first).await.is_err() {
+            return Ok(());
+        }
+        loop {
+            let mut buf = vec![0u8; CHUNK];
+            let mut filled = 0;
+            while filled < CHUNK {
+                let n = file.read(&mut buf[filled..]).await?;
+                if n == 0 {
+                    break;
+                }
+                filled += n;
+            }
+            if filled == 0 {
+                return Ok::<(), std::io::Error>(());
+            }
+            buf.truncate(filled);
+            let chunk = v1::UploadRequest { part: Some(v1::upload_request::Part::Chunk(buf)) };
+            if tx.send(chunk).await.is_err() {
+                return Ok(());
+            }
+        }
+    });
+    let result = exchange.upload(tokio_stream::wrappers::ReceiverStream::new(rx)).await;
+    reader.await.context("reading the sealed pack was interrupted")?.context("reading the sealed pack")?;
+    match result {
+        Ok(_) => {
+            entry.state = State::Sent;
+            entry.sent_at_ms = Some(now_ms());
+            outbox.put(&entry)?;
+            std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+            Ok(Outcome::Sent)
+        }
+        Err(status) if status.code() == tonic::Code::FailedPrecondition => {
+            outbox.remove(&entry.key)?;
+            bail!(
+                "the destination's keys changed since this pack was sealed ({}); run the command again to re-seal it",
+                status.message()
+            )
+        }
+        Err(status) => bail!("upload refused: {}", explain(&status)),
+    }
+}

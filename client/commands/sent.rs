@@ -1,0 +1,184 @@
+//! `baton sent`: every pack this school sent, with the pupil (from the local
+//! outbox journal: the server never knew), its state, and whether the
+//! destination's receipt verifies against the keys pinned for it.
+//! `--receipts DIR` files each receipt and a CSV log as evidence.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use anyhow::{Context as _, Result};
+use baton::api::v1;
+use baton::pack::{SignedHeader, SignedReceipt};
+
+use crate::connect::{connect, explain};
+use crate::home::{write_atomic, write_json, Home};
+use crate::outbox::Outbox;
+use crate::output::{json, table, time};
+use crate::pins::{refresh, Pins};
+
+/// List packs this school sent.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Write each receipt as a file, plus receipts.csv, into this folder.
+    #[arg(long, value_name = "DIR")]
+    receipts: Option<PathBuf>,
+}
+
+struct Row {
+    id: String,
+    to: String,
+    kind: String,
+    upn: String,
+    name: String,
+    state: &'static str,
+    sent_at: i64,
+    downloaded_at: i64,
+    receipt: Option<SignedReceipt>,
+    verified: bool,
+}
+
+/// Runs `baton sent`.
+pub async fn run(home: &Home, args: Args) -> Result<()> {
+    let mut clients = connect(home).await?;
+    let journal: HashMap<String, crate::outbox::Entry> =
+        Outbox::open(home)?.entries()?.into_iter().map(|e| (e.pack_id.clone(), e)).collect();
+    let mut pins = Pins::load(home)?;
+    let mut rows = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = clients
+            .exchange
+            .sent(v1::SentRequest { page_size: 500, page_token: page_token.clone() })
+            .await
+            .map_err(|s| anyhow::anyhow!("listing sent packs: {}", explain(&s)))?
+            .into_inner();
+        for e in page.packs {
+            let header = SignedHeader::try_from(&e.header.unwrap_or_default())
+                .map_err(|err| anyhow::anyhow!("the server sent a malformed header: {err}"))?;
+            let h = header.header();
+            let receipt = e.receipt.as_ref().map(SignedReceipt::try_from).transpose().ok().flatten();
+            let verified = match &receipt {
+                Some(r) => verify(home, &mut clients, &mut pins, h, r).await,
+                None => false,
+            };
+            let local = journal.get(&h.pack_id.to_string());
+            rows.push(Row {
+                id: h.pack_id.to_string(),
+                to: h.to.to_string(),
+                kind: h.kind.to_string(),
+                upn: local.map(|l| l.upn.clone()).unwrap_or_default(),
+                name: local.map(|l| l.name.clone()).unwrap_or_default(),
+                state: match v1::PackState::try_from(e.state) {
+                    Ok(v1::PackState::Acknowledged) => "acknowledged",
+                    Ok(v1::PackState::Downloaded) => "downloaded",
+                    _ => "pending",
+                },
+                sent_at: e.uploaded_at_ms,
+                downloaded_at: e.downloaded_at_ms,
+                receipt,
+                verified,
+            });
+        }
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    if let Some(dir) = &args.receipts {
+        write_receipts(dir, &rows)?;
+    }
+    if args.json {
+        let items: Vec<_> = rows
+            .iter()
+            .map(|r| {
+                serde_json::json!({"id": r.id, "to": r.to, "kind": r.kind, "upn": r.upn, "name": r.name, "state": r.state,
+                    "sent_at": time(r.sent_at), "downloaded_at": time(r.downloaded_at),
+                    "received_at": r.receipt.as_ref().map(|x| time(x.receipt().received_at_ms)),
+                    "receipt_verified": r.verified})
+            })
+            .collect();
+        json(&serde_json::Value::Array(items));
+        return Ok(());
+    }
+    let table_rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            let receipt = match (&r.receipt, r.verified) {
+                (None, _) => String::new(),
+                (Some(x), true) => format!("verified {}", time(x.receipt().received_at_ms)),
+                (Some(_), false) => "DOES NOT VERIFY".to_string(),
+            };
+            vec![r.id.clone(), r.to.clone(), r.kind.clone(), r.upn.clone(), r.name.clone(), r.state.to_string(), receipt]
+        })
+        .collect();
+    table(&["ID", "TO", "KIND", "UPN", "NAME", "STATE", "RECEIPT"], &table_rows);
+    Ok(())
+}
+
+/// A receipt verifies when it is signed by a key pinned for the destination
+/// and states the ciphertext hash we sent.
+async fn verify(
+    home: &Home,
+    clients: &mut crate::connect::Clients,
+    pins: &mut Pins,
+    h: &baton::pack::Header,
+    r: &SignedReceipt,
+) -> bool {
+    if r.receipt().pack_id != h.pack_id || r.receipt().ciphertext_sha256 != h.ciphertext_sha256 {
+        return false;
+    }
+    let try_verify = |pins: &Pins| {
+        pins.verifying_keys(&h.to)
+            .map(|keys| keys.iter().any(|k| k.key_id() == r.receipt().recipient_key_id && r.verify(k).is_ok()))
+            .unwrap_or(false)
+    };
+    if try_verify(pins) {
+        return true;
+    }
+    // A key we have not pinned yet: refresh (which refuses silently changed keys).
+    refresh(home, clients, pins, &h.to).await.is_ok() && try_verify(pins)
+}
+
+fn write_receipts(dir: &std::path::Path, rows: &[Row]) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut csv = String::from("pack_id,to,kind,upn,name,sent_at,received_at,recipient_key_id,verified\n");
+    for r in rows {
+        let Some(receipt) = &r.receipt else { continue };
+        let x = receipt.receipt();
+        write_json(
+            &dir.join(format!("{}.receipt.json", r.id)),
+            &serde_json::json!({
+                "pack_id": r.id, "to": r.to, "kind": r.kind, "upn": r.upn, "name": r.name,
+                "ciphertext_sha256": hex::encode(x.ciphertext_sha256), "received_at": time(x.received_at_ms),
+                "received_at_ms": x.received_at_ms, "recipient_key_id": x.recipient_key_id.to_string(),
+                "signature": hex::encode(receipt.signature()), "verified": r.verified,
+            }),
+        )?;
+        let fields = [
+            r.id.clone(),
+            r.to.clone(),
+            r.kind.clone(),
+            r.upn.clone(),
+            r.name.clone(),
+            time(r.sent_at),
+            time(x.received_at_ms),
+            x.recipient_key_id.to_string(),
+            r.verified.to_string(),
+        ];
+        let quoted: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
+        csv.push_str(&quoted.join(","));
+        csv.push('\n');
+    }
+    write_atomic(&dir.join("receipts.csv"), csv.as_bytes(), false)
+}
+
+fn csv_field(value: &str) -> String {
+    if value.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", value.replace('"', "\"\""))
+    } else {
+        value.to_string()
+    }
+}

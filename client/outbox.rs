@@ -1,0 +1,137 @@
+//! The outbox journal: one entry per pack this home sealed, keyed by the
+//! pack's content (destination, kind, record, attachments), so re-running a
+//! send after a crash or a network failure re-uploads the same sealed bytes
+//! under the same pack id, and never sends the same content twice. The
+//! journal is also the only place that knows which pupil a sent pack is for:
+//! the server never did.
+
+use std::path::PathBuf;
+
+use anyhow::{Context as _, Result};
+use baton::api::v1;
+use baton::pack::{Kind, Manifest, SignedHeader};
+use prost::Message as _;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::home::{read_json, write_json, Home};
+
+/// Where an entry is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// Sealed into the outbox; not yet confirmed by the server.
+    Sealed,
+    /// The server confirmed it holds the pack.
+    Sent,
+}
+
+/// One sealed pack.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Entry {
+    /// Content key (hex SHA-256).
+    pub key: String,
+    /// The pack id.
+    pub pack_id: String,
+    /// Destination LAESTAB.
+    pub to: String,
+    /// Kind.
+    pub kind: Kind,
+    /// The pupil's UPN (local only).
+    pub upn: String,
+    /// The pupil's name (local only).
+    pub name: String,
+    /// Where the pack came from (folder or file).
+    pub source: String,
+    /// The signed header, protobuf bytes in hex.
+    pub header: String,
+    /// State.
+    pub state: State,
+    /// When the server confirmed it, ms since the epoch.
+    pub sent_at_ms: Option<i64>,
+}
+
+/// The journal folder.
+pub struct Outbox {
+    dir: PathBuf,
+}
+
+impl Entry {
+    /// The signed header.
+    pub fn signed_header(&self) -> Result<SignedHeader> {
+        let bytes = hex::decode(&self.header).context("outbox journal: header is not hex")?;
+        let wire = v1::PackHeader::decode(bytes.as_slice()).context("outbox journal: header does not decode")?;
+        SignedHeader::try_from(&wire).context("outbox journal: header is malformed")
+    }
+
+    /// Stores a header.
+    pub fn set_header(&mut self, header: &SignedHeader) {
+        self.header = hex::encode(v1::PackHeader::from(header).encode_to_vec());
+    }
+}
+
+impl Outbox {
+    /// The home's outbox.
+    pub fn open(home: &Home) -> Result<Self> {
+        let dir = home.path("outbox");
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(Self { dir })
+    }
+
+    /// The content key of a pack: the same folder sent to the same school
+    /// as the same kind always has the same key.
+    pub fn content_key(to: &str, kind: Kind, manifest: &Manifest) -> String {
+        let mut h = Sha256::new();
+        h.update(b"baton-outbox-v1\n");
+        h.update(to.as_bytes());
+        h.update(kind.as_str().as_bytes());
+        h.update(v1::Manifest::from(manifest.clone()).encode_to_vec());
+        hex::encode(h.finalize())
+    }
+
+    /// The entry for a key, if any.
+    pub fn get(&self, key: &str) -> Result<Option<Entry>> {
+        let path = self.dir.join(format!("{key}.json"));
+        if !path.exists() {
+            return Ok(None);
+        }
+        read_json(&path).map(Some)
+    }
+
+    /// Saves an entry (atomically).
+    pub fn put(&self, entry: &Entry) -> Result<()> {
+        write_json(&self.dir.join(format!("{}.json", entry.key)), entry)
+    }
+
+    /// Forgets an entry and its sealed file.
+    pub fn remove(&self, key: &str) -> Result<()> {
+        for path in [self.sealed_path(key), self.dir.join(format!("{key}.json"))] {
+            if path.exists() {
+                std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Where the sealed ciphertext of an entry lives until it is sent.
+    pub fn sealed_path(&self, key: &str) -> PathBuf {
+        self.dir.join(format!("{key}.age"))
+    }
+
+    /// The outbox folder.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
+    /// Every entry.
+    pub fn entries(&self) -> Result<Vec<Entry>> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(&self.dir).with_context(|| format!("reading {}", self.dir.display()))? {
+            let path = e?.path();
+            if path.extension().is_some_and(|x| x == "json") {
+                out.push(read_json(&path)?);
+            }
+        }
+        Ok(out)
+    }
+}

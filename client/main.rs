@@ -45,6 +45,8 @@ enum Command {
     Ack(commands::ack::Args),
     /// List packs this school sent, with their state and receipts.
     Sent(commands::sent::Args),
+    /// This school's keys: list, export this device's public key, revoke one.
+    Keys(commands::keys::Args),
 }
 
 fn main() -> ExitCode {
@@ -82,5 +84,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Pull(args) => commands::pull::run(&home, args).await,
         Command::Ack(args) => commands::ack::run(&home, args).await,
         Command::Sent(args) => commands::sent::run(&home, args).await,
+        Command::Keys(args) => commands::keys::run(&home, args).await,
     }
 }

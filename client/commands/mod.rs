@@ -3,6 +3,7 @@
 pub mod ack;
 pub mod inbox;
 pub mod init;
+pub mod keys;
 pub mod pull;
 pub mod schools;
 pub mod send;

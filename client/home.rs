@@ -6,9 +6,9 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context as _, Result};
-use baton::crypto::Identity;
+use anyhow::{Context as _, Result, bail};
 use baton::Laestab;
+use baton::crypto::Identity;
 use serde::{Deserialize, Serialize};
 
 /// The school and server this home belongs to (`config.json`).
@@ -69,8 +69,11 @@ impl Home {
     /// Loads this home's identity.
     pub fn identity(&self) -> Result<Identity> {
         let path = self.path("identity.txt");
-        let bytes = std::fs::read(&path).with_context(|| format!("reading identity file {}", path.display()))?;
-        let passphrase = std::env::var("BATON_PASSPHRASE").ok().map(age::secrecy::SecretString::from);
+        let bytes = std::fs::read(&path)
+            .with_context(|| format!("reading identity file {}", path.display()))?;
+        let passphrase = std::env::var("BATON_PASSPHRASE")
+            .ok()
+            .map(age::secrecy::SecretString::from);
         Identity::from_file_bytes(&bytes, passphrase.as_ref())
             .with_context(|| format!("reading identity file {}", path.display()))
     }
@@ -78,7 +81,8 @@ impl Home {
     /// Reads the API token.
     pub fn token(&self) -> Result<String> {
         let path = self.path("token");
-        let token = std::fs::read_to_string(&path).with_context(|| format!("reading token file {}", path.display()))?;
+        let token = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading token file {}", path.display()))?;
         Ok(token.trim().to_string())
     }
 
@@ -91,7 +95,8 @@ impl Home {
 
 /// Reads a JSON file, naming it in errors.
 pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("{} is not valid", path.display()))
 }
 
@@ -105,13 +110,15 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
 pub fn write_atomic(path: &Path, bytes: &[u8], secret: bool) -> Result<()> {
     let dir = path.parent().context("a file path has a parent folder")?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).with_context(|| format!("writing in {}", dir.display()))?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("writing in {}", dir.display()))?;
     if secret {
         set_private(tmp.path())?;
     }
     tmp.write_all(bytes)?;
     tmp.as_file().sync_all()?;
-    tmp.persist(path).with_context(|| format!("writing {}", path.display()))?;
+    tmp.persist(path)
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
 

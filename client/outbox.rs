@@ -14,7 +14,7 @@ use prost::Message as _;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::home::{read_json, write_json, Home};
+use crate::home::{Home, read_json, write_json};
 
 /// Where an entry is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,7 +60,8 @@ impl Entry {
     /// The signed header.
     pub fn signed_header(&self) -> Result<SignedHeader> {
         let bytes = hex::decode(&self.header).context("outbox journal: header is not hex")?;
-        let wire = v1::PackHeader::decode(bytes.as_slice()).context("outbox journal: header does not decode")?;
+        let wire = v1::PackHeader::decode(bytes.as_slice())
+            .context("outbox journal: header does not decode")?;
         SignedHeader::try_from(&wire).context("outbox journal: header is malformed")
     }
 
@@ -107,7 +108,8 @@ impl Outbox {
     pub fn remove(&self, key: &str) -> Result<()> {
         for path in [self.sealed_path(key), self.dir.join(format!("{key}.json"))] {
             if path.exists() {
-                std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+                std::fs::remove_file(&path)
+                    .with_context(|| format!("removing {}", path.display()))?;
             }
         }
         Ok(())
@@ -126,7 +128,9 @@ impl Outbox {
     /// Every entry.
     pub fn entries(&self) -> Result<Vec<Entry>> {
         let mut out = Vec::new();
-        for e in std::fs::read_dir(&self.dir).with_context(|| format!("reading {}", self.dir.display()))? {
+        for e in std::fs::read_dir(&self.dir)
+            .with_context(|| format!("reading {}", self.dir.display()))?
+        {
             let path = e?.path();
             if path.extension().is_some_and(|x| x == "json") {
                 out.push(read_json(&path)?);

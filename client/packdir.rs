@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result, bail};
 use baton::pack::{AttachmentMeta, Manifest};
 use baton::record::TransitionRecord;
 
@@ -24,7 +24,9 @@ impl PackDir {
     pub fn read(path: &Path, today: time::Date) -> Result<Self, Vec<String>> {
         let shown = path.display();
         if !path.is_dir() {
-            return Err(vec![format!("{shown}: not a folder (a pack folder holds record.json and attachments)")]);
+            return Err(vec![format!(
+                "{shown}: not a folder (a pack folder holds record.json and attachments)"
+            )]);
         }
         let record_path = path.join("record.json");
         let text = match std::fs::read_to_string(&record_path) {
@@ -35,18 +37,26 @@ impl PackDir {
             Ok(r) => r,
             Err(e) => return Err(vec![format!("{}: {e}", record_path.display())]),
         };
-        let mut problems: Vec<String> =
-            record.problems(today).iter().map(|p| format!("{}: {p}", record_path.display())).collect();
+        let mut problems: Vec<String> = record
+            .problems(today)
+            .iter()
+            .map(|p| format!("{}: {p}", record_path.display()))
+            .collect();
         let mut attachments = Vec::new();
         match list_attachments(path) {
             Ok(files) => {
                 for file in files {
-                    let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                    let name = file
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default();
                     if let Err(problem) = baton::pack::contents::check_name(&name) {
                         problems.push(format!("{}: cannot be attached: {problem}", file.display()));
                         continue;
                     }
-                    match std::fs::File::open(&file).and_then(|mut f| AttachmentMeta::describe(&name, &mut f)) {
+                    match std::fs::File::open(&file)
+                        .and_then(|mut f| AttachmentMeta::describe(&name, &mut f))
+                    {
                         Ok(meta) => attachments.push((file, meta)),
                         Err(e) => problems.push(format!("{}: {e}", file.display())),
                     }
@@ -55,7 +65,11 @@ impl PackDir {
             Err(e) => problems.push(format!("{shown}: {e}")),
         }
         if problems.is_empty() {
-            Ok(Self { path: path.to_path_buf(), record, attachments })
+            Ok(Self {
+                path: path.to_path_buf(),
+                record,
+                attachments,
+            })
         } else {
             Err(problems)
         }
@@ -124,8 +138,10 @@ impl Staging {
             bail!("{} already exists", target.display());
         }
         let parent = target.parent().context("an output folder has a parent")?;
-        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
-        std::fs::rename(&self.dir, target).with_context(|| format!("moving the pulled pack to {}", target.display()))?;
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+        std::fs::rename(&self.dir, target)
+            .with_context(|| format!("moving the pulled pack to {}", target.display()))?;
         if let Ok(d) = std::fs::File::open(parent) {
             let _ = d.sync_all();
         }

@@ -7,14 +7,14 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result, bail};
+use baton::Laestab;
 use baton::api::v1;
 use baton::keys::{PublicKey, Role, SchoolKey};
-use baton::Laestab;
 use serde::{Deserialize, Serialize};
 
-use crate::connect::{explain, Clients};
-use crate::home::{read_json, write_json, Home};
+use crate::connect::{Clients, explain};
+use crate::home::{Home, read_json, write_json};
 
 /// Every pinned school.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -73,9 +73,11 @@ impl PinnedKey {
 
     /// The directory key this pin describes.
     pub fn to_school_key(&self) -> Result<SchoolKey> {
-        let signing = hex::decode(&self.signing_key).context("pins.json: a signing key is not hex")?;
+        let signing =
+            hex::decode(&self.signing_key).context("pins.json: a signing key is not hex")?;
         Ok(SchoolKey {
-            public: PublicKey::new(&self.age_recipient, &signing).context("pins.json: a key is malformed")?,
+            public: PublicKey::new(&self.age_recipient, &signing)
+                .context("pins.json: a key is malformed")?,
             label: self.label.clone(),
             roles: self.roles.clone(),
             created_at_ms: 0,
@@ -118,7 +120,13 @@ impl Pins {
                 }
             }
         }
-        self.schools.insert(school.laestab.clone(), PinnedSchool { name: school.name.clone(), keys: pinned });
+        self.schools.insert(
+            school.laestab.clone(),
+            PinnedSchool {
+                name: school.name.clone(),
+                keys: pinned,
+            },
+        );
         Ok(())
     }
 
@@ -134,9 +142,10 @@ impl Pins {
             let id = k.key_id().to_string();
             match old.keys.iter().find(|p| p.key_id == id) {
                 None => changes.push(format!("new key {} ({})", k.key_id().grouped(), k.label)),
-                Some(p) if p.revoked_at_ms.is_some() => {
-                    changes.push(format!("revoked key {} is active again", k.key_id().grouped()))
-                }
+                Some(p) if p.revoked_at_ms.is_some() => changes.push(format!(
+                    "revoked key {} is active again",
+                    k.key_id().grouped()
+                )),
                 Some(p) => {
                     for r in k.roles.iter().filter(|r| !p.roles.contains(r)) {
                         changes.push(format!("key {} gained role {r}", k.key_id().grouped()));
@@ -153,14 +162,27 @@ impl Pins {
 
     /// Every pinned key of a school (revoked included), for verifying signatures.
     pub fn verifying_keys(&self, laestab: &Laestab) -> Result<Vec<PublicKey>> {
-        let school = self.get(laestab).with_context(|| format!("school {laestab} is not pinned yet"))?;
-        school.keys.iter().map(|k| Ok(k.to_school_key()?.public)).collect()
+        let school = self
+            .get(laestab)
+            .with_context(|| format!("school {laestab} is not pinned yet"))?;
+        school
+            .keys
+            .iter()
+            .map(|k| Ok(k.to_school_key()?.public))
+            .collect()
     }
 
     /// The pinned active keys of a school, for sealing.
     pub fn recipients(&self, laestab: &Laestab) -> Result<Vec<SchoolKey>> {
-        let school = self.get(laestab).with_context(|| format!("school {laestab} is not pinned yet"))?;
-        school.keys.iter().filter(|k| k.revoked_at_ms.is_none()).map(PinnedKey::to_school_key).collect()
+        let school = self
+            .get(laestab)
+            .with_context(|| format!("school {laestab} is not pinned yet"))?;
+        school
+            .keys
+            .iter()
+            .filter(|k| k.revoked_at_ms.is_none())
+            .map(PinnedKey::to_school_key)
+            .collect()
     }
 }
 
@@ -168,22 +190,36 @@ fn parse_keys(school: &v1::School) -> Result<Vec<SchoolKey>> {
     school
         .keys
         .iter()
-        .map(|k| SchoolKey::try_from(k).with_context(|| format!("the directory sent a malformed key for {}", school.laestab)))
+        .map(|k| {
+            SchoolKey::try_from(k).with_context(|| {
+                format!("the directory sent a malformed key for {}", school.laestab)
+            })
+        })
         .collect()
 }
 
 /// Fetches a school from the directory and checks it against the pins,
 /// saving a first pin. Refuses, loudly, when its keys changed.
-pub async fn refresh(home: &Home, clients: &mut Clients, pins: &mut Pins, laestab: &Laestab) -> Result<()> {
+pub async fn refresh(
+    home: &Home,
+    clients: &mut Clients,
+    pins: &mut Pins,
+    laestab: &Laestab,
+) -> Result<()> {
     let school = clients
         .directory
-        .get_school(v1::GetSchoolRequest { laestab: laestab.to_string() })
+        .get_school(v1::GetSchoolRequest {
+            laestab: laestab.to_string(),
+        })
         .await
         .map_err(|s| anyhow::anyhow!("looking up school {laestab}: {}", explain(&s)))?
         .into_inner();
     match pins.check(&school)? {
         Check::New => {
-            eprintln!("pinned the keys of {laestab} ({}) on first use; compare them with `baton schools show {laestab}`", school.name);
+            eprintln!(
+                "pinned the keys of {laestab} ({}) on first use; compare them with `baton schools show {laestab}`",
+                school.name
+            );
             pins.save(home)?;
         }
         Check::Same => pins.save(home)?,
@@ -194,10 +230,14 @@ pub async fn refresh(home: &Home, clients: &mut Clients, pins: &mut Pins, laesta
             for c in &changes {
                 eprintln!("  - {c}");
             }
-            eprintln!("Someone may be trying to read packs meant for {laestab}. Check the fingerprints");
+            eprintln!(
+                "Someone may be trying to read packs meant for {laestab}. Check the fingerprints"
+            );
             eprintln!("with the school by phone (`baton schools show {laestab}`), then run");
             eprintln!("`baton schools trust {laestab}` to accept them.");
-            bail!("the keys of {laestab} changed since they were pinned; nothing was sealed to them");
+            bail!(
+                "the keys of {laestab} changed since they were pinned; nothing was sealed to them"
+            );
         }
     }
     Ok(())

@@ -1,6 +1,237 @@
 //! `batond`, the Baton daemon a trust runs on its own server: it stores and
 //! forwards sealed packs and never holds a byte of pupil plaintext.
+//!
+//! This file owns the command line and the exit codes: 0 success, 1
+//! failure, 2 usage (clap's own).
 
-fn main() {
-    println!("batond {}", env!("CARGO_PKG_VERSION"));
+mod admin;
+mod audit;
+mod auth;
+mod config;
+mod services;
+mod store;
+mod tls;
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use tokio_stream::StreamExt as _;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, ConfigArgs, LogFormat};
+use crate::store::Store as _;
+use crate::store::sqlite::Sqlite;
+
+/// How long in-flight calls get to finish after SIGINT/SIGTERM.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// The Baton daemon: stores and forwards sealed transfer packs between schools.
+#[derive(Debug, Parser)]
+#[command(name = "batond", version, about)]
+struct Cli {
+    #[command(flatten)]
+    config: ConfigArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the gRPC API (TLS unless --insecure-loopback).
+    Serve,
+    /// Print a commented example configuration file.
+    DefaultConfig,
+    /// Operator commands; they work while `serve` runs.
+    #[command(subcommand)]
+    Admin(admin::Command),
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BATON_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> ExitCode {
+    // One process-wide TLS provider, before anything touches rustls.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn open_store(config: &Config) -> anyhow::Result<Sqlite> {
+    let path = config.sqlite_path()?;
+    if let Some(parent) = path.parent() {
+        create_private_dir(parent)?;
+    }
+    Sqlite::open(&path)
+        .await
+        .with_context(|| format!("opening database {}", path.display()))
+}
+
+fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    if dir.as_os_str().is_empty() || dir.exists() {
+        return Ok(());
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::DefaultConfig = cli.command {
+        print!("{}", config::DEFAULT_CONFIG);
+        return Ok(());
+    }
+    let config = Config::resolve(&cli.config)?;
+    init_logging(config.log_format);
+    match cli.command {
+        Command::DefaultConfig => Ok(()),
+        Command::Serve => serve(config).await,
+        Command::Admin(command) => {
+            let store = open_store(&config).await?;
+            admin::run(&store, &config, command).await
+        }
+    }
+}
+
+/// Resolves when SIGINT or SIGTERM arrives.
+async fn terminate() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let loopback = config.listen.ip().is_loopback();
+    if config.insecure_loopback && !loopback {
+        bail!(
+            "refusing plaintext gRPC on {}: --insecure-loopback is only allowed on a loopback address (127.0.0.1 or ::1); drop it to serve TLS",
+            config.listen
+        );
+    }
+    tracing::debug!(?config, "configuration");
+    create_private_dir(&config.data_dir)?;
+    let store = open_store(&config).await?;
+    let cleaned = store
+        .clean_staging()
+        .await
+        .context("cleaning unfinished uploads")?;
+    if cleaned > 0 {
+        tracing::info!(chunks = cleaned, "removed chunks of unfinished uploads");
+    }
+
+    let mut builder = tonic::transport::Server::builder();
+    let mut ca_path = None;
+    if !config.insecure_loopback {
+        let material = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => tls::load(cert, key)?,
+            _ => tls::ensure_local(&config.data_dir.join("tls"), config.listen.ip())?,
+        };
+        ca_path = material.ca_path.clone();
+        let identity = tonic::transport::Identity::from_pem(material.cert_pem, material.key_pem);
+        builder = builder
+            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+            .context("configuring TLS")?;
+    }
+
+    let shutdown = CancellationToken::new();
+    let app = services::App::new(store, config.max_pack_bytes, shutdown.clone());
+    let router = services::router(builder, app).await?;
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.listen))?;
+    let local = listener.local_addr().context("reading the bound address")?;
+    {
+        let mut out = std::io::stdout().lock();
+        let scheme = if config.insecure_loopback {
+            "http"
+        } else {
+            "https"
+        };
+        writeln!(out, "listening on {scheme}://{local}")?;
+        match &ca_path {
+            Some(path) => writeln!(out, "CA certificate: {}", path.display())?,
+            None if config.insecure_loopback => {
+                writeln!(out, "CA certificate: none (plaintext, loopback only)")?
+            }
+            None => writeln!(out, "CA certificate: the issuer of --tls-cert")?,
+        }
+        out.flush()?;
+    }
+    tracing::info!(address = %local, tls = !config.insecure_loopback, "serving");
+
+    let incoming = TcpListenerStream::new(listener).map(|conn| {
+        conn.inspect(|stream| {
+            let _ = stream.set_nodelay(true);
+        })
+    });
+    let signal = {
+        let shutdown = shutdown.clone();
+        async move {
+            terminate().await;
+            tracing::info!("shutting down");
+            shutdown.cancel();
+        }
+    };
+    let serving = router.serve_with_incoming_shutdown(incoming, signal);
+    tokio::select! {
+        result = serving => result.context("serving")?,
+        () = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => tracing::warn!("calls still running after the grace period; stopping anyway"),
+    }
+    Ok(())
 }

@@ -1,7 +1,7 @@
 //! `baton ack`: sign a receipt for each pulled pack and send it, so the
 //! sending school holds proof of when its pack arrived.
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result, bail};
 use baton::api::v1;
 use baton::pack::{PackId, Receipt};
 
@@ -25,7 +25,12 @@ pub struct Args {
 pub async fn run(home: &Home, args: Args) -> Result<()> {
     let mut pulled = Pulled::load(home)?;
     let ids: Vec<String> = if args.all_pulled {
-        pulled.packs.iter().filter(|(_, p)| p.acknowledged_at_ms.is_none()).map(|(id, _)| id.clone()).collect()
+        pulled
+            .packs
+            .iter()
+            .filter(|(_, p)| p.acknowledged_at_ms.is_none())
+            .map(|(id, _)| id.clone())
+            .collect()
     } else {
         args.ids.iter().map(ToString::to_string).collect()
     };
@@ -53,7 +58,13 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
             recipient_key_id: identity.key_id(),
         };
         let signed = identity.sign_receipt(receipt)?;
-        match clients.exchange.acknowledge(v1::AcknowledgeRequest { receipt: Some(v1::Receipt::from(&signed)) }).await {
+        match clients
+            .exchange
+            .acknowledge(v1::AcknowledgeRequest {
+                receipt: Some(v1::Receipt::from(&signed)),
+            })
+            .await
+        {
             Ok(_) => {
                 pack.acknowledged_at_ms = Some(now_ms());
                 println!("{id} acknowledged");

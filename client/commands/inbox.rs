@@ -4,7 +4,7 @@ use anyhow::Result;
 use baton::api::v1;
 use baton::pack::SignedHeader;
 
-use crate::connect::{explain, Clients};
+use crate::connect::{Clients, explain};
 use crate::home::Home;
 use crate::output::{json, size, table, time};
 
@@ -33,15 +33,27 @@ pub async fn list(clients: &mut Clients) -> Result<Vec<Waiting>> {
     loop {
         let page = clients
             .exchange
-            .inbox(v1::InboxRequest { page_size: 500, page_token: page_token.clone() })
+            .inbox(v1::InboxRequest {
+                page_size: 500,
+                page_token: page_token.clone(),
+            })
             .await
             .map_err(|s| anyhow::anyhow!("listing the inbox: {}", explain(&s)))?
             .into_inner();
         for entry in page.packs {
             let wire = entry.header.unwrap_or_default();
-            let header = SignedHeader::try_from(&wire).map_err(|e| anyhow::anyhow!("the server sent a malformed header: {e}"))?;
-            let state = if entry.state == v1::PackState::Downloaded as i32 { "downloaded" } else { "pending" };
-            out.push(Waiting { header, uploaded_at_ms: entry.uploaded_at_ms, state });
+            let header = SignedHeader::try_from(&wire)
+                .map_err(|e| anyhow::anyhow!("the server sent a malformed header: {e}"))?;
+            let state = if entry.state == v1::PackState::Downloaded as i32 {
+                "downloaded"
+            } else {
+                "pending"
+            };
+            out.push(Waiting {
+                header,
+                uploaded_at_ms: entry.uploaded_at_ms,
+                state,
+            });
         }
         if page.next_page_token.is_empty() {
             return Ok(out);
@@ -70,7 +82,14 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
         .iter()
         .map(|w| {
             let h = w.header.header();
-            vec![h.pack_id.to_string(), h.from.to_string(), h.kind.to_string(), size(h.ciphertext_len), time(w.uploaded_at_ms), w.state.to_string()]
+            vec![
+                h.pack_id.to_string(),
+                h.from.to_string(),
+                h.kind.to_string(),
+                size(h.ciphertext_len),
+                time(w.uploaded_at_ms),
+                w.state.to_string(),
+            ]
         })
         .collect();
     table(&["ID", "FROM", "KIND", "SIZE", "SENT AT", "STATE"], &rows);

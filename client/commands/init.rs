@@ -4,14 +4,14 @@
 use std::path::PathBuf;
 
 use age::secrecy::ExposeSecret as _;
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result, bail};
+use baton::Laestab;
 use baton::api::v1;
 use baton::crypto::Identity;
-use baton::keys::{enrol_statement, Role, SchoolKey};
-use baton::Laestab;
+use baton::keys::{Role, SchoolKey, enrol_statement};
 
 use crate::connect::{enrolment, explain};
-use crate::home::{write_atomic, write_json, Config, Home};
+use crate::home::{Config, Home, write_atomic, write_json};
 use crate::output::{now_ms, time};
 use crate::pins::Pins;
 
@@ -41,14 +41,22 @@ pub struct Args {
 /// Runs `baton init`.
 pub async fn run(home: &Home, args: Args) -> Result<()> {
     if home.is_initialised() {
-        bail!("{} already holds an enrolled school; use another --home for another school", home.root().display());
+        bail!(
+            "{} already holds an enrolled school; use another --home for another school",
+            home.root().display()
+        );
     }
-    let ca = std::fs::read(&args.ca).with_context(|| format!("reading CA certificate {}", args.ca.display()))?;
+    let ca = std::fs::read(&args.ca)
+        .with_context(|| format!("reading CA certificate {}", args.ca.display()))?;
     if !String::from_utf8_lossy(&ca).contains("BEGIN CERTIFICATE") {
         bail!("{} is not a PEM certificate", args.ca.display());
     }
     let identity = Identity::generate();
-    let label = if args.label.is_empty() { default_label() } else { args.label.clone() };
+    let label = if args.label.is_empty() {
+        default_label()
+    } else {
+        args.label.clone()
+    };
     let key = SchoolKey {
         public: identity.public(),
         label,
@@ -69,8 +77,16 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
         .map_err(|s| anyhow::anyhow!("redeeming the enrolment code: {}", explain(&s)))?
         .into_inner();
 
-    std::fs::create_dir_all(home.root()).with_context(|| format!("creating {}", home.root().display()))?;
-    write_atomic(&home.path("identity.txt"), identity.to_file_text(&time(now_ms())).expose_secret().as_bytes(), true)?;
+    std::fs::create_dir_all(home.root())
+        .with_context(|| format!("creating {}", home.root().display()))?;
+    write_atomic(
+        &home.path("identity.txt"),
+        identity
+            .to_file_text(&time(now_ms()))
+            .expose_secret()
+            .as_bytes(),
+        true,
+    )?;
     write_atomic(&home.path("token"), response.token.as_bytes(), true)?;
     write_atomic(&home.path("ca.pem"), &ca, false)?;
     let mut pins = Pins::load(home)?;
@@ -80,7 +96,11 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
     pins.save(home)?;
     write_json(
         &home.path("config.json"),
-        &Config { server: args.server.clone(), school: args.school, key_id: identity.key_id().to_string() },
+        &Config {
+            server: args.server.clone(),
+            school: args.school,
+            key_id: identity.key_id().to_string(),
+        },
     )?;
     let name = response.school.map(|s| s.name).unwrap_or_default();
     println!("enrolled {} ({name}) at {}", args.school, args.server);
@@ -90,5 +110,7 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
 }
 
 fn default_label() -> String {
-    std::env::var("HOSTNAME").or_else(|_| std::env::var("COMPUTERNAME")).unwrap_or_else(|_| "baton key".into())
+    std::env::var("HOSTNAME")
+        .or_else(|_| std::env::var("COMPUTERNAME"))
+        .unwrap_or_else(|_| "baton key".into())
 }

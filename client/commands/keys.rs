@@ -41,8 +41,10 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
         Action::Export => {
             let public = home.identity()?.public();
             if args.json {
-                json(&serde_json::json!({"id": public.key_id().to_string(), "school": config.school,
-                    "age_recipient": public.age_recipient(), "signing_key": hex::encode(public.signing_key_bytes())}));
+                json(
+                    &serde_json::json!({"id": public.key_id().to_string(), "school": config.school,
+                    "age_recipient": public.age_recipient(), "signing_key": hex::encode(public.signing_key_bytes())}),
+                );
             } else {
                 println!("school:        {}", config.school);
                 println!("key id:        {}", public.key_id().grouped());
@@ -54,12 +56,18 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
             let mut clients = connect(home).await?;
             let school = clients
                 .directory
-                .get_school(v1::GetSchoolRequest { laestab: config.school.to_string() })
+                .get_school(v1::GetSchoolRequest {
+                    laestab: config.school.to_string(),
+                })
                 .await
                 .map_err(|s| anyhow::anyhow!("looking up {}: {}", config.school, explain(&s)))?
                 .into_inner();
-            let keys: Vec<SchoolKey> =
-                school.keys.iter().map(SchoolKey::try_from).collect::<Result<_, _>>().context("malformed key")?;
+            let keys: Vec<SchoolKey> = school
+                .keys
+                .iter()
+                .map(SchoolKey::try_from)
+                .collect::<Result<_, _>>()
+                .context("malformed key")?;
             if args.json {
                 let items: Vec<_> = keys
                     .iter()
@@ -73,20 +81,37 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
                     .iter()
                     .map(|k| {
                         let roles: Vec<String> = k.roles.iter().map(ToString::to_string).collect();
-                        let me = if k.key_id().to_string() == config.key_id { "*" } else { "" };
+                        let me = if k.key_id().to_string() == config.key_id {
+                            "*"
+                        } else {
+                            ""
+                        };
                         let state = if k.is_active() { "active" } else { "revoked" };
-                        vec![format!("{}{me}", k.key_id().grouped()), roles.join(","), k.label.clone(), state.into()]
+                        vec![
+                            format!("{}{me}", k.key_id().grouped()),
+                            roles.join(","),
+                            k.label.clone(),
+                            state.into(),
+                        ]
                     })
                     .collect();
-                table(&["FINGERPRINT (* = this device)", "ROLES", "LABEL", "STATE"], &rows);
+                table(
+                    &["FINGERPRINT (* = this device)", "ROLES", "LABEL", "STATE"],
+                    &rows,
+                );
             }
         }
         Action::Revoke { key_id } => {
-            let id: KeyId = key_id.parse().context("a key id is 32 hex digits (spaces allowed)")?;
+            let id: KeyId = key_id
+                .parse()
+                .context("a key id is 32 hex digits (spaces allowed)")?;
             let mut clients = connect(home).await?;
             clients
                 .directory
-                .revoke_key(v1::RevokeKeyRequest { laestab: config.school.to_string(), key_id: id.to_string() })
+                .revoke_key(v1::RevokeKeyRequest {
+                    laestab: config.school.to_string(),
+                    key_id: id.to_string(),
+                })
                 .await
                 .map_err(|s| anyhow::anyhow!("revoking {}: {}", id.grouped(), explain(&s)))?;
             println!("revoked key {}", id.grouped());

@@ -9,18 +9,18 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result, bail};
 use baton::api::v1;
 use baton::crypto::{self, Identity, Sink};
 use baton::pack::{AttachmentMeta, Kind, PackId, SignedHeader};
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt as _;
 
-use crate::connect::{connect, explain, Clients};
-use crate::home::{read_json, write_json, Home};
+use crate::connect::{Clients, connect, explain};
+use crate::home::{Home, read_json, write_json};
 use crate::output::{now_ms, progress, time};
 use crate::packdir::Staging;
-use crate::pins::{refresh, Pins};
+use crate::pins::{Pins, refresh};
 
 /// Download, verify and decrypt packs.
 #[derive(Debug, clap::Args)]
@@ -90,7 +90,11 @@ impl Pulled {
     /// Loads `pulled.json`.
     pub fn load(home: &Home) -> Result<Self> {
         let path = home.path("pulled.json");
-        if path.exists() { read_json(&path) } else { Ok(Self::default()) }
+        if path.exists() {
+            read_json(&path)
+        } else {
+            Ok(Self::default())
+        }
     }
 
     /// Saves it.
@@ -103,7 +107,11 @@ impl Pulled {
 pub async fn run(home: &Home, args: Args) -> Result<()> {
     let mut clients = connect(home).await?;
     let ids: Vec<(PackId, i64)> = if args.all {
-        crate::commands::inbox::list(&mut clients).await?.iter().map(|w| (w.header.header().pack_id, w.uploaded_at_ms)).collect()
+        crate::commands::inbox::list(&mut clients)
+            .await?
+            .iter()
+            .map(|w| (w.header.header().pack_id, w.uploaded_at_ms))
+            .collect()
     } else {
         args.ids.iter().map(|id| (*id, 0)).collect()
     };
@@ -111,14 +119,25 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
         println!("nothing to pull");
         return Ok(());
     }
-    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
     let identity = Arc::new(home.identity()?);
     let mut pins = Pins::load(home)?;
     let mut pulled = Pulled::load(home)?;
     let bar = progress(ids.len() as u64, "pulling");
     let mut failed = 0;
     for (id, uploaded_at_ms) in ids {
-        match pull_one(home, &mut clients, &mut pins, &identity, id, uploaded_at_ms, &args.out).await {
+        match pull_one(
+            home,
+            &mut clients,
+            &mut pins,
+            &identity,
+            id,
+            uploaded_at_ms,
+            &args.out,
+        )
+        .await
+        {
             Ok((record, written)) => {
                 bar.suspend(|| println!("{id} -> {}", written.display()));
                 pulled.packs.insert(id.to_string(), record);
@@ -148,7 +167,8 @@ async fn pull_one(
     out: &Path,
 ) -> Result<(PulledPack, PathBuf)> {
     let staging_root = out.join(".baton-staging");
-    std::fs::create_dir_all(&staging_root).with_context(|| format!("creating {}", staging_root.display()))?;
+    std::fs::create_dir_all(&staging_root)
+        .with_context(|| format!("creating {}", staging_root.display()))?;
     let ciphertext = tempfile::NamedTempFile::new_in(&staging_root)?;
     let header = download(clients, id, ciphertext.path()).await?;
     let h = header.header().clone();
@@ -163,7 +183,13 @@ async fn pull_one(
     let manifest = tokio::task::spawn_blocking(move || -> Result<_> {
         let file = std::io::BufReader::new(std::fs::File::open(&path)?);
         let mut sink = DirSink { dir };
-        Ok(crypto::open(&opened_header, &sender_keys, &identity, file, &mut sink)?)
+        Ok(crypto::open(
+            &opened_header,
+            &sender_keys,
+            &identity,
+            file,
+            &mut sink,
+        )?)
     })
     .await
     .context("opening was interrupted")??;
@@ -221,22 +247,31 @@ fn record(h: &baton::pack::Header, folder: &Path) -> PulledPack {
 async fn download(clients: &mut Clients, id: PackId, path: &Path) -> Result<SignedHeader> {
     let mut stream = clients
         .exchange
-        .download(v1::DownloadRequest { pack_id: id.to_string() })
+        .download(v1::DownloadRequest {
+            pack_id: id.to_string(),
+        })
         .await
         .map_err(|s| anyhow::anyhow!("downloading: {}", explain(&s)))?
         .into_inner();
     let mut file = tokio::fs::File::create(path).await?;
     let mut header = None;
-    while let Some(message) = stream.message().await.map_err(|s| anyhow::anyhow!("downloading: {}", explain(&s)))? {
+    while let Some(message) = stream
+        .message()
+        .await
+        .map_err(|s| anyhow::anyhow!("downloading: {}", explain(&s)))?
+    {
         match message.part {
             Some(v1::download_response::Part::Header(h)) if header.is_none() => {
-                let signed = SignedHeader::try_from(&h).map_err(|e| anyhow::anyhow!("the server sent a malformed header: {e}"))?;
+                let signed = SignedHeader::try_from(&h)
+                    .map_err(|e| anyhow::anyhow!("the server sent a malformed header: {e}"))?;
                 if signed.header().pack_id != id {
                     bail!("the server sent a different pack");
                 }
                 header = Some(signed);
             }
-            Some(v1::download_response::Part::Chunk(bytes)) if header.is_some() => file.write_all(&bytes).await?,
+            Some(v1::download_response::Part::Chunk(bytes)) if header.is_some() => {
+                file.write_all(&bytes).await?
+            }
             _ => bail!("the server's download stream is out of order"),
         }
     }
@@ -250,7 +285,11 @@ struct DirSink {
 }
 
 impl Sink for DirSink {
-    fn create(&mut self, _index: usize, meta: &AttachmentMeta) -> std::io::Result<Box<dyn std::io::Write + '_>> {
+    fn create(
+        &mut self,
+        _index: usize,
+        meta: &AttachmentMeta,
+    ) -> std::io::Result<Box<dyn std::io::Write + '_>> {
         // Names were checked (plain file names, unique) when the manifest was read.
         let file = std::fs::File::create(self.dir.join(&meta.name))?;
         Ok(Box::new(std::io::BufWriter::new(file)))

@@ -2,9 +2,9 @@
 //! confirming a school's changed keys.
 
 use anyhow::{Context as _, Result};
+use baton::Laestab;
 use baton::api::v1;
 use baton::keys::SchoolKey;
-use baton::Laestab;
 
 use crate::connect::{connect, explain};
 use crate::home::Home;
@@ -61,12 +61,22 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
             } else {
                 let rows: Vec<Vec<String>> = schools
                     .iter()
-                    .map(|s| vec![s.laestab.clone(), s.name.clone(), s.phase.clone(), s.keys.len().to_string()])
+                    .map(|s| {
+                        vec![
+                            s.laestab.clone(),
+                            s.name.clone(),
+                            s.phase.clone(),
+                            s.keys.len().to_string(),
+                        ]
+                    })
                     .collect();
                 table(&["LAESTAB", "NAME", "PHASE", "KEYS"], &rows);
             }
         }
-        Some(Action::Show { laestab, json: as_json }) => {
+        Some(Action::Show {
+            laestab,
+            json: as_json,
+        }) => {
             let school = get(&mut clients, &laestab).await?;
             let mut pins = Pins::load(home)?;
             let pinned = pins.get(&laestab).is_some();
@@ -74,8 +84,12 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
             if !matches!(check, Check::Changed(_)) {
                 pins.save(home)?;
             }
-            let keys: Vec<SchoolKey> =
-                school.keys.iter().map(SchoolKey::try_from).collect::<Result<_, _>>().context("malformed key")?;
+            let keys: Vec<SchoolKey> = school
+                .keys
+                .iter()
+                .map(SchoolKey::try_from)
+                .collect::<Result<_, _>>()
+                .context("malformed key")?;
             if as_json || args.json {
                 let items: Vec<_> = keys
                     .iter()
@@ -85,16 +99,27 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
                             "created_at": time(k.created_at_ms), "revoked_at": k.revoked_at_ms.map(time)})
                     })
                     .collect();
-                json(&serde_json::json!({"id": school.laestab, "name": school.name, "phase": school.phase,
-                    "urn": school.urn, "keys": items, "pin": pin_state(pinned, &check)}));
+                json(
+                    &serde_json::json!({"id": school.laestab, "name": school.name, "phase": school.phase,
+                    "urn": school.urn, "keys": items, "pin": pin_state(pinned, &check)}),
+                );
             } else {
                 println!("{} {} ({})", school.laestab, school.name, school.phase);
                 let rows: Vec<Vec<String>> = keys
                     .iter()
                     .map(|k| {
                         let roles: Vec<String> = k.roles.iter().map(ToString::to_string).collect();
-                        let state = if k.is_active() { "active".to_string() } else { format!("revoked {}", time(k.revoked_at_ms.unwrap_or(0))) };
-                        vec![k.key_id().grouped(), roles.join(","), k.label.clone(), state]
+                        let state = if k.is_active() {
+                            "active".to_string()
+                        } else {
+                            format!("revoked {}", time(k.revoked_at_ms.unwrap_or(0)))
+                        };
+                        vec![
+                            k.key_id().grouped(),
+                            roles.join(","),
+                            k.label.clone(),
+                            state,
+                        ]
                     })
                     .collect();
                 table(&["FINGERPRINT", "ROLES", "LABEL", "STATE"], &rows);
@@ -103,7 +128,9 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
                     for c in changes {
                         println!("  - {c}");
                     }
-                    println!("check these with the school, then run `baton schools trust {laestab}`");
+                    println!(
+                        "check these with the school, then run `baton schools trust {laestab}`"
+                    );
                 }
             }
         }
@@ -129,7 +156,9 @@ fn pin_state(was_pinned: bool, check: &Check) -> &'static str {
 async fn get(clients: &mut crate::connect::Clients, laestab: &Laestab) -> Result<v1::School> {
     Ok(clients
         .directory
-        .get_school(v1::GetSchoolRequest { laestab: laestab.to_string() })
+        .get_school(v1::GetSchoolRequest {
+            laestab: laestab.to_string(),
+        })
         .await
         .map_err(|s| anyhow::anyhow!("looking up {laestab}: {}", explain(&s)))?
         .into_inner())

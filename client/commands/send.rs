@@ -7,20 +7,20 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result, bail};
+use baton::Laestab;
 use baton::api::v1;
 use baton::crypto::{self, Draft, Identity};
 use baton::keys::SchoolKey;
 use baton::pack::{Kind, PackId};
-use baton::Laestab;
 use tokio::io::AsyncReadExt as _;
 
-use crate::connect::{connect, explain, Authed};
+use crate::connect::{Authed, connect, explain};
 use crate::home::Home;
 use crate::outbox::{Entry, Outbox, State};
 use crate::output::{now_ms, progress};
 use crate::packdir::PackDir;
-use crate::pins::{refresh, Pins};
+use crate::pins::{Pins, refresh};
 
 /// Upload chunk size: well under the gRPC message limit.
 const CHUNK: usize = 256 * 1024;
@@ -64,12 +64,18 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
         for p in &problems {
             eprintln!("{p}");
         }
-        bail!("{} problem(s) in {} pack folder(s): nothing was sent", problems.len(), args.packs.len());
+        bail!(
+            "{} problem(s) in {} pack folder(s): nothing was sent",
+            problems.len(),
+            args.packs.len()
+        );
     }
     if args.kind == Kind::Transfer {
         let flagged = packs.iter().filter(|p| p.record.safeguarding_file).count();
         if flagged > 0 {
-            eprintln!("note: {flagged} record(s) say a child-protection file exists; the DSL sends it separately with --kind safeguarding");
+            eprintln!(
+                "note: {flagged} record(s) say a child-protection file exists; the DSL sends it separately with --kind safeguarding"
+            );
         }
     }
 
@@ -115,7 +121,10 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
         }
     }
     bar.finish_and_clear();
-    println!("sent {sent}, already sent {already}, failed {failed} (to {})", args.to);
+    println!(
+        "sent {sent}, already sent {already}, failed {failed} (to {})",
+        args.to
+    );
     if failed > 0 {
         bail!("{failed} pack(s) were not sent; run the same command again to retry them");
     }
@@ -154,7 +163,12 @@ impl Job {
             created_at_ms: now_ms(),
         };
         let path = self.outbox.sealed_path(&key);
-        let files: Vec<PathBuf> = self.pack.attachments.iter().map(|(p, _)| p.clone()).collect();
+        let files: Vec<PathBuf> = self
+            .pack
+            .attachments
+            .iter()
+            .map(|(p, _)| p.clone())
+            .collect();
         let identity = Arc::clone(&self.identity);
         let recipients = Arc::clone(&self.recipients);
         let dir = self.outbox.dir().to_path_buf();
@@ -169,7 +183,10 @@ impl Job {
                 &identity,
                 writer,
             )?;
-            writer.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+            writer
+                .into_inner()
+                .map_err(|e| e.into_error())?
+                .sync_all()?;
             tmp.persist(&path)?;
             Ok(header)
         })
@@ -203,10 +220,14 @@ async fn upload(
 ) -> Result<Outcome> {
     let header = v1::PackHeader::from(&entry.signed_header()?);
     let path = outbox.sealed_path(&entry.key);
-    let mut file = tokio::fs::File::open(&path).await.with_context(|| format!("opening {}", path.display()))?;
+    let mut file = tokio::fs::File::open(&path)
+        .await
+        .with_context(|| format!("opening {}", path.display()))?;
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     let reader = tokio::spawn(async move {
-        let first = v1::UploadRequest { part: Some(v1::upload_request::Part::Header(header)) };
+        let first = v1::UploadRequest {
+            part: Some(v1::upload_request::Part::Header(header)),
+        };
         if tx.send(first).await.is_err() {
             return Ok(());
         }
@@ -224,14 +245,21 @@ async fn upload(
                 return Ok::<(), std::io::Error>(());
             }
             buf.truncate(filled);
-            let chunk = v1::UploadRequest { part: Some(v1::upload_request::Part::Chunk(buf)) };
+            let chunk = v1::UploadRequest {
+                part: Some(v1::upload_request::Part::Chunk(buf)),
+            };
             if tx.send(chunk).await.is_err() {
                 return Ok(());
             }
         }
     });
-    let result = exchange.upload(tokio_stream::wrappers::ReceiverStream::new(rx)).await;
-    reader.await.context("reading the sealed pack was interrupted")?.context("reading the sealed pack")?;
+    let result = exchange
+        .upload(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await;
+    reader
+        .await
+        .context("reading the sealed pack was interrupted")?
+        .context("reading the sealed pack")?;
     match result {
         Ok(_) => {
             entry.state = State::Sent;

@@ -11,10 +11,10 @@ use baton::api::v1;
 use baton::pack::{SignedHeader, SignedReceipt};
 
 use crate::connect::{connect, explain};
-use crate::home::{write_atomic, write_json, Home};
+use crate::home::{Home, write_atomic, write_json};
 use crate::outbox::Outbox;
 use crate::output::{json, table, time};
-use crate::pins::{refresh, Pins};
+use crate::pins::{Pins, refresh};
 
 /// List packs this school sent.
 #[derive(Debug, clap::Args)]
@@ -43,15 +43,21 @@ struct Row {
 /// Runs `baton sent`.
 pub async fn run(home: &Home, args: Args) -> Result<()> {
     let mut clients = connect(home).await?;
-    let journal: HashMap<String, crate::outbox::Entry> =
-        Outbox::open(home)?.entries()?.into_iter().map(|e| (e.pack_id.clone(), e)).collect();
+    let journal: HashMap<String, crate::outbox::Entry> = Outbox::open(home)?
+        .entries()?
+        .into_iter()
+        .map(|e| (e.pack_id.clone(), e))
+        .collect();
     let mut pins = Pins::load(home)?;
     let mut rows = Vec::new();
     let mut page_token = String::new();
     loop {
         let page = clients
             .exchange
-            .sent(v1::SentRequest { page_size: 500, page_token: page_token.clone() })
+            .sent(v1::SentRequest {
+                page_size: 500,
+                page_token: page_token.clone(),
+            })
             .await
             .map_err(|s| anyhow::anyhow!("listing sent packs: {}", explain(&s)))?
             .into_inner();
@@ -59,7 +65,13 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
             let header = SignedHeader::try_from(&e.header.unwrap_or_default())
                 .map_err(|err| anyhow::anyhow!("the server sent a malformed header: {err}"))?;
             let h = header.header();
-            let receipt = e.receipt.as_ref().map(SignedReceipt::try_from).transpose().ok().flatten();
+            let receipt = e
+                .receipt
+                .as_ref()
+                .map(SignedReceipt::try_from)
+                .transpose()
+                .ok()
+                .flatten();
             let verified = match &receipt {
                 Some(r) => verify(home, &mut clients, &mut pins, h, r).await,
                 None => false,
@@ -111,10 +123,21 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
                 (Some(x), true) => format!("verified {}", time(x.receipt().received_at_ms)),
                 (Some(_), false) => "DOES NOT VERIFY".to_string(),
             };
-            vec![r.id.clone(), r.to.clone(), r.kind.clone(), r.upn.clone(), r.name.clone(), r.state.to_string(), receipt]
+            vec![
+                r.id.clone(),
+                r.to.clone(),
+                r.kind.clone(),
+                r.upn.clone(),
+                r.name.clone(),
+                r.state.to_string(),
+                receipt,
+            ]
         })
         .collect();
-    table(&["ID", "TO", "KIND", "UPN", "NAME", "STATE", "RECEIPT"], &table_rows);
+    table(
+        &["ID", "TO", "KIND", "UPN", "NAME", "STATE", "RECEIPT"],
+        &table_rows,
+    );
     Ok(())
 }
 
@@ -132,7 +155,10 @@ async fn verify(
     }
     let try_verify = |pins: &Pins| {
         pins.verifying_keys(&h.to)
-            .map(|keys| keys.iter().any(|k| k.key_id() == r.receipt().recipient_key_id && r.verify(k).is_ok()))
+            .map(|keys| {
+                keys.iter()
+                    .any(|k| k.key_id() == r.receipt().recipient_key_id && r.verify(k).is_ok())
+            })
             .unwrap_or(false)
     };
     if try_verify(pins) {
@@ -144,7 +170,8 @@ async fn verify(
 
 fn write_receipts(dir: &std::path::Path, rows: &[Row]) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut csv = String::from("pack_id,to,kind,upn,name,sent_at,received_at,recipient_key_id,verified\n");
+    let mut csv =
+        String::from("pack_id,to,kind,upn,name,sent_at,received_at,recipient_key_id,verified\n");
     for r in rows {
         let Some(receipt) = &r.receipt else { continue };
         let x = receipt.receipt();

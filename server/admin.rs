@@ -1,0 +1,220 @@
+//! `batond admin`: the operator's commands. They open the same database as
+//! `serve` directly (SQLite in WAL mode with immediate write transactions,
+//! so they work while the daemon runs), and every change is audited.
+
+use std::io::Write;
+
+use anyhow::{Context, bail};
+use baton::Laestab;
+use baton::keys::KeyId;
+use clap::Subcommand;
+
+use crate::audit::{self, Event};
+use crate::auth;
+use crate::config::Config;
+use crate::store::{NewSchool, Store, StoreError, now_ms};
+
+/// Operator commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Enrol and list schools.
+    #[command(subcommand)]
+    School(SchoolCommand),
+    /// Revoke API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Revoke a school's key.
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Check or export the audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Apply database migrations and exit.
+    Migrate,
+}
+
+/// `batond admin school …`
+#[derive(Debug, Subcommand)]
+pub enum SchoolCommand {
+    /// Enrol a school and print its one-time enrolment code.
+    Add {
+        /// The school's LAESTAB (3-digit LA code + 4-digit establishment number).
+        laestab: String,
+        /// The school's name.
+        #[arg(long)]
+        name: String,
+        /// Phase of education, e.g. primary, secondary, all-through.
+        #[arg(long)]
+        phase: String,
+        /// Unique Reference Number (6 digits), if known.
+        #[arg(long)]
+        urn: Option<String>,
+        /// Print `{"laestab": …, "code": …}` instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List enrolled schools.
+    List {
+        /// Print a JSON array.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `batond admin token …`
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Revoke every API token of a school (it must enrol again or be given a new code).
+    Revoke {
+        /// The school's LAESTAB.
+        #[arg(long)]
+        school: String,
+    },
+}
+
+/// `batond admin key …`
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Revoke one key of a school: packs are no longer sealed to it.
+    Revoke {
+        /// The school's LAESTAB.
+        laestab: String,
+        /// The key id (32 hex digits).
+        key_id: String,
+    },
+}
+
+/// `batond admin audit …`
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the hash chain; exit 1 naming the first broken entry.
+    Verify,
+    /// Print every entry as a JSON line.
+    Export,
+}
+
+fn parse_laestab(text: &str) -> anyhow::Result<Laestab> {
+    Laestab::parse(text).with_context(|| format!("LAESTAB {text:?}"))
+}
+
+/// Runs one admin command against `store`.
+pub async fn run<S: Store>(store: &S, config: &Config, command: Command) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match command {
+        Command::Migrate => writeln!(out, "database is up to date")?,
+        Command::School(SchoolCommand::Add {
+            laestab,
+            name,
+            phase,
+            urn,
+            json,
+        }) => {
+            let laestab = parse_laestab(&laestab)?;
+            let urn = urn.unwrap_or_default();
+            if !urn.is_empty() && !(urn.len() == 6 && urn.bytes().all(|b| b.is_ascii_digit())) {
+                bail!("--urn {urn:?}: a URN is 6 digits");
+            }
+            if name.trim().is_empty() || phase.trim().is_empty() {
+                bail!("--name and --phase must not be empty");
+            }
+            let school = NewSchool {
+                laestab,
+                name,
+                phase,
+                urn,
+            };
+            let (code, hash) = auth::new_code();
+            let now = now_ms();
+            let hours = i64::try_from(config.enrolment_code_hours).unwrap_or(i64::MAX / 3_600_000);
+            let expires = now.saturating_add(hours.saturating_mul(3_600_000));
+            match store
+                .add_school(
+                    &school,
+                    hash,
+                    now,
+                    expires,
+                    Event::by_admin("school.add", laestab),
+                )
+                .await
+            {
+                Err(StoreError::Conflict(_)) => bail!("school {laestab} is already enrolled"),
+                other => other.context("enrolling the school")?,
+            }
+            if json {
+                let value = serde_json::json!({ "laestab": laestab.to_string(), "code": code });
+                writeln!(out, "{value}")?;
+            } else {
+                writeln!(
+                    out,
+                    "enrolled {laestab}; one-time enrolment code (valid {} hours):",
+                    config.enrolment_code_hours
+                )?;
+                writeln!(out, "{code}")?;
+            }
+        }
+        Command::School(SchoolCommand::List { json }) => {
+            let schools = store.list_schools().await.context("listing schools")?;
+            if json {
+                let rows: Vec<_> = schools
+                    .iter()
+                    .map(|s| {
+                        serde_json::json!({
+                            "laestab": s.info.laestab.to_string(),
+                            "name": s.info.name,
+                            "phase": s.info.phase,
+                            "urn": s.info.urn,
+                            "active_keys": s.keys.iter().filter(|k| k.is_active()).count(),
+                            "keys": s.keys.len(),
+                        })
+                    })
+                    .collect();
+                writeln!(out, "{}", serde_json::Value::Array(rows))?;
+            } else {
+                for s in &schools {
+                    let active = s.keys.iter().filter(|k| k.is_active()).count();
+                    writeln!(
+                        out,
+                        "{}  {:<40}  {:<12}  {} active key(s)",
+                        s.info.laestab, s.info.name, s.info.phase, active
+                    )?;
+                }
+            }
+        }
+        Command::Token(TokenCommand::Revoke { school }) => {
+            let laestab = parse_laestab(&school)?;
+            let n = store
+                .revoke_tokens(&laestab, now_ms(), Event::by_admin("token.revoke", laestab))
+                .await
+                .with_context(|| format!("revoking tokens of {laestab}"))?;
+            writeln!(out, "revoked {n} token(s) of {laestab}")?;
+        }
+        Command::Key(KeyCommand::Revoke { laestab, key_id }) => {
+            let laestab = parse_laestab(&laestab)?;
+            let key_id: KeyId = key_id
+                .parse()
+                .with_context(|| format!("key id {key_id:?}"))?;
+            store
+                .revoke_key(
+                    &laestab,
+                    key_id,
+                    now_ms(),
+                    Event::by_admin("key.revoke", key_id),
+                )
+                .await
+                .with_context(|| format!("revoking key {key_id} of {laestab}"))?;
+            writeln!(out, "revoked key {key_id} of {laestab}")?;
+        }
+        Command::Audit(AuditCommand::Verify) => {
+            let log = store.audit_log().await.context("reading the audit log")?;
+            let n = audit::verify(&log)?;
+            writeln!(out, "audit log intact: {n} entries")?;
+        }
+        Command::Audit(AuditCommand::Export) => {
+            for entry in store.audit_log().await.context("reading the audit log")? {
+                writeln!(out, "{}", serde_json::to_string(&entry)?)?;
+            }
+        }
+    }
+    out.flush()?;
+    Ok(())
+}

@@ -1,0 +1,95 @@
+//! Secrets a school holds and the server only hashes: API tokens and
+//! one-time enrolment codes; and finding the calling school from the
+//! `authorization: Bearer <token>` metadata of a request.
+
+use baton::Laestab;
+use sha2::{Digest, Sha256};
+use tonic::{Request, Status};
+
+use crate::store::Store;
+
+/// Every API token starts with this, so a leaked one is easy to spot.
+pub const TOKEN_PREFIX: &str = "bt_";
+
+/// Letters of enrolment codes: no 0/O, 1/I/L to misread.
+const CODE_ALPHABET: &[u8; 31] = b"ABCDEFGHJKMNPQRSTUVWXYZ23456789";
+
+/// SHA-256 of a secret, the only form stored.
+pub fn hash_secret(secret: &str) -> [u8; 32] {
+    Sha256::digest(secret.as_bytes()).into()
+}
+
+/// A fresh API token (256 random bits) and its hash.
+pub fn new_token() -> (String, [u8; 32]) {
+    let bytes: [u8; 32] = rand::random();
+    let token = format!("{TOKEN_PREFIX}{}", hex::encode(bytes));
+    let hash = hash_secret(&token);
+    (token, hash)
+}
+
+/// Normalises a typed enrolment code: upper case, no dashes or spaces.
+pub fn normalise_code(code: &str) -> String {
+    code.chars()
+        .filter(|c| !c.is_whitespace() && *c != '-')
+        .map(|c| c.to_ascii_uppercase())
+        .collect()
+}
+
+/// A fresh enrolment code (24 characters of 31, about 119 bits), grouped in
+/// fours for reading aloud, and the hash of its normalised form.
+pub fn new_code() -> (String, [u8; 32]) {
+    use rand::Rng as _;
+    let mut rng = rand::rng();
+    let letters: Vec<char> = (0..24)
+        .map(|_| char::from(CODE_ALPHABET[rng.random_range(0..CODE_ALPHABET.len())]))
+        .collect();
+    let code = letters
+        .chunks(4)
+        .map(|c| c.iter().collect::<String>())
+        .collect::<Vec<_>>()
+        .join("-");
+    let hash = hash_secret(&normalise_code(&code));
+    (code, hash)
+}
+
+/// The school whose token authorises `request`, or `Unauthenticated`.
+pub async fn caller<S: Store, T>(store: &S, request: &Request<T>) -> Result<Laestab, Status> {
+    let value = request.metadata().get("authorization").ok_or_else(|| {
+        Status::unauthenticated("missing `authorization: Bearer <token>` metadata")
+    })?;
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| t.starts_with(TOKEN_PREFIX))
+        .ok_or_else(|| Status::unauthenticated("authorization must be `Bearer bt_…`"))?;
+    match store.token_school(hash_secret(token)).await {
+        Ok(Some(school)) => Ok(school),
+        Ok(None) => Err(Status::unauthenticated("unknown or revoked token")),
+        Err(e) => {
+            tracing::error!(error = %e, "token lookup failed");
+            Err(Status::unavailable("storage unavailable"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_normalise_to_their_hash() {
+        let (code, hash) = new_code();
+        assert_eq!(hash_secret(&normalise_code(&code.to_lowercase())), hash);
+        assert_eq!(normalise_code(&code).len(), 24);
+    }
+
+    #[test]
+    fn tokens_are_prefixed_and_long() {
+        let (token, hash) = new_token();
+        assert!(token.starts_with(TOKEN_PREFIX));
+        assert_eq!(token.len(), 3 + 64);
+        assert_eq!(hash_secret(&token), hash);
+    }
+}

@@ -1,0 +1,282 @@
+//! Daemon settings and their layering: built-in defaults, then a TOML file
+//! (`--config`), then `BATON_*` environment variables, then flags. Clap
+//! reads the environment and the flags (a flag beats its variable); this
+//! module merges the result over the file and the defaults.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use clap::{Args, ValueEnum};
+use serde::Deserialize;
+
+/// Default listen address: loopback only.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
+/// Default largest pack (ciphertext) accepted: 256 MiB.
+pub const DEFAULT_MAX_PACK_BYTES: u64 = 256 * 1024 * 1024;
+/// Default lifetime of an enrolment code: 7 days.
+pub const DEFAULT_ENROLMENT_CODE_HOURS: u64 = 7 * 24;
+
+/// How log lines are written (to stderr).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Settings that may come from the file, the environment or flags.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ConfigArgs {
+    /// TOML configuration file (see `batond default-config`).
+    #[arg(long, env = "BATON_CONFIG", value_name = "FILE", global = true)]
+    pub config: Option<PathBuf>,
+    /// Directory for the database and generated TLS files [default: the platform data directory].
+    #[arg(long, env = "BATON_DATA_DIR", value_name = "DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// Database URL; only `sqlite:PATH` for now [default: DATA_DIR/baton.db].
+    #[arg(long, env = "BATON_DATABASE_URL", value_name = "URL", global = true)]
+    pub database_url: Option<String>,
+    /// Log format on stderr.
+    #[arg(long, env = "BATON_LOG_FORMAT", value_enum, global = true)]
+    pub log_format: Option<LogFormat>,
+    /// Address to listen on, IP:PORT; port 0 picks a free port [default: 127.0.0.1:50051].
+    #[arg(long, env = "BATON_LISTEN", value_name = "ADDR", global = true)]
+    pub listen: Option<SocketAddr>,
+    /// Server certificate chain (PEM) instead of the generated one; needs --tls-key.
+    #[arg(long, env = "BATON_TLS_CERT", value_name = "FILE", global = true)]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) for --tls-cert.
+    #[arg(long, env = "BATON_TLS_KEY", value_name = "FILE", global = true)]
+    pub tls_key: Option<PathBuf>,
+    /// Serve plaintext gRPC, for development only; refused unless listening on loopback.
+    #[arg(long, env = "BATON_INSECURE_LOOPBACK", global = true)]
+    pub insecure_loopback: bool,
+    /// Largest pack (ciphertext bytes) accepted [default: 268435456].
+    #[arg(
+        long,
+        env = "BATON_MAX_PACK_BYTES",
+        value_name = "BYTES",
+        global = true
+    )]
+    pub max_pack_bytes: Option<u64>,
+    /// Hours an enrolment code stays valid [default: 168].
+    #[arg(
+        long,
+        env = "BATON_ENROLMENT_CODE_HOURS",
+        value_name = "HOURS",
+        global = true
+    )]
+    pub enrolment_code_hours: Option<u64>,
+}
+
+/// The TOML file: every field optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    database_url: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    insecure_loopback: Option<bool>,
+    log_format: Option<LogFormat>,
+    max_pack_bytes: Option<u64>,
+    enrolment_code_hours: Option<u64>,
+}
+
+/// The resolved settings.
+#[derive(Clone)]
+pub struct Config {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Database URL, if not the default SQLite file.
+    pub database_url: Option<String>,
+    /// Certificate chain file.
+    pub tls_cert: Option<PathBuf>,
+    /// Private key file.
+    pub tls_key: Option<PathBuf>,
+    /// Plaintext on loopback allowed.
+    pub insecure_loopback: bool,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Largest pack accepted.
+    pub max_pack_bytes: u64,
+    /// Enrolment code lifetime, hours.
+    pub enrolment_code_hours: u64,
+}
+
+/// Hides the password of a `scheme://user:password@host` URL.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let Some((userinfo, host)) = rest.rsplit_once('@') else {
+        return url.to_string();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_string(),
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("data_dir", &self.data_dir)
+            .field(
+                "database_url",
+                &self.database_url.as_deref().map(redact_url),
+            )
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
+            .field("insecure_loopback", &self.insecure_loopback)
+            .field("log_format", &self.log_format)
+            .field("max_pack_bytes", &self.max_pack_bytes)
+            .field("enrolment_code_hours", &self.enrolment_code_hours)
+            .finish()
+    }
+}
+
+fn default_data_dir() -> anyhow::Result<PathBuf> {
+    directories::ProjectDirs::from("uk.org", "Baton", "batond")
+        .map(|d| d.data_dir().to_path_buf())
+        .context("no platform data directory (is HOME set?): pass --data-dir or set BATON_DATA_DIR")
+}
+
+impl Config {
+    /// Resolves defaults → file → environment/flags.
+    pub fn resolve(args: &ConfigArgs) -> anyhow::Result<Self> {
+        let file = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading config file {}", path.display()))?;
+                toml::from_str::<FileConfig>(&text)
+                    .with_context(|| format!("parsing config file {}", path.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let data_dir = match args.data_dir.clone().or(file.data_dir) {
+            Some(dir) => dir,
+            None => default_data_dir()?,
+        };
+        let listen = match args.listen.or(file.listen) {
+            Some(addr) => addr,
+            None => DEFAULT_LISTEN.parse().context("default listen address")?,
+        };
+        let config = Self {
+            listen,
+            data_dir,
+            database_url: args.database_url.clone().or(file.database_url),
+            tls_cert: args.tls_cert.clone().or(file.tls_cert),
+            tls_key: args.tls_key.clone().or(file.tls_key),
+            insecure_loopback: args.insecure_loopback || file.insecure_loopback.unwrap_or(false),
+            log_format: args.log_format.or(file.log_format).unwrap_or_default(),
+            max_pack_bytes: args
+                .max_pack_bytes
+                .or(file.max_pack_bytes)
+                .unwrap_or(DEFAULT_MAX_PACK_BYTES),
+            enrolment_code_hours: args
+                .enrolment_code_hours
+                .or(file.enrolment_code_hours)
+                .unwrap_or(DEFAULT_ENROLMENT_CODE_HOURS),
+        };
+        if config.tls_cert.is_some() != config.tls_key.is_some() {
+            bail!("--tls-cert and --tls-key go together: give both or neither");
+        }
+        Ok(config)
+    }
+
+    /// The SQLite database file this configuration names.
+    pub fn sqlite_path(&self) -> anyhow::Result<PathBuf> {
+        match self.database_url.as_deref() {
+            None => Ok(self.data_dir.join("baton.db")),
+            Some(url) => {
+                if let Some(path) = url
+                    .strip_prefix("sqlite://")
+                    .or_else(|| url.strip_prefix("sqlite:"))
+                {
+                    Ok(Path::new(path).to_path_buf())
+                } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+                    bail!(
+                        "database URL {}: PostgreSQL is not supported by this build yet; use sqlite:PATH",
+                        redact_url(url)
+                    )
+                } else {
+                    bail!("database URL {}: expected sqlite:PATH", redact_url(url))
+                }
+            }
+        }
+    }
+}
+
+/// The commented example printed by `batond default-config`.
+pub const DEFAULT_CONFIG: &str = r#"# batond configuration. Every setting is optional; environment variables
+# (BATON_LISTEN, BATON_DATA_DIR, ...) override this file, and flags override both.
+
+# Address to listen on. Port 0 picks a free port.
+listen = "127.0.0.1:50051"
+
+# Where the SQLite database and the generated TLS files live.
+# Default: the platform data directory (e.g. ~/.local/share/batond).
+# data_dir = "/var/lib/batond"
+
+# Database URL. Default: sqlite:DATA_DIR/baton.db. (PostgreSQL: a later release.)
+# database_url = "sqlite:/var/lib/batond/baton.db"
+
+# Your own certificate chain and key (PEM). Without them batond creates a CA
+# and a server certificate in DATA_DIR/tls/ (give clients DATA_DIR/tls/ca.pem).
+# tls_cert = "/etc/batond/cert.pem"
+# tls_key = "/etc/batond/key.pem"
+
+# Plaintext gRPC for development; refused unless listening on loopback.
+insecure_loopback = false
+
+# Log format on stderr: "text" or "json".
+log_format = "text"
+
+# Largest pack (ciphertext bytes) accepted: 256 MiB.
+max_pack_bytes = 268435456
+
+# Hours an enrolment code from `batond admin school add` stays valid.
+enrolment_code_hours = 168
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_config_parses() {
+        let file: FileConfig = toml::from_str(DEFAULT_CONFIG).unwrap_or_default();
+        assert_eq!(file.max_pack_bytes, Some(DEFAULT_MAX_PACK_BYTES));
+        assert_eq!(file.listen, DEFAULT_LISTEN.parse().ok());
+    }
+
+    #[test]
+    fn debug_redacts_passwords() {
+        let config = Config {
+            listen: "127.0.0.1:1"
+                .parse()
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 1))),
+            data_dir: PathBuf::from("/tmp"),
+            database_url: Some("postgres://baton:s3cret@db/baton".into()),
+            tls_cert: None,
+            tls_key: None,
+            insecure_loopback: false,
+            log_format: LogFormat::Text,
+            max_pack_bytes: 1,
+            enrolment_code_hours: 1,
+        };
+        let text = format!("{config:?}");
+        assert!(!text.contains("s3cret"), "{text}");
+        assert!(text.contains("baton:***@db"), "{text}");
+    }
+}

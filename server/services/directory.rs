@@ -1,0 +1,105 @@
+//! `baton.v1.Directory`: who is enrolled and their keys; a school manages
+//! only its own keys.
+
+use std::sync::Arc;
+
+use baton::api::v1;
+use baton::api::v1::directory_server::Directory;
+use tonic::{Request, Response, Status};
+
+use super::enrolment::{new_key, school_message};
+use super::{App, parse_laestab, store_status, wire_status};
+use crate::audit::Event;
+use crate::auth;
+use crate::store::{Store, now_ms};
+
+/// The directory service.
+pub struct Service<S> {
+    app: Arc<App<S>>,
+}
+
+impl<S: Store> Service<S> {
+    /// The service over shared state.
+    pub fn new(app: Arc<App<S>>) -> Self {
+        Self { app }
+    }
+}
+
+fn own_school(caller: &baton::Laestab, asked: &baton::Laestab) -> Result<(), Status> {
+    if caller == asked {
+        Ok(())
+    } else {
+        Err(Status::permission_denied(format!(
+            "a school manages only its own keys: you are {caller}, not {asked}"
+        )))
+    }
+}
+
+#[tonic::async_trait]
+impl<S: Store> Directory for Service<S> {
+    async fn list_schools(
+        &self,
+        request: Request<v1::ListSchoolsRequest>,
+    ) -> Result<Response<v1::ListSchoolsResponse>, Status> {
+        auth::caller(&self.app.store, &request).await?;
+        let schools = self.app.store.list_schools().await.map_err(store_status)?;
+        Ok(Response::new(v1::ListSchoolsResponse {
+            schools: schools.iter().map(|s| school_message(s, true)).collect(),
+        }))
+    }
+
+    async fn get_school(
+        &self,
+        request: Request<v1::GetSchoolRequest>,
+    ) -> Result<Response<v1::School>, Status> {
+        auth::caller(&self.app.store, &request).await?;
+        let laestab = parse_laestab("laestab", &request.get_ref().laestab)?;
+        let school = self
+            .app
+            .store
+            .school(&laestab)
+            .await
+            .map_err(store_status)?
+            .ok_or_else(|| Status::not_found(format!("school {laestab} is not enrolled")))?;
+        Ok(Response::new(school_message(&school, false)))
+    }
+
+    async fn add_key(
+        &self,
+        request: Request<v1::AddKeyRequest>,
+    ) -> Result<Response<v1::Key>, Status> {
+        let caller = auth::caller(&self.app.store, &request).await?;
+        let req = request.into_inner();
+        let laestab = parse_laestab("laestab", &req.laestab)?;
+        own_school(&caller, &laestab)?;
+        let key = new_key(&laestab, req.key.as_ref(), &req.proof)?;
+        let event = Event::by_school(&caller, "key.add", key.key_id());
+        self.app
+            .store
+            .add_key(&laestab, &key, event)
+            .await
+            .map_err(store_status)?;
+        tracing::info!(school = %laestab, key = %key.key_id(), "key added");
+        Ok(Response::new(v1::Key::from(&key)))
+    }
+
+    async fn revoke_key(
+        &self,
+        request: Request<v1::RevokeKeyRequest>,
+    ) -> Result<Response<v1::Key>, Status> {
+        let caller = auth::caller(&self.app.store, &request).await?;
+        let req = request.into_inner();
+        let laestab = parse_laestab("laestab", &req.laestab)?;
+        own_school(&caller, &laestab)?;
+        let key_id = baton::api::convert::key_id("key_id", &req.key_id).map_err(wire_status)?;
+        let event = Event::by_school(&caller, "key.revoke", key_id);
+        let key = self
+            .app
+            .store
+            .revoke_key(&laestab, key_id, now_ms(), event)
+            .await
+            .map_err(store_status)?;
+        tracing::info!(school = %laestab, key = %key_id, "key revoked");
+        Ok(Response::new(v1::Key::from(&key)))
+    }
+}

@@ -1,0 +1,549 @@
+//! `baton.v1.Exchange`: uploading, listing, downloading and acknowledging
+//! sealed packs. The server checks who may do what and that the ciphertext
+//! matches its signed header; it never opens a pack.
+//!
+//! Upload status codes: a sender key that is unknown or revoked is
+//! `PermissionDenied`; a signature that does not verify is
+//! `InvalidArgument` (field `header.signature`).
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use baton::Laestab;
+use baton::api::v1;
+use baton::api::v1::download_response::Part as DownPart;
+use baton::api::v1::exchange_server::Exchange;
+use baton::api::v1::upload_request::Part as UpPart;
+use baton::keys::recipients_for;
+use baton::pack::{PackId, SignedHeader, SignedReceipt};
+use prost::Message as _;
+use sha2::{Digest, Sha256};
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::{App, NewPack, store_status, wire_status};
+use crate::audit::Event;
+use crate::auth;
+use crate::store::{Acknowledged, Committed, PackStatus, Store, StoredPack, now_ms};
+
+/// Ciphertext is stored and downloaded in pieces of at most this size.
+pub const CHUNK_BYTES: usize = 1024 * 1024;
+/// Inbox and sent pages: default and largest size.
+const PAGE_DEFAULT: u32 = 100;
+const PAGE_MAX: u32 = 1000;
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// The exchange service.
+pub struct Service<S> {
+    app: Arc<App<S>>,
+}
+
+impl<S: Store> Service<S> {
+    /// The service over shared state.
+    pub fn new(app: Arc<App<S>>) -> Self {
+        Self { app }
+    }
+}
+
+fn page_size(asked: u32) -> u32 {
+    match asked {
+        0 => PAGE_DEFAULT,
+        n => n.min(PAGE_MAX),
+    }
+}
+
+fn page_cursor(token: &str, empty: i64) -> Result<i64, Status> {
+    if token.is_empty() {
+        return Ok(empty);
+    }
+    token
+        .strip_prefix('p')
+        .and_then(|t| t.parse::<i64>().ok())
+        .ok_or_else(|| Status::invalid_argument("field `page_token`: not a token from this server"))
+}
+
+fn stored_header(pack: &StoredPack) -> Result<v1::PackHeader, Status> {
+    v1::PackHeader::decode(pack.header.as_slice()).map_err(|_| {
+        tracing::error!(seq = pack.seq, "stored header does not decode");
+        Status::unavailable("storage failure")
+    })
+}
+
+fn state(status: PackStatus) -> v1::PackState {
+    match status {
+        PackStatus::Pending => v1::PackState::Pending,
+        PackStatus::Downloaded => v1::PackState::Downloaded,
+        PackStatus::Acknowledged => v1::PackState::Acknowledged,
+    }
+}
+
+fn parse_pack_id(field: &'static str, text: &str) -> Result<PackId, Status> {
+    text.parse()
+        .map_err(|e| Status::invalid_argument(format!("field `{field}`: {e}")))
+}
+
+/// Removes an upload's staged chunks if it does not finish.
+async fn discard<S: Store>(store: &S, upload_id: &str) {
+    if let Err(e) = store.discard_upload(upload_id).await {
+        tracing::error!(error = %e, upload_id, "could not discard a failed upload");
+    }
+}
+
+impl<S: Store> Service<S> {
+    /// Checks a header against the caller and the directory; returns the
+    /// signed header and its canonical protobuf bytes.
+    async fn check_header(
+        &self,
+        caller: &Laestab,
+        wire: &v1::PackHeader,
+    ) -> Result<(SignedHeader, Vec<u8>), Status> {
+        let signed = SignedHeader::try_from(wire).map_err(wire_status)?;
+        let h = signed.header();
+        if h.from != *caller {
+            return Err(Status::permission_denied(format!(
+                "field `header.from`: you upload as {caller}, not {}",
+                h.from
+            )));
+        }
+        if h.ciphertext_len > self.app.max_pack_bytes {
+            return Err(Status::resource_exhausted(format!(
+                "pack of {} bytes is larger than this server accepts ({} bytes)",
+                h.ciphertext_len, self.app.max_pack_bytes
+            )));
+        }
+        let store = &self.app.store;
+        let sender = store.school(caller).await.map_err(store_status)?;
+        let key = sender
+            .as_ref()
+            .and_then(|s| {
+                s.keys
+                    .iter()
+                    .find(|k| k.key_id() == h.sender_key_id && k.is_active())
+            })
+            .ok_or_else(|| {
+                Status::permission_denied(format!(
+                    "field `header.sender_key_id`: {} is not an active key of {caller}",
+                    h.sender_key_id
+                ))
+            })?;
+        signed
+            .verify(&key.public)
+            .map_err(|e| Status::invalid_argument(format!("field `header.signature`: {e}")))?;
+        let bytes = v1::PackHeader::from(&signed).encode_to_vec();
+        Ok((signed, bytes))
+    }
+
+    /// Checks the recipient set against the destination's current keys.
+    async fn check_recipients(&self, signed: &SignedHeader) -> Result<(), Status> {
+        let h = signed.header();
+        let dest = self
+            .app
+            .store
+            .school(&h.to)
+            .await
+            .map_err(store_status)?
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "field `header.to`: school {} is not enrolled",
+                    h.to
+                ))
+            })?;
+        let expected: Vec<_> = recipients_for(h.kind, &dest.keys)
+            .iter()
+            .map(|k| k.key_id())
+            .collect();
+        if expected.is_empty() {
+            return Err(Status::failed_precondition(format!(
+                "school {} has no active key a {} pack can be sealed to",
+                h.to, h.kind
+            )));
+        }
+        if expected != h.recipient_key_ids {
+            return Err(Status::failed_precondition(format!(
+                "field `header.recipient_key_ids`: not the current keys of school {}; refresh the directory and seal again",
+                h.to
+            )));
+        }
+        Ok(())
+    }
+
+    /// Receives the chunks after the header, staging them as they come.
+    async fn receive(
+        app: &App<S>,
+        signed: &SignedHeader,
+        upload_id: &str,
+        mut stream: Streaming<v1::UploadRequest>,
+    ) -> Result<Vec<(i64, Vec<u8>)>, Status> {
+        let h = signed.header();
+        let mut hasher = Sha256::new();
+        let mut total: u64 = 0;
+        let mut idx: i64 = 0;
+        let mut buf: Vec<u8> = Vec::new();
+        while let Some(msg) = stream.message().await? {
+            let data = match msg.part {
+                Some(UpPart::Chunk(data)) => data,
+                Some(UpPart::Header(_)) => {
+                    return Err(Status::invalid_argument("field `part`: header sent twice"));
+                }
+                None => return Err(Status::invalid_argument("field `part`: empty message")),
+            };
+            total = total.saturating_add(data.len() as u64);
+            if total > app.max_pack_bytes {
+                return Err(Status::resource_exhausted(format!(
+                    "pack is larger than this server accepts ({} bytes)",
+                    app.max_pack_bytes
+                )));
+            }
+            if total > h.ciphertext_len {
+                return Err(Status::invalid_argument(format!(
+                    "field `header.ciphertext_length`: more than {} bytes received",
+                    h.ciphertext_len
+                )));
+            }
+            hasher.update(&data);
+            buf.extend_from_slice(&data);
+            while buf.len() >= CHUNK_BYTES {
+                let rest = buf.split_off(CHUNK_BYTES);
+                app.store
+                    .stage_chunk(upload_id, idx, &buf)
+                    .await
+                    .map_err(store_status)?;
+                idx += 1;
+                buf = rest;
+            }
+        }
+        if total != h.ciphertext_len {
+            return Err(Status::invalid_argument(format!(
+                "field `header.ciphertext_length`: header says {} bytes, {total} received",
+                h.ciphertext_len
+            )));
+        }
+        if <[u8; 32]>::from(hasher.finalize()) != h.ciphertext_sha256 {
+            return Err(Status::invalid_argument(
+                "field `header.ciphertext_sha256`: the ciphertext received does not match",
+            ));
+        }
+        Ok(if buf.is_empty() {
+            Vec::new()
+        } else {
+            vec![(idx, buf)]
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl<S: Store> Exchange for Service<S> {
+    async fn upload(
+        &self,
+        request: Request<Streaming<v1::UploadRequest>>,
+    ) -> Result<Response<v1::UploadResponse>, Status> {
+        let caller = auth::caller(&self.app.store, &request).await?;
+        let mut stream = request.into_inner();
+        let wire = match stream.message().await? {
+            Some(v1::UploadRequest {
+                part: Some(UpPart::Header(h)),
+            }) => h,
+            Some(v1::UploadRequest {
+                part: Some(UpPart::Chunk(_)),
+            }) => {
+                return Err(Status::invalid_argument(
+                    "field `part`: a chunk came before the header",
+                ));
+            }
+            _ => {
+                return Err(Status::invalid_argument(
+                    "field `part`: the header must come first",
+                ));
+            }
+        };
+        let (signed, header_bytes) = self.check_header(&caller, &wire).await?;
+        let pack_id = signed.header().pack_id;
+        // A retry of a stored pack succeeds even if the directory moved on.
+        if let Some(existing) = self.app.store.pack(pack_id).await.map_err(store_status)? {
+            if existing.header == header_bytes {
+                return Ok(Response::new(v1::UploadResponse {
+                    pack_id: pack_id.to_string(),
+                    already_stored: true,
+                    uploaded_at_ms: existing.uploaded_at_ms,
+                }));
+            }
+            return Err(Status::already_exists(format!(
+                "another pack with id {pack_id} is stored"
+            )));
+        }
+        self.check_recipients(&signed).await?;
+
+        // Receive in a task of its own so that a client going away mid-stream
+        // still runs the clean-up below.
+        let app = self.app.clone();
+        let task = tokio::spawn(async move {
+            let upload_id = hex::encode(rand::random::<[u8; 16]>());
+            let tail = match Self::receive(&app, &signed, &upload_id, stream).await {
+                Ok(tail) => tail,
+                Err(status) => {
+                    discard(&app.store, &upload_id).await;
+                    return Err(status);
+                }
+            };
+            let now = now_ms();
+            let event = Event::by_school(&caller, "pack.upload", pack_id);
+            let committed = app
+                .store
+                .commit_upload(&upload_id, &signed, &header_bytes, tail, now, event)
+                .await;
+            match committed {
+                Ok(Committed::Stored(at)) => {
+                    let h = signed.header();
+                    tracing::info!(pack = %pack_id, from = %h.from, to = %h.to, bytes = h.ciphertext_len, "pack stored");
+                    // No subscriber is fine.
+                    let _ = app.new_packs.send(NewPack {
+                        to: h.to,
+                        event: v1::WatchEvent {
+                            header: Some(v1::PackHeader::from(&signed)),
+                            uploaded_at_ms: at,
+                        },
+                    });
+                    Ok((false, at))
+                }
+                Ok(Committed::AlreadyStored(at)) => Ok((true, at)),
+                Ok(Committed::Conflict) => Err(Status::already_exists(format!(
+                    "another pack with id {pack_id} is stored"
+                ))),
+                Err(e) => {
+                    discard(&app.store, &upload_id).await;
+                    Err(store_status(e))
+                }
+            }
+        });
+        let (already_stored, uploaded_at_ms) = task
+            .await
+            .map_err(|_| Status::internal("upload task failed"))??;
+        Ok(Response::new(v1::UploadResponse {
+            pack_id: pack_id.to_string(),
+            already_stored,
+            uploaded_at_ms,
+        }))
+    }
+
+    async fn inbox(
+        &self,
+        request: Request<v1::InboxRequest>,
+    ) -> Result<Response<v1::InboxResponse>, Status> {
+        let caller = auth::caller(&self.app.store, &request).await?;
+        let req = request.into_inner();
+        let limit = page_size(req.page_size);
+        let after = page_cursor(&req.page_token, 0)?;
+        let event = Event::by_school(&caller, "inbox.list", caller);
+        let page = self
+            .app
+            .store
+            .inbox(&caller, after, limit, event)
+            .await
+            .map_err(store_status)?;
+        let next_page_token = match (page.more, page.packs.last()) {
+            (true, Some(last)) => format!("p{}", last.seq),
+            _ => String::new(),
+        };
+        let packs = page
+            .packs
+            .iter()
+            .map(|p| {
+                Ok(v1::InboxEntry {
+                    header: Some(stored_header(p)?),
+                    uploaded_at_ms: p.uploaded_at_ms,
+                    state: state(p.status) as i32,
+                })
+            })
+            .collect::<Result<Vec<_>, Status>>()?;
+        Ok(Response::new(v1::InboxResponse {
+            packs,
+            next_page_token,
+        }))
+    }
+
+    type DownloadStream = BoxStream<v1::DownloadResponse>;
+
+    async fn download(
+        &self,
+        request: Request<v1::DownloadRequest>,
+    ) -> Result<Response<Self::DownloadStream>, Status> {
+        let caller = auth::caller(&self.app.store, &request).await?;
+        let id = parse_pack_id("pack_id", &request.get_ref().pack_id)?;
+        let pack = self
+            .app
+            .store
+            .pack(id)
+            .await
+            .map_err(store_status)?
+            .filter(|p| p.to == caller)
+            .ok_or_else(|| Status::not_found(format!("no pack {id} in your inbox")))?;
+        let header = stored_header(&pack)?;
+        let (tx, rx) = mpsc::channel(4);
+        let app = self.app.clone();
+        tokio::spawn(async move {
+            let first = v1::DownloadResponse {
+                part: Some(DownPart::Header(header)),
+            };
+            if tx.send(Ok(first)).await.is_err() {
+                return;
+            }
+            for idx in 0..pack.chunks {
+                let item = app
+                    .store
+                    .chunk(&pack.upload_id, idx)
+                    .await
+                    .map(|data| v1::DownloadResponse {
+                        part: Some(DownPart::Chunk(data)),
+                    })
+                    .map_err(store_status);
+                let failed = item.is_err();
+                if tx.send(item).await.is_err() || failed {
+                    return;
+                }
+            }
+            let event = Event::by_school(&caller, "pack.download", id);
+            if let Err(e) = app.store.mark_downloaded(id, now_ms(), event).await {
+                tracing::error!(error = %e, pack = %id, "could not record a download");
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn acknowledge(
+        &self,
+        request: Request<v1::AcknowledgeRequest>,
+    ) -> Result<Response<v1::AcknowledgeResponse>, Status> {
+        let caller = auth::caller(&self.app.store, &request).await?;
+        let wire = request
+            .into_inner()
+            .receipt
+            .ok_or_else(|| Status::invalid_argument("field `receipt`: missing"))?;
+        let signed = SignedReceipt::try_from(&wire).map_err(wire_status)?;
+        let r = signed.receipt();
+        let store = &self.app.store;
+        let pack = store
+            .pack(r.pack_id)
+            .await
+            .map_err(store_status)?
+            .filter(|p| p.to == caller)
+            .ok_or_else(|| Status::not_found(format!("no pack {} in your inbox", r.pack_id)))?;
+        if pack.ciphertext_sha256 != r.ciphertext_sha256 {
+            return Err(Status::invalid_argument(
+                "field `receipt.ciphertext_sha256`: does not match the stored pack",
+            ));
+        }
+        let school = store.school(&caller).await.map_err(store_status)?;
+        let key = school
+            .as_ref()
+            .and_then(|s| {
+                s.keys
+                    .iter()
+                    .find(|k| k.key_id() == r.recipient_key_id && k.is_active())
+            })
+            .ok_or_else(|| {
+                Status::permission_denied(format!(
+                    "field `receipt.recipient_key_id`: {} is not an active key of {caller}",
+                    r.recipient_key_id
+                ))
+            })?;
+        signed
+            .verify(&key.public)
+            .map_err(|e| Status::invalid_argument(format!("field `receipt.signature`: {e}")))?;
+        let bytes = v1::Receipt::from(&signed).encode_to_vec();
+        let event = Event::by_school(&caller, "pack.acknowledge", r.pack_id);
+        match store
+            .acknowledge(r.pack_id, &bytes, now_ms(), event)
+            .await
+            .map_err(store_status)?
+        {
+            Acknowledged::At(at) => Ok(Response::new(v1::AcknowledgeResponse {
+                acknowledged_at_ms: at,
+            })),
+            Acknowledged::Conflict => Err(Status::already_exists(format!(
+                "pack {} is already acknowledged with another receipt",
+                r.pack_id
+            ))),
+        }
+    }
+
+    async fn sent(
+        &self,
+        request: Request<v1::SentRequest>,
+    ) -> Result<Response<v1::SentResponse>, Status> {
+        let caller = auth::caller(&self.app.store, &request).await?;
+        let req = request.into_inner();
+        let limit = page_size(req.page_size);
+        let before = page_cursor(&req.page_token, i64::MAX)?;
+        let event = Event::by_school(&caller, "sent.list", caller);
+        let page = self
+            .app
+            .store
+            .sent(&caller, before, limit, event)
+            .await
+            .map_err(store_status)?;
+        let next_page_token = match (page.more, page.packs.last()) {
+            (true, Some(last)) => format!("p{}", last.seq),
+            _ => String::new(),
+        };
+        let packs = page
+            .packs
+            .iter()
+            .map(|p| {
+                let receipt = match &p.receipt {
+                    Some(bytes) => Some(v1::Receipt::decode(bytes.as_slice()).map_err(|_| {
+                        tracing::error!(seq = p.seq, "stored receipt does not decode");
+                        Status::unavailable("storage failure")
+                    })?),
+                    None => None,
+                };
+                Ok(v1::SentEntry {
+                    header: Some(stored_header(p)?),
+                    state: state(p.status) as i32,
+                    uploaded_at_ms: p.uploaded_at_ms,
+                    downloaded_at_ms: p.downloaded_at_ms.unwrap_or(0),
+                    receipt,
+                })
+            })
+            .collect::<Result<Vec<_>, Status>>()?;
+        Ok(Response::new(v1::SentResponse {
+            packs,
+            next_page_token,
+        }))
+    }
+
+    type WatchStream = BoxStream<v1::WatchEvent>;
+
+    async fn watch(
+        &self,
+        request: Request<v1::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let caller = auth::caller(&self.app.store, &request).await?;
+        let mut events = self.app.new_packs.subscribe();
+        let shutdown = self.app.shutdown.clone();
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tx.closed() => break,
+                    next = events.recv() => match next {
+                        Ok(new) if new.to == caller => {
+                            if tx.send(Ok(new.event)).await.is_err() {
+                                break;
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(broadcast::error::RecvError::Lagged(missed)) => {
+                            tracing::warn!(missed, "a watcher fell behind; it should list its inbox");
+                        }
+                        Err(broadcast::error::RecvError::Closed) => break,
+                    },
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}

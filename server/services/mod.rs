@@ -1,0 +1,123 @@
+//! The gRPC services over a [`Store`]: shared state, the mapping from store
+//! errors and wire errors to status codes, and the router with health and
+//! reflection.
+
+pub mod directory;
+pub mod enrolment;
+pub mod exchange;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use baton::Laestab;
+use baton::api::{WireError, v1};
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+use tonic::Status;
+use tonic::transport::server::Router;
+
+use crate::store::{Store, StoreError};
+
+/// Largest gRPC message either side may send or receive.
+pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// A pack just stored, for `Watch` subscribers.
+#[derive(Debug, Clone)]
+pub struct NewPack {
+    /// Destination school.
+    pub to: Laestab,
+    /// What subscribers receive.
+    pub event: v1::WatchEvent,
+}
+
+/// What every service shares.
+pub struct App<S> {
+    /// Persistent state.
+    pub store: S,
+    /// Largest pack accepted, bytes of ciphertext.
+    pub max_pack_bytes: u64,
+    /// New packs, for `Watch`.
+    pub new_packs: broadcast::Sender<NewPack>,
+    /// Cancelled when the daemon shuts down, to end long streams.
+    pub shutdown: CancellationToken,
+}
+
+impl<S: Store> App<S> {
+    /// Shared state over `store`.
+    pub fn new(store: S, max_pack_bytes: u64, shutdown: CancellationToken) -> Arc<Self> {
+        let (new_packs, _) = broadcast::channel(1024);
+        Arc::new(Self {
+            store,
+            max_pack_bytes,
+            new_packs,
+            shutdown,
+        })
+    }
+}
+
+/// A store error as the client should see it; details of internal
+/// failures go to the log, not the wire.
+pub fn store_status(err: StoreError) -> Status {
+    match err {
+        StoreError::NotFound(what) => Status::not_found(format!("{what} not found")),
+        StoreError::Conflict(what) => Status::already_exists(format!("{what} already exists")),
+        StoreError::BadCode => Status::permission_denied(err.to_string()),
+        StoreError::Corrupt(_) | StoreError::Database(_) | StoreError::Migrate(_) => {
+            tracing::error!(error = %err, "storage failure");
+            Status::unavailable("storage failure; try again")
+        }
+    }
+}
+
+/// A malformed wire value: `InvalidArgument` naming the field.
+pub fn wire_status(err: WireError) -> Status {
+    Status::invalid_argument(err.to_string())
+}
+
+/// Parses a LAESTAB field or fails with `InvalidArgument`.
+pub fn parse_laestab(field: &'static str, text: &str) -> Result<Laestab, Status> {
+    baton::api::convert::laestab(field, text).map_err(wire_status)
+}
+
+/// All services, health and reflection on one router.
+pub async fn router<S: Store>(
+    builder: tonic::transport::Server,
+    app: Arc<App<S>>,
+) -> anyhow::Result<Router> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<v1::enrolment_server::EnrolmentServer<enrolment::Service<S>>>()
+        .await;
+    health
+        .set_serving::<v1::directory_server::DirectoryServer<directory::Service<S>>>()
+        .await;
+    health
+        .set_serving::<v1::exchange_server::ExchangeServer<exchange::Service<S>>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(baton::api::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let mut builder = builder
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .tcp_nodelay(true);
+    let router = builder
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(
+            v1::enrolment_server::EnrolmentServer::new(enrolment::Service::new(app.clone()))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(
+            v1::directory_server::DirectoryServer::new(directory::Service::new(app.clone()))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(
+            v1::exchange_server::ExchangeServer::new(exchange::Service::new(app))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        );
+    Ok(router)
+}

@@ -1,0 +1,361 @@
+//! End-to-end with the real binaries: the real `batond` on TLS and SQLite,
+//! and the real `baton` CLI in one home per school. Two primaries send a
+//! class of 30 to a secondary, which pulls, checks and acknowledges them;
+//! the senders see verified receipts; and the refusals a school relies on.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use baton::record::{Attendance, TransitionRecord};
+use common::Daemon;
+
+/// A school's home for the `baton` CLI.
+struct Home {
+    dir: PathBuf,
+}
+
+impl Home {
+    async fn baton(&self, args: &[&str]) -> Output {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_baton"))
+            .env("BATON_HOME", &self.dir)
+            .env_remove("BATON_PASSPHRASE")
+            .args(args)
+            .output()
+            .await
+            .unwrap()
+    }
+
+    async fn ok(&self, args: &[&str]) -> String {
+        let out = self.baton(args).await;
+        assert!(
+            out.status.success(),
+            "baton {args:?} failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    async fn json(&self, args: &[&str]) -> Vec<serde_json::Value> {
+        serde_json::from_str::<serde_json::Value>(&self.ok(args).await)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+}
+
+/// Enrols a school with the operator's command and `baton init`.
+async fn enrol(daemon: &Daemon, root: &Path, laestab: &str, phase: &str, roles: &[&str]) -> Home {
+    let out = daemon
+        .admin(&[
+            "admin", "school", "add", laestab, "--name", "School", "--phase", phase, "--json",
+        ])
+        .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let code = serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["code"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    init(daemon, root, laestab, &code, roles).await
+}
+
+async fn init(daemon: &Daemon, root: &Path, laestab: &str, code: &str, roles: &[&str]) -> Home {
+    let home = Home {
+        dir: root.join(format!("home-{laestab}-{}", roles.join("-"))),
+    };
+    let ca = daemon.ca.display().to_string();
+    let mut args = vec![
+        "init",
+        "--server",
+        &daemon.url,
+        "--ca",
+        &ca,
+        "--school",
+        laestab,
+        "--code",
+        code,
+    ];
+    for r in roles {
+        args.extend(["--role", r]);
+    }
+    home.ok(&args).await;
+    home
+}
+
+/// A valid UPN with the given serial.
+fn upn(serial: u32) -> String {
+    let body = format!("86120012{:01}{:03}", serial / 1000 % 10, serial % 1000);
+    let body = format!("{body:0>12}");
+    let check = baton::upn::check_letter(body.as_bytes());
+    format!("{}{body}", char::from(check))
+}
+
+fn record(serial: u32) -> TransitionRecord {
+    TransitionRecord {
+        upn: upn(serial),
+        surname: format!("Ní Bhriain-Zyx{serial}"),
+        forename: format!("Aoife{serial}"),
+        dob: "2015-03-04".into(),
+        sex: if serial % 2 == 0 {
+            "F".into()
+        } else {
+            "M".into()
+        },
+        sen_provision: "K".into(),
+        sen_needs: vec!["SLCN".into()],
+        attendance: Some(Attendance {
+            year: 2025,
+            possible: 380,
+            attended: 370,
+            authorised: 6,
+            unauthorised: 4,
+        }),
+        notes: format!("Secret pastoral note {serial}, with a comma\nand a second line"),
+        ..Default::default()
+    }
+}
+
+/// Writes a pack folder; returns it and its attachments (name, bytes).
+fn pack_folder(root: &Path, serial: u32, attachments: &[(&str, Vec<u8>)]) -> PathBuf {
+    let dir = root.join(format!("pack-{serial}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("record.json"), record(serial).to_json()).unwrap();
+    for (name, bytes) in attachments {
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
+    dir
+}
+
+fn files_of(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap() != "pack.json")
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read(&p).unwrap(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_primaries_send_a_class_and_the_secondary_pulls_and_acknowledges() {
+    let daemon = Daemon::start(&[]).await;
+    let root = tempfile::tempdir().unwrap();
+    let a = enrol(&daemon, root.path(), "8612001", "primary", &["staff"]).await;
+    let b = enrol(&daemon, root.path(), "8612002", "primary", &["staff"]).await;
+    let s = enrol(
+        &daemon,
+        root.path(),
+        "8614001",
+        "secondary",
+        &["dsl", "staff"],
+    )
+    .await;
+
+    let started = std::time::Instant::now();
+    let mut sources = Vec::new();
+    for serial in 0..30u32 {
+        let mut attachments = vec![(
+            "profile.pdf",
+            format!("%PDF one page profile {serial}").into_bytes(),
+        )];
+        if serial == 3 {
+            attachments.push((
+                "ehcp.pdf",
+                (0..5_500_000u32).map(|i| (i % 251) as u8).collect(),
+            ));
+        }
+        if serial == 4 {
+            attachments.push(("empty-note.txt", Vec::new()));
+        }
+        sources.push(pack_folder(root.path(), serial, &attachments));
+    }
+    let (first, second) = sources.split_at(15);
+    for (home, packs) in [(&a, first), (&b, second)] {
+        let mut args: Vec<String> = vec!["send".into(), "--to".into(), "8614001".into()];
+        args.extend(packs.iter().map(|p| p.display().to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = home.ok(&args).await;
+        assert!(out.contains("sent 15, already sent 0, failed 0"), "{out}");
+    }
+
+    let inbox = s.json(&["inbox", "--json"]).await;
+    assert_eq!(inbox.len(), 30);
+    assert!(
+        inbox
+            .iter()
+            .all(|p| p["to"] == "8614001" && p["kind"] == "transfer" && p["state"] == "pending")
+    );
+
+    let out_dir = root.path().join("pulled");
+    s.ok(&["pull", "--all", "--out", out_dir.to_str().unwrap()])
+        .await;
+    for (serial, source) in sources.iter().enumerate() {
+        let from = if serial < 15 { "8612001" } else { "8612002" };
+        let pulled = out_dir.join(from).join(upn(serial as u32));
+        assert_eq!(
+            files_of(&pulled),
+            files_of(source),
+            "pack {serial} differs after the round trip"
+        );
+        let pack: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(pulled.join("pack.json")).unwrap()).unwrap();
+        assert_eq!(pack["verified"], true);
+        assert_eq!(pack["from"], from);
+    }
+    assert!(
+        !out_dir
+            .join(".baton-staging")
+            .read_dir()
+            .unwrap()
+            .any(|e| e.unwrap().path().is_dir())
+    );
+
+    s.ok(&["ack", "--all-pulled"]).await;
+    let elapsed = started.elapsed();
+    for home in [&a, &b] {
+        let sent = home.json(&["sent", "--json"]).await;
+        assert_eq!(sent.len(), 15);
+        for p in &sent {
+            assert_eq!(p["state"], "acknowledged", "{p}");
+            assert_eq!(p["receipt_verified"], true, "{p}");
+            assert!(
+                p["upn"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with(|c: char| c.is_ascii_uppercase())
+            );
+        }
+    }
+    let receipts = root.path().join("receipts");
+    a.ok(&["sent", "--receipts", receipts.to_str().unwrap()])
+        .await;
+    let csv = std::fs::read_to_string(receipts.join("receipts.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 16, "{csv}");
+    assert_eq!(std::fs::read_dir(&receipts).unwrap().count(), 16);
+    println!(
+        "30-pupil class, two senders, pull and ack: {:.1} s (debug build)",
+        elapsed.as_secs_f64()
+    );
+
+    // Nothing about any pupil reached the server's disk.
+    let mut stored = Vec::new();
+    for entry in std::fs::read_dir(&daemon.data).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            stored.extend(std::fs::read(&path).unwrap());
+        }
+    }
+    assert!(
+        stored.len() > 5_000_000,
+        "the ciphertext should be in the data directory"
+    );
+    for serial in 0..30u32 {
+        let r = record(serial);
+        for needle in [
+            r.upn.as_str(),
+            r.surname.as_str(),
+            r.forename.as_str(),
+            "Secret pastoral note",
+        ] {
+            assert!(
+                !contains(&stored, needle),
+                "found pupil data in the daemon's data directory"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_invalid_upn_sends_nothing_and_names_file_and_field() {
+    let daemon = Daemon::start(&[]).await;
+    let root = tempfile::tempdir().unwrap();
+    let a = enrol(&daemon, root.path(), "8612001", "primary", &["staff"]).await;
+    let s = enrol(&daemon, root.path(), "8614001", "secondary", &["dsl"]).await;
+    let mut args: Vec<String> = vec!["send".into(), "--to".into(), "8614001".into()];
+    let mut bad = PathBuf::new();
+    for serial in 0..30u32 {
+        let dir = pack_folder(root.path(), serial, &[]);
+        if serial == 17 {
+            let mut r = record(serial);
+            r.upn
+                .replace_range(0..1, if r.upn.starts_with('A') { "B" } else { "A" });
+            std::fs::write(dir.join("record.json"), r.to_json()).unwrap();
+            bad = dir.join("record.json");
+        }
+        args.push(dir.display().to_string());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = a.baton(&args).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("{}: upn: check letter should be", bad.display())),
+        "{err}"
+    );
+    assert!(err.contains("nothing was sent"), "{err}");
+    assert!(s.json(&["inbox", "--json"]).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_school_cannot_pull_another_schools_pack() {
+    let daemon = Daemon::start(&[]).await;
+    let root = tempfile::tempdir().unwrap();
+    let a = enrol(&daemon, root.path(), "8612001", "primary", &["staff"]).await;
+    let b = enrol(&daemon, root.path(), "8612002", "primary", &["staff"]).await;
+    let s = enrol(&daemon, root.path(), "8614001", "secondary", &["dsl"]).await;
+    let pack = pack_folder(root.path(), 1, &[("note.txt", b"hello".to_vec())]);
+    a.ok(&["send", "--to", "8614001", pack.to_str().unwrap()])
+        .await;
+    let id = s.json(&["inbox", "--json"]).await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out_dir = root.path().join("stolen");
+    let out = b
+        .baton(&["pull", &id, "--out", out_dir.to_str().unwrap()])
+        .await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("NotFound"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out_dir.join("8612001").exists());
+    let out = b.baton(&["ack", &id]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(b.json(&["inbox", "--json"]).await.is_empty());
+    assert_eq!(s.json(&["inbox", "--json"]).await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_errors_exit_2() {
+    let home = Home {
+        dir: tempfile::tempdir().unwrap().path().to_path_buf(),
+    };
+    let out = home.baton(&["send"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    let out = home.baton(&["inbox"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("baton init"));
+}

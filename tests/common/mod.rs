@@ -1,0 +1,350 @@
+//! Shared helpers for the daemon's end-to-end tests: start the real
+//! `batond` on port 0 in a temporary data directory, enrol schools through
+//! `batond admin` and `Enrolment.Redeem`, and talk to it over TLS with the
+//! CA it wrote.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use baton::Laestab;
+use baton::api::v1;
+use baton::api::v1::directory_client::DirectoryClient;
+use baton::api::v1::enrolment_client::EnrolmentClient;
+use baton::api::v1::exchange_client::ExchangeClient;
+use baton::crypto::Identity;
+use baton::keys::{Role, SchoolKey, enrol_statement, recipients_for};
+use baton::pack::{FORMAT_VERSION, Header, Kind, PackId, Receipt, SignedHeader, SignedReceipt};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+use tonic::{Request, Status};
+
+/// A running daemon; killed when dropped.
+pub struct Daemon {
+    /// The child process.
+    pub child: Child,
+    /// `https://127.0.0.1:PORT`.
+    pub url: String,
+    /// The CA file it wrote.
+    pub ca: PathBuf,
+    /// Its data directory.
+    pub data: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// The `batond` binary under test.
+pub fn batond() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_batond"));
+    cmd.env_remove("BATON_CONFIG")
+        .env_remove("BATON_DATA_DIR")
+        .env_remove("BATON_LISTEN")
+        .env("BATON_LOG", "warn");
+    cmd
+}
+
+impl Daemon {
+    /// Starts `batond serve --data-dir TMP --listen 127.0.0.1:0 EXTRA...`.
+    pub async fn start(extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let mut child = batond()
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["--listen", "127.0.0.1:0"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let first = lines
+            .next_line()
+            .await
+            .unwrap()
+            .expect("daemon exited before listening");
+        let url = first
+            .strip_prefix("listening on ")
+            .expect(&first)
+            .to_string();
+        let second = lines.next_line().await.unwrap().unwrap();
+        let ca = PathBuf::from(second.strip_prefix("CA certificate: ").expect(&second));
+        // Keep draining stdout so the daemon never blocks on it.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Self {
+            child,
+            url,
+            ca,
+            data,
+            _dir: dir,
+        }
+    }
+
+    /// Runs `batond --data-dir DATA ARGS...` to completion.
+    pub async fn admin(&self, args: &[&str]) -> std::process::Output {
+        batond()
+            .arg("--data-dir")
+            .arg(&self.data)
+            .args(args)
+            .output()
+            .await
+            .unwrap()
+    }
+
+    /// A TLS channel trusting the daemon's CA.
+    pub async fn channel(&self) -> Channel {
+        let ca = std::fs::read(&self.ca).unwrap();
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(ca))
+            .domain_name("localhost");
+        Channel::from_shared(self.url.clone())
+            .unwrap()
+            .tls_config(tls)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    /// The SQLite database, for checks behind the daemon's back.
+    pub fn db_path(&self) -> PathBuf {
+        self.data.join("baton.db")
+    }
+
+    /// Enrols a school with one fresh key (roles dsl + staff).
+    pub async fn enrol(&self, laestab: &str) -> School {
+        let out = self
+            .admin(&[
+                "admin",
+                "school",
+                "add",
+                laestab,
+                "--name",
+                "Test School",
+                "--phase",
+                "primary",
+                "--json",
+            ])
+            .await;
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let code = json["code"].as_str().unwrap().to_string();
+        let identity = Identity::generate();
+        let laestab = Laestab::parse(laestab).unwrap();
+        let channel = self.channel().await;
+        let resp = EnrolmentClient::new(channel.clone())
+            .redeem(redeem_request(&laestab, &code, &identity))
+            .await
+            .unwrap()
+            .into_inner();
+        School {
+            laestab,
+            identity,
+            token: resp.token,
+            channel,
+        }
+    }
+}
+
+/// A `RedeemRequest` registering `identity` for `laestab`.
+pub fn redeem_request(laestab: &Laestab, code: &str, identity: &Identity) -> v1::RedeemRequest {
+    let (key, proof) = key_and_proof(laestab, identity, &[Role::Dsl, Role::Staff]);
+    v1::RedeemRequest {
+        laestab: laestab.to_string(),
+        code: code.into(),
+        key: Some(key),
+        proof,
+    }
+}
+
+/// The wire key for `identity` and its proof of possession.
+pub fn key_and_proof(laestab: &Laestab, identity: &Identity, roles: &[Role]) -> (v1::Key, Vec<u8>) {
+    let key = SchoolKey {
+        public: identity.public(),
+        label: "test key".into(),
+        roles: roles.to_vec(),
+        created_at_ms: 0,
+        revoked_at_ms: None,
+    };
+    let proof = identity
+        .sign(&enrol_statement(laestab, identity.key_id()))
+        .to_vec();
+    (v1::Key::from(&key), proof)
+}
+
+/// An enrolled school as its client sees it.
+pub struct School {
+    /// LAESTAB.
+    pub laestab: Laestab,
+    /// Its first key.
+    pub identity: Identity,
+    /// Its API token.
+    pub token: String,
+    /// A channel to the daemon.
+    pub channel: Channel,
+}
+
+/// `msg` with `authorization: Bearer TOKEN`.
+pub fn with_token<T>(token: &str, msg: T) -> Request<T> {
+    let mut req = Request::new(msg);
+    if !token.is_empty() {
+        req.metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    }
+    req
+}
+
+impl School {
+    /// A request from this school.
+    pub fn req<T>(&self, msg: T) -> Request<T> {
+        with_token(&self.token, msg)
+    }
+
+    /// Exchange client.
+    pub fn exchange(&self) -> ExchangeClient<Channel> {
+        ExchangeClient::new(self.channel.clone())
+    }
+
+    /// Directory client.
+    pub fn directory(&self) -> DirectoryClient<Channel> {
+        DirectoryClient::new(self.channel.clone())
+    }
+
+    /// The current keys of `to` from the directory.
+    pub async fn keys_of(&self, to: &Laestab) -> Vec<SchoolKey> {
+        let school = self
+            .directory()
+            .get_school(self.req(v1::GetSchoolRequest {
+                laestab: to.to_string(),
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        school
+            .keys
+            .iter()
+            .map(|k| SchoolKey::try_from(k).unwrap())
+            .collect()
+    }
+
+    /// A signed header for `ciphertext` to `to`, sealed (by key ids) to `keys`.
+    pub fn header_for(&self, to: &Laestab, keys: &[SchoolKey], ciphertext: &[u8]) -> SignedHeader {
+        self.header_with(PackId::new(), to, keys, ciphertext)
+    }
+
+    /// As [`School::header_for`] with a chosen pack id.
+    pub fn header_with(
+        &self,
+        id: PackId,
+        to: &Laestab,
+        keys: &[SchoolKey],
+        ciphertext: &[u8],
+    ) -> SignedHeader {
+        let recipient_key_ids = recipients_for(Kind::Transfer, keys)
+            .iter()
+            .map(|k| k.key_id())
+            .collect();
+        self.identity
+            .sign_header(Header {
+                format_version: FORMAT_VERSION,
+                pack_id: id,
+                from: self.laestab,
+                to: *to,
+                kind: Kind::Transfer,
+                created_at_ms: 1,
+                ciphertext_len: ciphertext.len() as u64,
+                ciphertext_sha256: Sha256::digest(ciphertext).into(),
+                sender_key_id: self.identity.key_id(),
+                recipient_key_ids,
+            })
+            .unwrap()
+    }
+
+    /// Uploads `header` then `ciphertext` in chunks of `chunk` bytes.
+    pub async fn upload(
+        &self,
+        header: &v1::PackHeader,
+        ciphertext: &[u8],
+        chunk: usize,
+    ) -> Result<v1::UploadResponse, Status> {
+        let msgs = upload_messages(header, ciphertext, chunk);
+        self.exchange()
+            .upload(self.req(tokio_stream::iter(msgs)))
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// A signed receipt for a pack this school received.
+    pub fn receipt(&self, header: &v1::PackHeader) -> v1::Receipt {
+        let signed: SignedReceipt = self
+            .identity
+            .sign_receipt(Receipt {
+                pack_id: header.pack_id.parse().unwrap(),
+                ciphertext_sha256: header.ciphertext_sha256.clone().try_into().unwrap(),
+                received_at_ms: 2,
+                recipient_key_id: self.identity.key_id(),
+            })
+            .unwrap();
+        v1::Receipt::from(&signed)
+    }
+
+    /// Downloads a pack: (header, ciphertext).
+    pub async fn download(&self, id: &str) -> Result<(v1::PackHeader, Vec<u8>), Status> {
+        use v1::download_response::Part;
+        let mut stream = self
+            .exchange()
+            .download(self.req(v1::DownloadRequest { pack_id: id.into() }))
+            .await?
+            .into_inner();
+        let mut header = None;
+        let mut data = Vec::new();
+        while let Some(msg) = stream.message().await? {
+            match msg.part.unwrap() {
+                Part::Header(h) => header = Some(h),
+                Part::Chunk(c) => {
+                    assert!(c.len() <= 1024 * 1024);
+                    data.extend_from_slice(&c)
+                }
+            }
+        }
+        Ok((header.unwrap(), data))
+    }
+}
+
+/// The messages of an upload stream.
+pub fn upload_messages(
+    header: &v1::PackHeader,
+    ciphertext: &[u8],
+    chunk: usize,
+) -> Vec<v1::UploadRequest> {
+    use v1::upload_request::Part;
+    let mut msgs = vec![v1::UploadRequest {
+        part: Some(Part::Header(header.clone())),
+    }];
+    msgs.extend(ciphertext.chunks(chunk).map(|c| v1::UploadRequest {
+        part: Some(Part::Chunk(c.to_vec())),
+    }));
+    msgs
+}
+
+/// Random bytes standing in for an age file (the server never opens packs).
+pub fn ciphertext(len: usize) -> Vec<u8> {
+    (0..len).map(|_| rand::random::<u8>()).collect()
+}
+
+/// Opens the daemon's SQLite database directly.
+pub async fn open_db(path: &Path) -> sqlx::SqlitePool {
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(path)
+        .busy_timeout(std::time::Duration::from_secs(15));
+    sqlx::SqlitePool::connect_with(options).await.unwrap()
+}

@@ -1,0 +1,260 @@
+//! Uploads: streaming, atomic visibility, idempotent retries, conflicts and
+//! every refusal the daemon makes before or while receiving a pack.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use baton::api::v1;
+use baton::crypto::Identity;
+use baton::keys::Role;
+use baton::pack::PackId;
+use common::{Daemon, ciphertext, key_and_proof, upload_messages};
+use tonic::Code;
+
+#[tokio::test]
+async fn killed_upload_leaves_nothing_behind() {
+    let daemon = Daemon::start(&[]).await;
+    let a = daemon.enrol("8612001").await;
+    let b = daemon.enrol("8612002").await;
+    let keys = a.keys_of(&b.laestab).await;
+    let data = ciphertext(3 * 1024 * 1024);
+    let header = v1::PackHeader::from(&a.header_for(&b.laestab, &keys, &data));
+
+    // Send the header and two 1 MiB chunks, then break the stream.
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let mut msgs = upload_messages(&header, &data, 1024 * 1024).into_iter();
+    let mut exchange = a.exchange();
+    let req = a.req(tokio_stream::wrappers::ReceiverStream::new(rx));
+    let call = tokio::spawn(async move { exchange.upload(req).await });
+    for _ in 0..3 {
+        tx.send(msgs.next().unwrap()).await.unwrap();
+    }
+    // Wait until the server has staged the first chunk, then abort the call.
+    let db = common::open_db(&daemon.db_path()).await;
+    loop {
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM pack_chunks")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+        if n > 0 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    call.abort();
+    drop(tx);
+    let _ = call.await;
+
+    // The daemon notices the broken stream and removes the staged chunks.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM pack_chunks")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+        if n == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{n} orphaned chunks"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let inbox = b
+        .exchange()
+        .inbox(b.req(v1::InboxRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(inbox.packs.is_empty());
+    let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM packs")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(n, 0);
+
+    // The same pack uploads fine afterwards, and downloads byte for byte.
+    let done = a.upload(&header, &data, 256 * 1024).await.unwrap();
+    assert!(!done.already_stored);
+    let (got_header, got) = b.download(&header.pack_id).await.unwrap();
+    assert_eq!(got_header, header);
+    assert!(got == data);
+}
+
+#[tokio::test]
+async fn retries_conflicts_and_refusals() {
+    let daemon = Daemon::start(&["--max-pack-bytes", "100000"]).await;
+    let a = daemon.enrol("8612001").await;
+    let b = daemon.enrol("8612002").await;
+    let keys = a.keys_of(&b.laestab).await;
+    let data = ciphertext(20_000);
+    let id = PackId::new();
+    let header = v1::PackHeader::from(&a.header_with(id, &b.laestab, &keys, &data));
+
+    let first = a.upload(&header, &data, 8192).await.unwrap();
+    assert!(!first.already_stored);
+    let again = a.upload(&header, &data, 4096).await.unwrap();
+    assert!(again.already_stored);
+    assert_eq!(again.uploaded_at_ms, first.uploaded_at_ms);
+
+    // Same id, other content.
+    let other = ciphertext(20_000);
+    let conflicting = v1::PackHeader::from(&a.header_with(id, &b.laestab, &keys, &other));
+    let err = a.upload(&conflicting, &other, 8192).await.unwrap_err();
+    assert_eq!(err.code(), Code::AlreadyExists, "{err:?}");
+
+    // Larger than the server accepts: refused on the header alone.
+    let big = ciphertext(150_000);
+    let h = v1::PackHeader::from(&a.header_for(&b.laestab, &keys, &big));
+    assert_eq!(
+        a.upload(&h, &big, 65536).await.unwrap_err().code(),
+        Code::ResourceExhausted
+    );
+
+    // Wrong signature.
+    let mut h = v1::PackHeader::from(&a.header_for(&b.laestab, &keys, &data));
+    h.signature[0] ^= 1;
+    assert_eq!(
+        a.upload(&h, &data, 8192).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
+
+    // Signed by a key of another school.
+    let mut h = v1::PackHeader::from(&b.header_for(&b.laestab, &keys, &data));
+    h.from = a.laestab.to_string();
+    assert_eq!(
+        a.upload(&h, &data, 8192).await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
+
+    // from ≠ caller.
+    let a_keys = b.keys_of(&a.laestab).await;
+    let h = v1::PackHeader::from(&b.header_for(&a.laestab, &a_keys, &data));
+    assert_eq!(
+        a.upload(&h, &data, 8192).await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
+
+    // Length or hash mismatch.
+    let h = v1::PackHeader::from(&a.header_for(&b.laestab, &keys, &data));
+    assert_eq!(
+        a.upload(&h, &data[..10_000], 8192)
+            .await
+            .unwrap_err()
+            .code(),
+        Code::InvalidArgument
+    );
+    let mut tampered = data.clone();
+    tampered[5] ^= 1;
+    assert_eq!(
+        a.upload(&h, &tampered, 8192).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
+
+    // Chunk before header; header twice.
+    use v1::upload_request::Part;
+    let msgs = vec![v1::UploadRequest {
+        part: Some(Part::Chunk(data.clone())),
+    }];
+    let err = a
+        .exchange()
+        .upload(a.req(tokio_stream::iter(msgs)))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let mut msgs = upload_messages(&h, &data, 8192);
+    msgs.insert(
+        2,
+        v1::UploadRequest {
+            part: Some(Part::Header(h.clone())),
+        },
+    );
+    let err = a
+        .exchange()
+        .upload(a.req(tokio_stream::iter(msgs)))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+
+    // Unknown destination.
+    let nowhere = baton::Laestab::parse("9999999").unwrap();
+    let h = v1::PackHeader::from(&a.header_for(&nowhere, &keys, &data));
+    assert_eq!(
+        a.upload(&h, &data, 8192).await.unwrap_err().code(),
+        Code::NotFound
+    );
+
+    // Stale recipient set: the destination added a key after sealing.
+    let stale = v1::PackHeader::from(&a.header_for(&b.laestab, &keys, &data));
+    let (key, proof) = key_and_proof(&b.laestab, &Identity::generate(), &[Role::Staff]);
+    let add = v1::AddKeyRequest {
+        laestab: b.laestab.to_string(),
+        key: Some(key),
+        proof,
+    };
+    b.directory().add_key(b.req(add)).await.unwrap();
+    let err = a.upload(&stale, &data, 8192).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+
+    // A retry of the pack stored before the key change still succeeds.
+    assert!(a.upload(&header, &data, 8192).await.unwrap().already_stored);
+
+    // Nothing but the one good pack is visible, and no chunk is orphaned.
+    let inbox = b
+        .exchange()
+        .inbox(b.req(v1::InboxRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(inbox.packs.len(), 1);
+    let db = common::open_db(&daemon.db_path()).await;
+    let (staged,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM pack_chunks WHERE staged = 1")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(staged, 0);
+}
+
+#[tokio::test]
+async fn inbox_pages() {
+    let daemon = Daemon::start(&[]).await;
+    let a = daemon.enrol("8612001").await;
+    let b = daemon.enrol("8612002").await;
+    let keys = a.keys_of(&b.laestab).await;
+    let mut sent = Vec::new();
+    for _ in 0..5 {
+        let data = ciphertext(500);
+        let h = v1::PackHeader::from(&a.header_for(&b.laestab, &keys, &data));
+        a.upload(&h, &data, 500).await.unwrap();
+        sent.push(h.pack_id);
+    }
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = b
+            .exchange()
+            .inbox(b.req(v1::InboxRequest {
+                page_size: 2,
+                page_token: token.clone(),
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.packs.len() <= 2);
+        seen.extend(page.packs.into_iter().map(|p| p.header.unwrap().pack_id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(seen, sent);
+    let bad = b
+        .exchange()
+        .inbox(b.req(v1::InboxRequest {
+            page_size: 2,
+            page_token: "zz".into(),
+        }))
+        .await;
+    assert_eq!(bad.unwrap_err().code(), Code::InvalidArgument);
+}

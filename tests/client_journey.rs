@@ -359,3 +359,77 @@ async fn usage_errors_exit_2() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("baton init"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_killed_midway_and_run_again_delivers_every_pack_exactly_once() {
+    let daemon = Daemon::start(&[]).await;
+    let root = tempfile::tempdir().unwrap();
+    let a = enrol(&daemon, root.path(), "8612001", "primary", &["staff"]).await;
+    let s = enrol(&daemon, root.path(), "8614001", "secondary", &["dsl"]).await;
+    let mut args: Vec<String> = vec!["send".into(), "--to".into(), "8614001".into()];
+    for serial in 0..30u32 {
+        let big: Vec<u8> = (0..1_500_000u32)
+            .map(|i| (i.wrapping_mul(serial + 7) % 253) as u8)
+            .collect();
+        args.push(
+            pack_folder(root.path(), serial, &[("report.pdf", big)])
+                .display()
+                .to_string(),
+        );
+    }
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_baton"))
+        .env("BATON_HOME", &a.dir)
+        .args(&args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until some packs are confirmed, then kill the sender without warning.
+    let outbox = a.dir.join("outbox");
+    loop {
+        let sent = std::fs::read_dir(&outbox)
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .filter(|e| {
+                        std::fs::read_to_string(e.path())
+                            .is_ok_and(|t| t.contains("\"state\": \"sent\""))
+                    })
+                    .count()
+            })
+            .unwrap_or(0);
+        if sent >= 3 {
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the send finished before it could be interrupted"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    child.kill().await.unwrap();
+    let before = s.json(&["inbox", "--json"]).await.len();
+    assert!(before < 30, "the send was not interrupted");
+
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = a.ok(&args).await;
+    assert!(out.contains("failed 0"), "{out}");
+    let inbox = s.json(&["inbox", "--json"]).await;
+    let mut ids: Vec<&str> = inbox.iter().map(|p| p["id"].as_str().unwrap()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(
+        (inbox.len(), ids.len()),
+        (30, 30),
+        "every pack exactly once"
+    );
+    let out_dir = root.path().join("pulled");
+    s.ok(&["pull", "--all", "--out", out_dir.to_str().unwrap()])
+        .await;
+    assert_eq!(
+        std::fs::read_dir(out_dir.join("8612001")).unwrap().count(),
+        30
+    );
+    // A third run sends nothing at all.
+    let out = a.ok(&args).await;
+    assert!(out.contains("sent 0, already sent 30, failed 0"), "{out}");
+}

@@ -111,7 +111,9 @@ pub async fn run<S: Store>(store: &S, config: &Config, command: Command) -> anyh
         }) => {
             let laestab = parse_laestab(&laestab)?;
             let urn = urn.unwrap_or_default();
-            if !urn.is_empty() && !(urn.len() == 6 && urn.bytes().all(|b| b.is_ascii_digit())) {
+            let urn_ok =
+                urn.is_empty() || (urn.len() == 6 && urn.bytes().all(|b| b.is_ascii_digit()));
+            if !urn_ok {
                 bail!("--urn {urn:?}: a URN is 6 digits");
             }
             if name.trim().is_empty() || phase.trim().is_empty() {

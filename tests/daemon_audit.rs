@@ -9,6 +9,8 @@ use baton::crypto::{Draft, seal};
 use baton::pack::{Kind, Manifest, PackId};
 use common::Daemon;
 
+type AuditRow = (i64, i64, String, String, String, Vec<u8>, Vec<u8>);
+
 #[tokio::test]
 async fn journey_verifies_and_any_alteration_is_named() {
     let daemon = Daemon::start(&[]).await;
@@ -104,7 +106,7 @@ async fn journey_verifies_and_any_alteration_is_named() {
         (4, "prev_hash", "zeroblob(32)"),
         (2, "action", "'pack.purge'"),
     ] {
-        let backup: Vec<(i64, i64, String, String, String, Vec<u8>, Vec<u8>)> = sqlx::query_as(
+        let backup: Vec<AuditRow> = sqlx::query_as(
             "SELECT seq, at_ms, actor, action, subject, prev_hash, hash FROM audit WHERE seq = ?",
         )
         .bind(seq)

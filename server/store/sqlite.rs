@@ -640,3 +640,6 @@ impl Store for Sqlite {
             .collect())
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -53,6 +53,15 @@ pub enum SchoolCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Issue another one-time enrolment code for an enrolled school, for a
+    /// further key holder (another device, the DSL) to run `baton init` with.
+    Code {
+        /// The school's LAESTAB.
+        laestab: String,
+        /// Print `{"laestab": …, "code": …}` instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// List enrolled schools.
     List {
         /// Print a JSON array.
@@ -125,10 +134,7 @@ pub async fn run<S: Store>(store: &S, config: &Config, command: Command) -> anyh
                 phase,
                 urn,
             };
-            let (code, hash) = auth::new_code();
-            let now = now_ms();
-            let hours = i64::try_from(config.enrolment_code_hours).unwrap_or(i64::MAX / 3_600_000);
-            let expires = now.saturating_add(hours.saturating_mul(3_600_000));
+            let (code, hash, now, expires) = new_code(config);
             match store
                 .add_school(
                     &school,
@@ -139,20 +145,32 @@ pub async fn run<S: Store>(store: &S, config: &Config, command: Command) -> anyh
                 )
                 .await
             {
-                Err(StoreError::Conflict(_)) => bail!("school {laestab} is already enrolled"),
+                Err(StoreError::Conflict(_)) => bail!(
+                    "school {laestab} is already enrolled; `batond admin school code {laestab}` issues another code"
+                ),
                 other => other.context("enrolling the school")?,
             }
-            if json {
-                let value = serde_json::json!({ "laestab": laestab.to_string(), "code": code });
-                writeln!(out, "{value}")?;
-            } else {
-                writeln!(
-                    out,
-                    "enrolled {laestab}; one-time enrolment code (valid {} hours):",
-                    config.enrolment_code_hours
-                )?;
-                writeln!(out, "{code}")?;
+            print_code(&mut out, config, laestab, &code, json, "enrolled")?;
+        }
+        Command::School(SchoolCommand::Code { laestab, json }) => {
+            let laestab = parse_laestab(&laestab)?;
+            let (code, hash, now, expires) = new_code(config);
+            match store
+                .issue_code(
+                    &laestab,
+                    hash,
+                    now,
+                    expires,
+                    Event::by_admin("school.code", laestab),
+                )
+                .await
+            {
+                Err(StoreError::NotFound(_)) => {
+                    bail!("school {laestab} is not enrolled; use `batond admin school add` first")
+                }
+                other => other.context("issuing an enrolment code")?,
             }
+            print_code(&mut out, config, laestab, &code, json, "issued a code for")?;
         }
         Command::School(SchoolCommand::List { json }) => {
             let schools = store.list_schools().await.context("listing schools")?;
@@ -218,5 +236,44 @@ pub async fn run<S: Store>(store: &S, config: &Config, command: Command) -> anyh
         }
     }
     out.flush()?;
+    Ok(())
+}
+
+/// A fresh one-time code, its hash, now, and its expiry.
+fn new_code(config: &Config) -> (String, [u8; 32], i64, i64) {
+    let (code, hash) = auth::new_code();
+    let now = now_ms();
+    let hours = i64::try_from(config.enrolment_code_hours).unwrap_or(i64::MAX / 3_600_000);
+    (
+        code,
+        hash,
+        now,
+        now.saturating_add(hours.saturating_mul(3_600_000)),
+    )
+}
+
+/// Prints an enrolment code as text or `{"laestab", "code"}`.
+fn print_code(
+    out: &mut impl Write,
+    config: &Config,
+    laestab: Laestab,
+    code: &str,
+    json: bool,
+    what: &str,
+) -> anyhow::Result<()> {
+    if json {
+        writeln!(
+            out,
+            "{}",
+            serde_json::json!({ "laestab": laestab.to_string(), "code": code })
+        )?;
+    } else {
+        writeln!(
+            out,
+            "{what} {laestab}; one-time enrolment code (valid {} hours):",
+            config.enrolment_code_hours
+        )?;
+        writeln!(out, "{code}")?;
+    }
     Ok(())
 }

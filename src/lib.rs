@@ -6,6 +6,8 @@
 //! - [`api`]: the gRPC wire contract and its conversions to domain types;
 //! - [`upn`] and [`laestab`]: pupil and school identifiers;
 //! - [`record`]: a pupil's transition record and its `record.json` form;
+//! - [`ctf`]: reading and writing Common Transfer Files, pupil by pupil;
+//! - [`csv`]: the class spreadsheet a school fills in instead of a CTF;
 //! - [`pack`]: the pack format (signed header, receipt, framed contents);
 //! - [`keys`]: key ids, roles and signature checks (public keys only);
 //! - `crypto` (feature `client`): key generation, sealing and opening packs
@@ -24,6 +26,8 @@
 pub mod api;
 #[cfg(feature = "client")]
 pub mod crypto;
+pub mod csv;
+pub mod ctf;
 pub mod keys;
 pub mod laestab;
 pub mod pack;

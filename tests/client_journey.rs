@@ -105,7 +105,7 @@ fn record(serial: u32) -> TransitionRecord {
         surname: format!("Ní Bhriain-Zyx{serial}"),
         forename: format!("Aoife{serial}"),
         dob: "2015-03-04".into(),
-        sex: if serial % 2 == 0 {
+        sex: if serial.is_multiple_of(2) {
             "F".into()
         } else {
             "M".into()
@@ -258,7 +258,7 @@ async fn two_primaries_send_a_class_and_the_secondary_pulls_and_acknowledges() {
         elapsed.as_secs_f64()
     );
 
-    // Nothing about any pupil reached the server's disk.
+    // Nothing about any pupil reached the server's disk or its log.
     let mut stored = Vec::new();
     for entry in std::fs::read_dir(&daemon.data).unwrap() {
         let path = entry.unwrap().path();
@@ -432,4 +432,113 @@ async fn a_send_killed_midway_and_run_again_delivers_every_pack_exactly_once() {
     // A third run sends nothing at all.
     let out = a.ok(&args).await;
     assert!(out.contains("sent 0, already sent 30, failed 0"), "{out}");
+}
+
+/// Issues another enrolment code for an enrolled school.
+async fn code(daemon: &Daemon, laestab: &str) -> String {
+    let out = daemon
+        .admin(&["admin", "school", "code", laestab, "--json"])
+        .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["code"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_safeguarding_pack_opens_only_with_a_dsl_key() {
+    let daemon = Daemon::start(&[]).await;
+    let root = tempfile::tempdir().unwrap();
+    let a = enrol(&daemon, root.path(), "8612001", "primary", &["dsl"]).await;
+    let dsl = enrol(&daemon, root.path(), "8614001", "secondary", &["dsl"]).await;
+    let staff = init(
+        &daemon,
+        root.path(),
+        "8614001",
+        &code(&daemon, "8614001").await,
+        &["staff", "senco"],
+    )
+    .await;
+    let pack = pack_folder(
+        root.path(),
+        9,
+        &[("cp-chronology.pdf", b"child protection file".to_vec())],
+    );
+    a.ok(&[
+        "send",
+        "--to",
+        "8614001",
+        "--kind",
+        "safeguarding",
+        pack.to_str().unwrap(),
+    ])
+    .await;
+    let inbox = staff.json(&["inbox", "--json"]).await;
+    assert_eq!(inbox.len(), 1);
+    assert_eq!(inbox[0]["kind"], "safeguarding");
+
+    let staff_out = root.path().join("staff-out");
+    let out = staff
+        .baton(&["pull", "--all", "--out", staff_out.to_str().unwrap()])
+        .await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("none of your keys can open this pack"));
+    assert!(!staff_out.join("8612001").exists());
+
+    let dsl_out = root.path().join("dsl-out");
+    dsl.ok(&["pull", "--all", "--out", dsl_out.to_str().unwrap()])
+        .await;
+    let folder = dsl_out.join("8612001/safeguarding").join(upn(9));
+    assert_eq!(
+        std::fs::read(folder.join("cp-chronology.pdf")).unwrap(),
+        b"child protection file"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_added_on_the_server_is_caught_by_the_pinned_client() {
+    let daemon = Daemon::start(&[]).await;
+    let root = tempfile::tempdir().unwrap();
+    let a = enrol(&daemon, root.path(), "8612001", "primary", &["staff"]).await;
+    let _s = enrol(&daemon, root.path(), "8614001", "secondary", &["dsl"]).await;
+    let first = pack_folder(root.path(), 1, &[]);
+    let out = a
+        .baton(&["send", "--to", "8614001", first.to_str().unwrap()])
+        .await;
+    assert!(String::from_utf8_lossy(&out.stderr).contains("pinned the keys of 8614001"));
+
+    // A key appears for the secondary (here a real enrolment; an attacker
+    // with the server's database could insert one the same way).
+    let _extra = init(
+        &daemon,
+        root.path(),
+        "8614001",
+        &code(&daemon, "8614001").await,
+        &["staff"],
+    )
+    .await;
+    let second = pack_folder(root.path(), 2, &[]);
+    let out = a
+        .baton(&["send", "--to", "8614001", second.to_str().unwrap()])
+        .await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("THE KEYS OF SCHOOL 8614001 HAVE CHANGED"),
+        "{err}"
+    );
+    assert!(err.contains("nothing was sealed to them"), "{err}");
+    let show = a.ok(&["schools", "show", "8614001"]).await;
+    assert!(show.contains("CHANGED since pinned"), "{show}");
+
+    a.ok(&["schools", "trust", "8614001"]).await;
+    let out = a
+        .ok(&["send", "--to", "8614001", second.to_str().unwrap()])
+        .await;
+    assert!(out.contains("sent 1"), "{out}");
 }

@@ -151,6 +151,17 @@ pub trait Store: Send + Sync + 'static {
         event: audit::Event,
     ) -> impl Future<Output = Result<()>> + Send;
 
+    /// Issues another one-time code for an enrolled school, so a further key
+    /// holder (another device, the DSL) can enrol. `NotFound` if not enrolled.
+    fn issue_code(
+        &self,
+        laestab: &Laestab,
+        code_hash: [u8; 32],
+        now_ms: i64,
+        expires_at_ms: i64,
+        event: audit::Event,
+    ) -> impl Future<Output = Result<()>> + Send;
+
     /// Every school with all its keys, by LAESTAB.
     fn list_schools(&self) -> impl Future<Output = Result<Vec<School>>> + Send;
 

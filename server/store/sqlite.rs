@@ -171,6 +171,23 @@ async fn school_in(conn: &mut SqliteConnection, laestab: &Laestab) -> Result<Opt
     }))
 }
 
+async fn insert_enrolment(
+    conn: &mut SqliteConnection,
+    laestab: &Laestab,
+    code_hash: [u8; 32],
+    now_ms: i64,
+    expires_at_ms: i64,
+) -> Result<()> {
+    sqlx::query("INSERT INTO enrolments (code_hash, laestab, created_at_ms, expires_at_ms) VALUES (?, ?, ?, ?)")
+        .bind(code_hash.to_vec())
+        .bind(laestab.as_str())
+        .bind(now_ms)
+        .bind(expires_at_ms)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
 async fn insert_key(conn: &mut SqliteConnection, laestab: &Laestab, key: &SchoolKey) -> Result<()> {
     let exists: Option<(i64,)> = sqlx::query_as("SELECT 1 FROM keys WHERE key_id = ?")
         .bind(key.key_id().to_string())
@@ -279,13 +296,25 @@ impl Store for Sqlite {
         .bind(now_ms)
         .execute(&mut *tx)
         .await?;
-        sqlx::query("INSERT INTO enrolments (code_hash, laestab, created_at_ms, expires_at_ms) VALUES (?, ?, ?, ?)")
-            .bind(code_hash.to_vec())
-            .bind(school.laestab.as_str())
-            .bind(now_ms)
-            .bind(expires_at_ms)
-            .execute(&mut *tx)
-            .await?;
+        insert_enrolment(&mut tx, &school.laestab, code_hash, now_ms, expires_at_ms).await?;
+        append(&mut tx, now_ms, &event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn issue_code(
+        &self,
+        laestab: &Laestab,
+        code_hash: [u8; 32],
+        now_ms: i64,
+        expires_at_ms: i64,
+        event: audit::Event,
+    ) -> Result<()> {
+        let mut tx = self.write().await?;
+        if school_in(&mut tx, laestab).await?.is_none() {
+            return Err(StoreError::NotFound("school"));
+        }
+        insert_enrolment(&mut tx, laestab, code_hash, now_ms, expires_at_ms).await?;
         append(&mut tx, now_ms, &event).await?;
         tx.commit().await?;
         Ok(())

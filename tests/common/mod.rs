@@ -32,6 +32,8 @@ pub struct Daemon {
     pub ca: PathBuf,
     /// Its data directory.
     pub data: PathBuf,
+    /// Where its log (stderr) goes.
+    pub log: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -41,7 +43,7 @@ pub fn batond() -> Command {
     cmd.env_remove("BATON_CONFIG")
         .env_remove("BATON_DATA_DIR")
         .env_remove("BATON_LISTEN")
-        .env("BATON_LOG", "warn");
+        .env("BATON_LOG", "debug");
     cmd
 }
 
@@ -50,6 +52,7 @@ impl Daemon {
     pub async fn start(extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
+        let log = dir.path().join("daemon.log");
         let mut child = batond()
             .arg("serve")
             .arg("--data-dir")
@@ -57,17 +60,18 @@ impl Daemon {
             .args(["--listen", "127.0.0.1:0"])
             .args(extra)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(std::fs::File::create(&log).unwrap())
             .kill_on_drop(true)
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
-        let first = lines
-            .next_line()
-            .await
-            .unwrap()
-            .expect("daemon exited before listening");
+        let Some(first) = lines.next_line().await.unwrap() else {
+            panic!(
+                "daemon exited before listening: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        };
         let url = first
             .strip_prefix("listening on ")
             .expect(&first)
@@ -81,6 +85,7 @@ impl Daemon {
             url,
             ca,
             data,
+            log,
             _dir: dir,
         }
     }

@@ -10,6 +10,7 @@ mod outbox;
 mod output;
 mod packdir;
 mod pins;
+mod sources;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -47,6 +48,10 @@ enum Command {
     Sent(commands::sent::Args),
     /// This school's keys: list, export this device's public key, revoke one.
     Keys(commands::keys::Args),
+    /// Validate CTF files, spreadsheets and pack folders without sending.
+    Check(commands::check::Args),
+    /// Print a template: `baton template csv`.
+    Template(commands::template::Args),
 }
 
 fn main() -> ExitCode {
@@ -82,8 +87,17 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Check(args) => return commands::check::run(args),
+        Command::Template(args) => {
+            commands::template::run(args);
+            return Ok(());
+        }
+        _ => {}
+    }
     let home = home::Home::locate(cli.home)?;
     match cli.command {
+        Command::Check(_) | Command::Template(_) => Ok(()),
         Command::Init(args) => commands::init::run(&home, args).await,
         Command::Schools(args) => commands::schools::run(&home, args).await,
         Command::Send(args) => commands::send::run(&home, args).await,

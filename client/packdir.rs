@@ -5,13 +5,11 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, bail};
-use baton::pack::{AttachmentMeta, Manifest};
+use baton::pack::AttachmentMeta;
 use baton::record::TransitionRecord;
 
 /// A pack folder read from disk and checked.
 pub struct PackDir {
-    /// The folder.
-    pub path: PathBuf,
     /// Its record.
     pub record: TransitionRecord,
     /// Attachments: where each is, and what it is.
@@ -42,31 +40,15 @@ impl PackDir {
             .iter()
             .map(|p| format!("{}: {p}", record_path.display()))
             .collect();
-        let mut attachments = Vec::new();
-        match list_attachments(path) {
-            Ok(files) => {
-                for file in files {
-                    let name = file
-                        .file_name()
-                        .map(|n| n.to_string_lossy().into_owned())
-                        .unwrap_or_default();
-                    if let Err(problem) = baton::pack::contents::check_name(&name) {
-                        problems.push(format!("{}: cannot be attached: {problem}", file.display()));
-                        continue;
-                    }
-                    match std::fs::File::open(&file)
-                        .and_then(|mut f| AttachmentMeta::describe(&name, &mut f))
-                    {
-                        Ok(meta) => attachments.push((file, meta)),
-                        Err(e) => problems.push(format!("{}: {e}", file.display())),
-                    }
-                }
+        let attachments = match read_attachments(path) {
+            Ok(found) => found,
+            Err(mut more) => {
+                problems.append(&mut more);
+                Vec::new()
             }
-            Err(e) => problems.push(format!("{shown}: {e}")),
-        }
+        };
         if problems.is_empty() {
             Ok(Self {
-                path: path.to_path_buf(),
                 record,
                 attachments,
             })
@@ -74,14 +56,31 @@ impl PackDir {
             Err(problems)
         }
     }
+}
 
-    /// The manifest for sealing.
-    pub fn manifest(&self, ctf_pupil_xml: Option<String>) -> Manifest {
-        Manifest {
-            record: self.record.clone(),
-            ctf_pupil_xml,
-            attachments: self.attachments.iter().map(|(_, m)| m.clone()).collect(),
+/// Lists and describes the attachments in a folder, or every problem.
+pub fn read_attachments(dir: &Path) -> Result<Vec<(PathBuf, AttachmentMeta)>, Vec<String>> {
+    let files = list_attachments(dir).map_err(|e| vec![format!("{}: {e}", dir.display())])?;
+    let mut found = Vec::new();
+    let mut problems = Vec::new();
+    for file in files {
+        let name = file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if let Err(problem) = baton::pack::contents::check_name(&name) {
+            problems.push(format!("{}: cannot be attached: {problem}", file.display()));
+            continue;
         }
+        match std::fs::File::open(&file).and_then(|mut f| AttachmentMeta::describe(&name, &mut f)) {
+            Ok(meta) => found.push((file, meta)),
+            Err(e) => problems.push(format!("{}: {e}", file.display())),
+        }
+    }
+    if problems.is_empty() {
+        Ok(found)
+    } else {
+        Err(problems)
     }
 }
 

@@ -17,6 +17,26 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
 pub const DEFAULT_MAX_PACK_BYTES: u64 = 256 * 1024 * 1024;
 /// Default lifetime of an enrolment code: 7 days.
 pub const DEFAULT_ENROLMENT_CODE_HOURS: u64 = 7 * 24;
+/// Default most connections a node opens to PostgreSQL.
+pub const DEFAULT_DATABASE_POOL_SIZE: u32 = 8;
+
+/// The database a configuration names.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Database {
+    /// A SQLite file (one node).
+    Sqlite(PathBuf),
+    /// A PostgreSQL URL (any number of nodes).
+    Postgres(String),
+}
+
+impl fmt::Debug for Database {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Sqlite(path) => f.debug_tuple("Sqlite").field(path).finish(),
+            Self::Postgres(url) => f.debug_tuple("Postgres").field(&redact_url(url)).finish(),
+        }
+    }
+}
 
 /// How log lines are written (to stderr).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, ValueEnum)]
@@ -38,9 +58,17 @@ pub struct ConfigArgs {
     /// Directory for the database and generated TLS files [default: the platform data directory].
     #[arg(long, env = "BATON_DATA_DIR", value_name = "DIR", global = true)]
     pub data_dir: Option<PathBuf>,
-    /// Database URL; only `sqlite:PATH` for now [default: DATA_DIR/baton.db].
+    /// Database URL: `sqlite:PATH` or `postgres://USER@HOST/DB` [default: sqlite:DATA_DIR/baton.db].
     #[arg(long, env = "BATON_DATABASE_URL", value_name = "URL", global = true)]
     pub database_url: Option<String>,
+    /// Most connections this node opens to PostgreSQL [default: 8].
+    #[arg(
+        long,
+        env = "BATON_DATABASE_POOL_SIZE",
+        value_name = "N",
+        global = true
+    )]
+    pub database_pool_size: Option<u32>,
     /// Log format on stderr.
     #[arg(long, env = "BATON_LOG_FORMAT", value_enum, global = true)]
     pub log_format: Option<LogFormat>,
@@ -81,6 +109,7 @@ struct FileConfig {
     listen: Option<SocketAddr>,
     data_dir: Option<PathBuf>,
     database_url: Option<String>,
+    database_pool_size: Option<u32>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     insecure_loopback: Option<bool>,
@@ -98,6 +127,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Database URL, if not the default SQLite file.
     pub database_url: Option<String>,
+    /// Most connections to PostgreSQL.
+    pub database_pool_size: u32,
     /// Certificate chain file.
     pub tls_cert: Option<PathBuf>,
     /// Private key file.
@@ -135,6 +166,7 @@ impl fmt::Debug for Config {
                 "database_url",
                 &self.database_url.as_deref().map(redact_url),
             )
+            .field("database_pool_size", &self.database_pool_size)
             .field("tls_cert", &self.tls_cert)
             .field("tls_key", &self.tls_key)
             .field("insecure_loopback", &self.insecure_loopback)
@@ -175,6 +207,10 @@ impl Config {
             listen,
             data_dir,
             database_url: args.database_url.clone().or(file.database_url),
+            database_pool_size: args
+                .database_pool_size
+                .or(file.database_pool_size)
+                .unwrap_or(DEFAULT_DATABASE_POOL_SIZE),
             tls_cert: args.tls_cert.clone().or(file.tls_cert),
             tls_key: args.tls_key.clone().or(file.tls_key),
             insecure_loopback: args.insecure_loopback || file.insecure_loopback.unwrap_or(false),
@@ -188,29 +224,32 @@ impl Config {
                 .or(file.enrolment_code_hours)
                 .unwrap_or(DEFAULT_ENROLMENT_CODE_HOURS),
         };
+        if config.database_pool_size == 0 {
+            bail!("database_pool_size must be at least 1");
+        }
         if config.tls_cert.is_some() != config.tls_key.is_some() {
             bail!("--tls-cert and --tls-key go together: give both or neither");
         }
         Ok(config)
     }
 
-    /// The SQLite database file this configuration names.
-    pub fn sqlite_path(&self) -> anyhow::Result<PathBuf> {
+    /// The database this configuration names, by the URL's scheme.
+    pub fn database(&self) -> anyhow::Result<Database> {
         match self.database_url.as_deref() {
-            None => Ok(self.data_dir.join("baton.db")),
+            None => Ok(Database::Sqlite(self.data_dir.join("baton.db"))),
             Some(url) => {
                 if let Some(path) = url
                     .strip_prefix("sqlite://")
                     .or_else(|| url.strip_prefix("sqlite:"))
                 {
-                    Ok(Path::new(path).to_path_buf())
+                    Ok(Database::Sqlite(Path::new(path).to_path_buf()))
                 } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+                    Ok(Database::Postgres(url.to_string()))
+                } else {
                     bail!(
-                        "database URL {}: PostgreSQL is not supported by this build yet; use sqlite:PATH",
+                        "database URL {}: expected sqlite:PATH or postgres://USER@HOST/DATABASE",
                         redact_url(url)
                     )
-                } else {
-                    bail!("database URL {}: expected sqlite:PATH", redact_url(url))
                 }
             }
         }
@@ -228,8 +267,15 @@ listen = "127.0.0.1:50051"
 # Default: the platform data directory (e.g. ~/.local/share/batond).
 # data_dir = "/var/lib/batond"
 
-# Database URL. Default: sqlite:DATA_DIR/baton.db. (PostgreSQL: a later release.)
+# Database URL. Default: sqlite:DATA_DIR/baton.db (one node). Several nodes
+# share one PostgreSQL database: postgres://USER:PASSWORD@HOST:5432/DATABASE
+# (or set BATON_DATABASE_URL, which keeps the password out of this file).
 # database_url = "sqlite:/var/lib/batond/baton.db"
+# database_url = "postgres://baton@db.example.org:5432/baton"
+
+# Most connections each node opens to PostgreSQL (ignored for SQLite). Keep
+# nodes x pool size below the server's max_connections.
+database_pool_size = 8
 
 # Your own certificate chain and key (PEM). Without them batond creates a CA
 # and a server certificate in DATA_DIR/tls/ (give clients DATA_DIR/tls/ca.pem).
@@ -258,6 +304,26 @@ mod tests {
         let file: FileConfig = toml::from_str(DEFAULT_CONFIG).unwrap_or_default();
         assert_eq!(file.max_pack_bytes, Some(DEFAULT_MAX_PACK_BYTES));
         assert_eq!(file.listen, DEFAULT_LISTEN.parse().ok());
+        assert_eq!(file.database_pool_size, Some(DEFAULT_DATABASE_POOL_SIZE));
+    }
+
+    #[test]
+    fn the_url_scheme_picks_the_backend() {
+        let args = ConfigArgs {
+            data_dir: Some(PathBuf::from("/d")),
+            ..ConfigArgs::default()
+        };
+        let config = Config::resolve(&args).ok();
+        let db = config.as_ref().and_then(|c| c.database().ok());
+        assert_eq!(db, Some(Database::Sqlite(PathBuf::from("/d/baton.db"))));
+        let url = "postgres://b:pw@h/db";
+        let args = ConfigArgs {
+            database_url: Some(url.into()),
+            ..args
+        };
+        let db = Config::resolve(&args).ok().and_then(|c| c.database().ok());
+        assert_eq!(db, Some(Database::Postgres(url.into())));
+        assert!(!format!("{db:?}").contains("pw"));
     }
 
     #[test]
@@ -268,6 +334,7 @@ mod tests {
                 .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 1))),
             data_dir: PathBuf::from("/tmp"),
             database_url: Some("postgres://baton:s3cret@db/baton".into()),
+            database_pool_size: 8,
             tls_cert: None,
             tls_key: None,
             insecure_loopback: false,

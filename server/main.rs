@@ -22,8 +22,9 @@ use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, ConfigArgs, LogFormat};
-use crate::store::Store as _;
+use crate::config::{Config, ConfigArgs, Database, LogFormat, redact_url};
+use crate::store::Store;
+use crate::store::postgres::Postgres;
 use crate::store::sqlite::Sqlite;
 
 /// How long in-flight calls get to finish after SIGINT/SIGTERM.
@@ -86,14 +87,38 @@ fn main() -> ExitCode {
     }
 }
 
-async fn open_store(config: &Config) -> anyhow::Result<Sqlite> {
-    let path = config.sqlite_path()?;
+async fn open_sqlite(path: &std::path::Path) -> anyhow::Result<Sqlite> {
     if let Some(parent) = path.parent() {
         create_private_dir(parent)?;
     }
-    Sqlite::open(&path)
+    Sqlite::open(path)
         .await
         .with_context(|| format!("opening database {}", path.display()))
+}
+
+/// Opens the database the configuration names (applying migrations) and
+/// runs `command` on the backend its URL scheme picks.
+async fn with_store(config: Config, command: Command) -> anyhow::Result<()> {
+    match config.database()? {
+        Database::Sqlite(path) => {
+            let store = open_sqlite(&path).await?;
+            dispatch(store, config, command).await
+        }
+        Database::Postgres(url) => {
+            let store = Postgres::open(&url, config.database_pool_size)
+                .await
+                .with_context(|| format!("opening database {}", redact_url(&url)))?;
+            dispatch(store, config, command).await
+        }
+    }
+}
+
+async fn dispatch<S: Store>(store: S, config: Config, command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::DefaultConfig => Ok(()),
+        Command::Serve => serve(config, store).await,
+        Command::Admin(command) => admin::run(&store, &config, command).await,
+    }
 }
 
 fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
@@ -119,14 +144,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let config = Config::resolve(&cli.config)?;
     init_logging(config.log_format);
-    match cli.command {
-        Command::DefaultConfig => Ok(()),
-        Command::Serve => serve(config).await,
-        Command::Admin(command) => {
-            let store = open_store(&config).await?;
-            admin::run(&store, &config, command).await
+    if let Command::Serve = cli.command {
+        let loopback = config.listen.ip().is_loopback();
+        if config.insecure_loopback && !loopback {
+            bail!(
+                "refusing plaintext gRPC on {}: --insecure-loopback is only allowed on a loopback address (127.0.0.1 or ::1); drop it to serve TLS",
+                config.listen
+            );
         }
+        tracing::debug!(?config, "configuration");
+        create_private_dir(&config.data_dir)?;
     }
+    with_store(config, cli.command).await
 }
 
 /// Resolves when SIGINT or SIGTERM arrives.
@@ -152,17 +181,7 @@ async fn terminate() {
     }
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
-    let loopback = config.listen.ip().is_loopback();
-    if config.insecure_loopback && !loopback {
-        bail!(
-            "refusing plaintext gRPC on {}: --insecure-loopback is only allowed on a loopback address (127.0.0.1 or ::1); drop it to serve TLS",
-            config.listen
-        );
-    }
-    tracing::debug!(?config, "configuration");
-    create_private_dir(&config.data_dir)?;
-    let store = open_store(&config).await?;
+async fn serve<S: Store>(config: Config, store: S) -> anyhow::Result<()> {
     let cleaned = store
         .clean_staging()
         .await
@@ -170,6 +189,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     if cleaned > 0 {
         tracing::info!(chunks = cleaned, "removed chunks of unfinished uploads");
     }
+    store
+        .listen()
+        .await
+        .context("listening for packs stored by other nodes")?;
 
     let mut builder = tonic::transport::Server::builder();
     let mut ca_path = None;

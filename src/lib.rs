@@ -28,6 +28,8 @@ pub mod api;
 pub mod crypto;
 pub mod csv;
 pub mod ctf;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod keys;
 pub mod laestab;
 pub mod pack;

@@ -8,88 +8,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
 use baton::record::{Attendance, TransitionRecord};
 use common::Daemon;
-
-/// A school's home for the `baton` CLI.
-struct Home {
-    dir: PathBuf,
-}
-
-impl Home {
-    async fn baton(&self, args: &[&str]) -> Output {
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_baton"))
-            .env("BATON_HOME", &self.dir)
-            .env_remove("BATON_PASSPHRASE")
-            .args(args)
-            .output()
-            .await
-            .unwrap()
-    }
-
-    async fn ok(&self, args: &[&str]) -> String {
-        let out = self.baton(args).await;
-        assert!(
-            out.status.success(),
-            "baton {args:?} failed:\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    async fn json(&self, args: &[&str]) -> Vec<serde_json::Value> {
-        serde_json::from_str::<serde_json::Value>(&self.ok(args).await)
-            .unwrap()
-            .as_array()
-            .unwrap()
-            .clone()
-    }
-}
-
-/// Enrols a school with the operator's command and `baton init`.
-async fn enrol(daemon: &Daemon, root: &Path, laestab: &str, phase: &str, roles: &[&str]) -> Home {
-    let out = daemon
-        .admin(&[
-            "admin", "school", "add", laestab, "--name", "School", "--phase", phase, "--json",
-        ])
-        .await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let code = serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["code"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    init(daemon, root, laestab, &code, roles).await
-}
-
-async fn init(daemon: &Daemon, root: &Path, laestab: &str, code: &str, roles: &[&str]) -> Home {
-    let home = Home {
-        dir: root.join(format!("home-{laestab}-{}", roles.join("-"))),
-    };
-    let ca = daemon.ca.display().to_string();
-    let mut args = vec![
-        "init",
-        "--server",
-        &daemon.url,
-        "--ca",
-        &ca,
-        "--school",
-        laestab,
-        "--code",
-        code,
-    ];
-    for r in roles {
-        args.extend(["--role", r]);
-    }
-    home.ok(&args).await;
-    home
-}
+use common::cli::{Home, code, enrol, init};
 
 /// A valid UPN with the given serial.
 fn upn(serial: u32) -> String {
@@ -432,22 +354,6 @@ async fn a_send_killed_midway_and_run_again_delivers_every_pack_exactly_once() {
     // A third run sends nothing at all.
     let out = a.ok(&args).await;
     assert!(out.contains("sent 0, already sent 30, failed 0"), "{out}");
-}
-
-/// Issues another enrolment code for an enrolled school.
-async fn code(daemon: &Daemon, laestab: &str) -> String {
-    let out = daemon
-        .admin(&["admin", "school", "code", laestab, "--json"])
-        .await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["code"]
-        .as_str()
-        .unwrap()
-        .to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

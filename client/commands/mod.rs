@@ -1,6 +1,7 @@
 //! One module per `baton` subcommand: its arguments (the help text) and what it does.
 
 pub mod ack;
+pub mod check;
 pub mod inbox;
 pub mod init;
 pub mod keys;
@@ -8,3 +9,4 @@ pub mod pull;
 pub mod schools;
 pub mod send;
 pub mod sent;
+pub mod template;

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context as _, Result, bail};
+use baton::Laestab;
 use baton::api::v1;
 use baton::crypto::{self, Identity, Sink};
 use baton::pack::{AttachmentMeta, Kind, PackId, SignedHeader};
@@ -34,6 +35,10 @@ pub struct Args {
     /// Where to write pack folders.
     #[arg(long)]
     out: PathBuf,
+    /// Also write, per sending school, one CTF for the MIS to import
+    /// (`<src>_CTF_<dest>_<nnn>.xml`, each `<Pupil>` as the sender's MIS wrote it).
+    #[arg(long, value_name = "DIR")]
+    ctf_dir: Option<PathBuf>,
 }
 
 /// What this home pulled (`pulled.json`), for `baton ack`.
@@ -126,6 +131,7 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
     let mut pulled = Pulled::load(home)?;
     let bar = progress(ids.len() as u64, "pulling");
     let mut failed = 0;
+    let mut for_mis: BTreeMap<Laestab, Vec<String>> = BTreeMap::new();
     for (id, uploaded_at_ms) in ids {
         match pull_one(
             home,
@@ -139,6 +145,11 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
         .await
         {
             Ok((record, written)) => {
+                if record.kind == Kind::Transfer
+                    && let Ok(from) = Laestab::parse(&record.from)
+                {
+                    for_mis.entry(from).or_default().push(pupil_xml(&written)?);
+                }
                 bar.suspend(|| println!("{id} -> {}", written.display()));
                 pulled.packs.insert(id.to_string(), record);
                 pulled.save(home)?;
@@ -151,10 +162,63 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
         bar.inc(1);
     }
     bar.finish_and_clear();
+    if let Some(dir) = &args.ctf_dir {
+        let school = home.config()?.school;
+        for (from, pupils) in &for_mis {
+            let name = pins.get(from).map(|p| p.name.clone()).unwrap_or_default();
+            let path = write_ctf(dir, *from, &name, school, pupils)?;
+            println!(
+                "{} pupil(s) from {from} -> {}",
+                pupils.len(),
+                path.display()
+            );
+        }
+    }
     if failed > 0 {
         bail!("{failed} pack(s) could not be pulled; nothing was written for them");
     }
     Ok(())
+}
+
+/// The `<Pupil>` element for a pulled folder: as the sender's MIS wrote it,
+/// or generated from the record for packs that came from a spreadsheet or
+/// a pack folder.
+fn pupil_xml(folder: &Path) -> Result<String> {
+    let pack: PackJson = read_json(&folder.join("pack.json"))?;
+    if let Some(xml) = pack.ctf_pupil_xml {
+        return Ok(xml);
+    }
+    let text = std::fs::read_to_string(folder.join("record.json"))
+        .with_context(|| format!("reading {}", folder.join("record.json").display()))?;
+    let record = baton::record::TransitionRecord::from_json(&text)
+        .with_context(|| format!("{} is not valid", folder.join("record.json").display()))?;
+    Ok(baton::ctf::pupil_xml_from_record(&record))
+}
+
+/// Writes one CTF for one sending school, numbered after any already there.
+fn write_ctf(
+    dir: &Path,
+    from: Laestab,
+    name: &str,
+    to: Laestab,
+    pupils: &[String],
+) -> Result<PathBuf> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = (1..1000)
+        .map(|n| dir.join(baton::ctf::file_name(from, to, n)))
+        .find(|p| !p.exists())
+        .with_context(|| format!("{} already holds 999 CTFs from {from}", dir.display()))?;
+    let now = time::OffsetDateTime::now_utc();
+    let mut header = baton::ctf::CtfHeader::new(
+        from,
+        baton::Destination::School(to),
+        time::PrimitiveDateTime::new(now.date(), now.time()),
+    );
+    header.source.name = name.to_string();
+    let mut bytes = Vec::new();
+    baton::ctf::write_ctf(&mut bytes, &header, pupils).context("writing the CTF")?;
+    crate::home::write_atomic(&path, &bytes, false)?;
+    Ok(path)
 }
 
 async fn pull_one(

@@ -1,9 +1,10 @@
-//! `baton send`: validate every pack folder first (nothing is sent if any is
-//! invalid), then seal each into the outbox and upload it, a few at a time.
+//! `baton send`: read and validate every pack folder, CTF file or
+//! spreadsheet first (nothing is sent if anything is invalid), then seal each into the outbox and upload it, a few at a time.
 //! The outbox journal makes a re-run after any failure safe: what the server
 //! already holds is not sent again, and a pack sealed but not confirmed is
 //! re-sent with the same bytes under the same id.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -12,15 +13,15 @@ use baton::Laestab;
 use baton::api::v1;
 use baton::crypto::{self, Draft, Identity};
 use baton::keys::SchoolKey;
-use baton::pack::{Kind, PackId};
+use baton::pack::{Kind, Manifest, PackId};
 use tokio::io::AsyncReadExt as _;
 
 use crate::connect::{Authed, connect, explain};
 use crate::home::Home;
 use crate::outbox::{Entry, Outbox, State};
 use crate::output::{now_ms, progress};
-use crate::packdir::PackDir;
 use crate::pins::{Pins, refresh};
+use crate::sources::{Gathered, Item, Options};
 
 /// Upload chunk size: well under the gRPC message limit.
 const CHUNK: usize = 256 * 1024;
@@ -28,17 +29,33 @@ const CHUNK: usize = 256 * 1024;
 /// Packs sealed and uploaded at once.
 const CONCURRENCY: usize = 4;
 
-/// Send pack folders to a school.
+/// Send packs: pack folders, CTF files or a class spreadsheet.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The destination school's LAESTAB.
+    /// The destination school's LAESTAB: required for pack folders; for CTF
+    /// and CSV it overrides the file's destination.
     #[arg(long)]
-    to: Laestab,
+    to: Option<Laestab>,
     /// What the packs are: `safeguarding` packs are sealed only to the destination's DSL keys.
     #[arg(long, default_value = "transfer")]
     kind: Kind,
+    /// CTF files exported by the MIS: one pack per pupil, to the file's DestSchool.
+    #[arg(long, value_name = "FILE.xml", num_args = 1..)]
+    ctf: Vec<PathBuf>,
+    /// A class spreadsheet (see `baton template csv`): one pack per row, to its destination column.
+    #[arg(long, value_name = "FILE.csv")]
+    csv: Option<PathBuf>,
+    /// Attachments for CTF and CSV pupils, in DIR/<UPN>/.
+    #[arg(long, value_name = "DIR")]
+    attachments: Option<PathBuf>,
+    /// Send the other pupils when some have no school destination (XXXXXXX, MMMMMMM).
+    #[arg(long)]
+    skip_unaddressed: bool,
+    /// Send the valid pupils when some are invalid, listing what was skipped.
+    #[arg(long)]
+    skip_invalid: bool,
     /// Pack folders: each holds record.json and any attachments.
-    #[arg(required = true, value_name = "PACKDIR")]
+    #[arg(value_name = "PACKDIR", required_unless_present_any = ["ctf", "csv"])]
     packs: Vec<PathBuf>,
 }
 
@@ -51,27 +68,68 @@ enum Outcome {
 /// Runs `baton send`.
 pub async fn run(home: &Home, args: Args) -> Result<()> {
     let config = home.config()?;
-    let today = time::OffsetDateTime::now_utc().date();
-    let mut packs = Vec::new();
-    let mut problems = Vec::new();
-    for path in &args.packs {
-        match PackDir::read(path, today) {
-            Ok(p) => packs.push(p),
-            Err(mut p) => problems.append(&mut p),
-        }
+    let opts = Options {
+        to: args.to,
+        attachments: args.attachments.as_deref(),
+        school: Some(config.school),
+        today: time::OffsetDateTime::now_utc().date(),
+    };
+    if let Some(dir) = &args.attachments
+        && !dir.is_dir()
+    {
+        bail!("--attachments {}: not a folder", dir.display());
     }
-    if !problems.is_empty() {
-        for p in &problems {
+    let mut gathered = Gathered::default();
+    gathered.pack_dirs(&args.packs, &opts);
+    gathered.ctf_files(&args.ctf, &opts);
+    if let Some(csv) = &args.csv {
+        gathered.csv_file(csv, &opts);
+    }
+    gathered.check_duplicates(0);
+    for item in gathered.items.iter().filter(|i| i.to.is_none()) {
+        gathered.problems.push(format!(
+            "{}: --to LAESTAB is needed for pack folders",
+            item.source
+        ));
+    }
+    for w in &gathered.warnings {
+        eprintln!("warning: {w}");
+    }
+    if !gathered.problems.is_empty() {
+        for p in &gathered.problems {
             eprintln!("{p}");
         }
-        bail!(
-            "{} problem(s) in {} pack folder(s): nothing was sent",
-            problems.len(),
-            args.packs.len()
+        if !args.skip_invalid {
+            bail!(
+                "{} problem(s): nothing was sent (fix them, or --skip-invalid to send the rest)",
+                gathered.problems.len()
+            );
+        }
+        eprintln!("skipping the pupils above (--skip-invalid)");
+    }
+    if !gathered.unaddressed.is_empty() {
+        for u in &gathered.unaddressed {
+            eprintln!("{u}");
+        }
+        eprintln!("{}", crate::sources::UNADDRESSED_HINT);
+        if !args.skip_unaddressed {
+            bail!(
+                "{} pupil(s) have no school destination: nothing was sent (--skip-unaddressed sends the others)",
+                gathered.unaddressed.len()
+            );
+        }
+        eprintln!(
+            "not sending those {} pupil(s) (--skip-unaddressed)",
+            gathered.unaddressed.len()
         );
     }
+    let items: Vec<Item> = gathered
+        .items
+        .into_iter()
+        .filter(|i| i.to.is_some())
+        .collect();
     if args.kind == Kind::Transfer {
-        let flagged = packs.iter().filter(|p| p.record.safeguarding_file).count();
+        let flagged = items.iter().filter(|i| i.record.safeguarding_file).count();
         if flagged > 0 {
             eprintln!(
                 "note: {flagged} record(s) say a child-protection file exists; the DSL sends it separately with --kind safeguarding"
@@ -82,28 +140,37 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
     let identity = Arc::new(home.identity()?);
     let mut clients = connect(home).await?;
     let mut pins = Pins::load(home)?;
-    refresh(home, &mut clients, &mut pins, &args.to).await?;
-    let recipients = Arc::new(pins.recipients(&args.to)?);
+    let mut recipients: HashMap<Laestab, Arc<Vec<SchoolKey>>> = HashMap::new();
+    let mut destinations: Vec<Laestab> = items.iter().filter_map(|i| i.to).collect();
+    destinations.sort();
+    destinations.dedup();
+    for to in destinations {
+        refresh(home, &mut clients, &mut pins, &to).await?;
+        recipients.insert(to, Arc::new(pins.recipients(&to)?));
+    }
     let outbox = Arc::new(Outbox::open(home)?);
 
-    let bar = progress(packs.len() as u64, "sending");
+    let bar = progress(items.len() as u64, "sending");
     let limit = Arc::new(tokio::sync::Semaphore::new(CONCURRENCY));
     let mut tasks = tokio::task::JoinSet::new();
-    for pack in packs {
+    let mut per_destination: HashMap<Laestab, usize> = HashMap::new();
+    for item in items {
+        let Some(to) = item.to else { continue };
+        *per_destination.entry(to).or_default() += 1;
         let job = Job {
-            pack,
             from: config.school,
-            to: args.to,
+            to,
             kind: args.kind,
             identity: Arc::clone(&identity),
-            recipients: Arc::clone(&recipients),
+            recipients: Arc::clone(&recipients[&to]),
             outbox: Arc::clone(&outbox),
             exchange: clients.exchange.clone(),
+            item,
         };
         let limit = Arc::clone(&limit);
         tasks.spawn(async move {
             let _permit = limit.acquire_owned().await;
-            let source = job.pack.path.display().to_string();
+            let source = job.item.source.clone();
             (source, job.run().await)
         });
     }
@@ -121,9 +188,14 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
         }
     }
     bar.finish_and_clear();
+    let mut to: Vec<String> = per_destination
+        .iter()
+        .map(|(l, n)| format!("{n} to {l}"))
+        .collect();
+    to.sort();
     println!(
-        "sent {sent}, already sent {already}, failed {failed} (to {})",
-        args.to
+        "sent {sent}, already sent {already}, failed {failed} ({})",
+        to.join(", ")
     );
     if failed > 0 {
         bail!("{failed} pack(s) were not sent; run the same command again to retry them");
@@ -132,7 +204,7 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
 }
 
 struct Job {
-    pack: PackDir,
+    item: Item,
     from: Laestab,
     to: Laestab,
     kind: Kind,
@@ -144,7 +216,16 @@ struct Job {
 
 impl Job {
     async fn run(self) -> Result<Outcome> {
-        let manifest = self.pack.manifest(None);
+        let manifest = Manifest {
+            record: self.item.record.clone(),
+            ctf_pupil_xml: self.item.ctf_pupil_xml.clone(),
+            attachments: self
+                .item
+                .attachments
+                .iter()
+                .map(|(_, m)| m.clone())
+                .collect(),
+        };
         let key = Outbox::content_key(self.to.as_str(), self.kind, &manifest);
         let entry = match self.outbox.get(&key)? {
             Some(e) if e.state == State::Sent => return Ok(Outcome::AlreadySent),
@@ -154,7 +235,7 @@ impl Job {
         upload(&self.outbox, self.exchange, entry).await
     }
 
-    async fn seal(&self, key: String, manifest: baton::pack::Manifest) -> Result<Entry> {
+    async fn seal(&self, key: String, manifest: Manifest) -> Result<Entry> {
         let draft = Draft {
             pack_id: PackId::new(),
             from: self.from,
@@ -164,7 +245,7 @@ impl Job {
         };
         let path = self.outbox.sealed_path(&key);
         let files: Vec<PathBuf> = self
-            .pack
+            .item
             .attachments
             .iter()
             .map(|(p, _)| p.clone())
@@ -192,8 +273,8 @@ impl Job {
         })
         .await
         .context("sealing was interrupted")?
-        .with_context(|| format!("sealing {}", self.pack.path.display()))?;
-        let r = &self.pack.record;
+        .context("sealing")?;
+        let r = &self.item.record;
         let mut entry = Entry {
             key,
             pack_id: header.header().pack_id.to_string(),
@@ -201,7 +282,7 @@ impl Job {
             kind: self.kind,
             upn: r.upn().map(|u| u.to_string()).unwrap_or_default(),
             name: format!("{} {}", r.forename, r.surname),
-            source: self.pack.path.display().to_string(),
+            source: self.item.source.clone(),
             header: String::new(),
             state: State::Sealed,
             sent_at_ms: None,

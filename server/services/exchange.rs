@@ -23,7 +23,7 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{App, NewPack, store_status, wire_status};
+use super::{App, store_status, wire_status};
 use crate::audit::Event;
 use crate::auth;
 use crate::store::{Acknowledged, Committed, PackStatus, Store, StoredPack, now_ms};
@@ -298,14 +298,6 @@ impl<S: Store> Exchange for Service<S> {
                 Ok(Committed::Stored(at)) => {
                     let h = signed.header();
                     tracing::info!(pack = %pack_id, from = %h.from, to = %h.to, bytes = h.ciphertext_len, "pack stored");
-                    // No subscriber is fine.
-                    let _ = app.new_packs.send(NewPack {
-                        to: h.to,
-                        event: v1::WatchEvent {
-                            header: Some(v1::PackHeader::from(&signed)),
-                            uploaded_at_ms: at,
-                        },
-                    });
                     Ok((false, at))
                 }
                 Ok(Committed::AlreadyStored(at)) => Ok((true, at)),
@@ -521,7 +513,7 @@ impl<S: Store> Exchange for Service<S> {
         request: Request<v1::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         let caller = auth::caller(&self.app.store, &request).await?;
-        let mut events = self.app.new_packs.subscribe();
+        let mut events = self.app.store.subscribe();
         let shutdown = self.app.shutdown.clone();
         let (tx, rx) = mpsc::channel(16);
         tokio::spawn(async move {
@@ -531,7 +523,15 @@ impl<S: Store> Exchange for Service<S> {
                     () = tx.closed() => break,
                     next = events.recv() => match next {
                         Ok(new) if new.to == caller => {
-                            if tx.send(Ok(new.event)).await.is_err() {
+                            let Ok(header) = v1::PackHeader::decode(new.header.as_slice()) else {
+                                tracing::error!("stored header of a new pack does not decode");
+                                continue;
+                            };
+                            let event = v1::WatchEvent {
+                                header: Some(header),
+                                uploaded_at_ms: new.uploaded_at_ms,
+                            };
+                            if tx.send(Ok(event)).await.is_err() {
                                 break;
                             }
                         }

@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use baton::Laestab;
 use baton::api::{WireError, v1};
-use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 use tonic::transport::server::Router;
@@ -21,23 +20,12 @@ use crate::store::{Store, StoreError};
 /// Largest gRPC message either side may send or receive.
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
-/// A pack just stored, for `Watch` subscribers.
-#[derive(Debug, Clone)]
-pub struct NewPack {
-    /// Destination school.
-    pub to: Laestab,
-    /// What subscribers receive.
-    pub event: v1::WatchEvent,
-}
-
 /// What every service shares.
 pub struct App<S> {
     /// Persistent state.
     pub store: S,
     /// Largest pack accepted, bytes of ciphertext.
     pub max_pack_bytes: u64,
-    /// New packs, for `Watch`.
-    pub new_packs: broadcast::Sender<NewPack>,
     /// Cancelled when the daemon shuts down, to end long streams.
     pub shutdown: CancellationToken,
 }
@@ -45,11 +33,9 @@ pub struct App<S> {
 impl<S: Store> App<S> {
     /// Shared state over `store`.
     pub fn new(store: S, max_pack_bytes: u64, shutdown: CancellationToken) -> Arc<Self> {
-        let (new_packs, _) = broadcast::channel(1024);
         Arc::new(Self {
             store,
             max_pack_bytes,
-            new_packs,
             shutdown,
         })
     }

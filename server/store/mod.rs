@@ -1,12 +1,18 @@
 //! Storage: the one [`Store`] trait the services are written against, and
-//! its implementations (SQLite now; PostgreSQL fits the same trait later).
+//! its implementations: SQLite (one node, the default) and PostgreSQL
+//! (several nodes on one database).
 //!
 //! The store holds schools, keys, hashed tokens and enrolment codes, sealed
 //! packs (ciphertext in chunks plus the signed header) and the audit log.
 //! Every mutating call takes the [`audit::Event`] that describes it and
 //! appends it in the same transaction.
 
+pub mod postgres;
+mod rows;
 pub mod sqlite;
+
+#[cfg(test)]
+mod conformance;
 
 use std::future::Future;
 
@@ -14,7 +20,24 @@ use baton::Laestab;
 use baton::keys::{KeyId, SchoolKey};
 use baton::pack::{PackId, SignedHeader};
 
+use tokio::sync::broadcast;
+
 use crate::audit;
+
+/// How many arrivals a slow `Watch` subscriber may fall behind before it
+/// misses some (it is told, and should list its inbox).
+pub const ARRIVALS_BUFFER: usize = 1024;
+
+/// A pack just made visible, for `Watch` subscribers on every node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Arrival {
+    /// Destination school.
+    pub to: Laestab,
+    /// The signed header as protobuf bytes, as stored.
+    pub header: Vec<u8>,
+    /// When it was stored.
+    pub uploaded_at_ms: i64,
+}
 
 /// A store failure the services turn into a status code.
 #[derive(Debug, thiserror::Error)]
@@ -278,6 +301,14 @@ pub trait Store: Send + Sync + 'static {
 
     /// The whole audit log in order.
     fn audit_log(&self) -> impl Future<Output = Result<Vec<audit::Entry>>> + Send;
+
+    /// Starts delivering arrivals to [`Store::subscribe`], including packs
+    /// stored by other nodes sharing the database. `serve` calls it once
+    /// before taking calls; admin commands never do.
+    fn listen(&self) -> impl Future<Output = Result<()>> + Send;
+
+    /// Packs made visible from now on (after [`Store::listen`]).
+    fn subscribe(&self) -> broadcast::Receiver<Arrival>;
 }
 
 /// Milliseconds since the Unix epoch, now.

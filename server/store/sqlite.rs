@@ -7,14 +7,19 @@ use std::path::Path;
 use std::time::Duration;
 
 use baton::Laestab;
-use baton::keys::{KeyId, PublicKey, Role, SchoolKey};
+use baton::keys::{KeyId, SchoolKey};
 use baton::pack::{PackId, SignedHeader};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite as Db, SqliteConnection, SqlitePool, Transaction};
+use tokio::sync::broadcast;
 
+use super::rows::{
+    AUDIT_COLUMNS, AuditRow, KEY_COLUMNS, KeyRow, PACK_COLUMNS, PackRow, corrupt, entry_from_row,
+    key_from_row, laestab, next_entry, pack_from_row, page_from_rows, roles_text,
+};
 use super::{
-    Acknowledged, Committed, NewSchool, PackStatus, Page, Result, School, Store, StoreError,
-    StoredPack,
+    ARRIVALS_BUFFER, Acknowledged, Arrival, Committed, NewSchool, Page, Result, School, Store,
+    StoreError, StoredPack,
 };
 use crate::audit;
 
@@ -22,86 +27,8 @@ use crate::audit;
 #[derive(Debug, Clone)]
 pub struct Sqlite {
     pool: SqlitePool,
-}
-
-const PACK_COLUMNS: &str = "seq, header, from_laestab, to_laestab, ciphertext_sha256, upload_id, \
-     chunks, status, uploaded_at_ms, downloaded_at_ms, acknowledged_at_ms, receipt";
-
-type PackRow = (
-    i64,
-    Vec<u8>,
-    String,
-    String,
-    Vec<u8>,
-    String,
-    i64,
-    String,
-    i64,
-    Option<i64>,
-    Option<i64>,
-    Option<Vec<u8>>,
-);
-
-type KeyRow = (String, String, Vec<u8>, String, String, i64, Option<i64>);
-
-fn corrupt(what: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt(what.to_string())
-}
-
-fn laestab(text: &str) -> Result<Laestab> {
-    Laestab::parse(text).map_err(|e| corrupt(format!("LAESTAB {text:?}: {e}")))
-}
-
-fn pack_from_row(row: PackRow) -> Result<StoredPack> {
-    let (seq, header, from, to, sha, upload_id, chunks, status, up, down, ack, receipt) = row;
-    let status = match status.as_str() {
-        "pending" => PackStatus::Pending,
-        "downloaded" => PackStatus::Downloaded,
-        "acknowledged" => PackStatus::Acknowledged,
-        other => return Err(corrupt(format!("pack status {other:?}"))),
-    };
-    Ok(StoredPack {
-        seq,
-        header,
-        from: laestab(&from)?,
-        to: laestab(&to)?,
-        ciphertext_sha256: sha.try_into().map_err(|_| corrupt("pack hash length"))?,
-        upload_id,
-        chunks,
-        status,
-        uploaded_at_ms: up,
-        downloaded_at_ms: down,
-        acknowledged_at_ms: ack,
-        receipt,
-    })
-}
-
-fn key_from_row(row: KeyRow) -> Result<SchoolKey> {
-    let (key_id, recipient, signing, label, roles, created, revoked) = row;
-    let public =
-        PublicKey::new(&recipient, &signing).map_err(|e| corrupt(format!("key {key_id}: {e}")))?;
-    let roles = roles
-        .split(',')
-        .map(|r| {
-            r.parse::<Role>()
-                .map_err(|_| corrupt(format!("key {key_id}: role {r:?}")))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    Ok(SchoolKey {
-        public,
-        label,
-        roles,
-        created_at_ms: created,
-        revoked_at_ms: revoked,
-    })
-}
-
-fn roles_text(key: &SchoolKey) -> String {
-    key.roles
-        .iter()
-        .map(|r| r.as_str())
-        .collect::<Vec<_>>()
-        .join(",")
+    /// Arrivals, in process: one node owns a SQLite file.
+    arrivals: broadcast::Sender<Arrival>,
 }
 
 /// Appends `event` to the audit chain inside the caller's transaction.
@@ -110,42 +37,29 @@ async fn append(conn: &mut SqliteConnection, now_ms: i64, event: &audit::Event) 
         sqlx::query_as("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
             .fetch_optional(&mut *conn)
             .await?;
-    let (seq, prev) = match last {
-        Some((seq, hash)) => (seq + 1, hash),
-        None => (1, audit::GENESIS.to_vec()),
-    };
-    let hash = audit::link(
-        seq,
-        now_ms,
-        &event.actor,
-        event.action,
-        &event.subject,
-        &prev,
-    );
+    let entry = next_entry(last, now_ms, event);
     sqlx::query(
         "INSERT INTO audit (seq, at_ms, actor, action, subject, prev_hash, hash) \
          VALUES (?, ?, ?, ?, ?, ?, ?)",
     )
-    .bind(seq)
-    .bind(now_ms)
-    .bind(&event.actor)
-    .bind(event.action)
-    .bind(&event.subject)
-    .bind(prev)
-    .bind(hash.to_vec())
+    .bind(entry.seq)
+    .bind(entry.at_ms)
+    .bind(&entry.actor)
+    .bind(&entry.action)
+    .bind(&entry.subject)
+    .bind(&entry.prev_hash)
+    .bind(&entry.hash)
     .execute(&mut *conn)
     .await?;
     Ok(())
 }
 
 async fn keys_of(conn: &mut SqliteConnection, laestab: &Laestab) -> Result<Vec<SchoolKey>> {
-    let rows: Vec<KeyRow> = sqlx::query_as(
-        "SELECT key_id, age_recipient, signing_key, label, roles, created_at_ms, revoked_at_ms \
-         FROM keys WHERE laestab = ? ORDER BY key_id",
-    )
-    .bind(laestab.as_str())
-    .fetch_all(&mut *conn)
-    .await?;
+    let sql = format!("SELECT {KEY_COLUMNS} FROM keys WHERE laestab = ? ORDER BY key_id");
+    let rows: Vec<KeyRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(laestab.as_str())
+        .fetch_all(&mut *conn)
+        .await?;
     rows.into_iter().map(key_from_row).collect()
 }
 
@@ -229,7 +143,8 @@ impl Sqlite {
         sqlx::migrate!("server/migrations/sqlite")
             .run(&pool)
             .await?;
-        Ok(Self { pool })
+        let (arrivals, _) = broadcast::channel(ARRIVALS_BUFFER);
+        Ok(Self { pool, arrivals })
     }
 
     async fn write(&self) -> Result<Transaction<'static, Db>> {
@@ -254,13 +169,7 @@ impl Sqlite {
             .await?;
         append(&mut tx, now_ms, &event).await?;
         tx.commit().await?;
-        let more = rows.len() > limit as usize;
-        let packs = rows
-            .into_iter()
-            .take(limit as usize)
-            .map(pack_from_row)
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Page { packs, more })
+        page_from_rows(rows, limit)
     }
 }
 
@@ -545,6 +454,12 @@ impl Store for Sqlite {
         .await?;
         append(&mut tx, now_ms, &event).await?;
         tx.commit().await?;
+        // No subscriber is fine.
+        let _ = self.arrivals.send(Arrival {
+            to: h.to,
+            header: header_bytes.to_vec(),
+            uploaded_at_ms: now_ms,
+        });
         Ok(Committed::Stored(now_ms))
     }
 
@@ -647,26 +562,19 @@ impl Store for Sqlite {
     }
 
     async fn audit_log(&self) -> Result<Vec<audit::Entry>> {
-        type Row = (i64, i64, String, String, String, Vec<u8>, Vec<u8>);
-        let rows: Vec<Row> = sqlx::query_as(
-            "SELECT seq, at_ms, actor, action, subject, prev_hash, hash FROM audit ORDER BY seq",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(
-                |(seq, at_ms, actor, action, subject, prev_hash, hash)| audit::Entry {
-                    seq,
-                    at_ms,
-                    actor,
-                    action,
-                    subject,
-                    prev_hash,
-                    hash,
-                },
-            )
-            .collect())
+        let sql = format!("SELECT {AUDIT_COLUMNS} FROM audit ORDER BY seq");
+        let rows: Vec<AuditRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(entry_from_row).collect())
+    }
+
+    async fn listen(&self) -> Result<()> {
+        Ok(())
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<Arrival> {
+        self.arrivals.subscribe()
     }
 }
 

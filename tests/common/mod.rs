@@ -5,8 +5,13 @@
 
 #![allow(dead_code)]
 
+pub mod pgdb;
+
+pub mod cli;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 
 use baton::Laestab;
 use baton::api::v1;
@@ -34,6 +39,9 @@ pub struct Daemon {
     pub data: PathBuf,
     /// Where its log (stderr) goes.
     pub log: PathBuf,
+    /// `--database-url`, when not the SQLite file in the data directory.
+    pub database_url: Option<String>,
+    _db: Option<Arc<pgdb::TestDb>>,
     _dir: tempfile::TempDir,
 }
 
@@ -48,12 +56,50 @@ pub fn batond() -> Command {
 }
 
 impl Daemon {
-    /// Starts `batond serve --data-dir TMP --listen 127.0.0.1:0 EXTRA...`.
+    /// Starts `batond serve --data-dir TMP --listen 127.0.0.1:0 EXTRA...`
+    /// on SQLite, or on a fresh PostgreSQL database when
+    /// `BATON_TEST_BACKEND=postgres` and `BATON_TEST_DATABASE_URL` are set.
     pub async fn start(extra: &[&str]) -> Self {
+        let postgres = std::env::var("BATON_TEST_BACKEND").is_ok_and(|b| b == "postgres");
+        match pgdb::server_url() {
+            Some(server) if postgres => {
+                let db = Arc::new(pgdb::TestDb::create(&server).await);
+                Self::launch(Some(db.url.clone()), Some(db), extra).await
+            }
+            _ => Self::launch(None, None, extra).await,
+        }
+    }
+
+    /// Starts on a fresh PostgreSQL database, or returns `None` (saying
+    /// so on stderr) when `BATON_TEST_DATABASE_URL` is not set.
+    pub async fn start_postgres(what: &str, extra: &[&str]) -> Option<Self> {
+        let Some(db) = pgdb::TestDb::from_env().await else {
+            pgdb::skipped(what);
+            return None;
+        };
+        pgdb::note(&format!("{what}: ran on PostgreSQL"));
+        let db = Arc::new(db);
+        Some(Self::launch(Some(db.url.clone()), Some(db), extra).await)
+    }
+
+    /// Starts another node on `other`'s database (PostgreSQL).
+    pub async fn start_beside(other: &Daemon, extra: &[&str]) -> Self {
+        Self::launch(other.database_url.clone(), other._db.clone(), extra).await
+    }
+
+    async fn launch(
+        database_url: Option<String>,
+        db: Option<Arc<pgdb::TestDb>>,
+        extra: &[&str],
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         let log = dir.path().join("daemon.log");
-        let mut child = batond()
+        let mut cmd = batond();
+        if let Some(url) = &database_url {
+            cmd.args(["--database-url", url]);
+        }
+        let mut child = cmd
             .arg("serve")
             .arg("--data-dir")
             .arg(&data)
@@ -86,14 +132,19 @@ impl Daemon {
             ca,
             data,
             log,
+            database_url,
+            _db: db,
             _dir: dir,
         }
     }
 
     /// Runs `batond --data-dir DATA ARGS...` to completion.
     pub async fn admin(&self, args: &[&str]) -> std::process::Output {
-        batond()
-            .arg("--data-dir")
+        let mut cmd = batond();
+        if let Some(url) = &self.database_url {
+            cmd.args(["--database-url", url]);
+        }
+        cmd.arg("--data-dir")
             .arg(&self.data)
             .args(args)
             .output()
@@ -219,6 +270,14 @@ impl School {
         ExchangeClient::new(self.channel.clone())
     }
 
+    /// This school's calls through another node.
+    pub fn via(&self, channel: &Channel) -> Via<'_> {
+        Via {
+            school: self,
+            channel: channel.clone(),
+        }
+    }
+
     /// Directory client.
     pub fn directory(&self) -> DirectoryClient<Channel> {
         DirectoryClient::new(self.channel.clone())
@@ -281,11 +340,9 @@ impl School {
         ciphertext: &[u8],
         chunk: usize,
     ) -> Result<v1::UploadResponse, Status> {
-        let msgs = upload_messages(header, ciphertext, chunk);
-        self.exchange()
-            .upload(self.req(tokio_stream::iter(msgs)))
+        self.via(&self.channel)
+            .upload(header, ciphertext, chunk)
             .await
-            .map(|r| r.into_inner())
     }
 
     /// A signed receipt for a pack this school received.
@@ -304,10 +361,44 @@ impl School {
 
     /// Downloads a pack: (header, ciphertext).
     pub async fn download(&self, id: &str) -> Result<(v1::PackHeader, Vec<u8>), Status> {
+        self.via(&self.channel).download(id).await
+    }
+}
+
+/// A school's calls through a channel of choice (another node).
+pub struct Via<'a> {
+    /// The school calling.
+    pub school: &'a School,
+    /// The node called.
+    pub channel: Channel,
+}
+
+impl Via<'_> {
+    /// Exchange client on this channel.
+    pub fn exchange(&self) -> ExchangeClient<Channel> {
+        ExchangeClient::new(self.channel.clone())
+    }
+
+    /// As [`School::upload`].
+    pub async fn upload(
+        &self,
+        header: &v1::PackHeader,
+        ciphertext: &[u8],
+        chunk: usize,
+    ) -> Result<v1::UploadResponse, Status> {
+        let msgs = upload_messages(header, ciphertext, chunk);
+        self.exchange()
+            .upload(self.school.req(tokio_stream::iter(msgs)))
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// As [`School::download`].
+    pub async fn download(&self, id: &str) -> Result<(v1::PackHeader, Vec<u8>), Status> {
         use v1::download_response::Part;
         let mut stream = self
             .exchange()
-            .download(self.req(v1::DownloadRequest { pack_id: id.into() }))
+            .download(self.school.req(v1::DownloadRequest { pack_id: id.into() }))
             .await?
             .into_inner();
         let mut header = None;

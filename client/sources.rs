@@ -1,0 +1,238 @@
+//! Where packs come from: pack folders, CTF files from an MIS export, or a
+//! class spreadsheet. Each source is read and checked whole before anything
+//! is sent, and every problem names its file and the line, pupil, column or
+//! field at fault. The result is a list of [`Item`]s, one per pupil.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use baton::ctf::{CtfError, CtfReader};
+use baton::pack::AttachmentMeta;
+use baton::record::TransitionRecord;
+use baton::{Destination, Laestab};
+
+use crate::packdir::{PackDir, read_attachments};
+
+/// One pupil's pack, ready to seal.
+pub struct Item {
+    /// Where it came from, for messages and the journal: "FILE line 4".
+    pub source: String,
+    /// The destination; `None` for a pack folder sent without `--to`.
+    pub to: Option<Laestab>,
+    /// The record.
+    pub record: TransitionRecord,
+    /// The `<Pupil>` element exactly as the MIS wrote it, for CTF sources.
+    pub ctf_pupil_xml: Option<String>,
+    /// Attachments: where each is, and what it is.
+    pub attachments: Vec<(PathBuf, AttachmentMeta)>,
+}
+
+/// What reading the sources found.
+#[derive(Default)]
+pub struct Gathered {
+    /// Pupils that may be sent.
+    pub items: Vec<Item>,
+    /// Problems: each a whole message naming file and place.
+    pub problems: Vec<String>,
+    /// Pupils whose destination is not a school (XXXXXXX or MMMMMMM).
+    pub unaddressed: Vec<String>,
+    /// Warnings that do not stop a send.
+    pub warnings: Vec<String>,
+}
+
+/// Options shared by every kind of source.
+pub struct Options<'a> {
+    /// `--to`: the destination for pack folders, an override for CTF and CSV.
+    pub to: Option<Laestab>,
+    /// `--attachments DIR`: attachments in `DIR/<UPN>/`.
+    pub attachments: Option<&'a Path>,
+    /// Our own school, which a CTF's source school must match.
+    pub school: Option<Laestab>,
+    /// Today, for date checks.
+    pub today: time::Date,
+}
+
+impl Gathered {
+    /// Reads pack folders (each needs `--to`).
+    pub fn pack_dirs(&mut self, dirs: &[PathBuf], opts: &Options<'_>) {
+        let start = self.items.len();
+        for dir in dirs {
+            match PackDir::read(dir, opts.today) {
+                Ok(pack) => self.items.push(Item {
+                    source: dir.display().to_string(),
+                    to: opts.to,
+                    record: pack.record,
+                    ctf_pupil_xml: None,
+                    attachments: pack.attachments,
+                }),
+                Err(mut problems) => self.problems.append(&mut problems),
+            }
+        }
+        self.check_duplicates(start);
+    }
+
+    /// Reads CTF files, one pack per pupil.
+    pub fn ctf_files(&mut self, files: &[PathBuf], opts: &Options<'_>) {
+        for file in files {
+            let start = self.items.len();
+            if let Err(e) = self.ctf_file(file, opts) {
+                self.problems.push(format!("{}: {e}", file.display()));
+            }
+            self.check_duplicates(start);
+        }
+    }
+
+    fn ctf_file(&mut self, file: &Path, opts: &Options<'_>) -> Result<(), CtfError> {
+        let shown = file.display();
+        let input = std::fs::File::open(file).map_err(CtfError::Write)?;
+        let mut reader = CtfReader::new(std::io::BufReader::new(input))?;
+        let header = reader.header().clone();
+        if let Some(school) = opts.school
+            && header.source.laestab != school
+        {
+            self.problems.push(format!(
+                "{shown}: the CTF's source school is {}, but this home sends as {school}",
+                header.source.laestab
+            ));
+            return Ok(());
+        }
+        let to = match (opts.to, header.dest.destination) {
+            (Some(to), Destination::School(dest)) if to != dest => {
+                self.warnings.push(format!(
+                    "{shown}: DestSchool is {dest}; sending to {to} as --to says"
+                ));
+                Ok(to)
+            }
+            (Some(to), _) => Ok(to),
+            (None, Destination::School(dest)) => Ok(dest),
+            (None, special) => Err(special),
+        };
+        let mut count = 0;
+        while let Some(pupil) = reader.next_pupil() {
+            let pupil = pupil?;
+            count += 1;
+            let place = format!("{shown}: pupil {} (line {})", pupil.position, pupil.line);
+            if !pupil.problems.is_empty() {
+                self.problems
+                    .extend(pupil.problems.iter().map(|p| format!("{shown}: {p}")));
+                continue;
+            }
+            match to {
+                Ok(to) => self.push(place, Some(to), pupil.record, Some(pupil.raw_xml), opts),
+                Err(special) => self.unaddressed.push(unaddressed(&place, special)),
+            }
+        }
+        if count == 0 {
+            self.problems
+                .push(format!("{shown}: the CTF holds no pupils"));
+        }
+        Ok(())
+    }
+
+    /// Reads a class spreadsheet, one pack per row.
+    pub fn csv_file(&mut self, file: &Path, opts: &Options<'_>) {
+        let start = self.items.len();
+        let shown = file.display();
+        let rows = match std::fs::File::open(file)
+            .map_err(|e| e.to_string())
+            .and_then(|f| baton::csv::read(f, opts.today).map_err(|e| e.to_string()))
+        {
+            Ok(rows) => rows,
+            Err(e) => {
+                self.problems.push(format!("{shown}: {e}"));
+                return;
+            }
+        };
+        if rows.is_empty() {
+            self.problems
+                .push(format!("{shown}: the spreadsheet holds no pupils"));
+        }
+        for row in rows {
+            let place = format!("{shown}: line {}", row.line);
+            if !row.problems.is_empty() {
+                self.problems
+                    .extend(row.problems.iter().map(|p| format!("{shown}: {p}")));
+                continue;
+            }
+            let to = match (opts.to, row.destination) {
+                (Some(to), _) => to,
+                (None, Some(Destination::School(dest))) => dest,
+                (None, Some(special)) => {
+                    self.unaddressed.push(unaddressed(&place, special));
+                    continue;
+                }
+                (None, None) => {
+                    self.problems.push(format!(
+                        "{place}, column destination: empty; fill it in or pass --to LAESTAB"
+                    ));
+                    continue;
+                }
+            };
+            self.push(place, Some(to), row.record, None, opts);
+        }
+        self.check_duplicates(start);
+    }
+
+    fn push(
+        &mut self,
+        source: String,
+        to: Option<Laestab>,
+        record: TransitionRecord,
+        xml: Option<String>,
+        opts: &Options<'_>,
+    ) {
+        let mut attachments = Vec::new();
+        if let (Some(dir), Some(upn)) = (opts.attachments, record.upn()) {
+            let folder = dir.join(upn.as_str());
+            if folder.is_dir() {
+                match read_attachments(&folder) {
+                    Ok(found) => attachments = found,
+                    Err(mut problems) => {
+                        self.problems.append(&mut problems);
+                        return;
+                    }
+                }
+            }
+        }
+        self.items.push(Item {
+            source,
+            to,
+            record,
+            ctf_pupil_xml: xml,
+            attachments,
+        });
+    }
+
+    /// The same pupil twice for the same destination, among the items from
+    /// `start` on, is a problem (`start` 0 checks across every source).
+    pub fn check_duplicates(&mut self, start: usize) {
+        let mut seen: HashMap<(String, Option<Laestab>), String> = HashMap::new();
+        let mut index = start;
+        while index < self.items.len() {
+            let item = &self.items[index];
+            let key = item.record.upn().map(|u| (u.to_string(), item.to));
+            match key.and_then(|k| {
+                seen.get(&k).cloned().or_else(|| {
+                    seen.insert(k, item.source.clone());
+                    None
+                })
+            }) {
+                Some(first) => {
+                    // The later copy is dropped: with --skip-invalid the first is still sent.
+                    let item = self.items.remove(index);
+                    self.problems
+                        .push(format!("{}: the same UPN as {first}", item.source));
+                }
+                None => index += 1,
+            }
+        }
+    }
+}
+
+/// Hint printed once when some pupils have no school destination.
+pub const UNADDRESSED_HINT: &str = "XXXXXXX (destination unknown) and MMMMMMM (independent school or abroad) \
+are not schools Baton can send to: file those pupils through the DfE's school-to-school service as today";
+
+fn unaddressed(place: &str, special: Destination) -> String {
+    format!("{place}: destination {} is not a school", special.code())
+}

@@ -1,0 +1,360 @@
+//! The conformance suite of the [`Store`] trait: every case is an `async fn`
+//! over any store, and [`suite!`] turns them into tests for one backend
+//! (SQLite always, PostgreSQL when a test database URL is given).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use baton::Laestab;
+use baton::keys::{KeyId, PublicKey, Role, SchoolKey};
+use baton::pack::{FORMAT_VERSION, Header, Kind, PackId, SignedHeader};
+
+use super::{Acknowledged, Committed, NewSchool, PackStatus, Store, StoreError};
+use crate::audit;
+
+/// `8612001` and so on.
+pub fn school_id(n: u16) -> Laestab {
+    Laestab::parse(&format!("8612{n:03}")).unwrap()
+}
+
+/// A signed-looking header (the store never checks signatures).
+pub fn header(id: PackId, from: Laestab, to: Laestab, byte: u8, len: u64) -> SignedHeader {
+    let header = Header {
+        format_version: FORMAT_VERSION,
+        pack_id: id,
+        from,
+        to,
+        kind: Kind::Transfer,
+        created_at_ms: 1,
+        ciphertext_len: len,
+        ciphertext_sha256: [byte; 32],
+        sender_key_id: KeyId::from_bytes([1; 16]),
+        recipient_key_ids: vec![KeyId::from_bytes([2; 16])],
+    };
+    SignedHeader::from_parts(header, [0; 64]).unwrap()
+}
+
+/// A well-formed key, different for each `n`.
+pub fn key(n: u8) -> SchoolKey {
+    let signing = ed25519_dalek::SigningKey::from_bytes(&[n; 32]).verifying_key();
+    let letter = char::from(b'a' + n % 26);
+    let recipient = format!("age1{}", letter.to_string().repeat(58));
+    SchoolKey {
+        public: PublicKey::new(&recipient, signing.as_bytes()).unwrap(),
+        label: format!("key {n}"),
+        roles: vec![Role::Dsl, Role::Staff],
+        created_at_ms: 1,
+        revoked_at_ms: None,
+    }
+}
+
+fn event() -> audit::Event {
+    audit::Event::by_admin("test", "x")
+}
+
+fn school(n: u16) -> NewSchool {
+    NewSchool {
+        laestab: school_id(n),
+        name: format!("School {n}"),
+        phase: "primary".into(),
+        urn: String::new(),
+    }
+}
+
+async fn verified(store: &impl Store) -> u64 {
+    audit::verify(&store.audit_log().await.unwrap()).unwrap()
+}
+
+/// Stores a pack of `data` in one chunk under a fresh upload id.
+async fn put(store: &impl Store, h: &SignedHeader, data: &[u8]) -> Committed {
+    let upload = format!("u-{}", uuid::Uuid::now_v7().simple());
+    store.stage_chunk(&upload, 0, data).await.unwrap();
+    let bytes = h.header().pack_id.to_string().into_bytes();
+    store
+        .commit_upload(&upload, h, &bytes, vec![], super::now_ms(), event())
+        .await
+        .unwrap()
+}
+
+/// Staged chunks stay invisible; commits are idempotent; another pack with
+/// the same id is a conflict.
+pub async fn upload_visibility(store: &impl Store) {
+    let id = PackId::new();
+    let h = header(id, school_id(1), school_id(2), 1, 3);
+    store.stage_chunk("u1", 0, b"ab").await.unwrap();
+    assert!(store.pack(id).await.unwrap().is_none());
+    assert!(
+        store.chunk("u1", 0).await.is_err(),
+        "a staged chunk is readable"
+    );
+    let tail = vec![(1, b"c".to_vec())];
+    let Committed::Stored(at) = store
+        .commit_upload("u1", &h, b"h1", tail, 5, event())
+        .await
+        .unwrap()
+    else {
+        panic!("not stored")
+    };
+    let pack = store.pack(id).await.unwrap().unwrap();
+    assert_eq!((pack.chunks, pack.status), (2, PackStatus::Pending));
+    assert_eq!(store.chunk("u1", 0).await.unwrap(), b"ab");
+    assert_eq!(store.chunk("u1", 1).await.unwrap(), b"c");
+
+    store.stage_chunk("u2", 0, b"abc").await.unwrap();
+    let again = store
+        .commit_upload("u2", &h, b"h1", vec![], 6, event())
+        .await;
+    assert_eq!(again.unwrap(), Committed::AlreadyStored(at));
+    assert!(store.chunk("u2", 0).await.is_err());
+    store.stage_chunk("u3", 0, b"xyz").await.unwrap();
+    let other = header(id, school_id(1), school_id(2), 2, 3);
+    let other = store
+        .commit_upload("u3", &other, b"h2", vec![], 7, event())
+        .await;
+    assert_eq!(other.unwrap(), Committed::Conflict);
+    store.stage_chunk("u4", 0, b"zz").await.unwrap();
+    store.discard_upload("u4").await.unwrap();
+    assert!(store.chunk("u4", 0).await.is_err());
+    assert_eq!(verified(store).await, 1);
+}
+
+/// Enrolment: one school once, codes work once, tokens resolve and revoke.
+pub async fn enrolment_and_tokens(store: &impl Store) {
+    store
+        .add_school(&school(1), [7; 32], 1, i64::MAX, event())
+        .await
+        .unwrap();
+    let twice = store
+        .add_school(&school(1), [8; 32], 1, i64::MAX, event())
+        .await;
+    assert!(matches!(twice, Err(StoreError::Conflict(_))));
+    let bad = store
+        .redeem(&school_id(1), [9; 32], &key(1), [1; 32], 2, event())
+        .await;
+    assert!(matches!(bad, Err(StoreError::BadCode)));
+    let got = store
+        .redeem(&school_id(1), [7; 32], &key(1), [1; 32], 2, event())
+        .await
+        .unwrap();
+    assert_eq!(got.keys, vec![key(1)]);
+    let reused = store
+        .redeem(&school_id(1), [7; 32], &key(2), [2; 32], 3, event())
+        .await;
+    assert!(matches!(reused, Err(StoreError::BadCode)));
+    assert_eq!(
+        store.token_school([1; 32]).await.unwrap(),
+        Some(school_id(1))
+    );
+    let missing = store
+        .issue_code(&school_id(9), [3; 32], 1, i64::MAX, event())
+        .await;
+    assert!(matches!(missing, Err(StoreError::NotFound(_))));
+    store
+        .issue_code(&school_id(1), [3; 32], 1, i64::MAX, event())
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .revoke_tokens(&school_id(1), 4, event())
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(store.token_school([1; 32]).await.unwrap(), None);
+    assert_eq!(store.list_schools().await.unwrap().len(), 1);
+    assert_eq!(verified(store).await, 4);
+}
+
+/// Keys: added once, revoked idempotently, unknown ones are not found.
+pub async fn keys(store: &impl Store) {
+    store
+        .add_school(&school(1), [7; 32], 1, i64::MAX, event())
+        .await
+        .unwrap();
+    store
+        .add_key(&school_id(1), &key(1), event())
+        .await
+        .unwrap();
+    let again = store.add_key(&school_id(1), &key(1), event()).await;
+    assert!(matches!(again, Err(StoreError::Conflict(_))));
+    let id = key(1).key_id();
+    let revoked = store
+        .revoke_key(&school_id(1), id, 10, event())
+        .await
+        .unwrap();
+    assert_eq!(revoked.revoked_at_ms, Some(10));
+    let twice = store
+        .revoke_key(&school_id(1), id, 20, event())
+        .await
+        .unwrap();
+    assert_eq!(twice.revoked_at_ms, Some(10));
+    let unknown = store
+        .revoke_key(&school_id(1), key(2).key_id(), 10, event())
+        .await;
+    assert!(matches!(unknown, Err(StoreError::NotFound(_))));
+    let school = store.school(&school_id(1)).await.unwrap().unwrap();
+    assert_eq!(school.keys.len(), 1);
+    assert_eq!(verified(store).await, 4);
+}
+
+/// Inbox and sent pages, downloads and receipts.
+pub async fn inbox_sent_and_receipts(store: &impl Store) {
+    let (a, b) = (school_id(1), school_id(2));
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let id = PackId::new();
+        assert!(matches!(
+            put(store, &header(id, a, b, i, 2), b"xy").await,
+            Committed::Stored(_)
+        ));
+        ids.push(id);
+    }
+    let first = store.inbox(&b, 0, 3, event()).await.unwrap();
+    assert!(first.more);
+    assert_eq!(first.packs.len(), 3);
+    let rest = store
+        .inbox(&b, first.packs[2].seq, 3, event())
+        .await
+        .unwrap();
+    assert!(!rest.more);
+    assert_eq!(rest.packs.len(), 2);
+    assert!(
+        store
+            .inbox(&a, 0, 10, event())
+            .await
+            .unwrap()
+            .packs
+            .is_empty()
+    );
+
+    store.mark_downloaded(ids[0], 50, event()).await.unwrap();
+    let p = store.pack(ids[0]).await.unwrap().unwrap();
+    assert_eq!(
+        (p.status, p.downloaded_at_ms),
+        (PackStatus::Downloaded, Some(50))
+    );
+    assert_eq!(
+        store.acknowledge(ids[0], b"r1", 60, event()).await.unwrap(),
+        Acknowledged::At(60)
+    );
+    assert_eq!(
+        store.acknowledge(ids[0], b"r1", 70, event()).await.unwrap(),
+        Acknowledged::At(60)
+    );
+    assert_eq!(
+        store.acknowledge(ids[0], b"r2", 70, event()).await.unwrap(),
+        Acknowledged::Conflict
+    );
+    let gone = store.acknowledge(PackId::new(), b"r", 70, event()).await;
+    assert!(matches!(gone, Err(StoreError::NotFound(_))));
+    let inbox = store.inbox(&b, 0, 10, event()).await.unwrap();
+    assert_eq!(inbox.packs.len(), 4);
+
+    let sent = store.sent(&a, i64::MAX, 10, event()).await.unwrap();
+    assert_eq!(sent.packs.len(), 5);
+    assert!(sent.packs.windows(2).all(|w| w[0].seq > w[1].seq));
+    let acked = sent.packs.iter().find(|p| p.receipt.is_some()).unwrap();
+    assert_eq!(acked.status, PackStatus::Acknowledged);
+    // 5 uploads, 5 pages, 1 download, 2 receipts (the conflict is not logged).
+    assert_eq!(verified(store).await, 5 + 5 + 1 + 2);
+}
+
+/// A subscriber (after `listen`) hears of every pack stored from then on.
+pub async fn arrivals_reach_subscribers(store: &impl Store) {
+    store.listen().await.unwrap();
+    let mut rx = store.subscribe();
+    let id = PackId::new();
+    let h = header(id, school_id(1), school_id(2), 3, 1);
+    put(store, &h, b"z").await;
+    let got = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("no arrival within 10 s")
+        .unwrap();
+    assert_eq!(got.to, school_id(2));
+    assert_eq!(got.header, id.to_string().into_bytes());
+}
+
+/// Many writers at once: one pack id committed by eight uploads is stored
+/// once, acknowledgements race, and the audit chain stays one chain.
+pub async fn concurrent_writers<S: Store>(store: Arc<S>) {
+    let id = PackId::new();
+    let h = header(id, school_id(1), school_id(2), 4, 2);
+    let mut tasks = Vec::new();
+    for i in 0..8u8 {
+        let (store, h) = (store.clone(), h.clone());
+        tasks.push(tokio::spawn(async move {
+            let mine = PackId::new();
+            put(
+                &*store,
+                &header(mine, school_id(1), school_id(2), i, 2),
+                b"ab",
+            )
+            .await;
+            let same = put(&*store, &h, b"ab").await;
+            let ack = store.acknowledge(mine, &[i], 9, event()).await.unwrap();
+            let ack_same = store.acknowledge(id, &[i], 9, event()).await.unwrap();
+            (same, ack, ack_same)
+        }));
+    }
+    let mut stored = 0;
+    let mut won = 0;
+    for t in tasks {
+        let (same, ack, ack_same) = t.await.unwrap();
+        stored += usize::from(matches!(same, Committed::Stored(_)));
+        assert!(matches!(ack, Acknowledged::At(_)));
+        won += usize::from(matches!(ack_same, Acknowledged::At(_)));
+    }
+    assert_eq!((stored, won), (1, 1));
+    let sent = store
+        .sent(&school_id(1), i64::MAX, 100, event())
+        .await
+        .unwrap();
+    assert_eq!(sent.packs.len(), 9);
+    // 9 uploads (the 7 retries log nothing), 9 acknowledgements, 1 page.
+    assert_eq!(verified(&*store).await, 9 + 9 + 1);
+}
+
+/// Declares one `#[tokio::test]` per conformance case. `$open` is an async
+/// fn returning `Option<(S, guard)>`; `None` means skipped.
+macro_rules! suite {
+    ($open:path) => {
+        #[tokio::test]
+        async fn conformance_upload_visibility() {
+            if let Some((s, _g)) = $open().await {
+                $crate::store::conformance::upload_visibility(&s).await;
+            }
+        }
+        #[tokio::test]
+        async fn conformance_enrolment_and_tokens() {
+            if let Some((s, _g)) = $open().await {
+                $crate::store::conformance::enrolment_and_tokens(&s).await;
+            }
+        }
+        #[tokio::test]
+        async fn conformance_keys() {
+            if let Some((s, _g)) = $open().await {
+                $crate::store::conformance::keys(&s).await;
+            }
+        }
+        #[tokio::test]
+        async fn conformance_inbox_sent_and_receipts() {
+            if let Some((s, _g)) = $open().await {
+                $crate::store::conformance::inbox_sent_and_receipts(&s).await;
+            }
+        }
+        #[tokio::test]
+        async fn conformance_arrivals_reach_subscribers() {
+            if let Some((s, _g)) = $open().await {
+                $crate::store::conformance::arrivals_reach_subscribers(&s).await;
+            }
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn conformance_concurrent_writers() {
+            if let Some((s, _g)) = $open().await {
+                $crate::store::conformance::concurrent_writers(std::sync::Arc::new(s)).await;
+            }
+        }
+    };
+}
+pub(crate) use suite;

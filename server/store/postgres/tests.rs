@@ -1,0 +1,111 @@
+//! The PostgreSQL store: the conformance suite on a fresh database per test
+//! (skipped, saying so, without `BATON_TEST_DATABASE_URL`), plus what only
+//! a shared database must do: several stores (nodes) on one database.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+use crate::store::conformance::{self, suite};
+
+#[path = "../../../tests/common/pgdb.rs"]
+mod pgdb;
+
+/// A store on a database of its own, or `None` (skipped) without a server.
+async fn open() -> Option<(Postgres, pgdb::TestDb)> {
+    let Some(db) = pgdb::TestDb::from_env().await else {
+        pgdb::skipped("postgres-conformance");
+        return None;
+    };
+    let store = Postgres::open(&db.url, 8).await.unwrap();
+    pgdb::note("postgres-conformance: ran");
+    Some((store, db))
+}
+
+suite!(open);
+
+fn event() -> audit::Event {
+    audit::Event::by_admin("test", "x")
+}
+
+#[tokio::test]
+async fn only_stale_staged_chunks_are_cleaned() {
+    let Some((store, _db)) = open().await else {
+        return;
+    };
+    store.stage_chunk("old", 0, b"ab").await.unwrap();
+    store.stage_chunk("old", 1, b"cd").await.unwrap();
+    store.stage_chunk("live", 0, b"ef").await.unwrap();
+    let long_ago = super::super::now_ms() - STALE_UPLOAD.as_millis() as i64 - 1000;
+    sqlx::query("UPDATE pack_chunks SET staged_at_ms = $1 WHERE upload_id = 'old'")
+        .bind(long_ago)
+        .execute(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(store.clean_staging().await.unwrap(), 2);
+    let (left,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM pack_chunks")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(left, 1);
+}
+
+#[tokio::test]
+async fn a_commit_missing_a_chunk_is_refused() {
+    let Some((store, _db)) = open().await else {
+        return;
+    };
+    let id = PackId::new();
+    let (a, b) = (conformance::school_id(1), conformance::school_id(2));
+    let h = conformance::header(id, a, b, 1, 4);
+    store.stage_chunk("u", 0, b"ab").await.unwrap();
+    let refused = store.commit_upload("u", &h, b"h", vec![], 1, event()).await;
+    assert!(
+        matches!(refused, Err(StoreError::Corrupt(_))),
+        "{refused:?}"
+    );
+    assert!(store.pack(id).await.unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_nodes_share_one_chain_and_hear_each_other() {
+    let Some((node_a, db)) = open().await else {
+        return;
+    };
+    let node_b = Arc::new(Postgres::open(&db.url, 4).await.unwrap());
+    let node_a = Arc::new(node_a);
+    node_b.listen().await.unwrap();
+    let mut heard = node_b.subscribe();
+    let (a, b) = (conformance::school_id(1), conformance::school_id(2));
+    let mut tasks = Vec::new();
+    for i in 0..16u8 {
+        let node = if i % 2 == 0 {
+            node_a.clone()
+        } else {
+            node_b.clone()
+        };
+        tasks.push(tokio::spawn(async move {
+            let id = PackId::new();
+            let upload = format!("u{i}");
+            node.stage_chunk(&upload, 0, b"abc").await.unwrap();
+            let h = conformance::header(id, a, b, i, 3);
+            let done = node
+                .commit_upload(&upload, &h, &[i], vec![], i64::from(i), event())
+                .await
+                .unwrap();
+            assert!(matches!(done, Committed::Stored(_)));
+            node.acknowledge(id, b"r", 1, event()).await.unwrap();
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    for _ in 0..16 {
+        tokio::time::timeout(Duration::from_secs(10), heard.recv())
+            .await
+            .expect("node B missed an arrival")
+            .unwrap();
+    }
+    assert_eq!(audit::verify(&node_a.audit_log().await.unwrap()), Ok(32));
+}

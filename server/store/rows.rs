@@ -1,0 +1,166 @@
+//! Pure helpers both stores share: decoding rows into domain values, the
+//! next link of the audit chain, and the column lists the two SQL dialects
+//! have in common. Nothing here touches a connection.
+
+use baton::Laestab;
+use baton::keys::{PublicKey, Role, SchoolKey};
+
+use super::{Arrival, PackStatus, Result, StoreError, StoredPack};
+use crate::audit;
+
+/// The columns of [`PackRow`], in order.
+pub const PACK_COLUMNS: &str = "seq, header, from_laestab, to_laestab, ciphertext_sha256, upload_id, \
+     chunks, status, uploaded_at_ms, downloaded_at_ms, acknowledged_at_ms, receipt";
+
+/// The columns of [`KeyRow`], in order.
+pub const KEY_COLUMNS: &str =
+    "key_id, age_recipient, signing_key, label, roles, created_at_ms, revoked_at_ms";
+
+/// The columns of [`AuditRow`], in order.
+pub const AUDIT_COLUMNS: &str = "seq, at_ms, actor, action, subject, prev_hash, hash";
+
+/// A pack row as both databases return it.
+pub type PackRow = (
+    i64,
+    Vec<u8>,
+    String,
+    String,
+    Vec<u8>,
+    String,
+    i64,
+    String,
+    i64,
+    Option<i64>,
+    Option<i64>,
+    Option<Vec<u8>>,
+);
+
+/// A key row as both databases return it.
+pub type KeyRow = (String, String, Vec<u8>, String, String, i64, Option<i64>);
+
+/// An audit row as both databases return it.
+pub type AuditRow = (i64, i64, String, String, String, Vec<u8>, Vec<u8>);
+
+/// A stored value that does not decode.
+pub fn corrupt(what: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(what.to_string())
+}
+
+/// A stored LAESTAB.
+pub fn laestab(text: &str) -> Result<Laestab> {
+    Laestab::parse(text).map_err(|e| corrupt(format!("LAESTAB {text:?}: {e}")))
+}
+
+/// A pack row as a [`StoredPack`].
+pub fn pack_from_row(row: PackRow) -> Result<StoredPack> {
+    let (seq, header, from, to, sha, upload_id, chunks, status, up, down, ack, receipt) = row;
+    let status = match status.as_str() {
+        "pending" => PackStatus::Pending,
+        "downloaded" => PackStatus::Downloaded,
+        "acknowledged" => PackStatus::Acknowledged,
+        other => return Err(corrupt(format!("pack status {other:?}"))),
+    };
+    Ok(StoredPack {
+        seq,
+        header,
+        from: laestab(&from)?,
+        to: laestab(&to)?,
+        ciphertext_sha256: sha.try_into().map_err(|_| corrupt("pack hash length"))?,
+        upload_id,
+        chunks,
+        status,
+        uploaded_at_ms: up,
+        downloaded_at_ms: down,
+        acknowledged_at_ms: ack,
+        receipt,
+    })
+}
+
+/// Rows of one page query (`limit + 1` asked for) as a [`super::Page`].
+pub fn page_from_rows(rows: Vec<PackRow>, limit: u32) -> Result<super::Page> {
+    let more = rows.len() > limit as usize;
+    let packs = rows
+        .into_iter()
+        .take(limit as usize)
+        .map(pack_from_row)
+        .collect::<Result<Vec<_>>>()?;
+    Ok(super::Page { packs, more })
+}
+
+/// A key row as a [`SchoolKey`].
+pub fn key_from_row(row: KeyRow) -> Result<SchoolKey> {
+    let (key_id, recipient, signing, label, roles, created, revoked) = row;
+    let public =
+        PublicKey::new(&recipient, &signing).map_err(|e| corrupt(format!("key {key_id}: {e}")))?;
+    let roles = roles
+        .split(',')
+        .map(|r| {
+            r.parse::<Role>()
+                .map_err(|_| corrupt(format!("key {key_id}: role {r:?}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(SchoolKey {
+        public,
+        label,
+        roles,
+        created_at_ms: created,
+        revoked_at_ms: revoked,
+    })
+}
+
+/// A key's roles as stored: names, comma separated.
+pub fn roles_text(key: &SchoolKey) -> String {
+    key.roles
+        .iter()
+        .map(|r| r.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The entry that follows the chain head `last` (`None`: the log is empty).
+pub fn next_entry(last: Option<(i64, Vec<u8>)>, now_ms: i64, event: &audit::Event) -> audit::Entry {
+    let (seq, prev) = match last {
+        Some((seq, hash)) => (seq + 1, hash),
+        None => (1, audit::GENESIS.to_vec()),
+    };
+    let hash = audit::link(
+        seq,
+        now_ms,
+        &event.actor,
+        event.action,
+        &event.subject,
+        &prev,
+    );
+    audit::Entry {
+        seq,
+        at_ms: now_ms,
+        actor: event.actor.clone(),
+        action: event.action.to_string(),
+        subject: event.subject.clone(),
+        prev_hash: prev,
+        hash: hash.to_vec(),
+    }
+}
+
+/// An audit row as an [`audit::Entry`].
+pub fn entry_from_row(row: AuditRow) -> audit::Entry {
+    let (seq, at_ms, actor, action, subject, prev_hash, hash) = row;
+    audit::Entry {
+        seq,
+        at_ms,
+        actor,
+        action,
+        subject,
+        prev_hash,
+        hash,
+    }
+}
+
+/// The `Watch` notice for a visible pack.
+pub fn arrival(pack: &StoredPack) -> Arrival {
+    Arrival {
+        to: pack.to,
+        header: pack.header.clone(),
+        uploaded_at_ms: pack.uploaded_at_ms,
+    }
+}

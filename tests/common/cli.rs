@@ -1,0 +1,112 @@
+//! Driving the real `baton` CLI from tests: one home per school, enrolled
+//! through `batond admin` and `baton init`.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use super::Daemon;
+
+/// A school's home for the `baton` CLI.
+pub struct Home {
+    /// The home folder.
+    pub dir: PathBuf,
+}
+
+impl Home {
+    /// Runs `baton ARGS` in this home.
+    pub async fn baton(&self, args: &[&str]) -> Output {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_baton"))
+            .env("BATON_HOME", &self.dir)
+            .env_remove("BATON_PASSPHRASE")
+            .args(args)
+            .output()
+            .await
+            .unwrap()
+    }
+
+    /// Runs `baton ARGS` and expects success; returns stdout.
+    pub async fn ok(&self, args: &[&str]) -> String {
+        let out = self.baton(args).await;
+        assert!(
+            out.status.success(),
+            "baton {args:?} failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs a `--json` listing and returns its array.
+    pub async fn json(&self, args: &[&str]) -> Vec<serde_json::Value> {
+        serde_json::from_str::<serde_json::Value>(&self.ok(args).await)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+}
+
+/// Enrols a school with the operator's command and `baton init`.
+pub async fn enrol(
+    daemon: &Daemon,
+    root: &Path,
+    laestab: &str,
+    phase: &str,
+    roles: &[&str],
+) -> Home {
+    let out = daemon
+        .admin(&[
+            "admin", "school", "add", laestab, "--name", "School", "--phase", phase, "--json",
+        ])
+        .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let code = serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["code"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    init(daemon, root, laestab, &code, roles).await
+}
+
+/// `baton init` in a new home for `laestab` with `code`.
+pub async fn init(daemon: &Daemon, root: &Path, laestab: &str, code: &str, roles: &[&str]) -> Home {
+    let home = Home {
+        dir: root.join(format!("home-{laestab}-{}", roles.join("-"))),
+    };
+    let ca = daemon.ca.display().to_string();
+    let mut args = vec![
+        "init",
+        "--server",
+        &daemon.url,
+        "--ca",
+        &ca,
+        "--school",
+        laestab,
+        "--code",
+        code,
+    ];
+    for r in roles {
+        args.extend(["--role", r]);
+    }
+    home.ok(&args).await;
+    home
+}
+
+/// Issues another enrolment code for an enrolled school.
+pub async fn code(daemon: &Daemon, laestab: &str) -> String {
+    let out = daemon
+        .admin(&["admin", "school", "code", laestab, "--json"])
+        .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["code"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}

@@ -19,6 +19,8 @@ pub const DEFAULT_MAX_PACK_BYTES: u64 = 256 * 1024 * 1024;
 pub const DEFAULT_ENROLMENT_CODE_HOURS: u64 = 7 * 24;
 /// Default most connections a node opens to PostgreSQL.
 pub const DEFAULT_DATABASE_POOL_SIZE: u32 = 8;
+/// Default longest wait for the next message of an upload stream: 60 s.
+pub const DEFAULT_UPLOAD_IDLE_TIMEOUT_SECS: u64 = 60;
 
 /// The database a configuration names.
 #[derive(Clone, PartialEq, Eq)]
@@ -100,6 +102,14 @@ pub struct ConfigArgs {
         global = true
     )]
     pub enrolment_code_hours: Option<u64>,
+    /// Seconds an upload stream may sit idle between messages before it is dropped [default: 60].
+    #[arg(
+        long,
+        env = "BATON_UPLOAD_IDLE_TIMEOUT_SECS",
+        value_name = "SECS",
+        global = true
+    )]
+    pub upload_idle_timeout_secs: Option<u64>,
 }
 
 /// The TOML file: every field optional.
@@ -116,6 +126,7 @@ struct FileConfig {
     log_format: Option<LogFormat>,
     max_pack_bytes: Option<u64>,
     enrolment_code_hours: Option<u64>,
+    upload_idle_timeout_secs: Option<u64>,
 }
 
 /// The resolved settings.
@@ -141,6 +152,8 @@ pub struct Config {
     pub max_pack_bytes: u64,
     /// Enrolment code lifetime, hours.
     pub enrolment_code_hours: u64,
+    /// Longest wait for the next message of an upload stream, seconds.
+    pub upload_idle_timeout_secs: u64,
 }
 
 /// Hides the password of a `scheme://user:password@host` URL.
@@ -173,6 +186,7 @@ impl fmt::Debug for Config {
             .field("log_format", &self.log_format)
             .field("max_pack_bytes", &self.max_pack_bytes)
             .field("enrolment_code_hours", &self.enrolment_code_hours)
+            .field("upload_idle_timeout_secs", &self.upload_idle_timeout_secs)
             .finish()
     }
 }
@@ -223,7 +237,14 @@ impl Config {
                 .enrolment_code_hours
                 .or(file.enrolment_code_hours)
                 .unwrap_or(DEFAULT_ENROLMENT_CODE_HOURS),
+            upload_idle_timeout_secs: args
+                .upload_idle_timeout_secs
+                .or(file.upload_idle_timeout_secs)
+                .unwrap_or(DEFAULT_UPLOAD_IDLE_TIMEOUT_SECS),
         };
+        if config.upload_idle_timeout_secs == 0 {
+            bail!("upload_idle_timeout_secs must be at least 1");
+        }
         if config.database_pool_size == 0 {
             bail!("database_pool_size must be at least 1");
         }
@@ -293,6 +314,10 @@ max_pack_bytes = 268435456
 
 # Hours an enrolment code from `batond admin school add` stays valid.
 enrolment_code_hours = 168
+
+# Seconds an upload stream may sit idle between two messages before the
+# daemon drops it and discards what it staged (slow or stalled clients).
+upload_idle_timeout_secs = 60
 "#;
 
 #[cfg(test)]
@@ -341,6 +366,7 @@ mod tests {
             log_format: LogFormat::Text,
             max_pack_bytes: 1,
             enrolment_code_hours: 1,
+            upload_idle_timeout_secs: 1,
         };
         let text = format!("{config:?}");
         assert!(!text.contains("s3cret"), "{text}");

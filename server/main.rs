@@ -209,7 +209,12 @@ async fn serve<S: Store>(config: Config, store: S) -> anyhow::Result<()> {
     }
 
     let shutdown = CancellationToken::new();
-    let app = services::App::new(store, config.max_pack_bytes, shutdown.clone());
+    let app = services::App::new(
+        store,
+        config.max_pack_bytes,
+        shutdown.clone(),
+        Duration::from_secs(config.upload_idle_timeout_secs),
+    );
     let router = services::router(builder, app).await?;
 
     let listener = tokio::net::TcpListener::bind(config.listen)

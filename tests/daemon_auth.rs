@@ -252,8 +252,10 @@ async fn every_method_checks_the_caller() {
         "bt_0000000000000000000000000000000000000000000000000000000000000000",
         revoked.token.as_str(),
     ];
+    let mut cells = 0;
     for method in ALL {
         for token in bad_tokens {
+            cells += 1;
             let err = call(&w, method, natural(&w, method), token, Target::Own)
                 .await
                 .unwrap_err();
@@ -277,6 +279,7 @@ async fn every_method_checks_the_caller() {
         (Method::Sent, &c, Code::NotFound),
     ];
     for (method, caller, code) in expect_other {
+        cells += 1;
         let err = call(&w, method, caller, &caller.token, Target::Other)
             .await
             .unwrap_err();
@@ -290,6 +293,7 @@ async fn every_method_checks_the_caller() {
 
     // Success, each by the school that may make the call.
     for method in ALL {
+        cells += 1;
         let caller = natural(&w, method);
         call(&w, method, caller, &caller.token, Target::Own)
             .await
@@ -316,5 +320,61 @@ async fn every_method_checks_the_caller() {
     assert_eq!(
         enrol.redeem(req).await.unwrap_err().code(),
         Code::PermissionDenied
+    );
+    cells += 1;
+    println!("authorisation matrix: {cells} cells, all as expected");
+}
+
+#[tokio::test]
+async fn revocation_is_immediate_and_tls_is_required() {
+    let daemon = Daemon::start(&[]).await;
+    let a = daemon.enrol("8612001").await;
+    let mut exchange = a.exchange();
+    exchange
+        .inbox(a.req(v1::InboxRequest::default()))
+        .await
+        .unwrap();
+    let out = daemon
+        .admin(&["admin", "token", "revoke", "--school", "8612001"])
+        .await;
+    assert!(out.status.success());
+    // The very next call on the same connection is refused.
+    let err = exchange
+        .inbox(a.req(v1::InboxRequest::default()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+
+    // A plaintext client gets nothing from the TLS port.
+    let plain = daemon.url.replace("https://", "http://");
+    let refused = match tonic::transport::Channel::from_shared(plain)
+        .unwrap()
+        .connect()
+        .await
+    {
+        Err(_) => true,
+        Ok(channel) => baton::api::v1::exchange_client::ExchangeClient::new(channel)
+            .inbox(with_token(&a.token, v1::InboxRequest::default()))
+            .await
+            .is_err(),
+    };
+    assert!(refused, "a plaintext client was served");
+
+    // A client trusting another CA (another daemon's) refuses to connect.
+    let other = Daemon::start(&[]).await;
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(
+            std::fs::read(&other.ca).unwrap(),
+        ))
+        .domain_name("localhost");
+    let wrong_ca = tonic::transport::Channel::from_shared(daemon.url.clone())
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await;
+    assert!(
+        wrong_ca.is_err(),
+        "a server under an untrusted CA was accepted"
     );
 }

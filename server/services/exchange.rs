@@ -8,6 +8,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use baton::Laestab;
 use baton::api::v1;
@@ -83,6 +84,23 @@ fn state(status: PackStatus) -> v1::PackState {
 fn parse_pack_id(field: &'static str, text: &str) -> Result<PackId, Status> {
     text.parse()
         .map_err(|e| Status::invalid_argument(format!("field `{field}`: {e}")))
+}
+
+/// The next message of an upload stream, or `DeadlineExceeded` when the
+/// client sends nothing for `idle`: a stalled or slowloris upload must not
+/// hold a task, a connection and staged chunks for ever.
+async fn next_message(
+    stream: &mut Streaming<v1::UploadRequest>,
+    idle: Duration,
+) -> Result<Option<v1::UploadRequest>, Status> {
+    tokio::time::timeout(idle, stream.message())
+        .await
+        .map_err(|_| {
+            Status::deadline_exceeded(format!(
+                "upload stream idle for more than {} s; send again",
+                idle.as_secs()
+            ))
+        })?
 }
 
 /// Removes an upload's staged chunks if it does not finish.
@@ -182,7 +200,7 @@ impl<S: Store> Service<S> {
         let mut total: u64 = 0;
         let mut idx: i64 = 0;
         let mut buf: Vec<u8> = Vec::new();
-        while let Some(msg) = stream.message().await? {
+        while let Some(msg) = next_message(&mut stream, app.upload_idle_timeout).await? {
             let data = match msg.part {
                 Some(UpPart::Chunk(data)) => data,
                 Some(UpPart::Header(_)) => {
@@ -242,7 +260,7 @@ impl<S: Store> Exchange for Service<S> {
     ) -> Result<Response<v1::UploadResponse>, Status> {
         let caller = auth::caller(&self.app.store, &request).await?;
         let mut stream = request.into_inner();
-        let wire = match stream.message().await? {
+        let wire = match next_message(&mut stream, self.app.upload_idle_timeout).await? {
             Some(v1::UploadRequest {
                 part: Some(UpPart::Header(h)),
             }) => h,

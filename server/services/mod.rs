@@ -28,15 +28,24 @@ pub struct App<S> {
     pub max_pack_bytes: u64,
     /// Cancelled when the daemon shuts down, to end long streams.
     pub shutdown: CancellationToken,
+    /// Longest wait for the next message of an upload stream; a stalled
+    /// (or slowloris) upload is dropped after it.
+    pub upload_idle_timeout: Duration,
 }
 
 impl<S: Store> App<S> {
     /// Shared state over `store`.
-    pub fn new(store: S, max_pack_bytes: u64, shutdown: CancellationToken) -> Arc<Self> {
+    pub fn new(
+        store: S,
+        max_pack_bytes: u64,
+        shutdown: CancellationToken,
+        upload_idle_timeout: Duration,
+    ) -> Arc<Self> {
         Arc::new(Self {
             store,
             max_pack_bytes,
             shutdown,
+            upload_idle_timeout,
         })
     }
 }

@@ -9,6 +9,8 @@ pub mod pgdb;
 
 pub mod cli;
 
+pub mod reliability;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;

@@ -5,6 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[macro_use]
 mod common;
 
 use std::path::Path;
@@ -28,8 +29,7 @@ fn pupils_of(bytes: &[u8]) -> (CtfHeader, Vec<(String, TransitionRecord)>) {
     (header, pupils)
 }
 
-async fn setup(root: &Path) -> (Daemon, Home, Home) {
-    let daemon = Daemon::start(&[]).await;
+async fn setup(daemon: Daemon, root: &Path) -> (Daemon, Home, Home) {
     let primary = enrol(&daemon, root, "8612001", "primary", &["staff"]).await;
     let secondary = enrol(&daemon, root, "8614001", "secondary", &["dsl", "staff"]).await;
     (daemon, primary, secondary)
@@ -69,10 +69,9 @@ fn old_style_ctf() -> Vec<u8> {
     xml
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ctf_round_trip_keeps_every_pupil_element_byte_for_byte() {
+async fn ctf_round_trip_keeps_every_pupil_element_byte_for_byte(daemon: Daemon) {
     let root = tempfile::tempdir().unwrap();
-    let (_daemon, primary, secondary) = setup(root.path()).await;
+    let (_daemon, primary, secondary) = setup(daemon, root.path()).await;
     let inputs = [
         ("8612001_CTF_8614001_001.xml", SAMPLE.to_vec()),
         ("8612001_CTF_8614001_002.xml", old_style_ctf()),
@@ -137,10 +136,9 @@ async fn ctf_round_trip_keeps_every_pupil_element_byte_for_byte() {
     assert!(mis.join("8612001_CTF_8614001_002.xml").exists());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn csv_with_bom_crlf_and_quoted_notes_round_trips_field_by_field() {
+async fn csv_with_bom_crlf_and_quoted_notes_round_trips_field_by_field(daemon: Daemon) {
     let root = tempfile::tempdir().unwrap();
-    let (_daemon, primary, secondary) = setup(root.path()).await;
+    let (_daemon, primary, secondary) = setup(daemon, root.path()).await;
     let header = baton::csv::COLUMNS.join(",");
     let rows = [
         "X861200119002,,Mac Giolla Phádraig,Zoë,Rose,,2015-04-06,F,WIRI,POL,yes,no,K,HI;MLD,380,373,2,5,86,82,117,WTS,20,no,8614001,\"Line one, with a comma\r\nline two with \"\"quotes\"\"\"",
@@ -211,10 +209,9 @@ async fn csv_with_bom_crlf_and_quoted_notes_round_trips_field_by_field() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_inputs_are_named_and_send_nothing() {
+async fn bad_inputs_are_named_and_send_nothing(daemon: Daemon) {
     let root = tempfile::tempdir().unwrap();
-    let (_daemon, primary, secondary) = setup(root.path()).await;
+    let (_daemon, primary, secondary) = setup(daemon, root.path()).await;
     let sample = String::from_utf8(SAMPLE.to_vec()).unwrap();
     let (_, pupils) = pupils_of(SAMPLE);
     let first_upn = pupils[0].1.upn.clone();
@@ -312,3 +309,7 @@ async fn bad_inputs_are_named_and_send_nothing() {
     let out = primary.ok(&["template", "csv"]).await;
     assert!(out.starts_with(&baton::csv::COLUMNS.join(",")));
 }
+
+on_both_backends!(ctf_round_trip_keeps_every_pupil_element_byte_for_byte);
+on_both_backends!(csv_with_bom_crlf_and_quoted_notes_round_trips_field_by_field);
+on_both_backends!(bad_inputs_are_named_and_send_nothing);

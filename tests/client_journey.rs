@@ -5,6 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[macro_use]
 mod common;
 
 use std::path::{Path, PathBuf};
@@ -12,6 +13,7 @@ use std::path::{Path, PathBuf};
 use baton::record::{Attendance, TransitionRecord};
 use common::Daemon;
 use common::cli::{Home, code, enrol, init};
+use common::reliability::assert_daemon_holds_no_plaintext;
 
 /// A valid UPN with the given serial.
 fn upn(serial: u32) -> String {
@@ -73,15 +75,7 @@ fn files_of(dir: &Path) -> Vec<(String, Vec<u8>)> {
     out
 }
 
-fn contains(haystack: &[u8], needle: &str) -> bool {
-    haystack
-        .windows(needle.len())
-        .any(|w| w == needle.as_bytes())
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_primaries_send_a_class_and_the_secondary_pulls_and_acknowledges() {
-    let daemon = Daemon::start(&[]).await;
+async fn two_primaries_send_a_class_and_the_secondary_pulls_and_acknowledges(daemon: Daemon) {
     let root = tempfile::tempdir().unwrap();
     let a = enrol(&daemon, root.path(), "8612001", "primary", &["staff"]).await;
     let b = enrol(&daemon, root.path(), "8612002", "primary", &["staff"]).await;
@@ -180,37 +174,21 @@ async fn two_primaries_send_a_class_and_the_secondary_pulls_and_acknowledges() {
         elapsed.as_secs_f64()
     );
 
-    // Nothing about any pupil reached the server's disk or its log.
-    let mut stored = Vec::new();
-    for entry in std::fs::read_dir(&daemon.data).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_file() {
-            stored.extend(std::fs::read(&path).unwrap());
-        }
-    }
+    // Nothing about any pupil reached the server's disk, database or log.
+    let needles: Vec<String> = (0..30u32)
+        .flat_map(|serial| {
+            let r = record(serial);
+            [r.upn, r.surname, r.forename, r.notes]
+        })
+        .collect();
+    let scanned = assert_daemon_holds_no_plaintext(&daemon, &needles);
     assert!(
-        stored.len() > 5_000_000,
-        "the ciphertext should be in the data directory"
+        scanned.bytes > 5_000_000,
+        "the ciphertext should be in what was scanned"
     );
-    for serial in 0..30u32 {
-        let r = record(serial);
-        for needle in [
-            r.upn.as_str(),
-            r.surname.as_str(),
-            r.forename.as_str(),
-            "Secret pastoral note",
-        ] {
-            assert!(
-                !contains(&stored, needle),
-                "found pupil data in the daemon's data directory"
-            );
-        }
-    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_invalid_upn_sends_nothing_and_names_file_and_field() {
-    let daemon = Daemon::start(&[]).await;
+async fn one_invalid_upn_sends_nothing_and_names_file_and_field(daemon: Daemon) {
     let root = tempfile::tempdir().unwrap();
     let a = enrol(&daemon, root.path(), "8612001", "primary", &["staff"]).await;
     let s = enrol(&daemon, root.path(), "8614001", "secondary", &["dsl"]).await;
@@ -239,9 +217,7 @@ async fn one_invalid_upn_sends_nothing_and_names_file_and_field() {
     assert!(s.json(&["inbox", "--json"]).await.is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_school_cannot_pull_another_schools_pack() {
-    let daemon = Daemon::start(&[]).await;
+async fn a_school_cannot_pull_another_schools_pack(daemon: Daemon) {
     let root = tempfile::tempdir().unwrap();
     let a = enrol(&daemon, root.path(), "8612001", "primary", &["staff"]).await;
     let b = enrol(&daemon, root.path(), "8612002", "primary", &["staff"]).await;
@@ -282,9 +258,7 @@ async fn usage_errors_exit_2() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("baton init"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_send_killed_midway_and_run_again_delivers_every_pack_exactly_once() {
-    let daemon = Daemon::start(&[]).await;
+async fn a_send_killed_midway_and_run_again_delivers_every_pack_exactly_once(daemon: Daemon) {
     let root = tempfile::tempdir().unwrap();
     let a = enrol(&daemon, root.path(), "8612001", "primary", &["staff"]).await;
     let s = enrol(&daemon, root.path(), "8614001", "secondary", &["dsl"]).await;
@@ -356,9 +330,7 @@ async fn a_send_killed_midway_and_run_again_delivers_every_pack_exactly_once() {
     assert!(out.contains("sent 0, already sent 30, failed 0"), "{out}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_safeguarding_pack_opens_only_with_a_dsl_key() {
-    let daemon = Daemon::start(&[]).await;
+async fn a_safeguarding_pack_opens_only_with_a_dsl_key(daemon: Daemon) {
     let root = tempfile::tempdir().unwrap();
     let a = enrol(&daemon, root.path(), "8612001", "primary", &["dsl"]).await;
     let dsl = enrol(&daemon, root.path(), "8614001", "secondary", &["dsl"]).await;
@@ -406,9 +378,7 @@ async fn a_safeguarding_pack_opens_only_with_a_dsl_key() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_key_added_on_the_server_is_caught_by_the_pinned_client() {
-    let daemon = Daemon::start(&[]).await;
+async fn a_key_added_on_the_server_is_caught_by_the_pinned_client(daemon: Daemon) {
     let root = tempfile::tempdir().unwrap();
     let a = enrol(&daemon, root.path(), "8612001", "primary", &["staff"]).await;
     let _s = enrol(&daemon, root.path(), "8614001", "secondary", &["dsl"]).await;
@@ -448,3 +418,10 @@ async fn a_key_added_on_the_server_is_caught_by_the_pinned_client() {
         .await;
     assert!(out.contains("sent 1"), "{out}");
 }
+
+on_both_backends!(two_primaries_send_a_class_and_the_secondary_pulls_and_acknowledges);
+on_both_backends!(one_invalid_upn_sends_nothing_and_names_file_and_field);
+on_both_backends!(a_school_cannot_pull_another_schools_pack);
+on_both_backends!(a_send_killed_midway_and_run_again_delivers_every_pack_exactly_once);
+on_both_backends!(a_safeguarding_pack_opens_only_with_a_dsl_key);
+on_both_backends!(a_key_added_on_the_server_is_caught_by_the_pinned_client);

@@ -9,6 +9,30 @@ pub mod pgdb;
 
 pub mod cli;
 
+/// Runs the end-to-end scenario `async fn $name(daemon: Daemon)` twice: as
+/// `$name::sqlite` on the embedded SQLite store, and as `$name::postgres`
+/// on a fresh PostgreSQL database (skipped, saying so, when
+/// `BATON_TEST_DATABASE_URL` is not set).
+#[allow(unused_macros)]
+macro_rules! on_both_backends {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name(super::common::Daemon::start_sqlite(&[]).await).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                let what = concat!(module_path!(), " on PostgreSQL");
+                if let Some(daemon) = super::common::Daemon::start_postgres(what, &[]).await {
+                    super::$name(daemon).await;
+                }
+            }
+        }
+    };
+}
+
 pub mod reliability;
 
 use std::path::{Path, PathBuf};
@@ -58,6 +82,12 @@ pub fn batond() -> Command {
 }
 
 impl Daemon {
+    /// Starts `batond serve --data-dir TMP --listen 127.0.0.1:0 EXTRA...`
+    /// on SQLite, whatever the environment says.
+    pub async fn start_sqlite(extra: &[&str]) -> Self {
+        Self::launch(None, None, extra).await
+    }
+
     /// Starts `batond serve --data-dir TMP --listen 127.0.0.1:0 EXTRA...`
     /// on SQLite, or on a fresh PostgreSQL database when
     /// `BATON_TEST_BACKEND=postgres` and `BATON_TEST_DATABASE_URL` are set.

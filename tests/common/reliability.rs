@@ -240,8 +240,26 @@ pub fn assert_no_plaintext(roots: &[&Path], needles: &[String]) -> Scanned {
 }
 
 /// The daemon's files at rest: its data directory (database, WAL, TLS),
-/// its log, and anything else it wrote in its folder.
+/// its log, anything else it wrote in its folder, and, on PostgreSQL, a
+/// `pg_dump` of its database.
 pub fn assert_daemon_holds_no_plaintext(daemon: &Daemon, needles: &[String]) -> Scanned {
+    if let Some(url) = &daemon.database_url {
+        let dump = std::process::Command::new("pg_dump")
+            .arg(url)
+            .output()
+            .unwrap();
+        assert!(
+            dump.status.success(),
+            "pg_dump: {}",
+            String::from_utf8_lossy(&dump.stderr)
+        );
+        assert!(!dump.stdout.is_empty());
+        std::fs::write(daemon.root().join("pg_dump.sql"), &dump.stdout).unwrap();
+        // pg_dump writes bytea as hex: look for the hex form of each needle too.
+        let mut both = needles.to_vec();
+        both.extend(needles.iter().map(hex::encode));
+        return assert_no_plaintext(&[&daemon.root()], &both);
+    }
     assert_no_plaintext(&[&daemon.root()], needles)
 }
 

@@ -504,6 +504,10 @@ async fn the_cli_killed_mid_send_and_mid_pull_leaves_nothing_half_done() {
                 .collect()
         })
         .unwrap_or_default();
+    assert!(
+        leftovers.is_empty(),
+        "a completed pull leaves nothing staged: {leftovers:?}"
+    );
     // The scanner works: the pulled folders hold the pupils' data.
     let (_, hits) = plaintext_hits(&[&from_dir], &all_needles);
     assert!(hits.len() >= PACKS as usize);

@@ -126,6 +126,13 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
     }
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
+    // Leftovers of a pull that was killed: staged folders and downloaded
+    // ciphertext that never became pack folders. (One pull per folder at a time.)
+    let staging = args.out.join(".baton-staging");
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging)
+            .with_context(|| format!("clearing {}", staging.display()))?;
+    }
     let identity = Arc::new(home.identity()?);
     let mut pins = Pins::load(home)?;
     let mut pulled = Pulled::load(home)?;
@@ -162,6 +169,8 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
         bar.inc(1);
     }
     bar.finish_and_clear();
+    // Empty once every pack is published; a failed pack's files were dropped.
+    let _ = std::fs::remove_dir(&staging);
     if let Some(dir) = &args.ctf_dir {
         let school = home.config()?.school;
         for (from, pupils) in &for_mis {

@@ -40,6 +40,24 @@ struct Row {
     verified: bool,
 }
 
+impl Row {
+    /// A pack whose header the server returned damaged: listed, never verified.
+    fn unreadable(wire: &v1::PackHeader) -> Self {
+        Self {
+            id: wire.pack_id.clone(),
+            to: wire.to.clone(),
+            kind: String::new(),
+            upn: String::new(),
+            name: String::new(),
+            state: "unreadable",
+            sent_at: 0,
+            downloaded_at: 0,
+            receipt: None,
+            verified: false,
+        }
+    }
+}
+
 /// Runs `baton sent`.
 pub async fn run(home: &Home, args: Args) -> Result<()> {
     let mut clients = connect(home).await?;
@@ -62,8 +80,19 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
             .map_err(|s| anyhow::anyhow!("listing sent packs: {}", explain(&s)))?
             .into_inner();
         for e in page.packs {
-            let header = SignedHeader::try_from(&e.header.unwrap_or_default())
-                .map_err(|err| anyhow::anyhow!("the server sent a malformed header: {err}"))?;
+            let wire = e.header.clone().unwrap_or_default();
+            let header = match SignedHeader::try_from(&wire) {
+                Ok(h) => h,
+                Err(err) => {
+                    // One damaged entry must not hide the others.
+                    eprintln!(
+                        "pack {}: the server sent a malformed header ({err})",
+                        wire.pack_id
+                    );
+                    rows.push(Row::unreadable(&wire));
+                    continue;
+                }
+            };
             let h = header.header();
             let receipt = e
                 .receipt

@@ -46,6 +46,7 @@
 //! assert!(parsed.pupils[0].record == record);
 //! ```
 
+mod mapping;
 pub mod reader;
 pub mod writer;
 

@@ -15,26 +15,19 @@ use std::time::Duration;
 use baton::Laestab;
 use baton::keys::{KeyId, SchoolKey};
 use baton::pack::{PackId, SignedHeader};
-use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::broadcast;
 
 use super::rows::{
-    AUDIT_COLUMNS, AuditRow, KEY_COLUMNS, KeyRow, PACK_COLUMNS, PackRow, arrival, corrupt,
-    entry_from_row, key_from_row, laestab, next_entry, pack_from_row, page_from_rows, roles_text,
+    AUDIT_COLUMNS, AuditRow, KEY_COLUMNS, KeyRow, PACK_COLUMNS, PackRow, corrupt, entry_from_row,
+    key_from_row, laestab, next_entry, pack_from_row, page_from_rows, roles_text,
 };
 use super::{
     ARRIVALS_BUFFER, Acknowledged, Arrival, Committed, NewSchool, Page, Result, School, Store,
     StoreError, StoredPack,
 };
 use crate::audit;
-
-/// The `NOTIFY` channel; the payload is the new pack's id.
-const CHANNEL: &str = "baton_packs";
-
-/// Staged chunks of an upload that has not staged anything for this long
-/// belong to a node that died: any node may remove them.
-pub const STALE_UPLOAD: Duration = Duration::from_secs(60 * 60);
 
 /// The PostgreSQL implementation of [`Store`].
 pub struct Postgres {
@@ -156,59 +149,6 @@ async fn pack_by_id(pool: &PgPool, id: &str) -> Result<Option<StoredPack>> {
     row.map(pack_from_row).transpose()
 }
 
-/// Turns this node's notifications into local arrivals, for as long as the
-/// process runs. A lost connection is re-established by `PgListener`;
-/// notifications sent meanwhile are missed (watchers list their inbox).
-async fn fan_in(mut listener: PgListener, pool: PgPool, arrivals: broadcast::Sender<Arrival>) {
-    loop {
-        let note = match listener.recv().await {
-            Ok(note) => note,
-            Err(e) => {
-                tracing::warn!(error = %e, "listening for new packs failed; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
-        if arrivals.receiver_count() == 0 {
-            continue;
-        }
-        match pack_by_id(&pool, note.payload()).await {
-            Ok(Some(pack)) => {
-                let _ = arrivals.send(arrival(&pack));
-            }
-            Ok(None) => tracing::warn!("a notified pack is not visible"),
-            Err(e) => tracing::error!(error = %e, "reading a notified pack"),
-        }
-    }
-}
-
-/// Removes the staged chunks of uploads idle for [`STALE_UPLOAD`].
-async fn clean_stale(pool: &PgPool) -> Result<u64> {
-    let cutoff = super::now_ms() - STALE_UPLOAD.as_millis() as i64;
-    let done = sqlx::query(
-        "DELETE FROM pack_chunks WHERE staged AND upload_id IN \
-         (SELECT upload_id FROM pack_chunks WHERE staged GROUP BY upload_id \
-          HAVING MAX(staged_at_ms) < $1)",
-    )
-    .bind(cutoff)
-    .execute(pool)
-    .await?;
-    Ok(done.rows_affected())
-}
-
-/// Cleans up after dead nodes every quarter of [`STALE_UPLOAD`], for as long
-/// as the process runs (nodes rarely restart, so start-up is not enough).
-async fn clean_periodically(pool: PgPool) {
-    loop {
-        tokio::time::sleep(STALE_UPLOAD / 4).await;
-        match clean_stale(&pool).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(chunks = n, "removed chunks of abandoned uploads"),
-            Err(e) => tracing::warn!(error = %e, "cleaning abandoned uploads failed"),
-        }
-    }
-}
-
 impl Postgres {
     /// Connects with at most `pool_size` connections and applies migrations.
     pub async fn open(url: &str, pool_size: u32) -> Result<Self> {
@@ -267,10 +207,10 @@ impl Postgres {
 }
 
 impl Store for Postgres {
-    /// Removes staged chunks of uploads idle for [`STALE_UPLOAD`]: other
+    /// Removes staged chunks of uploads idle for [`events::STALE_UPLOAD`]: other
     /// nodes may be receiving uploads right now.
     async fn clean_staging(&self) -> Result<u64> {
-        clean_stale(&self.pool).await
+        events::clean_stale(&self.pool).await
     }
 
     async fn add_school(
@@ -550,7 +490,7 @@ impl Store for Postgres {
         append(&mut tx, now_ms, &event).await?;
         // Delivered to every listening node when (and only if) this commits.
         sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(CHANNEL)
+            .bind(events::CHANNEL)
             .bind(h.pack_id.to_string())
             .execute(&mut *tx)
             .await?;
@@ -666,18 +606,7 @@ impl Store for Postgres {
         if self.listening.swap(true, Ordering::SeqCst) {
             return Ok(());
         }
-        // A connection of its own, outside the pool the calls use.
-        let own = PgPoolOptions::new()
-            .max_connections(1)
-            .max_lifetime(None)
-            .idle_timeout(None)
-            .connect_with(self.options.clone())
-            .await?;
-        let mut listener = PgListener::connect_with(&own).await?;
-        listener.listen(CHANNEL).await?;
-        tokio::spawn(fan_in(listener, self.pool.clone(), self.arrivals.clone()));
-        tokio::spawn(clean_periodically(self.pool.clone()));
-        Ok(())
+        events::start(&self.options, &self.pool, &self.arrivals).await
     }
 
     fn subscribe(&self) -> broadcast::Receiver<Arrival> {
@@ -685,5 +614,6 @@ impl Store for Postgres {
     }
 }
 
+mod events;
 #[cfg(test)]
 mod tests;

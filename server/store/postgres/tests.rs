@@ -37,7 +37,7 @@ async fn only_stale_staged_chunks_are_cleaned() {
     store.stage_chunk("old", 0, b"ab").await.unwrap();
     store.stage_chunk("old", 1, b"cd").await.unwrap();
     store.stage_chunk("live", 0, b"ef").await.unwrap();
-    let long_ago = super::super::now_ms() - STALE_UPLOAD.as_millis() as i64 - 1000;
+    let long_ago = super::super::now_ms() - super::events::STALE_UPLOAD.as_millis() as i64 - 1000;
     sqlx::query("UPDATE pack_chunks SET staged_at_ms = $1 WHERE upload_id = 'old'")
         .bind(long_ago)
         .execute(store.pool())

@@ -199,7 +199,9 @@ impl<S: Store> Service<S> {
         let mut hasher = Sha256::new();
         let mut total: u64 = 0;
         let mut idx: i64 = 0;
-        let mut buf: Vec<u8> = Vec::new();
+        let mut buf: Vec<u8> = Vec::with_capacity(
+            usize::try_from(h.ciphertext_len).map_or(CHUNK_BYTES, |n| n.min(CHUNK_BYTES)),
+        );
         while let Some(msg) = next_message(&mut stream, app.upload_idle_timeout).await? {
             let data = match msg.part {
                 Some(UpPart::Chunk(data)) => data,
@@ -222,15 +224,21 @@ impl<S: Store> Service<S> {
                 )));
             }
             hasher.update(&data);
-            buf.extend_from_slice(&data);
-            while buf.len() >= CHUNK_BYTES {
-                let rest = buf.split_off(CHUNK_BYTES);
-                app.store
-                    .stage_chunk(upload_id, idx, &buf)
-                    .await
-                    .map_err(store_status)?;
-                idx += 1;
-                buf = rest;
+            // Fill one buffer of exactly CHUNK_BYTES and reuse it, so an
+            // upload holds at most one chunk however large the pack is.
+            let mut rest: &[u8] = &data;
+            while !rest.is_empty() {
+                let take = (CHUNK_BYTES - buf.len()).min(rest.len());
+                buf.extend_from_slice(&rest[..take]);
+                rest = &rest[take..];
+                if buf.len() == CHUNK_BYTES {
+                    app.store
+                        .stage_chunk(upload_id, idx, &buf)
+                        .await
+                        .map_err(store_status)?;
+                    idx += 1;
+                    buf.clear();
+                }
             }
         }
         if total != h.ciphertext_len {

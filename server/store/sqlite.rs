@@ -2,6 +2,12 @@
 //! synchronous commits, and every write transaction begun with
 //! `BEGIN IMMEDIATE` so that concurrent writers (including `batond admin`
 //! in another process) queue on the busy timeout instead of failing.
+//!
+//! Uploads' final commits go through a *group committer*: one task drains
+//! every commit request queued, runs them in one write transaction (each in
+//! a savepoint, so a failing one does not fail the others) and answers each
+//! only after that transaction is synced. Every acknowledged pack is on
+//! stable storage, and one fsync serves many uploads.
 
 use std::path::Path;
 use std::time::Duration;
@@ -11,7 +17,7 @@ use baton::keys::{KeyId, SchoolKey};
 use baton::pack::{PackId, SignedHeader};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite as Db, SqliteConnection, SqlitePool, Transaction};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::rows::{
     AUDIT_COLUMNS, AuditRow, KEY_COLUMNS, KeyRow, PACK_COLUMNS, PackRow, corrupt, entry_from_row,
@@ -29,6 +35,8 @@ pub struct Sqlite {
     pool: SqlitePool,
     /// Arrivals, in process: one node owns a SQLite file.
     arrivals: broadcast::Sender<Arrival>,
+    /// The group committer's queue (see [`run_committer`]).
+    committer: mpsc::Sender<CommitRequest>,
 }
 
 /// Appends `event` to the audit chain inside the caller's transaction.
@@ -52,6 +60,189 @@ async fn append(conn: &mut SqliteConnection, now_ms: i64, event: &audit::Event) 
     .execute(&mut *conn)
     .await?;
     Ok(())
+}
+
+/// One upload's final commit, queued for the group committer.
+struct CommitRequest {
+    upload_id: String,
+    header: SignedHeader,
+    header_bytes: Vec<u8>,
+    tail: Vec<(i64, Vec<u8>)>,
+    now_ms: i64,
+    event: audit::Event,
+    reply: oneshot::Sender<Result<Committed>>,
+}
+
+/// The most commits one write transaction groups.
+const MAX_GROUP: usize = 256;
+
+/// The error a request gets when the committer task has stopped.
+fn committer_gone() -> StoreError {
+    StoreError::Database(sqlx::Error::Protocol(
+        "the SQLite group committer has stopped".into(),
+    ))
+}
+
+/// The group committer: takes every commit request queued, runs them all
+/// in one `BEGIN IMMEDIATE … COMMIT` (each inside a savepoint, so one that
+/// fails is rolled back alone), and answers each only once the whole
+/// transaction is synced (`synchronous=FULL`). Ends when every [`Sqlite`]
+/// handle is dropped.
+async fn run_committer(
+    pool: SqlitePool,
+    arrivals: broadcast::Sender<Arrival>,
+    mut queue: mpsc::Receiver<CommitRequest>,
+) {
+    let mut batch = Vec::with_capacity(MAX_GROUP);
+    while let Some(first) = queue.recv().await {
+        batch.push(first);
+        while batch.len() < MAX_GROUP {
+            match queue.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        commit_group(&pool, &arrivals, &mut batch).await;
+    }
+}
+
+/// Commits one group and answers every request in it (draining `batch`).
+async fn commit_group(
+    pool: &SqlitePool,
+    arrivals: &broadcast::Sender<Arrival>,
+    batch: &mut Vec<CommitRequest>,
+) {
+    let outcomes = match group_transaction(pool, batch).await {
+        Ok(outcomes) => outcomes,
+        Err(e) => {
+            // Nothing of the group was stored: every request fails (the
+            // first with the real error) and its upload is discarded.
+            let message = e.to_string();
+            let mut first = Some(e);
+            for request in batch.drain(..) {
+                let error = first.take().unwrap_or_else(|| {
+                    StoreError::Database(sqlx::Error::Protocol(format!(
+                        "group commit failed: {message}"
+                    )))
+                });
+                let _ = request.reply.send(Err(error));
+            }
+            return;
+        }
+    };
+    for (request, outcome) in batch.drain(..).zip(outcomes) {
+        if let Ok(Committed::Stored(at)) = &outcome {
+            // No subscriber is fine.
+            let _ = arrivals.send(Arrival {
+                to: request.header.header().to,
+                header: request.header_bytes.clone(),
+                uploaded_at_ms: *at,
+            });
+        }
+        // The caller may have gone away; the pack is stored regardless.
+        let _ = request.reply.send(outcome);
+    }
+}
+
+/// Runs a group's commits in one write transaction, each in a savepoint;
+/// returns each request's outcome once the transaction is committed.
+async fn group_transaction(
+    pool: &SqlitePool,
+    batch: &[CommitRequest],
+) -> Result<Vec<Result<Committed>>> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let mut outcomes = Vec::with_capacity(batch.len());
+    for request in batch {
+        sqlx::query("SAVEPOINT group_commit")
+            .execute(&mut *tx)
+            .await?;
+        let outcome = commit_one(&mut tx, request).await;
+        let end = if outcome.is_ok() {
+            "RELEASE group_commit"
+        } else {
+            "ROLLBACK TO group_commit"
+        };
+        sqlx::query(end).execute(&mut *tx).await?;
+        if outcome.is_err() {
+            sqlx::query("RELEASE group_commit")
+                .execute(&mut *tx)
+                .await?;
+        }
+        outcomes.push(outcome);
+    }
+    tx.commit().await?;
+    Ok(outcomes)
+}
+
+/// One upload's commit inside the group's transaction: on a pack id
+/// already stored, drops the staged chunks; otherwise stores the tail,
+/// flips the staged chunks visible, inserts the pack row and appends the
+/// audit entry.
+async fn commit_one(conn: &mut SqliteConnection, request: &CommitRequest) -> Result<Committed> {
+    let CommitRequest {
+        upload_id,
+        header,
+        header_bytes,
+        tail,
+        now_ms,
+        event,
+        ..
+    } = request;
+    let (upload_id, header_bytes, now_ms) = (upload_id.as_str(), header_bytes.as_slice(), *now_ms);
+    let h = header.header();
+    let existing: Option<(Vec<u8>, i64)> =
+        sqlx::query_as("SELECT header, uploaded_at_ms FROM packs WHERE pack_id = ?")
+            .bind(h.pack_id.to_string())
+            .fetch_optional(&mut *conn)
+            .await?;
+    if let Some((stored, at)) = existing {
+        sqlx::query("DELETE FROM pack_chunks WHERE upload_id = ? AND staged = 1")
+            .bind(upload_id)
+            .execute(&mut *conn)
+            .await?;
+        return Ok(if stored == header_bytes {
+            Committed::AlreadyStored(at)
+        } else {
+            Committed::Conflict
+        });
+    }
+    for (idx, data) in tail {
+        sqlx::query("INSERT INTO pack_chunks (upload_id, idx, staged, data) VALUES (?, ?, 0, ?)")
+            .bind(upload_id)
+            .bind(idx)
+            .bind(data.as_slice())
+            .execute(&mut *conn)
+            .await?;
+    }
+    sqlx::query("UPDATE pack_chunks SET staged = 0 WHERE upload_id = ? AND staged = 1")
+        .bind(upload_id)
+        .execute(&mut *conn)
+        .await?;
+    let (chunks,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM pack_chunks WHERE upload_id = ?")
+        .bind(upload_id)
+        .fetch_one(&mut *conn)
+        .await?;
+    sqlx::query(
+        "INSERT INTO packs (pack_id, from_laestab, to_laestab, kind, created_at_ms, \
+             ciphertext_length, ciphertext_sha256, sender_key_id, header, upload_id, chunks, \
+             status, uploaded_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?)",
+    )
+    .bind(h.pack_id.to_string())
+    .bind(h.from.as_str())
+    .bind(h.to.as_str())
+    .bind(h.kind.as_str())
+    .bind(h.created_at_ms)
+    .bind(i64::try_from(h.ciphertext_len).map_err(|_| corrupt("pack length"))?)
+    .bind(h.ciphertext_sha256.to_vec())
+    .bind(h.sender_key_id.to_string())
+    .bind(header_bytes)
+    .bind(upload_id)
+    .bind(chunks)
+    .bind(now_ms)
+    .execute(&mut *conn)
+    .await?;
+    append(conn, now_ms, event).await?;
+    Ok(Committed::Stored(now_ms))
 }
 
 async fn keys_of(conn: &mut SqliteConnection, laestab: &Laestab) -> Result<Vec<SchoolKey>> {
@@ -144,7 +335,13 @@ impl Sqlite {
             .run(&pool)
             .await?;
         let (arrivals, _) = broadcast::channel(ARRIVALS_BUFFER);
-        Ok(Self { pool, arrivals })
+        let (committer, queue) = mpsc::channel(MAX_GROUP);
+        tokio::spawn(run_committer(pool.clone(), arrivals.clone(), queue));
+        Ok(Self {
+            pool,
+            arrivals,
+            committer,
+        })
     }
 
     async fn write(&self) -> Result<Transaction<'static, Db>> {
@@ -395,72 +592,21 @@ impl Store for Sqlite {
         now_ms: i64,
         event: audit::Event,
     ) -> Result<Committed> {
-        let h = header.header();
-        let mut tx = self.write().await?;
-        let existing: Option<(Vec<u8>, i64)> =
-            sqlx::query_as("SELECT header, uploaded_at_ms FROM packs WHERE pack_id = ?")
-                .bind(h.pack_id.to_string())
-                .fetch_optional(&mut *tx)
-                .await?;
-        if let Some((stored, at)) = existing {
-            sqlx::query("DELETE FROM pack_chunks WHERE upload_id = ? AND staged = 1")
-                .bind(upload_id)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            return Ok(if stored == header_bytes {
-                Committed::AlreadyStored(at)
-            } else {
-                Committed::Conflict
-            });
-        }
-        for (idx, data) in &tail {
-            sqlx::query(
-                "INSERT INTO pack_chunks (upload_id, idx, staged, data) VALUES (?, ?, 0, ?)",
-            )
-            .bind(upload_id)
-            .bind(idx)
-            .bind(data.as_slice())
-            .execute(&mut *tx)
-            .await?;
-        }
-        sqlx::query("UPDATE pack_chunks SET staged = 0 WHERE upload_id = ? AND staged = 1")
-            .bind(upload_id)
-            .execute(&mut *tx)
-            .await?;
-        let (chunks,): (i64,) =
-            sqlx::query_as("SELECT COUNT(*) FROM pack_chunks WHERE upload_id = ?")
-                .bind(upload_id)
-                .fetch_one(&mut *tx)
-                .await?;
-        sqlx::query(
-            "INSERT INTO packs (pack_id, from_laestab, to_laestab, kind, created_at_ms, \
-             ciphertext_length, ciphertext_sha256, sender_key_id, header, upload_id, chunks, \
-             status, uploaded_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?)",
-        )
-        .bind(h.pack_id.to_string())
-        .bind(h.from.as_str())
-        .bind(h.to.as_str())
-        .bind(h.kind.as_str())
-        .bind(h.created_at_ms)
-        .bind(i64::try_from(h.ciphertext_len).map_err(|_| corrupt("pack length"))?)
-        .bind(h.ciphertext_sha256.to_vec())
-        .bind(h.sender_key_id.to_string())
-        .bind(header_bytes)
-        .bind(upload_id)
-        .bind(chunks)
-        .bind(now_ms)
-        .execute(&mut *tx)
-        .await?;
-        append(&mut tx, now_ms, &event).await?;
-        tx.commit().await?;
-        // No subscriber is fine.
-        let _ = self.arrivals.send(Arrival {
-            to: h.to,
-            header: header_bytes.to_vec(),
-            uploaded_at_ms: now_ms,
-        });
-        Ok(Committed::Stored(now_ms))
+        let (reply, answer) = oneshot::channel();
+        let request = CommitRequest {
+            upload_id: upload_id.to_string(),
+            header: header.clone(),
+            header_bytes: header_bytes.to_vec(),
+            tail,
+            now_ms,
+            event,
+            reply,
+        };
+        self.committer
+            .send(request)
+            .await
+            .map_err(|_| committer_gone())?;
+        answer.await.map_err(|_| committer_gone())?
     }
 
     async fn inbox(

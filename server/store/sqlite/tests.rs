@@ -45,3 +45,66 @@ async fn staging_is_cleaned_and_finished_uploads_leave_no_staged_chunks() {
             .unwrap();
     assert_eq!(left, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_commits_are_grouped_all_visible_and_the_audit_chain_verifies() {
+    const N: usize = 64;
+    let (store, _dir) = open().await.unwrap();
+    let (a, b) = (conformance::school_id(1), conformance::school_id(2));
+    // One pack id is committed twice with different headers: exactly one
+    // wins, the other is a conflict and fails alone.
+    let contested = PackId::new();
+    let mut tasks = Vec::new();
+    for i in 0..N {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let upload = format!("u{i}");
+            store.stage_chunk(&upload, 0, b"staged").await.unwrap();
+            let (id, header_bytes) = if i >= N - 2 {
+                (contested, format!("contested {i}").into_bytes())
+            } else {
+                (PackId::new(), format!("h{i}").into_bytes())
+            };
+            let h = conformance::header(id, a, b, 1, 10);
+            let event = audit::Event::by_school(&a, "pack.upload", id);
+            let done = store
+                .commit_upload(
+                    &upload,
+                    &h,
+                    &header_bytes,
+                    vec![(1, b"tail".to_vec())],
+                    7,
+                    event,
+                )
+                .await
+                .unwrap();
+            (id, done)
+        }));
+    }
+    let mut stored = 0;
+    let mut conflicts = 0;
+    for task in tasks {
+        let (id, done) = task.await.unwrap();
+        match done {
+            Committed::Stored(7) => {
+                stored += 1;
+                let pack = store.pack(id).await.unwrap().unwrap();
+                assert_eq!(pack.chunks, 2);
+                assert_eq!(store.chunk(&pack.upload_id, 0).await.unwrap(), b"staged");
+                assert_eq!(store.chunk(&pack.upload_id, 1).await.unwrap(), b"tail");
+            }
+            Committed::Conflict => conflicts += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!((stored, conflicts), (N - 1, 1));
+    let log = store.audit_log().await.unwrap();
+    assert_eq!(log.len(), N - 1);
+    assert_eq!(audit::verify(&log).unwrap(), (N - 1) as u64);
+    // The losing upload's staged chunk is gone; nothing is left staged.
+    let (staged,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM pack_chunks WHERE staged = 1")
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+    assert_eq!(staged, 0);
+}

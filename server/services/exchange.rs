@@ -15,7 +15,7 @@ use baton::api::v1;
 use baton::api::v1::download_response::Part as DownPart;
 use baton::api::v1::exchange_server::Exchange;
 use baton::api::v1::upload_request::Part as UpPart;
-use baton::keys::recipients_for;
+use baton::keys::{KeyId, SchoolKey, recipients_for};
 use baton::pack::{PackId, SignedHeader, SignedReceipt};
 use prost::Message as _;
 use sha2::{Digest, Sha256};
@@ -29,8 +29,33 @@ use crate::audit::Event;
 use crate::auth;
 use crate::store::{Acknowledged, Committed, PackStatus, Store, StoredPack, now_ms};
 
-/// Ciphertext is stored and downloaded in pieces of at most this size.
-pub const CHUNK_BYTES: usize = 1024 * 1024;
+/// The active key `key_id` of `school`, or `PermissionDenied` naming `field`.
+async fn active_key<S: Store>(
+    store: &S,
+    school: &Laestab,
+    key_id: KeyId,
+    field: &str,
+) -> Result<SchoolKey, Status> {
+    store
+        .school(school)
+        .await
+        .map_err(store_status)?
+        .and_then(|s| {
+            s.keys
+                .into_iter()
+                .find(|k| k.key_id() == key_id && k.is_active())
+        })
+        .ok_or_else(|| {
+            Status::permission_denied(format!(
+                "field `{field}`: {key_id} is not an active key of {school}"
+            ))
+        })
+}
+
+/// Ciphertext is stored and downloaded in pieces of at most this size. An
+/// upload holds one such piece (and the store's copy of it) while staging,
+/// so with many uploads at once this sets the daemon's memory.
+pub const CHUNK_BYTES: usize = 256 * 1024;
 /// Inbox and sent pages: default and largest size.
 const PAGE_DEFAULT: u32 = 100;
 const PAGE_MAX: u32 = 1000;
@@ -132,21 +157,13 @@ impl<S: Store> Service<S> {
                 h.ciphertext_len, self.app.max_pack_bytes
             )));
         }
-        let store = &self.app.store;
-        let sender = store.school(caller).await.map_err(store_status)?;
-        let key = sender
-            .as_ref()
-            .and_then(|s| {
-                s.keys
-                    .iter()
-                    .find(|k| k.key_id() == h.sender_key_id && k.is_active())
-            })
-            .ok_or_else(|| {
-                Status::permission_denied(format!(
-                    "field `header.sender_key_id`: {} is not an active key of {caller}",
-                    h.sender_key_id
-                ))
-            })?;
+        let key = active_key(
+            &self.app.store,
+            caller,
+            h.sender_key_id,
+            "header.sender_key_id",
+        )
+        .await?;
         signed
             .verify(&key.public)
             .map_err(|e| Status::invalid_argument(format!("field `header.signature`: {e}")))?;
@@ -453,20 +470,13 @@ impl<S: Store> Exchange for Service<S> {
                 "field `receipt.ciphertext_sha256`: does not match the stored pack",
             ));
         }
-        let school = store.school(&caller).await.map_err(store_status)?;
-        let key = school
-            .as_ref()
-            .and_then(|s| {
-                s.keys
-                    .iter()
-                    .find(|k| k.key_id() == r.recipient_key_id && k.is_active())
-            })
-            .ok_or_else(|| {
-                Status::permission_denied(format!(
-                    "field `receipt.recipient_key_id`: {} is not an active key of {caller}",
-                    r.recipient_key_id
-                ))
-            })?;
+        let key = active_key(
+            store,
+            &caller,
+            r.recipient_key_id,
+            "receipt.recipient_key_id",
+        )
+        .await?;
         signed
             .verify(&key.public)
             .map_err(|e| Status::invalid_argument(format!("field `receipt.signature`: {e}")))?;

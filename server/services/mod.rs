@@ -20,6 +20,12 @@ use crate::store::{Store, StoreError};
 /// Largest gRPC message either side may send or receive.
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
+/// HTTP/2 flow-control window of one stream (one upload).
+const STREAM_WINDOW_BYTES: u32 = 256 * 1024;
+
+/// HTTP/2 flow-control window of one connection (all its streams).
+const CONNECTION_WINDOW_BYTES: u32 = 1024 * 1024;
+
 /// What every service shares.
 pub struct App<S> {
     /// Persistent state.
@@ -95,6 +101,11 @@ pub async fn router<S: Store>(
     let mut builder = builder
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        // Flow-control windows bound what a connection may have in flight
+        // before the daemon reads it: with many large uploads at once this,
+        // not the pack size, is what the daemon holds per upload.
+        .initial_stream_window_size(Some(STREAM_WINDOW_BYTES))
+        .initial_connection_window_size(Some(CONNECTION_WINDOW_BYTES))
         .tcp_nodelay(true);
     let router = builder
         .add_service(health_service)

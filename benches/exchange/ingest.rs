@@ -1,0 +1,233 @@
+//! Ingest: sealed packs and generated ciphertext under signed headers, uploaded concurrently.
+
+use crate::*;
+
+pub(crate) fn random_bytes(len: usize) -> Vec<u8> {
+    let mut out = vec![0u8; len];
+    let mut x = rand::random::<u64>() | 1;
+    for chunk in out.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+    }
+    out
+}
+
+/// Seals `attachment` (one file) into a real pack; returns header and ciphertext.
+pub(crate) fn seal_pack(
+    from: &School,
+    to: Laestab,
+    recipients: &[SchoolKey],
+    serial: u32,
+    attachment: &[u8],
+) -> Res<(SignedHeader, Vec<u8>)> {
+    let manifest = Manifest {
+        record: record(serial),
+        ctf_pupil_xml: None,
+        attachments: vec![AttachmentMeta {
+            name: "report.pdf".into(),
+            media_type: "application/pdf".into(),
+            size: attachment.len() as u64,
+            sha256: Sha256::digest(attachment).into(),
+        }],
+    };
+    let draft = Draft {
+        pack_id: PackId::new(),
+        from: from.laestab,
+        to,
+        kind: Kind::Transfer,
+        created_at_ms: 1,
+    };
+    let (header, out) = seal(
+        &draft,
+        &manifest,
+        |_| Ok(Cursor::new(attachment)),
+        recipients,
+        &from.identity,
+        Vec::with_capacity(attachment.len() + 1024),
+    )?;
+    Ok((header, out))
+}
+
+/// A signed header for ciphertext of `len` bytes hashing to `sha256`.
+pub(crate) fn header_for(
+    from: &School,
+    to: Laestab,
+    keys: &[SchoolKey],
+    len: u64,
+    sha256: [u8; 32],
+) -> Res<SignedHeader> {
+    Ok(from.identity.sign_header(Header {
+        format_version: FORMAT_VERSION,
+        pack_id: PackId::new(),
+        from: from.laestab,
+        to,
+        kind: Kind::Transfer,
+        created_at_ms: 1,
+        ciphertext_len: len,
+        ciphertext_sha256: sha256,
+        sender_key_id: from.identity.key_id(),
+        recipient_key_ids: recipients_for(Kind::Transfer, keys)
+            .iter()
+            .map(|k| k.key_id())
+            .collect(),
+    })?)
+}
+
+/// Where an upload's ciphertext comes from.
+#[derive(Clone)]
+pub(crate) enum Body {
+    /// Bytes in memory (shared between uploads of the same size).
+    Bytes(Arc<Vec<u8>>),
+    /// `len` bytes generated on the fly from `seed` (never held whole).
+    Generated { seed: u64, len: u64 },
+}
+
+/// Generated ciphertext, one chunk at a time.
+pub(crate) struct Generator {
+    pub(crate) x: u64,
+    pub(crate) left: u64,
+}
+
+impl Iterator for Generator {
+    type Item = Vec<u8>;
+    fn next(&mut self) -> Option<Vec<u8>> {
+        if self.left == 0 {
+            return None;
+        }
+        let n = self.left.min(CHUNK as u64) as usize;
+        self.left -= n as u64;
+        let mut out = vec![0u8; n];
+        for c in out.chunks_mut(8) {
+            self.x ^= self.x << 13;
+            self.x ^= self.x >> 7;
+            self.x ^= self.x << 17;
+            c.copy_from_slice(&self.x.to_le_bytes()[..c.len()]);
+        }
+        Some(out)
+    }
+}
+
+impl Body {
+    pub(crate) fn chunks(&self) -> Box<dyn Iterator<Item = Vec<u8>> + Send> {
+        match self {
+            Body::Bytes(b) => {
+                let b = b.clone();
+                let n = b.len().div_ceil(CHUNK);
+                Box::new((0..n).map(move |i| b[i * CHUNK..((i + 1) * CHUNK).min(b.len())].to_vec()))
+            }
+            Body::Generated { seed, len } => Box::new(Generator {
+                x: *seed | 1,
+                left: *len,
+            }),
+        }
+    }
+}
+
+/// One upload to do: who sends, the header, the bytes.
+#[derive(Clone)]
+pub(crate) struct Job {
+    pub(crate) sender: usize,
+    pub(crate) header: v1::PackHeader,
+    pub(crate) body: Body,
+}
+
+/// The messages of an upload, made as they are sent.
+pub(crate) fn messages(job: &Job) -> impl Iterator<Item = v1::UploadRequest> + Send + 'static {
+    use v1::upload_request::Part;
+    let head = std::iter::once(v1::UploadRequest {
+        part: Some(Part::Header(job.header.clone())),
+    });
+    head.chain(job.body.chunks().map(chunk_message))
+}
+
+pub(crate) fn chunk_message(c: Vec<u8>) -> v1::UploadRequest {
+    v1::UploadRequest {
+        part: Some(v1::upload_request::Part::Chunk(c)),
+    }
+}
+
+pub(crate) async fn upload_one(
+    client: &mut ExchangeClient<Channel>,
+    token: &str,
+    job: &Job,
+) -> Res<()> {
+    let request = req(token, tokio_stream::iter(messages(job)))?;
+    client.upload(request).await?;
+    Ok(())
+}
+
+/// Results of one concurrent upload run.
+pub(crate) struct Run {
+    pub(crate) packs: usize,
+    pub(crate) bytes: u64,
+    pub(crate) wall: Duration,
+    pub(crate) latencies: Vec<Duration>,
+}
+
+impl Run {
+    pub(crate) fn rate(&self) -> f64 {
+        self.packs as f64 / self.wall.as_secs_f64()
+    }
+    pub(crate) fn mb_s(&self) -> f64 {
+        self.bytes as f64 / 1e6 / self.wall.as_secs_f64()
+    }
+    pub(crate) fn line(&self, label: &str) -> String {
+        format!(
+            "{label}: {} packs in {:.2} s = {:.0} packs/s, {:.1} MB/s, p50 {:.1} ms, p99 {:.1} ms",
+            self.packs,
+            self.wall.as_secs_f64(),
+            self.rate(),
+            self.mb_s(),
+            percentile(&self.latencies, 0.5),
+            percentile(&self.latencies, 0.99)
+        )
+    }
+}
+
+/// Uploads every job with `clients` in flight; senders' tokens by index.
+pub(crate) async fn upload_all(
+    channels: &[Channel],
+    tokens: &[String],
+    jobs: Vec<Job>,
+    clients: usize,
+) -> Res<Run> {
+    let packs = jobs.len();
+    let bytes = jobs.iter().map(|j| j.header.ciphertext_length).sum();
+    let queue = Arc::new(Mutex::new(jobs));
+    let tokens = Arc::new(tokens.to_vec());
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..clients {
+        let queue = queue.clone();
+        let tokens = tokens.clone();
+        let mut client = exchange(&channels[i % channels.len()]);
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            loop {
+                let Some(job) = queue.lock().await.pop() else {
+                    break;
+                };
+                let t = Instant::now();
+                upload_one(&mut client, &tokens[job.sender], &job).await?;
+                latencies.push(t.elapsed());
+            }
+            Ok::<_, BoxError>(latencies)
+        }));
+    }
+    let mut latencies = Vec::new();
+    for t in tasks {
+        latencies.extend(t.await??);
+    }
+    let wall = start.elapsed();
+    latencies.sort();
+    Ok(Run {
+        packs,
+        bytes,
+        wall,
+        latencies,
+    })
+}
+
+// ---------------------------------------------------------------- delivery

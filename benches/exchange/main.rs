@@ -1,0 +1,302 @@
+//! Benchmark: Baton against this machine's own ceilings, in one run.
+//!
+//! `cargo bench --bench exchange` (release build; cargo builds the `batond`
+//! and `baton` binaries for a bench, so their release builds are what runs).
+//! It starts a real `batond` (TLS, SQLite in a temporary directory; also
+//! PostgreSQL when `BATON_TEST_DATABASE_URL` is set), enrols sending and
+//! receiving schools, and measures:
+//!
+//! - **ingest**: concurrent uploads of real sealed 20 KB packs, then 1 MB
+//!   and 10 MB (random ciphertext under correctly signed headers: the server
+//!   cannot tell); packs/s, MB/s, p50/p99 latency, daemon CPU and peak RSS;
+//! - **delivery**: receivers list, download, open and acknowledge every 20 KB pack;
+//! - **ceilings**: raw sqlx SQLite inserts of the same bytes with the same
+//!   durability (one transaction per pack, and batched) and a bare tonic
+//!   service over the same TLS that only drains uploads; ingest / min(ceilings);
+//! - **memory**: daemon peak RSS while 64 clients upload 10 MB packs at once,
+//!   and for single uploads of 1 MB, 10 MB, 100 MB (and 1 GB, streamed and
+//!   generated on the fly, with `BATON_BENCH_BIG=1`);
+//! - **crypto**: seal and open MB/s beside the reference `age` CLI;
+//! - **a class**: `baton send` / `pull --all` / `ack --all-pulled` of 30
+//!   pupils beside tar + `age` + `sftp` to an OpenSSH server on loopback
+//!   (skipped, saying why, when `sshd` or `age` is missing).
+//!
+//! Sizes: `BATON_BENCH_PACKS` (20 KB packs, default 2000), `BATON_BENCH_CLIENTS`
+//! (concurrent uploads, default 32).
+
+use std::error::Error;
+use std::io::{Cursor, Write};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use baton::Laestab;
+use baton::api::v1;
+use baton::api::v1::enrolment_client::EnrolmentClient;
+use baton::api::v1::exchange_client::ExchangeClient;
+use baton::api::v1::exchange_server::{Exchange, ExchangeServer};
+use baton::crypto::{Draft, Identity, Sink, open, seal};
+use baton::keys::{PublicKey, Role, SchoolKey, enrol_statement, recipients_for};
+use baton::pack::{
+    AttachmentMeta, FORMAT_VERSION, Header, Kind, Manifest, PackId, Receipt, SignedHeader,
+};
+use baton::record::TransitionRecord;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::Mutex;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Server, ServerTlsConfig};
+use tonic::{Request, Response, Status, Streaming};
+
+/// Fresh PostgreSQL databases on `BATON_TEST_DATABASE_URL` (shared with the tests).
+#[path = "../../tests/common/pgdb.rs"]
+mod pgdb;
+
+type BoxError = Box<dyn Error + Send + Sync>;
+type Res<T> = Result<T, BoxError>;
+
+/// Upload chunk size, as the CLI sends.
+const CHUNK: usize = 64 * 1024;
+/// Message size limit for the bench's own clients and server.
+const MAX_MESSAGE: usize = 8 * 1024 * 1024;
+
+mod ceilings;
+mod class;
+mod crypto;
+mod daemon;
+mod delivery;
+mod ingest;
+mod measure;
+
+use ceilings::*;
+use class::*;
+use crypto::*;
+use daemon::*;
+use delivery::*;
+use ingest::*;
+use measure::*;
+
+/// Ingest, delivery, ceilings and memory on one daemon.
+async fn backend(label: &str, daemon: &Daemon, packs: usize, clients: usize) -> Res<()> {
+    println!("\n== {label}: batond pid {} at {}", daemon.pid, daemon.url);
+    let (s, r) = (4usize, 4usize);
+    let mut senders = Vec::new();
+    for i in 0..s {
+        senders.push(Arc::new(
+            daemon.enrol(&format!("86{:02}{:03}", 12, 100 + i)).await?,
+        ));
+    }
+    let mut receivers = Vec::new();
+    for i in 0..r {
+        receivers.push(Arc::new(
+            daemon.enrol(&format!("86{:02}{:03}", 14, 100 + i)).await?,
+        ));
+    }
+    let receiver_keys: Vec<Vec<SchoolKey>> = receivers
+        .iter()
+        .map(|r| vec![school_key(&r.identity)])
+        .collect();
+    let tokens: Vec<String> = senders.iter().map(|s| s.token.clone()).collect();
+    let mut channels = Vec::new();
+    for _ in 0..s {
+        channels.push(channel(&daemon.url, &daemon.ca).await?);
+    }
+
+    // Real sealed 20 KB packs, sealed before the clock starts.
+    let attachment = random_bytes(19 * 1024);
+    let mut jobs = Vec::with_capacity(packs);
+    let mut blobs = Vec::with_capacity(packs);
+    for i in 0..packs {
+        let (from, to) = (i % s, i % r);
+        let (header, ct) = seal_pack(
+            &senders[from],
+            receivers[to].laestab,
+            &receiver_keys[to],
+            i as u32,
+            &attachment,
+        )?;
+        let ct = Arc::new(ct);
+        blobs.push(ct.clone());
+        jobs.push(Job {
+            sender: from,
+            header: v1::PackHeader::from(&header),
+            body: Body::Bytes(ct),
+        });
+    }
+    let pack_bytes = blobs.first().map_or(0, |b| b.len());
+    let transport_jobs = jobs.clone();
+
+    let cpu0 = cpu_seconds(daemon.pid);
+    reset_peak(daemon.pid);
+    let ingest = upload_all(&channels, &tokens, jobs, clients).await?;
+    let cpu = cpu_seconds(daemon.pid) - cpu0;
+    println!(
+        "{} (packs of {pack_bytes} bytes, {clients} in flight, {s} senders)",
+        ingest.line("ingest 20 KB")
+    );
+    println!(
+        "  daemon CPU {cpu:.2} s ({:.0} µs a pack), peak RSS {:.1} MiB",
+        cpu / packs as f64 * 1e6,
+        peak_rss_mib(daemon.pid)
+    );
+
+    let senders_pub = Arc::new(
+        senders
+            .iter()
+            .map(|s| s.identity.public())
+            .collect::<Vec<_>>(),
+    );
+    let cpu0 = cpu_seconds(daemon.pid);
+    let delivery = deliver(
+        &daemon.url,
+        &daemon.ca,
+        receivers.clone(),
+        senders_pub,
+        clients,
+    )
+    .await?;
+    println!(
+        "{} ({r} receivers: list, download, open, ack)",
+        delivery.line("delivery 20 KB")
+    );
+    println!("  daemon CPU {:.2} s", cpu_seconds(daemon.pid) - cpu0);
+
+    // Ceilings, same bytes.
+    let (one, batched) = storage_ceiling(&blobs, 100).await?;
+    println!(
+        "storage ceiling (sqlx SQLite, WAL, synchronous=FULL, same bytes): one tx a pack {one:.0}/s; 100 a tx {batched:.0}/s"
+    );
+    let transport_url = transport_server(daemon).await?;
+    let mut tchannels = Vec::new();
+    for _ in 0..s {
+        tchannels.push(channel(&transport_url, &daemon.ca).await?);
+    }
+    let transport = upload_all(&tchannels, &tokens, transport_jobs, clients).await?;
+    println!(
+        "{}",
+        transport.line("transport ceiling (bare tonic + rustls, drain only)")
+    );
+    let rate = ingest.rate();
+    let best_storage = one.max(batched);
+    let floor = best_storage.min(transport.rate());
+    println!(
+        "ingest / min(ceilings) = {rate:.0} / {floor:.0} = {:.2}; ingest / storage (one tx a pack) = {:.2}; ingest / storage (batched) = {:.2}",
+        rate / floor,
+        rate / one,
+        rate / batched
+    );
+    println!(
+        "BUDGET ingest ≥ 0.5 × storage ceiling (batched, same durability): {}",
+        if rate >= 0.5 * batched {
+            "met"
+        } else {
+            "MISSED"
+        }
+    );
+
+    // Larger packs.
+    let sender0 = &senders[0];
+    for (size, n, k) in [(1usize << 20, 200usize, clients), (10 << 20, 64, 64)] {
+        let body = Arc::new(random_bytes(size));
+        let sha: [u8; 32] = Sha256::digest(body.as_slice()).into();
+        let mut jobs = Vec::new();
+        for i in 0..n {
+            let to = i % r;
+            let header = header_for(
+                sender0,
+                receivers[to].laestab,
+                &receiver_keys[to],
+                size as u64,
+                sha,
+            )?;
+            jobs.push(Job {
+                sender: 0,
+                header: v1::PackHeader::from(&header),
+                body: Body::Bytes(body.clone()),
+            });
+        }
+        let cpu0 = cpu_seconds(daemon.pid);
+        reset_peak(daemon.pid);
+        let run = upload_all(&channels, &tokens, jobs, k).await?;
+        let peak = peak_rss_mib(daemon.pid);
+        println!(
+            "{} ({k} in flight)",
+            run.line(&format!("ingest {}", human(size as u64)))
+        );
+        println!(
+            "  daemon CPU {:.2} s, peak RSS {peak:.1} MiB",
+            cpu_seconds(daemon.pid) - cpu0
+        );
+        if size == 10 << 20 {
+            println!(
+                "BUDGET peak RSS < 100 MB with 64 uploads of 10 MB at once: {peak:.1} MiB, {}",
+                if peak * 1.048_576 < 100.0 {
+                    "met"
+                } else {
+                    "MISSED"
+                }
+            );
+        }
+    }
+
+    // One upload at a time, growing: peak RSS should stay flat.
+    let mut sizes: Vec<u64> = vec![1 << 20, 10 << 20, 100 << 20];
+    if std::env::var("BATON_BENCH_BIG").is_ok_and(|v| v == "1") {
+        sizes.push(1 << 30);
+    }
+    for size in sizes {
+        let seed = rand::random::<u64>();
+        let mut hasher = Sha256::new();
+        for c in (Body::Generated { seed, len: size }).chunks() {
+            hasher.update(&c);
+        }
+        let header = header_for(
+            sender0,
+            receivers[0].laestab,
+            &receiver_keys[0],
+            size,
+            hasher.finalize().into(),
+        )?;
+        let job = Job {
+            sender: 0,
+            header: v1::PackHeader::from(&header),
+            body: Body::Generated { seed, len: size },
+        };
+        reset_peak(daemon.pid);
+        let run = upload_all(&channels, &tokens, vec![job], 1).await?;
+        println!(
+            "single streamed upload of {:>6}: {:.2} s, {:.0} MB/s, daemon peak RSS {:.1} MiB",
+            human(size),
+            run.wall.as_secs_f64(),
+            run.mb_s(),
+            peak_rss_mib(daemon.pid)
+        );
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<(), BoxError> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let packs = env_usize("BATON_BENCH_PACKS", 2000);
+    let clients = env_usize("BATON_BENCH_CLIENTS", 32);
+    println!(
+        "baton exchange bench: {} cores, {packs} packs of 20 KB, {clients} clients",
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    let sqlite = Daemon::start(None).await?;
+    backend("SQLite", &sqlite, packs, clients).await?;
+    crypto(&sqlite.enrol("8618001").await?)?;
+    class(&sqlite).await?;
+    drop(sqlite);
+    match pgdb::TestDb::from_env().await {
+        Some(db) => {
+            let pg = Daemon::start(Some(db.url.clone())).await?;
+            backend("PostgreSQL", &pg, packs, clients).await?;
+            drop(pg);
+            drop(db);
+        }
+        None => println!("\nPostgreSQL skipped: BATON_TEST_DATABASE_URL is not set"),
+    }
+    Ok(())
+}

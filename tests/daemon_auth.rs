@@ -1,7 +1,8 @@
-//! Authorisation matrix over every RPC: success, unauthenticated (no token,
+//! Authorisation matrix over every RPC, on SQLite and PostgreSQL: success, unauthenticated (no token,
 //! bad token, revoked token), and another school's data.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[macro_use]
 mod common;
 
 use std::time::Duration;
@@ -223,9 +224,7 @@ fn natural(w: &World, method: Method) -> &School {
     }
 }
 
-#[tokio::test]
-async fn every_method_checks_the_caller() {
-    let daemon = Daemon::start(&[]).await;
+async fn every_method_checks_the_caller(daemon: Daemon) {
     let a = daemon.enrol("8612001").await;
     let b = daemon.enrol("8612002").await;
     let c = daemon.enrol("8612003").await;
@@ -325,9 +324,7 @@ async fn every_method_checks_the_caller() {
     println!("authorisation matrix: {cells} cells, all as expected");
 }
 
-#[tokio::test]
-async fn revocation_is_immediate_and_tls_is_required() {
-    let daemon = Daemon::start(&[]).await;
+async fn revocation_is_immediate_and_tls_is_required(daemon: Daemon) {
     let a = daemon.enrol("8612001").await;
     let mut exchange = a.exchange();
     exchange
@@ -378,3 +375,6 @@ async fn revocation_is_immediate_and_tls_is_required() {
         "a server under an untrusted CA was accepted"
     );
 }
+
+on_both_backends!(every_method_checks_the_caller);
+on_both_backends!(revocation_is_immediate_and_tls_is_required);

@@ -1,4 +1,5 @@
-//! The machine's ceilings in the same run: raw sqlx SQLite inserts and a bare tonic service over the same TLS.
+//! The machine's ceilings in the same run: raw sqlx inserts into the same
+//! database kind (SQLite, or PostgreSQL) and a bare tonic service over the same TLS.
 
 use crate::*;
 
@@ -46,6 +47,52 @@ pub(crate) async fn storage_ceiling(blobs: &[Arc<Vec<u8>>], batch: usize) -> Res
         tx.commit().await?;
     }
     let batched = blobs.len() as f64 / start.elapsed().as_secs_f64();
+    pool.close().await;
+    Ok((one, batched))
+}
+
+/// Raw sqlx PostgreSQL inserts of `blobs` into the database at `url`
+/// (default durability: `synchronous_commit = on`, as the daemon uses):
+/// rows/s with one transaction per row, and with `batch` rows per transaction.
+pub(crate) async fn pg_storage_ceiling(
+    url: &str,
+    blobs: &[Arc<Vec<u8>>],
+    batch: usize,
+) -> Res<(f64, f64)> {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(url)
+        .await?;
+    sqlx::query("CREATE TABLE ceiling_chunks (upload_id TEXT NOT NULL, idx BIGINT NOT NULL, data BYTEA NOT NULL, PRIMARY KEY (upload_id, idx))")
+        .execute(&pool)
+        .await?;
+    let start = Instant::now();
+    for (i, blob) in blobs.iter().enumerate() {
+        let mut tx = pool.begin().await?;
+        sqlx::query("INSERT INTO ceiling_chunks (upload_id, idx, data) VALUES ($1, 0, $2)")
+            .bind(format!("one-{i}"))
+            .bind(blob.as_slice())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+    }
+    let one = blobs.len() as f64 / start.elapsed().as_secs_f64();
+    let start = Instant::now();
+    for (g, group) in blobs.chunks(batch).enumerate() {
+        let mut tx = pool.begin().await?;
+        for (i, blob) in group.iter().enumerate() {
+            sqlx::query("INSERT INTO ceiling_chunks (upload_id, idx, data) VALUES ($1, 0, $2)")
+                .bind(format!("batch-{g}-{i}"))
+                .bind(blob.as_slice())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+    }
+    let batched = blobs.len() as f64 / start.elapsed().as_secs_f64();
+    sqlx::query("DROP TABLE ceiling_chunks")
+        .execute(&pool)
+        .await?;
     pool.close().await;
     Ok((one, batched))
 }

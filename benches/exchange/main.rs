@@ -162,10 +162,19 @@ async fn backend(label: &str, daemon: &Daemon, packs: usize, clients: usize) -> 
     println!("  daemon CPU {:.2} s", cpu_seconds(daemon.pid) - cpu0);
 
     // Ceilings, same bytes.
-    let (one, batched) = storage_ceiling(&blobs, 100).await?;
-    println!(
-        "storage ceiling (sqlx SQLite, WAL, synchronous=FULL, same bytes): one tx a pack {one:.0}/s; 100 a tx {batched:.0}/s"
-    );
+    let (one, batched) = match &daemon.database_url {
+        Some(url) => {
+            let ceiling = pg_storage_ceiling(url, &blobs, 100).await?;
+            print!("storage ceiling (sqlx PostgreSQL, synchronous_commit=on, same bytes): ");
+            ceiling
+        }
+        None => {
+            let ceiling = storage_ceiling(&blobs, 100).await?;
+            print!("storage ceiling (sqlx SQLite, WAL, synchronous=FULL, same bytes): ");
+            ceiling
+        }
+    };
+    println!("one tx a pack {one:.0}/s; 100 a tx {batched:.0}/s");
     let transport_url = transport_server(daemon).await?;
     let mut tchannels = Vec::new();
     for _ in 0..s {

@@ -125,9 +125,10 @@ impl std::fmt::Debug for TransitionRecord {
 }
 
 impl TransitionRecord {
-    /// Parses `record.json` text. Errors carry serde's line and column.
-    pub fn from_json(text: &str) -> Result<Self, serde_json::Error> {
-        serde_json::from_str(text)
+    /// Parses `record.json` text. Errors carry serde's line and column, and
+    /// never a value from the file.
+    pub fn from_json(text: &str) -> Result<Self, JsonError> {
+        serde_json::from_str(text).map_err(|e| JsonError(redact_quoted(&e.to_string())))
     }
 
     /// The record as pretty JSON, every field present.
@@ -249,6 +250,35 @@ impl TransitionRecord {
     }
 }
 
+/// `record.json` that does not parse: what and where (line, column, field
+/// name), with any quoted value from the file replaced by `"…"`: serde
+/// repeats the offending value (`invalid type: string "Zoë"`), and a value
+/// in a record may be a child's name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct JsonError(String);
+
+/// Replaces the contents of every double-quoted segment with `…`.
+fn redact_quoted(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut inside = false;
+    for c in message.chars() {
+        match (c, inside) {
+            ('"', false) => {
+                out.push_str("\"…");
+                inside = true;
+            }
+            ('"', true) => {
+                out.push('"');
+                inside = false;
+            }
+            (_, true) => {}
+            (c, false) => out.push(c),
+        }
+    }
+    out
+}
+
 /// Parses YYYY-MM-DD.
 pub fn parse_date(text: &str) -> Option<time::Date> {
     let format = time::macros::format_description!("[year]-[month]-[day]");
@@ -322,6 +352,17 @@ pub(crate) mod tests {
         let err = TransitionRecord::from_json(json).unwrap_err().to_string();
         assert!(err.contains("unknown field `shoe_size`"), "{err}");
         assert!(err.contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn json_errors_do_not_repeat_values() {
+        let json = r#"{"upn":"H801200001001","surname":"A","forename":"B","dob":"2015-02-03","sex":"M","ks2":{"reading":"Zoë Okafor"}}"#;
+        let err = TransitionRecord::from_json(json).unwrap_err().to_string();
+        assert!(!err.contains("Zoë"), "{err}");
+        assert!(
+            err.contains("invalid type") && err.contains("line 1"),
+            "{err}"
+        );
     }
 
     #[test]

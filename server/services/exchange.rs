@@ -27,7 +27,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::{App, store_status, wire_status};
 use crate::audit::Event;
 use crate::auth;
-use crate::store::{Acknowledged, Committed, PackStatus, Store, StoredPack, now_ms};
+use crate::store::{Acknowledged, Committed, PackStatus, Page, Store, StoredPack, now_ms};
 
 /// The active key `key_id` of `school`, or `PermissionDenied` naming `field`.
 async fn active_key<S: Store>(
@@ -89,6 +89,15 @@ fn page_cursor(token: &str, empty: i64) -> Result<i64, Status> {
         .strip_prefix('p')
         .and_then(|t| t.parse::<i64>().ok())
         .ok_or_else(|| Status::invalid_argument("field `page_token`: not a token from this server"))
+}
+
+/// The token for the page after `page` (the counterpart of [`page_cursor`]),
+/// empty on the last page.
+fn next_page_token(page: &Page) -> String {
+    match (page.more, page.packs.last()) {
+        (true, Some(last)) => format!("p{}", last.seq),
+        _ => String::new(),
+    }
 }
 
 fn stored_header(pack: &StoredPack) -> Result<v1::PackHeader, Status> {
@@ -378,10 +387,7 @@ impl<S: Store> Exchange for Service<S> {
             .inbox(&caller, after, limit, event)
             .await
             .map_err(store_status)?;
-        let next_page_token = match (page.more, page.packs.last()) {
-            (true, Some(last)) => format!("p{}", last.seq),
-            _ => String::new(),
-        };
+        let next_page_token = next_page_token(&page);
         let packs = page
             .packs
             .iter()
@@ -512,10 +518,7 @@ impl<S: Store> Exchange for Service<S> {
             .sent(&caller, before, limit, event)
             .await
             .map_err(store_status)?;
-        let next_page_token = match (page.more, page.packs.last()) {
-            (true, Some(last)) => format!("p{}", last.seq),
-            _ => String::new(),
-        };
+        let next_page_token = next_page_token(&page);
         let packs = page
             .packs
             .iter()

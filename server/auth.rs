@@ -6,6 +6,8 @@ use baton::Laestab;
 use sha2::{Digest, Sha256};
 use tonic::{Request, Status};
 
+use crate::cache::View;
+use crate::services::App;
 use crate::store::Store;
 
 /// Every API token starts with this, so a leaked one is easy to spot.
@@ -53,7 +55,16 @@ pub fn new_code() -> (String, [u8; 32]) {
 }
 
 /// The school whose token authorises `request`, or `Unauthenticated`.
-pub async fn caller<S: Store, T>(store: &S, request: &Request<T>) -> Result<Laestab, Status> {
+pub async fn caller<S: Store, T>(app: &App<S>, request: &Request<T>) -> Result<Laestab, Status> {
+    Ok(authenticate(app, request).await?.0)
+}
+
+/// The calling school (as [`caller`]) and the directory as of this call,
+/// for the call's further look-ups.
+pub async fn authenticate<'a, S: Store, T>(
+    app: &'a App<S>,
+    request: &Request<T>,
+) -> Result<(Laestab, View<'a, S>), Status> {
     let value = request.metadata().get("authorization").ok_or_else(|| {
         Status::unauthenticated("missing `authorization: Bearer <token>` metadata")
     })?;
@@ -64,13 +75,15 @@ pub async fn caller<S: Store, T>(store: &S, request: &Request<T>) -> Result<Laes
         .map(str::trim)
         .filter(|t| t.starts_with(TOKEN_PREFIX))
         .ok_or_else(|| Status::unauthenticated("authorization must be `Bearer bt_…`"))?;
-    match store.token_school(hash_secret(token)).await {
-        Ok(Some(school)) => Ok(school),
+    let unavailable = |e: crate::store::StoreError| {
+        tracing::error!(error = %e, "token lookup failed");
+        Status::unavailable("storage unavailable")
+    };
+    let view = app.directory.view(&app.store).await.map_err(unavailable)?;
+    match view.token_school(hash_secret(token)).await {
+        Ok(Some(school)) => Ok((school, view)),
         Ok(None) => Err(Status::unauthenticated("unknown or revoked token")),
-        Err(e) => {
-            tracing::error!(error = %e, "token lookup failed");
-            Err(Status::unavailable("storage unavailable"))
-        }
+        Err(e) => Err(unavailable(e)),
     }
 }
 

@@ -7,6 +7,7 @@
 mod admin;
 mod audit;
 mod auth;
+mod cache;
 mod config;
 mod services;
 mod store;

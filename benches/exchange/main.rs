@@ -21,8 +21,12 @@
 //!   pupils beside tar + `age` + `sftp` to an OpenSSH server on loopback
 //!   (skipped, saying why, when `sshd` or `age` is missing).
 //!
+//! - **scale**: `Inbox` and `Sent` page latency and query plans with a
+//!   million packs in the store.
+//!
 //! Sizes: `BATON_BENCH_PACKS` (20 KB packs, default 2000), `BATON_BENCH_CLIENTS`
-//! (concurrent uploads, default 32).
+//! (concurrent uploads, default 32), `BATON_BENCH_SCALE` (packs in the store
+//! for the listing figures, default 1,000,000; 0 skips them).
 
 use std::error::Error;
 use std::io::{Cursor, Write};
@@ -67,6 +71,7 @@ mod daemon;
 mod delivery;
 mod ingest;
 mod measure;
+mod scale;
 
 use ceilings::*;
 use class::*;
@@ -75,6 +80,7 @@ use daemon::*;
 use delivery::*;
 use ingest::*;
 use measure::*;
+use scale::*;
 
 /// Ingest, delivery, ceilings and memory on one daemon.
 async fn backend(label: &str, daemon: &Daemon, packs: usize, clients: usize) -> Res<()> {
@@ -293,17 +299,29 @@ async fn main() -> Result<(), BoxError> {
         "baton exchange bench: {} cores, {packs} packs of 20 KB, {clients} clients",
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
+    let scale_packs = env_usize("BATON_BENCH_SCALE", 1_000_000);
     let sqlite = Daemon::start(None).await?;
     backend("SQLite", &sqlite, packs, clients).await?;
     crypto(&sqlite.enrol("8618001").await?)?;
     class(&sqlite).await?;
     drop(sqlite);
+    if scale_packs > 0 {
+        scale("SQLite", &Daemon::start(None).await?, scale_packs).await?;
+    }
     match pgdb::TestDb::from_env().await {
         Some(db) => {
             let pg = Daemon::start(Some(db.url.clone())).await?;
             backend("PostgreSQL", &pg, packs, clients).await?;
             drop(pg);
             drop(db);
+            if scale_packs > 0
+                && let Some(db) = pgdb::TestDb::from_env().await
+            {
+                let pg = Daemon::start(Some(db.url.clone())).await?;
+                scale("PostgreSQL", &pg, scale_packs).await?;
+                drop(pg);
+                drop(db);
+            }
         }
         None => println!("\nPostgreSQL skipped: BATON_TEST_DATABASE_URL is not set"),
     }

@@ -41,7 +41,7 @@ impl<S: Store> Directory for Service<S> {
         &self,
         request: Request<v1::ListSchoolsRequest>,
     ) -> Result<Response<v1::ListSchoolsResponse>, Status> {
-        auth::caller(&self.app.store, &request).await?;
+        auth::caller(&self.app, &request).await?;
         let schools = self.app.store.list_schools().await.map_err(store_status)?;
         Ok(Response::new(v1::ListSchoolsResponse {
             schools: schools.iter().map(|s| school_message(s, true)).collect(),
@@ -52,7 +52,7 @@ impl<S: Store> Directory for Service<S> {
         &self,
         request: Request<v1::GetSchoolRequest>,
     ) -> Result<Response<v1::School>, Status> {
-        auth::caller(&self.app.store, &request).await?;
+        auth::caller(&self.app, &request).await?;
         let laestab = parse_laestab("laestab", &request.get_ref().laestab)?;
         let school = self
             .app
@@ -68,7 +68,7 @@ impl<S: Store> Directory for Service<S> {
         &self,
         request: Request<v1::AddKeyRequest>,
     ) -> Result<Response<v1::Key>, Status> {
-        let caller = auth::caller(&self.app.store, &request).await?;
+        let caller = auth::caller(&self.app, &request).await?;
         let req = request.into_inner();
         let laestab = parse_laestab("laestab", &req.laestab)?;
         own_school(&caller, &laestab)?;
@@ -87,7 +87,7 @@ impl<S: Store> Directory for Service<S> {
         &self,
         request: Request<v1::RevokeKeyRequest>,
     ) -> Result<Response<v1::Key>, Status> {
-        let caller = auth::caller(&self.app.store, &request).await?;
+        let caller = auth::caller(&self.app, &request).await?;
         let req = request.into_inner();
         let laestab = parse_laestab("laestab", &req.laestab)?;
         own_school(&caller, &laestab)?;

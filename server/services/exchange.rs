@@ -27,23 +27,25 @@ use tonic::{Request, Response, Status, Streaming};
 use super::{App, store_status, wire_status};
 use crate::audit::Event;
 use crate::auth;
+use crate::cache::View;
 use crate::store::{Acknowledged, Committed, PackStatus, Page, Store, StoredPack, now_ms};
 
 /// The active key `key_id` of `school`, or `PermissionDenied` naming `field`.
 async fn active_key<S: Store>(
-    store: &S,
+    directory: &View<'_, S>,
     school: &Laestab,
     key_id: KeyId,
     field: &str,
 ) -> Result<SchoolKey, Status> {
-    store
+    directory
         .school(school)
         .await
         .map_err(store_status)?
         .and_then(|s| {
             s.keys
-                .into_iter()
+                .iter()
                 .find(|k| k.key_id() == key_id && k.is_active())
+                .cloned()
         })
         .ok_or_else(|| {
             Status::permission_denied(format!(
@@ -149,6 +151,7 @@ impl<S: Store> Service<S> {
     /// signed header and its canonical protobuf bytes.
     async fn check_header(
         &self,
+        directory: &View<'_, S>,
         caller: &Laestab,
         wire: &v1::PackHeader,
     ) -> Result<(SignedHeader, Vec<u8>), Status> {
@@ -166,13 +169,7 @@ impl<S: Store> Service<S> {
                 h.ciphertext_len, self.app.max_pack_bytes
             )));
         }
-        let key = active_key(
-            &self.app.store,
-            caller,
-            h.sender_key_id,
-            "header.sender_key_id",
-        )
-        .await?;
+        let key = active_key(directory, caller, h.sender_key_id, "header.sender_key_id").await?;
         signed
             .verify(&key.public)
             .map_err(|e| Status::invalid_argument(format!("field `header.signature`: {e}")))?;
@@ -181,11 +178,12 @@ impl<S: Store> Service<S> {
     }
 
     /// Checks the recipient set against the destination's current keys.
-    async fn check_recipients(&self, signed: &SignedHeader) -> Result<(), Status> {
+    async fn check_recipients(
+        directory: &View<'_, S>,
+        signed: &SignedHeader,
+    ) -> Result<(), Status> {
         let h = signed.header();
-        let dest = self
-            .app
-            .store
+        let dest = directory
             .school(&h.to)
             .await
             .map_err(store_status)?
@@ -292,7 +290,7 @@ impl<S: Store> Exchange for Service<S> {
         &self,
         request: Request<Streaming<v1::UploadRequest>>,
     ) -> Result<Response<v1::UploadResponse>, Status> {
-        let caller = auth::caller(&self.app.store, &request).await?;
+        let (caller, directory) = auth::authenticate(&self.app, &request).await?;
         let mut stream = request.into_inner();
         let wire = match next_message(&mut stream, self.app.upload_idle_timeout).await? {
             Some(v1::UploadRequest {
@@ -311,22 +309,28 @@ impl<S: Store> Exchange for Service<S> {
                 ));
             }
         };
-        let (signed, header_bytes) = self.check_header(&caller, &wire).await?;
+        let (signed, header_bytes) = self.check_header(&directory, &caller, &wire).await?;
         let pack_id = signed.header().pack_id;
-        // A retry of a stored pack succeeds even if the directory moved on.
-        if let Some(existing) = self.app.store.pack(pack_id).await.map_err(store_status)? {
-            if existing.header == header_bytes {
-                return Ok(Response::new(v1::UploadResponse {
-                    pack_id: pack_id.to_string(),
-                    already_stored: true,
-                    uploaded_at_ms: existing.uploaded_at_ms,
-                }));
+        let recipients = Self::check_recipients(&directory, &signed).await;
+        drop(directory);
+        // A retry of a stored pack succeeds even if the directory moved on,
+        // and a large one is answered before its bytes are sent again. A
+        // small pack is not looked up first: the commit settles a retry.
+        if recipients.is_err() || signed.header().ciphertext_len > CHUNK_BYTES as u64 {
+            if let Some(existing) = self.app.store.pack(pack_id).await.map_err(store_status)? {
+                if existing.header == header_bytes {
+                    return Ok(Response::new(v1::UploadResponse {
+                        pack_id: pack_id.to_string(),
+                        already_stored: true,
+                        uploaded_at_ms: existing.uploaded_at_ms,
+                    }));
+                }
+                return Err(Status::already_exists(format!(
+                    "another pack with id {pack_id} is stored"
+                )));
             }
-            return Err(Status::already_exists(format!(
-                "another pack with id {pack_id} is stored"
-            )));
         }
-        self.check_recipients(&signed).await?;
+        recipients?;
 
         // Receive in a task of its own so that a client going away mid-stream
         // still runs the clean-up below.
@@ -376,7 +380,7 @@ impl<S: Store> Exchange for Service<S> {
         &self,
         request: Request<v1::InboxRequest>,
     ) -> Result<Response<v1::InboxResponse>, Status> {
-        let caller = auth::caller(&self.app.store, &request).await?;
+        let caller = auth::caller(&self.app, &request).await?;
         let req = request.into_inner();
         let limit = page_size(req.page_size);
         let after = page_cursor(&req.page_token, 0)?;
@@ -411,7 +415,7 @@ impl<S: Store> Exchange for Service<S> {
         &self,
         request: Request<v1::DownloadRequest>,
     ) -> Result<Response<Self::DownloadStream>, Status> {
-        let caller = auth::caller(&self.app.store, &request).await?;
+        let caller = auth::caller(&self.app, &request).await?;
         let id = parse_pack_id("pack_id", &request.get_ref().pack_id)?;
         let pack = self
             .app
@@ -457,7 +461,7 @@ impl<S: Store> Exchange for Service<S> {
         &self,
         request: Request<v1::AcknowledgeRequest>,
     ) -> Result<Response<v1::AcknowledgeResponse>, Status> {
-        let caller = auth::caller(&self.app.store, &request).await?;
+        let (caller, directory) = auth::authenticate(&self.app, &request).await?;
         let wire = request
             .into_inner()
             .receipt
@@ -477,7 +481,7 @@ impl<S: Store> Exchange for Service<S> {
             ));
         }
         let key = active_key(
-            store,
+            &directory,
             &caller,
             r.recipient_key_id,
             "receipt.recipient_key_id",
@@ -507,7 +511,7 @@ impl<S: Store> Exchange for Service<S> {
         &self,
         request: Request<v1::SentRequest>,
     ) -> Result<Response<v1::SentResponse>, Status> {
-        let caller = auth::caller(&self.app.store, &request).await?;
+        let caller = auth::caller(&self.app, &request).await?;
         let req = request.into_inner();
         let limit = page_size(req.page_size);
         let before = page_cursor(&req.page_token, i64::MAX)?;
@@ -551,7 +555,7 @@ impl<S: Store> Exchange for Service<S> {
         &self,
         request: Request<v1::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        let caller = auth::caller(&self.app.store, &request).await?;
+        let caller = auth::caller(&self.app, &request).await?;
         let mut events = self.app.store.subscribe();
         let shutdown = self.app.shutdown.clone();
         let (tx, rx) = mpsc::channel(16);

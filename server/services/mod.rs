@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::Status;
 use tonic::transport::server::Router;
 
+use crate::cache::DirectoryCache;
 use crate::store::{Store, StoreError};
 
 /// Largest gRPC message either side may send or receive.
@@ -30,6 +31,8 @@ const CONNECTION_WINDOW_BYTES: u32 = 1024 * 1024;
 pub struct App<S> {
     /// Persistent state.
     pub store: S,
+    /// Schools, keys and tokens, as of the store's directory version.
+    pub directory: DirectoryCache,
     /// Largest pack accepted, bytes of ciphertext.
     pub max_pack_bytes: u64,
     /// Cancelled when the daemon shuts down, to end long streams.
@@ -49,6 +52,7 @@ impl<S: Store> App<S> {
     ) -> Arc<Self> {
         Arc::new(Self {
             store,
+            directory: DirectoryCache::default(),
             max_pack_bytes,
             shutdown,
             upload_idle_timeout,

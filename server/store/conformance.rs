@@ -198,6 +198,49 @@ pub async fn keys(store: &impl Store) {
     assert_eq!(verified(store).await, 4);
 }
 
+/// The directory version moves with every change to schools, keys and
+/// tokens, and not with uploads.
+pub async fn directory_version_moves(store: &impl Store) {
+    let mut last = store.directory_version().await.unwrap();
+    macro_rules! moved {
+        () => {{
+            let now = store.directory_version().await.unwrap();
+            let changed = now != last;
+            last = now;
+            changed
+        }};
+    }
+    store
+        .add_school(&school(1), [7; 32], 1, i64::MAX, event())
+        .await
+        .unwrap();
+    assert!(moved!(), "school added");
+    store
+        .redeem(&school_id(1), [7; 32], &key(1), [1; 32], 2, event())
+        .await
+        .unwrap();
+    assert!(moved!(), "code redeemed");
+    store
+        .add_key(&school_id(1), &key(2), event())
+        .await
+        .unwrap();
+    assert!(moved!(), "key added");
+    store
+        .revoke_key(&school_id(1), key(2).key_id(), 3, event())
+        .await
+        .unwrap();
+    assert!(moved!(), "key revoked");
+    let h = header(PackId::new(), school_id(1), school_id(2), 1, 2);
+    assert!(matches!(put(store, &h, b"ab").await, Committed::Stored(_)));
+    assert!(!moved!(), "an upload is not a directory change");
+    store
+        .revoke_tokens(&school_id(1), 4, event())
+        .await
+        .unwrap();
+    let now = store.directory_version().await.unwrap();
+    assert_ne!(now, last, "tokens revoked");
+}
+
 /// Inbox and sent pages, downloads and receipts.
 pub async fn inbox_sent_and_receipts(store: &impl Store) {
     let (a, b) = (school_id(1), school_id(2));
@@ -335,6 +378,12 @@ macro_rules! suite {
         async fn conformance_keys() {
             if let Some((s, _g)) = $open().await {
                 $crate::store::conformance::keys(&s).await;
+            }
+        }
+        #[tokio::test]
+        async fn conformance_directory_version_moves() {
+            if let Some((s, _g)) = $open().await {
+                $crate::store::conformance::directory_version_moves(&s).await;
             }
         }
         #[tokio::test]

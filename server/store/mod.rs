@@ -12,7 +12,7 @@ mod rows;
 pub mod sqlite;
 
 #[cfg(test)]
-mod conformance;
+pub(crate) mod conformance;
 
 use std::future::Future;
 
@@ -219,6 +219,10 @@ pub trait Store: Send + Sync + 'static {
         now_ms: i64,
         event: audit::Event,
     ) -> impl Future<Output = Result<SchoolKey>> + Send;
+
+    /// A number that changes whenever any school, key or token changes
+    /// (by any process or node), so a cache of them can tell it is current.
+    fn directory_version(&self) -> impl Future<Output = Result<i64>> + Send;
 
     /// The school an active token belongs to.
     fn token_school(

@@ -355,6 +355,14 @@ impl Store for Postgres {
         Ok(key)
     }
 
+    async fn directory_version(&self) -> Result<i64> {
+        let (version,): (i64,) =
+            sqlx::query_as("SELECT version FROM directory_version WHERE id = 1")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(version)
+    }
+
     async fn token_school(&self, token_hash: [u8; 32]) -> Result<Option<Laestab>> {
         let row: Option<(String,)> = sqlx::query_as(
             "SELECT laestab FROM tokens WHERE token_hash = $1 AND revoked_at_ms IS NULL",

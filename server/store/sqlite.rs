@@ -3,11 +3,11 @@
 //! `BEGIN IMMEDIATE` so that concurrent writers (including `batond admin`
 //! in another process) queue on the busy timeout instead of failing.
 //!
-//! Uploads' final commits go through a *group committer*: one task drains
-//! every commit request queued, runs them in one write transaction (each in
-//! a savepoint, so a failing one does not fail the others) and answers each
-//! only after that transaction is synced. Every acknowledged pack is on
-//! stable storage, and one fsync serves many uploads.
+//! Uploads' final commits go through a *group committer* ([`committer`]):
+//! one task drains every commit request queued, writes them in one
+//! transaction with a few multi-row statements, and answers each only after
+//! that transaction is synced. Every acknowledged pack is on stable storage,
+//! and one fsync serves many uploads.
 
 use std::path::Path;
 use std::time::Duration;
@@ -28,6 +28,21 @@ use super::{
     StoreError, StoredPack,
 };
 use crate::audit;
+
+mod committer;
+
+use committer::{CommitRequest, MAX_GROUP, committer_gone, run_committer};
+
+/// A school's open packs after a cursor, oldest first (the partial index
+/// `packs_inbox_open` answers it without touching acknowledged packs).
+const INBOX_SQL: &str = "SELECT seq, header, from_laestab, to_laestab, ciphertext_sha256, upload_id, \
+     chunks, status, uploaded_at_ms, downloaded_at_ms, acknowledged_at_ms, receipt \
+     FROM packs WHERE to_laestab = ? AND status != 'acknowledged' AND seq > ? ORDER BY seq LIMIT ?";
+
+/// A school's sent packs before a cursor, newest first (index `packs_sent`).
+const SENT_SQL: &str = "SELECT seq, header, from_laestab, to_laestab, ciphertext_sha256, upload_id, \
+     chunks, status, uploaded_at_ms, downloaded_at_ms, acknowledged_at_ms, receipt \
+     FROM packs WHERE from_laestab = ? AND seq < ? ORDER BY seq DESC LIMIT ?";
 
 /// The SQLite implementation of [`Store`].
 #[derive(Debug, Clone)]
@@ -60,189 +75,6 @@ async fn append(conn: &mut SqliteConnection, now_ms: i64, event: &audit::Event) 
     .execute(&mut *conn)
     .await?;
     Ok(())
-}
-
-/// One upload's final commit, queued for the group committer.
-struct CommitRequest {
-    upload_id: String,
-    header: SignedHeader,
-    header_bytes: Vec<u8>,
-    tail: Vec<(i64, Vec<u8>)>,
-    now_ms: i64,
-    event: audit::Event,
-    reply: oneshot::Sender<Result<Committed>>,
-}
-
-/// The most commits one write transaction groups.
-const MAX_GROUP: usize = 256;
-
-/// The error a request gets when the committer task has stopped.
-fn committer_gone() -> StoreError {
-    StoreError::Database(sqlx::Error::Protocol(
-        "the SQLite group committer has stopped".into(),
-    ))
-}
-
-/// The group committer: takes every commit request queued, runs them all
-/// in one `BEGIN IMMEDIATE … COMMIT` (each inside a savepoint, so one that
-/// fails is rolled back alone), and answers each only once the whole
-/// transaction is synced (`synchronous=FULL`). Ends when every [`Sqlite`]
-/// handle is dropped.
-async fn run_committer(
-    pool: SqlitePool,
-    arrivals: broadcast::Sender<Arrival>,
-    mut queue: mpsc::Receiver<CommitRequest>,
-) {
-    let mut batch = Vec::with_capacity(MAX_GROUP);
-    while let Some(first) = queue.recv().await {
-        batch.push(first);
-        while batch.len() < MAX_GROUP {
-            match queue.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
-            }
-        }
-        commit_group(&pool, &arrivals, &mut batch).await;
-    }
-}
-
-/// Commits one group and answers every request in it (draining `batch`).
-async fn commit_group(
-    pool: &SqlitePool,
-    arrivals: &broadcast::Sender<Arrival>,
-    batch: &mut Vec<CommitRequest>,
-) {
-    let outcomes = match group_transaction(pool, batch).await {
-        Ok(outcomes) => outcomes,
-        Err(e) => {
-            // Nothing of the group was stored: every request fails (the
-            // first with the real error) and its upload is discarded.
-            let message = e.to_string();
-            let mut first = Some(e);
-            for request in batch.drain(..) {
-                let error = first.take().unwrap_or_else(|| {
-                    StoreError::Database(sqlx::Error::Protocol(format!(
-                        "group commit failed: {message}"
-                    )))
-                });
-                let _ = request.reply.send(Err(error));
-            }
-            return;
-        }
-    };
-    for (request, outcome) in batch.drain(..).zip(outcomes) {
-        if let Ok(Committed::Stored(at)) = &outcome {
-            // No subscriber is fine.
-            let _ = arrivals.send(Arrival {
-                to: request.header.header().to,
-                header: request.header_bytes.clone(),
-                uploaded_at_ms: *at,
-            });
-        }
-        // The caller may have gone away; the pack is stored regardless.
-        let _ = request.reply.send(outcome);
-    }
-}
-
-/// Runs a group's commits in one write transaction, each in a savepoint;
-/// returns each request's outcome once the transaction is committed.
-async fn group_transaction(
-    pool: &SqlitePool,
-    batch: &[CommitRequest],
-) -> Result<Vec<Result<Committed>>> {
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    let mut outcomes = Vec::with_capacity(batch.len());
-    for request in batch {
-        sqlx::query("SAVEPOINT group_commit")
-            .execute(&mut *tx)
-            .await?;
-        let outcome = commit_one(&mut tx, request).await;
-        let end = if outcome.is_ok() {
-            "RELEASE group_commit"
-        } else {
-            "ROLLBACK TO group_commit"
-        };
-        sqlx::query(end).execute(&mut *tx).await?;
-        if outcome.is_err() {
-            sqlx::query("RELEASE group_commit")
-                .execute(&mut *tx)
-                .await?;
-        }
-        outcomes.push(outcome);
-    }
-    tx.commit().await?;
-    Ok(outcomes)
-}
-
-/// One upload's commit inside the group's transaction: on a pack id
-/// already stored, drops the staged chunks; otherwise stores the tail,
-/// flips the staged chunks visible, inserts the pack row and appends the
-/// audit entry.
-async fn commit_one(conn: &mut SqliteConnection, request: &CommitRequest) -> Result<Committed> {
-    let CommitRequest {
-        upload_id,
-        header,
-        header_bytes,
-        tail,
-        now_ms,
-        event,
-        ..
-    } = request;
-    let (upload_id, header_bytes, now_ms) = (upload_id.as_str(), header_bytes.as_slice(), *now_ms);
-    let h = header.header();
-    let existing: Option<(Vec<u8>, i64)> =
-        sqlx::query_as("SELECT header, uploaded_at_ms FROM packs WHERE pack_id = ?")
-            .bind(h.pack_id.to_string())
-            .fetch_optional(&mut *conn)
-            .await?;
-    if let Some((stored, at)) = existing {
-        sqlx::query("DELETE FROM pack_chunks WHERE upload_id = ? AND staged = 1")
-            .bind(upload_id)
-            .execute(&mut *conn)
-            .await?;
-        return Ok(if stored == header_bytes {
-            Committed::AlreadyStored(at)
-        } else {
-            Committed::Conflict
-        });
-    }
-    for (idx, data) in tail {
-        sqlx::query("INSERT INTO pack_chunks (upload_id, idx, staged, data) VALUES (?, ?, 0, ?)")
-            .bind(upload_id)
-            .bind(idx)
-            .bind(data.as_slice())
-            .execute(&mut *conn)
-            .await?;
-    }
-    sqlx::query("UPDATE pack_chunks SET staged = 0 WHERE upload_id = ? AND staged = 1")
-        .bind(upload_id)
-        .execute(&mut *conn)
-        .await?;
-    let (chunks,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM pack_chunks WHERE upload_id = ?")
-        .bind(upload_id)
-        .fetch_one(&mut *conn)
-        .await?;
-    sqlx::query(
-        "INSERT INTO packs (pack_id, from_laestab, to_laestab, kind, created_at_ms, \
-             ciphertext_length, ciphertext_sha256, sender_key_id, header, upload_id, chunks, \
-             status, uploaded_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?)",
-    )
-    .bind(h.pack_id.to_string())
-    .bind(h.from.as_str())
-    .bind(h.to.as_str())
-    .bind(h.kind.as_str())
-    .bind(h.created_at_ms)
-    .bind(i64::try_from(h.ciphertext_len).map_err(|_| corrupt("pack length"))?)
-    .bind(h.ciphertext_sha256.to_vec())
-    .bind(h.sender_key_id.to_string())
-    .bind(header_bytes)
-    .bind(upload_id)
-    .bind(chunks)
-    .bind(now_ms)
-    .execute(&mut *conn)
-    .await?;
-    append(conn, now_ms, event).await?;
-    Ok(Committed::Stored(now_ms))
 }
 
 async fn keys_of(conn: &mut SqliteConnection, laestab: &Laestab) -> Result<Vec<SchoolKey>> {
@@ -520,6 +352,14 @@ impl Store for Sqlite {
         Ok(key)
     }
 
+    async fn directory_version(&self) -> Result<i64> {
+        let (version,): (i64,) =
+            sqlx::query_as("SELECT version FROM directory_version WHERE id = 1")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(version)
+    }
+
     async fn token_school(&self, token_hash: [u8; 32]) -> Result<Option<Laestab>> {
         let row: Option<(String,)> = sqlx::query_as(
             "SELECT laestab FROM tokens WHERE token_hash = ? AND revoked_at_ms IS NULL",
@@ -616,10 +456,7 @@ impl Store for Sqlite {
         limit: u32,
         event: audit::Event,
     ) -> Result<Page> {
-        const SQL: &str = "SELECT seq, header, from_laestab, to_laestab, ciphertext_sha256, upload_id, \
-             chunks, status, uploaded_at_ms, downloaded_at_ms, acknowledged_at_ms, receipt \
-             FROM packs WHERE to_laestab = ? AND status != 'acknowledged' AND seq > ? ORDER BY seq LIMIT ?";
-        self.page(SQL, to, after_seq, limit, event, super::now_ms())
+        self.page(INBOX_SQL, to, after_seq, limit, event, super::now_ms())
             .await
     }
 
@@ -630,10 +467,7 @@ impl Store for Sqlite {
         limit: u32,
         event: audit::Event,
     ) -> Result<Page> {
-        const SQL: &str = "SELECT seq, header, from_laestab, to_laestab, ciphertext_sha256, upload_id, \
-             chunks, status, uploaded_at_ms, downloaded_at_ms, acknowledged_at_ms, receipt \
-             FROM packs WHERE from_laestab = ? AND seq < ? ORDER BY seq DESC LIMIT ?";
-        self.page(SQL, from, before_seq, limit, event, super::now_ms())
+        self.page(SENT_SQL, from, before_seq, limit, event, super::now_ms())
             .await
     }
 

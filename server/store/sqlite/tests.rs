@@ -98,6 +98,11 @@ async fn concurrent_commits_are_grouped_all_visible_and_the_audit_chain_verifies
         }
     }
     assert_eq!((stored, conflicts), (N - 1, 1));
+    // Settled by the batched write itself, never by the fallback.
+    assert_eq!(
+        committer::FALLBACKS.load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
     let log = store.audit_log().await.unwrap();
     assert_eq!(log.len(), N - 1);
     assert_eq!(audit::verify(&log).unwrap(), (N - 1) as u64);
@@ -107,4 +112,23 @@ async fn concurrent_commits_are_grouped_all_visible_and_the_audit_chain_verifies
         .await
         .unwrap();
     assert_eq!(staged, 0);
+}
+
+#[tokio::test]
+async fn listings_are_index_range_scans_without_a_sort() {
+    let (store, _dir) = open().await.unwrap();
+    for (sql, index) in [(INBOX_SQL, "packs_inbox_open"), (SENT_SQL, "packs_sent")] {
+        let plan: Vec<(i64, i64, i64, String)> =
+            sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+                .bind("8612001")
+                .bind(0_i64)
+                .bind(10_i64)
+                .fetch_all(&store.pool)
+                .await
+                .unwrap();
+        let text: Vec<&str> = plan.iter().map(|row| row.3.as_str()).collect();
+        let text = text.join("; ");
+        assert!(text.contains(&format!("USING INDEX {index}")), "{text}");
+        assert!(!text.contains("TEMP B-TREE"), "{text}");
+    }
 }

@@ -1,0 +1,184 @@
+//! The daemon's cache of the directory (schools and their keys) and of
+//! token look-ups, so that a call costs one small read instead of one per
+//! look-up.
+//!
+//! It is never stale: each call first reads the store's directory version
+//! (a counter that triggers move on every change to schools, keys or
+//! tokens, whichever process or node makes it), and a cache that saw
+//! another version is emptied before it answers. A revoked token or key is
+//! refused on the very next call.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use baton::Laestab;
+
+use crate::store::{Result, School, Store};
+
+/// Entries of either map beyond which the map is emptied rather than grown
+/// (a stream of unknown tokens must not grow the daemon).
+const MAX_ENTRIES: usize = 4096;
+
+/// What the cache holds, all of one directory version.
+#[derive(Default)]
+struct Entries {
+    version: i64,
+    tokens: HashMap<[u8; 32], Option<Laestab>>,
+    schools: HashMap<Laestab, Option<Arc<School>>>,
+}
+
+/// The cache, shared by every call.
+#[derive(Default)]
+pub struct DirectoryCache {
+    entries: Mutex<Entries>,
+}
+
+/// The cache as of one directory version, for one call.
+pub struct View<'a, S> {
+    cache: &'a DirectoryCache,
+    store: &'a S,
+    version: i64,
+}
+
+impl DirectoryCache {
+    fn lock(&self) -> MutexGuard<'_, Entries> {
+        // The maps hold no invariant a panicking holder could break.
+        self.entries.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Reads the directory version and returns a view at it, emptying the
+    /// cache if the version moved.
+    pub async fn view<'a, S: Store>(&'a self, store: &'a S) -> Result<View<'a, S>> {
+        let version = store.directory_version().await?;
+        let mut entries = self.lock();
+        if entries.version != version {
+            entries.tokens.clear();
+            entries.schools.clear();
+            entries.version = version;
+        }
+        Ok(View {
+            cache: self,
+            store,
+            version,
+        })
+    }
+}
+
+impl<S: Store> View<'_, S> {
+    /// The school an active token belongs to.
+    pub async fn token_school(&self, token_hash: [u8; 32]) -> Result<Option<Laestab>> {
+        {
+            let entries = self.cache.lock();
+            if entries.version == self.version
+                && let Some(hit) = entries.tokens.get(&token_hash)
+            {
+                return Ok(*hit);
+            }
+        }
+        let found = self.store.token_school(token_hash).await?;
+        let mut entries = self.cache.lock();
+        // Read after the version was, so at least as new as it: keep it
+        // unless the cache has moved on to a later version meanwhile.
+        if entries.version == self.version {
+            if entries.tokens.len() >= MAX_ENTRIES {
+                entries.tokens.clear();
+            }
+            entries.tokens.insert(token_hash, found);
+        }
+        Ok(found)
+    }
+
+    /// One school with all its keys.
+    pub async fn school(&self, laestab: &Laestab) -> Result<Option<Arc<School>>> {
+        {
+            let entries = self.cache.lock();
+            if entries.version == self.version
+                && let Some(hit) = entries.schools.get(laestab)
+            {
+                return Ok(hit.clone());
+            }
+        }
+        let found = self.store.school(laestab).await?.map(Arc::new);
+        let mut entries = self.cache.lock();
+        if entries.version == self.version {
+            if entries.schools.len() >= MAX_ENTRIES {
+                entries.schools.clear();
+            }
+            entries.schools.insert(*laestab, found.clone());
+        }
+        Ok(found)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::audit::Event;
+    use crate::store::NewSchool;
+    use crate::store::sqlite::Sqlite;
+
+    fn school() -> NewSchool {
+        NewSchool {
+            laestab: Laestab::parse("8612001").unwrap(),
+            name: "A".into(),
+            phase: "primary".into(),
+            urn: String::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_change_by_another_process_empties_the_cache_on_the_next_call() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        // The daemon's handle, and a second one as `batond admin` would open.
+        let daemon = Sqlite::open(&path).await.unwrap();
+        let admin = Sqlite::open(&path).await.unwrap();
+        let a = school();
+        let key = crate::store::conformance::key(1);
+        let event = || Event::by_admin("test", "x");
+        admin
+            .add_school(&a, [7; 32], 1, i64::MAX, event())
+            .await
+            .unwrap();
+        admin
+            .redeem(&a.laestab, [7; 32], &key, [1; 32], 2, event())
+            .await
+            .unwrap();
+
+        let cache = DirectoryCache::default();
+        let view = cache.view(&daemon).await.unwrap();
+        assert_eq!(view.token_school([1; 32]).await.unwrap(), Some(a.laestab));
+        assert_eq!(view.token_school([2; 32]).await.unwrap(), None);
+        let keys = view.school(&a.laestab).await.unwrap().unwrap().keys.len();
+        assert_eq!(keys, 1);
+        // Cached: the same answers from the same version.
+        let view = cache.view(&daemon).await.unwrap();
+        assert_eq!(view.token_school([1; 32]).await.unwrap(), Some(a.laestab));
+
+        admin.revoke_tokens(&a.laestab, 3, event()).await.unwrap();
+        admin
+            .add_key(&a.laestab, &crate::store::conformance::key(2), event())
+            .await
+            .unwrap();
+        let view = cache.view(&daemon).await.unwrap();
+        assert_eq!(view.token_school([1; 32]).await.unwrap(), None);
+        let keys = view.school(&a.laestab).await.unwrap().unwrap().keys.len();
+        assert_eq!(keys, 2);
+    }
+
+    #[tokio::test]
+    async fn unknown_tokens_do_not_grow_the_cache_without_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Sqlite::open(&dir.path().join("t.db")).await.unwrap();
+        let cache = DirectoryCache::default();
+        let view = cache.view(&store).await.unwrap();
+        for i in 0..(MAX_ENTRIES + 10) {
+            let mut hash = [0u8; 32];
+            hash[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            assert_eq!(view.token_school(hash).await.unwrap(), None);
+        }
+        assert!(cache.lock().tokens.len() <= MAX_ENTRIES);
+    }
+}

@@ -1,0 +1,474 @@
+//! The SQLite group committer: one task that takes every upload commit
+//! queued, runs them all in one `BEGIN IMMEDIATE … COMMIT` and answers each
+//! only once that transaction is synced (`synchronous=FULL`), so every
+//! acknowledged pack is on stable storage and one fsync serves many uploads.
+//!
+//! A group is written with a handful of multi-row statements whatever its
+//! size (one look-up of the pack ids, one insert each for chunks, pack rows
+//! and audit entries), because each statement through sqlx costs a hand-off
+//! to the connection's worker thread. Should that batched write fail, it is
+//! rolled back and the group is written again one pack at a time, each in a
+//! savepoint, so a pack that cannot be stored fails alone.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use baton::pack::SignedHeader;
+use sqlx::{QueryBuilder, Sqlite as Db, SqliteConnection, SqlitePool};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use super::append;
+use crate::audit;
+use crate::store::rows::{corrupt, next_entry};
+use crate::store::{Arrival, Committed, Result, StoreError};
+
+/// One upload's final commit, queued for the group committer.
+pub(super) struct CommitRequest {
+    pub upload_id: String,
+    pub header: SignedHeader,
+    pub header_bytes: Vec<u8>,
+    pub tail: Vec<(i64, Vec<u8>)>,
+    pub now_ms: i64,
+    pub event: audit::Event,
+    pub reply: oneshot::Sender<Result<Committed>>,
+}
+
+/// The most commits one write transaction groups.
+pub(super) const MAX_GROUP: usize = 256;
+
+/// Rows of one multi-row statement, and the most chunk bytes it binds (the
+/// binds are copied for the worker thread, so this bounds that copy).
+const ROWS_PER_STATEMENT: usize = 128;
+const CHUNK_BYTES_PER_STATEMENT: usize = 4 * 1024 * 1024;
+
+/// How many groups fell back to one pack at a time (none should: the
+/// batched write settles conflicts itself; tests check it stays 0).
+pub(super) static FALLBACKS: AtomicU64 = AtomicU64::new(0);
+
+/// The error a request gets when the committer task has stopped.
+pub(super) fn committer_gone() -> StoreError {
+    StoreError::Database(sqlx::Error::Protocol(
+        "the SQLite group committer has stopped".into(),
+    ))
+}
+
+/// The committer loop. Ends when every [`super::Sqlite`] handle is dropped.
+pub(super) async fn run_committer(
+    pool: SqlitePool,
+    arrivals: broadcast::Sender<Arrival>,
+    mut queue: mpsc::Receiver<CommitRequest>,
+) {
+    let mut batch = Vec::with_capacity(MAX_GROUP);
+    while let Some(first) = queue.recv().await {
+        batch.push(first);
+        while batch.len() < MAX_GROUP {
+            match queue.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        commit_group(&pool, &arrivals, &mut batch).await;
+    }
+}
+
+/// Commits one group and answers every request in it (draining `batch`).
+async fn commit_group(
+    pool: &SqlitePool,
+    arrivals: &broadcast::Sender<Arrival>,
+    batch: &mut Vec<CommitRequest>,
+) {
+    let outcomes = match group_transaction(pool, batch).await {
+        Ok(outcomes) => outcomes,
+        Err(e) => {
+            // Nothing of the group was stored: every request fails (the
+            // first with the real error) and its upload is discarded.
+            let message = e.to_string();
+            let mut first = Some(e);
+            for request in batch.drain(..) {
+                let error = first.take().unwrap_or_else(|| {
+                    StoreError::Database(sqlx::Error::Protocol(format!(
+                        "group commit failed: {message}"
+                    )))
+                });
+                let _ = request.reply.send(Err(error));
+            }
+            return;
+        }
+    };
+    for (request, outcome) in batch.drain(..).zip(outcomes) {
+        if let Ok(Committed::Stored(at)) = &outcome {
+            // No subscriber is fine.
+            let _ = arrivals.send(Arrival {
+                to: request.header.header().to,
+                header: request.header_bytes.clone(),
+                uploaded_at_ms: *at,
+            });
+        }
+        // The caller may have gone away; the pack is stored regardless.
+        let _ = request.reply.send(outcome);
+    }
+}
+
+/// Runs a group's commits in one write transaction; returns each request's
+/// outcome once the transaction is committed.
+async fn group_transaction(
+    pool: &SqlitePool,
+    batch: &[CommitRequest],
+) -> Result<Vec<Result<Committed>>> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    sqlx::query("SAVEPOINT group_batch")
+        .execute(&mut *tx)
+        .await?;
+    let outcomes = match batched(&mut tx, batch).await {
+        Ok(outcomes) => {
+            sqlx::query("RELEASE group_batch").execute(&mut *tx).await?;
+            outcomes
+        }
+        Err(e) => {
+            FALLBACKS.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(error = %e, packs = batch.len(), "batched commit failed; committing one pack at a time");
+            sqlx::query("ROLLBACK TO group_batch")
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("RELEASE group_batch").execute(&mut *tx).await?;
+            one_by_one(&mut tx, batch).await?
+        }
+    };
+    tx.commit().await?;
+    Ok(outcomes)
+}
+
+/// What a request holds to write, once the group's pack ids are known.
+struct ToStore<'a> {
+    request: &'a CommitRequest,
+    /// Chunks staged before the commit (found by a count when unknown).
+    staged: i64,
+}
+
+/// The whole group in a few multi-row statements. Pack ids already stored
+/// (or stored earlier in the same group) are answered `AlreadyStored` or
+/// `Conflict` and their staged chunks dropped; every other pack gets its
+/// tail chunks, its staged chunks flipped visible, its row and its audit
+/// entry, in queue order.
+async fn batched(
+    conn: &mut SqliteConnection,
+    batch: &[CommitRequest],
+) -> Result<Vec<Result<Committed>>> {
+    let ids: Vec<String> = batch
+        .iter()
+        .map(|r| r.header.header().pack_id.to_string())
+        .collect();
+    let mut known: HashMap<String, (Vec<u8>, i64)> = HashMap::new();
+    for part in ids.chunks(ROWS_PER_STATEMENT) {
+        let mut q = QueryBuilder::<Db>::new(
+            "SELECT pack_id, header, uploaded_at_ms FROM packs WHERE pack_id IN (",
+        );
+        let mut list = q.separated(", ");
+        for id in part {
+            list.push_bind(id.as_str());
+        }
+        list.push_unseparated(")");
+        let rows: Vec<(String, Vec<u8>, i64)> = q.build_query_as().fetch_all(&mut *conn).await?;
+        known.extend(rows.into_iter().map(|(id, header, at)| (id, (header, at))));
+    }
+
+    let mut outcomes = Vec::with_capacity(batch.len());
+    let mut dropped: Vec<&str> = Vec::new();
+    let mut to_store: Vec<ToStore<'_>> = Vec::new();
+    let mut uncounted: Vec<&str> = Vec::new();
+    for (request, id) in batch.iter().zip(ids) {
+        if let Some((stored, at)) = known.get(&id) {
+            outcomes.push(Ok(if *stored == request.header_bytes {
+                Committed::AlreadyStored(*at)
+            } else {
+                Committed::Conflict
+            }));
+            dropped.push(&request.upload_id);
+            continue;
+        }
+        known.insert(id, (request.header_bytes.clone(), request.now_ms));
+        outcomes.push(Ok(Committed::Stored(request.now_ms)));
+        // A tail that starts at chunk 0 means nothing was staged (the
+        // common case of a pack smaller than one chunk).
+        let staged = match request.tail.first() {
+            Some((0, _)) => 0,
+            _ => {
+                uncounted.push(&request.upload_id);
+                -1
+            }
+        };
+        to_store.push(ToStore { request, staged });
+    }
+
+    delete_staged(conn, &dropped).await?;
+    let counts = staged_counts(conn, &uncounted).await?;
+    for item in &mut to_store {
+        if item.staged < 0 {
+            item.staged = counts
+                .get(item.request.upload_id.as_str())
+                .copied()
+                .unwrap_or(0);
+        }
+    }
+    insert_tails(conn, &to_store).await?;
+    let flipped: Vec<&str> = to_store
+        .iter()
+        .filter(|t| t.staged > 0)
+        .map(|t| t.request.upload_id.as_str())
+        .collect();
+    for part in flipped.chunks(ROWS_PER_STATEMENT) {
+        let mut q = QueryBuilder::<Db>::new(
+            "UPDATE pack_chunks SET staged = 0 WHERE staged = 1 AND upload_id IN (",
+        );
+        let mut list = q.separated(", ");
+        for id in part {
+            list.push_bind(*id);
+        }
+        list.push_unseparated(")");
+        q.build().execute(&mut *conn).await?;
+    }
+    insert_packs(conn, &to_store).await?;
+    append_all(conn, &to_store).await?;
+    Ok(outcomes)
+}
+
+/// Drops the staged chunks of uploads that will not be stored.
+async fn delete_staged(conn: &mut SqliteConnection, upload_ids: &[&str]) -> Result<()> {
+    for part in upload_ids.chunks(ROWS_PER_STATEMENT) {
+        let mut q =
+            QueryBuilder::<Db>::new("DELETE FROM pack_chunks WHERE staged = 1 AND upload_id IN (");
+        let mut list = q.separated(", ");
+        for id in part {
+            list.push_bind(*id);
+        }
+        list.push_unseparated(")");
+        q.build().execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// How many chunks each upload has staged.
+async fn staged_counts<'a>(
+    conn: &mut SqliteConnection,
+    upload_ids: &[&'a str],
+) -> Result<HashMap<String, i64>> {
+    let mut counts = HashMap::new();
+    for part in upload_ids.chunks(ROWS_PER_STATEMENT) {
+        let mut q = QueryBuilder::<Db>::new(
+            "SELECT upload_id, COUNT(*) FROM pack_chunks WHERE staged = 1 AND upload_id IN (",
+        );
+        let mut list = q.separated(", ");
+        for id in part {
+            list.push_bind(*id);
+        }
+        list.push_unseparated(") GROUP BY upload_id");
+        let rows: Vec<(String, i64)> = q.build_query_as().fetch_all(&mut *conn).await?;
+        counts.extend(rows);
+    }
+    Ok(counts)
+}
+
+/// Inserts every tail chunk, visible at once.
+async fn insert_tails(conn: &mut SqliteConnection, to_store: &[ToStore<'_>]) -> Result<()> {
+    let chunks: Vec<(&str, i64, &[u8])> = to_store
+        .iter()
+        .flat_map(|t| {
+            t.request
+                .tail
+                .iter()
+                .map(|(idx, data)| (t.request.upload_id.as_str(), *idx, data.as_slice()))
+        })
+        .collect();
+    let mut rest = chunks.as_slice();
+    while !rest.is_empty() {
+        // As many rows as fit the statement's byte and row bounds (at least one).
+        let mut take = 0;
+        let mut bytes = 0;
+        while take < rest.len() && take < ROWS_PER_STATEMENT {
+            bytes += rest[take].2.len();
+            if take > 0 && bytes > CHUNK_BYTES_PER_STATEMENT {
+                break;
+            }
+            take += 1;
+        }
+        let (part, later) = rest.split_at(take);
+        rest = later;
+        let mut q =
+            QueryBuilder::<Db>::new("INSERT INTO pack_chunks (upload_id, idx, staged, data) ");
+        q.push_values(part, |mut row, (upload_id, idx, data)| {
+            row.push_bind(*upload_id)
+                .push_bind(*idx)
+                .push_bind(0_i64)
+                .push_bind(*data);
+        });
+        q.build().execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// Inserts the pack rows, in queue order.
+async fn insert_packs(conn: &mut SqliteConnection, to_store: &[ToStore<'_>]) -> Result<()> {
+    for part in to_store.chunks(ROWS_PER_STATEMENT) {
+        let mut rows = Vec::with_capacity(part.len());
+        for t in part {
+            let h = t.request.header.header();
+            let len = i64::try_from(h.ciphertext_len).map_err(|_| corrupt("pack length"))?;
+            let chunks = t.staged + i64::try_from(t.request.tail.len()).unwrap_or(i64::MAX);
+            rows.push((t.request, h, len, chunks));
+        }
+        let mut q = QueryBuilder::<Db>::new(
+            "INSERT INTO packs (pack_id, from_laestab, to_laestab, kind, created_at_ms, \
+             ciphertext_length, ciphertext_sha256, sender_key_id, header, upload_id, chunks, \
+             status, uploaded_at_ms) ",
+        );
+        q.push_values(rows, |mut row, (request, h, len, chunks)| {
+            row.push_bind(h.pack_id.to_string())
+                .push_bind(h.from.as_str())
+                .push_bind(h.to.as_str())
+                .push_bind(h.kind.as_str())
+                .push_bind(h.created_at_ms)
+                .push_bind(len)
+                .push_bind(h.ciphertext_sha256.to_vec())
+                .push_bind(h.sender_key_id.to_string())
+                .push_bind(request.header_bytes.as_slice())
+                .push_bind(request.upload_id.as_str())
+                .push_bind(chunks)
+                .push_bind("pending")
+                .push_bind(request.now_ms);
+        });
+        q.build().execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// Appends one audit entry per stored pack, chained in queue order.
+async fn append_all(conn: &mut SqliteConnection, to_store: &[ToStore<'_>]) -> Result<()> {
+    if to_store.is_empty() {
+        return Ok(());
+    }
+    let mut last: Option<(i64, Vec<u8>)> =
+        sqlx::query_as("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&mut *conn)
+            .await?;
+    let mut entries = Vec::with_capacity(to_store.len());
+    for t in to_store {
+        let entry = next_entry(last.take(), t.request.now_ms, &t.request.event);
+        last = Some((entry.seq, entry.hash.clone()));
+        entries.push(entry);
+    }
+    for part in entries.chunks(ROWS_PER_STATEMENT) {
+        let mut q = QueryBuilder::<Db>::new(
+            "INSERT INTO audit (seq, at_ms, actor, action, subject, prev_hash, hash) ",
+        );
+        q.push_values(part, |mut row, e| {
+            row.push_bind(e.seq)
+                .push_bind(e.at_ms)
+                .push_bind(e.actor.as_str())
+                .push_bind(e.action.as_str())
+                .push_bind(e.subject.as_str())
+                .push_bind(e.prev_hash.as_slice())
+                .push_bind(e.hash.as_slice());
+        });
+        q.build().execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// The fallback: each commit in its own savepoint, so one that fails is
+/// rolled back alone.
+async fn one_by_one(
+    conn: &mut SqliteConnection,
+    batch: &[CommitRequest],
+) -> Result<Vec<Result<Committed>>> {
+    let mut outcomes = Vec::with_capacity(batch.len());
+    for request in batch {
+        sqlx::query("SAVEPOINT group_commit")
+            .execute(&mut *conn)
+            .await?;
+        let outcome = commit_one(conn, request).await;
+        let end = if outcome.is_ok() {
+            "RELEASE group_commit"
+        } else {
+            "ROLLBACK TO group_commit"
+        };
+        sqlx::query(end).execute(&mut *conn).await?;
+        if outcome.is_err() {
+            sqlx::query("RELEASE group_commit")
+                .execute(&mut *conn)
+                .await?;
+        }
+        outcomes.push(outcome);
+    }
+    Ok(outcomes)
+}
+
+/// One upload's commit inside the group's transaction: on a pack id
+/// already stored, drops the staged chunks; otherwise stores the tail,
+/// flips the staged chunks visible, inserts the pack row and appends the
+/// audit entry.
+async fn commit_one(conn: &mut SqliteConnection, request: &CommitRequest) -> Result<Committed> {
+    let CommitRequest {
+        upload_id,
+        header,
+        header_bytes,
+        tail,
+        now_ms,
+        event,
+        ..
+    } = request;
+    let (upload_id, header_bytes, now_ms) = (upload_id.as_str(), header_bytes.as_slice(), *now_ms);
+    let h = header.header();
+    let existing: Option<(Vec<u8>, i64)> =
+        sqlx::query_as("SELECT header, uploaded_at_ms FROM packs WHERE pack_id = ?")
+            .bind(h.pack_id.to_string())
+            .fetch_optional(&mut *conn)
+            .await?;
+    if let Some((stored, at)) = existing {
+        sqlx::query("DELETE FROM pack_chunks WHERE upload_id = ? AND staged = 1")
+            .bind(upload_id)
+            .execute(&mut *conn)
+            .await?;
+        return Ok(if stored == header_bytes {
+            Committed::AlreadyStored(at)
+        } else {
+            Committed::Conflict
+        });
+    }
+    for (idx, data) in tail {
+        sqlx::query("INSERT INTO pack_chunks (upload_id, idx, staged, data) VALUES (?, ?, 0, ?)")
+            .bind(upload_id)
+            .bind(idx)
+            .bind(data.as_slice())
+            .execute(&mut *conn)
+            .await?;
+    }
+    sqlx::query("UPDATE pack_chunks SET staged = 0 WHERE upload_id = ? AND staged = 1")
+        .bind(upload_id)
+        .execute(&mut *conn)
+        .await?;
+    let (chunks,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM pack_chunks WHERE upload_id = ?")
+        .bind(upload_id)
+        .fetch_one(&mut *conn)
+        .await?;
+    sqlx::query(
+        "INSERT INTO packs (pack_id, from_laestab, to_laestab, kind, created_at_ms, \
+             ciphertext_length, ciphertext_sha256, sender_key_id, header, upload_id, chunks, \
+             status, uploaded_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?)",
+    )
+    .bind(h.pack_id.to_string())
+    .bind(h.from.as_str())
+    .bind(h.to.as_str())
+    .bind(h.kind.as_str())
+    .bind(h.created_at_ms)
+    .bind(i64::try_from(h.ciphertext_len).map_err(|_| corrupt("pack length"))?)
+    .bind(h.ciphertext_sha256.to_vec())
+    .bind(h.sender_key_id.to_string())
+    .bind(header_bytes)
+    .bind(upload_id)
+    .bind(chunks)
+    .bind(now_ms)
+    .execute(&mut *conn)
+    .await?;
+    append(conn, now_ms, event).await?;
+    Ok(Committed::Stored(now_ms))
+}

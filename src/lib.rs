@@ -10,6 +10,7 @@
 //! - [`csv`]: the class spreadsheet a school fills in instead of a CTF;
 //! - [`pack`]: the pack format (signed header, receipt, framed contents);
 //! - [`keys`]: key ids, roles and signature checks (public keys only);
+//! - [`digest`]: SHA-256 of long streams on a second core;
 //! - `crypto` (feature `client`): key generation, sealing and opening packs
 //!   with age, so a daemon built without it cannot open a pack at all.
 //!
@@ -28,6 +29,7 @@ pub mod api;
 pub mod crypto;
 pub mod csv;
 pub mod ctf;
+pub mod digest;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod keys;

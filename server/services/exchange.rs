@@ -312,23 +312,22 @@ impl<S: Store> Exchange for Service<S> {
         let (signed, header_bytes) = self.check_header(&directory, &caller, &wire).await?;
         let pack_id = signed.header().pack_id;
         let recipients = Self::check_recipients(&directory, &signed).await;
-        drop(directory);
         // A retry of a stored pack succeeds even if the directory moved on,
         // and a large one is answered before its bytes are sent again. A
         // small pack is not looked up first: the commit settles a retry.
-        if recipients.is_err() || signed.header().ciphertext_len > CHUNK_BYTES as u64 {
-            if let Some(existing) = self.app.store.pack(pack_id).await.map_err(store_status)? {
-                if existing.header == header_bytes {
-                    return Ok(Response::new(v1::UploadResponse {
-                        pack_id: pack_id.to_string(),
-                        already_stored: true,
-                        uploaded_at_ms: existing.uploaded_at_ms,
-                    }));
-                }
-                return Err(Status::already_exists(format!(
-                    "another pack with id {pack_id} is stored"
-                )));
+        if (recipients.is_err() || signed.header().ciphertext_len > CHUNK_BYTES as u64)
+            && let Some(existing) = self.app.store.pack(pack_id).await.map_err(store_status)?
+        {
+            if existing.header == header_bytes {
+                return Ok(Response::new(v1::UploadResponse {
+                    pack_id: pack_id.to_string(),
+                    already_stored: true,
+                    uploaded_at_ms: existing.uploaded_at_ms,
+                }));
             }
+            return Err(Status::already_exists(format!(
+                "another pack with id {pack_id} is stored"
+            )));
         }
         recipients?;
 

@@ -22,13 +22,13 @@ pub use seal::{Draft, SealError, seal};
 
 use std::io::{self, Read, Write};
 
-use sha2::{Digest, Sha256};
+use crate::digest::Sha256Stream;
 
-/// Counts and hashes the bytes written through it.
+/// Counts and hashes the bytes written through it (on a thread of its own
+/// once the stream is long: see [`crate::digest`]).
 pub struct HashingWriter<W> {
     inner: W,
-    hasher: Sha256,
-    len: u64,
+    hasher: Sha256Stream,
 }
 
 impl<W: Write> HashingWriter<W> {
@@ -36,14 +36,15 @@ impl<W: Write> HashingWriter<W> {
     pub fn new(inner: W) -> Self {
         Self {
             inner,
-            hasher: Sha256::new(),
-            len: 0,
+            hasher: Sha256Stream::new(),
         }
     }
 
     /// The wrapped writer, the byte count and the SHA-256 of what was written.
-    pub fn finish(self) -> (W, u64, [u8; 32]) {
-        (self.inner, self.len, self.hasher.finalize().into())
+    pub fn finish(self) -> io::Result<(W, u64, [u8; 32])> {
+        let len = self.hasher.len();
+        let sha = self.hasher.finalize().ok_or_else(hash_failed)?;
+        Ok((self.inner, len, sha))
     }
 }
 
@@ -51,7 +52,6 @@ impl<W: Write> Write for HashingWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
         self.hasher.update(&buf[..n]);
-        self.len += n as u64;
         Ok(n)
     }
 
@@ -60,11 +60,11 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
-/// Counts and hashes the bytes read through it.
+/// Counts and hashes the bytes read through it (on a thread of its own once
+/// the stream is long).
 pub struct HashingReader<R> {
     inner: R,
-    hasher: Sha256,
-    len: u64,
+    hasher: Sha256Stream,
 }
 
 impl<R: Read> HashingReader<R> {
@@ -72,14 +72,15 @@ impl<R: Read> HashingReader<R> {
     pub fn new(inner: R) -> Self {
         Self {
             inner,
-            hasher: Sha256::new(),
-            len: 0,
+            hasher: Sha256Stream::new(),
         }
     }
 
     /// The byte count and SHA-256 of what was read.
-    pub fn finish(self) -> (u64, [u8; 32]) {
-        (self.len, self.hasher.finalize().into())
+    pub fn finish(self) -> io::Result<(u64, [u8; 32])> {
+        let len = self.hasher.len();
+        let sha = self.hasher.finalize().ok_or_else(hash_failed)?;
+        Ok((len, sha))
     }
 }
 
@@ -87,7 +88,10 @@ impl<R: Read> Read for HashingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.hasher.update(&buf[..n]);
-        self.len += n as u64;
         Ok(n)
     }
+}
+
+fn hash_failed() -> io::Error {
+    io::Error::other("the hashing thread failed")
 }

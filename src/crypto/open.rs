@@ -80,7 +80,7 @@ pub fn open<R: Read>(
     let mut hashed = HashingReader::new(ciphertext.take(h.ciphertext_len.saturating_add(1)));
     let manifest = decrypt_into(&mut hashed, identity, sink)?;
     io::copy(&mut hashed, &mut io::sink()).map_err(damaged)?;
-    let (len, sha) = hashed.finish();
+    let (len, sha) = hashed.finish().map_err(damaged)?;
     if len != h.ciphertext_len || sha != h.ciphertext_sha256 {
         return Err(OpenError::Damaged(
             "the ciphertext does not match its signed length and SHA-256".into(),

@@ -92,7 +92,7 @@ where
         contents::expect_end(&mut source)
             .map_err(|_| ContentsError::AttachmentChanged { index: i + 1 })?;
     }
-    let (out, ciphertext_len, ciphertext_sha256) = writer.finish()?.finish();
+    let (out, ciphertext_len, ciphertext_sha256) = writer.finish()?.finish()?;
 
     let header = Header {
         format_version: FORMAT_VERSION,

@@ -9,6 +9,7 @@ use prost::Message as _;
 use sha2::{Digest, Sha256};
 
 use crate::api::v1;
+use crate::digest::Sha256Stream;
 use crate::record::TransitionRecord;
 
 /// The largest manifest a reader accepts (the record, the CTF fragment and
@@ -228,7 +229,7 @@ pub fn copy_attachment(
     meta: &AttachmentMeta,
     index: usize,
 ) -> Result<(), ContentsError> {
-    let mut hasher = Sha256::new();
+    let mut hasher = Sha256Stream::new();
     let mut remaining = meta.size;
     let mut buf = vec![0u8; 64 * 1024];
     while remaining > 0 {
@@ -241,7 +242,10 @@ pub fn copy_attachment(
         out.write_all(&buf[..n])?;
         remaining -= n as u64;
     }
-    if <[u8; 32]>::from(hasher.finalize()) != meta.sha256 {
+    let digest = hasher
+        .finalize()
+        .ok_or_else(|| io::Error::other("the hashing thread failed"))?;
+    if digest != meta.sha256 {
         return Err(ContentsError::AttachmentMismatch { index });
     }
     Ok(())

@@ -248,9 +248,9 @@ async fn delete_staged(conn: &mut SqliteConnection, upload_ids: &[&str]) -> Resu
 }
 
 /// How many chunks each upload has staged.
-async fn staged_counts<'a>(
+async fn staged_counts(
     conn: &mut SqliteConnection,
-    upload_ids: &[&'a str],
+    upload_ids: &[&str],
 ) -> Result<HashMap<String, i64>> {
     let mut counts = HashMap::new();
     for part in upload_ids.chunks(ROWS_PER_STATEMENT) {

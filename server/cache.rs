@@ -7,9 +7,14 @@
 //! tokens, whichever process or node makes it), and a cache that saw
 //! another version is emptied before it answers. A revoked token or key is
 //! refused on the very next call.
+//!
+//! Calls that arrive together share one read of the version: a call may
+//! use a read that *began after the call arrived* (it sees every change
+//! committed before the call), so under load one read serves many calls.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
 
 use baton::Laestab;
 
@@ -31,6 +36,9 @@ struct Entries {
 #[derive(Default)]
 pub struct DirectoryCache {
     entries: Mutex<Entries>,
+    /// The last version read and when that read began; held while a read
+    /// is under way, so that calls queue behind it rather than read too.
+    last_read: tokio::sync::Mutex<Option<(Instant, i64)>>,
 }
 
 /// The cache as of one directory version, for one call.
@@ -49,7 +57,7 @@ impl DirectoryCache {
     /// Reads the directory version and returns a view at it, emptying the
     /// cache if the version moved.
     pub async fn view<'a, S: Store>(&'a self, store: &'a S) -> Result<View<'a, S>> {
-        let version = store.directory_version().await?;
+        let version = self.current_version(store).await?;
         let mut entries = self.lock();
         if entries.version != version {
             entries.tokens.clear();
@@ -61,6 +69,23 @@ impl DirectoryCache {
             store,
             version,
         })
+    }
+}
+
+impl DirectoryCache {
+    /// The directory version as of no earlier than now.
+    async fn current_version<S: Store>(&self, store: &S) -> Result<i64> {
+        let arrived = Instant::now();
+        let mut last = self.last_read.lock().await;
+        if let Some((began, version)) = *last
+            && began >= arrived
+        {
+            return Ok(version);
+        }
+        let began = Instant::now();
+        let version = store.directory_version().await?;
+        *last = Some((began, version));
+        Ok(version)
     }
 }
 

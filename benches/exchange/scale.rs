@@ -209,9 +209,13 @@ pub(crate) async fn scale(label: &str, daemon: &Daemon, total: usize) -> Res<()>
                 plans.push((name, rows.into_iter().map(|r| r.3).collect::<Vec<_>>()));
             }
             // What the partial index saves: the same inbox query forced
-            // onto the plain (to_laestab, seq) index, which walks every
+            // onto a plain (to_laestab, seq) index, which walks every
             // acknowledged pack of the school.
-            let forced = SQLITE_INBOX.replace("FROM packs", "FROM packs INDEXED BY packs_inbox");
+            sqlx::query("CREATE INDEX bench_inbox_all ON packs (to_laestab, seq)")
+                .execute(&pool)
+                .await?;
+            let forced =
+                SQLITE_INBOX.replace("FROM packs", "FROM packs INDEXED BY bench_inbox_all");
             let (plain, _) = median_ms(20, || async {
                 sqlx::query(sqlx::AssertSqlSafe(forced.clone()))
                     .bind(&to)
@@ -232,8 +236,11 @@ pub(crate) async fn scale(label: &str, daemon: &Daemon, total: usize) -> Res<()>
                 Ok(())
             })
             .await?;
+            sqlx::query("DROP INDEX bench_inbox_all")
+                .execute(&pool)
+                .await?;
             println!(
-                "inbox query alone: {partial:.2} ms with the partial index, {plain:.2} ms forced onto (to_laestab, seq)"
+                "inbox query alone: {partial:.2} ms with the partial index, {plain:.2} ms on an index of every pack"
             );
             pool.close().await;
             plans

@@ -356,6 +356,11 @@ pub async fn concurrent_writers<S: Store>(store: Arc<S>) {
     assert_eq!(sent.packs.len(), 9);
     // 9 uploads (the 7 retries log nothing), 9 acknowledgements, 1 page.
     assert_eq!(verified(&*store).await, 9 + 9 + 1);
+    // The groups settled every duplicate themselves: no fallback.
+    assert_eq!(
+        super::group::FALLBACKS.load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
 }
 
 /// Declares one `#[tokio::test]` per conformance case. `$open` is an async

@@ -7,6 +7,7 @@
 //! Every mutating call takes the [`audit::Event`] that describes it and
 //! appends it in the same transaction.
 
+mod group;
 pub mod postgres;
 mod rows;
 pub mod sqlite;

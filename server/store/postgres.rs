@@ -19,6 +19,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::broadcast;
 
+use super::group::Committer;
 use super::rows::{
     AUDIT_COLUMNS, AuditRow, KEY_COLUMNS, KeyRow, PACK_COLUMNS, PackRow, corrupt, entry_from_row,
     key_from_row, laestab, next_entry, pack_from_row, page_from_rows, roles_text,
@@ -32,6 +33,8 @@ use crate::audit;
 /// The PostgreSQL implementation of [`Store`].
 pub struct Postgres {
     pool: PgPool,
+    /// This node's group committer (see [`committer`]).
+    committer: Committer,
     options: PgConnectOptions,
     arrivals: broadcast::Sender<Arrival>,
     listening: Arc<AtomicBool>,
@@ -162,8 +165,10 @@ impl Postgres {
             .run(&pool)
             .await?;
         let (arrivals, _) = broadcast::channel(ARRIVALS_BUFFER);
+        let committer = Committer::start(committer::Writer { pool: pool.clone() });
         Ok(Self {
             pool,
+            committer,
             options,
             arrivals,
             listening: Arc::new(AtomicBool::new(false)),
@@ -426,84 +431,9 @@ impl Store for Postgres {
         now_ms: i64,
         event: audit::Event,
     ) -> Result<Committed> {
-        let h = header.header();
-        let length = i64::try_from(h.ciphertext_len).map_err(|_| corrupt("pack length"))?;
-        let mut tx = self.pool.begin().await?;
-        for (idx, data) in &tail {
-            sqlx::query(
-                "INSERT INTO pack_chunks (upload_id, idx, staged, staged_at_ms, data) \
-                 VALUES ($1, $2, FALSE, $3, $4)",
-            )
-            .bind(upload_id)
-            .bind(idx)
-            .bind(now_ms)
-            .bind(data.as_slice())
-            .execute(&mut *tx)
-            .await?;
-        }
-        sqlx::query("UPDATE pack_chunks SET staged = FALSE WHERE upload_id = $1 AND staged")
-            .bind(upload_id)
-            .execute(&mut *tx)
-            .await?;
-        // Never make a pack visible with a chunk missing (e.g. removed as
-        // stale by another node): the bytes must add up to the header's.
-        let (chunks, bytes): (i64, i64) = sqlx::query_as(
-            "SELECT COUNT(*), COALESCE(SUM(octet_length(data)), 0)::BIGINT \
-             FROM pack_chunks WHERE upload_id = $1",
-        )
-        .bind(upload_id)
-        .fetch_one(&mut *tx)
-        .await?;
-        if bytes != length {
-            return Err(corrupt(format!(
-                "upload {upload_id}: {bytes} bytes stored, header says {length}"
-            )));
-        }
-        // A concurrent commit of the same pack id through another node waits
-        // here for that transaction, then sees its row: no half-visible pack.
-        let inserted: Option<(i64,)> = sqlx::query_as(
-            "INSERT INTO packs (pack_id, from_laestab, to_laestab, kind, created_at_ms, \
-             ciphertext_length, ciphertext_sha256, sender_key_id, header, upload_id, chunks, \
-             status, uploaded_at_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'pending', $12) \
-             ON CONFLICT (pack_id) DO NOTHING RETURNING seq",
-        )
-        .bind(h.pack_id.to_string())
-        .bind(h.from.as_str())
-        .bind(h.to.as_str())
-        .bind(h.kind.as_str())
-        .bind(h.created_at_ms)
-        .bind(length)
-        .bind(h.ciphertext_sha256.to_vec())
-        .bind(h.sender_key_id.to_string())
-        .bind(header_bytes)
-        .bind(upload_id)
-        .bind(chunks)
-        .bind(now_ms)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if inserted.is_none() {
-            tx.rollback().await?;
-            self.drop_staged(upload_id).await?;
-            let existing: Option<(Vec<u8>, i64)> =
-                sqlx::query_as("SELECT header, uploaded_at_ms FROM packs WHERE pack_id = $1")
-                    .bind(h.pack_id.to_string())
-                    .fetch_optional(&self.pool)
-                    .await?;
-            return Ok(match existing {
-                Some((stored, at)) if stored == header_bytes => Committed::AlreadyStored(at),
-                _ => Committed::Conflict,
-            });
-        }
-        append(&mut tx, now_ms, &event).await?;
-        // Delivered to every listening node when (and only if) this commits.
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(events::CHANNEL)
-            .bind(h.pack_id.to_string())
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(Committed::Stored(now_ms))
+        self.committer
+            .commit(upload_id, header, header_bytes, tail, now_ms, event)
+            .await
     }
 
     async fn inbox(
@@ -622,6 +552,7 @@ impl Store for Postgres {
     }
 }
 
+mod committer;
 mod events;
 #[cfg(test)]
 mod tests;

@@ -17,7 +17,7 @@ use baton::keys::{KeyId, SchoolKey};
 use baton::pack::{PackId, SignedHeader};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite as Db, SqliteConnection, SqlitePool, Transaction};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::broadcast;
 
 use super::rows::{
     AUDIT_COLUMNS, AuditRow, KEY_COLUMNS, KeyRow, PACK_COLUMNS, PackRow, corrupt, entry_from_row,
@@ -31,7 +31,7 @@ use crate::audit;
 
 mod committer;
 
-use committer::{CommitRequest, MAX_GROUP, committer_gone, run_committer};
+use super::group::Committer;
 
 /// A school's open packs after a cursor, oldest first (the partial index
 /// `packs_inbox_open` answers it without touching acknowledged packs).
@@ -50,8 +50,8 @@ pub struct Sqlite {
     pool: SqlitePool,
     /// Arrivals, in process: one node owns a SQLite file.
     arrivals: broadcast::Sender<Arrival>,
-    /// The group committer's queue (see [`run_committer`]).
-    committer: mpsc::Sender<CommitRequest>,
+    /// The group committer's queue (see [`committer`]).
+    committer: Committer,
 }
 
 /// Appends `event` to the audit chain inside the caller's transaction.
@@ -167,8 +167,10 @@ impl Sqlite {
             .run(&pool)
             .await?;
         let (arrivals, _) = broadcast::channel(ARRIVALS_BUFFER);
-        let (committer, queue) = mpsc::channel(MAX_GROUP);
-        tokio::spawn(run_committer(pool.clone(), arrivals.clone(), queue));
+        let committer = Committer::start(committer::Writer {
+            pool: pool.clone(),
+            arrivals: arrivals.clone(),
+        });
         Ok(Self {
             pool,
             arrivals,
@@ -432,21 +434,9 @@ impl Store for Sqlite {
         now_ms: i64,
         event: audit::Event,
     ) -> Result<Committed> {
-        let (reply, answer) = oneshot::channel();
-        let request = CommitRequest {
-            upload_id: upload_id.to_string(),
-            header: header.clone(),
-            header_bytes: header_bytes.to_vec(),
-            tail,
-            now_ms,
-            event,
-            reply,
-        };
         self.committer
-            .send(request)
+            .commit(upload_id, header, header_bytes, tail, now_ms, event)
             .await
-            .map_err(|_| committer_gone())?;
-        answer.await.map_err(|_| committer_gone())?
     }
 
     async fn inbox(

@@ -1,7 +1,7 @@
-//! The SQLite group committer: one task that takes every upload commit
-//! queued, runs them all in one `BEGIN IMMEDIATE … COMMIT` and answers each
-//! only once that transaction is synced (`synchronous=FULL`), so every
-//! acknowledged pack is on stable storage and one fsync serves many uploads.
+//! The SQLite group writer ([`crate::store::group`]): a group of upload
+//! commits in one `BEGIN IMMEDIATE … COMMIT`, answered only once that
+//! transaction is synced (`synchronous=FULL`), so every acknowledged pack is
+//! on stable storage and one fsync serves many uploads.
 //!
 //! A group is written with a handful of multi-row statements whatever its
 //! size (one look-up of the pack ids, one insert each for chunks, pack rows
@@ -11,101 +11,39 @@
 //! savepoint, so a pack that cannot be stored fails alone.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 
-use baton::pack::SignedHeader;
 use sqlx::{QueryBuilder, Sqlite as Db, SqliteConnection, SqlitePool};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::broadcast;
 
 use super::append;
-use crate::audit;
+use crate::store::group::{self, CommitRequest, GroupWriter};
 use crate::store::rows::{corrupt, next_entry};
-use crate::store::{Arrival, Committed, Result, StoreError};
-
-/// One upload's final commit, queued for the group committer.
-pub(super) struct CommitRequest {
-    pub upload_id: String,
-    pub header: SignedHeader,
-    pub header_bytes: Vec<u8>,
-    pub tail: Vec<(i64, Vec<u8>)>,
-    pub now_ms: i64,
-    pub event: audit::Event,
-    pub reply: oneshot::Sender<Result<Committed>>,
-}
-
-/// The most commits one write transaction groups.
-pub(super) const MAX_GROUP: usize = 256;
+use crate::store::{Arrival, Committed, Result};
 
 /// Rows of one multi-row statement, and the most chunk bytes it binds (the
 /// binds are copied for the worker thread, so this bounds that copy).
 const ROWS_PER_STATEMENT: usize = 128;
 const CHUNK_BYTES_PER_STATEMENT: usize = 4 * 1024 * 1024;
 
-/// How many groups fell back to one pack at a time (none should: the
-/// batched write settles conflicts itself; tests check it stays 0).
-pub(super) static FALLBACKS: AtomicU64 = AtomicU64::new(0);
-
-/// The error a request gets when the committer task has stopped.
-pub(super) fn committer_gone() -> StoreError {
-    StoreError::Database(sqlx::Error::Protocol(
-        "the SQLite group committer has stopped".into(),
-    ))
+/// The SQLite group writer: one write transaction a group.
+pub(super) struct Writer {
+    pub pool: SqlitePool,
+    /// Arrivals, in process: one node owns a SQLite file.
+    pub arrivals: broadcast::Sender<Arrival>,
 }
 
-/// The committer loop. Ends when every [`super::Sqlite`] handle is dropped.
-pub(super) async fn run_committer(
-    pool: SqlitePool,
-    arrivals: broadcast::Sender<Arrival>,
-    mut queue: mpsc::Receiver<CommitRequest>,
-) {
-    let mut batch = Vec::with_capacity(MAX_GROUP);
-    while let Some(first) = queue.recv().await {
-        batch.push(first);
-        while batch.len() < MAX_GROUP {
-            match queue.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
-            }
-        }
-        commit_group(&pool, &arrivals, &mut batch).await;
+impl GroupWriter for Writer {
+    async fn write(&self, batch: &[CommitRequest]) -> Result<Vec<Result<Committed>>> {
+        group_transaction(&self.pool, batch).await
     }
-}
 
-/// Commits one group and answers every request in it (draining `batch`).
-async fn commit_group(
-    pool: &SqlitePool,
-    arrivals: &broadcast::Sender<Arrival>,
-    batch: &mut Vec<CommitRequest>,
-) {
-    let outcomes = match group_transaction(pool, batch).await {
-        Ok(outcomes) => outcomes,
-        Err(e) => {
-            // Nothing of the group was stored: every request fails (the
-            // first with the real error) and its upload is discarded.
-            let message = e.to_string();
-            let mut first = Some(e);
-            for request in batch.drain(..) {
-                let error = first.take().unwrap_or_else(|| {
-                    StoreError::Database(sqlx::Error::Protocol(format!(
-                        "group commit failed: {message}"
-                    )))
-                });
-                let _ = request.reply.send(Err(error));
-            }
-            return;
-        }
-    };
-    for (request, outcome) in batch.drain(..).zip(outcomes) {
-        if let Ok(Committed::Stored(at)) = &outcome {
-            // No subscriber is fine.
-            let _ = arrivals.send(Arrival {
-                to: request.header.header().to,
-                header: request.header_bytes.clone(),
-                uploaded_at_ms: *at,
-            });
-        }
-        // The caller may have gone away; the pack is stored regardless.
-        let _ = request.reply.send(outcome);
+    fn stored(&self, request: &CommitRequest, at_ms: i64) {
+        // No subscriber is fine.
+        let _ = self.arrivals.send(Arrival {
+            to: request.header.header().to,
+            header: request.header_bytes.clone(),
+            uploaded_at_ms: at_ms,
+        });
     }
 }
 
@@ -125,8 +63,7 @@ async fn group_transaction(
             outcomes
         }
         Err(e) => {
-            FALLBACKS.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(error = %e, packs = batch.len(), "batched commit failed; committing one pack at a time");
+            group::fell_back(&e, batch.len());
             sqlx::query("ROLLBACK TO group_batch")
                 .execute(&mut *tx)
                 .await?;

@@ -100,7 +100,7 @@ async fn concurrent_commits_are_grouped_all_visible_and_the_audit_chain_verifies
     assert_eq!((stored, conflicts), (N - 1, 1));
     // Settled by the batched write itself, never by the fallback.
     assert_eq!(
-        committer::FALLBACKS.load(std::sync::atomic::Ordering::Relaxed),
+        crate::store::group::FALLBACKS.load(std::sync::atomic::Ordering::Relaxed),
         0
     );
     let log = store.audit_log().await.unwrap();

@@ -1,0 +1,157 @@
+//! Group commit, for either store: uploads' final commits are queued to one
+//! committer task, which takes everything queued (up to [`MAX_GROUP`]),
+//! writes it in one transaction through a [`GroupWriter`], and answers each
+//! upload only once that transaction is durable. One sync serves many
+//! uploads, and nothing is acknowledged before it is on stable storage.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use baton::pack::SignedHeader;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Committed, Result, StoreError};
+use crate::audit;
+
+/// One upload's final commit, queued for the committer.
+pub struct CommitRequest {
+    /// The upload's staging id.
+    pub upload_id: String,
+    /// The checked header.
+    pub header: SignedHeader,
+    /// The header as stored (canonical protobuf).
+    pub header_bytes: Vec<u8>,
+    /// Chunks not staged yet, by index.
+    pub tail: Vec<(i64, Vec<u8>)>,
+    /// When the upload finished, ms.
+    pub now_ms: i64,
+    /// The audit entry to append if the pack is stored.
+    pub event: audit::Event,
+    reply: oneshot::Sender<Result<Committed>>,
+}
+
+/// How many groups a writer had to write again one pack at a time. None
+/// should: the batched writes settle conflicts and retries themselves; the
+/// tests check it stays 0.
+pub static FALLBACKS: AtomicU64 = AtomicU64::new(0);
+
+/// Counts a group written again one pack at a time, and logs why.
+pub fn fell_back(error: &StoreError, packs: usize) {
+    FALLBACKS.fetch_add(1, Ordering::Relaxed);
+    tracing::warn!(%error, packs, "batched commit failed; committing one pack at a time");
+}
+
+/// The most commits one transaction groups.
+pub const MAX_GROUP: usize = 256;
+
+/// Writes a group of commits in one transaction.
+pub trait GroupWriter: Send + Sync + 'static {
+    /// Writes every request of `batch` in one transaction and returns each
+    /// one's outcome once it is committed; `Err` means nothing was stored.
+    fn write<'a>(
+        &'a self,
+        batch: &'a [CommitRequest],
+    ) -> impl Future<Output = Result<Vec<Result<Committed>>>> + Send + 'a;
+
+    /// Called for each pack stored, after the commit and before its answer.
+    fn stored(&self, _request: &CommitRequest, _at_ms: i64) {}
+}
+
+/// The error a request gets when the committer task has stopped.
+fn committer_gone() -> StoreError {
+    StoreError::Database(sqlx::Error::Protocol(
+        "the group committer has stopped".into(),
+    ))
+}
+
+/// A handle that queues commits for a committer task.
+#[derive(Debug, Clone)]
+pub struct Committer {
+    queue: mpsc::Sender<CommitRequest>,
+}
+
+impl Committer {
+    /// Starts the committer task over `writer`; it ends when every handle
+    /// is dropped.
+    pub fn start(writer: impl GroupWriter) -> Self {
+        let (queue, requests) = mpsc::channel(MAX_GROUP);
+        tokio::spawn(run(writer, requests));
+        Self { queue }
+    }
+
+    /// Queues one commit and waits for its outcome.
+    pub async fn commit(
+        &self,
+        upload_id: &str,
+        header: &SignedHeader,
+        header_bytes: &[u8],
+        tail: Vec<(i64, Vec<u8>)>,
+        now_ms: i64,
+        event: audit::Event,
+    ) -> Result<Committed> {
+        let (reply, answer) = oneshot::channel();
+        let request = CommitRequest {
+            upload_id: upload_id.to_string(),
+            header: header.clone(),
+            header_bytes: header_bytes.to_vec(),
+            tail,
+            now_ms,
+            event,
+            reply,
+        };
+        self.queue
+            .send(request)
+            .await
+            .map_err(|_| committer_gone())?;
+        answer.await.map_err(|_| committer_gone())?
+    }
+}
+
+/// The committer loop.
+async fn run(writer: impl GroupWriter, mut queue: mpsc::Receiver<CommitRequest>) {
+    let mut batch = Vec::with_capacity(MAX_GROUP);
+    while let Some(first) = queue.recv().await {
+        batch.push(first);
+        while batch.len() < MAX_GROUP {
+            match queue.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let outcomes = writer.write(&batch).await;
+        answer(&writer, &mut batch, outcomes);
+    }
+}
+
+/// Answers every request of `batch` (draining it).
+fn answer(
+    writer: &impl GroupWriter,
+    batch: &mut Vec<CommitRequest>,
+    outcomes: Result<Vec<Result<Committed>>>,
+) {
+    let outcomes = match outcomes {
+        Ok(outcomes) => outcomes,
+        Err(e) => {
+            // Nothing of the group was stored: every request fails (the
+            // first with the real error) and its upload is discarded.
+            let message = e.to_string();
+            let mut first = Some(e);
+            for request in batch.drain(..) {
+                let error = first.take().unwrap_or_else(|| {
+                    StoreError::Database(sqlx::Error::Protocol(format!(
+                        "group commit failed: {message}"
+                    )))
+                });
+                let _ = request.reply.send(Err(error));
+            }
+            return;
+        }
+    };
+    for (request, outcome) in batch.drain(..).zip(outcomes) {
+        if let Ok(Committed::Stored(at)) = &outcome {
+            writer.stored(&request, *at);
+        }
+        // The caller may have gone away; the pack is stored regardless.
+        let _ = request.reply.send(outcome);
+    }
+}

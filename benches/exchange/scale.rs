@@ -208,6 +208,16 @@ pub(crate) async fn scale(label: &str, daemon: &Daemon, total: usize) -> Res<()>
                         .await?;
                 plans.push((name, rows.into_iter().map(|r| r.3).collect::<Vec<_>>()));
             }
+            let (partial, _) = median_ms(20, || async {
+                sqlx::query(SQLITE_INBOX)
+                    .bind(&to)
+                    .bind(0i64)
+                    .bind(101i64)
+                    .fetch_all(&pool)
+                    .await?;
+                Ok(())
+            })
+            .await?;
             // What the partial index saves: the same inbox query forced
             // onto a plain (to_laestab, seq) index, which walks every
             // acknowledged pack of the school.
@@ -218,16 +228,6 @@ pub(crate) async fn scale(label: &str, daemon: &Daemon, total: usize) -> Res<()>
                 SQLITE_INBOX.replace("FROM packs", "FROM packs INDEXED BY bench_inbox_all");
             let (plain, _) = median_ms(20, || async {
                 sqlx::query(sqlx::AssertSqlSafe(forced.clone()))
-                    .bind(&to)
-                    .bind(0i64)
-                    .bind(101i64)
-                    .fetch_all(&pool)
-                    .await?;
-                Ok(())
-            })
-            .await?;
-            let (partial, _) = median_ms(20, || async {
-                sqlx::query(SQLITE_INBOX)
                     .bind(&to)
                     .bind(0i64)
                     .bind(101i64)

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use baton::pack::SignedHeader;
 use tokio::sync::{mpsc, oneshot};
 
+use super::rows::next_entry;
 use super::{Committed, Result, StoreError};
 use crate::audit;
 
@@ -43,6 +44,53 @@ pub fn fell_back(error: &StoreError, packs: usize) {
 
 /// The most commits one transaction groups.
 pub const MAX_GROUP: usize = 256;
+
+/// Rows of one multi-row statement, and the most chunk bytes one binds
+/// (binds are copied for the database driver, so this bounds that copy).
+pub const ROWS_PER_STATEMENT: usize = 128;
+const CHUNK_BYTES_PER_STATEMENT: usize = 4 * 1024 * 1024;
+
+/// One tail chunk to insert: its request, index and bytes.
+pub type TailRow<'a> = (&'a CommitRequest, i64, &'a [u8]);
+
+/// The tail chunks of `requests`, split into statements of at most
+/// [`ROWS_PER_STATEMENT`] rows and 4 MiB of chunk bytes (one row at least).
+pub fn tail_statements<'a>(
+    requests: impl Iterator<Item = &'a CommitRequest>,
+) -> Vec<Vec<TailRow<'a>>> {
+    let mut statements: Vec<Vec<TailRow<'a>>> = Vec::new();
+    let mut bytes = 0;
+    for request in requests {
+        for (idx, data) in &request.tail {
+            let full = statements.last().is_none_or(|last| {
+                last.len() >= ROWS_PER_STATEMENT || bytes + data.len() > CHUNK_BYTES_PER_STATEMENT
+            });
+            if full {
+                statements.push(Vec::new());
+                bytes = 0;
+            }
+            bytes += data.len();
+            if let Some(last) = statements.last_mut() {
+                last.push((request, *idx, data.as_slice()));
+            }
+        }
+    }
+    statements
+}
+
+/// The audit entries of `stored`, chained in order after the head `last`.
+pub fn chain<'a>(
+    mut last: Option<(i64, Vec<u8>)>,
+    stored: impl Iterator<Item = &'a CommitRequest>,
+) -> Vec<audit::Entry> {
+    stored
+        .map(|request| {
+            let entry = next_entry(last.take(), request.now_ms, &request.event);
+            last = Some((entry.seq, entry.hash.clone()));
+            entry
+        })
+        .collect()
+}
 
 /// Writes a group of commits in one transaction.
 pub trait GroupWriter: Send + Sync + 'static {

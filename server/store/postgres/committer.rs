@@ -11,13 +11,9 @@ use std::collections::{HashMap, HashSet};
 use sqlx::{PgConnection, PgPool, Postgres as Db, QueryBuilder};
 
 use super::{append, events};
-use crate::store::group::{self, CommitRequest, GroupWriter};
-use crate::store::rows::{corrupt, next_entry};
+use crate::store::group::{self, CommitRequest, GroupWriter, ROWS_PER_STATEMENT};
+use crate::store::rows::corrupt;
 use crate::store::{Committed, Result};
-
-/// Rows of one multi-row statement, and the most chunk bytes it binds.
-const ROWS_PER_STATEMENT: usize = 128;
-const CHUNK_BYTES_PER_STATEMENT: usize = 4 * 1024 * 1024;
 
 /// The PostgreSQL group writer.
 pub(super) struct Writer {
@@ -189,36 +185,16 @@ async fn batched(pool: &PgPool, batch: &[CommitRequest]) -> Result<Vec<Result<Co
 
 /// Inserts every request's tail chunks, visible at once.
 async fn insert_tails(conn: &mut PgConnection, batch: &[CommitRequest]) -> Result<()> {
-    let chunks: Vec<(&str, i64, i64, &[u8])> = batch
-        .iter()
-        .flat_map(|r| {
-            r.tail
-                .iter()
-                .map(|(idx, data)| (r.upload_id.as_str(), *idx, r.now_ms, data.as_slice()))
-        })
-        .collect();
-    let mut rest = chunks.as_slice();
-    while !rest.is_empty() {
-        let mut take = 0;
-        let mut bytes = 0;
-        while take < rest.len() && take < ROWS_PER_STATEMENT {
-            bytes += rest[take].3.len();
-            if take > 0 && bytes > CHUNK_BYTES_PER_STATEMENT {
-                break;
-            }
-            take += 1;
-        }
-        let (part, later) = rest.split_at(take);
-        rest = later;
+    for part in group::tail_statements(batch.iter()) {
         let mut q = QueryBuilder::<Db>::new(
             "INSERT INTO pack_chunks (upload_id, idx, staged, staged_at_ms, data) ",
         );
-        q.push_values(part, |mut row, (upload_id, idx, at, data)| {
-            row.push_bind(*upload_id)
-                .push_bind(*idx)
+        q.push_values(part, |mut row, (request, idx, data)| {
+            row.push_bind(request.upload_id.as_str())
+                .push_bind(idx)
                 .push_bind(false)
-                .push_bind(*at)
-                .push_bind(*data);
+                .push_bind(request.now_ms)
+                .push_bind(data);
         });
         q.build().execute(&mut *conn).await?;
     }
@@ -231,13 +207,8 @@ async fn append_all(conn: &mut PgConnection, stored: &[&CommitRequest]) -> Resul
         sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE")
             .fetch_one(&mut *conn)
             .await?;
-    let mut last = (seq > 0).then_some((seq, hash));
-    let mut entries = Vec::with_capacity(stored.len());
-    for r in stored {
-        let entry = next_entry(last.take(), r.now_ms, &r.event);
-        last = Some((entry.seq, entry.hash.clone()));
-        entries.push(entry);
-    }
+    let entries = group::chain((seq > 0).then_some((seq, hash)), stored.iter().copied());
+    let last = entries.last().map(|e| (e.seq, e.hash.clone()));
     for part in entries.chunks(ROWS_PER_STATEMENT) {
         let mut q = QueryBuilder::<Db>::new(
             "INSERT INTO audit (seq, at_ms, actor, action, subject, prev_hash, hash) ",

@@ -16,14 +16,9 @@ use sqlx::{QueryBuilder, Sqlite as Db, SqliteConnection, SqlitePool};
 use tokio::sync::broadcast;
 
 use super::append;
-use crate::store::group::{self, CommitRequest, GroupWriter};
-use crate::store::rows::{corrupt, next_entry};
+use crate::store::group::{self, CommitRequest, GroupWriter, ROWS_PER_STATEMENT};
+use crate::store::rows::corrupt;
 use crate::store::{Arrival, Committed, Result};
-
-/// Rows of one multi-row statement, and the most chunk bytes it binds (the
-/// binds are copied for the worker thread, so this bounds that copy).
-const ROWS_PER_STATEMENT: usize = 128;
-const CHUNK_BYTES_PER_STATEMENT: usize = 4 * 1024 * 1024;
 
 /// The SQLite group writer: one write transaction a group.
 pub(super) struct Writer {
@@ -207,36 +202,14 @@ async fn staged_counts(
 
 /// Inserts every tail chunk, visible at once.
 async fn insert_tails(conn: &mut SqliteConnection, to_store: &[ToStore<'_>]) -> Result<()> {
-    let chunks: Vec<(&str, i64, &[u8])> = to_store
-        .iter()
-        .flat_map(|t| {
-            t.request
-                .tail
-                .iter()
-                .map(|(idx, data)| (t.request.upload_id.as_str(), *idx, data.as_slice()))
-        })
-        .collect();
-    let mut rest = chunks.as_slice();
-    while !rest.is_empty() {
-        // As many rows as fit the statement's byte and row bounds (at least one).
-        let mut take = 0;
-        let mut bytes = 0;
-        while take < rest.len() && take < ROWS_PER_STATEMENT {
-            bytes += rest[take].2.len();
-            if take > 0 && bytes > CHUNK_BYTES_PER_STATEMENT {
-                break;
-            }
-            take += 1;
-        }
-        let (part, later) = rest.split_at(take);
-        rest = later;
+    for part in group::tail_statements(to_store.iter().map(|t| t.request)) {
         let mut q =
             QueryBuilder::<Db>::new("INSERT INTO pack_chunks (upload_id, idx, staged, data) ");
-        q.push_values(part, |mut row, (upload_id, idx, data)| {
-            row.push_bind(*upload_id)
-                .push_bind(*idx)
+        q.push_values(part, |mut row, (request, idx, data)| {
+            row.push_bind(request.upload_id.as_str())
+                .push_bind(idx)
                 .push_bind(0_i64)
-                .push_bind(*data);
+                .push_bind(data);
         });
         q.build().execute(&mut *conn).await?;
     }
@@ -283,16 +256,11 @@ async fn append_all(conn: &mut SqliteConnection, to_store: &[ToStore<'_>]) -> Re
     if to_store.is_empty() {
         return Ok(());
     }
-    let mut last: Option<(i64, Vec<u8>)> =
+    let last: Option<(i64, Vec<u8>)> =
         sqlx::query_as("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
             .fetch_optional(&mut *conn)
             .await?;
-    let mut entries = Vec::with_capacity(to_store.len());
-    for t in to_store {
-        let entry = next_entry(last.take(), t.request.now_ms, &t.request.event);
-        last = Some((entry.seq, entry.hash.clone()));
-        entries.push(entry);
-    }
+    let entries = group::chain(last, to_store.iter().map(|t| t.request));
     for part in entries.chunks(ROWS_PER_STATEMENT) {
         let mut q = QueryBuilder::<Db>::new(
             "INSERT INTO audit (seq, at_ms, actor, action, subject, prev_hash, hash) ",

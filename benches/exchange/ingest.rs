@@ -22,7 +22,14 @@ pub(crate) fn seal_pack(
     serial: u32,
     attachment: &[u8],
 ) -> Res<(SignedHeader, Vec<u8>)> {
-    let manifest = Manifest {
+    let manifest = manifest_for(serial, attachment);
+    seal_manifest(from, to, recipients, &manifest, attachment)
+}
+
+/// The manifest of a pack with one attachment: hashing the attachment is
+/// the pass a sender makes before sealing (the manifest comes first).
+pub(crate) fn manifest_for(serial: u32, attachment: &[u8]) -> Manifest {
+    Manifest {
         record: record(serial),
         ctf_pupil_xml: None,
         attachments: vec![AttachmentMeta {
@@ -31,7 +38,17 @@ pub(crate) fn seal_pack(
             size: attachment.len() as u64,
             sha256: Sha256::digest(attachment).into(),
         }],
-    };
+    }
+}
+
+/// `baton::crypto::seal` of a described attachment.
+pub(crate) fn seal_manifest(
+    from: &School,
+    to: Laestab,
+    recipients: &[SchoolKey],
+    manifest: &Manifest,
+    attachment: &[u8],
+) -> Res<(SignedHeader, Vec<u8>)> {
     let draft = Draft {
         pack_id: PackId::new(),
         from: from.laestab,
@@ -41,7 +58,7 @@ pub(crate) fn seal_pack(
     };
     let (header, out) = seal(
         &draft,
-        &manifest,
+        manifest,
         |_| Ok(Cursor::new(attachment)),
         recipients,
         &from.identity,

@@ -65,6 +65,14 @@ pub async fn authenticate<'a, S: Store, T>(
     app: &'a App<S>,
     request: &Request<T>,
 ) -> Result<(Laestab, View<'a, S>), Status> {
+    let token_hash = bearer(request)?;
+    let view = app.directory.view(&app.store).await.map_err(unavailable)?;
+    let school = school_for(&view, token_hash).await?;
+    Ok((school, view))
+}
+
+/// The hash of the bearer token in `request`'s metadata.
+pub fn bearer<T>(request: &Request<T>) -> Result<[u8; 32], Status> {
     let value = request.metadata().get("authorization").ok_or_else(|| {
         Status::unauthenticated("missing `authorization: Bearer <token>` metadata")
     })?;
@@ -75,16 +83,24 @@ pub async fn authenticate<'a, S: Store, T>(
         .map(str::trim)
         .filter(|t| t.starts_with(TOKEN_PREFIX))
         .ok_or_else(|| Status::unauthenticated("authorization must be `Bearer bt_…`"))?;
-    let unavailable = |e: crate::store::StoreError| {
-        tracing::error!(error = %e, "token lookup failed");
-        Status::unavailable("storage unavailable")
-    };
-    let view = app.directory.view(&app.store).await.map_err(unavailable)?;
-    match view.token_school(hash_secret(token)).await {
-        Ok(Some(school)) => Ok((school, view)),
+    Ok(hash_secret(token))
+}
+
+/// The school whose token hashes to `token_hash`, in `view`.
+pub async fn school_for<S: Store>(
+    view: &View<'_, S>,
+    token_hash: [u8; 32],
+) -> Result<Laestab, Status> {
+    match view.token_school(token_hash).await {
+        Ok(Some(school)) => Ok(school),
         Ok(None) => Err(Status::unauthenticated("unknown or revoked token")),
         Err(e) => Err(unavailable(e)),
     }
+}
+
+fn unavailable(e: crate::store::StoreError) -> Status {
+    tracing::error!(error = %e, "token lookup failed");
+    Status::unavailable("storage unavailable")
 }
 
 #[cfg(test)]

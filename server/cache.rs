@@ -73,6 +73,18 @@ impl DirectoryCache {
 }
 
 impl DirectoryCache {
+    /// A view at the version the cache last saw, without reading it: for a
+    /// call whose outcome is settled later against the store's version
+    /// (an upload commits only if the version is still this one).
+    pub fn cached_view<'a, S: Store>(&'a self, store: &'a S) -> View<'a, S> {
+        let version = self.lock().version;
+        View {
+            cache: self,
+            store,
+            version,
+        }
+    }
+
     /// The directory version as of no earlier than now.
     async fn current_version<S: Store>(&self, store: &S) -> Result<i64> {
         let arrived = Instant::now();
@@ -90,6 +102,11 @@ impl DirectoryCache {
 }
 
 impl<S: Store> View<'_, S> {
+    /// The directory version this view answers for.
+    pub fn version(&self) -> i64 {
+        self.version
+    }
+
     /// The school an active token belongs to.
     pub async fn token_school(&self, token_hash: [u8; 32]) -> Result<Option<Laestab>> {
         {

@@ -58,6 +58,9 @@ async fn active_key<S: Store>(
 /// upload holds one such piece (and the store's copy of it) while staging,
 /// so with many uploads at once this sets the daemon's memory.
 pub const CHUNK_BYTES: usize = 256 * 1024;
+/// How many times an upload is checked again when the directory changes
+/// under it before it gives up (each change is an enrolment or a revocation).
+const MAX_RECHECKS: usize = 4;
 /// Inbox and sent pages: default and largest size.
 const PAGE_DEFAULT: u32 = 100;
 const PAGE_MAX: u32 = 1000;
@@ -147,11 +150,10 @@ async fn discard<S: Store>(store: &S, upload_id: &str) {
 }
 
 impl<S: Store> Service<S> {
-    /// Checks a header against the caller and the directory; returns the
-    /// signed header and its canonical protobuf bytes.
-    async fn check_header(
+    /// Parses a header and checks it against the caller and the size limit;
+    /// returns the signed header and its canonical protobuf bytes.
+    fn parse_header(
         &self,
-        directory: &View<'_, S>,
         caller: &Laestab,
         wire: &v1::PackHeader,
     ) -> Result<(SignedHeader, Vec<u8>), Status> {
@@ -169,12 +171,123 @@ impl<S: Store> Service<S> {
                 h.ciphertext_len, self.app.max_pack_bytes
             )));
         }
+        let bytes = v1::PackHeader::from(&signed).encode_to_vec();
+        Ok((signed, bytes))
+    }
+
+    /// Checks an upload against `directory`: an active key of the caller
+    /// signed the header, and it is sealed to the destination's current
+    /// keys. `Some(at)` when the same pack is already stored (a retry
+    /// succeeds even if the directory moved on). Before the bytes are
+    /// received, a pack larger than one chunk is looked up first, so a
+    /// retry is answered before it is sent again; a small one is settled
+    /// by the commit.
+    async fn admit(
+        app: &App<S>,
+        directory: &View<'_, S>,
+        caller: &Laestab,
+        signed: &SignedHeader,
+        header_bytes: &[u8],
+        before_receiving: bool,
+    ) -> Result<Option<i64>, Status> {
+        let h = signed.header();
         let key = active_key(directory, caller, h.sender_key_id, "header.sender_key_id").await?;
         signed
             .verify(&key.public)
             .map_err(|e| Status::invalid_argument(format!("field `header.signature`: {e}")))?;
-        let bytes = v1::PackHeader::from(&signed).encode_to_vec();
-        Ok((signed, bytes))
+        let recipients = Self::check_recipients(directory, signed).await;
+        let large = h.ciphertext_len > CHUNK_BYTES as u64;
+        if (recipients.is_err() || (before_receiving && large))
+            && let Some(existing) = app.store.pack(h.pack_id).await.map_err(store_status)?
+        {
+            if existing.header == header_bytes {
+                return Ok(Some(existing.uploaded_at_ms));
+            }
+            return Err(Status::already_exists(format!(
+                "another pack with id {} is stored",
+                h.pack_id
+            )));
+        }
+        recipients?;
+        Ok(None)
+    }
+
+    /// The checks again, against the directory as it is now, after the
+    /// commit found it had changed since the upload was checked. `Ok(Err(at))`
+    /// when the pack is stored already; `Ok(Ok(version))` to commit again.
+    async fn recheck(
+        app: &App<S>,
+        token_hash: [u8; 32],
+        caller: &Laestab,
+        signed: &SignedHeader,
+        header_bytes: &[u8],
+    ) -> Result<Result<i64, i64>, Status> {
+        let directory = app.directory.view(&app.store).await.map_err(store_status)?;
+        if auth::school_for(&directory, token_hash).await? != *caller {
+            return Err(Status::unauthenticated("unknown or revoked token"));
+        }
+        Ok(
+            match Self::admit(app, &directory, caller, signed, header_bytes, false).await? {
+                Some(at) => Err(at),
+                None => Ok(directory.version()),
+            },
+        )
+    }
+
+    /// Commits a received upload if the directory is still the one it was
+    /// checked against, checking it again (up to [`MAX_RECHECKS`] times) if
+    /// not. `(already_stored, uploaded_at_ms)`.
+    #[allow(clippy::too_many_arguments)]
+    async fn commit(
+        app: &App<S>,
+        upload_id: &str,
+        token_hash: [u8; 32],
+        caller: &Laestab,
+        signed: &SignedHeader,
+        header_bytes: &[u8],
+        mut tail: Vec<(i64, Vec<u8>)>,
+        mut checked_at: i64,
+    ) -> Result<(bool, i64), Status> {
+        let pack_id = signed.header().pack_id;
+        for _ in 0..MAX_RECHECKS {
+            let event = Event::by_school(caller, "pack.upload", pack_id);
+            let committed = app
+                .store
+                .commit_upload(
+                    upload_id,
+                    signed,
+                    header_bytes,
+                    std::mem::take(&mut tail),
+                    now_ms(),
+                    event,
+                    Some(checked_at),
+                )
+                .await
+                .map_err(store_status)?;
+            match committed {
+                Committed::Stored(at) => {
+                    let h = signed.header();
+                    tracing::info!(pack = %pack_id, from = %h.from, to = %h.to, bytes = h.ciphertext_len, "pack stored");
+                    return Ok((false, at));
+                }
+                Committed::AlreadyStored(at) => return Ok((true, at)),
+                Committed::Conflict => {
+                    return Err(Status::already_exists(format!(
+                        "another pack with id {pack_id} is stored"
+                    )));
+                }
+                // The tail is staged now; commit again with none.
+                Committed::DirectoryMoved => {
+                    match Self::recheck(app, token_hash, caller, signed, header_bytes).await? {
+                        Ok(version) => checked_at = version,
+                        Err(at) => return Ok((true, at)),
+                    }
+                }
+            }
+        }
+        Err(Status::unavailable(
+            "the directory kept changing while this pack was stored; send again",
+        ))
     }
 
     /// Checks the recipient set against the destination's current keys.
@@ -290,7 +403,12 @@ impl<S: Store> Exchange for Service<S> {
         &self,
         request: Request<Streaming<v1::UploadRequest>>,
     ) -> Result<Response<v1::UploadResponse>, Status> {
-        let (caller, directory) = auth::authenticate(&self.app, &request).await?;
+        // Checked against the cache as last seen, without reading the
+        // directory version: the commit reads it, and if it has moved the
+        // upload is checked again before it is stored.
+        let token_hash = auth::bearer(&request)?;
+        let directory = self.app.directory.cached_view(&self.app.store);
+        let caller = auth::school_for(&directory, token_hash).await?;
         let mut stream = request.into_inner();
         let wire = match next_message(&mut stream, self.app.upload_idle_timeout).await? {
             Some(v1::UploadRequest {
@@ -309,27 +427,18 @@ impl<S: Store> Exchange for Service<S> {
                 ));
             }
         };
-        let (signed, header_bytes) = self.check_header(&directory, &caller, &wire).await?;
+        let (signed, header_bytes) = self.parse_header(&caller, &wire)?;
         let pack_id = signed.header().pack_id;
-        let recipients = Self::check_recipients(&directory, &signed).await;
-        // A retry of a stored pack succeeds even if the directory moved on,
-        // and a large one is answered before its bytes are sent again. A
-        // small pack is not looked up first: the commit settles a retry.
-        if (recipients.is_err() || signed.header().ciphertext_len > CHUNK_BYTES as u64)
-            && let Some(existing) = self.app.store.pack(pack_id).await.map_err(store_status)?
+        if let Some(at) =
+            Self::admit(&self.app, &directory, &caller, &signed, &header_bytes, true).await?
         {
-            if existing.header == header_bytes {
-                return Ok(Response::new(v1::UploadResponse {
-                    pack_id: pack_id.to_string(),
-                    already_stored: true,
-                    uploaded_at_ms: existing.uploaded_at_ms,
-                }));
-            }
-            return Err(Status::already_exists(format!(
-                "another pack with id {pack_id} is stored"
-            )));
+            return Ok(Response::new(v1::UploadResponse {
+                pack_id: pack_id.to_string(),
+                already_stored: true,
+                uploaded_at_ms: at,
+            }));
         }
-        recipients?;
+        let checked_at = directory.version();
 
         // Receive in a task of its own so that a client going away mid-stream
         // still runs the clean-up below.
@@ -343,27 +452,21 @@ impl<S: Store> Exchange for Service<S> {
                     return Err(status);
                 }
             };
-            let now = now_ms();
-            let event = Event::by_school(&caller, "pack.upload", pack_id);
-            let committed = app
-                .store
-                .commit_upload(&upload_id, &signed, &header_bytes, tail, now, event)
-                .await;
-            match committed {
-                Ok(Committed::Stored(at)) => {
-                    let h = signed.header();
-                    tracing::info!(pack = %pack_id, from = %h.from, to = %h.to, bytes = h.ciphertext_len, "pack stored");
-                    Ok((false, at))
-                }
-                Ok(Committed::AlreadyStored(at)) => Ok((true, at)),
-                Ok(Committed::Conflict) => Err(Status::already_exists(format!(
-                    "another pack with id {pack_id} is stored"
-                ))),
-                Err(e) => {
-                    discard(&app.store, &upload_id).await;
-                    Err(store_status(e))
-                }
+            let outcome = Self::commit(
+                &app,
+                &upload_id,
+                token_hash,
+                &caller,
+                &signed,
+                &header_bytes,
+                tail,
+                checked_at,
+            )
+            .await;
+            if outcome.is_err() {
+                discard(&app.store, &upload_id).await;
             }
+            outcome
         });
         let (already_stored, uploaded_at_ms) = task
             .await

@@ -72,7 +72,7 @@ async fn put(store: &impl Store, h: &SignedHeader, data: &[u8]) -> Committed {
     store.stage_chunk(&upload, 0, data).await.unwrap();
     let bytes = h.header().pack_id.to_string().into_bytes();
     store
-        .commit_upload(&upload, h, &bytes, vec![], super::now_ms(), event())
+        .commit_upload(&upload, h, &bytes, vec![], super::now_ms(), event(), None)
         .await
         .unwrap()
 }
@@ -90,7 +90,7 @@ pub async fn upload_visibility(store: &impl Store) {
     );
     let tail = vec![(1, b"c".to_vec())];
     let Committed::Stored(at) = store
-        .commit_upload("u1", &h, b"h1", tail, 5, event())
+        .commit_upload("u1", &h, b"h1", tail, 5, event(), None)
         .await
         .unwrap()
     else {
@@ -103,19 +103,47 @@ pub async fn upload_visibility(store: &impl Store) {
 
     store.stage_chunk("u2", 0, b"abc").await.unwrap();
     let again = store
-        .commit_upload("u2", &h, b"h1", vec![], 6, event())
+        .commit_upload("u2", &h, b"h1", vec![], 6, event(), None)
         .await;
     assert_eq!(again.unwrap(), Committed::AlreadyStored(at));
     assert!(store.chunk("u2", 0).await.is_err());
     store.stage_chunk("u3", 0, b"xyz").await.unwrap();
     let other = header(id, school_id(1), school_id(2), 2, 3);
     let other = store
-        .commit_upload("u3", &other, b"h2", vec![], 7, event())
+        .commit_upload("u3", &other, b"h2", vec![], 7, event(), None)
         .await;
     assert_eq!(other.unwrap(), Committed::Conflict);
     store.stage_chunk("u4", 0, b"zz").await.unwrap();
     store.discard_upload("u4").await.unwrap();
     assert!(store.chunk("u4", 0).await.is_err());
+    assert_eq!(verified(store).await, 1);
+}
+
+/// A commit checked against another directory version stores nothing and
+/// keeps its tail staged; committed again at the current version (with no
+/// tail), the pack is stored whole.
+pub async fn commit_against_a_moved_directory(store: &impl Store) {
+    let now = store.directory_version().await.unwrap();
+    let id = PackId::new();
+    let h = header(id, school_id(1), school_id(2), 1, 3);
+    store.stage_chunk("m1", 0, b"ab").await.unwrap();
+    let tail = vec![(1, b"c".to_vec())];
+    let moved = store
+        .commit_upload("m1", &h, b"hm", tail, 5, event(), Some(now - 1))
+        .await
+        .unwrap();
+    assert_eq!(moved, Committed::DirectoryMoved);
+    assert!(store.pack(id).await.unwrap().is_none());
+    assert!(store.chunk("m1", 1).await.is_err(), "the tail is staged");
+    let stored = store
+        .commit_upload("m1", &h, b"hm", vec![], 6, event(), Some(now))
+        .await
+        .unwrap();
+    assert_eq!(stored, Committed::Stored(6));
+    let pack = store.pack(id).await.unwrap().unwrap();
+    assert_eq!(pack.chunks, 2);
+    assert_eq!(store.chunk("m1", 0).await.unwrap(), b"ab");
+    assert_eq!(store.chunk("m1", 1).await.unwrap(), b"c");
     assert_eq!(verified(store).await, 1);
 }
 
@@ -383,6 +411,12 @@ macro_rules! suite {
         async fn conformance_keys() {
             if let Some((s, _g)) = $open().await {
                 $crate::store::conformance::keys(&s).await;
+            }
+        }
+        #[tokio::test]
+        async fn conformance_commit_against_a_moved_directory() {
+            if let Some((s, _g)) = $open().await {
+                $crate::store::conformance::commit_against_a_moved_directory(&s).await;
             }
         }
         #[tokio::test]

@@ -28,6 +28,8 @@ pub struct CommitRequest {
     pub now_ms: i64,
     /// The audit entry to append if the pack is stored.
     pub event: audit::Event,
+    /// Store only if the directory is still at this version.
+    pub directory_version: Option<i64>,
     reply: oneshot::Sender<Result<Committed>>,
 }
 
@@ -76,6 +78,17 @@ pub fn tail_statements<'a>(
         }
     }
     statements
+}
+
+/// Whether `request` was checked against a directory version other than
+/// `current` (and so must not be stored in this group).
+pub fn moved(request: &CommitRequest, current: Option<i64>) -> bool {
+    matches!((request.directory_version, current), (Some(v), Some(now)) if v != now)
+}
+
+/// Whether any request of `batch` asks for a directory check.
+pub fn wants_version(batch: &[CommitRequest]) -> bool {
+    batch.iter().any(|r| r.directory_version.is_some())
 }
 
 /// The audit entries of `stored`, chained in order after the head `last`.
@@ -128,6 +141,7 @@ impl Committer {
     }
 
     /// Queues one commit and waits for its outcome.
+    #[allow(clippy::too_many_arguments)]
     pub async fn commit(
         &self,
         upload_id: &str,
@@ -136,6 +150,7 @@ impl Committer {
         tail: Vec<(i64, Vec<u8>)>,
         now_ms: i64,
         event: audit::Event,
+        directory_version: Option<i64>,
     ) -> Result<Committed> {
         let (reply, answer) = oneshot::channel();
         let request = CommitRequest {
@@ -145,6 +160,7 @@ impl Committer {
             tail,
             now_ms,
             event,
+            directory_version,
             reply,
         };
         self.queue

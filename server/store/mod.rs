@@ -139,6 +139,10 @@ pub enum Committed {
     AlreadyStored(i64),
     /// Another pack with this id exists.
     Conflict,
+    /// Not stored: the directory changed since the upload was checked
+    /// against it (see [`Store::commit_upload`]). The tail chunks
+    /// are now staged; check the upload again and commit it with no tail.
+    DirectoryMoved,
 }
 
 /// What happened to an acknowledgement.
@@ -255,7 +259,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// Makes an upload visible: stores the trailing chunks, flips the staged
     /// ones and inserts the pack row, in one transaction. On `Conflict` or
-    /// `AlreadyStored` the staged chunks are removed instead.
+    /// `AlreadyStored` the staged chunks are removed instead. With
+    /// `directory_version` (the version the upload was checked against),
+    /// read in the committing transaction: if the directory has moved on,
+    /// nothing is stored and the answer is [`Committed::DirectoryMoved`].
+    #[allow(clippy::too_many_arguments)]
     fn commit_upload(
         &self,
         upload_id: &str,
@@ -264,6 +272,7 @@ pub trait Store: Send + Sync + 'static {
         tail: Vec<(i64, Vec<u8>)>,
         now_ms: i64,
         event: audit::Event,
+        directory_version: Option<i64>,
     ) -> impl Future<Output = Result<Committed>> + Send;
 
     /// Packs addressed to `to` and not acknowledged, oldest first, after `after_seq`.

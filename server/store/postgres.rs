@@ -430,9 +430,18 @@ impl Store for Postgres {
         tail: Vec<(i64, Vec<u8>)>,
         now_ms: i64,
         event: audit::Event,
+        directory_version: Option<i64>,
     ) -> Result<Committed> {
         self.committer
-            .commit(upload_id, header, header_bytes, tail, now_ms, event)
+            .commit(
+                upload_id,
+                header,
+                header_bytes,
+                tail,
+                now_ms,
+                event,
+                directory_version,
+            )
             .await
     }
 

@@ -42,8 +42,29 @@ impl GroupWriter for Writer {
 async fn batched(pool: &PgPool, batch: &[CommitRequest]) -> Result<Vec<Result<Committed>>> {
     let mut tx = pool.begin().await?;
     let conn: &mut PgConnection = &mut tx;
-    insert_tails(conn, batch).await?;
-    let uploads: Vec<&str> = batch.iter().map(|r| r.upload_id.as_str()).collect();
+    // Checked against a directory that has moved on: not stored; the tail
+    // is kept (staged) for the commit that follows a fresh check.
+    let current = directory_version(conn, batch).await?;
+    let is_moved: Vec<bool> = batch.iter().map(|r| group::moved(r, current)).collect();
+    let live = || {
+        batch
+            .iter()
+            .zip(&is_moved)
+            .filter(|(_, m)| !**m)
+            .map(|(r, _)| r)
+    };
+    insert_tails(conn, live(), false).await?;
+    insert_tails(
+        conn,
+        batch
+            .iter()
+            .zip(&is_moved)
+            .filter(|(_, m)| **m)
+            .map(|(r, _)| r),
+        true,
+    )
+    .await?;
+    let uploads: Vec<&str> = live().map(|r| r.upload_id.as_str()).collect();
     sqlx::query("UPDATE pack_chunks SET staged = FALSE WHERE staged AND upload_id = ANY($1)")
         .bind(&uploads)
         .execute(&mut *conn)
@@ -62,6 +83,10 @@ async fn batched(pool: &PgPool, batch: &[CommitRequest]) -> Result<Vec<Result<Co
     let mut outcomes: Vec<Option<Result<Committed>>> = Vec::with_capacity(batch.len());
     let mut candidates = Vec::new();
     for (i, request) in batch.iter().enumerate() {
+        if is_moved[i] {
+            outcomes.push(Some(Ok(Committed::DirectoryMoved)));
+            continue;
+        }
         let length = i64::try_from(request.header.header().ciphertext_len)
             .map_err(|_| corrupt("pack length"))?;
         let (chunks, bytes) = sums.get(&request.upload_id).copied().unwrap_or((0, 0));
@@ -80,8 +105,9 @@ async fn batched(pool: &PgPool, batch: &[CommitRequest]) -> Result<Vec<Result<Co
     let short: Vec<&str> = batch
         .iter()
         .zip(&outcomes)
-        .filter(|(_, outcome)| outcome.is_some())
-        .map(|(r, _)| r.upload_id.as_str())
+        .zip(&is_moved)
+        .filter(|((_, outcome), moved)| outcome.is_some() && !**moved)
+        .map(|((r, _), _)| r.upload_id.as_str())
         .collect();
     if !short.is_empty() {
         sqlx::query("DELETE FROM pack_chunks WHERE upload_id = ANY($1)")
@@ -183,22 +209,41 @@ async fn batched(pool: &PgPool, batch: &[CommitRequest]) -> Result<Vec<Result<Co
         .collect())
 }
 
-/// Inserts every request's tail chunks, visible at once.
-async fn insert_tails(conn: &mut PgConnection, batch: &[CommitRequest]) -> Result<()> {
-    for part in group::tail_statements(batch.iter()) {
+/// Inserts the tail chunks of `requests`, visible or staged.
+async fn insert_tails<'a>(
+    conn: &mut PgConnection,
+    requests: impl Iterator<Item = &'a CommitRequest>,
+    staged: bool,
+) -> Result<()> {
+    for part in group::tail_statements(requests) {
         let mut q = QueryBuilder::<Db>::new(
             "INSERT INTO pack_chunks (upload_id, idx, staged, staged_at_ms, data) ",
         );
         q.push_values(part, |mut row, (request, idx, data)| {
             row.push_bind(request.upload_id.as_str())
                 .push_bind(idx)
-                .push_bind(false)
+                .push_bind(staged)
                 .push_bind(request.now_ms)
                 .push_bind(data);
         });
         q.build().execute(&mut *conn).await?;
     }
     Ok(())
+}
+
+/// The directory version, read inside the group's transaction, if any
+/// request of `batch` was checked against one.
+async fn directory_version(
+    conn: &mut PgConnection,
+    batch: &[CommitRequest],
+) -> Result<Option<i64>> {
+    if !group::wants_version(batch) {
+        return Ok(None);
+    }
+    let (version,): (i64,) = sqlx::query_as("SELECT version FROM directory_version WHERE id = 1")
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(Some(version))
 }
 
 /// Appends one audit entry per stored pack with one lock of the chain head.
@@ -258,6 +303,12 @@ async fn commit_alone(pool: &PgPool, request: &CommitRequest) -> Result<Committe
     let h = header.header();
     let length = i64::try_from(h.ciphertext_len).map_err(|_| corrupt("pack length"))?;
     let mut tx = pool.begin().await?;
+    let current = directory_version(&mut tx, std::slice::from_ref(request)).await?;
+    if group::moved(request, current) {
+        insert_tails(&mut tx, std::iter::once(request), true).await?;
+        tx.commit().await?;
+        return Ok(Committed::DirectoryMoved);
+    }
     for (idx, data) in tail {
         sqlx::query(
             "INSERT INTO pack_chunks (upload_id, idx, staged, staged_at_ms, data) \

@@ -86,6 +86,7 @@ async fn batched(
     conn: &mut SqliteConnection,
     batch: &[CommitRequest],
 ) -> Result<Vec<Result<Committed>>> {
+    let current = directory_version(conn, batch).await?;
     let ids: Vec<String> = batch
         .iter()
         .map(|r| r.header.header().pack_id.to_string())
@@ -108,7 +109,13 @@ async fn batched(
     let mut dropped: Vec<&str> = Vec::new();
     let mut to_store: Vec<ToStore<'_>> = Vec::new();
     let mut uncounted: Vec<&str> = Vec::new();
+    let mut moved: Vec<&CommitRequest> = Vec::new();
     for (request, id) in batch.iter().zip(ids) {
+        if group::moved(request, current) {
+            outcomes.push(Ok(Committed::DirectoryMoved));
+            moved.push(request);
+            continue;
+        }
         if let Some((stored, at)) = known.get(&id) {
             outcomes.push(Ok(if *stored == request.header_bytes {
                 Committed::AlreadyStored(*at)
@@ -142,7 +149,10 @@ async fn batched(
                 .unwrap_or(0);
         }
     }
-    insert_tails(conn, &to_store).await?;
+    insert_tails(conn, to_store.iter().map(|t| t.request), 0).await?;
+    // Checked against a directory that has moved on: keep the tail (staged)
+    // for the commit that follows a fresh check.
+    insert_tails(conn, moved.into_iter(), 1).await?;
     let flipped: Vec<&str> = to_store
         .iter()
         .filter(|t| t.staged > 0)
@@ -162,6 +172,21 @@ async fn batched(
     insert_packs(conn, &to_store).await?;
     append_all(conn, &to_store).await?;
     Ok(outcomes)
+}
+
+/// The directory version, read inside the group's transaction, if any
+/// request of `batch` was checked against one.
+async fn directory_version(
+    conn: &mut SqliteConnection,
+    batch: &[CommitRequest],
+) -> Result<Option<i64>> {
+    if !group::wants_version(batch) {
+        return Ok(None);
+    }
+    let (version,): (i64,) = sqlx::query_as("SELECT version FROM directory_version WHERE id = 1")
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(Some(version))
 }
 
 /// Drops the staged chunks of uploads that will not be stored.
@@ -200,15 +225,19 @@ async fn staged_counts(
     Ok(counts)
 }
 
-/// Inserts every tail chunk, visible at once.
-async fn insert_tails(conn: &mut SqliteConnection, to_store: &[ToStore<'_>]) -> Result<()> {
-    for part in group::tail_statements(to_store.iter().map(|t| t.request)) {
+/// Inserts the tail chunks of `requests`, visible (`staged` 0) or staged (1).
+async fn insert_tails<'a>(
+    conn: &mut SqliteConnection,
+    requests: impl Iterator<Item = &'a CommitRequest>,
+    staged: i64,
+) -> Result<()> {
+    for part in group::tail_statements(requests) {
         let mut q =
             QueryBuilder::<Db>::new("INSERT INTO pack_chunks (upload_id, idx, staged, data) ");
         q.push_values(part, |mut row, (request, idx, data)| {
             row.push_bind(request.upload_id.as_str())
                 .push_bind(idx)
-                .push_bind(0_i64)
+                .push_bind(staged)
                 .push_bind(data);
         });
         q.build().execute(&mut *conn).await?;
@@ -285,12 +314,19 @@ async fn one_by_one(
     conn: &mut SqliteConnection,
     batch: &[CommitRequest],
 ) -> Result<Vec<Result<Committed>>> {
+    let current = directory_version(conn, batch).await?;
     let mut outcomes = Vec::with_capacity(batch.len());
     for request in batch {
         sqlx::query("SAVEPOINT group_commit")
             .execute(&mut *conn)
             .await?;
-        let outcome = commit_one(conn, request).await;
+        let outcome = if group::moved(request, current) {
+            insert_tails(conn, std::iter::once(request), 1)
+                .await
+                .map(|()| Committed::DirectoryMoved)
+        } else {
+            commit_one(conn, request).await
+        };
         let end = if outcome.is_ok() {
             "RELEASE group_commit"
         } else {

@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use baton::Laestab;
 
-use crate::store::{Result, School, Store};
+use crate::store::{Result, School, Store, StoreError};
 
 /// Entries of either map beyond which the map is emptied rather than grown
 /// (a stream of unknown tokens must not grow the daemon).
@@ -36,9 +36,10 @@ struct Entries {
 #[derive(Default)]
 pub struct DirectoryCache {
     entries: Mutex<Entries>,
-    /// The last version read and when that read began; held while a read
-    /// is under way, so that calls queue behind it rather than read too.
-    last_read: tokio::sync::Mutex<Option<(Instant, i64)>>,
+    /// The last read of the version (`None`: it failed) and when it began;
+    /// held while a read is under way, so that calls queue behind it
+    /// rather than read too.
+    last_read: tokio::sync::Mutex<Option<(Instant, Option<i64>)>>,
 }
 
 /// The cache as of one directory version, for one call.
@@ -59,7 +60,9 @@ impl DirectoryCache {
     pub async fn view<'a, S: Store>(&'a self, store: &'a S) -> Result<View<'a, S>> {
         let version = self.current_version(store).await?;
         let mut entries = self.lock();
-        if entries.version != version {
+        // Versions only grow; a view from an older read (that lost a race
+        // to the lock) simply does not use the cache.
+        if version > entries.version {
             entries.tokens.clear();
             entries.schools.clear();
             entries.version = version;
@@ -89,15 +92,21 @@ impl DirectoryCache {
     async fn current_version<S: Store>(&self, store: &S) -> Result<i64> {
         let arrived = Instant::now();
         let mut last = self.last_read.lock().await;
-        if let Some((began, version)) = *last
+        if let Some((began, outcome)) = *last
             && began >= arrived
         {
-            return Ok(version);
+            // A failed read is shared too: with the database down, queued
+            // calls fail together instead of each waiting out its own.
+            return outcome.ok_or_else(|| {
+                StoreError::Database(sqlx::Error::Protocol(
+                    "reading the directory version failed".into(),
+                ))
+            });
         }
         let began = Instant::now();
-        let version = store.directory_version().await?;
-        *last = Some((began, version));
-        Ok(version)
+        let read = store.directory_version().await;
+        *last = Some((began, read.as_ref().ok().copied()));
+        read
     }
 }
 
@@ -121,7 +130,9 @@ impl<S: Store> View<'_, S> {
         let mut entries = self.cache.lock();
         // Read after the version was, so at least as new as it: keep it
         // unless the cache has moved on to a later version meanwhile.
-        if entries.version == self.version {
+        // Unknown tokens are not kept, so a stream of them cannot push the
+        // real ones out.
+        if entries.version == self.version && found.is_some() {
             if entries.tokens.len() >= MAX_ENTRIES {
                 entries.tokens.clear();
             }
@@ -211,16 +222,16 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn unknown_tokens_do_not_grow_the_cache_without_bound() {
+    async fn unknown_tokens_are_not_kept() {
         let dir = tempfile::tempdir().unwrap();
         let store = Sqlite::open(&dir.path().join("t.db")).await.unwrap();
         let cache = DirectoryCache::default();
         let view = cache.view(&store).await.unwrap();
-        for i in 0..(MAX_ENTRIES + 10) {
+        for i in 0..100_u64 {
             let mut hash = [0u8; 32];
-            hash[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            hash[..8].copy_from_slice(&i.to_le_bytes());
             assert_eq!(view.token_school(hash).await.unwrap(), None);
         }
-        assert!(cache.lock().tokens.len() <= MAX_ENTRIES);
+        assert!(cache.lock().tokens.is_empty());
     }
 }

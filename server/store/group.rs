@@ -5,6 +5,7 @@
 //! uploads, and nothing is acknowledged before it is on stable storage.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use baton::pack::SignedHeader;
@@ -136,7 +137,7 @@ impl Committer {
     /// is dropped.
     pub fn start(writer: impl GroupWriter) -> Self {
         let (queue, requests) = mpsc::channel(MAX_GROUP);
-        tokio::spawn(run(writer, requests));
+        tokio::spawn(run(Arc::new(writer), requests));
         Self { queue }
     }
 
@@ -171,10 +172,12 @@ impl Committer {
     }
 }
 
-/// The committer loop.
-async fn run(writer: impl GroupWriter, mut queue: mpsc::Receiver<CommitRequest>) {
-    let mut batch = Vec::with_capacity(MAX_GROUP);
+/// The committer loop. Each group is written in a task of its own, so a
+/// panic while writing one fails that group's uploads (their answers are
+/// dropped: "the group committer has stopped") and not every later one.
+async fn run<W: GroupWriter>(writer: Arc<W>, mut queue: mpsc::Receiver<CommitRequest>) {
     while let Some(first) = queue.recv().await {
+        let mut batch = Vec::with_capacity(MAX_GROUP);
         batch.push(first);
         while batch.len() < MAX_GROUP {
             match queue.try_recv() {
@@ -182,8 +185,14 @@ async fn run(writer: impl GroupWriter, mut queue: mpsc::Receiver<CommitRequest>)
                 Err(_) => break,
             }
         }
-        let outcomes = writer.write(&batch).await;
-        answer(&writer, &mut batch, outcomes);
+        let writer = writer.clone();
+        let group = tokio::spawn(async move {
+            let outcomes = writer.write(&batch).await;
+            answer(&*writer, &mut batch, outcomes);
+        });
+        if group.await.is_err() {
+            tracing::error!("a group commit failed unexpectedly; its uploads were refused");
+        }
     }
 }
 

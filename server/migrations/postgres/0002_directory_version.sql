@@ -15,11 +15,11 @@ BEGIN
 END;
 $$;
 
-CREATE TRIGGER schools_version AFTER INSERT OR UPDATE OR DELETE ON schools
+CREATE TRIGGER schools_version AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON schools
     FOR EACH STATEMENT EXECUTE FUNCTION bump_directory_version();
-CREATE TRIGGER keys_version AFTER INSERT OR UPDATE OR DELETE ON keys
+CREATE TRIGGER keys_version AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON keys
     FOR EACH STATEMENT EXECUTE FUNCTION bump_directory_version();
-CREATE TRIGGER tokens_version AFTER INSERT OR UPDATE OR DELETE ON tokens
+CREATE TRIGGER tokens_version AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON tokens
     FOR EACH STATEMENT EXECUTE FUNCTION bump_directory_version();
 
 -- The inbox lists packs not yet acknowledged: with this partial index in

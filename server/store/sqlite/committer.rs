@@ -73,7 +73,7 @@ async fn group_transaction(
 /// What a request holds to write, once the group's pack ids are known.
 struct ToStore<'a> {
     request: &'a CommitRequest,
-    /// Chunks staged before the commit (found by a count when unknown).
+    /// Chunks staged before the commit (counted, one statement a group).
     staged: i64,
 }
 
@@ -127,27 +127,17 @@ async fn batched(
         }
         known.insert(id, (request.header_bytes.clone(), request.now_ms));
         outcomes.push(Ok(Committed::Stored(request.now_ms)));
-        // A tail that starts at chunk 0 means nothing was staged (the
-        // common case of a pack smaller than one chunk).
-        let staged = match request.tail.first() {
-            Some((0, _)) => 0,
-            _ => {
-                uncounted.push(&request.upload_id);
-                -1
-            }
-        };
-        to_store.push(ToStore { request, staged });
+        uncounted.push(&request.upload_id);
+        to_store.push(ToStore { request, staged: 0 });
     }
 
     delete_staged(conn, &dropped).await?;
     let counts = staged_counts(conn, &uncounted).await?;
     for item in &mut to_store {
-        if item.staged < 0 {
-            item.staged = counts
-                .get(item.request.upload_id.as_str())
-                .copied()
-                .unwrap_or(0);
-        }
+        item.staged = counts
+            .get(item.request.upload_id.as_str())
+            .copied()
+            .unwrap_or(0);
     }
     insert_tails(conn, to_store.iter().map(|t| t.request), 0).await?;
     // Checked against a directory that has moved on: keep the tail (staged)

@@ -2,23 +2,20 @@
 //! sealed packs. The server checks who may do what and that the ciphertext
 //! matches its signed header; it never opens a pack.
 //!
-//! Upload status codes: a sender key that is unknown or revoked is
-//! `PermissionDenied`; a signature that does not verify is
-//! `InvalidArgument` (field `header.signature`).
+//! Uploading is in [`upload`]. Its status codes: a sender key that is
+//! unknown or revoked is `PermissionDenied`; a signature that does not
+//! verify is `InvalidArgument` (field `header.signature`).
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 use baton::Laestab;
 use baton::api::v1;
 use baton::api::v1::download_response::Part as DownPart;
 use baton::api::v1::exchange_server::Exchange;
-use baton::api::v1::upload_request::Part as UpPart;
-use baton::keys::{KeyId, SchoolKey, recipients_for};
-use baton::pack::{PackId, SignedHeader, SignedReceipt};
+use baton::keys::{KeyId, SchoolKey};
+use baton::pack::{PackId, SignedReceipt};
 use prost::Message as _;
-use sha2::{Digest, Sha256};
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
@@ -28,7 +25,7 @@ use super::{App, store_status, wire_status};
 use crate::audit::Event;
 use crate::auth;
 use crate::cache::View;
-use crate::store::{Acknowledged, Committed, PackStatus, Page, Store, StoredPack, now_ms};
+use crate::store::{Acknowledged, PackStatus, Page, Store, StoredPack, now_ms};
 
 /// The active key `key_id` of `school`, or `PermissionDenied` naming `field`.
 async fn active_key<S: Store>(
@@ -58,12 +55,11 @@ async fn active_key<S: Store>(
 /// upload holds one such piece (and the store's copy of it) while staging,
 /// so with many uploads at once this sets the daemon's memory.
 pub const CHUNK_BYTES: usize = 256 * 1024;
-/// How many times an upload is checked again when the directory changes
-/// under it before it gives up (each change is an enrolment or a revocation).
-const MAX_RECHECKS: usize = 4;
 /// Inbox and sent pages: default and largest size.
 const PAGE_DEFAULT: u32 = 100;
 const PAGE_MAX: u32 = 1000;
+
+mod upload;
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
@@ -125,357 +121,13 @@ fn parse_pack_id(field: &'static str, text: &str) -> Result<PackId, Status> {
         .map_err(|e| Status::invalid_argument(format!("field `{field}`: {e}")))
 }
 
-/// The next message of an upload stream, or `DeadlineExceeded` when the
-/// client sends nothing for `idle`: a stalled or slowloris upload must not
-/// hold a task, a connection and staged chunks for ever.
-async fn next_message(
-    stream: &mut Streaming<v1::UploadRequest>,
-    idle: Duration,
-) -> Result<Option<v1::UploadRequest>, Status> {
-    tokio::time::timeout(idle, stream.message())
-        .await
-        .map_err(|_| {
-            Status::deadline_exceeded(format!(
-                "upload stream idle for more than {} s; send again",
-                idle.as_secs()
-            ))
-        })?
-}
-
-/// Removes an upload's staged chunks if it does not finish.
-async fn discard<S: Store>(store: &S, upload_id: &str) {
-    if let Err(e) = store.discard_upload(upload_id).await {
-        tracing::error!(error = %e, upload_id, "could not discard a failed upload");
-    }
-}
-
-impl<S: Store> Service<S> {
-    /// Parses a header and checks it against the caller and the size limit;
-    /// returns the signed header and its canonical protobuf bytes.
-    fn parse_header(
-        &self,
-        caller: &Laestab,
-        wire: &v1::PackHeader,
-    ) -> Result<(SignedHeader, Vec<u8>), Status> {
-        let signed = SignedHeader::try_from(wire).map_err(wire_status)?;
-        let h = signed.header();
-        if h.from != *caller {
-            return Err(Status::permission_denied(format!(
-                "field `header.from`: you upload as {caller}, not {}",
-                h.from
-            )));
-        }
-        if h.ciphertext_len > self.app.max_pack_bytes {
-            return Err(Status::resource_exhausted(format!(
-                "pack of {} bytes is larger than this server accepts ({} bytes)",
-                h.ciphertext_len, self.app.max_pack_bytes
-            )));
-        }
-        let bytes = v1::PackHeader::from(&signed).encode_to_vec();
-        Ok((signed, bytes))
-    }
-
-    /// Checks an upload against `directory`: an active key of the caller
-    /// signed the header, and it is sealed to the destination's current
-    /// keys. `Some(at)` when the same pack is already stored (a retry
-    /// succeeds even if the directory moved on). Before the bytes are
-    /// received, a pack larger than one chunk is looked up first, so a
-    /// retry is answered before it is sent again; a small one is settled
-    /// by the commit.
-    async fn admit(
-        app: &App<S>,
-        directory: &View<'_, S>,
-        caller: &Laestab,
-        signed: &SignedHeader,
-        header_bytes: &[u8],
-        before_receiving: bool,
-    ) -> Result<Option<i64>, Status> {
-        let h = signed.header();
-        let key = active_key(directory, caller, h.sender_key_id, "header.sender_key_id").await?;
-        signed
-            .verify(&key.public)
-            .map_err(|e| Status::invalid_argument(format!("field `header.signature`: {e}")))?;
-        let recipients = Self::check_recipients(directory, signed).await;
-        let large = h.ciphertext_len > CHUNK_BYTES as u64;
-        if (recipients.is_err() || (before_receiving && large))
-            && let Some(existing) = app.store.pack(h.pack_id).await.map_err(store_status)?
-        {
-            if existing.header == header_bytes {
-                return Ok(Some(existing.uploaded_at_ms));
-            }
-            return Err(Status::already_exists(format!(
-                "another pack with id {} is stored",
-                h.pack_id
-            )));
-        }
-        recipients?;
-        Ok(None)
-    }
-
-    /// The checks again, against the directory as it is now, after the
-    /// commit found it had changed since the upload was checked. `Ok(Err(at))`
-    /// when the pack is stored already; `Ok(Ok(version))` to commit again.
-    async fn recheck(
-        app: &App<S>,
-        token_hash: [u8; 32],
-        caller: &Laestab,
-        signed: &SignedHeader,
-        header_bytes: &[u8],
-    ) -> Result<Result<i64, i64>, Status> {
-        let directory = app.directory.view(&app.store).await.map_err(store_status)?;
-        if auth::school_for(&directory, token_hash).await? != *caller {
-            return Err(Status::unauthenticated("unknown or revoked token"));
-        }
-        Ok(
-            match Self::admit(app, &directory, caller, signed, header_bytes, false).await? {
-                Some(at) => Err(at),
-                None => Ok(directory.version()),
-            },
-        )
-    }
-
-    /// Commits a received upload if the directory is still the one it was
-    /// checked against, checking it again (up to [`MAX_RECHECKS`] times) if
-    /// not. `(already_stored, uploaded_at_ms)`.
-    #[allow(clippy::too_many_arguments)]
-    async fn commit(
-        app: &App<S>,
-        upload_id: &str,
-        token_hash: [u8; 32],
-        caller: &Laestab,
-        signed: &SignedHeader,
-        header_bytes: &[u8],
-        mut tail: Vec<(i64, Vec<u8>)>,
-        mut checked_at: i64,
-    ) -> Result<(bool, i64), Status> {
-        let pack_id = signed.header().pack_id;
-        for _ in 0..MAX_RECHECKS {
-            let event = Event::by_school(caller, "pack.upload", pack_id);
-            let committed = app
-                .store
-                .commit_upload(
-                    upload_id,
-                    signed,
-                    header_bytes,
-                    std::mem::take(&mut tail),
-                    now_ms(),
-                    event,
-                    Some(checked_at),
-                )
-                .await
-                .map_err(store_status)?;
-            match committed {
-                Committed::Stored(at) => {
-                    let h = signed.header();
-                    tracing::info!(pack = %pack_id, from = %h.from, to = %h.to, bytes = h.ciphertext_len, "pack stored");
-                    return Ok((false, at));
-                }
-                Committed::AlreadyStored(at) => return Ok((true, at)),
-                Committed::Conflict => {
-                    return Err(Status::already_exists(format!(
-                        "another pack with id {pack_id} is stored"
-                    )));
-                }
-                // The tail is staged now; commit again with none.
-                Committed::DirectoryMoved => {
-                    match Self::recheck(app, token_hash, caller, signed, header_bytes).await? {
-                        Ok(version) => checked_at = version,
-                        Err(at) => return Ok((true, at)),
-                    }
-                }
-            }
-        }
-        Err(Status::unavailable(
-            "the directory kept changing while this pack was stored; send again",
-        ))
-    }
-
-    /// Checks the recipient set against the destination's current keys.
-    async fn check_recipients(
-        directory: &View<'_, S>,
-        signed: &SignedHeader,
-    ) -> Result<(), Status> {
-        let h = signed.header();
-        let dest = directory
-            .school(&h.to)
-            .await
-            .map_err(store_status)?
-            .ok_or_else(|| {
-                Status::not_found(format!(
-                    "field `header.to`: school {} is not enrolled",
-                    h.to
-                ))
-            })?;
-        let expected: Vec<_> = recipients_for(h.kind, &dest.keys)
-            .iter()
-            .map(|k| k.key_id())
-            .collect();
-        if expected.is_empty() {
-            return Err(Status::failed_precondition(format!(
-                "school {} has no active key a {} pack can be sealed to",
-                h.to, h.kind
-            )));
-        }
-        if expected != h.recipient_key_ids {
-            return Err(Status::failed_precondition(format!(
-                "field `header.recipient_key_ids`: not the current keys of school {}; refresh the directory and seal again",
-                h.to
-            )));
-        }
-        Ok(())
-    }
-
-    /// Receives the chunks after the header, staging them as they come.
-    async fn receive(
-        app: &App<S>,
-        signed: &SignedHeader,
-        upload_id: &str,
-        mut stream: Streaming<v1::UploadRequest>,
-    ) -> Result<Vec<(i64, Vec<u8>)>, Status> {
-        let h = signed.header();
-        let mut hasher = Sha256::new();
-        let mut total: u64 = 0;
-        let mut idx: i64 = 0;
-        let mut buf: Vec<u8> = Vec::with_capacity(
-            usize::try_from(h.ciphertext_len).map_or(CHUNK_BYTES, |n| n.min(CHUNK_BYTES)),
-        );
-        while let Some(msg) = next_message(&mut stream, app.upload_idle_timeout).await? {
-            let data = match msg.part {
-                Some(UpPart::Chunk(data)) => data,
-                Some(UpPart::Header(_)) => {
-                    return Err(Status::invalid_argument("field `part`: header sent twice"));
-                }
-                None => return Err(Status::invalid_argument("field `part`: empty message")),
-            };
-            total = total.saturating_add(data.len() as u64);
-            if total > app.max_pack_bytes {
-                return Err(Status::resource_exhausted(format!(
-                    "pack is larger than this server accepts ({} bytes)",
-                    app.max_pack_bytes
-                )));
-            }
-            if total > h.ciphertext_len {
-                return Err(Status::invalid_argument(format!(
-                    "field `header.ciphertext_length`: more than {} bytes received",
-                    h.ciphertext_len
-                )));
-            }
-            hasher.update(&data);
-            // Fill one buffer of exactly CHUNK_BYTES and reuse it, so an
-            // upload holds at most one chunk however large the pack is.
-            let mut rest: &[u8] = &data;
-            while !rest.is_empty() {
-                let take = (CHUNK_BYTES - buf.len()).min(rest.len());
-                buf.extend_from_slice(&rest[..take]);
-                rest = &rest[take..];
-                if buf.len() == CHUNK_BYTES {
-                    app.store
-                        .stage_chunk(upload_id, idx, &buf)
-                        .await
-                        .map_err(store_status)?;
-                    idx += 1;
-                    buf.clear();
-                }
-            }
-        }
-        if total != h.ciphertext_len {
-            return Err(Status::invalid_argument(format!(
-                "field `header.ciphertext_length`: header says {} bytes, {total} received",
-                h.ciphertext_len
-            )));
-        }
-        if <[u8; 32]>::from(hasher.finalize()) != h.ciphertext_sha256 {
-            return Err(Status::invalid_argument(
-                "field `header.ciphertext_sha256`: the ciphertext received does not match",
-            ));
-        }
-        Ok(if buf.is_empty() {
-            Vec::new()
-        } else {
-            vec![(idx, buf)]
-        })
-    }
-}
-
 #[tonic::async_trait]
 impl<S: Store> Exchange for Service<S> {
     async fn upload(
         &self,
         request: Request<Streaming<v1::UploadRequest>>,
     ) -> Result<Response<v1::UploadResponse>, Status> {
-        // Checked against the cache as last seen, without reading the
-        // directory version: the commit reads it, and if it has moved the
-        // upload is checked again before it is stored.
-        let token_hash = auth::bearer(&request)?;
-        let directory = self.app.directory.cached_view(&self.app.store);
-        let caller = auth::school_for(&directory, token_hash).await?;
-        let mut stream = request.into_inner();
-        let wire = match next_message(&mut stream, self.app.upload_idle_timeout).await? {
-            Some(v1::UploadRequest {
-                part: Some(UpPart::Header(h)),
-            }) => h,
-            Some(v1::UploadRequest {
-                part: Some(UpPart::Chunk(_)),
-            }) => {
-                return Err(Status::invalid_argument(
-                    "field `part`: a chunk came before the header",
-                ));
-            }
-            _ => {
-                return Err(Status::invalid_argument(
-                    "field `part`: the header must come first",
-                ));
-            }
-        };
-        let (signed, header_bytes) = self.parse_header(&caller, &wire)?;
-        let pack_id = signed.header().pack_id;
-        if let Some(at) =
-            Self::admit(&self.app, &directory, &caller, &signed, &header_bytes, true).await?
-        {
-            return Ok(Response::new(v1::UploadResponse {
-                pack_id: pack_id.to_string(),
-                already_stored: true,
-                uploaded_at_ms: at,
-            }));
-        }
-        let checked_at = directory.version();
-
-        // Receive in a task of its own so that a client going away mid-stream
-        // still runs the clean-up below.
-        let app = self.app.clone();
-        let task = tokio::spawn(async move {
-            let upload_id = hex::encode(rand::random::<[u8; 16]>());
-            let tail = match Self::receive(&app, &signed, &upload_id, stream).await {
-                Ok(tail) => tail,
-                Err(status) => {
-                    discard(&app.store, &upload_id).await;
-                    return Err(status);
-                }
-            };
-            let outcome = Self::commit(
-                &app,
-                &upload_id,
-                token_hash,
-                &caller,
-                &signed,
-                &header_bytes,
-                tail,
-                checked_at,
-            )
-            .await;
-            if outcome.is_err() {
-                discard(&app.store, &upload_id).await;
-            }
-            outcome
-        });
-        let (already_stored, uploaded_at_ms) = task
-            .await
-            .map_err(|_| Status::internal("upload task failed"))??;
-        Ok(Response::new(v1::UploadResponse {
-            pack_id: pack_id.to_string(),
-            already_stored,
-            uploaded_at_ms,
-        }))
+        self.upload_stream(request).await
     }
 
     async fn inbox(

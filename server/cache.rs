@@ -13,6 +13,8 @@
 //! committed before the call), so under load one read serves many calls.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::hash::Hash;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
@@ -116,48 +118,55 @@ impl<S: Store> View<'_, S> {
         self.version
     }
 
-    /// The school an active token belongs to.
+    /// The school an active token belongs to. Unknown tokens are not
+    /// kept, so a stream of them cannot push the real ones out.
     pub async fn token_school(&self, token_hash: [u8; 32]) -> Result<Option<Laestab>> {
-        {
-            let entries = self.cache.lock();
-            if entries.version == self.version
-                && let Some(hit) = entries.tokens.get(&token_hash)
-            {
-                return Ok(*hit);
-            }
-        }
-        let found = self.store.token_school(token_hash).await?;
-        let mut entries = self.cache.lock();
-        // Read after the version was, so at least as new as it: keep it
-        // unless the cache has moved on to a later version meanwhile.
-        // Unknown tokens are not kept, so a stream of them cannot push the
-        // real ones out.
-        if entries.version == self.version && found.is_some() {
-            if entries.tokens.len() >= MAX_ENTRIES {
-                entries.tokens.clear();
-            }
-            entries.tokens.insert(token_hash, found);
-        }
-        Ok(found)
+        self.cached(
+            |e| &mut e.tokens,
+            token_hash,
+            Option::is_some,
+            self.store.token_school(token_hash),
+        )
+        .await
     }
 
     /// One school with all its keys.
     pub async fn school(&self, laestab: &Laestab) -> Result<Option<Arc<School>>> {
+        let load = async { Ok(self.store.school(laestab).await?.map(Arc::new)) };
+        self.cached(|e| &mut e.schools, *laestab, |_| true, load)
+            .await
+    }
+
+    /// `key` from the map `pick` chooses, or `load`ed and kept there when
+    /// `keep` says so and the cache is still at this view's version (the
+    /// load began after the version was read, so it is at least as new).
+    async fn cached<K, V>(
+        &self,
+        pick: fn(&mut Entries) -> &mut HashMap<K, V>,
+        key: K,
+        keep: fn(&V) -> bool,
+        load: impl Future<Output = Result<V>>,
+    ) -> Result<V>
+    where
+        K: Eq + Hash,
+        V: Clone,
+    {
         {
-            let entries = self.cache.lock();
+            let mut entries = self.cache.lock();
             if entries.version == self.version
-                && let Some(hit) = entries.schools.get(laestab)
+                && let Some(hit) = pick(&mut entries).get(&key)
             {
                 return Ok(hit.clone());
             }
         }
-        let found = self.store.school(laestab).await?.map(Arc::new);
+        let found = load.await?;
         let mut entries = self.cache.lock();
-        if entries.version == self.version {
-            if entries.schools.len() >= MAX_ENTRIES {
-                entries.schools.clear();
+        if entries.version == self.version && keep(&found) {
+            let map = pick(&mut entries);
+            if map.len() >= MAX_ENTRIES {
+                map.clear();
             }
-            entries.schools.insert(*laestab, found.clone());
+            map.insert(key, found.clone());
         }
         Ok(found)
     }

@@ -325,6 +325,10 @@ pub trait Store: Send + Sync + 'static {
     fn subscribe(&self) -> broadcast::Receiver<Arrival>;
 }
 
+/// The directory version (see [`Store::directory_version`]); the same SQL
+/// on both backends.
+pub const DIRECTORY_VERSION_SQL: &str = "SELECT version FROM directory_version WHERE id = 1";
+
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> i64 {
     let now = time::OffsetDateTime::now_utc();

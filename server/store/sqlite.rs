@@ -24,8 +24,8 @@ use super::rows::{
     key_from_row, laestab, next_entry, pack_from_row, page_from_rows, roles_text,
 };
 use super::{
-    ARRIVALS_BUFFER, Acknowledged, Arrival, Committed, NewSchool, Page, Result, School, Store,
-    StoreError, StoredPack,
+    ARRIVALS_BUFFER, Acknowledged, Arrival, Committed, DIRECTORY_VERSION_SQL, NewSchool, Page,
+    Result, School, Store, StoreError, StoredPack,
 };
 use crate::audit;
 
@@ -355,10 +355,9 @@ impl Store for Sqlite {
     }
 
     async fn directory_version(&self) -> Result<i64> {
-        let (version,): (i64,) =
-            sqlx::query_as("SELECT version FROM directory_version WHERE id = 1")
-                .fetch_one(&self.pool)
-                .await?;
+        let (version,): (i64,) = sqlx::query_as(DIRECTORY_VERSION_SQL)
+            .fetch_one(&self.pool)
+            .await?;
         Ok(version)
     }
 

@@ -13,7 +13,7 @@ use sqlx::{PgConnection, PgPool, Postgres as Db, QueryBuilder};
 use super::{append, events};
 use crate::store::group::{self, CommitRequest, GroupWriter, ROWS_PER_STATEMENT};
 use crate::store::rows::corrupt;
-use crate::store::{Committed, Result};
+use crate::store::{Committed, DIRECTORY_VERSION_SQL, Result};
 
 /// The PostgreSQL group writer.
 pub(super) struct Writer {
@@ -45,26 +45,11 @@ async fn batched(pool: &PgPool, batch: &[CommitRequest]) -> Result<Vec<Result<Co
     // Checked against a directory that has moved on: not stored; the tail
     // is kept (staged) for the commit that follows a fresh check.
     let current = directory_version(conn, batch).await?;
-    let is_moved: Vec<bool> = batch.iter().map(|r| group::moved(r, current)).collect();
-    let live = || {
-        batch
-            .iter()
-            .zip(&is_moved)
-            .filter(|(_, m)| !**m)
-            .map(|(r, _)| r)
-    };
-    insert_tails(conn, live(), false).await?;
-    insert_tails(
-        conn,
-        batch
-            .iter()
-            .zip(&is_moved)
-            .filter(|(_, m)| **m)
-            .map(|(r, _)| r),
-        true,
-    )
-    .await?;
-    let uploads: Vec<&str> = live().map(|r| r.upload_id.as_str()).collect();
+    let (moved, live): (Vec<&CommitRequest>, Vec<&CommitRequest>) =
+        batch.iter().partition(|r| group::moved(r, current));
+    insert_tails(conn, live.iter().copied(), false).await?;
+    insert_tails(conn, moved.iter().copied(), true).await?;
+    let uploads: Vec<&str> = live.iter().map(|r| r.upload_id.as_str()).collect();
     sqlx::query("UPDATE pack_chunks SET staged = FALSE WHERE staged AND upload_id = ANY($1)")
         .bind(&uploads)
         .execute(&mut *conn)
@@ -82,8 +67,11 @@ async fn batched(pool: &PgPool, batch: &[CommitRequest]) -> Result<Vec<Result<Co
 
     let mut outcomes: Vec<Option<Result<Committed>>> = Vec::with_capacity(batch.len());
     let mut candidates = Vec::new();
+    // A pack whose bytes do not add up is not stored: none of its chunks
+    // (staged or tail) may outlive this transaction.
+    let mut short: Vec<&str> = Vec::new();
     for (i, request) in batch.iter().enumerate() {
-        if is_moved[i] {
+        if group::moved(request, current) {
             outcomes.push(Some(Ok(Committed::DirectoryMoved)));
             continue;
         }
@@ -94,21 +82,13 @@ async fn batched(pool: &PgPool, batch: &[CommitRequest]) -> Result<Vec<Result<Co
             candidates.push((i, chunks, length));
             outcomes.push(None);
         } else {
+            short.push(&request.upload_id);
             outcomes.push(Some(Err(corrupt(format!(
                 "upload {}: {bytes} bytes stored, header says {length}",
                 request.upload_id
             )))));
         }
     }
-    // A pack whose bytes do not add up is not stored: none of its chunks
-    // (staged or tail) may outlive this transaction.
-    let short: Vec<&str> = batch
-        .iter()
-        .zip(&outcomes)
-        .zip(&is_moved)
-        .filter(|((_, outcome), moved)| outcome.is_some() && !**moved)
-        .map(|((r, _), _)| r.upload_id.as_str())
-        .collect();
     if !short.is_empty() {
         sqlx::query("DELETE FROM pack_chunks WHERE upload_id = ANY($1)")
             .bind(&short)
@@ -128,8 +108,8 @@ async fn batched(pool: &PgPool, batch: &[CommitRequest]) -> Result<Vec<Result<Co
             let r = &batch[*i];
             let h = r.header.header();
             row.push_bind(h.pack_id.to_string())
-                .push_bind(h.from.as_str().to_string())
-                .push_bind(h.to.as_str().to_string())
+                .push_bind(h.from.as_str())
+                .push_bind(h.to.as_str())
                 .push_bind(h.kind.as_str())
                 .push_bind(h.created_at_ms)
                 .push_bind(*length)
@@ -240,7 +220,7 @@ async fn directory_version(
     if !group::wants_version(batch) {
         return Ok(None);
     }
-    let (version,): (i64,) = sqlx::query_as("SELECT version FROM directory_version WHERE id = 1")
+    let (version,): (i64,) = sqlx::query_as(DIRECTORY_VERSION_SQL)
         .fetch_one(&mut *conn)
         .await?;
     Ok(Some(version))

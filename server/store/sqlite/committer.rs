@@ -18,7 +18,7 @@ use tokio::sync::broadcast;
 use super::append;
 use crate::store::group::{self, CommitRequest, GroupWriter, ROWS_PER_STATEMENT};
 use crate::store::rows::corrupt;
-use crate::store::{Arrival, Committed, Result};
+use crate::store::{Arrival, Committed, DIRECTORY_VERSION_SQL, Result};
 
 /// The SQLite group writer: one write transaction a group.
 pub(super) struct Writer {
@@ -73,7 +73,7 @@ async fn group_transaction(
 /// What a request holds to write, once the group's pack ids are known.
 struct ToStore<'a> {
     request: &'a CommitRequest,
-    /// Chunks staged before the commit (counted, one statement a group).
+    /// Chunks staged before the commit.
     staged: i64,
 }
 
@@ -92,23 +92,20 @@ async fn batched(
         .map(|r| r.header.header().pack_id.to_string())
         .collect();
     let mut known: HashMap<String, (Vec<u8>, i64)> = HashMap::new();
-    for part in ids.chunks(ROWS_PER_STATEMENT) {
-        let mut q = QueryBuilder::<Db>::new(
+    let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    for part in id_refs.chunks(ROWS_PER_STATEMENT) {
+        let mut q = in_list(
             "SELECT pack_id, header, uploaded_at_ms FROM packs WHERE pack_id IN (",
+            part,
+            ")",
         );
-        let mut list = q.separated(", ");
-        for id in part {
-            list.push_bind(id.as_str());
-        }
-        list.push_unseparated(")");
         let rows: Vec<(String, Vec<u8>, i64)> = q.build_query_as().fetch_all(&mut *conn).await?;
         known.extend(rows.into_iter().map(|(id, header, at)| (id, (header, at))));
     }
 
     let mut outcomes = Vec::with_capacity(batch.len());
     let mut dropped: Vec<&str> = Vec::new();
-    let mut to_store: Vec<ToStore<'_>> = Vec::new();
-    let mut uncounted: Vec<&str> = Vec::new();
+    let mut stored: Vec<&CommitRequest> = Vec::new();
     let mut moved: Vec<&CommitRequest> = Vec::new();
     for (request, id) in batch.iter().zip(ids) {
         if group::moved(request, current) {
@@ -127,18 +124,19 @@ async fn batched(
         }
         known.insert(id, (request.header_bytes.clone(), request.now_ms));
         outcomes.push(Ok(Committed::Stored(request.now_ms)));
-        uncounted.push(&request.upload_id);
-        to_store.push(ToStore { request, staged: 0 });
+        stored.push(request);
     }
 
     delete_staged(conn, &dropped).await?;
-    let counts = staged_counts(conn, &uncounted).await?;
-    for item in &mut to_store {
-        item.staged = counts
-            .get(item.request.upload_id.as_str())
-            .copied()
-            .unwrap_or(0);
-    }
+    let uploads: Vec<&str> = stored.iter().map(|r| r.upload_id.as_str()).collect();
+    let counts = staged_counts(conn, &uploads).await?;
+    let to_store: Vec<ToStore<'_>> = stored
+        .into_iter()
+        .map(|request| ToStore {
+            request,
+            staged: counts.get(&request.upload_id).copied().unwrap_or(0),
+        })
+        .collect();
     insert_tails(conn, to_store.iter().map(|t| t.request), 0).await?;
     // Checked against a directory that has moved on: keep the tail (staged)
     // for the commit that follows a fresh check.
@@ -149,15 +147,14 @@ async fn batched(
         .map(|t| t.request.upload_id.as_str())
         .collect();
     for part in flipped.chunks(ROWS_PER_STATEMENT) {
-        let mut q = QueryBuilder::<Db>::new(
+        in_list(
             "UPDATE pack_chunks SET staged = 0 WHERE staged = 1 AND upload_id IN (",
-        );
-        let mut list = q.separated(", ");
-        for id in part {
-            list.push_bind(*id);
-        }
-        list.push_unseparated(")");
-        q.build().execute(&mut *conn).await?;
+            part,
+            ")",
+        )
+        .build()
+        .execute(&mut *conn)
+        .await?;
     }
     insert_packs(conn, &to_store).await?;
     append_all(conn, &to_store).await?;
@@ -173,7 +170,7 @@ async fn directory_version(
     if !group::wants_version(batch) {
         return Ok(None);
     }
-    let (version,): (i64,) = sqlx::query_as("SELECT version FROM directory_version WHERE id = 1")
+    let (version,): (i64,) = sqlx::query_as(DIRECTORY_VERSION_SQL)
         .fetch_one(&mut *conn)
         .await?;
     Ok(Some(version))
@@ -182,16 +179,27 @@ async fn directory_version(
 /// Drops the staged chunks of uploads that will not be stored.
 async fn delete_staged(conn: &mut SqliteConnection, upload_ids: &[&str]) -> Result<()> {
     for part in upload_ids.chunks(ROWS_PER_STATEMENT) {
-        let mut q =
-            QueryBuilder::<Db>::new("DELETE FROM pack_chunks WHERE staged = 1 AND upload_id IN (");
-        let mut list = q.separated(", ");
-        for id in part {
-            list.push_bind(*id);
-        }
-        list.push_unseparated(")");
-        q.build().execute(&mut *conn).await?;
+        in_list(
+            "DELETE FROM pack_chunks WHERE staged = 1 AND upload_id IN (",
+            part,
+            ")",
+        )
+        .build()
+        .execute(&mut *conn)
+        .await?;
     }
     Ok(())
+}
+
+/// `head`, then `values` bound as a comma-separated list, then `tail`.
+fn in_list(head: &str, values: &[&str], tail: &str) -> QueryBuilder<Db> {
+    let mut q = QueryBuilder::<Db>::new(head);
+    let mut list = q.separated(", ");
+    for value in values {
+        list.push_bind(*value);
+    }
+    list.push_unseparated(tail);
+    q
 }
 
 /// How many chunks each upload has staged.
@@ -201,14 +209,11 @@ async fn staged_counts(
 ) -> Result<HashMap<String, i64>> {
     let mut counts = HashMap::new();
     for part in upload_ids.chunks(ROWS_PER_STATEMENT) {
-        let mut q = QueryBuilder::<Db>::new(
+        let mut q = in_list(
             "SELECT upload_id, COUNT(*) FROM pack_chunks WHERE staged = 1 AND upload_id IN (",
+            part,
+            ") GROUP BY upload_id",
         );
-        let mut list = q.separated(", ");
-        for id in part {
-            list.push_bind(*id);
-        }
-        list.push_unseparated(") GROUP BY upload_id");
         let rows: Vec<(String, i64)> = q.build_query_as().fetch_all(&mut *conn).await?;
         counts.extend(rows);
     }

@@ -258,3 +258,30 @@ async fn inbox_pages() {
         .await;
     assert_eq!(bad.unwrap_err().code(), Code::InvalidArgument);
 }
+
+/// The daemon caches the directory; a pack sealed to a key the destination
+/// added a moment ago is accepted even though nothing has refreshed that
+/// cache in between (a refusal against the cache is checked again against
+/// the directory as it is).
+#[tokio::test]
+async fn a_key_added_since_the_cache_was_filled_is_seen_at_once() {
+    let daemon = Daemon::start(&[]).await;
+    let a = daemon.enrol("8612001").await;
+    let b = daemon.enrol("8612002").await;
+    let mut keys = a.keys_of(&b.laestab).await;
+    let data = ciphertext(20_000);
+    let first = v1::PackHeader::from(&a.header_for(&b.laestab, &keys, &data));
+    assert!(!a.upload(&first, &data, 8192).await.unwrap().already_stored);
+
+    let (key, proof) = key_and_proof(&b.laestab, &Identity::generate(), &[Role::Staff]);
+    keys.push(baton::keys::SchoolKey::try_from(&key).unwrap());
+    let add = v1::AddKeyRequest {
+        laestab: b.laestab.to_string(),
+        key: Some(key),
+        proof,
+    };
+    b.directory().add_key(b.req(add)).await.unwrap();
+    let current = v1::PackHeader::from(&a.header_for(&b.laestab, &keys, &data));
+    let done = a.upload(&current, &data, 8192).await;
+    assert!(!done.unwrap().already_stored);
+}

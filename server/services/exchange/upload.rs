@@ -112,26 +112,32 @@ impl<S: Store> Service<S> {
         Ok(None)
     }
 
-    /// The checks again, against the directory as it is now, after the
-    /// commit found it had changed since the upload was checked. `Ok(Err(at))`
-    /// when the pack is stored already; `Ok(Ok(version))` to commit again.
-    async fn recheck(
+    /// [`Self::admit`] against the directory as it is now (its version read
+    /// afresh, the token checked again): after a refusal against the cache
+    /// as last seen, or a commit that found the directory had moved.
+    /// Returns the version checked against and `admit`'s answer.
+    async fn admit_now(
         app: &App<S>,
         token_hash: [u8; 32],
         caller: &Laestab,
         signed: &SignedHeader,
         header_bytes: &[u8],
-    ) -> Result<Result<i64, i64>, Status> {
+        before_receiving: bool,
+    ) -> Result<(i64, Option<i64>), Status> {
         let directory = app.directory.view(&app.store).await.map_err(store_status)?;
         if auth::school_for(&directory, token_hash).await? != *caller {
             return Err(Status::unauthenticated("unknown or revoked token"));
         }
-        Ok(
-            match Self::admit(app, &directory, caller, signed, header_bytes, false).await? {
-                Some(at) => Err(at),
-                None => Ok(directory.version()),
-            },
+        let admitted = Self::admit(
+            app,
+            &directory,
+            caller,
+            signed,
+            header_bytes,
+            before_receiving,
         )
+        .await?;
+        Ok((directory.version(), admitted))
     }
 
     /// Commits a received upload if the directory is still the one it was
@@ -178,10 +184,13 @@ impl<S: Store> Service<S> {
                 }
                 // The tail is staged now; commit again with none.
                 Committed::DirectoryMoved => {
-                    match Self::recheck(app, token_hash, caller, signed, header_bytes).await? {
-                        Ok(version) => checked_at = version,
-                        Err(at) => return Ok((true, at)),
+                    let (version, admitted) =
+                        Self::admit_now(app, token_hash, caller, signed, header_bytes, false)
+                            .await?;
+                    if let Some(at) = admitted {
+                        return Ok((true, at));
                     }
+                    checked_at = version;
                 }
             }
         }
@@ -328,16 +337,23 @@ impl<S: Store> Service<S> {
         };
         let (signed, header_bytes) = self.parse_header(&caller, &wire)?;
         let pack_id = signed.header().pack_id;
-        if let Some(at) =
-            Self::admit(&self.app, &directory, &caller, &signed, &header_bytes, true).await?
-        {
+        let (checked_at, admitted) =
+            match Self::admit(&self.app, &directory, &caller, &signed, &header_bytes, true).await {
+                Ok(admitted) => (directory.version(), admitted),
+                // Refused against the cache as last seen, which may predate
+                // a key just added: ask the directory as it is now.
+                Err(_) => {
+                    Self::admit_now(&self.app, token_hash, &caller, &signed, &header_bytes, true)
+                        .await?
+                }
+            };
+        if let Some(at) = admitted {
             return Ok(Response::new(v1::UploadResponse {
                 pack_id: pack_id.to_string(),
                 already_stored: true,
                 uploaded_at_ms: at,
             }));
         }
-        let checked_at = directory.version();
 
         // Receive in a task of its own so that a client going away mid-stream
         // still runs the clean-up below.

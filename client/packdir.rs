@@ -72,8 +72,9 @@ pub fn read_attachments(dir: &Path) -> Result<Vec<(PathBuf, AttachmentMeta)>, Ve
             problems.push(format!("{}: cannot be attached: {problem}", file.display()));
             continue;
         }
-        match std::fs::File::open(&file).and_then(|mut f| AttachmentMeta::describe(&name, &mut f)) {
-            Ok(meta) => found.push((file, meta)),
+        // Only listed here: sealing reads and hashes each file once.
+        match std::fs::File::open(&file).and_then(|f| f.metadata()) {
+            Ok(m) => found.push((file, AttachmentMeta::listed(&name, m.len()))),
             Err(e) => problems.push(format!("{}: {e}", file.display())),
         }
     }

@@ -26,14 +26,14 @@ async fn journey_verifies_and_any_alteration_is_named() {
         kind: Kind::Transfer,
         created_at_ms: 1,
     };
-    let manifest = Manifest {
+    let mut manifest = Manifest {
         record: Default::default(),
         ctf_pupil_xml: None,
         attachments: vec![],
     };
     let (signed, sealed) = seal(
         &draft,
-        &manifest,
+        &mut manifest,
         |_| Ok(std::io::empty()),
         &keys,
         &a.identity,

@@ -73,9 +73,9 @@ fn fifty_megabytes_stream_through_seal_and_open_in_flat_memory() {
     let sender = Identity::generate();
     let to = Identity::generate();
     let keys = vec![school_key(&to, &[Role::Staff])];
-    let meta = AttachmentMeta::describe("big.bin", &mut Generated::new()).unwrap();
-    let empty = AttachmentMeta::describe("empty.txt", &mut io::empty()).unwrap();
-    let manifest = Manifest {
+    let meta = AttachmentMeta::listed("big.bin", SIZE);
+    let empty = AttachmentMeta::listed("empty.txt", 0);
+    let mut manifest = Manifest {
         record: record(),
         ctf_pupil_xml: None,
         attachments: vec![meta, empty],
@@ -88,7 +88,7 @@ fn fifty_megabytes_stream_through_seal_and_open_in_flat_memory() {
     let file = io::BufWriter::new(std::fs::File::create(&path).unwrap());
     let (header, file) = crypto::seal(
         &draft(Kind::Transfer),
-        &manifest,
+        &mut manifest,
         |i| {
             Ok::<Box<dyn Read>, io::Error>(if i == 0 {
                 Box::new(Generated::new())
@@ -112,6 +112,8 @@ fn fifty_megabytes_stream_through_seal_and_open_in_flat_memory() {
     let growth = peak_rss().saturating_sub(before);
 
     assert!(opened == manifest);
+    let expected = AttachmentMeta::describe("big.bin", &mut Generated::new()).unwrap();
+    assert_eq!(manifest.attachments[0].sha256, expected.sha256);
     assert_eq!(sink.0.0, SIZE);
     assert_eq!(
         std::fs::metadata(&path).unwrap().len(),

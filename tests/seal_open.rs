@@ -76,7 +76,7 @@ fn safeguarding_packs_are_sealed_to_dsl_keys_only() {
     let no_dsl = vec![school_key(&staff, &[Role::Staff, Role::Senco])];
     let err = crypto::seal(
         &draft(Kind::Safeguarding),
-        &m,
+        &mut m.clone(),
         |i| Ok(files[i].1.as_slice()),
         &no_dsl,
         &sender,
@@ -105,34 +105,41 @@ fn revoked_keys_are_not_recipients() {
 }
 
 #[test]
-fn an_attachment_that_changes_while_sealing_is_refused() {
+fn an_attachment_that_changes_size_while_sealing_is_refused() {
     let sender = Identity::generate();
     let to = Identity::generate();
     let keys = vec![school_key(&to, &[Role::Staff])];
     let files = vec![("a.pdf".to_string(), vec![9u8; 1000])];
     let m = manifest(&files, None);
-    let grown = vec![9u8; 1001];
-    let err = crypto::seal(
+    for changed in [vec![9u8; 1001], vec![9u8; 999]] {
+        let err = crypto::seal(
+            &draft(Kind::Transfer),
+            &mut m.clone(),
+            |_| Ok(changed.as_slice()),
+            &keys,
+            &sender,
+            Vec::new(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("attachment 1 changed"), "{err}");
+    }
+    // Bytes are read once, as they are sealed: the manifest carries the
+    // hash of what was sealed, and the pack opens to exactly that.
+    let other = vec![("a.pdf".to_string(), vec![8u8; 1000])];
+    let mut sealed = m.clone();
+    let (header, ciphertext) = crypto::seal(
         &draft(Kind::Transfer),
-        &m,
-        |_| Ok(grown.as_slice()),
+        &mut sealed,
+        |_| Ok(other[0].1.as_slice()),
         &keys,
         &sender,
         Vec::new(),
     )
-    .unwrap_err();
-    assert!(err.to_string().contains("attachment 1 changed"), "{err}");
-    let other = vec![8u8; 1000];
-    let err = crypto::seal(
-        &draft(Kind::Transfer),
-        &m,
-        |_| Ok(other.as_slice()),
-        &keys,
-        &sender,
-        Vec::new(),
-    )
-    .unwrap_err();
-    assert!(err.to_string().contains("attachment 1 changed"), "{err}");
+    .unwrap();
+    assert!(sealed == manifest(&other, None));
+    let (opened, bytes) = open(&header, &sender, &to, &ciphertext).unwrap();
+    assert!(opened == sealed);
+    assert_eq!(bytes, vec![other[0].1.clone()]);
 }
 
 #[test]

@@ -1,8 +1,9 @@
-//! Frozen test vectors for pack format version 1 (`tests/vectors/v1/`): a
-//! sealed pack that must keep opening to the same contents in every future
-//! build, and `fail_*` cases that must each fail with the right error.
-//! The files are never edited; a new format version gets a new folder.
-//! (`write_vectors` made them once; it refuses to overwrite.)
+//! Frozen test vectors for each pack format version (`tests/vectors/vN/`):
+//! a sealed pack that must keep opening to the same contents in every
+//! future build, and `fail_*` cases that must each fail with the right
+//! error. The files are never edited; a new format version gets a new
+//! folder. (`write_vectors` made each folder once, for the version it
+//! wrote then; it refuses to overwrite.)
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -16,25 +17,31 @@ use baton::keys::{PublicKey, Role};
 use baton::pack::{Kind, SignedHeader};
 use baton::record::TransitionRecord;
 use prost::Message as _;
+use sha2::{Digest, Sha256};
 
-fn dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/v1")
+/// The format versions with frozen vectors.
+const VERSIONS: [u32; 2] = [1, 2];
+
+fn dir(version: u32) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/vectors/v{version}"))
 }
 
-fn read(name: &str) -> Vec<u8> {
-    std::fs::read(dir().join(name)).unwrap_or_else(|e| panic!("reading vector {name}: {e}"))
+fn read(version: u32, name: &str) -> Vec<u8> {
+    std::fs::read(dir(version).join(name))
+        .unwrap_or_else(|e| panic!("reading vector v{version}/{name}: {e}"))
 }
 
-fn identity(name: &str) -> Identity {
-    Identity::from_file_bytes(&read(name), None).unwrap()
+fn identity(version: u32, name: &str) -> Identity {
+    Identity::from_file_bytes(&read(version, name), None).unwrap()
 }
 
-fn header(name: &str) -> SignedHeader {
-    SignedHeader::try_from(&v1::PackHeader::decode(read(name).as_slice()).unwrap()).unwrap()
+fn header(version: u32, name: &str) -> SignedHeader {
+    SignedHeader::try_from(&v1::PackHeader::decode(read(version, name).as_slice()).unwrap())
+        .unwrap()
 }
 
-fn sender() -> PublicKey {
-    let json: serde_json::Value = serde_json::from_slice(&read("sender.json")).unwrap();
+fn sender(version: u32) -> PublicKey {
+    let json: serde_json::Value = serde_json::from_slice(&read(version, "sender.json")).unwrap();
     let signing = hex::decode(json["signing_key"].as_str().unwrap()).unwrap();
     let key = PublicKey::new(json["age_recipient"].as_str().unwrap(), &signing).unwrap();
     assert_eq!(key.key_id().to_string(), json["key_id"].as_str().unwrap());
@@ -42,16 +49,17 @@ fn sender() -> PublicKey {
 }
 
 fn open(
+    version: u32,
     header_file: &str,
     age_file: &str,
     identity_file: &str,
 ) -> Result<(baton::pack::Manifest, MemorySink), OpenError> {
     let mut sink = MemorySink::default();
     let manifest = crypto::open(
-        &header(header_file),
-        &[sender()],
-        &identity(identity_file),
-        read(age_file).as_slice(),
+        &header(version, header_file),
+        &[sender(version)],
+        &identity(version, identity_file),
+        read(version, age_file).as_slice(),
         &mut sink,
     )?;
     Ok((manifest, sink))
@@ -59,30 +67,37 @@ fn open(
 
 #[test]
 fn the_frozen_pack_opens_to_its_expected_contents() {
-    let (manifest, sink) = open("pack.header", "pack.age", "identity.txt").unwrap();
-    let expected =
-        TransitionRecord::from_json(std::str::from_utf8(&read("expected/record.json")).unwrap())
-            .unwrap();
-    assert!(manifest.record == expected);
-    assert_eq!(
-        manifest.ctf_pupil_xml.as_deref().map(str::as_bytes),
-        Some(read("expected/ctf_pupil.xml").as_slice())
-    );
-    let names: Vec<&str> = manifest
-        .attachments
-        .iter()
-        .map(|a| a.name.as_str())
-        .collect();
-    assert_eq!(names, ["one-page-profile.txt", "empty-note.txt"]);
-    for (meta, bytes) in manifest.attachments.iter().zip(&sink.files) {
-        assert_eq!(bytes, &read(&format!("expected/{}", meta.name)));
+    for version in VERSIONS {
+        let read = |name: &str| read(version, name);
+        let (manifest, sink) = open(version, "pack.header", "pack.age", "identity.txt").unwrap();
+        let expected = TransitionRecord::from_json(
+            std::str::from_utf8(&read("expected/record.json")).unwrap(),
+        )
+        .unwrap();
+        assert!(manifest.record == expected);
+        assert_eq!(
+            manifest.ctf_pupil_xml.as_deref().map(str::as_bytes),
+            Some(read("expected/ctf_pupil.xml").as_slice())
+        );
+        let names: Vec<&str> = manifest
+            .attachments
+            .iter()
+            .map(|a| a.name.as_str())
+            .collect();
+        assert_eq!(names, ["one-page-profile.txt", "empty-note.txt"]);
+        for (meta, bytes) in manifest.attachments.iter().zip(&sink.files) {
+            let expected = read(&format!("expected/{}", meta.name));
+            assert_eq!(bytes, &expected);
+            assert_eq!(meta.sha256, <[u8; 32]>::from(Sha256::digest(&expected)));
+        }
+        let h = header(version, "pack.header");
+        assert_eq!(h.header().format_version, version);
+        assert_eq!(h.header().kind, Kind::Transfer);
+        assert_eq!(
+            (h.header().from.as_str(), h.header().to.as_str()),
+            ("8612001", "8614001")
+        );
     }
-    let h = header("pack.header");
-    assert_eq!(h.header().kind, Kind::Transfer);
-    assert_eq!(
-        (h.header().from.as_str(), h.header().to.as_str()),
-        ("8612001", "8614001")
-    );
 }
 
 /// (what, header file, age file, identity file, is the expected error).
@@ -140,10 +155,12 @@ fn every_fail_vector_fails_with_its_error() {
             |e| matches!(e, OpenError::BadSignature),
         ),
     ];
-    for (what, h, age, id, expected) in cases {
-        match open(h, age, id) {
-            Ok(_) => panic!("{what}: opened"),
-            Err(e) => assert!(expected(&e), "{what}: wrong error {e:?}"),
+    for version in VERSIONS {
+        for (what, h, age, id, expected) in cases {
+            match open(version, h, age, id) {
+                Ok(_) => panic!("v{version} {what}: opened"),
+                Err(e) => assert!(expected(&e), "v{version} {what}: wrong error {e:?}"),
+            }
         }
     }
 }
@@ -152,7 +169,7 @@ fn every_fail_vector_fails_with_its_error() {
 #[ignore = "writes the frozen vectors once; never run it over existing files"]
 fn write_vectors() {
     use support::{draft, manifest, school_key, seal};
-    let out = dir();
+    let out = dir(baton::pack::FORMAT_VERSION);
     assert!(
         !out.join("pack.age").exists(),
         "vectors are frozen: make a new version folder instead"

@@ -48,19 +48,19 @@ pub(crate) fn crypto(from: &School) -> Res<()> {
     let ids: Vec<Identity> = (0..3).map(|_| Identity::generate()).collect();
     let to = Laestab::parse("8619001")?;
     println!(
-        "seal = hash the attachment for the manifest, then baton::crypto::seal (what `baton send` does); seal() = the second step alone"
+        "seal = baton::crypto::seal, hashing the attachment as it seals (format 2, what `baton send` does); fmt-1 = a hashing pass for the manifest first, as format 1 needed"
     );
     println!(
         "{:>7} {:>4} | {:>10} {:>10} {:>10} | {:>10} {:>10} | {:>6} {:>7} {:>6}",
         "size",
         "rcpt",
         "seal MB/s",
-        "seal() MB/s",
+        "fmt-1 MB/s",
         "open MB/s",
         "age -e MB/s",
         "age -d MB/s",
         "seal×",
-        "seal()×",
+        "fmt-1×",
         "open×"
     );
     for size in [20 * 1024usize, 10 * 1024 * 1024] {
@@ -84,10 +84,12 @@ pub(crate) fn crypto(from: &School) -> Res<()> {
                 iters,
             )?;
             let (header, ct) = sealed.ok_or("nothing sealed")?;
-            let manifest = manifest_for(1, &plain);
-            let seal_only_s = time_it(
+            let fmt1_s = time_it(
                 || {
-                    seal_manifest(from, to, &keys, &manifest, &plain)?;
+                    let mut described = manifest_for(1, &plain);
+                    described.attachments[0] =
+                        AttachmentMeta::describe("report.pdf", &mut plain.as_slice())?;
+                    seal_manifest(from, to, &keys, &described, &plain)?;
                     Ok(())
                 },
                 min,
@@ -109,7 +111,7 @@ pub(crate) fn crypto(from: &School) -> Res<()> {
                 iters,
             )?;
             let mb = size as f64 / 1e6;
-            let (seal_mb, seal_only_mb, open_mb) = (mb / seal_s, mb / seal_only_s, mb / open_s);
+            let (seal_mb, fmt1_mb, open_mb) = (mb / seal_s, mb / fmt1_s, mb / open_s);
             if have_age {
                 let enc = dir.path().join("enc.age");
                 let mut recipients = vec![cli_recipient.clone()];
@@ -150,12 +152,12 @@ pub(crate) fn crypto(from: &School) -> Res<()> {
                     human(size as u64),
                     n,
                     seal_mb,
-                    seal_only_mb,
+                    fmt1_mb,
                     open_mb,
                     age_e,
                     age_d,
                     seal_mb / age_e,
-                    seal_only_mb / age_e,
+                    fmt1_mb / age_e,
                     open_mb / age_d
                 );
             } else {
@@ -164,7 +166,7 @@ pub(crate) fn crypto(from: &School) -> Res<()> {
                     human(size as u64),
                     n,
                     seal_mb,
-                    seal_only_mb,
+                    fmt1_mb,
                     open_mb
                 );
             }

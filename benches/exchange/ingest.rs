@@ -26,22 +26,20 @@ pub(crate) fn seal_pack(
     seal_manifest(from, to, recipients, &manifest, attachment)
 }
 
-/// The manifest of a pack with one attachment: hashing the attachment is
-/// the pass a sender makes before sealing (the manifest comes first).
+/// The manifest of a pack with one attachment, listed by size only: sealing
+/// hashes it as it seals (format 2), as `baton send` does.
 pub(crate) fn manifest_for(serial: u32, attachment: &[u8]) -> Manifest {
     Manifest {
         record: record(serial),
         ctf_pupil_xml: None,
-        attachments: vec![AttachmentMeta {
-            name: "report.pdf".into(),
-            media_type: "application/pdf".into(),
-            size: attachment.len() as u64,
-            sha256: Sha256::digest(attachment).into(),
-        }],
+        attachments: vec![AttachmentMeta::listed(
+            "report.pdf",
+            attachment.len() as u64,
+        )],
     }
 }
 
-/// `baton::crypto::seal` of a described attachment.
+/// `baton::crypto::seal` of a manifest's one attachment.
 pub(crate) fn seal_manifest(
     from: &School,
     to: Laestab,
@@ -58,7 +56,7 @@ pub(crate) fn seal_manifest(
     };
     let (header, out) = seal(
         &draft,
-        manifest,
+        &mut manifest.clone(),
         |_| Ok(Cursor::new(attachment)),
         recipients,
         &from.identity,

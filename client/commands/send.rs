@@ -13,7 +13,7 @@ use baton::Laestab;
 use baton::api::v1;
 use baton::crypto::{self, Draft, Identity};
 use baton::keys::SchoolKey;
-use baton::pack::{Kind, Manifest, PackId};
+use baton::pack::{Kind, Manifest, PackId, SignedHeader};
 use tokio::io::AsyncReadExt as _;
 
 use crate::connect::{Authed, connect, explain};
@@ -214,7 +214,19 @@ struct Job {
     exchange: baton::api::v1::exchange_client::ExchangeClient<Authed>,
 }
 
+/// A pack sealed into a temporary file in the outbox, not yet kept.
+struct Sealed {
+    header: SignedHeader,
+    /// The manifest with the SHA-256 of every attachment as sealed.
+    manifest: Manifest,
+    file: tempfile::NamedTempFile,
+}
+
 impl Job {
+    /// Seals the pack (reading each attachment once), then looks its content
+    /// up in the outbox: a pack sent before is not sent again, and one
+    /// sealed before but not sent is sent as it was sealed (same id, same
+    /// bytes), so a rerun after any failure retries rather than duplicates.
     async fn run(self) -> Result<Outcome> {
         let manifest = Manifest {
             record: self.item.record.clone(),
@@ -226,16 +238,17 @@ impl Job {
                 .map(|(_, m)| m.clone())
                 .collect(),
         };
-        let key = Outbox::content_key(self.to.as_str(), self.kind, &manifest);
+        let sealed = self.seal(manifest).await?;
+        let key = Outbox::content_key(self.to.as_str(), self.kind, &sealed.manifest);
         let entry = match self.outbox.get(&key)? {
             Some(e) if e.state == State::Sent => return Ok(Outcome::AlreadySent),
             Some(e) if self.outbox.sealed_path(&key).exists() => e,
-            _ => self.seal(key, manifest).await?,
+            _ => self.keep(key, sealed)?,
         };
         upload(&self.outbox, self.exchange, entry).await
     }
 
-    async fn seal(&self, key: String, manifest: Manifest) -> Result<Entry> {
+    async fn seal(&self, mut manifest: Manifest) -> Result<Sealed> {
         let draft = Draft {
             pack_id: PackId::new(),
             from: self.from,
@@ -243,7 +256,6 @@ impl Job {
             kind: self.kind,
             created_at_ms: now_ms(),
         };
-        let path = self.outbox.sealed_path(&key);
         let files: Vec<PathBuf> = self
             .item
             .attachments
@@ -253,12 +265,12 @@ impl Job {
         let identity = Arc::clone(&self.identity);
         let recipients = Arc::clone(&self.recipients);
         let dir = self.outbox.dir().to_path_buf();
-        let header = tokio::task::spawn_blocking(move || -> Result<_> {
-            let tmp = tempfile::NamedTempFile::new_in(&dir)?;
-            let writer = std::io::BufWriter::new(tmp.as_file().try_clone()?);
+        tokio::task::spawn_blocking(move || -> Result<_> {
+            let file = tempfile::NamedTempFile::new_in(&dir)?;
+            let writer = std::io::BufWriter::new(file.as_file().try_clone()?);
             let (header, writer) = crypto::seal(
                 &draft,
-                &manifest,
+                &mut manifest,
                 |i| std::fs::File::open(&files[i]).map(std::io::BufReader::new),
                 &recipients,
                 &identity,
@@ -268,16 +280,28 @@ impl Job {
                 .into_inner()
                 .map_err(|e| e.into_error())?
                 .sync_all()?;
-            tmp.persist(&path)?;
-            Ok(header)
+            Ok(Sealed {
+                header,
+                manifest,
+                file,
+            })
         })
         .await
         .context("sealing was interrupted")?
-        .context("sealing")?;
+        .context("sealing")
+    }
+
+    /// Keeps a freshly sealed pack in the outbox under its content key.
+    fn keep(&self, key: String, sealed: Sealed) -> Result<Entry> {
+        let path = self.outbox.sealed_path(&key);
+        sealed
+            .file
+            .persist(&path)
+            .with_context(|| format!("keeping {}", path.display()))?;
         let r = &self.item.record;
         let mut entry = Entry {
             key,
-            pack_id: header.header().pack_id.to_string(),
+            pack_id: sealed.header.header().pack_id.to_string(),
             to: self.to.to_string(),
             kind: self.kind,
             upn: r.upn().map(|u| u.to_string()).unwrap_or_default(),
@@ -287,7 +311,7 @@ impl Job {
             state: State::Sealed,
             sent_at_ms: None,
         };
-        entry.set_header(&header);
+        entry.set_header(&sealed.header);
         self.outbox.put(&entry)?;
         Ok(entry)
     }

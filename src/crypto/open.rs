@@ -9,12 +9,14 @@ use std::io::{self, Read, Write};
 
 use super::{HashingReader, Identity};
 use crate::keys::PublicKey;
-use crate::pack::contents::{self, ContentsError};
+use crate::pack::contents::{ContentsError, ContentsReader};
 use crate::pack::{AttachmentMeta, Manifest, PackError, SignedHeader};
 
 /// Where opened attachments go.
 pub trait Sink {
     /// A writer for the attachment at `index` (0-based, manifest order).
+    /// `meta.sha256` is not known yet in format version 2 (all zeros): the
+    /// manifest [`open`] returns has every attachment's checked SHA-256.
     fn create(&mut self, index: usize, meta: &AttachmentMeta) -> io::Result<Box<dyn Write + '_>>;
 }
 
@@ -78,7 +80,7 @@ pub fn open<R: Read>(
     // Read at most one byte past the declared length, so a longer
     // ciphertext is caught without reading it all.
     let mut hashed = HashingReader::new(ciphertext.take(h.ciphertext_len.saturating_add(1)));
-    let manifest = decrypt_into(&mut hashed, identity, sink)?;
+    let manifest = decrypt_into(&mut hashed, h.format_version, identity, sink)?;
     io::copy(&mut hashed, &mut io::sink()).map_err(damaged)?;
     let (len, sha) = hashed.finish().map_err(damaged)?;
     if len != h.ciphertext_len || sha != h.ciphertext_sha256 {
@@ -91,23 +93,24 @@ pub fn open<R: Read>(
 
 fn decrypt_into(
     input: &mut impl Read,
+    version: u32,
     identity: &Identity,
     sink: &mut dyn Sink,
 ) -> Result<Manifest, OpenError> {
     let decryptor = age::Decryptor::new(input).map_err(age_error)?;
-    let mut plain = decryptor
+    let plain = decryptor
         .decrypt(std::iter::once(
             identity.age_identity() as &dyn age::Identity
         ))
         .map_err(age_error)?;
-    let manifest = contents::read_manifest(&mut plain).map_err(contents_error)?;
-    for (i, meta) in manifest.attachments.iter().enumerate() {
-        let mut out = sink.create(i, meta).map_err(OpenError::Io)?;
-        contents::copy_attachment(&mut plain, &mut out, meta, i + 1).map_err(contents_error)?;
+    let mut contents = ContentsReader::new(plain, version).map_err(contents_error)?;
+    while let Some(i) = contents.next_index() {
+        let meta = contents.manifest().attachments[i].clone();
+        let mut out = sink.create(i, &meta).map_err(OpenError::Io)?;
+        contents.copy_next(&mut out).map_err(contents_error)?;
         out.flush().map_err(OpenError::Io)?;
     }
-    contents::expect_end(&mut plain).map_err(contents_error)?;
-    Ok(manifest)
+    contents.finish().map_err(contents_error)
 }
 
 fn age_error(e: age::DecryptError) -> OpenError {

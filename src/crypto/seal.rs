@@ -7,7 +7,7 @@ use std::str::FromStr;
 use super::{HashingWriter, Identity};
 use crate::Laestab;
 use crate::keys::{SchoolKey, recipients_for};
-use crate::pack::contents::{self, ContentsError};
+use crate::pack::contents::{ContentsError, ContentsWriter};
 use crate::pack::{FORMAT_VERSION, Header, Kind, Manifest, PackError, PackId, SignedHeader};
 
 /// Everything about a pack except its contents and its keys.
@@ -46,15 +46,45 @@ pub enum SealError {
     Sign(#[from] PackError),
 }
 
-/// Seals one pack into `out`, returning the signed header and the writer.
+/// Seals one pack into `out` in format [`FORMAT_VERSION`], returning the
+/// signed header and the writer.
 ///
 /// `recipients` are the destination's directory keys: the pack is sealed to
 /// the ones [`recipients_for`] chooses for `draft.kind`. `open_attachment`
-/// is called once per attachment, in manifest order, and must give the same
-/// bytes the manifest describes (checked).
+/// is called once per attachment, in manifest order, and must give exactly
+/// the size the manifest lists (checked). Each attachment is read and hashed
+/// once, as it is sealed: on return `manifest` carries the SHA-256 of the
+/// bytes sealed (whatever it held before is not read).
 pub fn seal<W, R>(
     draft: &Draft,
-    manifest: &Manifest,
+    manifest: &mut Manifest,
+    open_attachment: impl FnMut(usize) -> io::Result<R>,
+    recipients: &[SchoolKey],
+    signer: &Identity,
+    out: W,
+) -> Result<(SignedHeader, W), SealError>
+where
+    W: Write,
+    R: Read,
+{
+    seal_version(
+        FORMAT_VERSION,
+        draft,
+        manifest,
+        open_attachment,
+        recipients,
+        signer,
+        out,
+    )
+}
+
+/// [`seal`] in any format version this build reads (tests of older
+/// versions). Version 1 checks the attachments against the SHA-256 the
+/// manifest lists.
+pub(crate) fn seal_version<W, R>(
+    version: u32,
+    draft: &Draft,
+    manifest: &mut Manifest,
     mut open_attachment: impl FnMut(usize) -> io::Result<R>,
     recipients: &[SchoolKey],
     signer: &Identity,
@@ -79,23 +109,17 @@ where
         age::Encryptor::with_recipients(age_recipients.iter().map(|r| r as &dyn age::Recipient))
             .map_err(|e| SealError::Io(io::Error::other(e.to_string())))?;
 
-    let mut writer = encryptor.wrap_output(HashingWriter::new(out))?;
-    contents::write_manifest(&mut writer, manifest)?;
-    for (i, meta) in manifest.attachments.iter().enumerate() {
-        let mut source = open_attachment(i)?;
-        contents::copy_attachment(&mut source, &mut writer, meta, i + 1).map_err(|e| match e {
-            ContentsError::Truncated | ContentsError::AttachmentMismatch { .. } => {
-                ContentsError::AttachmentChanged { index: i + 1 }
-            }
-            other => other,
-        })?;
-        contents::expect_end(&mut source)
-            .map_err(|_| ContentsError::AttachmentChanged { index: i + 1 })?;
+    let encrypted = encryptor.wrap_output(HashingWriter::new(out))?;
+    let mut plain = ContentsWriter::new(encrypted, manifest, version)?;
+    for i in 0..manifest.attachments.len() {
+        plain.attachment(&mut open_attachment(i)?)?;
     }
-    let (out, ciphertext_len, ciphertext_sha256) = writer.finish()?.finish()?;
+    let (encrypted, hashed) = plain.finish()?;
+    let (out, ciphertext_len, ciphertext_sha256) = encrypted.finish()?.finish()?;
+    manifest.attachments = hashed;
 
     let header = Header {
-        format_version: FORMAT_VERSION,
+        format_version: version,
         pack_id: draft.pack_id,
         from: draft.from,
         to: draft.to,
@@ -107,4 +131,71 @@ where
         recipient_key_ids: chosen.iter().map(|k| k.key_id()).collect(),
     };
     Ok((signer.sign_header(header)?, out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::{MemorySink, open};
+    use crate::keys::Role;
+    use crate::pack::AttachmentMeta;
+
+    fn school_key(id: &Identity) -> SchoolKey {
+        SchoolKey {
+            public: id.public(),
+            roles: vec![Role::Staff],
+            label: "office".into(),
+            created_at_ms: 0,
+            revoked_at_ms: None,
+        }
+    }
+
+    #[test]
+    fn every_version_this_build_reads_opens_what_it_seals() {
+        let sender = Identity::generate();
+        let to = Identity::generate();
+        let files = [b"profile".to_vec(), vec![3u8; 100_000]];
+        let described = Manifest {
+            record: crate::record::tests::valid_record(),
+            ctf_pupil_xml: None,
+            attachments: files
+                .iter()
+                .enumerate()
+                .map(|(i, f)| AttachmentMeta::describe(&format!("f{i}.pdf"), &mut f.as_slice()))
+                .collect::<Result<_, _>>()
+                .unwrap(),
+        };
+        let draft = Draft {
+            pack_id: PackId::new(),
+            from: Laestab::parse("8612001").unwrap(),
+            to: Laestab::parse("8614001").unwrap(),
+            kind: Kind::Transfer,
+            created_at_ms: 1,
+        };
+        for version in crate::pack::contents::VERSIONS {
+            let mut manifest = described.clone();
+            let (header, ciphertext) = seal_version(
+                version,
+                &draft,
+                &mut manifest,
+                |i| Ok(files[i].as_slice()),
+                &[school_key(&to)],
+                &sender,
+                Vec::new(),
+            )
+            .unwrap();
+            assert_eq!(header.header().format_version, version);
+            let mut sink = MemorySink::default();
+            let opened = open(
+                &header,
+                &[sender.public()],
+                &to,
+                ciphertext.as_slice(),
+                &mut sink,
+            )
+            .unwrap();
+            assert!(opened == described, "version {version}");
+            assert_eq!(sink.files, files, "version {version}");
+        }
+    }
 }

@@ -1,7 +1,9 @@
 //! The plaintext of a pack, framed so it streams: a length-delimited
 //! protobuf `Manifest` (the record, the raw CTF `<Pupil>` element, the list
-//! of attachments), then each attachment's bytes in order. Readers check
-//! every size and SHA-256 as they go; nothing here touches the file system.
+//! of attachments), then each attachment's bytes in order, each followed by
+//! its SHA-256 from format version 2 on (see [`VERSIONS`]).
+//! [`ContentsWriter`] frames, [`ContentsReader`] reads and checks every size
+//! and SHA-256 as it goes; nothing here touches the file system.
 
 use std::io::{self, Read, Write};
 
@@ -108,6 +110,18 @@ pub enum ContentsError {
 }
 
 impl AttachmentMeta {
+    /// An attachment known by name and size only: its SHA-256 (zeros here)
+    /// is filled in when it is sealed in format version 2, which hashes the
+    /// bytes as it writes them.
+    pub fn listed(name: &str, size: u64) -> Self {
+        Self {
+            name: name.to_string(),
+            media_type: media_type_for(name).to_string(),
+            size,
+            sha256: [0; 32],
+        }
+    }
+
     /// Describes `reader`'s bytes (reading them all once to size and hash them).
     pub fn describe(name: &str, reader: &mut impl Read) -> io::Result<Self> {
         let mut hasher = Sha256::new();
@@ -194,16 +208,178 @@ pub fn check_names(attachments: &[AttachmentMeta]) -> Result<(), ContentsError> 
     Ok(())
 }
 
-/// Writes the manifest frame.
-pub fn write_manifest(out: &mut impl Write, manifest: &Manifest) -> Result<(), ContentsError> {
-    check_names(&manifest.attachments)?;
-    let bytes = v1::Manifest::from(manifest.clone()).encode_length_delimited_to_vec();
-    out.write_all(&bytes)?;
-    Ok(())
+/// The plaintext framing of each pack format version this build reads
+/// (the header's `format_version` says which one a pack uses):
+///
+/// - **1**: the manifest lists every attachment's SHA-256; each
+///   attachment's bytes follow in order.
+/// - **2** (written since): the manifest lists names, media types and sizes;
+///   each attachment's bytes are followed by their SHA-256 (32 bytes). A
+///   sender hashes each file once, while sealing it, instead of once to
+///   write the manifest and again while sealing.
+pub const VERSIONS: std::ops::RangeInclusive<u32> = 1..=2;
+
+/// Frames a pack's plaintext into `out`: the manifest, then each attachment
+/// in manifest order through [`ContentsWriter::attachment`].
+pub struct ContentsWriter<W> {
+    out: W,
+    version: u32,
+    attachments: Vec<AttachmentMeta>,
+    next: usize,
+}
+
+impl<W: Write> ContentsWriter<W> {
+    /// Writes the manifest frame in format `version`. In version 1 the
+    /// attachments' SHA-256 must be filled in; in version 2 they are not
+    /// read (each is computed as the attachment is written).
+    pub fn new(mut out: W, manifest: &Manifest, version: u32) -> Result<Self, ContentsError> {
+        check_version(version)?;
+        check_names(&manifest.attachments)?;
+        let mut wire = v1::Manifest::from(manifest.clone());
+        if version >= 2 {
+            for a in &mut wire.attachments {
+                a.sha256.clear();
+            }
+        }
+        out.write_all(&wire.encode_length_delimited_to_vec())?;
+        Ok(Self {
+            out,
+            version,
+            attachments: manifest.attachments.clone(),
+            next: 0,
+        })
+    }
+
+    /// Writes the next attachment: exactly its listed size from `source`,
+    /// which must then end ([`ContentsError::AttachmentChanged`] if it gives
+    /// more or fewer bytes, or in version 1 other bytes than the manifest's
+    /// SHA-256 describes). Returns the bytes' SHA-256.
+    pub fn attachment(&mut self, source: &mut impl Read) -> Result<[u8; 32], ContentsError> {
+        let index = self.next + 1;
+        let meta = self.attachments.get_mut(self.next).ok_or_else(|| {
+            ContentsError::Malformed("more attachments than the manifest lists".into())
+        })?;
+        let changed = || ContentsError::AttachmentChanged { index };
+        let digest = copy_exact(source, &mut self.out, meta.size).map_err(|e| match e {
+            ContentsError::Truncated => changed(),
+            other => other,
+        })?;
+        expect_end(source).map_err(|_| changed())?;
+        if self.version == 1 && digest != meta.sha256 {
+            return Err(changed());
+        }
+        if self.version >= 2 {
+            self.out.write_all(&digest)?;
+        }
+        meta.sha256 = digest;
+        self.next += 1;
+        Ok(digest)
+    }
+
+    /// Ends the plaintext once every attachment is written; returns the
+    /// writer and the attachments with the SHA-256 of the bytes written.
+    pub fn finish(self) -> Result<(W, Vec<AttachmentMeta>), ContentsError> {
+        if self.next != self.attachments.len() {
+            return Err(ContentsError::Malformed(
+                "fewer attachments than the manifest lists".into(),
+            ));
+        }
+        Ok((self.out, self.attachments))
+    }
+}
+
+/// Reads a pack's plaintext from `input`: the manifest, then each
+/// attachment through [`ContentsReader::copy_next`], checking every size
+/// and SHA-256 as it goes.
+pub struct ContentsReader<R> {
+    input: R,
+    version: u32,
+    manifest: Manifest,
+    next: usize,
+}
+
+impl<R: Read> ContentsReader<R> {
+    /// Reads the manifest frame of a format `version` pack.
+    pub fn new(mut input: R, version: u32) -> Result<Self, ContentsError> {
+        check_version(version)?;
+        let manifest = read_manifest(&mut input, version)?;
+        Ok(Self {
+            input,
+            version,
+            manifest,
+            next: 0,
+        })
+    }
+
+    /// The manifest. In version 2 an attachment's SHA-256 is all zeros until
+    /// [`ContentsReader::copy_next`] has read it.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The attachment [`ContentsReader::copy_next`] reads next (0-based), if
+    /// any is left.
+    pub fn next_index(&self) -> Option<usize> {
+        (self.next < self.manifest.attachments.len()).then_some(self.next)
+    }
+
+    /// Copies the next attachment into `out` and checks its size and
+    /// SHA-256. On an error the bytes written so far are unverified: the
+    /// caller must discard `out`.
+    pub fn copy_next(&mut self, out: &mut dyn Write) -> Result<(), ContentsError> {
+        let index = self.next + 1;
+        let meta = self
+            .manifest
+            .attachments
+            .get_mut(self.next)
+            .ok_or_else(|| ContentsError::Malformed("no attachment is left to read".into()))?;
+        let digest = copy_exact(&mut self.input, out, meta.size)?;
+        let expected = if self.version >= 2 {
+            let mut listed = [0u8; 32];
+            self.input.read_exact(&mut listed).map_err(truncated)?;
+            listed
+        } else {
+            meta.sha256
+        };
+        if digest != expected {
+            return Err(ContentsError::AttachmentMismatch { index });
+        }
+        meta.sha256 = digest;
+        self.next += 1;
+        Ok(())
+    }
+
+    /// Checks every attachment was read and nothing follows the last one;
+    /// returns the manifest with every attachment's SHA-256.
+    pub fn finish(mut self) -> Result<Manifest, ContentsError> {
+        if self.next_index().is_some() {
+            return Err(ContentsError::Truncated);
+        }
+        expect_end(&mut self.input)?;
+        Ok(self.manifest)
+    }
+}
+
+fn check_version(version: u32) -> Result<(), ContentsError> {
+    if VERSIONS.contains(&version) {
+        Ok(())
+    } else {
+        Err(ContentsError::Malformed(format!(
+            "pack format version {version} is not supported"
+        )))
+    }
+}
+
+fn truncated(e: io::Error) -> ContentsError {
+    if e.kind() == io::ErrorKind::UnexpectedEof {
+        ContentsError::Truncated
+    } else {
+        ContentsError::Io(e)
+    }
 }
 
 /// Reads the manifest frame.
-pub fn read_manifest(input: &mut impl Read) -> Result<Manifest, ContentsError> {
+fn read_manifest(input: &mut impl Read, version: u32) -> Result<Manifest, ContentsError> {
     let len = read_varint(input)?;
     if len > MAX_MANIFEST_LEN {
         return Err(ContentsError::ManifestTooLarge);
@@ -213,24 +389,32 @@ pub fn read_manifest(input: &mut impl Read) -> Result<Manifest, ContentsError> {
     if bytes.len() as u64 != len {
         return Err(ContentsError::Truncated);
     }
-    let wire = v1::Manifest::decode(bytes.as_slice())
+    let mut wire = v1::Manifest::decode(bytes.as_slice())
         .map_err(|e| ContentsError::Malformed(e.to_string()))?;
+    if version >= 2 {
+        for a in &mut wire.attachments {
+            if !a.sha256.is_empty() {
+                return Err(ContentsError::Malformed(
+                    "a version 2 manifest lists no attachment hashes".into(),
+                ));
+            }
+            a.sha256 = vec![0; 32];
+        }
+    }
     let manifest = Manifest::try_from(wire).map_err(|e| ContentsError::Malformed(e.to_string()))?;
     check_names(&manifest.attachments)?;
     Ok(manifest)
 }
 
-/// Copies exactly `meta.size` bytes of attachment `index` (1-based) from
-/// `input` to `out`, and checks their SHA-256. On a mismatch the bytes have
-/// been written already: the caller must discard `out`.
-pub fn copy_attachment(
+/// Copies exactly `size` bytes from `input` to `out` and returns their
+/// SHA-256 ([`ContentsError::Truncated`] if `input` ends first).
+fn copy_exact(
     input: &mut impl Read,
     out: &mut dyn Write,
-    meta: &AttachmentMeta,
-    index: usize,
-) -> Result<(), ContentsError> {
+    size: u64,
+) -> Result<[u8; 32], ContentsError> {
     let mut hasher = Sha256Stream::new();
-    let mut remaining = meta.size;
+    let mut remaining = size;
     let mut buf = vec![0u8; 64 * 1024];
     while remaining > 0 {
         let want = usize::try_from(remaining.min(buf.len() as u64)).unwrap_or(buf.len());
@@ -242,17 +426,13 @@ pub fn copy_attachment(
         out.write_all(&buf[..n])?;
         remaining -= n as u64;
     }
-    let digest = hasher
+    hasher
         .finalize()
-        .ok_or_else(|| io::Error::other("the hashing thread failed"))?;
-    if digest != meta.sha256 {
-        return Err(ContentsError::AttachmentMismatch { index });
-    }
-    Ok(())
+        .ok_or_else(|| io::Error::other("the hashing thread failed").into())
 }
 
 /// Checks `input` has nothing left.
-pub fn expect_end(input: &mut impl Read) -> Result<(), ContentsError> {
+fn expect_end(input: &mut impl Read) -> Result<(), ContentsError> {
     let mut byte = [0u8; 1];
     match input.read(&mut byte)? {
         0 => Ok(()),
@@ -298,58 +478,130 @@ mod tests {
         (manifest, files)
     }
 
-    fn frame(manifest: &Manifest, files: &[Vec<u8>]) -> Vec<u8> {
-        let mut out = Vec::new();
-        write_manifest(&mut out, manifest).unwrap();
+    fn frame(manifest: &Manifest, files: &[Vec<u8>], version: u32) -> Vec<u8> {
+        let mut w = ContentsWriter::new(Vec::new(), manifest, version).unwrap();
         for f in files {
-            out.extend_from_slice(f);
+            w.attachment(&mut f.as_slice()).unwrap();
         }
+        let (out, hashed) = w.finish().unwrap();
+        assert!(hashed == manifest.attachments);
         out
     }
 
-    #[test]
-    fn frames_round_trip() {
-        let (manifest, files) = sample();
-        let framed = frame(&manifest, &files);
-        let mut input = framed.as_slice();
-        let read = read_manifest(&mut input).unwrap();
-        assert_eq!(read, manifest);
-        for (i, (meta, bytes)) in read.attachments.iter().zip(&files).enumerate() {
+    /// Reads every attachment; the error of the first that fails, if any.
+    fn read_all(framed: &[u8], version: u32) -> Result<(Manifest, Vec<Vec<u8>>), ContentsError> {
+        let mut r = ContentsReader::new(framed, version)?;
+        let mut files = Vec::new();
+        while r.next_index().is_some() {
             let mut out = Vec::new();
-            copy_attachment(&mut input, &mut out, meta, i + 1).unwrap();
-            assert_eq!(&out, bytes);
+            r.copy_next(&mut out)?;
+            files.push(out);
         }
-        expect_end(&mut input).unwrap();
+        Ok((r.finish()?, files))
+    }
+
+    #[test]
+    fn frames_round_trip_in_every_version() {
+        let (manifest, files) = sample();
+        for version in VERSIONS {
+            let framed = frame(&manifest, &files, version);
+            let (read, got) = read_all(&framed, version).unwrap();
+            assert!(read == manifest, "version {version}");
+            assert_eq!(got, files, "version {version}");
+        }
+        // Version 2 carries each hash after its bytes, none in the manifest.
+        let v1 = frame(&manifest, &files, 1);
+        let v2 = frame(&manifest, &files, 2);
+        assert!(v2.ends_with(&manifest.attachments[2].sha256));
+        assert!(v1.ends_with(&files[2]));
+        let r = ContentsReader::new(v2.as_slice(), 2).unwrap();
+        assert!(r.manifest().attachments.iter().all(|a| a.sha256 == [0; 32]));
+        assert!(matches!(read_all(&v2, 1), Err(ContentsError::Malformed(_))));
+        assert!(matches!(read_all(&v1, 2), Err(ContentsError::Malformed(_))));
+    }
+
+    #[test]
+    fn a_version_2_writer_hashes_what_it_writes() {
+        let (manifest, files) = sample();
+        let listed = Manifest {
+            attachments: manifest
+                .attachments
+                .iter()
+                .map(|a| AttachmentMeta::listed(&a.name, a.size))
+                .collect(),
+            ..manifest.clone()
+        };
+        let mut w = ContentsWriter::new(Vec::new(), &listed, 2).unwrap();
+        for f in &files {
+            w.attachment(&mut f.as_slice()).unwrap();
+        }
+        let (framed, hashed) = w.finish().unwrap();
+        assert!(hashed == manifest.attachments);
+        assert!(read_all(&framed, 2).unwrap().0 == manifest);
+        // Version 1 needs the hashes first: listed ones are refused.
+        let mut w = ContentsWriter::new(Vec::new(), &listed, 1).unwrap();
+        assert!(matches!(
+            w.attachment(&mut files[0].as_slice()),
+            Err(ContentsError::AttachmentChanged { index: 1 })
+        ));
+    }
+
+    #[test]
+    fn a_source_that_changed_size_is_refused() {
+        let (manifest, files) = sample();
+        for version in VERSIONS {
+            let mut w = ContentsWriter::new(Vec::new(), &manifest, version).unwrap();
+            assert!(matches!(
+                w.attachment(&mut &b"first and more"[..]),
+                Err(ContentsError::AttachmentChanged { index: 1 })
+            ));
+            let mut w = ContentsWriter::new(Vec::new(), &manifest, version).unwrap();
+            assert!(matches!(
+                w.attachment(&mut &b"firs"[..]),
+                Err(ContentsError::AttachmentChanged { index: 1 })
+            ));
+            let mut w = ContentsWriter::new(Vec::new(), &manifest, version).unwrap();
+            w.attachment(&mut files[0].as_slice()).unwrap();
+            assert!(matches!(w.finish(), Err(ContentsError::Malformed(_))));
+        }
     }
 
     #[test]
     fn damage_is_detected() {
         let (manifest, files) = sample();
-        let mut framed = frame(&manifest, &files);
-        let last = framed.len() - 1;
-        framed[last] ^= 1;
-        let mut input = framed.as_slice();
-        let read = read_manifest(&mut input).unwrap();
-        let mut sink = io::sink();
-        copy_attachment(&mut input, &mut sink, &read.attachments[0], 1).unwrap();
-        copy_attachment(&mut input, &mut sink, &read.attachments[1], 2).unwrap();
-        assert!(matches!(
-            copy_attachment(&mut input, &mut sink, &read.attachments[2], 3),
-            Err(ContentsError::AttachmentMismatch { index: 3 })
-        ));
+        for version in VERSIONS {
+            let mut framed = frame(&manifest, &files, version);
+            // The last attachment's last byte (version 1), or its hash's
+            // last byte (version 2).
+            let last = framed.len() - 1;
+            framed[last] ^= 1;
+            assert!(
+                matches!(
+                    read_all(&framed, version),
+                    Err(ContentsError::AttachmentMismatch { index: 3 })
+                ),
+                "version {version}"
+            );
 
-        let framed = frame(&manifest, &files);
-        let mut short = &framed[..framed.len() - 10];
-        let read = read_manifest(&mut short).unwrap();
-        copy_attachment(&mut short, &mut sink, &read.attachments[0], 1).unwrap();
-        copy_attachment(&mut short, &mut sink, &read.attachments[1], 2).unwrap();
+            let framed = frame(&manifest, &files, version);
+            assert!(matches!(
+                read_all(&framed[..framed.len() - 10], version),
+                Err(ContentsError::Truncated)
+            ));
+            let mut longer = framed.clone();
+            longer.push(0);
+            assert!(matches!(
+                read_all(&longer, version),
+                Err(ContentsError::TrailingData)
+            ));
+            assert!(matches!(
+                ContentsReader::new(&framed[..3], version),
+                Err(ContentsError::Truncated)
+            ));
+        }
         assert!(matches!(
-            copy_attachment(&mut short, &mut sink, &read.attachments[2], 3),
-            Err(ContentsError::Truncated)
-        ));
-        assert!(matches!(
-            read_manifest(&mut &framed[..3]),
-            Err(ContentsError::Truncated)
+            ContentsReader::new(&[][..], 3),
+            Err(ContentsError::Malformed(_))
         ));
     }
 
@@ -371,7 +623,7 @@ mod tests {
         let (mut manifest, _) = sample();
         manifest.attachments[1].name = manifest.attachments[0].name.to_uppercase();
         assert!(matches!(
-            write_manifest(&mut Vec::new(), &manifest),
+            ContentsWriter::new(Vec::new(), &manifest, 2),
             Err(ContentsError::BadName { index: 2, .. })
         ));
     }
@@ -381,7 +633,7 @@ mod tests {
         let mut framed = Vec::new();
         prost::encoding::encode_varint(u64::MAX / 2, &mut framed);
         assert!(matches!(
-            read_manifest(&mut framed.as_slice()),
+            ContentsReader::new(framed.as_slice(), 2),
             Err(ContentsError::ManifestTooLarge)
         ));
     }

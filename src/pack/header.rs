@@ -5,8 +5,12 @@ use super::{Kind, PackError, PackId, put_bytes};
 use crate::Laestab;
 use crate::keys::{KeyId, PublicKey};
 
-/// The pack format version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The pack format version this build writes. It reads every version in
+/// [`contents::VERSIONS`](super::contents::VERSIONS); the versions differ
+/// only in how the plaintext is framed, never in the header's signed bytes.
+pub const FORMAT_VERSION: u32 = 2;
+
+const _: () = assert!(*super::contents::VERSIONS.end() == FORMAT_VERSION);
 
 /// Domain separation for header signatures. Signed bytes: do not change.
 const HEADER_CONTEXT: &[u8] = b"baton-pack-header-v1\n";
@@ -72,7 +76,7 @@ impl SignedHeader {
     /// Joins a header and a signature, checking only the format version; use
     /// [`SignedHeader::verify`] before trusting it.
     pub fn from_parts(header: Header, signature: [u8; 64]) -> Result<Self, PackError> {
-        if header.format_version != FORMAT_VERSION {
+        if !super::contents::VERSIONS.contains(&header.format_version) {
             return Err(PackError::Version(header.format_version));
         }
         Ok(Self { header, signature })

@@ -42,7 +42,9 @@ pub enum PackError {
     #[error("unknown pack kind {0:?} (expected transfer or safeguarding)")]
     Kind(String),
     /// A format version this build does not know.
-    #[error("pack format version {0} is not supported (this build reads version {FORMAT_VERSION})")]
+    #[error(
+        "pack format version {0} is not supported (this build reads versions 1 to {FORMAT_VERSION}): upgrade Baton"
+    )]
     Version(u32),
     /// The key that signed is not the key the header names.
     #[error("signed by key {found}, but the header names key {expected}")]

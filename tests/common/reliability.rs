@@ -170,14 +170,14 @@ pub fn seal_record(
         }
         None => vec![],
     };
-    let manifest = Manifest {
+    let mut manifest = Manifest {
         record: record.clone(),
         ctf_pupil_xml: None,
         attachments,
     };
     let (signed, sealed) = seal(
         &draft,
-        &manifest,
+        &mut manifest,
         |_| Ok(extra.unwrap_or_default()),
         keys,
         &from.identity,

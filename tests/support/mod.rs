@@ -75,7 +75,8 @@ pub fn manifest(files: &[(String, Vec<u8>)], ctf: Option<&str>) -> Manifest {
     }
 }
 
-/// Seals `files` in memory to `recipients`, signed by `sender`.
+/// Seals `files` in memory to `recipients`, signed by `sender`; checks the
+/// hashes sealing computed are the ones `manifest` describes.
 pub fn seal(
     draft: &Draft,
     manifest: &Manifest,
@@ -83,15 +84,18 @@ pub fn seal(
     recipients: &[SchoolKey],
     sender: &Identity,
 ) -> (SignedHeader, Vec<u8>) {
-    crypto::seal(
+    let mut sealed = manifest.clone();
+    let out = crypto::seal(
         draft,
-        manifest,
+        &mut sealed,
         |i| Ok(files[i].1.as_slice()),
         recipients,
         sender,
         Vec::new(),
     )
-    .unwrap()
+    .unwrap();
+    assert!(sealed == *manifest, "sealing hashed other bytes");
+    out
 }
 
 /// Peak resident set size of this process so far, in bytes (Linux).

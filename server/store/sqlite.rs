@@ -161,16 +161,13 @@ impl Sqlite {
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
         sqlx::migrate!("server/migrations/sqlite")
             .run(&pool)
             .await?;
         let (arrivals, _) = broadcast::channel(ARRIVALS_BUFFER);
-        let committer = Committer::start(committer::Writer {
-            pool: pool.clone(),
-            arrivals: arrivals.clone(),
-        });
+        let committer = Committer::start(committer::Writer::new(options, arrivals.clone()));
         Ok(Self {
             pool,
             arrivals,

@@ -12,24 +12,52 @@
 
 use std::collections::HashMap;
 
-use sqlx::{QueryBuilder, Sqlite as Db, SqliteConnection, SqlitePool};
-use tokio::sync::broadcast;
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{Connection as _, QueryBuilder, Sqlite as Db, SqliteConnection};
+use tokio::sync::{Mutex, broadcast};
 
 use super::append;
 use crate::store::group::{self, CommitRequest, GroupWriter, ROWS_PER_STATEMENT};
 use crate::store::rows::corrupt;
 use crate::store::{Arrival, Committed, DIRECTORY_VERSION_SQL, Result};
 
-/// The SQLite group writer: one write transaction a group.
+/// The SQLite group writer: one write transaction a group, on a connection
+/// of its own. Only the writer writes during ingest, so that connection's
+/// page cache stays valid from one group to the next (a pooled connection
+/// would often be one another had not used since the last write, and would
+/// read the pages it needs again), and one worker thread does the writing.
 pub(super) struct Writer {
-    pub pool: SqlitePool,
+    options: SqliteConnectOptions,
+    /// `None` until first used, and again after a failed group (a broken
+    /// connection is opened again rather than reused).
+    conn: Mutex<Option<SqliteConnection>>,
     /// Arrivals, in process: one node owns a SQLite file.
-    pub arrivals: broadcast::Sender<Arrival>,
+    arrivals: broadcast::Sender<Arrival>,
+}
+
+impl Writer {
+    /// A writer that connects with `options` when it first writes.
+    pub fn new(options: SqliteConnectOptions, arrivals: broadcast::Sender<Arrival>) -> Self {
+        Self {
+            options,
+            conn: Mutex::new(None),
+            arrivals,
+        }
+    }
 }
 
 impl GroupWriter for Writer {
     async fn write(&self, batch: &[CommitRequest]) -> Result<Vec<Result<Committed>>> {
-        group_transaction(&self.pool, batch).await
+        let mut slot = self.conn.lock().await;
+        let conn = match &mut *slot {
+            Some(conn) => conn,
+            empty => empty.insert(SqliteConnection::connect_with(&self.options).await?),
+        };
+        let written = group_transaction(conn, batch).await;
+        if written.is_err() {
+            *slot = None;
+        }
+        written
     }
 
     fn stored(&self, request: &CommitRequest, at_ms: i64) {
@@ -45,10 +73,10 @@ impl GroupWriter for Writer {
 /// Runs a group's commits in one write transaction; returns each request's
 /// outcome once the transaction is committed.
 async fn group_transaction(
-    pool: &SqlitePool,
+    conn: &mut SqliteConnection,
     batch: &[CommitRequest],
 ) -> Result<Vec<Result<Committed>>> {
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
     sqlx::query("SAVEPOINT group_batch")
         .execute(&mut *tx)
         .await?;

@@ -29,6 +29,7 @@ use super::{
 };
 use crate::audit;
 
+mod checkpoint;
 mod committer;
 
 use super::group::Committer;

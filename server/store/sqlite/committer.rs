@@ -17,6 +17,7 @@ use sqlx::{Connection as _, QueryBuilder, Sqlite as Db, SqliteConnection};
 use tokio::sync::{Mutex, broadcast};
 
 use super::append;
+use super::checkpoint::Checkpointer;
 use crate::store::group::{self, CommitRequest, GroupWriter, ROWS_PER_STATEMENT};
 use crate::store::rows::corrupt;
 use crate::store::{Arrival, Committed, DIRECTORY_VERSION_SQL, Result};
@@ -28,6 +29,8 @@ use crate::store::{Arrival, Committed, DIRECTORY_VERSION_SQL, Result};
 /// read the pages it needs again), and one worker thread does the writing.
 pub(super) struct Writer {
     options: SqliteConnectOptions,
+    /// Checkpoints the WAL off the commit path (see [`super::checkpoint`]).
+    checkpoints: Checkpointer,
     /// `None` until first used, and again after a failed group (a broken
     /// connection is opened again rather than reused).
     conn: Mutex<Option<SqliteConnection>>,
@@ -36,10 +39,12 @@ pub(super) struct Writer {
 }
 
 impl Writer {
-    /// A writer that connects with `options` when it first writes.
+    /// A writer that connects with `options` when it first writes, and
+    /// leaves checkpoints to a task of its own.
     pub fn new(options: SqliteConnectOptions, arrivals: broadcast::Sender<Arrival>) -> Self {
         Self {
-            options,
+            checkpoints: Checkpointer::start(options.clone()),
+            options: options.pragma("wal_autocheckpoint", "0"),
             conn: Mutex::new(None),
             arrivals,
         }
@@ -53,9 +58,21 @@ impl GroupWriter for Writer {
             Some(conn) => conn,
             empty => empty.insert(SqliteConnection::connect_with(&self.options).await?),
         };
+        if let Err(e) = self.checkpoints.if_needed(conn).await {
+            tracing::warn!(error = %e, "the group writer's WAL checkpoint failed");
+        }
         let written = group_transaction(conn, batch).await;
-        if written.is_err() {
-            *slot = None;
+        match &written {
+            Ok(_) => self.checkpoints.committed(
+                batch
+                    .iter()
+                    .map(|r| {
+                        let tail: usize = r.tail.iter().map(|(_, data)| data.len()).sum();
+                        (r.header_bytes.len() + tail) as u64
+                    })
+                    .sum(),
+            ),
+            Err(_) => *slot = None,
         }
         written
     }

@@ -1,0 +1,177 @@
+//! WAL checkpoints off the upload commit path.
+//!
+//! SQLite's default copies the WAL back into the database file (and syncs
+//! that file) inside whichever commit takes the WAL past 1000 pages, so
+//! every few groups one upload group waited for a checkpoint as well as
+//! its own sync. The group writer's connection does not checkpoint by
+//! itself (`wal_autocheckpoint=0`); instead it tells a [`Checkpointer`]
+//! task, on a connection of its own, once about [`TRIGGER_BYTES`] have been
+//! committed, and that task runs a `PASSIVE` checkpoint while the writer
+//! carries on. Durability is unchanged: a commit is durable once the WAL is
+//! synced, which every group still waits for.
+//!
+//! A passive checkpoint never blocks the writer, but under unbroken load it
+//! can never catch up with it either, and the WAL can only start again from
+//! its beginning once everything in it has been copied. So when the WAL
+//! holds more than [`LIMIT_FRAMES`] the writer checkpoints itself between
+//! two groups (most of the WAL has been copied by then, so that is short),
+//! and the WAL starts again with the next group.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{Connection as _, SqliteConnection};
+use tokio::sync::mpsc;
+
+/// Committed bytes after which a background checkpoint is started (about
+/// SQLite's default of 1000 pages of 4 KiB).
+pub const TRIGGER_BYTES: u64 = 32 * 1024 * 1024;
+
+/// WAL frames (pages) beyond which the writer checkpoints itself.
+pub const LIMIT_FRAMES: i64 = 64 * 1024;
+
+/// The writer's side: counts what it commits, wakes the task, and learns
+/// when it must checkpoint itself.
+#[derive(Debug)]
+pub struct Checkpointer {
+    wake: mpsc::Sender<()>,
+    since: AtomicU64,
+    trigger_bytes: u64,
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    /// WAL frames beyond which the writer checkpoints itself.
+    limit_frames: i64,
+    /// Set by the task when the WAL is past [`LIMIT_FRAMES`].
+    writer_must: AtomicBool,
+}
+
+impl Checkpointer {
+    /// Starts the checkpoint task for the database `options` opens. It ends
+    /// when the `Checkpointer` is dropped.
+    pub fn start(options: SqliteConnectOptions) -> Self {
+        Self::with_limits(options, TRIGGER_BYTES, LIMIT_FRAMES)
+    }
+
+    /// [`Checkpointer::start`] with other limits than [`TRIGGER_BYTES`] and
+    /// [`LIMIT_FRAMES`].
+    fn with_limits(options: SqliteConnectOptions, trigger_bytes: u64, limit_frames: i64) -> Self {
+        let (wake, woken) = mpsc::channel(1);
+        let shared = Arc::new(Shared {
+            limit_frames,
+            writer_must: AtomicBool::new(false),
+        });
+        tokio::spawn(run(options, woken, Arc::clone(&shared)));
+        Self {
+            wake,
+            since: AtomicU64::new(0),
+            trigger_bytes,
+            shared,
+        }
+    }
+
+    /// Counts `bytes` committed; wakes the task every [`TRIGGER_BYTES`].
+    pub fn committed(&self, bytes: u64) {
+        let total = self.since.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        if total >= self.trigger_bytes {
+            self.since.store(0, Ordering::Relaxed);
+            // A wake-up already pending covers this one.
+            let _ = self.wake.try_send(());
+        }
+    }
+
+    /// Checkpoints on the writer's own connection, between two groups, if
+    /// the WAL has grown past [`LIMIT_FRAMES`].
+    pub async fn if_needed(&self, conn: &mut SqliteConnection) -> sqlx::Result<()> {
+        if self.shared.writer_must.swap(false, Ordering::Relaxed) {
+            checkpoint(conn).await?;
+        }
+        Ok(())
+    }
+}
+
+/// `PRAGMA wal_checkpoint(PASSIVE)`: (frames in the WAL, frames copied).
+async fn checkpoint(conn: &mut SqliteConnection) -> sqlx::Result<(i64, i64)> {
+    let (_busy, log, copied): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok((log, copied))
+}
+
+async fn run(options: SqliteConnectOptions, mut woken: mpsc::Receiver<()>, shared: Arc<Shared>) {
+    let mut conn: Option<SqliteConnection> = None;
+    while woken.recv().await.is_some() {
+        let done = match &mut conn {
+            Some(c) => checkpoint(c).await,
+            empty => match SqliteConnection::connect_with(&options).await {
+                Ok(c) => checkpoint(empty.insert(c)).await,
+                Err(e) => Err(e),
+            },
+        };
+        match done {
+            Ok((log, _)) => shared
+                .writer_must
+                .store(log > shared.limit_frames, Ordering::Relaxed),
+            Err(e) => {
+                tracing::warn!(error = %e, "WAL checkpoint failed; the writer checkpoints instead");
+                shared.writer_must.store(true, Ordering::Relaxed);
+                conn = None;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_wal_starts_again_under_unbroken_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let options = SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true)
+            .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+            // What is measured is the WAL's size, not durability.
+            .synchronous(sqlx::sqlite::SqliteSynchronous::Off)
+            .pragma("wal_autocheckpoint", "0");
+        let mut writer = SqliteConnection::connect_with(&options).await.unwrap();
+        sqlx::query("CREATE TABLE t (b BLOB)")
+            .execute(&mut writer)
+            .await
+            .unwrap();
+        // Small limits, so that a short test writes many times the limit.
+        let limit = 1024;
+        let checkpoints = Checkpointer::with_limits(options.clone(), 256 * 1024, limit);
+        let blob = vec![7u8; 16 * 1024];
+        // 3000 × 16 KiB is about 12,000 pages, twelve times the limit.
+        for _ in 0..3000 {
+            checkpoints.if_needed(&mut writer).await.unwrap();
+            sqlx::query("INSERT INTO t VALUES (?)")
+                .bind(blob.as_slice())
+                .execute(&mut writer)
+                .await
+                .unwrap();
+            checkpoints.committed(blob.len() as u64);
+        }
+        // The WAL file never shrinks, so its size is the most it ever held:
+        // it started again rather than holding every page written.
+        let wal = std::fs::metadata(dir.path().join("db-wal")).unwrap().len();
+        let frame = 4096 + 24;
+        assert!(wal > 0);
+        assert!(
+            wal < 2 * limit as u64 * frame,
+            "the WAL grew to {} frames (limit {limit})",
+            wal / frame
+        );
+        let rows: (i64,) = sqlx::query_as("SELECT COUNT(*) FROM t")
+            .fetch_one(&mut writer)
+            .await
+            .unwrap();
+        assert_eq!(rows.0, 3000);
+    }
+}

@@ -58,7 +58,8 @@ impl PackDir {
     }
 }
 
-/// Lists and describes the attachments in a folder, or every problem.
+/// Lists the attachments in a folder (name, media type, size), or every
+/// problem.
 pub fn read_attachments(dir: &Path) -> Result<Vec<(PathBuf, AttachmentMeta)>, Vec<String>> {
     let files = list_attachments(dir).map_err(|e| vec![format!("{}: {e}", dir.display())])?;
     let mut found = Vec::new();

@@ -14,6 +14,7 @@ use baton::record::{Attendance, TransitionRecord};
 use common::Daemon;
 use common::cli::{Home, code, enrol, init};
 use common::reliability::assert_daemon_holds_no_plaintext;
+use sha2::{Digest, Sha256};
 
 /// A valid UPN with the given serial.
 fn upn(serial: u32) -> String {
@@ -138,6 +139,29 @@ async fn two_primaries_send_a_class_and_the_secondary_pulls_and_acknowledges(dae
             serde_json::from_slice(&std::fs::read(pulled.join("pack.json")).unwrap()).unwrap();
         assert_eq!(pack["verified"], true);
         assert_eq!(pack["from"], from);
+        // pack.json lists every attachment with the hash it was checked against.
+        let listed: Vec<(String, u64, String)> = pack["attachments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| {
+                (
+                    a["name"].as_str().unwrap().to_string(),
+                    a["size"].as_u64().unwrap(),
+                    a["sha256"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        let expected: Vec<(String, u64, String)> = files_of(source)
+            .into_iter()
+            .filter(|(name, _)| name != "record.json")
+            .map(|(name, bytes)| {
+                let sha = hex::encode(Sha256::digest(&bytes));
+                (name, bytes.len() as u64, sha)
+            })
+            .collect();
+        assert!(!expected.is_empty(), "pack {serial} has no attachment");
+        assert_eq!(listed, expected, "pack {serial}");
     }
     assert!(
         !out_dir.join(".baton-staging").exists(),

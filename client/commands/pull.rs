@@ -86,9 +86,26 @@ pub struct PackJson {
     pub signing_key_id: String,
     /// Signature checked against the pinned key and every hash matched.
     pub verified: bool,
+    /// The attachments, in the pack's order, each checked against its size
+    /// and SHA-256 (absent from folders pulled by older versions).
+    #[serde(default)]
+    pub attachments: Vec<AttachmentJson>,
     /// The pupil's `<Pupil>` element exactly as the sender's MIS wrote it, if the pack came from a CTF.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ctf_pupil_xml: Option<String>,
+}
+
+/// One attachment as `pack.json` lists it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AttachmentJson {
+    /// The file's name in the folder.
+    pub name: String,
+    /// Its media type.
+    pub media_type: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its SHA-256, hex, as sealed by the sender and checked on opening.
+    pub sha256: String,
 }
 
 impl Pulled {
@@ -286,6 +303,16 @@ async fn pull_one(
         pulled_at: time(now_ms()),
         signing_key_id: h.sender_key_id.to_string(),
         verified: true,
+        attachments: manifest
+            .attachments
+            .iter()
+            .map(|a| AttachmentJson {
+                name: a.name.clone(),
+                media_type: a.media_type.clone(),
+                size: a.size,
+                sha256: hex::encode(a.sha256),
+            })
+            .collect(),
         ctf_pupil_xml: manifest.ctf_pupil_xml.clone(),
     };
     let mut f = std::fs::File::create(staging.path().join("pack.json"))?;

@@ -1,7 +1,7 @@
 //! Connecting to the daemon: a TLS channel that trusts only the CA in the
 //! home, and typed clients that send the school's token on every call.
 
-use anyhow::{Context as _, Result};
+use anyhow::{Context as _, Result, bail};
 use baton::api::v1::{
     directory_client::DirectoryClient, enrolment_client::EnrolmentClient,
     exchange_client::ExchangeClient,
@@ -49,16 +49,31 @@ pub async fn channel(server: &str, ca_pem: &[u8]) -> Result<Channel> {
         .connect_timeout(std::time::Duration::from_secs(10))
         .http2_keep_alive_interval(std::time::Duration::from_secs(30))
         .keep_alive_while_idle(true);
-    if uri.scheme_str() == Some("https") {
-        let tls = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(ca_pem))
-            .domain_name(host);
-        endpoint = endpoint.tls_config(tls).context("configuring TLS")?;
+    match uri.scheme_str() {
+        Some("https") => {
+            let tls = ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(ca_pem))
+                .domain_name(host.clone());
+            endpoint = endpoint.tls_config(tls).context("configuring TLS")?;
+        }
+        Some("http") if is_loopback(&host) => {}
+        Some("http") => bail!(
+            "{server}: refusing plaintext http:// to a host other than this machine (the enrolment code and token would travel in clear); use https://"
+        ),
+        _ => bail!("{server}: the URL must start with https://"),
     }
     endpoint
         .connect()
         .await
-        .with_context(|| format!("connecting to {server}"))
+        .map_err(|e| connect_error(server, &host, &e))
+}
+
+/// True for `localhost` and loopback addresses.
+fn is_loopback(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The services, with the home's token.
@@ -93,18 +108,74 @@ pub async fn enrolment(server: &str, ca_pem: &[u8]) -> Result<EnrolmentClient<Ch
     Ok(EnrolmentClient::new(channel(server, ca_pem).await?))
 }
 
-/// Turns a gRPC status into a message for a person, keeping the server's words.
+/// Turns a gRPC status into a message for a person, keeping the server's
+/// words and adding what to do; never a raw status code.
 pub fn explain(status: &tonic::Status) -> String {
     use tonic::Code;
+    let message = status.message();
     let hint = match status.code() {
         Code::Unauthenticated => {
-            " (the token was refused: was it revoked? ask your operator for a new enrolment code)"
+            " (the token was refused: was this device's key revoked? ask your operator for a new enrolment code and run `baton init --reenrol`)"
+        }
+        Code::Unavailable | Code::Unknown | Code::Internal if message.contains("h2 protocol") => {
+            " (the server did not speak Baton's protocol: is the URL https:// and the port batond's?)"
         }
         Code::Unavailable => {
             " (the server cannot be reached: is batond running, and is the URL right?)"
         }
         Code::PermissionDenied => " (not allowed for this school)",
+        Code::Unimplemented => {
+            " (the server is older than this baton: ask the operator to upgrade batond)"
+        }
         _ => "",
     };
-    format!("{:?}: {}{hint}", status.code(), status.message())
+    let message = if message.is_empty() {
+        "no reason given"
+    } else {
+        message
+    };
+    format!("{message}{hint}")
+}
+
+/// True when a gRPC failure means the server could not be reached at all, so
+/// every other call would fail the same way.
+pub fn unreachable(status: &tonic::Status) -> bool {
+    status.code() == tonic::Code::Unavailable
+}
+
+/// Turns a failure to connect into a message for a person: a certificate
+/// that the CA did not sign, one that does not cover the host, a plaintext
+/// server, or nothing listening.
+fn connect_error(server: &str, host: &str, err: &tonic::transport::Error) -> anyhow::Error {
+    let mut chain = String::new();
+    let mut source: Option<&dyn std::error::Error> = Some(err);
+    while let Some(e) = source {
+        chain.push_str(&e.to_string());
+        chain.push(' ');
+        source = e.source();
+    }
+    let why = if chain.contains("NotValidForName") || chain.contains("CertNotValidForName") {
+        format!(
+            "the server's certificate does not cover the name {host}: ask the trust's operator to add it (`batond serve --tls-name {host}`), or use the name it covers"
+        )
+    } else if chain.contains("BadSignature")
+        || chain.contains("UnknownIssuer")
+        || chain.contains("invalid peer certificate")
+    {
+        "the server's certificate is not signed by the CA given: check that --ca is the ca.pem of this server (batond's DATA_DIR/tls/ca.pem)".to_string()
+    } else if chain.contains("InvalidContentType")
+        || chain.contains("CorruptMessage")
+        || chain.contains("wrong version number")
+    {
+        "the server did not answer with TLS: is this batond's port?".to_string()
+    } else if chain.contains("Connection refused") || chain.contains("ConnectionRefused") {
+        "nothing is listening there: is batond running, and is the URL right?".to_string()
+    } else if chain.contains("timed out") || chain.contains("Timeout") {
+        "no answer within 10 seconds: is the host right, and is the port open?".to_string()
+    } else if chain.contains("dns error") || chain.contains("failed to lookup") {
+        format!("the name {host} could not be found: check the URL")
+    } else {
+        chain.trim().to_string()
+    };
+    anyhow::anyhow!("cannot connect to {server}: {why}")
 }

@@ -79,6 +79,11 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<output::UsageError>().is_some() => {
+            eprintln!("error: {e:#}");
+            eprintln!("For more information, try '--help'.");
+            ExitCode::from(2)
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -87,13 +92,16 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {
-        Command::Check(args) => return commands::check::run(args),
-        Command::Template(args) => {
-            commands::template::run(args);
-            return Ok(());
-        }
-        _ => {}
+    if let Command::Template(args) = cli.command {
+        commands::template::run(args);
+        return Ok(());
+    }
+    if let Command::Check(args) = cli.command {
+        // `check` works without a home; in an enrolled one it checks more.
+        let home = home::Home::locate(cli.home)
+            .ok()
+            .filter(home::Home::is_initialised);
+        return commands::check::run(home.as_ref(), args).await;
     }
     let home = home::Home::locate(cli.home)?;
     match cli.command {

@@ -24,6 +24,10 @@ pub enum State {
     Sealed,
     /// The server confirmed it holds the pack.
     Sent,
+    /// The server refused it for a reason a retry cannot fix (no key to
+    /// seal to, too large); kept so `baton sent` shows it as not sent. A
+    /// later send of the same content tries again.
+    Failed,
 }
 
 /// One sealed pack.
@@ -49,6 +53,12 @@ pub struct Entry {
     pub state: State,
     /// When the server confirmed it, ms since the epoch.
     pub sent_at_ms: Option<i64>,
+    /// Why the server refused it, for a failed entry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The pack this one was sent again for (`send --reseal`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<String>,
 }
 
 /// The journal folder.
@@ -63,6 +73,17 @@ impl Entry {
         let wire = v1::PackHeader::decode(bytes.as_slice())
             .context("outbox journal: header does not decode")?;
         SignedHeader::try_from(&wire).context("outbox journal: header is malformed")
+    }
+
+    /// True when none of the keys this pack was sealed to is among
+    /// `active`: nobody at the destination can open it any more.
+    pub fn stranded(&self, active: &[baton::keys::KeyId]) -> bool {
+        self.signed_header().is_ok_and(|h| {
+            !h.header()
+                .recipient_key_ids
+                .iter()
+                .any(|id| active.contains(id))
+        })
     }
 
     /// Stores a header.
@@ -102,17 +123,6 @@ impl Outbox {
     /// Saves an entry (atomically).
     pub fn put(&self, entry: &Entry) -> Result<()> {
         write_json(&self.dir.join(format!("{}.json", entry.key)), entry)
-    }
-
-    /// Forgets an entry and its sealed file.
-    pub fn remove(&self, key: &str) -> Result<()> {
-        for path in [self.sealed_path(key), self.dir.join(format!("{key}.json"))] {
-            if path.exists() {
-                std::fs::remove_file(&path)
-                    .with_context(|| format!("removing {}", path.display()))?;
-            }
-        }
-        Ok(())
     }
 
     /// Where the sealed ciphertext of an entry lives until it is sent.

@@ -5,6 +5,11 @@ use std::io::IsTerminal as _;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
+/// A mistake in how the command was called: `main` exits with status 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
 /// Prints rows as an aligned table with a header.
 pub fn table(header: &[&str], rows: &[Vec<String>]) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
@@ -35,17 +40,17 @@ pub fn json(value: &serde_json::Value) {
     );
 }
 
-/// Milliseconds since the epoch as RFC 3339 UTC, or "" for 0.
+/// Milliseconds since the epoch as ISO 8601 UTC to the second
+/// (`2026-07-20T09:15:02Z`), the one precision every listing uses; "" for 0.
 pub fn time(ms: i64) -> String {
     if ms == 0 {
         return String::new();
     }
+    let format =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
+        .and_then(|t| t.format(&format).ok())
         .unwrap_or_default()
 }
 

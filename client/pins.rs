@@ -198,22 +198,38 @@ fn parse_keys(school: &v1::School) -> Result<Vec<SchoolKey>> {
         .collect()
 }
 
+/// The directory does not list the school: it is not enrolled (yet).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "school {0} is not enrolled in Baton on this server: check the LAESTAB, or ask the trust's operator to enrol it"
+)]
+pub struct NotEnrolled(pub Laestab);
+
+/// The school's keys changed since they were pinned.
+#[derive(Debug, thiserror::Error)]
+#[error("the keys of {0} changed since they were pinned; nothing was sealed to them")]
+pub struct KeysChanged(pub Laestab);
+
 /// Fetches a school from the directory and checks it against the pins,
-/// saving a first pin. Refuses, loudly, when its keys changed.
+/// saving a first pin. Refuses, loudly, when its keys changed
+/// ([`KeysChanged`]); [`NotEnrolled`] when the directory does not know it.
 pub async fn refresh(
     home: &Home,
     clients: &mut Clients,
     pins: &mut Pins,
     laestab: &Laestab,
 ) -> Result<()> {
-    let school = clients
+    let school = match clients
         .directory
         .get_school(v1::GetSchoolRequest {
             laestab: laestab.to_string(),
         })
         .await
-        .map_err(|s| anyhow::anyhow!("looking up school {laestab}: {}", explain(&s)))?
-        .into_inner();
+    {
+        Ok(s) => s.into_inner(),
+        Err(s) if s.code() == tonic::Code::NotFound => return Err(NotEnrolled(*laestab).into()),
+        Err(s) => bail!("looking up school {laestab}: {}", explain(&s)),
+    };
     match pins.check(&school)? {
         Check::New => {
             eprintln!(
@@ -235,9 +251,7 @@ pub async fn refresh(
             );
             eprintln!("with the school by phone (`baton schools show {laestab}`), then run");
             eprintln!("`baton schools trust {laestab}` to accept them.");
-            bail!(
-                "the keys of {laestab} changed since they were pinned; nothing was sealed to them"
-            );
+            return Err(KeysChanged(*laestab).into());
         }
     }
     Ok(())

@@ -229,9 +229,56 @@ impl Gathered {
     }
 }
 
+impl Gathered {
+    /// A pack to our own school is a mistake (a CTF exported the wrong way
+    /// round, or `--to` our own LAESTAB).
+    pub fn check_addresses(&mut self, school: Laestab) {
+        let (own, rest): (Vec<Item>, Vec<Item>) = std::mem::take(&mut self.items)
+            .into_iter()
+            .partition(|i| i.to == Some(school));
+        self.items = rest;
+        for item in own {
+            self.problems.push(format!(
+                "{}: the destination is this school ({school}) itself; a pack goes to the school the pupil joins",
+                item.source
+            ));
+        }
+    }
+
+    /// Packs the server would refuse as too large, caught before sealing:
+    /// their attachments plus `overhead` exceed `limit` bytes.
+    pub fn check_sizes(&mut self, limit: u64, overhead: u64) {
+        let (big, rest): (Vec<Item>, Vec<Item>) =
+            std::mem::take(&mut self.items).into_iter().partition(|i| {
+                i.attachments.iter().map(|(_, m)| m.size).sum::<u64>() + overhead > limit
+            });
+        self.items = rest;
+        for item in big {
+            let total: u64 = item.attachments.iter().map(|(_, m)| m.size).sum();
+            self.problems.push(format!(
+                "{}: the attachments come to {} bytes, more than this server accepts in one pack ({limit} bytes): leave out or shrink the largest files, or ask the trust's operator to raise max_pack_bytes",
+                item.source, total
+            ));
+        }
+    }
+
+    /// The pupils for `to`, a school the directory does not know, become
+    /// unaddressed: `--skip-unaddressed` sends the others.
+    pub fn not_enrolled(&mut self, to: Laestab, why: &str) {
+        let (gone, rest): (Vec<Item>, Vec<Item>) = std::mem::take(&mut self.items)
+            .into_iter()
+            .partition(|i| i.to == Some(to));
+        self.items = rest;
+        for item in gone {
+            self.unaddressed.push(format!("{}: {why}", item.source));
+        }
+    }
+}
+
 /// Hint printed once when some pupils have no school destination.
 pub const UNADDRESSED_HINT: &str = "XXXXXXX (destination unknown) and MMMMMMM (independent school or abroad) \
-are not schools Baton can send to: file those pupils through the DfE's school-to-school service as today";
+are not schools Baton can send to, nor is a school not enrolled on this server: file those pupils through the DfE's \
+school-to-school service as today";
 
 fn unaddressed(place: &str, special: Destination) -> String {
     format!("{place}: destination {} is not a school", special.code())

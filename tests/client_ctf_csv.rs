@@ -122,8 +122,9 @@ async fn ctf_round_trip_keeps_every_pupil_element_byte_for_byte(daemon: Daemon) 
         .unwrap();
         assert!(pulled == *record);
     }
-    // A second pull run numbers its CTF after the first.
-    secondary
+    // Issue 13: a second pull finds every pack already pulled and writes no
+    // second CTF of the same pupils for the MIS to import twice.
+    let again = secondary
         .ok(&[
             "pull",
             "--all",
@@ -133,7 +134,9 @@ async fn ctf_round_trip_keeps_every_pupil_element_byte_for_byte(daemon: Daemon) 
             mis.to_str().unwrap(),
         ])
         .await;
-    assert!(mis.join("8612001_CTF_8614001_002.xml").exists());
+    assert!(again.contains("already pulled"), "{again}");
+    assert!(again.contains("not written again"), "{again}");
+    assert!(!mis.join("8612001_CTF_8614001_002.xml").exists());
 }
 
 async fn csv_with_bom_crlf_and_quoted_notes_round_trips_field_by_field(daemon: Daemon) {

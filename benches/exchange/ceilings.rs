@@ -134,6 +134,12 @@ impl Exchange for Drain {
     ) -> Result<Response<Self::DownloadStream>, Status> {
         Err(Status::unimplemented("bench"))
     }
+    async fn confirm_download(
+        &self,
+        _: Request<v1::ConfirmDownloadRequest>,
+    ) -> Result<Response<v1::ConfirmDownloadResponse>, Status> {
+        Err(Status::unimplemented("bench"))
+    }
     async fn acknowledge(
         &self,
         _: Request<v1::AcknowledgeRequest>,
@@ -144,6 +150,12 @@ impl Exchange for Drain {
         &self,
         _: Request<v1::SentRequest>,
     ) -> Result<Response<v1::SentResponse>, Status> {
+        Err(Status::unimplemented("bench"))
+    }
+    async fn limits(
+        &self,
+        _: Request<v1::LimitsRequest>,
+    ) -> Result<Response<v1::LimitsResponse>, Status> {
         Err(Status::unimplemented("bench"))
     }
     type WatchStream = Empty<v1::WatchEvent>;

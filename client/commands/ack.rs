@@ -6,9 +6,9 @@ use baton::api::v1;
 use baton::pack::{PackId, Receipt};
 
 use crate::commands::pull::Pulled;
-use crate::connect::{connect, explain};
+use crate::connect::{connect, explain, unreachable};
 use crate::home::Home;
-use crate::output::now_ms;
+use crate::output::{json, now_ms};
 
 /// Acknowledge pulled packs with signed receipts.
 #[derive(Debug, clap::Args)]
@@ -19,6 +19,9 @@ pub struct Args {
     /// Acknowledge every pulled pack not yet acknowledged.
     #[arg(long, conflicts_with = "ids")]
     all_pulled: bool,
+    /// Print a JSON array (one object per pack) instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Runs `baton ack`.
@@ -35,15 +38,34 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
         args.ids.iter().map(ToString::to_string).collect()
     };
     if ids.is_empty() {
-        println!("nothing to acknowledge");
+        if args.json {
+            json(&serde_json::Value::Array(Vec::new()));
+        } else {
+            println!("nothing to acknowledge");
+        }
         return Ok(());
     }
+    let mut report = Vec::new();
+    let mut say = |id: &str, state: &str, error: Option<String>| {
+        match (&error, args.json) {
+            (Some(e), _) => eprintln!("{id}: {e}"),
+            (None, false) => println!("{id} {state}"),
+            (None, true) => {}
+        }
+        report.push(serde_json::json!({"id": id, "state": state, "error": error}));
+    };
     let identity = home.identity()?;
     let mut clients = connect(home).await?;
     let mut failed = 0;
     for id in ids {
         let Some(pack) = pulled.packs.get_mut(&id) else {
-            eprintln!("{id}: not pulled here yet: run `baton pull {id} --out DIR` first");
+            say(
+                &id,
+                "failed",
+                Some(format!(
+                    "not pulled here yet: run `baton pull {id} --out DIR` first"
+                )),
+            );
             failed += 1;
             continue;
         };
@@ -67,18 +89,24 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
         {
             Ok(_) => {
                 pack.acknowledged_at_ms = Some(now_ms());
-                println!("{id} acknowledged");
+                say(&id, "acknowledged", None);
             }
             Err(s) if s.code() == tonic::Code::AlreadyExists => {
                 pack.acknowledged_at_ms = Some(now_ms());
-                println!("{id} was already acknowledged");
+                say(&id, "already-acknowledged", None);
+            }
+            Err(s) if unreachable(&s) => {
+                bail!("acknowledging: {}", explain(&s));
             }
             Err(s) => {
                 failed += 1;
-                eprintln!("{id}: {}", explain(&s));
+                say(&id, "failed", Some(explain(&s)));
             }
         }
         pulled.save(home)?;
+    }
+    if args.json {
+        json(&serde_json::Value::Array(report));
     }
     if failed > 0 {
         bail!("{failed} pack(s) were not acknowledged");

@@ -30,33 +30,50 @@ pub struct Args {
     /// The one-time enrolment code from the operator.
     #[arg(long)]
     code: String,
-    /// A label for this key, e.g. "Office PC (data manager)".
-    #[arg(long, default_value = "")]
+    /// A label for this key, e.g. "Office PC (data manager)"; the default is
+    /// this computer's name.
+    #[arg(long, default_value_t = default_label())]
     label: String,
     /// Roles of this key's holder; repeat for several. Only `dsl` keys receive safeguarding packs.
     #[arg(long = "role", value_name = "dsl|senco|staff", default_value = "staff")]
     roles: Vec<Role>,
+    /// Enrol again in this home with a new code (this device's token was
+    /// revoked, or its key replaced): new keys, new token; the outbox
+    /// journal, pulled packs and pinned schools are kept. The old identity
+    /// file is kept beside the new one as `identity-<KEYID>.retired.txt`.
+    #[arg(long)]
+    reenrol: bool,
 }
 
 /// Runs `baton init`.
 pub async fn run(home: &Home, args: Args) -> Result<()> {
-    if home.is_initialised() {
+    if home.is_initialised() && !args.reenrol {
         bail!(
-            "{} already holds an enrolled school; use another --home for another school",
+            "{} already holds an enrolled school; use another --home for another school, or --reenrol to enrol this one again with a new code",
             home.root().display()
         );
     }
+    let previous = if args.reenrol && home.is_initialised() {
+        let config = home.config()?;
+        if config.school != args.school {
+            bail!(
+                "{} belongs to {}, not {}: --reenrol enrols the same school again; use another --home for another school",
+                home.root().display(),
+                config.school,
+                args.school
+            );
+        }
+        Some(config)
+    } else {
+        None
+    };
     let ca = std::fs::read(&args.ca)
         .with_context(|| format!("reading CA certificate {}", args.ca.display()))?;
     if !String::from_utf8_lossy(&ca).contains("BEGIN CERTIFICATE") {
         bail!("{} is not a PEM certificate", args.ca.display());
     }
     let identity = Identity::generate();
-    let label = if args.label.is_empty() {
-        default_label()
-    } else {
-        args.label.clone()
-    };
+    let label = args.label.clone();
     let key = SchoolKey {
         public: identity.public(),
         label,
@@ -79,6 +96,14 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
 
     std::fs::create_dir_all(home.root())
         .with_context(|| format!("creating {}", home.root().display()))?;
+    if let Some(old) = &previous {
+        let from = home.path("identity.txt");
+        let to = home.path(&format!("identity-{}.retired.txt", old.key_id));
+        if from.exists() {
+            std::fs::rename(&from, &to)
+                .with_context(|| format!("keeping the old identity as {}", to.display()))?;
+        }
+    }
     write_atomic(
         &home.path("identity.txt"),
         identity
@@ -103,14 +128,24 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
         },
     )?;
     let name = response.school.map(|s| s.name).unwrap_or_default();
-    println!("enrolled {} ({name}) at {}", args.school, args.server);
+    let again = if previous.is_some() {
+        "re-enrolled"
+    } else {
+        "enrolled"
+    };
+    println!("{again} {} ({name}) at {}", args.school, args.server);
     println!("key id: {}", identity.key_id().grouped());
     println!("home: {}", home.root().display());
     Ok(())
 }
 
+/// This computer's name, for a key's label.
 fn default_label() -> String {
     std::env::var("HOSTNAME")
         .or_else(|_| std::env::var("COMPUTERNAME"))
-        .unwrap_or_else(|_| "baton key".into())
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "baton key".into())
 }

@@ -3,11 +3,11 @@
 //! (a lost laptop). A new key holder enrols with their own one-time code
 //! from the operator (`baton init` in their own home).
 
-use anyhow::{Context as _, Result};
+use anyhow::{Context as _, Result, bail};
 use baton::api::v1;
 use baton::keys::{KeyId, SchoolKey};
 
-use crate::connect::{connect, explain};
+use crate::connect::{Clients, connect, explain};
 use crate::home::Home;
 use crate::output::{json, table, time};
 
@@ -31,6 +31,11 @@ enum Action {
     Revoke {
         /// The key id (fingerprint) to revoke, spaces allowed.
         key_id: String,
+        /// Revoke even though packs waiting for this school are sealed only
+        /// to this key (nobody will be able to open them; the senders must
+        /// send them again with `baton send --reseal`).
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -101,11 +106,33 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
                 );
             }
         }
-        Action::Revoke { key_id } => {
+        Action::Revoke { key_id, force } => {
             let id: KeyId = key_id
                 .parse()
                 .context("a key id is 32 hex digits (spaces allowed)")?;
             let mut clients = connect(home).await?;
+            let stranded = stranded_by(&mut clients, &config.school, id).await?;
+            if !stranded.is_empty() {
+                eprintln!(
+                    "{} pack(s) waiting for {} are sealed only to key {} (or to keys already revoked):",
+                    stranded.len(),
+                    config.school,
+                    id.grouped()
+                );
+                for (pack, from) in &stranded {
+                    eprintln!("  {pack} from {from}");
+                }
+                eprintln!(
+                    "Once it is revoked nobody can open them. Pull them first on the device that holds this key, if you still have it; otherwise revoke with --force and ask each sender to run `baton send --reseal` with the same files, which seals them again to your current keys."
+                );
+                if !force {
+                    bail!(
+                        "key {} was not revoked: {} waiting pack(s) would become unreadable (--force revokes anyway)",
+                        id.grouped(),
+                        stranded.len()
+                    );
+                }
+            }
             clients
                 .directory
                 .revoke_key(v1::RevokeKeyRequest {
@@ -118,4 +145,36 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Packs in the inbox that nobody could open once `key` is revoked: every
+/// key they were sealed to is `key` or already revoked. Listed by id and
+/// sender.
+async fn stranded_by(
+    clients: &mut Clients,
+    school: &baton::Laestab,
+    key: KeyId,
+) -> Result<Vec<(String, String)>> {
+    let directory = clients
+        .directory
+        .get_school(v1::GetSchoolRequest {
+            laestab: school.to_string(),
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!("looking up {school}: {}", explain(&s)))?
+        .into_inner();
+    let mut active = Vec::new();
+    for k in &directory.keys {
+        let k = SchoolKey::try_from(k).context("the directory sent a malformed key")?;
+        if k.is_active() && k.key_id() != key {
+            active.push(k.key_id());
+        }
+    }
+    let waiting = crate::commands::inbox::list(clients).await?;
+    Ok(waiting
+        .iter()
+        .map(|w| w.header.header())
+        .filter(|h| !h.recipient_key_ids.iter().any(|r| active.contains(r)))
+        .map(|h| (h.pack_id.to_string(), h.from.to_string()))
+        .collect())
 }

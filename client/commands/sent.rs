@@ -38,6 +38,8 @@ struct Row {
     downloaded_at: i64,
     receipt: Option<SignedReceipt>,
     verified: bool,
+    /// Why a pack is not on the server.
+    error: Option<String>,
 }
 
 impl Row {
@@ -54,6 +56,7 @@ impl Row {
             downloaded_at: 0,
             receipt: None,
             verified: false,
+            error: None,
         }
     }
 }
@@ -121,12 +124,38 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
                 downloaded_at: e.downloaded_at_ms,
                 receipt,
                 verified,
+                error: None,
             });
         }
         if page.next_page_token.is_empty() {
             break;
         }
         page_token = page.next_page_token;
+    }
+    // Packs sealed here that the server does not hold: a send that failed
+    // (or was interrupted) must not vanish from the sender's view.
+    let listed: std::collections::HashSet<String> = rows.iter().map(|r| r.id.clone()).collect();
+    let mut unsent: Vec<&crate::outbox::Entry> = journal
+        .values()
+        .filter(|e| e.state != crate::outbox::State::Sent && !listed.contains(&e.pack_id))
+        .collect();
+    unsent.sort_by(|a, b| a.pack_id.cmp(&b.pack_id));
+    for e in unsent {
+        rows.push(Row {
+            id: e.pack_id.clone(),
+            to: e.to.clone(),
+            kind: e.kind.to_string(),
+            upn: e.upn.clone(),
+            name: e.name.clone(),
+            state: "not sent",
+            sent_at: 0,
+            downloaded_at: 0,
+            receipt: None,
+            verified: false,
+            error: Some(e.error.clone().unwrap_or_else(|| {
+                "sealed but not confirmed by the server: run the same send again".into()
+            })),
+        });
     }
     if let Some(dir) = &args.receipts {
         write_receipts(dir, &rows)?;
@@ -138,7 +167,7 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
                 serde_json::json!({"id": r.id, "to": r.to, "kind": r.kind, "upn": r.upn, "name": r.name, "state": r.state,
                     "sent_at": time(r.sent_at), "downloaded_at": time(r.downloaded_at),
                     "received_at": r.receipt.as_ref().map(|x| time(x.receipt().received_at_ms)),
-                    "receipt_verified": r.verified})
+                    "receipt_verified": r.verified, "error": r.error})
             })
             .collect();
         json(&serde_json::Value::Array(items));
@@ -148,7 +177,7 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
         .iter()
         .map(|r| {
             let receipt = match (&r.receipt, r.verified) {
-                (None, _) => String::new(),
+                (None, _) => r.error.clone().unwrap_or_default(),
                 (Some(x), true) => format!("verified {}", time(x.receipt().received_at_ms)),
                 (Some(_), false) => "DOES NOT VERIFY".to_string(),
             };
@@ -167,6 +196,10 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
         &["ID", "TO", "KIND", "UPN", "NAME", "STATE", "RECEIPT"],
         &table_rows,
     );
+    let not_sent = rows.iter().filter(|r| r.state == "not sent").count();
+    if not_sent > 0 {
+        eprintln!("{not_sent} pack(s) not sent (see RECEIPT for why)");
+    }
     Ok(())
 }
 

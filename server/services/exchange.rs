@@ -182,6 +182,9 @@ impl<S: Store> Exchange for Service<S> {
         let header = stored_header(&pack)?;
         let (tx, rx) = mpsc::channel(4);
         let app = self.app.clone();
+        // The state moves to `downloaded` only when the client confirms it
+        // wrote the pack (`ConfirmDownload`): a stream cut short, or a pack
+        // that failed to verify, leaves it pending.
         tokio::spawn(async move {
             let first = v1::DownloadResponse {
                 part: Some(DownPart::Header(header)),
@@ -203,12 +206,45 @@ impl<S: Store> Exchange for Service<S> {
                     return;
                 }
             }
-            let event = Event::by_school(&caller, "pack.download", id);
-            if let Err(e) = app.store.mark_downloaded(id, now_ms(), event).await {
-                tracing::error!(error = %e, pack = %id, "could not record a download");
-            }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn confirm_download(
+        &self,
+        request: Request<v1::ConfirmDownloadRequest>,
+    ) -> Result<Response<v1::ConfirmDownloadResponse>, Status> {
+        let caller = auth::caller(&self.app, &request).await?;
+        let req = request.into_inner();
+        let id = parse_pack_id("pack_id", &req.pack_id)?;
+        let pack = self
+            .app
+            .store
+            .pack(id)
+            .await
+            .map_err(store_status)?
+            .filter(|p| p.to == caller)
+            .ok_or_else(|| Status::not_found(format!("no pack {id} in your inbox")))?;
+        if pack.ciphertext_sha256.as_slice() != req.ciphertext_sha256.as_slice() {
+            return Err(Status::invalid_argument(
+                "field `ciphertext_sha256`: does not match the stored pack",
+            ));
+        }
+        if let Some(at) = pack.downloaded_at_ms {
+            return Ok(Response::new(v1::ConfirmDownloadResponse {
+                downloaded_at_ms: at,
+            }));
+        }
+        let now = now_ms();
+        let event = Event::by_school(&caller, "pack.download", id);
+        self.app
+            .store
+            .mark_downloaded(id, now, event)
+            .await
+            .map_err(store_status)?;
+        Ok(Response::new(v1::ConfirmDownloadResponse {
+            downloaded_at_ms: now,
+        }))
     }
 
     async fn acknowledge(
@@ -300,6 +336,16 @@ impl<S: Store> Exchange for Service<S> {
         Ok(Response::new(v1::SentResponse {
             packs,
             next_page_token,
+        }))
+    }
+
+    async fn limits(
+        &self,
+        request: Request<v1::LimitsRequest>,
+    ) -> Result<Response<v1::LimitsResponse>, Status> {
+        auth::caller(&self.app, &request).await?;
+        Ok(Response::new(v1::LimitsResponse {
+            max_pack_bytes: self.app.max_pack_bytes,
         }))
     }
 

@@ -3,6 +3,11 @@
 //! `OUT/<from>/<UPN>/` (`OUT/<from>/safeguarding/<UPN>/` for a
 //! child-protection file) with a `pack.json`. A folder appears only once
 //! everything in it is verified: a half-written pupil folder never exists.
+//! A further pack for the same pupil goes to `<UPN>-<the last 12 hex digits
+//! of its pack id>`, a name no other pack shares and that never changes, so
+//! pulling the same pack again finds its folder and says so. The server
+//! hears that a pack was downloaded (`ConfirmDownload`) only once its folder
+//! is in place. `--ctf-dir` is in [`mis`].
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -10,7 +15,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context as _, Result, bail};
-use baton::Laestab;
 use baton::api::v1;
 use baton::crypto::{self, Identity, Sink};
 use baton::pack::{AttachmentMeta, Kind, PackId, SignedHeader};
@@ -19,9 +23,11 @@ use tokio::io::AsyncWriteExt as _;
 
 use crate::connect::{Clients, connect, explain};
 use crate::home::{Home, read_json, write_json};
-use crate::output::{now_ms, progress, time};
+use crate::output::{json, now_ms, progress, time};
 use crate::packdir::Staging;
 use crate::pins::{Pins, refresh};
+
+mod mis;
 
 /// Download, verify and decrypt packs.
 #[derive(Debug, clap::Args)]
@@ -36,9 +42,14 @@ pub struct Args {
     #[arg(long)]
     out: PathBuf,
     /// Also write, per sending school, one CTF for the MIS to import
-    /// (`<src>_CTF_<dest>_<nnn>.xml`, each `<Pupil>` as the sender's MIS wrote it).
+    /// (`<src>_CTF_<dest>_<nnn>.xml`, each `<Pupil>` as the sender's MIS
+    /// wrote it): one entry per pupil (the newest pack), and never a pupil
+    /// already written by an earlier pull.
     #[arg(long, value_name = "DIR")]
     ctf_dir: Option<PathBuf>,
+    /// Print a JSON array (one object per pack) instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 /// What this home pulled (`pulled.json`), for `baton ack`.
@@ -63,6 +74,16 @@ pub struct PulledPack {
     pub folder: String,
     /// When it was acknowledged, once it is.
     pub acknowledged_at_ms: Option<i64>,
+    /// The pupil's UPN, for one CTF entry per pupil (empty in older files).
+    #[serde(default)]
+    pub upn: String,
+    /// When the sender sealed it (0 in older files).
+    #[serde(default)]
+    pub created_at_ms: i64,
+    /// The CTF file (`--ctf-dir`) this pack's pupil went into, once it did;
+    /// a later `pull --ctf-dir` does not write it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ctf: Option<String>,
 }
 
 /// What `pack.json` in a pulled folder says.
@@ -125,20 +146,48 @@ impl Pulled {
     }
 }
 
+/// What happened to one pack in this pull.
+#[derive(Debug, Serialize)]
+struct Outcome {
+    id: String,
+    from: String,
+    kind: String,
+    /// `pulled`, `already-pulled` or `failed`.
+    state: &'static str,
+    folder: Option<String>,
+    /// The CTF this pupil was written into, with `--ctf-dir`.
+    ctf: Option<String>,
+    error: Option<String>,
+}
+
 /// Runs `baton pull`.
 pub async fn run(home: &Home, args: Args) -> Result<()> {
     let mut clients = connect(home).await?;
     let ids: Vec<(PackId, i64)> = if args.all {
-        crate::commands::inbox::list(&mut clients)
+        let mine = home.identity()?.key_id();
+        let (ours, others): (Vec<_>, Vec<_>) = crate::commands::inbox::list(&mut clients)
             .await?
-            .iter()
+            .into_iter()
+            .partition(|w| w.header.header().recipient_key_ids.contains(&mine));
+        if !others.is_empty() {
+            eprintln!(
+                "skipping {} pack(s) not sealed to this device's key {}: pull them on a device they were sealed to, or, if none has them any more, ask the sender to run `baton send --reseal`",
+                others.len(),
+                mine.grouped()
+            );
+        }
+        ours.iter()
             .map(|w| (w.header.header().pack_id, w.uploaded_at_ms))
             .collect()
     } else {
         args.ids.iter().map(|id| (*id, 0)).collect()
     };
     if ids.is_empty() {
-        println!("nothing to pull");
+        if args.json {
+            json(&serde_json::Value::Array(Vec::new()));
+        } else {
+            println!("nothing to pull");
+        }
         return Ok(());
     }
     std::fs::create_dir_all(&args.out)
@@ -154,9 +203,30 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
     let mut pins = Pins::load(home)?;
     let mut pulled = Pulled::load(home)?;
     let bar = progress(ids.len() as u64, "pulling");
-    let mut failed = 0;
-    let mut for_mis: BTreeMap<Laestab, Vec<String>> = BTreeMap::new();
+    let say = |line: String| {
+        bar.suspend(|| {
+            if args.json {
+                eprintln!("{line}");
+            } else {
+                println!("{line}");
+            }
+        })
+    };
+    let mut outcomes = Vec::new();
     for (id, uploaded_at_ms) in ids {
+        let key = id.to_string();
+        if let Some(done) = pulled
+            .packs
+            .get(&key)
+            .filter(|p| holds(Path::new(&p.folder), id))
+        {
+            // A repeat pull: the folder already holds exactly this pack.
+            confirm(&mut clients, id, &done.ciphertext_sha256).await;
+            say(format!("{id}: already pulled into {}", done.folder));
+            outcomes.push(Outcome::of(id, done, "already-pulled"));
+            bar.inc(1);
+            continue;
+        }
         match pull_one(
             home,
             &mut clients,
@@ -168,19 +238,31 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
         )
         .await
         {
-            Ok((record, written)) => {
-                if record.kind == Kind::Transfer
-                    && let Ok(from) = Laestab::parse(&record.from)
-                {
-                    for_mis.entry(from).or_default().push(pupil_xml(&written)?);
+            Ok(record) => {
+                // Only now, with the folder in place, is the pack downloaded.
+                if !confirm(&mut clients, id, &record.ciphertext_sha256).await {
+                    bar.suspend(|| {
+                        eprintln!(
+                            "{id}: written, but the server could not be told; `baton pull {id}` again tells it"
+                        )
+                    });
                 }
-                bar.suspend(|| println!("{id} -> {}", written.display()));
-                pulled.packs.insert(id.to_string(), record);
+                say(format!("{id} -> {}", record.folder));
+                outcomes.push(Outcome::of(id, &record, "pulled"));
+                pulled.packs.insert(key, record);
                 pulled.save(home)?;
             }
             Err(e) => {
-                failed += 1;
                 bar.suspend(|| eprintln!("{id}: {e:#}"));
+                outcomes.push(Outcome {
+                    id: key,
+                    from: String::new(),
+                    kind: String::new(),
+                    state: "failed",
+                    folder: None,
+                    ctf: None,
+                    error: Some(format!("{e:#}")),
+                });
             }
         }
         bar.inc(1);
@@ -189,62 +271,81 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
     // Empty once every pack is published; a failed pack's files were dropped.
     let _ = std::fs::remove_dir(&staging);
     if let Some(dir) = &args.ctf_dir {
+        let this_run: Vec<String> = outcomes
+            .iter()
+            .filter(|o| o.state != "failed")
+            .map(|o| o.id.clone())
+            .collect();
         let school = home.config()?.school;
-        for (from, pupils) in &for_mis {
-            let name = pins.get(from).map(|p| p.name.clone()).unwrap_or_default();
-            let path = write_ctf(dir, *from, &name, school, pupils)?;
-            println!(
-                "{} pupil(s) from {from} -> {}",
-                pupils.len(),
-                path.display()
-            );
+        let lines = mis::write(dir, school, &pins, &mut pulled, &this_run)?;
+        pulled.save(home)?;
+        for line in lines {
+            say(line);
+        }
+        for o in &mut outcomes {
+            o.ctf = pulled.packs.get(&o.id).and_then(|p| p.ctf.clone());
         }
     }
+    if args.json {
+        json(&serde_json::to_value(&outcomes)?);
+    }
+    let failed = outcomes.iter().filter(|o| o.state == "failed").count();
     if failed > 0 {
         bail!("{failed} pack(s) could not be pulled; nothing was written for them");
     }
     Ok(())
 }
 
-/// The `<Pupil>` element for a pulled folder: as the sender's MIS wrote it,
-/// or generated from the record for packs that came from a spreadsheet or
-/// a pack folder.
-fn pupil_xml(folder: &Path) -> Result<String> {
-    let pack: PackJson = read_json(&folder.join("pack.json"))?;
-    if let Some(xml) = pack.ctf_pupil_xml {
-        return Ok(xml);
+impl Outcome {
+    fn of(id: PackId, p: &PulledPack, state: &'static str) -> Self {
+        Self {
+            id: id.to_string(),
+            from: p.from.clone(),
+            kind: p.kind.to_string(),
+            state,
+            folder: Some(p.folder.clone()),
+            ctf: p.ctf.clone(),
+            error: None,
+        }
     }
-    let text = std::fs::read_to_string(folder.join("record.json"))
-        .with_context(|| format!("reading {}", folder.join("record.json").display()))?;
-    let record = baton::record::TransitionRecord::from_json(&text)
-        .with_context(|| format!("{} is not valid", folder.join("record.json").display()))?;
-    Ok(baton::ctf::pupil_xml_from_record(&record))
 }
 
-/// Writes one CTF for one sending school, numbered after any already there.
-fn write_ctf(
-    dir: &Path,
-    from: Laestab,
-    name: &str,
-    to: Laestab,
-    pupils: &[String],
-) -> Result<PathBuf> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let path = (1..1000)
-        .map(|n| dir.join(baton::ctf::file_name(from, to, n)))
-        .find(|p| !p.exists())
-        .with_context(|| format!("{} already holds 999 CTFs from {from}", dir.display()))?;
-    let now = time::OffsetDateTime::now_utc();
-    let mut header = baton::ctf::CtfHeader::new(
-        from,
-        baton::Destination::School(to),
-        time::PrimitiveDateTime::new(now.date(), now.time()),
-    );
-    header.source.name = name.to_string();
-    let mut bytes = Vec::new();
-    baton::ctf::write_ctf(&mut bytes, &header, pupils).context("writing the CTF")?;
-    crate::home::write_atomic(&path, &bytes, false)?;
-    Ok(path)
+/// Tells the server the pack was written; false if it could not be told.
+async fn confirm(clients: &mut Clients, id: PackId, sha256_hex: &str) -> bool {
+    let Ok(sha) = hex::decode(sha256_hex) else {
+        return false;
+    };
+    clients
+        .exchange
+        .confirm_download(v1::ConfirmDownloadRequest {
+            pack_id: id.to_string(),
+            ciphertext_sha256: sha,
+        })
+        .await
+        .is_ok()
+}
+
+/// True when `folder` is a pulled pack folder holding pack `id`.
+fn holds(folder: &Path, id: PackId) -> bool {
+    read_json::<PackJson>(&folder.join("pack.json")).is_ok_and(|p| p.id == id.to_string())
+}
+
+/// Where pack `id` for pupil folder `name` goes under `parent`: `name` if it
+/// is free (or already holds this pack), else `name-<the pack id's random
+/// tail>`, which no other pack of the same pupil shares and which does not
+/// change between pulls.
+fn folder_for(parent: &Path, name: &str, id: PackId) -> PathBuf {
+    let plain = parent.join(name);
+    if !plain.exists() || holds(&plain, id) {
+        return plain;
+    }
+    let text = id.to_string();
+    let tail = &text[text.len() - 12..];
+    let suffixed = parent.join(format!("{name}-{tail}"));
+    if !suffixed.exists() || holds(&suffixed, id) {
+        return suffixed;
+    }
+    parent.join(format!("{name}-{text}"))
 }
 
 async fn pull_one(
@@ -255,7 +356,7 @@ async fn pull_one(
     id: PackId,
     uploaded_at_ms: i64,
     out: &Path,
-) -> Result<(PulledPack, PathBuf)> {
+) -> Result<PulledPack> {
     let staging_root = out.join(".baton-staging");
     std::fs::create_dir_all(&staging_root)
         .with_context(|| format!("creating {}", staging_root.display()))?;
@@ -318,36 +419,26 @@ async fn pull_one(
     let mut f = std::fs::File::create(staging.path().join("pack.json"))?;
     f.write_all(serde_json::to_string_pretty(&pack_json)?.as_bytes())?;
 
-    let folder = match manifest.record.upn() {
-        Some(upn) => upn.to_string(),
-        None => format!("unknown-upn-{}", &id.to_string()[..8]),
-    };
+    let upn = manifest.record.upn().map(|u| u.to_string());
     let mut parent = out.join(h.from.as_str());
     if h.kind == Kind::Safeguarding {
         parent = parent.join("safeguarding");
     }
-    let mut target = parent.join(&folder);
-    if target.exists() {
-        let existing: Option<PackJson> = read_json(&target.join("pack.json")).ok();
-        if existing.is_some_and(|p| p.id == id.to_string()) {
-            // Pulled before: the folder already holds exactly this pack.
-            return Ok((record(&h, &target), target));
-        }
-        target = parent.join(format!("{folder}-{}", &id.to_string()[..8]));
+    let target = folder_for(&parent, upn.as_deref().unwrap_or("unknown-upn"), id);
+    if !holds(&target, id) {
+        staging.publish(&target)?;
     }
-    staging.publish(&target)?;
-    Ok((record(&h, &target), target))
-}
-
-fn record(h: &baton::pack::Header, folder: &Path) -> PulledPack {
-    PulledPack {
+    Ok(PulledPack {
         from: h.from.to_string(),
         kind: h.kind,
         ciphertext_sha256: hex::encode(h.ciphertext_sha256),
         pulled_at_ms: now_ms(),
-        folder: folder.display().to_string(),
+        folder: target.display().to_string(),
         acknowledged_at_ms: None,
-    }
+        upn: upn.unwrap_or_default(),
+        created_at_ms: h.created_at_ms,
+        ctf: None,
+    })
 }
 
 /// Streams a pack's ciphertext into `path`, returning its header.

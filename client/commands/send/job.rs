@@ -1,0 +1,324 @@
+//! One pack of a send: seal it into the outbox, decide whether it must go
+//! (already sent, a second pack for the same pupil, a pack stranded by a key
+//! change), and upload it. Failures say whether running the command again
+//! can help.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result};
+use baton::Laestab;
+use baton::api::v1;
+use baton::crypto::{self, Draft, Identity};
+use baton::keys::{KeyId, SchoolKey};
+use baton::pack::{Kind, Manifest, PackId, SignedHeader};
+use tokio::io::AsyncReadExt as _;
+
+use crate::connect::{Authed, explain};
+use crate::outbox::{Entry, Outbox, State};
+use crate::output::now_ms;
+use crate::sources::Item;
+
+/// Upload chunk size: well under the gRPC message limit.
+const CHUNK: usize = 256 * 1024;
+
+/// What happened to one pack.
+pub enum Outcome {
+    /// Uploaded now.
+    Sent,
+    /// The server already had this exact pack.
+    AlreadySent,
+    /// Already sent, but sealed only to keys the school has since revoked.
+    Stranded,
+    /// Not sent: another pack for the same pupil went to the same school
+    /// (its pack id and source).
+    Duplicate(String, String),
+}
+
+/// Why a pack was not sent.
+pub struct Failure {
+    /// What went wrong.
+    pub message: String,
+    /// Whether running the same command again may succeed.
+    pub retry: bool,
+}
+
+impl Failure {
+    fn retry(e: impl Into<anyhow::Error>) -> Self {
+        Self {
+            message: format!("{:#}", e.into()),
+            retry: true,
+        }
+    }
+}
+
+/// Sent packs of this home by (destination, kind, UPN), to notice a second
+/// pack for the same pupil.
+pub type ByPupil = HashMap<(String, Kind, String), Entry>;
+
+/// One pack to seal and send.
+pub struct Job {
+    /// The pupil.
+    pub item: Item,
+    /// Our school.
+    pub from: Laestab,
+    /// The destination.
+    pub to: Laestab,
+    /// The kind.
+    pub kind: Kind,
+    /// Our identity.
+    pub identity: Arc<Identity>,
+    /// The destination's pinned active keys.
+    pub recipients: Arc<Vec<SchoolKey>>,
+    /// The journal.
+    pub outbox: Arc<Outbox>,
+    /// Packs sent before, by pupil.
+    pub earlier: Arc<ByPupil>,
+    /// `--again`: send even when the pupil was sent to this school before.
+    pub again: bool,
+    /// `--reseal`: send again packs stranded by a key change.
+    pub reseal: bool,
+    /// The exchange client.
+    pub exchange: v1::exchange_client::ExchangeClient<Authed>,
+}
+
+/// A pack sealed into a temporary file in the outbox, not yet kept.
+struct Sealed {
+    header: SignedHeader,
+    /// The manifest with the SHA-256 of every attachment as sealed.
+    manifest: Manifest,
+    file: tempfile::NamedTempFile,
+}
+
+impl Job {
+    /// Seals the pack (reading each attachment once), then looks its content
+    /// up in the outbox: a pack sent before is not sent again, and one
+    /// sealed before but not sent is sent as it was sealed (same id, same
+    /// bytes), so a rerun after any failure retries rather than duplicates.
+    pub async fn run(self) -> Result<Outcome, Failure> {
+        let manifest = Manifest {
+            record: self.item.record.clone(),
+            ctf_pupil_xml: self.item.ctf_pupil_xml.clone(),
+            attachments: self
+                .item
+                .attachments
+                .iter()
+                .map(|(_, m)| m.clone())
+                .collect(),
+        };
+        let sealed = self.seal(manifest).await.map_err(Failure::retry)?;
+        let key = Outbox::content_key(self.to.as_str(), self.kind, &sealed.manifest);
+        let active: Vec<KeyId> = self.recipients.iter().map(SchoolKey::key_id).collect();
+        let mut replaces = None;
+        match self.outbox.get(&key).map_err(Failure::retry)? {
+            Some(e) if e.state == State::Sent => {
+                if !e.stranded(&active) {
+                    return Ok(Outcome::AlreadySent);
+                }
+                if !self.reseal {
+                    return Ok(Outcome::Stranded);
+                }
+                // The stranded pack keeps its own journal entry, so `sent`
+                // still names its pupil.
+                let mut old = e.clone();
+                old.key = format!("{}.{}", e.key, e.pack_id);
+                self.outbox.put(&old).map_err(Failure::retry)?;
+                replaces = Some(e.pack_id.clone());
+            }
+            Some(e) if e.state == State::Sealed && self.outbox.sealed_path(&key).exists() => {
+                return upload(&self.outbox, self.exchange, e).await;
+            }
+            _ => {}
+        }
+        let upn = self.item.record.upn().map(|u| u.to_string());
+        if replaces.is_none()
+            && !self.again
+            && let Some(upn) = upn
+            && let Some(first) = self
+                .earlier
+                .get(&(self.to.to_string(), self.kind, upn))
+                .filter(|e| e.key != key)
+        {
+            return Ok(Outcome::Duplicate(
+                first.pack_id.clone(),
+                first.source.clone(),
+            ));
+        }
+        let entry = self.keep(key, sealed, replaces).map_err(Failure::retry)?;
+        upload(&self.outbox, self.exchange, entry).await
+    }
+
+    async fn seal(&self, mut manifest: Manifest) -> Result<Sealed> {
+        let draft = Draft {
+            pack_id: PackId::new(),
+            from: self.from,
+            to: self.to,
+            kind: self.kind,
+            created_at_ms: now_ms(),
+        };
+        let files: Vec<PathBuf> = self
+            .item
+            .attachments
+            .iter()
+            .map(|(p, _)| p.clone())
+            .collect();
+        let identity = Arc::clone(&self.identity);
+        let recipients = Arc::clone(&self.recipients);
+        let dir = self.outbox.dir().to_path_buf();
+        tokio::task::spawn_blocking(move || -> Result<_> {
+            let file = tempfile::NamedTempFile::new_in(&dir)?;
+            let writer = std::io::BufWriter::new(file.as_file().try_clone()?);
+            let (header, writer) = crypto::seal(
+                &draft,
+                &mut manifest,
+                |i| std::fs::File::open(&files[i]).map(std::io::BufReader::new),
+                &recipients,
+                &identity,
+                writer,
+            )?;
+            writer
+                .into_inner()
+                .map_err(|e| e.into_error())?
+                .sync_all()?;
+            Ok(Sealed {
+                header,
+                manifest,
+                file,
+            })
+        })
+        .await
+        .context("sealing was interrupted")?
+        .context("sealing")
+    }
+
+    /// Keeps a freshly sealed pack in the outbox under its content key.
+    fn keep(&self, key: String, sealed: Sealed, replaces: Option<String>) -> Result<Entry> {
+        let path = self.outbox.sealed_path(&key);
+        sealed
+            .file
+            .persist(&path)
+            .with_context(|| format!("keeping {}", path.display()))?;
+        let r = &self.item.record;
+        let mut entry = Entry {
+            key,
+            pack_id: sealed.header.header().pack_id.to_string(),
+            to: self.to.to_string(),
+            kind: self.kind,
+            upn: r.upn().map(|u| u.to_string()).unwrap_or_default(),
+            name: format!("{} {}", r.forename, r.surname),
+            source: self.item.source.clone(),
+            header: String::new(),
+            state: State::Sealed,
+            sent_at_ms: None,
+            error: None,
+            replaces,
+        };
+        entry.set_header(&sealed.header);
+        self.outbox.put(&entry)?;
+        Ok(entry)
+    }
+}
+
+/// Uploads a sealed outbox entry and marks it sent.
+async fn upload(
+    outbox: &Outbox,
+    mut exchange: v1::exchange_client::ExchangeClient<Authed>,
+    mut entry: Entry,
+) -> Result<Outcome, Failure> {
+    let header = v1::PackHeader::from(&entry.signed_header().map_err(Failure::retry)?);
+    let path = outbox.sealed_path(&entry.key);
+    let mut file = tokio::fs::File::open(&path)
+        .await
+        .with_context(|| format!("opening {}", path.display()))
+        .map_err(Failure::retry)?;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let reader = tokio::spawn(async move {
+        let first = v1::UploadRequest {
+            part: Some(v1::upload_request::Part::Header(header)),
+        };
+        if tx.send(first).await.is_err() {
+            return Ok(());
+        }
+        loop {
+            let mut buf = vec![0u8; CHUNK];
+            let mut filled = 0;
+            while filled < CHUNK {
+                let n = file.read(&mut buf[filled..]).await?;
+                if n == 0 {
+                    break;
+                }
+                filled += n;
+            }
+            if filled == 0 {
+                return Ok::<(), std::io::Error>(());
+            }
+            buf.truncate(filled);
+            let chunk = v1::UploadRequest {
+                part: Some(v1::upload_request::Part::Chunk(buf)),
+            };
+            if tx.send(chunk).await.is_err() {
+                return Ok(());
+            }
+        }
+    });
+    let result = exchange
+        .upload(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await;
+    reader
+        .await
+        .context("reading the sealed pack was interrupted")
+        .map_err(Failure::retry)?
+        .context("reading the sealed pack")
+        .map_err(Failure::retry)?;
+    match result {
+        Ok(_) => {
+            entry.state = State::Sent;
+            entry.sent_at_ms = Some(now_ms());
+            outbox.put(&entry).map_err(Failure::retry)?;
+            std::fs::remove_file(&path)
+                .with_context(|| format!("removing {}", path.display()))
+                .map_err(Failure::retry)?;
+            Ok(Outcome::Sent)
+        }
+        Err(status) => {
+            let (message, retry) = refusal(&status);
+            if !retry || status.code() == tonic::Code::FailedPrecondition {
+                // The sealed bytes can never be accepted: drop them. The
+                // entry stays (as failed) so `baton sent` shows it.
+                let _ = std::fs::remove_file(&path);
+                entry.state = State::Failed;
+                entry.error = Some(message.clone());
+                outbox.put(&entry).map_err(Failure::retry)?;
+            }
+            Err(Failure { message, retry })
+        }
+    }
+}
+
+/// What an upload refusal means for the person sending, and whether a rerun
+/// can help.
+fn refusal(status: &tonic::Status) -> (String, bool) {
+    use tonic::Code;
+    match status.code() {
+        Code::FailedPrecondition => (
+            format!(
+                "the destination's keys changed since this pack was sealed ({}); run the same command again to re-seal it to the current keys",
+                status.message()
+            ),
+            true,
+        ),
+        Code::ResourceExhausted => (
+            format!(
+                "the server refused the pack as too large ({}): send fewer or smaller attachments",
+                status.message()
+            ),
+            false,
+        ),
+        Code::InvalidArgument | Code::PermissionDenied | Code::AlreadyExists => (
+            format!("the server refused the pack: {}", explain(status)),
+            false,
+        ),
+        _ => (format!("upload failed: {}", explain(status)), true),
+    }
+}

@@ -1,0 +1,589 @@
+//! Regression tests for what broke when the product was tried as a new user
+//! would (issue 13): repeat packs for one pupil, the same pupils sent twice,
+//! packs stranded by a key change, one bad destination in a class, honest
+//! failure messages, and plain words. The real `batond` and `baton`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[macro_use]
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use baton::record::TransitionRecord;
+use common::Daemon;
+use common::cli::{Home, code, enrol, init};
+use common::reliability::upn;
+
+fn record(serial: u32, note: &str) -> TransitionRecord {
+    TransitionRecord {
+        upn: upn(861, 2001, serial),
+        surname: format!("Pilot{serial}"),
+        forename: "Robin".into(),
+        dob: "2015-03-04".into(),
+        sex: "F".into(),
+        notes: note.into(),
+        ..Default::default()
+    }
+}
+
+/// Writes `record.json` (and a note attachment) into `root/name`.
+fn folder(root: &Path, name: &str, record: &TransitionRecord) -> PathBuf {
+    let dir = root.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("record.json"), record.to_json()).unwrap();
+    std::fs::write(dir.join("note.txt"), format!("note for {name}")).unwrap();
+    dir
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+async fn setup(daemon: &Daemon, root: &Path) -> (Home, Home) {
+    let primary = enrol(daemon, root, "8612001", "primary", &["staff"]).await;
+    let secondary = enrol(daemon, root, "8614001", "secondary", &["dsl", "staff"]).await;
+    (primary, secondary)
+}
+
+/// Sent states by pack id.
+async fn states(home: &Home) -> Vec<(String, String)> {
+    home.json(&["sent", "--json"])
+        .await
+        .iter()
+        .map(|e| {
+            (
+                e["id"].as_str().unwrap().to_string(),
+                e["state"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Item 1: three packs for one pupil pull into three stable folders, a
+/// repeat pull succeeds saying so, and "downloaded" follows the write.
+async fn issue13_repeat_packs_for_one_pupil_pull_into_stable_folders(daemon: Daemon) {
+    let root = tempfile::tempdir().unwrap();
+    let (primary, secondary) = setup(&daemon, root.path()).await;
+    for (i, note) in ["first", "second", "third"].iter().enumerate() {
+        let dir = folder(root.path(), &format!("p{i}"), &record(1, note));
+        primary
+            .ok(&["send", "--again", "--to", "8614001", dir.to_str().unwrap()])
+            .await;
+    }
+    assert!(states(&primary).await.iter().all(|(_, s)| s == "pending"));
+
+    let out_dir = root.path().join("in");
+    let out = out_dir.to_str().unwrap();
+    let first = secondary
+        .json(&["pull", "--all", "--out", out, "--json"])
+        .await;
+    assert_eq!(first.len(), 3);
+    let folders: std::collections::BTreeSet<String> = first
+        .iter()
+        .map(|o| o["folder"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(folders.len(), 3, "{first:?}");
+    for o in &first {
+        assert_eq!(o["state"], "pulled");
+        let id = o["id"].as_str().unwrap();
+        let folder = PathBuf::from(o["folder"].as_str().unwrap());
+        let name = folder.file_name().unwrap().to_string_lossy().into_owned();
+        let pupil = upn(861, 2001, 1);
+        // The plain UPN or the UPN and the random tail of the pack id.
+        assert!(
+            name == pupil || name == format!("{pupil}-{}", &id[id.len() - 12..]),
+            "{name}"
+        );
+    }
+    assert!(
+        states(&primary)
+            .await
+            .iter()
+            .all(|(_, s)| s == "downloaded")
+    );
+
+    // Again, before acknowledging: every pack is found where it was written.
+    let again = secondary
+        .json(&["pull", "--all", "--out", out, "--json"])
+        .await;
+    assert_eq!(again.len(), 3);
+    for o in &again {
+        assert_eq!(o["state"], "already-pulled");
+        let before = first.iter().find(|f| f["id"] == o["id"]).unwrap();
+        assert_eq!(before["folder"], o["folder"]);
+    }
+    secondary.ok(&["ack", "--all-pulled"]).await;
+}
+on_both_backends!(issue13_repeat_packs_for_one_pupil_pull_into_stable_folders);
+
+/// Item 1: a download that is not confirmed leaves the pack pending.
+#[tokio::test]
+async fn issue13_a_download_alone_does_not_mark_a_pack_downloaded() {
+    let daemon = Daemon::start_sqlite(&[]).await;
+    let root = tempfile::tempdir().unwrap();
+    let (primary, _secondary) = setup(&daemon, root.path()).await;
+    let school = daemon.enrol("8614002").await;
+    let dir = folder(root.path(), "p", &record(2, "x"));
+    primary
+        .ok(&["send", "--to", "8614002", dir.to_str().unwrap()])
+        .await;
+    let (id, _) = states(&primary).await.remove(0);
+    let (header, _bytes) = school.download(&id).await.unwrap();
+    assert_eq!(states(&primary).await[0].1, "pending");
+    let mut exchange = school.exchange();
+    let wrong = exchange
+        .confirm_download(school.req(baton::api::v1::ConfirmDownloadRequest {
+            pack_id: id.clone(),
+            ciphertext_sha256: vec![0; 32],
+        }))
+        .await;
+    assert_eq!(wrong.unwrap_err().code(), tonic::Code::InvalidArgument);
+    exchange
+        .confirm_download(school.req(baton::api::v1::ConfirmDownloadRequest {
+            pack_id: id,
+            ciphertext_sha256: header.ciphertext_sha256,
+        }))
+        .await
+        .unwrap();
+    assert_eq!(states(&primary).await[0].1, "downloaded");
+}
+
+/// Item 2: the same pupils sent again with other content are refused without
+/// `--again`; the receiver's CTF holds one entry per pupil, the newest.
+async fn issue13_the_same_pupils_sent_twice_are_noticed(daemon: Daemon) {
+    let root = tempfile::tempdir().unwrap();
+    let (primary, secondary) = setup(&daemon, root.path()).await;
+    let a = folder(root.path(), "a", &record(3, "as first sent"));
+    let b = folder(root.path(), "b", &record(4, "as first sent"));
+    primary
+        .ok(&[
+            "send",
+            "--to",
+            "8614001",
+            a.to_str().unwrap(),
+            b.to_str().unwrap(),
+        ])
+        .await;
+    let a2 = folder(root.path(), "a2", &record(3, "corrected"));
+    let out = primary
+        .baton(&["send", "--to", "8614001", a2.to_str().unwrap()])
+        .await;
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("already sent to 8614001"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("--again"), "{}", stderr(&out));
+    assert_eq!(secondary.json(&["inbox", "--json"]).await.len(), 2);
+    let out = primary
+        .ok(&["send", "--again", "--to", "8614001", a2.to_str().unwrap()])
+        .await;
+    assert!(out.contains("sent 1, already sent 0, failed 0"), "{out}");
+    // An exact rerun is still only "already sent".
+    let out = primary
+        .ok(&["send", "--to", "8614001", a2.to_str().unwrap()])
+        .await;
+    assert!(out.contains("sent 0, already sent 1"), "{out}");
+
+    let out_dir = root.path().join("in");
+    let mis = root.path().join("mis");
+    let pulled = secondary
+        .ok(&[
+            "pull",
+            "--all",
+            "--out",
+            out_dir.to_str().unwrap(),
+            "--ctf-dir",
+            mis.to_str().unwrap(),
+        ])
+        .await;
+    assert!(pulled.contains("has a newer pack"), "{pulled}");
+    let files: Vec<PathBuf> = std::fs::read_dir(&mis)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let xml = std::fs::read_to_string(&files[0]).unwrap();
+    assert_eq!(xml.matches("<Pupil>").count(), 2, "{xml}");
+    assert_eq!(xml.matches(&upn(861, 2001, 3)).count(), 1, "{xml}");
+    // The newest pack's record went into the CTF, and a repeat pull adds nothing.
+    secondary
+        .ok(&[
+            "pull",
+            "--all",
+            "--out",
+            out_dir.to_str().unwrap(),
+            "--ctf-dir",
+            mis.to_str().unwrap(),
+        ])
+        .await;
+    assert_eq!(std::fs::read_dir(&mis).unwrap().count(), 1);
+}
+on_both_backends!(issue13_the_same_pupils_sent_twice_are_noticed);
+
+/// Item 4: a key change strands packs: revoking warns, the sender reseals,
+/// and a device whose token was revoked re-enrols in the same home.
+#[tokio::test]
+async fn issue13_packs_stranded_by_a_key_change_can_be_resealed() {
+    let daemon = Daemon::start_sqlite(&[]).await;
+    let root = tempfile::tempdir().unwrap();
+    let (primary, old_device) = setup(&daemon, root.path()).await;
+    let dirs: Vec<PathBuf> = (10..12)
+        .map(|i| folder(root.path(), &format!("s{i}"), &record(i, "stranded")))
+        .collect();
+    let mut args = vec!["send", "--to", "8614001"];
+    args.extend(dirs.iter().map(|d| d.to_str().unwrap()));
+    primary.ok(&args).await;
+
+    // The school replaces its only device.
+    let new_code = code(&daemon, "8614001").await;
+    let new_device = init(
+        &daemon,
+        &root.path().join("new"),
+        "8614001",
+        &new_code,
+        &["dsl", "staff"],
+    )
+    .await;
+    let exported: serde_json::Value =
+        serde_json::from_str(&old_device.ok(&["keys", "export", "--json"]).await).unwrap();
+    let old_id = exported["id"].as_str().unwrap().to_string();
+    let out = new_device.baton(&["keys", "revoke", &old_id]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("2 pack(s) waiting for 8614001 are sealed only to key"),
+        "{}",
+        stderr(&out)
+    );
+    new_device.ok(&["keys", "revoke", &old_id, "--force"]).await;
+
+    // The new device skips what it cannot open.
+    let out_dir = root.path().join("in");
+    let out = new_device
+        .baton(&["pull", "--all", "--out", out_dir.to_str().unwrap()])
+        .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("not sealed to this device"));
+
+    // The sender is told, and reseals.
+    primary.ok(&["schools", "trust", "8614001"]).await;
+    let out = primary.ok(&args).await;
+    assert!(out.contains("already sent 2"), "{out}");
+    let mut reseal = args.clone();
+    reseal.insert(1, "--reseal");
+    let out = primary.ok(&reseal).await;
+    assert!(out.contains("sent 2, already sent 0"), "{out}");
+    let pulled = new_device
+        .json(&[
+            "pull",
+            "--all",
+            "--out",
+            out_dir.to_str().unwrap(),
+            "--json",
+        ])
+        .await;
+    assert_eq!(pulled.len(), 2);
+    assert!(pulled.iter().all(|p| p["state"] == "pulled"));
+
+    // The primary's token is revoked; it re-enrols in the same home and
+    // keeps its journal (names in `sent` come from it).
+    let out = daemon
+        .admin(&["admin", "token", "revoke", "--school", "8612001"])
+        .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = primary.baton(&["sent"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("--reenrol"), "{}", stderr(&out));
+    let again = code(&daemon, "8612001").await;
+    let ca = daemon.ca.display().to_string();
+    primary
+        .ok(&[
+            "init",
+            "--reenrol",
+            "--server",
+            &daemon.url,
+            "--ca",
+            &ca,
+            "--school",
+            "8612001",
+            "--code",
+            &again,
+        ])
+        .await;
+    let sent = primary.json(&["sent", "--json"]).await;
+    assert_eq!(sent.len(), 4);
+    assert!(
+        sent.iter()
+            .all(|e| e["name"] == "Robin Pilot10" || e["name"] == "Robin Pilot11")
+    );
+}
+
+/// Item 5: a destination that is not enrolled is named, by `check` too, and
+/// `--skip-unaddressed` sends the rest; `check` refuses another school's CTF.
+#[tokio::test]
+async fn issue13_one_bad_destination_does_not_block_a_class() {
+    let daemon = Daemon::start_sqlite(&[]).await;
+    let root = tempfile::tempdir().unwrap();
+    let (primary, secondary) = setup(&daemon, root.path()).await;
+    let header = baton::csv::COLUMNS.join(",");
+    let row = |serial: u32, to: &str| {
+        let r = record(serial, "");
+        let mut cells: Vec<String> = baton::csv::COLUMNS.iter().map(|_| String::new()).collect();
+        let set = |cells: &mut Vec<String>, col: &str, v: &str| {
+            let i = baton::csv::COLUMNS.iter().position(|c| *c == col).unwrap();
+            cells[i] = v.to_string();
+        };
+        set(&mut cells, "upn", &r.upn);
+        set(&mut cells, "surname", &r.surname);
+        set(&mut cells, "forename", &r.forename);
+        set(&mut cells, "dob", &r.dob);
+        set(&mut cells, "sex", &r.sex);
+        set(&mut cells, "destination", to);
+        cells.join(",")
+    };
+    let csv = format!(
+        "{header}\n{}\n{}\n{}\n",
+        row(20, "8614001"),
+        row(21, "8619999"),
+        row(22, "8614001")
+    );
+    let path = root.path().join("class.csv");
+    std::fs::write(&path, csv).unwrap();
+    let file = path.to_str().unwrap();
+
+    let out = primary.baton(&["check", file]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout(&out).contains("line 3: school 8619999 is not enrolled"),
+        "{}",
+        stdout(&out)
+    );
+    let out = primary.baton(&["send", "--csv", file]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("8619999 is not enrolled"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(secondary.json(&["inbox", "--json"]).await.is_empty());
+    let out = primary
+        .ok(&["send", "--csv", file, "--skip-unaddressed"])
+        .await;
+    assert!(out.contains("sent 2"), "{out}");
+
+    // Another school's CTF is refused by `check` in an enrolled home.
+    let mut xml = Vec::new();
+    let ctf_header = baton::ctf::CtfHeader::new(
+        baton::Laestab::parse("8612002").unwrap(),
+        baton::Destination::School(baton::Laestab::parse("8614001").unwrap()),
+        time::macros::datetime!(2026-07-16 10:00:00),
+    );
+    baton::ctf::write_ctf(
+        &mut xml,
+        &ctf_header,
+        [baton::ctf::pupil_xml_from_record(&record(23, ""))],
+    )
+    .unwrap();
+    let ctf = root.path().join("other.xml");
+    std::fs::write(&ctf, xml).unwrap();
+    let out = primary.baton(&["check", ctf.to_str().unwrap()]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout(&out).contains("the CTF's source school is 8612002"),
+        "{}",
+        stdout(&out)
+    );
+    // And a pack to this school itself.
+    let me = folder(root.path(), "me", &record(24, ""));
+    let out = primary
+        .baton(&["send", "--to", "8612001", me.to_str().unwrap()])
+        .await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("is this school"), "{}", stderr(&out));
+}
+
+/// Item 6: failures a retry cannot fix say what to do instead; a pack over
+/// the server's limit is caught before sealing; a daemon that is down is
+/// one line.
+#[tokio::test]
+async fn issue13_failure_messages_are_honest() {
+    let daemon = Daemon::start_sqlite(&["--max-pack-bytes", "200000"]).await;
+    let root = tempfile::tempdir().unwrap();
+    let primary = enrol(&daemon, root.path(), "8612001", "primary", &["dsl"]).await;
+    let _staff_only = enrol(&daemon, root.path(), "8614001", "secondary", &["staff"]).await;
+
+    let cp = folder(root.path(), "cp", &record(30, ""));
+    let out = primary
+        .baton(&[
+            "send",
+            "--to",
+            "8614001",
+            "--kind",
+            "safeguarding",
+            cp.to_str().unwrap(),
+        ])
+        .await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("no active DSL key"), "{err}");
+    assert!(!err.contains("run the same command again"), "{err}");
+
+    let big = folder(root.path(), "big", &record(31, ""));
+    std::fs::write(big.join("scan.pdf"), vec![7u8; 300_000]).unwrap();
+    let out = primary.baton(&["check", big.to_str().unwrap()]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout(&out).contains("more than this server accepts"),
+        "{}",
+        stdout(&out)
+    );
+    let out = primary
+        .baton(&["send", "--to", "8614001", big.to_str().unwrap()])
+        .await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("more than this server accepts"));
+    let outbox = primary.dir.join("outbox");
+    let sealed = std::fs::read_dir(&outbox)
+        .map(|d| {
+            d.filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "age")
+            })
+            .count()
+        })
+        .unwrap_or(0);
+    assert_eq!(sealed, 0);
+
+    // The daemon goes away: one line for a class, not one per pupil.
+    let dirs: Vec<PathBuf> = (40..45)
+        .map(|i| folder(root.path(), &format!("d{i}"), &record(i, "")))
+        .collect();
+    drop(daemon);
+    let mut args = vec!["send", "--to", "8614001"];
+    args.extend(dirs.iter().map(|d| d.to_str().unwrap()));
+    let out = primary.baton(&args).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("nothing is listening"), "{err}");
+}
+
+/// Item 11: plain words for a wrong CA, an http:// URL, raw status codes and
+/// usage errors.
+#[tokio::test]
+async fn issue13_plain_words_for_common_failures() {
+    let daemon = Daemon::start_sqlite(&[]).await;
+    let root = tempfile::tempdir().unwrap();
+    let primary = enrol(&daemon, root.path(), "8612001", "primary", &["staff"]).await;
+
+    // A CA that did not sign the server's certificate.
+    let other = Daemon::start_sqlite(&[]).await;
+    let fresh = Home {
+        dir: root.path().join("fresh"),
+    };
+    let wrong_ca = other.ca.display().to_string();
+    let code = code(&daemon, "8612001").await;
+    let init = |ca: String, server: String| {
+        let code = code.clone();
+        let fresh = &fresh;
+        async move {
+            fresh
+                .baton(&[
+                    "init", "--server", &server, "--ca", &ca, "--school", "8612001", "--code",
+                    &code,
+                ])
+                .await
+        }
+    };
+    let out = init(wrong_ca, daemon.url.clone()).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("not signed by the CA given"), "{err}");
+    assert!(!err.contains("BadSignature"), "{err}");
+
+    // http:// to another host is refused before anything is sent.
+    let out = init(
+        daemon.ca.display().to_string(),
+        "http://baton.trust.example:50051".into(),
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("refusing plaintext"),
+        "{}",
+        stderr(&out)
+    );
+
+    // No raw gRPC code in what users read.
+    let out = primary
+        .baton(&["pull", "0190a5b2-0000-7000-8000-000000000000", "--out"])
+        .await;
+    assert_eq!(out.status.code(), Some(2));
+    let dir = root.path().join("o");
+    let out = primary
+        .baton(&[
+            "pull",
+            "0190a5b2-0000-7000-8000-000000000000",
+            "--out",
+            dir.to_str().unwrap(),
+        ])
+        .await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("no pack"), "{err}");
+    assert!(!err.contains("NotFound"), "{err}");
+
+    // `send` with nothing to send names every way to give it packs.
+    let out = primary.baton(&["send"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("--ctf") && err.contains("--csv"), "{err}");
+
+    // `check DIR` on a folder of CTFs and spreadsheets checks each.
+    let folder_of = root.path().join("exports");
+    std::fs::create_dir_all(&folder_of).unwrap();
+    let mut xml = Vec::new();
+    let header = baton::ctf::CtfHeader::new(
+        baton::Laestab::parse("8612001").unwrap(),
+        baton::Destination::School(baton::Laestab::parse("8614001").unwrap()),
+        time::macros::datetime!(2026-07-16 10:00:00),
+    );
+    baton::ctf::write_ctf(
+        &mut xml,
+        &header,
+        [baton::ctf::pupil_xml_from_record(&record(50, ""))],
+    )
+    .unwrap();
+    std::fs::write(folder_of.join("a.xml"), &xml).unwrap();
+    std::fs::write(folder_of.join("b.xml"), &xml).unwrap();
+    let out = Home {
+        dir: root.path().join("nobody"),
+    }
+    .baton(&["check", folder_of.to_str().unwrap()])
+    .await;
+    // Two CTFs of the same pupil: read both, and the second is a duplicate.
+    assert!(stdout(&out).contains("the same UPN"), "{}", stdout(&out));
+
+    // `--label` shows the default it really uses.
+    let help = Home {
+        dir: root.path().join("nobody"),
+    }
+    .ok(&["init", "--help"])
+    .await;
+    assert!(help.contains("[default: "), "{help}");
+
+    // Times in listings are ISO 8601 to the second.
+    let sent = primary.json(&["keys", "--json"]).await;
+    let created = sent[0]["created_at"].as_str().unwrap();
+    assert_eq!(created.len(), "2026-07-20T09:15:02Z".len(), "{created}");
+    assert!(created.ends_with('Z'));
+}

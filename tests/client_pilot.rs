@@ -587,3 +587,149 @@ async fn issue13_plain_words_for_common_failures() {
     assert_eq!(created.len(), "2026-07-20T09:15:02Z".len(), "{created}");
     assert!(created.ends_with('Z'));
 }
+
+/// Splits a README command line into words: spaces separate, double quotes
+/// group, `$NAME` is replaced from `vars`.
+fn words(line: &str, vars: &[(String, String)]) -> Vec<String> {
+    let mut line = line.to_string();
+    // Longest names first, so `$D` does not eat the start of `$DATA`.
+    let mut vars = vars.to_vec();
+    vars.sort_by_key(|(k, _)| std::cmp::Reverse(k.len()));
+    for (k, v) in &vars {
+        line = line.replace(&format!("${k}"), v);
+    }
+    let mut out = Vec::new();
+    let mut word = String::new();
+    let mut quoted = false;
+    for c in line.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            ' ' if !quoted => {
+                if !word.is_empty() {
+                    out.push(std::mem::take(&mut word));
+                }
+            }
+            c => word.push(c),
+        }
+    }
+    if !word.is_empty() {
+        out.push(word);
+    }
+    out
+}
+
+/// Item 12: every `batond … admin` and `baton` command of the README's
+/// walk-through runs, as written, on the sample shipped in the repository,
+/// against the real daemon, and the transfer completes.
+#[tokio::test]
+async fn issue13_the_readme_walk_through_runs_on_the_shipped_sample() {
+    let daemon = Daemon::start_sqlite(&[]).await;
+    let root = tempfile::tempdir().unwrap();
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let walk = readme
+        .split("## A transfer, end to end")
+        .nth(1)
+        .unwrap()
+        .split("\n## ")
+        .next()
+        .unwrap();
+    // The commands of the code blocks, continuation lines joined.
+    let mut commands = Vec::new();
+    let mut in_block = false;
+    let mut pending = String::new();
+    for line in walk.lines() {
+        if line.starts_with("```") {
+            in_block = !in_block;
+            continue;
+        }
+        if !in_block {
+            continue;
+        }
+        let line = line.split("   #").next().unwrap().trim();
+        if let Some(head) = line.strip_suffix('\\') {
+            pending.push_str(head);
+            continue;
+        }
+        pending.push_str(line);
+        for part in std::mem::take(&mut pending).split(" && ") {
+            commands.push(part.trim().to_string());
+        }
+    }
+    let mut vars: Vec<(String, String)> = vec![
+        (
+            "S".into(),
+            concat!(env!("CARGO_MANIFEST_DIR"), "/examples/sample").to_string(),
+        ),
+        ("D".into(), root.path().display().to_string()),
+    ];
+    let (mut ran_baton, mut ran_admin) = (0, 0);
+    for command in &commands {
+        if let Some((var, rest)) = command.split_once("=$(") {
+            // `CODE=$(batond --data-dir $D/data admin … | tail -n 1)`
+            let admin = rest.split(" | tail").next().unwrap();
+            let w = words(admin, &vars);
+            assert_eq!(w[0], "batond", "{command}");
+            assert_eq!(
+                w[1..3],
+                [
+                    "--data-dir".to_string(),
+                    format!("{}/data", root.path().display())
+                ]
+            );
+            let out = common::batond()
+                .arg("--data-dir")
+                .arg(&daemon.data)
+                .args(&w[3..])
+                .output()
+                .await
+                .unwrap();
+            assert!(out.status.success(), "{command}: {}", stderr(&out));
+            let code = stdout(&out).lines().last().unwrap().trim().to_string();
+            vars.push((var.to_string(), code));
+            ran_admin += 1;
+        } else if command.starts_with("baton ") {
+            let mut w = words(command, &vars);
+            for word in &mut w {
+                if word == "https://127.0.0.1:50051" {
+                    *word = daemon.url.clone();
+                } else if *word == format!("{}/data/tls/ca.pem", root.path().display()) {
+                    *word = daemon.ca.display().to_string();
+                }
+            }
+            let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_baton"))
+                .args(&w[1..])
+                .output()
+                .await
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{command}:\n{}\n{}",
+                stdout(&out),
+                stderr(&out)
+            );
+            ran_baton += 1;
+        }
+    }
+    assert_eq!(ran_admin, 3, "{commands:?}");
+    assert!(ran_baton >= 14, "{commands:?}");
+    let primary = Home {
+        dir: root.path().join("primary"),
+    };
+    let sent = primary.json(&["sent", "--json"]).await;
+    assert_eq!(sent.len(), 17);
+    assert!(
+        sent.iter()
+            .all(|e| e["state"] == "acknowledged" && e["receipt_verified"] == true),
+        "{sent:?}"
+    );
+    assert!(
+        root.path()
+            .join("received/8612001/safeguarding/K861200119012")
+            .is_dir()
+    );
+    let mis: Vec<_> = std::fs::read_dir(root.path().join("for-mis"))
+        .unwrap()
+        .collect();
+    assert_eq!(mis.len(), 1);
+}

@@ -123,7 +123,6 @@ pub fn explain(status: &tonic::Status) -> String {
         Code::Unavailable => {
             " (the server cannot be reached: is batond running, and is the URL right?)"
         }
-        Code::PermissionDenied => " (not allowed for this school)",
         Code::Unimplemented => {
             " (the server is older than this baton: ask the operator to upgrade batond)"
         }

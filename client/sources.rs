@@ -84,7 +84,13 @@ impl Gathered {
 
     fn ctf_file(&mut self, file: &Path, opts: &Options<'_>) -> Result<(), CtfError> {
         let shown = file.display();
-        let input = std::fs::File::open(file).map_err(CtfError::Write)?;
+        let input = match std::fs::File::open(file) {
+            Ok(f) => f,
+            Err(e) => {
+                self.problems.push(format!("{shown}: cannot be read ({e})"));
+                return Ok(());
+            }
+        };
         let mut reader = CtfReader::new(std::io::BufReader::new(input))?;
         let header = reader.header().clone();
         if let Some(school) = opts.school
@@ -134,7 +140,7 @@ impl Gathered {
         let start = self.items.len();
         let shown = file.display();
         let rows = match std::fs::File::open(file)
-            .map_err(|e| e.to_string())
+            .map_err(|e| format!("cannot be read ({e})"))
             .and_then(|f| baton::csv::read(f, opts.today).map_err(|e| e.to_string()))
         {
             Ok(rows) => rows,

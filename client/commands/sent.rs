@@ -196,6 +196,9 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
         &["ID", "TO", "KIND", "UPN", "NAME", "STATE", "RECEIPT"],
         &table_rows,
     );
+    if rows.is_empty() {
+        eprintln!("nothing sent yet");
+    }
     let not_sent = rows.iter().filter(|r| r.state == "not sent").count();
     if not_sent > 0 {
         eprintln!("{not_sent} pack(s) not sent (see RECEIPT for why)");

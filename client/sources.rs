@@ -115,7 +115,8 @@ impl Gathered {
         };
         let mut count = 0;
         while let Some(pupil) = reader.next_pupil() {
-            let pupil = pupil?;
+            let mut pupil = pupil?;
+            pupil.check(opts.today);
             count += 1;
             let place = format!("{shown}: pupil {} (line {})", pupil.position, pupil.line);
             if !pupil.problems.is_empty() {

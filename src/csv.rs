@@ -127,12 +127,20 @@ pub enum CsvError {
 /// Reads a class spreadsheet. `today` bounds dates of birth and sets the
 /// attendance year. Problems in rows are returned with the rows; only a bad
 /// header or unreadable input is an error.
-pub fn read(input: impl Read, today: time::Date) -> Result<Vec<CsvRow>, CsvError> {
+pub fn read(mut input: impl Read, today: time::Date) -> Result<Vec<CsvRow>, CsvError> {
+    // A class spreadsheet is small; holding it lets each row's line be
+    // counted from its bytes (the csv crate's own line count is one short
+    // after a CRLF line end).
+    let mut bytes = Vec::new();
+    input.read_to_end(&mut bytes).map_err(|e| CsvError::Csv {
+        line: 0,
+        message: e.to_string(),
+    })?;
     let mut reader = ::csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
         .comment(Some(b'#'))
-        .from_reader(input);
+        .from_reader(bytes.as_slice());
     let mut records = reader.records();
     let header = match records.next() {
         None => return Err(CsvError::Empty),
@@ -146,10 +154,31 @@ pub fn read(input: impl Read, today: time::Date) -> Result<Vec<CsvRow>, CsvError
         if row.iter().all(|cell| cell.trim().is_empty()) {
             continue;
         }
-        let line = row.position().map_or(0, |p| p.line() as usize);
+        let line = row
+            .position()
+            .map_or(0, |p| line_at(&bytes, p.byte() as usize));
         rows.push(read_row(&columns, &row, line, year, today));
     }
     Ok(rows)
+}
+
+/// The line (1-based) where a record the csv crate places at byte `at`
+/// really begins: after any line ends and `#` comment lines it skipped.
+fn line_at(bytes: &[u8], at: usize) -> usize {
+    let mut start = at.min(bytes.len());
+    loop {
+        match bytes.get(start) {
+            Some(b'\r' | b'\n') => start += 1,
+            Some(b'#') if start == 0 || bytes[start - 1] == b'\n' => {
+                start = bytes[start..]
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .map_or(bytes.len(), |n| start + n + 1);
+            }
+            _ => break,
+        }
+    }
+    1 + bytes[..start].iter().filter(|&&b| b == b'\n').count()
 }
 
 /// The header line, then `#` comment lines explaining each column and a
@@ -533,7 +562,7 @@ H801200001001,Smith,Amy,2015-01-12,F,,370,no,,,
                 "line 5, column destination: a LAESTAB has 7 digits (LA code + establishment number), found 5 characters",
                 "line 5, column upn: check letter should be H, found Z",
                 "line 5, column forename: required",
-                "line 5, column dob: not a date in the form YYYY-MM-DD",
+                "line 5, column dob: looks like day/month/year: write dates as YYYY-MM-DD (28/07/2015 is 2015-07-28)",
                 "line 5, column sex: must be M, F or U",
                 "line 5, column ks2_reading: a scaled score is between 80 and 120",
             ]
@@ -602,5 +631,40 @@ H801200001001,Smith,Amy,2015-01-12,F,,370,no,,,
         assert_eq!(rows.len(), 1);
         assert!(rows[0].problems.is_empty(), "{:?}", rows[0].problems);
         assert_eq!(rows[0].record.notes, "Enjoys art, reads daily");
+    }
+
+    /// The line each row starts on, for rows of `text` after `HEADER`.
+    fn lines_of(text: &str) -> Vec<usize> {
+        read(text.as_bytes(), today())
+            .unwrap()
+            .iter()
+            .map(|r| r.line)
+            .collect()
+    }
+
+    const ROW: &str = "W86120011901B,,Begum,Zoë,James,Zoë,2015-01-12,M,BAFR,ENG,no,no,K,HI;MLD,380,367,4,9,114,86,92,GDS,17,no,8604003,x";
+
+    #[test]
+    fn csv_line_numbers_are_the_lines_rows_start_on() {
+        // Issue 13: without a comment line, the first row is line 2.
+        assert_eq!(lines_of(&format!("{HEADER}\n{ROW}\n{ROW}\n")), [2, 3]);
+        assert_eq!(lines_of(&format!("{HEADER}\r\n{ROW}\r\n{ROW}\r\n")), [2, 3]);
+        assert_eq!(
+            lines_of(&format!("# a comment\n{HEADER}\n{ROW}\n# another\n{ROW}\n")),
+            [3, 5]
+        );
+    }
+
+    #[test]
+    fn csv_line_numbers_after_a_multiline_note() {
+        let note = ROW.replace(",x", ",\"one\ntwo\nthree\"");
+        assert_eq!(
+            lines_of(&format!("{HEADER}\n{note}\n{ROW}\n{ROW}\n")),
+            [2, 5, 6]
+        );
+        assert_eq!(
+            lines_of(&format!("{HEADER}\r\n{note}\r\n{ROW}\r\n")),
+            [2, 5]
+        );
     }
 }

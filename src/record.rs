@@ -165,14 +165,12 @@ impl TransitionRecord {
                 bad(field, "required".into());
             }
         }
-        match parse_date(&self.dob) {
-            None if self.dob.trim().is_empty() => bad("dob", "required (YYYY-MM-DD)".into()),
-            None => bad("dob", "not a date in the form YYYY-MM-DD".into()),
-            Some(d) if d > today => bad("dob", "is in the future".into()),
-            Some(d) if today.year() - d.year() > 30 => {
-                bad("dob", "is more than 30 years ago".into())
-            }
-            Some(_) => {}
+        match check_date(&self.dob) {
+            Err(_) if self.dob.trim().is_empty() => bad("dob", "required (YYYY-MM-DD)".into()),
+            Err(why) => bad("dob", why),
+            Ok(d) if d > today => bad("dob", "is in the future".into()),
+            Ok(d) if today.year() - d.year() > 30 => bad("dob", "is more than 30 years ago".into()),
+            Ok(_) => {}
         }
         match self.sex.trim() {
             "M" | "F" | "U" => {}
@@ -281,8 +279,38 @@ fn redact_quoted(message: &str) -> String {
 
 /// Parses YYYY-MM-DD.
 pub fn parse_date(text: &str) -> Option<time::Date> {
+    check_date(text).ok()
+}
+
+/// Parses YYYY-MM-DD, or says what is wrong without repeating the value
+/// (it may be a pupil's date of birth): a date written day/month/year gets
+/// a hint, and one of the right form that does not exist (2015-02-30) is
+/// "not a real date".
+pub fn check_date(text: &str) -> Result<time::Date, String> {
+    let text = text.trim();
     let format = time::macros::format_description!("[year]-[month]-[day]");
-    time::Date::parse(text.trim(), &format).ok()
+    if let Ok(d) = time::Date::parse(text, &format) {
+        return Ok(d);
+    }
+    let digits = |part: &str, n: std::ops::RangeInclusive<usize>| {
+        n.contains(&part.len()) && part.bytes().all(|b| b.is_ascii_digit())
+    };
+    let parts: Vec<&str> = text.split('-').collect();
+    if parts.len() == 3
+        && digits(parts[0], 4..=4)
+        && digits(parts[1], 2..=2)
+        && digits(parts[2], 2..=2)
+    {
+        return Err("not a real date (check the day and the month)".into());
+    }
+    let dmy: Vec<&str> = text.split(['/', '.', '-']).collect();
+    if dmy.len() == 3 && digits(dmy[0], 1..=2) && digits(dmy[1], 1..=2) && digits(dmy[2], 4..=4) {
+        return Err(
+            "looks like day/month/year: write dates as YYYY-MM-DD (28/07/2015 is 2015-07-28)"
+                .into(),
+        );
+    }
+    Err("not a date in the form YYYY-MM-DD".into())
 }
 
 fn is_code(value: &str, max: usize) -> bool {
@@ -411,6 +439,36 @@ pub(crate) mod tests {
                 "{p}"
             );
         }
+    }
+
+    #[test]
+    fn dates_written_day_first_get_a_hint_and_impossible_dates_are_named() {
+        assert!(
+            check_date("28/07/2015")
+                .unwrap_err()
+                .contains("write dates as YYYY-MM-DD")
+        );
+        assert!(
+            check_date("8.7.2015")
+                .unwrap_err()
+                .contains("day/month/year")
+        );
+        assert_eq!(
+            check_date("2015-02-30").unwrap_err(),
+            "not a real date (check the day and the month)"
+        );
+        assert_eq!(
+            check_date("2015-13-01").unwrap_err(),
+            "not a real date (check the day and the month)"
+        );
+        assert_eq!(
+            check_date("soon").unwrap_err(),
+            "not a date in the form YYYY-MM-DD"
+        );
+        assert_eq!(
+            check_date(" 2015-07-28 "),
+            Ok(time::macros::date!(2015 - 07 - 28))
+        );
     }
 
     #[test]

@@ -733,3 +733,60 @@ async fn issue13_the_readme_walk_through_runs_on_the_shipped_sample() {
         .collect();
     assert_eq!(mis.len(), 1);
 }
+
+/// Item 3: a CTF value the receiver would refuse (`<Sex>Male</Sex>`) is
+/// refused by `check` and `send` before anything is sealed.
+#[tokio::test]
+async fn issue13_ctf_values_are_validated_before_sealing() {
+    let root = tempfile::tempdir().unwrap();
+    let mut xml = Vec::new();
+    let header = baton::ctf::CtfHeader::new(
+        baton::Laestab::parse("8612001").unwrap(),
+        baton::Destination::School(baton::Laestab::parse("8614001").unwrap()),
+        time::macros::datetime!(2026-07-16 10:00:00),
+    );
+    let pupil = baton::ctf::pupil_xml_from_record(&record(60, ""))
+        .replace("<Sex>F</Sex>", "<Sex>Male</Sex>");
+    assert!(pupil.contains("<Sex>Male</Sex>"), "{pupil}");
+    baton::ctf::write_ctf(&mut xml, &header, [pupil]).unwrap();
+    let path = root.path().join("8612001_CTF_8614001_001.xml");
+    std::fs::write(&path, xml).unwrap();
+    let nobody = Home {
+        dir: root.path().join("nobody"),
+    };
+    let out = nobody.baton(&["check", path.to_str().unwrap()]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    assert!(text.contains("element Sex: must be M, F or U"), "{text}");
+    assert!(!text.contains("Male"), "{text}");
+}
+
+/// Item 7: CSV problems name the line the row starts on, and dates get a
+/// hint.
+#[tokio::test]
+async fn issue13_csv_problems_name_the_right_line() {
+    let root = tempfile::tempdir().unwrap();
+    let header = "upn,surname,forename,dob,sex,destination,notes";
+    let good = format!("{},Pilot,Robin,2015-03-04,F,8614001,", upn(861, 2001, 70));
+    let csv = format!(
+        "{header}\r\n{good}\"one\r\ntwo\"\r\n{},Pilot,Robin,28/07/2015,F,8614001,\r\n{},Pilot,Robin,2015-02-30,F,8614001,\r\n",
+        upn(861, 2001, 71),
+        upn(861, 2001, 72)
+    );
+    let path = root.path().join("class.csv");
+    std::fs::write(&path, csv).unwrap();
+    let out = Home {
+        dir: root.path().join("nobody"),
+    }
+    .baton(&["check", path.to_str().unwrap()])
+    .await;
+    let text = stdout(&out);
+    assert!(
+        text.contains("line 4, column dob: looks like day/month/year: write dates as YYYY-MM-DD"),
+        "{text}"
+    );
+    assert!(
+        text.contains("line 5, column dob: not a real date"),
+        "{text}"
+    );
+}

@@ -19,7 +19,7 @@
 
 use super::{CtfError, CtfHeader, CtfProblem, DestSchool, HeaderProblem, SourceSchool};
 use crate::laestab::{Destination, Laestab};
-use crate::record::{Attendance, Ks2Results, TransitionRecord, parse_date};
+use crate::record::{Attendance, Ks2Results, TransitionRecord, check_date};
 use crate::upn::Upn;
 
 /// A parsed element: small trees only (one header or one pupil).
@@ -206,12 +206,10 @@ pub(super) fn map_pupil(pupil: &Node, position: usize) -> (TransitionRecord, Vec
             e.to_string(),
         );
     }
-    if !record.dob.is_empty() && parse_date(&record.dob).is_none() {
-        bad(
-            "DOB",
-            line_of(&["DOB"]),
-            "not a date in the form YYYY-MM-DD".into(),
-        );
+    if !record.dob.is_empty()
+        && let Err(why) = check_date(&record.dob)
+    {
+        bad("DOB", line_of(&["DOB"]), why);
     }
 
     if let Some(languages) = pupil.at(&["BasicDetails", "Languages"]) {

@@ -205,6 +205,47 @@ pub struct CtfProblem {
     pub problem: String,
 }
 
+impl CtfPupil {
+    /// Checks the mapped record as strictly as `record.json` and the class
+    /// spreadsheet are checked (`TransitionRecord::problems`), so a pupil
+    /// that passes here also passes on the receiving side. Adds a problem
+    /// for each field wrong, named by its CTF element, except elements the
+    /// mapping already reported. `today` bounds the date of birth.
+    pub fn check(&mut self, today: time::Date) {
+        for p in self.record.problems(today) {
+            let element = element_of(&p.field);
+            if self.problems.iter().any(|q| q.element == element) {
+                continue;
+            }
+            self.problems.push(CtfProblem {
+                pupil: self.position,
+                line: self.line,
+                element: element.to_string(),
+                problem: p.problem,
+            });
+        }
+    }
+}
+
+/// The CTF element a record field comes from.
+fn element_of(field: &str) -> &str {
+    match field {
+        "upn" => "UPN",
+        "former_upn" => "BasicDetails/FormerUPN",
+        "surname" => "Surname",
+        "forename" => "Forename",
+        "dob" => "DOB",
+        "sex" => "Sex",
+        "ethnicity" => "BasicDetails/Ethnicity",
+        "first_language" => "BasicDetails/Languages",
+        "sen_provision" => "SENhistory/SENprovision",
+        "sen_needs" => "SENhistory/SENneeds",
+        "attendance" | "attendance.year" => "Attendance",
+        f if f.starts_with("ks2") => "StageAssessments (KS2)",
+        other => other,
+    }
+}
+
 impl fmt::Display for CtfProblem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(

@@ -1,6 +1,6 @@
 use super::*;
 use crate::laestab::{Destination, Laestab};
-use crate::record::{Attendance, Ks2Results};
+use crate::record::{Attendance, Ks2Results, TransitionRecord};
 
 const SAMPLE: &[u8] = include_bytes!("../../../tests/data/ctf/8612001_CTF_8614001_001.xml");
 const SAMPLE_UNKNOWN: &[u8] = include_bytes!("../../../tests/data/ctf/8612001_CTF_XXXXXXX_001.xml");
@@ -268,7 +268,7 @@ fn pupil_problems_name_position_element_and_line_only() {
             "pupil 2, line 27, element Surname: missing",
             "pupil 2, line 28, element UPN: check letter should be H, found Z",
             "pupil 2, line 33, element BasicDetails/FormerUPN: a UPN has 13 characters, found 8",
-            "pupil 2, line 30, element DOB: not a date in the form YYYY-MM-DD",
+            "pupil 2, line 30, element DOB: looks like day/month/year: write dates as YYYY-MM-DD (28/07/2015 is 2015-07-28)",
             "pupil 2, line 34, element BasicDetails/MedicalFlag: must be true, false, 1 or 0",
             "pupil 2, line 36, element Attendance/YearData/SessionsPossible: must be a whole number",
         ]
@@ -339,4 +339,69 @@ fn latest_years_and_ranks_win() {
     );
     let k = r.ks2.unwrap();
     assert_eq!((k.reading, k.maths, k.gps), (None, Some(101), None));
+}
+
+/// Issue 13: every mapped value is checked as strictly as `record.json`.
+#[test]
+fn ctf_values_are_validated_like_record_json() {
+    let pupil = "    <Pupil>
+  <UPN>H801200001001</UPN>
+  <Surname>Smith</Surname>
+  <Forename>Sam</Forename>
+  <DOB>2015-02-30</DOB>
+  <Sex>Male</Sex>
+  <BasicDetails><Ethnicity>W-BRI</Ethnicity></BasicDetails>
+</Pupil>";
+    let text = ctf("25.0", ("861", "4001"), pupil);
+    let mut all = parse_all(text.as_bytes()).unwrap();
+    let p = &mut all.pupils[0];
+    p.check(time::macros::date!(2026 - 07 - 20));
+    let shown: Vec<String> = p.problems.iter().map(ToString::to_string).collect();
+    assert!(
+        shown
+            .iter()
+            .any(|s| s.contains("element DOB: not a real date (check the day and the month)")),
+        "{shown:?}"
+    );
+    assert!(
+        shown
+            .iter()
+            .any(|s| s.contains("element Sex: must be M, F or U")),
+        "{shown:?}"
+    );
+    assert!(
+        shown
+            .iter()
+            .any(|s| s.contains("element BasicDetails/Ethnicity: must be a DfE code")),
+        "{shown:?}"
+    );
+    // The DOB is reported once, by the mapping, not again by the record check.
+    assert_eq!(
+        shown.iter().filter(|s| s.contains("element DOB")).count(),
+        1
+    );
+    // No value from the file is repeated.
+    assert!(
+        !shown
+            .iter()
+            .any(|s| s.contains("Male") || s.contains("W-BRI"))
+    );
+}
+
+/// Every pupil the CTF reader accepts is a record the receiver accepts:
+/// through `record.json` and back with no problem.
+#[test]
+fn accepted_ctf_pupils_round_trip_through_record_json() {
+    let today = time::macros::date!(2026 - 07 - 20);
+    for input in [SAMPLE, SAMPLE_UNKNOWN] {
+        for mut p in parse_all(input).unwrap().pupils {
+            p.check(today);
+            if !p.problems.is_empty() {
+                continue;
+            }
+            let back = TransitionRecord::from_json(&p.record.to_json()).unwrap();
+            assert!(back == p.record);
+            assert!(back.problems(today).is_empty());
+        }
+    }
 }

@@ -36,6 +36,18 @@ fn folder(root: &Path, name: &str, record: &TransitionRecord) -> PathBuf {
     dir
 }
 
+/// A CTF from `from` to 8614001 holding `pupils` (`<Pupil>` elements).
+fn ctf_from(from: &str, pupils: Vec<String>) -> Vec<u8> {
+    let mut xml = Vec::new();
+    let header = baton::ctf::CtfHeader::new(
+        baton::Laestab::parse(from).unwrap(),
+        baton::Destination::School(baton::Laestab::parse("8614001").unwrap()),
+        time::macros::datetime!(2026-07-16 10:00:00),
+    );
+    baton::ctf::write_ctf(&mut xml, &header, pupils).unwrap();
+    xml
+}
+
 fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -378,18 +390,10 @@ async fn issue13_one_bad_destination_does_not_block_a_class() {
     assert!(out.contains("sent 2"), "{out}");
 
     // Another school's CTF is refused by `check` in an enrolled home.
-    let mut xml = Vec::new();
-    let ctf_header = baton::ctf::CtfHeader::new(
-        baton::Laestab::parse("8612002").unwrap(),
-        baton::Destination::School(baton::Laestab::parse("8614001").unwrap()),
-        time::macros::datetime!(2026-07-16 10:00:00),
+    let xml = ctf_from(
+        "8612002",
+        vec![baton::ctf::pupil_xml_from_record(&record(23, ""))],
     );
-    baton::ctf::write_ctf(
-        &mut xml,
-        &ctf_header,
-        [baton::ctf::pupil_xml_from_record(&record(23, ""))],
-    )
-    .unwrap();
     let ctf = root.path().join("other.xml");
     std::fs::write(&ctf, xml).unwrap();
     let out = primary.baton(&["check", ctf.to_str().unwrap()]).await;
@@ -551,18 +555,10 @@ async fn issue13_plain_words_for_common_failures() {
     // `check DIR` on a folder of CTFs and spreadsheets checks each.
     let folder_of = root.path().join("exports");
     std::fs::create_dir_all(&folder_of).unwrap();
-    let mut xml = Vec::new();
-    let header = baton::ctf::CtfHeader::new(
-        baton::Laestab::parse("8612001").unwrap(),
-        baton::Destination::School(baton::Laestab::parse("8614001").unwrap()),
-        time::macros::datetime!(2026-07-16 10:00:00),
+    let xml = ctf_from(
+        "8612001",
+        vec![baton::ctf::pupil_xml_from_record(&record(50, ""))],
     );
-    baton::ctf::write_ctf(
-        &mut xml,
-        &header,
-        [baton::ctf::pupil_xml_from_record(&record(50, ""))],
-    )
-    .unwrap();
     std::fs::write(folder_of.join("a.xml"), &xml).unwrap();
     std::fs::write(folder_of.join("b.xml"), &xml).unwrap();
     let out = Home {
@@ -735,20 +731,15 @@ async fn issue13_the_readme_walk_through_runs_on_the_shipped_sample() {
 }
 
 /// Item 3: a CTF value the receiver would refuse (`<Sex>Male</Sex>`) is
-/// refused by `check` and `send` before anything is sealed.
+/// refused by `check` (and so by `send`, which reads its sources through
+/// the same code) before anything is sealed.
 #[tokio::test]
 async fn issue13_ctf_values_are_validated_before_sealing() {
     let root = tempfile::tempdir().unwrap();
-    let mut xml = Vec::new();
-    let header = baton::ctf::CtfHeader::new(
-        baton::Laestab::parse("8612001").unwrap(),
-        baton::Destination::School(baton::Laestab::parse("8614001").unwrap()),
-        time::macros::datetime!(2026-07-16 10:00:00),
-    );
     let pupil = baton::ctf::pupil_xml_from_record(&record(60, ""))
         .replace("<Sex>F</Sex>", "<Sex>Male</Sex>");
     assert!(pupil.contains("<Sex>Male</Sex>"), "{pupil}");
-    baton::ctf::write_ctf(&mut xml, &header, [pupil]).unwrap();
+    let xml = ctf_from("8612001", vec![pupil]);
     let path = root.path().join("8612001_CTF_8614001_001.xml");
     std::fs::write(&path, xml).unwrap();
     let nobody = Home {

@@ -51,6 +51,21 @@ async fn active_key<S: Store>(
         })
 }
 
+/// Pack `id` if it is addressed to `caller`; `NotFound` otherwise (the same
+/// answer whether it exists or not).
+async fn inbox_pack<S: Store>(
+    app: &App<S>,
+    caller: &Laestab,
+    id: PackId,
+) -> Result<StoredPack, Status> {
+    app.store
+        .pack(id)
+        .await
+        .map_err(store_status)?
+        .filter(|p| p.to == *caller)
+        .ok_or_else(|| Status::not_found(format!("no pack {id} in your inbox")))
+}
+
 /// Ciphertext is stored and downloaded in pieces of at most this size. An
 /// upload holds one such piece (and the store's copy of it) while staging,
 /// so with many uploads at once this sets the daemon's memory.
@@ -171,14 +186,7 @@ impl<S: Store> Exchange for Service<S> {
     ) -> Result<Response<Self::DownloadStream>, Status> {
         let caller = auth::caller(&self.app, &request).await?;
         let id = parse_pack_id("pack_id", &request.get_ref().pack_id)?;
-        let pack = self
-            .app
-            .store
-            .pack(id)
-            .await
-            .map_err(store_status)?
-            .filter(|p| p.to == caller)
-            .ok_or_else(|| Status::not_found(format!("no pack {id} in your inbox")))?;
+        let pack = inbox_pack(&self.app, &caller, id).await?;
         let header = stored_header(&pack)?;
         let (tx, rx) = mpsc::channel(4);
         let app = self.app.clone();
@@ -217,14 +225,7 @@ impl<S: Store> Exchange for Service<S> {
         let caller = auth::caller(&self.app, &request).await?;
         let req = request.into_inner();
         let id = parse_pack_id("pack_id", &req.pack_id)?;
-        let pack = self
-            .app
-            .store
-            .pack(id)
-            .await
-            .map_err(store_status)?
-            .filter(|p| p.to == caller)
-            .ok_or_else(|| Status::not_found(format!("no pack {id} in your inbox")))?;
+        let pack = inbox_pack(&self.app, &caller, id).await?;
         if pack.ciphertext_sha256.as_slice() != req.ciphertext_sha256.as_slice() {
             return Err(Status::invalid_argument(
                 "field `ciphertext_sha256`: does not match the stored pack",

@@ -168,7 +168,8 @@ mod tests {
         let frame = 4096 + 24;
         let wal = std::fs::metadata(dir.path().join("db-wal")).unwrap().len() / frame;
         let written = u64::try_from(inserts).unwrap() * (blob.len() as u64 / 4096 + 1);
-        assert!(wal > limit as u64, "nothing much was written to the WAL");
+        // (The WAL may also stay under the limit, when the background
+        // checkpoints happen to keep up: no lower bound.)
         assert!(
             wal < written / 3,
             "the WAL grew to {wal} frames of {written} written (limit {limit})"

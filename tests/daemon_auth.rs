@@ -23,12 +23,14 @@ enum Method {
     Upload,
     Inbox,
     Download,
+    ConfirmDownload,
     Acknowledge,
     Sent,
     Watch,
+    Limits,
 }
 
-const ALL: [Method; 10] = [
+const ALL: [Method; 12] = [
     Method::ListSchools,
     Method::GetSchool,
     Method::AddKey,
@@ -36,9 +38,11 @@ const ALL: [Method; 10] = [
     Method::Upload,
     Method::Inbox,
     Method::Download,
+    Method::ConfirmDownload,
     Method::Acknowledge,
     Method::Sent,
     Method::Watch,
+    Method::Limits,
 ];
 
 struct World {
@@ -161,6 +165,24 @@ async fn call(
                 .into_inner();
             while stream.message().await?.is_some() {}
         }
+        Method::ConfirmDownload => {
+            let req = v1::ConfirmDownloadRequest {
+                pack_id: w.pack.pack_id.clone(),
+                ciphertext_sha256: w.pack.ciphertext_sha256.clone(),
+            };
+            caller
+                .exchange()
+                .confirm_download(with_token(token, req))
+                .await?;
+        }
+        Method::Limits => {
+            let limits = caller
+                .exchange()
+                .limits(with_token(token, v1::LimitsRequest {}))
+                .await?
+                .into_inner();
+            assert!(limits.max_pack_bytes > 0);
+        }
         Method::Acknowledge => {
             let req = v1::AcknowledgeRequest {
                 receipt: Some(caller.receipt(&w.pack)),
@@ -219,7 +241,11 @@ async fn call(
 /// The school that naturally makes each call in the success case.
 fn natural(w: &World, method: Method) -> &School {
     match method {
-        Method::Inbox | Method::Download | Method::Acknowledge | Method::Watch => &w.b,
+        Method::Inbox
+        | Method::Download
+        | Method::ConfirmDownload
+        | Method::Acknowledge
+        | Method::Watch => &w.b,
         _ => &w.a,
     }
 }
@@ -274,6 +300,8 @@ async fn every_method_checks_the_caller(daemon: Daemon) {
         (Method::Inbox, &c, Code::NotFound),
         (Method::Download, &c, Code::NotFound),
         (Method::Download, &w.a, Code::NotFound),
+        (Method::ConfirmDownload, &c, Code::NotFound),
+        (Method::ConfirmDownload, &w.a, Code::NotFound),
         (Method::Acknowledge, &c, Code::NotFound),
         (Method::Sent, &c, Code::NotFound),
     ];

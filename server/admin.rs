@@ -1,6 +1,9 @@
 //! `batond admin`: the operator's commands. They open the same database as
 //! `serve` directly (SQLite in WAL mode with immediate write transactions,
-//! so they work while the daemon runs), and every change is audited.
+//! so they work while the daemon runs), and every change is audited. Only
+//! `migrate` may create a database; the others refuse a SQLite file that
+//! does not exist (a wrong `--data-dir` would otherwise hand out codes for
+//! an empty database no daemon serves).
 
 use std::io::Write;
 
@@ -11,7 +14,7 @@ use clap::Subcommand;
 
 use crate::audit::{self, Event};
 use crate::auth;
-use crate::config::Config;
+use crate::config::{CodeArgs, Config};
 use crate::store::{NewSchool, Store, StoreError, now_ms};
 
 /// Operator commands.
@@ -52,6 +55,8 @@ pub enum SchoolCommand {
         /// Print `{"laestab": …, "code": …}` instead of text.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        code: CodeArgs,
     },
     /// Issue another one-time enrolment code for an enrolled school, for a
     /// further key holder (another device, the DSL) to run `baton init` with.
@@ -61,6 +66,8 @@ pub enum SchoolCommand {
         /// Print `{"laestab": …, "code": …}` instead of text.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        code: CodeArgs,
     },
     /// List enrolled schools.
     List {
@@ -102,6 +109,23 @@ pub enum AuditCommand {
     Export,
 }
 
+impl Command {
+    /// The enrolment-code options of this command (empty unless it issues codes).
+    pub fn code_args(&self) -> CodeArgs {
+        match self {
+            Self::School(SchoolCommand::Add { code, .. } | SchoolCommand::Code { code, .. }) => {
+                code.clone()
+            }
+            _ => CodeArgs::default(),
+        }
+    }
+
+    /// Whether this command may create the database (only `migrate` may).
+    pub fn creates_database(&self) -> bool {
+        matches!(self, Self::Migrate)
+    }
+}
+
 fn parse_laestab(text: &str) -> anyhow::Result<Laestab> {
     Laestab::parse(text).with_context(|| format!("LAESTAB {text:?}"))
 }
@@ -117,6 +141,7 @@ pub async fn run<S: Store>(store: &S, config: &Config, command: Command) -> anyh
             phase,
             urn,
             json,
+            code: _,
         }) => {
             let laestab = parse_laestab(&laestab)?;
             let urn = urn.unwrap_or_default();
@@ -152,7 +177,7 @@ pub async fn run<S: Store>(store: &S, config: &Config, command: Command) -> anyh
             }
             print_code(&mut out, config, laestab, &code, json, "enrolled")?;
         }
-        Command::School(SchoolCommand::Code { laestab, json }) => {
+        Command::School(SchoolCommand::Code { laestab, json, .. }) => {
             let laestab = parse_laestab(&laestab)?;
             let (code, hash, now, expires) = new_code(config);
             match store

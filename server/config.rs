@@ -51,9 +51,11 @@ pub enum LogFormat {
     Json,
 }
 
-/// Settings that may come from the file, the environment or flags.
+/// Settings every command reads: where the state is, and how to log.
+/// Global, so they may be given before or after the subcommand.
 #[derive(Debug, Clone, Default, Args)]
-pub struct ConfigArgs {
+#[command(next_help_heading = "Global options")]
+pub struct CommonArgs {
     /// TOML configuration file (see `batond default-config`).
     #[arg(long, env = "BATON_CONFIG", value_name = "FILE", global = true)]
     pub config: Option<PathBuf>,
@@ -74,42 +76,59 @@ pub struct ConfigArgs {
     /// Log format on stderr.
     #[arg(long, env = "BATON_LOG_FORMAT", value_enum, global = true)]
     pub log_format: Option<LogFormat>,
+}
+
+/// Settings only `batond serve` reads.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServeArgs {
     /// Address to listen on, IP:PORT; port 0 picks a free port [default: 127.0.0.1:50051].
-    #[arg(long, env = "BATON_LISTEN", value_name = "ADDR", global = true)]
+    #[arg(long, env = "BATON_LISTEN", value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
     /// Server certificate chain (PEM) instead of the generated one; needs --tls-key.
-    #[arg(long, env = "BATON_TLS_CERT", value_name = "FILE", global = true)]
+    #[arg(long, env = "BATON_TLS_CERT", value_name = "FILE")]
     pub tls_cert: Option<PathBuf>,
     /// Private key (PEM) for --tls-cert.
-    #[arg(long, env = "BATON_TLS_KEY", value_name = "FILE", global = true)]
+    #[arg(long, env = "BATON_TLS_KEY", value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
+    /// A host name (or IP address) clients connect by, added to the generated
+    /// server certificate besides localhost and loopback; repeat for more
+    /// (comma-separated in the variable).
+    #[arg(
+        long = "tls-name",
+        env = "BATON_TLS_NAMES",
+        value_name = "NAME",
+        value_delimiter = ','
+    )]
+    pub tls_names: Vec<String>,
     /// Serve plaintext gRPC, for development only; refused unless listening on loopback.
-    #[arg(long, env = "BATON_INSECURE_LOOPBACK", global = true)]
+    #[arg(long, env = "BATON_INSECURE_LOOPBACK")]
     pub insecure_loopback: bool,
     /// Largest pack (ciphertext bytes) accepted [default: 268435456].
-    #[arg(
-        long,
-        env = "BATON_MAX_PACK_BYTES",
-        value_name = "BYTES",
-        global = true
-    )]
+    #[arg(long, env = "BATON_MAX_PACK_BYTES", value_name = "BYTES")]
     pub max_pack_bytes: Option<u64>,
-    /// Hours an enrolment code stays valid [default: 168].
-    #[arg(
-        long,
-        env = "BATON_ENROLMENT_CODE_HOURS",
-        value_name = "HOURS",
-        global = true
-    )]
-    pub enrolment_code_hours: Option<u64>,
     /// Seconds an upload stream may sit idle between messages before it is dropped [default: 60].
-    #[arg(
-        long,
-        env = "BATON_UPLOAD_IDLE_TIMEOUT_SECS",
-        value_name = "SECS",
-        global = true
-    )]
+    #[arg(long, env = "BATON_UPLOAD_IDLE_TIMEOUT_SECS", value_name = "SECS")]
     pub upload_idle_timeout_secs: Option<u64>,
+}
+
+/// Settings of the admin commands that issue enrolment codes.
+#[derive(Debug, Clone, Default, Args)]
+pub struct CodeArgs {
+    /// Hours the enrolment code stays valid [default: 168].
+    #[arg(long, env = "BATON_ENROLMENT_CODE_HOURS", value_name = "HOURS")]
+    pub enrolment_code_hours: Option<u64>,
+}
+
+/// What the command line and the environment gave, for [`Config::resolve`]
+/// to merge over the file and the defaults.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigArgs {
+    /// Options of every command.
+    pub common: CommonArgs,
+    /// Options of `serve` (empty for other commands).
+    pub serve: ServeArgs,
+    /// Options of the code-issuing admin commands (empty for others).
+    pub code: CodeArgs,
 }
 
 /// The TOML file: every field optional.
@@ -122,6 +141,7 @@ struct FileConfig {
     database_pool_size: Option<u32>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
+    tls_names: Option<Vec<String>>,
     insecure_loopback: Option<bool>,
     log_format: Option<LogFormat>,
     max_pack_bytes: Option<u64>,
@@ -144,6 +164,9 @@ pub struct Config {
     pub tls_cert: Option<PathBuf>,
     /// Private key file.
     pub tls_key: Option<PathBuf>,
+    /// Extra names for the generated server certificate: lower-case DNS
+    /// names or IP addresses, sorted, no duplicates.
+    pub tls_names: Vec<String>,
     /// Plaintext on loopback allowed.
     pub insecure_loopback: bool,
     /// Log format.
@@ -182,6 +205,7 @@ impl fmt::Debug for Config {
             .field("database_pool_size", &self.database_pool_size)
             .field("tls_cert", &self.tls_cert)
             .field("tls_key", &self.tls_key)
+            .field("tls_names", &self.tls_names)
             .field("insecure_loopback", &self.insecure_loopback)
             .field("log_format", &self.log_format)
             .field("max_pack_bytes", &self.max_pack_bytes)
@@ -197,10 +221,51 @@ fn default_data_dir() -> anyhow::Result<PathBuf> {
         .context("no platform data directory (is HOME set?): pass --data-dir or set BATON_DATA_DIR")
 }
 
+/// Checks each `--tls-name`: an IP address, or a DNS name (letters, digits,
+/// hyphens, dots; no wildcards). Returns them lower-cased, sorted and without
+/// duplicates, so the same set always gives the same certificate.
+fn normalise_tls_names(names: &[String]) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::with_capacity(names.len());
+    for name in names {
+        let name = name.trim();
+        let normal = if let Ok(ip) = name.parse::<std::net::IpAddr>() {
+            ip.to_string()
+        } else {
+            let lower = name.trim_end_matches('.').to_ascii_lowercase();
+            let dns_ok = !lower.is_empty()
+                && lower.len() <= 253
+                && lower.split('.').all(|label| {
+                    !label.is_empty()
+                        && label.len() <= 63
+                        && !label.starts_with('-')
+                        && !label.ends_with('-')
+                        && label
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                });
+            if !dns_ok {
+                bail!(
+                    "--tls-name {name:?}: expected a host name such as baton.trust.example or an IP address"
+                );
+            }
+            lower
+        };
+        out.push(normal);
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
 impl Config {
     /// Resolves defaults → file → environment/flags.
     pub fn resolve(args: &ConfigArgs) -> anyhow::Result<Self> {
-        let file = match &args.config {
+        let ConfigArgs {
+            common,
+            serve,
+            code,
+        } = args;
+        let file = match &common.config {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("reading config file {}", path.display()))?;
@@ -209,35 +274,42 @@ impl Config {
             }
             None => FileConfig::default(),
         };
-        let data_dir = match args.data_dir.clone().or(file.data_dir) {
+        let data_dir = match common.data_dir.clone().or(file.data_dir) {
             Some(dir) => dir,
             None => default_data_dir()?,
         };
-        let listen = match args.listen.or(file.listen) {
+        let listen = match serve.listen.or(file.listen) {
             Some(addr) => addr,
             None => DEFAULT_LISTEN.parse().context("default listen address")?,
+        };
+        // A list from the flags (or BATON_TLS_NAMES) replaces the file's.
+        let tls_names = if serve.tls_names.is_empty() {
+            file.tls_names.unwrap_or_default()
+        } else {
+            serve.tls_names.clone()
         };
         let config = Self {
             listen,
             data_dir,
-            database_url: args.database_url.clone().or(file.database_url),
-            database_pool_size: args
+            database_url: common.database_url.clone().or(file.database_url),
+            database_pool_size: common
                 .database_pool_size
                 .or(file.database_pool_size)
                 .unwrap_or(DEFAULT_DATABASE_POOL_SIZE),
-            tls_cert: args.tls_cert.clone().or(file.tls_cert),
-            tls_key: args.tls_key.clone().or(file.tls_key),
-            insecure_loopback: args.insecure_loopback || file.insecure_loopback.unwrap_or(false),
-            log_format: args.log_format.or(file.log_format).unwrap_or_default(),
-            max_pack_bytes: args
+            tls_cert: serve.tls_cert.clone().or(file.tls_cert),
+            tls_key: serve.tls_key.clone().or(file.tls_key),
+            tls_names: normalise_tls_names(&tls_names)?,
+            insecure_loopback: serve.insecure_loopback || file.insecure_loopback.unwrap_or(false),
+            log_format: common.log_format.or(file.log_format).unwrap_or_default(),
+            max_pack_bytes: serve
                 .max_pack_bytes
                 .or(file.max_pack_bytes)
                 .unwrap_or(DEFAULT_MAX_PACK_BYTES),
-            enrolment_code_hours: args
+            enrolment_code_hours: code
                 .enrolment_code_hours
                 .or(file.enrolment_code_hours)
                 .unwrap_or(DEFAULT_ENROLMENT_CODE_HOURS),
-            upload_idle_timeout_secs: args
+            upload_idle_timeout_secs: serve
                 .upload_idle_timeout_secs
                 .or(file.upload_idle_timeout_secs)
                 .unwrap_or(DEFAULT_UPLOAD_IDLE_TIMEOUT_SECS),
@@ -250,6 +322,11 @@ impl Config {
         }
         if config.tls_cert.is_some() != config.tls_key.is_some() {
             bail!("--tls-cert and --tls-key go together: give both or neither");
+        }
+        if config.tls_cert.is_some() && !config.tls_names.is_empty() {
+            bail!(
+                "--tls-name (tls_names) names hosts in the certificate batond makes itself; with --tls-cert your certificate names them: drop one"
+            );
         }
         Ok(config)
     }
@@ -303,6 +380,13 @@ database_pool_size = 8
 # tls_cert = "/etc/batond/cert.pem"
 # tls_key = "/etc/batond/key.pem"
 
+# Host names (or IP addresses) schools connect by, added to the certificate
+# batond makes itself (it always covers localhost, 127.0.0.1 and ::1). The
+# server certificate is issued again, by the same CA, when this list changes.
+# Not used with tls_cert.
+tls_names = []
+# tls_names = ["baton.trust.example", "192.0.2.10"]
+
 # Plaintext gRPC for development; refused unless listening on loopback.
 insecure_loopback = false
 
@@ -330,22 +414,67 @@ mod tests {
         assert_eq!(file.max_pack_bytes, Some(DEFAULT_MAX_PACK_BYTES));
         assert_eq!(file.listen, DEFAULT_LISTEN.parse().ok());
         assert_eq!(file.database_pool_size, Some(DEFAULT_DATABASE_POOL_SIZE));
+        assert_eq!(file.tls_names, Some(Vec::new()));
+    }
+
+    #[test]
+    fn tls_names_are_checked_and_normalised() {
+        let names = |list: &[&str]| {
+            normalise_tls_names(&list.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        };
+        let ok = names(&[
+            "Baton.Trust.Example.",
+            "192.0.2.10",
+            "baton.trust.example",
+            "::1",
+        ]);
+        assert_eq!(
+            ok.ok(),
+            Some(vec![
+                "192.0.2.10".to_string(),
+                "::1".into(),
+                "baton.trust.example".into()
+            ])
+        );
+        for bad in ["", "*.trust.example", "bad name", "-x.example", "a..b"] {
+            let err = names(&[bad])
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(err.contains("--tls-name"), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn tls_names_from_flags_replace_the_file_and_refuse_tls_cert() {
+        let dir = std::env::temp_dir().join(format!("batond-config-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let file = dir.join("batond.toml");
+        let _ = std::fs::write(&file, "tls_names = [\"file.example\"]\n");
+        let mut args = ConfigArgs::default();
+        args.common.config = Some(file.clone());
+        args.common.data_dir = Some(dir.clone());
+        let from_file = Config::resolve(&args).map(|c| c.tls_names).ok();
+        assert_eq!(from_file, Some(vec!["file.example".to_string()]));
+        args.serve.tls_names = vec!["flag.example".into()];
+        let from_flag = Config::resolve(&args).map(|c| c.tls_names).ok();
+        assert_eq!(from_flag, Some(vec!["flag.example".to_string()]));
+        args.serve.tls_cert = Some(dir.join("cert.pem"));
+        args.serve.tls_key = Some(dir.join("key.pem"));
+        let err = Config::resolve(&args).err().map(|e| e.to_string());
+        assert!(err.is_some_and(|e| e.contains("--tls-name")));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn the_url_scheme_picks_the_backend() {
-        let args = ConfigArgs {
-            data_dir: Some(PathBuf::from("/d")),
-            ..ConfigArgs::default()
-        };
+        let mut args = ConfigArgs::default();
+        args.common.data_dir = Some(PathBuf::from("/d"));
         let config = Config::resolve(&args).ok();
         let db = config.as_ref().and_then(|c| c.database().ok());
         assert_eq!(db, Some(Database::Sqlite(PathBuf::from("/d/baton.db"))));
         let url = "postgres://b:pw@h/db";
-        let args = ConfigArgs {
-            database_url: Some(url.into()),
-            ..args
-        };
+        args.common.database_url = Some(url.into());
         let db = Config::resolve(&args).ok().and_then(|c| c.database().ok());
         assert_eq!(db, Some(Database::Postgres(url.into())));
         assert!(!format!("{db:?}").contains("pw"));
@@ -362,6 +491,7 @@ mod tests {
             database_pool_size: 8,
             tls_cert: None,
             tls_key: None,
+            tls_names: Vec::new(),
             insecure_loopback: false,
             log_format: LogFormat::Text,
             max_pack_bytes: 1,

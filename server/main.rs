@@ -2,7 +2,9 @@
 //! forwards sealed packs and never holds a byte of pupil plaintext.
 //!
 //! This file owns the command line and the exit codes: 0 success, 1
-//! failure, 2 usage (clap's own).
+//! failure, 2 usage (clap's own), and what guards a SQLite database at
+//! start: one `serve` at a time (an advisory lock beside the file), and
+//! admin commands only on a database that exists.
 
 mod admin;
 mod audit;
@@ -14,6 +16,7 @@ mod store;
 mod tls;
 
 use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -23,7 +26,7 @@ use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, ConfigArgs, Database, LogFormat, redact_url};
+use crate::config::{CommonArgs, Config, ConfigArgs, Database, LogFormat, ServeArgs, redact_url};
 use crate::store::Store;
 use crate::store::postgres::Postgres;
 use crate::store::sqlite::Sqlite;
@@ -36,7 +39,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 #[command(name = "batond", version, about)]
 struct Cli {
     #[command(flatten)]
-    config: ConfigArgs,
+    common: CommonArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -44,7 +47,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve the gRPC API (TLS unless --insecure-loopback).
-    Serve,
+    Serve(ServeArgs),
     /// Print a commented example configuration file.
     DefaultConfig,
     /// Operator commands; they work while `serve` runs.
@@ -88,7 +91,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn open_sqlite(path: &std::path::Path) -> anyhow::Result<Sqlite> {
+async fn open_sqlite(path: &Path) -> anyhow::Result<Sqlite> {
     if let Some(parent) = path.parent() {
         create_private_dir(parent)?;
     }
@@ -117,12 +120,12 @@ async fn with_store(config: Config, command: Command) -> anyhow::Result<()> {
 async fn dispatch<S: Store>(store: S, config: Config, command: Command) -> anyhow::Result<()> {
     match command {
         Command::DefaultConfig => Ok(()),
-        Command::Serve => serve(config, store).await,
+        Command::Serve(_) => serve(config, store).await,
         Command::Admin(command) => admin::run(&store, &config, command).await,
     }
 }
 
-fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
     if dir.as_os_str().is_empty() || dir.exists() {
         return Ok(());
     }
@@ -139,24 +142,119 @@ fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    if let Command::DefaultConfig = cli.command {
-        print!("{}", config::DEFAULT_CONFIG);
+    let Cli { common, command } = cli;
+    let args = match &command {
+        Command::DefaultConfig => {
+            print!("{}", config::DEFAULT_CONFIG);
+            return Ok(());
+        }
+        Command::Serve(serve) => ConfigArgs {
+            common,
+            serve: serve.clone(),
+            ..ConfigArgs::default()
+        },
+        Command::Admin(admin) => ConfigArgs {
+            common,
+            code: admin.code_args(),
+            ..ConfigArgs::default()
+        },
+    };
+    let config = Config::resolve(&args)?;
+    init_logging(config.log_format);
+    // Held until the process ends: the lock keeps other `serve`s off the file.
+    let mut _serve_lock = None;
+    match &command {
+        Command::Serve(_) => {
+            let loopback = config.listen.ip().is_loopback();
+            if config.insecure_loopback && !loopback {
+                bail!(
+                    "refusing plaintext gRPC on {}: --insecure-loopback is only allowed on a loopback address (127.0.0.1 or ::1); drop it to serve TLS",
+                    config.listen
+                );
+            }
+            tracing::debug!(?config, "configuration");
+            create_private_dir(&config.data_dir)?;
+            if let Database::Sqlite(path) = config.database()? {
+                _serve_lock = Some(lock_for_serve(&path)?);
+            }
+        }
+        Command::Admin(admin) if !admin.creates_database() => {
+            if let Database::Sqlite(path) = config.database()? {
+                refuse_missing_database(&path)?;
+            }
+        }
+        _ => {}
+    }
+    with_store(config, command).await
+}
+
+/// Fails, naming `path` and how to point at the right database, when the
+/// SQLite file an admin command would work on does not exist (creating it
+/// would print enrolment codes no daemon knows about).
+fn refuse_missing_database(path: &Path) -> anyhow::Result<()> {
+    if path.exists() {
         return Ok(());
     }
-    let config = Config::resolve(&cli.config)?;
-    init_logging(config.log_format);
-    if let Command::Serve = cli.command {
-        let loopback = config.listen.ip().is_loopback();
-        if config.insecure_loopback && !loopback {
+    bail!(
+        "no database at {}: admin commands work on the database `batond serve` uses and do not create one. \
+         Point at it with --data-dir DIR (or BATON_DATA_DIR=DIR; the database is DIR/baton.db) \
+         or --database-url sqlite:PATH / postgres://… (or BATON_DATABASE_URL), given before or after `admin`. \
+         To start an empty database on purpose, run `batond admin migrate` (or `batond serve`) first.",
+        path.display()
+    )
+}
+
+/// The lock file beside a SQLite database: `baton.db` → `baton.db.serve-lock`.
+fn serve_lock_path(database: &Path) -> PathBuf {
+    let mut name = database.as_os_str().to_owned();
+    name.push(".serve-lock");
+    PathBuf::from(name)
+}
+
+/// Takes the advisory lock that lets one `batond serve` at a time use the
+/// SQLite file at `database` (admin commands do not take it). The lock is
+/// the operating system's, so it goes when the process does, however it
+/// ends; the file keeps the holder's process id for the message.
+fn lock_for_serve(database: &Path) -> anyhow::Result<std::fs::File> {
+    if let Some(parent) = database.parent() {
+        create_private_dir(parent)?;
+    }
+    let path = serve_lock_path(database);
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options
+        .open(&path)
+        .with_context(|| format!("opening lock file {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let holder = std::fs::read_to_string(&path).unwrap_or_default();
+            let holder = match holder.trim() {
+                "" => String::new(),
+                pid => format!(" (pid {pid})"),
+            };
             bail!(
-                "refusing plaintext gRPC on {}: --insecure-loopback is only allowed on a loopback address (127.0.0.1 or ::1); drop it to serve TLS",
-                config.listen
+                "another batond serve{holder} is already using the database {}: only one may serve a SQLite file (lock {}). \
+                 Stop it first, or give this one its own --data-dir; several nodes need PostgreSQL. \
+                 `batond admin` commands work beside the running daemon.",
+                database.display(),
+                path.display()
             );
         }
-        tracing::debug!(?config, "configuration");
-        create_private_dir(&config.data_dir)?;
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(e).with_context(|| format!("locking {}", path.display()));
+        }
     }
-    with_store(config, cli.command).await
+    file.set_len(0)
+        .and_then(|()| writeln!(file, "{}", std::process::id()))
+        .and_then(|()| file.flush())
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(file)
 }
 
 /// Resolves when SIGINT or SIGTERM arrives.
@@ -200,7 +298,11 @@ async fn serve<S: Store>(config: Config, store: S) -> anyhow::Result<()> {
     if !config.insecure_loopback {
         let material = match (&config.tls_cert, &config.tls_key) {
             (Some(cert), Some(key)) => tls::load(cert, key)?,
-            _ => tls::ensure_local(&config.data_dir.join("tls"), config.listen.ip())?,
+            _ => tls::ensure_local(
+                &config.data_dir.join("tls"),
+                config.listen.ip(),
+                &config.tls_names,
+            )?,
         };
         ca_path = material.ca_path.clone();
         let identity = tonic::transport::Identity::from_pem(material.cert_pem, material.key_pem);

@@ -1,6 +1,12 @@
 //! TLS material: the operator's own certificate and key, or a private CA and
 //! server certificate that `batond` creates once in `DATA_DIR/tls/`. Clients
 //! are given `DATA_DIR/tls/ca.pem`. Private keys are written with mode 0600.
+//!
+//! The generated server certificate covers localhost, the loopback
+//! addresses, a specific listen address and the operator's `--tls-name`s.
+//! `server-names.txt` records the names it was issued for; when the wanted
+//! set differs, the server certificate is issued again by the same CA, so
+//! clients keep trusting `ca.pem`.
 
 use std::fs;
 use std::io::Write;
@@ -70,18 +76,24 @@ fn ca_params() -> anyhow::Result<CertificateParams> {
     Ok(params)
 }
 
-/// Host names and addresses the server certificate covers.
-fn subject_alt_names(listen: IpAddr) -> Vec<String> {
+/// Host names and addresses the server certificate covers: localhost and
+/// loopback, `listen` unless it is a wildcard, then `extra` (the operator's
+/// `--tls-name`s), each once.
+fn subject_alt_names(listen: IpAddr, extra: &[String]) -> Vec<String> {
     let mut sans: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
-    if !listen.is_unspecified() && !sans.contains(&listen.to_string()) {
-        sans.push(listen.to_string());
+    let listen = (!listen.is_unspecified()).then(|| listen.to_string());
+    for name in listen.iter().chain(extra) {
+        if !sans.contains(name) {
+            sans.push(name.clone());
+        }
     }
     sans
 }
 
-/// Creates (once) the CA and a server certificate for `listen` in `dir`,
-/// re-issuing the server certificate only when its names must change.
-pub fn ensure_local(dir: &Path, listen: IpAddr) -> anyhow::Result<Material> {
+/// Creates (once) the CA and a server certificate for `listen` and the
+/// extra `names` in `dir`, re-issuing the server certificate (same CA)
+/// only when its names must change.
+pub fn ensure_local(dir: &Path, listen: IpAddr, names: &[String]) -> anyhow::Result<Material> {
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let ca_path = dir.join("ca.pem");
     let ca_key_path = dir.join("ca-key.pem");
@@ -106,12 +118,22 @@ pub fn ensure_local(dir: &Path, listen: IpAddr) -> anyhow::Result<Material> {
         key
     };
 
-    let sans = subject_alt_names(listen);
+    let sans = subject_alt_names(listen, names);
     let wanted = sans.join("\n");
     let current = fs::read_to_string(&sans_path).unwrap_or_default();
     if current != wanted || !cert_path.exists() || !key_path.exists() {
+        // Forget the old names first: a crash part-way leaves a set that
+        // matches nothing, so the next start issues the certificate again.
+        match fs::remove_file(&sans_path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("removing {}", sans_path.display()));
+            }
+            _ => {}
+        }
+        tracing::info!(names = ?sans, "issuing the server certificate");
         let issuer = Issuer::new(ca_params()?, ca_key);
-        let mut params = CertificateParams::new(sans).context("server certificate names")?;
+        let mut params = CertificateParams::new(sans)
+            .with_context(|| format!("server certificate names {wanted:?}"))?;
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, "batond");
         params.distinguished_name = dn;

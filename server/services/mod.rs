@@ -99,9 +99,21 @@ pub async fn router<S: Store>(
     health
         .set_serving::<v1::exchange_server::ExchangeServer<exchange::Service<S>>>()
         .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(baton::api::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
+    // Reflection in both versions: grpcurl and tonic speak v1, Python's
+    // grpcio-reflection and older tools only v1alpha. Each lists (and can
+    // describe) every service: Baton's, health, and both reflections.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .include_reflection_service(false)
+            .register_encoded_file_descriptor_set(baton::api::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(
+                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+            )
+    };
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
     let mut builder = builder
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
@@ -113,7 +125,8 @@ pub async fn router<S: Store>(
         .tcp_nodelay(true);
     let router = builder
         .add_service(health_service)
-        .add_service(reflection)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_service(
             v1::enrolment_server::EnrolmentServer::new(enrolment::Service::new(app.clone()))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)

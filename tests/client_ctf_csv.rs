@@ -316,3 +316,55 @@ async fn bad_inputs_are_named_and_send_nothing(daemon: Daemon) {
 on_both_backends!(ctf_round_trip_keeps_every_pupil_element_byte_for_byte);
 on_both_backends!(csv_with_bom_crlf_and_quoted_notes_round_trips_field_by_field);
 on_both_backends!(bad_inputs_are_named_and_send_nothing);
+
+/// `baton check FILE` in a home nothing was enrolled in: exit status and
+/// everything printed.
+async fn check_alone(root: &Path, file: &Path) -> (Option<i32>, String) {
+    let home = Home {
+        dir: root.join("not-enrolled"),
+    };
+    let out = home.baton(&["check", file.to_str().unwrap()]).await;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text)
+}
+
+/// Issue 13 item 3: values the receiver's `baton check` would refuse in
+/// `record.json` are refused in the CTF, each named by pupil, line and
+/// element, with the rule and without the pupil's details.
+#[tokio::test]
+async fn ctf_sex_male_and_punctuated_ethnicity_fail_baton_check() {
+    let root = tempfile::tempdir().unwrap();
+    let sample = String::from_utf8(SAMPLE.to_vec()).unwrap();
+    let bad = sample
+        .replacen("<Sex>M</Sex>", "<Sex>Male</Sex>", 1)
+        .replacen(
+            "<Ethnicity>AIND</Ethnicity>",
+            "<Ethnicity>A-IND</Ethnicity>",
+            1,
+        )
+        .replacen("<DOB>2015-07-28</DOB>", "<DOB>2015-02-30</DOB>", 1);
+    assert_ne!(bad, sample);
+    let path = root.path().join("8612001_CTF_8614001_001.xml");
+    std::fs::write(&path, &bad).unwrap();
+    let (code, text) = check_alone(root.path(), &path).await;
+    assert_eq!(code, Some(1), "{text}");
+    for expected in [
+        "pupil 1, line 26, element Sex: must be M, F or U",
+        "pupil 1, line 30, element BasicDetails/Ethnicity: must be a DfE code of letters and digits",
+        "pupil 1, line 25, element DOB: not a real date (check the day and the month)",
+    ] {
+        assert!(text.contains(expected), "expected {expected:?} in {text}");
+    }
+    for (_, record) in pupils_of(SAMPLE).1 {
+        assert!(!text.contains(&record.surname), "a name is in {text}");
+        assert!(!text.contains(&record.upn), "a UPN is in {text}");
+    }
+    // The same file as the MIS wrote it passes.
+    std::fs::write(&path, &sample).unwrap();
+    let (code, text) = check_alone(root.path(), &path).await;
+    assert_eq!(code, Some(0), "{text}");
+}

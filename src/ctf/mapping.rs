@@ -16,11 +16,40 @@
 //!   `MTC`, each from its latest `Year`. A non-numeric result (e.g. `A` for
 //!   absent) reads as no score;
 //! - text values are trimmed.
+//!
+//! Beside the record the mapping notes where each field came from (element
+//! path and line, in [`Places`]), so that a problem the shared record check
+//! finds later (`CtfPupil::check`) names the element it was read from.
 
 use super::{CtfError, CtfHeader, CtfProblem, DestSchool, HeaderProblem, SourceSchool};
 use crate::laestab::{Destination, Laestab};
 use crate::record::{Attendance, Ks2Results, TransitionRecord, check_date};
 use crate::upn::Upn;
+
+/// Where each record field was read from: the field's name as
+/// [`crate::record::FieldProblem`] gives it (`sex`, `ks2.reading`), the
+/// element path inside `<Pupil>` and its line (the nearest enclosing
+/// element's, or the `<Pupil>`'s, when the element is absent).
+#[derive(Debug, Clone, Default)]
+pub(super) struct Places(Vec<(&'static str, String, usize)>);
+
+impl Places {
+    /// Notes (or, for a later value that wins, replaces) where `field` came from.
+    fn set(&mut self, field: &'static str, element: String, line: usize) {
+        match self.0.iter_mut().find(|(f, _, _)| *f == field) {
+            Some(place) => *place = (field, element, line),
+            None => self.0.push((field, element, line)),
+        }
+    }
+
+    /// The element path and line `field` was read from.
+    pub(super) fn of(&self, field: &str) -> Option<(&str, usize)> {
+        self.0
+            .iter()
+            .find(|(f, _, _)| *f == field)
+            .map(|(_, element, line)| (element.as_str(), *line))
+    }
+}
 
 /// A parsed element: small trees only (one header or one pupil).
 #[derive(Debug, Default)]
@@ -50,6 +79,19 @@ impl Node {
 
     fn at(&self, path: &[&str]) -> Option<&Node> {
         path.iter().try_fold(self, |node, name| node.child(name))
+    }
+
+    /// The line of the element at `path`, or of the deepest element on the
+    /// way to it that is present.
+    fn line_at(&self, path: &[&str]) -> usize {
+        let mut node = self;
+        for name in path {
+            match node.child(name) {
+                Some(child) => node = child,
+                None => break,
+            }
+        }
+        node.line
     }
 
     fn value(&self) -> &str {
@@ -151,7 +193,15 @@ fn destination(lea: &str, estab: &str) -> Result<Destination, crate::laestab::La
     Destination::parse(&format!("{lea}{estab}"))
 }
 
-pub(super) fn map_pupil(pupil: &Node, position: usize) -> (TransitionRecord, Vec<CtfProblem>) {
+/// A `<Pupil>` mapped: the record, the problems found while reading it, and
+/// where each field came from.
+pub(super) struct Mapped {
+    pub(super) record: TransitionRecord,
+    pub(super) problems: Vec<CtfProblem>,
+    pub(super) places: Places,
+}
+
+pub(super) fn map_pupil(pupil: &Node, position: usize) -> Mapped {
     let mut problems = Vec::new();
     let mut bad = |element: &str, line: usize, problem: String| {
         problems.push(CtfProblem {
@@ -163,6 +213,29 @@ pub(super) fn map_pupil(pupil: &Node, position: usize) -> (TransitionRecord, Vec
     };
     let line_of = |path: &[&str]| pupil.at(path).map_or(pupil.line, |n| n.line);
     let basic = |name: &str| pupil.text_at(&["BasicDetails", name]);
+    let mut places = Places::default();
+    for (field, path) in [
+        ("upn", &["UPN"][..]),
+        ("former_upn", &["BasicDetails", "FormerUPN"]),
+        ("surname", &["Surname"]),
+        ("forename", &["Forename"]),
+        ("dob", &["DOB"]),
+        ("ethnicity", &["BasicDetails", "Ethnicity"]),
+        ("first_language", &["BasicDetails", "Languages"]),
+        ("sen_provision", &["SENhistory", "SEN", "SENprovision"]),
+        ("sen_needs", &["SENhistory", "SEN", "SENneeds"]),
+        ("attendance", &["Attendance", "YearData"]),
+        ("attendance.year", &["Attendance", "YearData", "Year"]),
+    ] {
+        places.set(field, path.join("/"), pupil.line_at(path));
+    }
+    // Older files have `Gender` where newer ones have `Sex`.
+    let sex = if pupil.child("Sex").is_none() && pupil.child("Gender").is_some() {
+        "Gender"
+    } else {
+        "Sex"
+    };
+    places.set("sex", sex.into(), pupil.line_at(&[sex]));
 
     let mut record = TransitionRecord {
         upn: pupil.text_at(&["UPN"]),
@@ -172,10 +245,7 @@ pub(super) fn map_pupil(pupil: &Node, position: usize) -> (TransitionRecord, Vec
         middle_names: basic("MiddleNames"),
         preferred_forename: basic("PreferredForename"),
         dob: pupil.text_at(&["DOB"]),
-        sex: match pupil.child("Sex") {
-            Some(sex) => sex.value().to_string(),
-            None => pupil.text_at(&["Gender"]),
-        },
+        sex: pupil.text_at(&[sex]),
         ethnicity: basic("Ethnicity"),
         ..TransitionRecord::default()
     };
@@ -213,11 +283,17 @@ pub(super) fn map_pupil(pupil: &Node, position: usize) -> (TransitionRecord, Vec
     }
 
     if let Some(languages) = pupil.at(&["BasicDetails", "Languages"]) {
-        record.first_language = languages
+        let first = languages
             .all("Type")
-            .find(|t| t.text_at(&["LanguageType"]).eq_ignore_ascii_case("F"))
-            .map(|t| t.text_at(&["Language"]))
-            .unwrap_or_default();
+            .find(|t| t.text_at(&["LanguageType"]).eq_ignore_ascii_case("F"));
+        if let Some(first) = first {
+            record.first_language = first.text_at(&["Language"]);
+            places.set(
+                "first_language",
+                "BasicDetails/Languages/Type/Language".into(),
+                first.line_at(&["Language"]),
+            );
+        }
     }
 
     if let Some(flag) = pupil.at(&["BasicDetails", "MedicalFlag"]) {
@@ -245,6 +321,16 @@ pub(super) fn map_pupil(pupil: &Node, position: usize) -> (TransitionRecord, Vec
             .max_by(|a, b| a.text_at(&["StartDate"]).cmp(&b.text_at(&["StartDate"])));
         if let Some(sen) = latest {
             record.sen_provision = sen.text_at(&["SENprovision"]);
+            places.set(
+                "sen_provision",
+                "SENhistory/SEN/SENprovision".into(),
+                sen.line_at(&["SENprovision"]),
+            );
+            places.set(
+                "sen_needs",
+                "SENhistory/SEN/SENneeds".into(),
+                sen.line_at(&["SENneeds"]),
+            );
             let mut needs: Vec<(u32, String)> = sen
                 .child("SENneeds")
                 .map(|n| {
@@ -266,6 +352,12 @@ pub(super) fn map_pupil(pupil: &Node, position: usize) -> (TransitionRecord, Vec
             .all("YearData")
             .max_by_key(|y| y.text_at(&["Year"]).parse::<u32>().unwrap_or(0));
         if let Some(year) = latest {
+            places.set("attendance", "Attendance/YearData".into(), year.line);
+            places.set(
+                "attendance.year",
+                "Attendance/YearData/Year".into(),
+                year.line_at(&["Year"]),
+            );
             let mut number = |name: &str| -> u32 {
                 let Some(node) = year.child(name) else {
                     return 0;
@@ -292,11 +384,15 @@ pub(super) fn map_pupil(pupil: &Node, position: usize) -> (TransitionRecord, Vec
         }
     }
 
-    record.ks2 = ks2(pupil);
-    (record, problems)
+    record.ks2 = ks2(pupil, &mut places);
+    Mapped {
+        record,
+        problems,
+        places,
+    }
 }
 
-fn ks2(pupil: &Node) -> Option<Ks2Results> {
+fn ks2(pupil: &Node, places: &mut Places) -> Option<Ks2Results> {
     let stages = pupil.child("StageAssessments")?;
     let mut results: Option<Ks2Results> = None;
     for stage in stages
@@ -310,14 +406,35 @@ fn ks2(pupil: &Node) -> Option<Ks2Results> {
         for a in assessments {
             let result = a.text_at(&["Result"]);
             let score = result.parse::<u32>().ok();
-            match a.text_at(&["Component"]).to_ascii_uppercase().as_str() {
-                "RD" => out.reading = score,
-                "MAT" => out.maths = score,
-                "GPS" => out.gps = score,
-                "WRI" => out.writing_ta = result,
-                "MTC" => out.mtc = score,
-                _ => {}
-            }
+            let component = a.text_at(&["Component"]).to_ascii_uppercase();
+            let field = match component.as_str() {
+                "RD" => {
+                    out.reading = score;
+                    "ks2.reading"
+                }
+                "MAT" => {
+                    out.maths = score;
+                    "ks2.maths"
+                }
+                "GPS" => {
+                    out.gps = score;
+                    "ks2.gps"
+                }
+                "WRI" => {
+                    out.writing_ta = result;
+                    "ks2.writing_ta"
+                }
+                "MTC" => {
+                    out.mtc = score;
+                    "ks2.mtc"
+                }
+                _ => continue,
+            };
+            places.set(
+                field,
+                format!("StageAssessments/KeyStage/StageAssessment[Component={component}]/Result"),
+                a.line_at(&["Result"]),
+            );
         }
     }
     results

@@ -2,10 +2,14 @@
 //! onto a [`TransitionRecord`], and writing a CTF for a receiving school.
 //!
 //! The CTF schema changes every academic year and the current XSD is not
-//! public, so this module validates only what Baton relies on (the header's
-//! school numbers and version; each pupil's UPN, names and date of birth) and
-//! carries every `<Pupil>` element through **byte for byte**: whatever a newer
-//! MIS wrote survives the trip even when Baton does not understand it.
+//! public, so this module validates only what Baton relies on and carries
+//! every `<Pupil>` element through **byte for byte**: whatever a newer MIS
+//! wrote survives the trip even when Baton does not understand it. Reading
+//! checks the header's school numbers and version and each pupil's UPN,
+//! names and date of birth; [`CtfPupil::check`] then checks every value
+//! mapped onto the record with the same rules as `record.json` and the
+//! class spreadsheet ([`TransitionRecord::problems`]), so a pupil that
+//! passes both is one the receiving school's `baton check` accepts.
 //!
 //! - [`reader`]: [`CtfReader`] streams a file one pupil at a time, so a
 //!   5,000-pupil LA file never sits in memory as a tree; [`parse_all`] is the
@@ -46,6 +50,7 @@
 //! assert!(parsed.pupils[0].record == record);
 //! ```
 
+mod check;
 mod mapping;
 pub mod reader;
 pub mod writer;
@@ -176,8 +181,12 @@ pub struct CtfPupil {
     pub raw_xml: String,
     /// The fields Baton maps onto a transition record.
     pub record: TransitionRecord,
-    /// Everything wrong with the pupil; empty when it may be sent.
+    /// What is wrong with the pupil: what reading found, and, once
+    /// [`CtfPupil::check`] has run, every value the record check refuses.
+    /// Empty after `check` when the pupil may be sent.
     pub problems: Vec<CtfProblem>,
+    /// Where each record field was read from, for [`CtfPupil::check`].
+    places: mapping::Places,
 }
 
 /// Redacted: the raw XML and the record are about a child.
@@ -203,47 +212,6 @@ pub struct CtfProblem {
     pub element: String,
     /// What is wrong, and what is expected.
     pub problem: String,
-}
-
-impl CtfPupil {
-    /// Checks the mapped record as strictly as `record.json` and the class
-    /// spreadsheet are checked (`TransitionRecord::problems`), so a pupil
-    /// that passes here also passes on the receiving side. Adds a problem
-    /// for each field wrong, named by its CTF element, except elements the
-    /// mapping already reported. `today` bounds the date of birth.
-    pub fn check(&mut self, today: time::Date) {
-        for p in self.record.problems(today) {
-            let element = element_of(&p.field);
-            if self.problems.iter().any(|q| q.element == element) {
-                continue;
-            }
-            self.problems.push(CtfProblem {
-                pupil: self.position,
-                line: self.line,
-                element: element.to_string(),
-                problem: p.problem,
-            });
-        }
-    }
-}
-
-/// The CTF element a record field comes from.
-fn element_of(field: &str) -> &str {
-    match field {
-        "upn" => "UPN",
-        "former_upn" => "BasicDetails/FormerUPN",
-        "surname" => "Surname",
-        "forename" => "Forename",
-        "dob" => "DOB",
-        "sex" => "Sex",
-        "ethnicity" => "BasicDetails/Ethnicity",
-        "first_language" => "BasicDetails/Languages",
-        "sen_provision" => "SENhistory/SENprovision",
-        "sen_needs" => "SENhistory/SENneeds",
-        "attendance" | "attendance.year" => "Attendance",
-        f if f.starts_with("ks2") => "StageAssessments (KS2)",
-        other => other,
-    }
 }
 
 impl fmt::Display for CtfProblem {

@@ -38,6 +38,8 @@ pub fn parse_all(input: &[u8]) -> Result<Ctf, CtfError> {
 
 /// Streams a CTF: [`CtfReader::new`] reads and checks the header, then
 /// [`CtfReader::next_pupil`] (or the iterator) yields one pupil at a time.
+/// Before sending a pupil, call [`CtfPupil::check`] for the full check of
+/// its values.
 ///
 /// After an error the reader yields nothing more.
 pub struct CtfReader<R: BufRead> {
@@ -158,13 +160,14 @@ impl<R: BufRead> CtfReader<R> {
         let pupil = self.position;
         let recorded = std::mem::take(&mut self.xml.get_mut().recorded);
         let raw_xml = raw_element(recorded).ok_or(CtfError::NotUtf8 { pupil, line })?;
-        let (record, problems) = map_pupil(&node, pupil);
+        let mapped = map_pupil(&node, pupil);
         Ok(CtfPupil {
             position: pupil,
             line,
             raw_xml,
-            record,
-            problems,
+            record: mapped.record,
+            problems: mapped.problems,
+            places: mapped.places,
         })
     }
 }
@@ -206,15 +209,16 @@ impl CtfPupil {
             }
         }
         let node = found.ok_or(not_a_pupil)?;
-        let (record, problems) = map_pupil(&node, position);
+        let mapped = map_pupil(&node, position);
         let start = xml.find('<').unwrap_or(0);
         let end = xml.rfind('>').map_or(xml.len(), |i| i + 1);
         Ok(Self {
             position,
             line: node.line,
             raw_xml: xml.get(start..end).unwrap_or(xml).to_string(),
-            record,
-            problems,
+            record: mapped.record,
+            problems: mapped.problems,
+            places: mapped.places,
         })
     }
 }

@@ -284,8 +284,9 @@ pub fn parse_date(text: &str) -> Option<time::Date> {
 
 /// Parses YYYY-MM-DD, or says what is wrong without repeating the value
 /// (it may be a pupil's date of birth): a date written day/month/year gets
-/// a hint, and one of the right form that does not exist (2015-02-30) is
-/// "not a real date".
+/// a hint (28/07/2015, 28.07.15), and one of the right form that does not
+/// exist (2015-02-30) is "not a real date". `record.json`, the class
+/// spreadsheet and the CTF reader all read dates with it.
 pub fn check_date(text: &str) -> Result<time::Date, String> {
     let text = text.trim();
     let format = time::macros::format_description!("[year]-[month]-[day]");
@@ -303,8 +304,18 @@ pub fn check_date(text: &str) -> Result<time::Date, String> {
     {
         return Err("not a real date (check the day and the month)".into());
     }
+    // A spreadsheet may add a time of day: 2015-07-28 00:00:00.
+    if let Some((date, _time)) = text.split_once([' ', 'T'])
+        && time::Date::parse(date, &format).is_ok()
+    {
+        return Err("has a time after the date: write the date only, as YYYY-MM-DD".into());
+    }
     let dmy: Vec<&str> = text.split(['/', '.', '-']).collect();
-    if dmy.len() == 3 && digits(dmy[0], 1..=2) && digits(dmy[1], 1..=2) && digits(dmy[2], 4..=4) {
+    if dmy.len() == 3
+        && digits(dmy[0], 1..=2)
+        && digits(dmy[1], 1..=2)
+        && (digits(dmy[2], 4..=4) || digits(dmy[2], 2..=2))
+    {
         return Err(
             "looks like day/month/year: write dates as YYYY-MM-DD (28/07/2015 is 2015-07-28)"
                 .into(),
@@ -468,6 +479,42 @@ pub(crate) mod tests {
         assert_eq!(
             check_date(" 2015-07-28 "),
             Ok(time::macros::date!(2015 - 07 - 28))
+        );
+    }
+
+    #[test]
+    fn dates_with_a_two_digit_year_or_a_time_get_a_hint() {
+        assert!(
+            check_date("28/07/15")
+                .unwrap_err()
+                .contains("day/month/year")
+        );
+        assert_eq!(
+            check_date("2015-07-28 00:00:00").unwrap_err(),
+            "has a time after the date: write the date only, as YYYY-MM-DD"
+        );
+        assert_eq!(
+            check_date("2015-07-28T00:00:00").unwrap_err(),
+            "has a time after the date: write the date only, as YYYY-MM-DD"
+        );
+    }
+
+    #[test]
+    fn record_json_dob_2015_02_30_is_not_a_real_date() {
+        let mut record = valid_record();
+        record.dob = "2015-02-30".into();
+        let problems = record.problems(today());
+        assert_eq!(
+            problems[0].to_string(),
+            "dob: not a real date (check the day and the month)"
+        );
+        record.dob = "28/07/2015".into();
+        let problems = record.problems(today());
+        assert!(
+            problems[0]
+                .to_string()
+                .starts_with("dob: looks like day/month/year: write dates as YYYY-MM-DD"),
+            "{problems:?}"
         );
     }
 

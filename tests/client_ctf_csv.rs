@@ -368,3 +368,38 @@ async fn ctf_sex_male_and_punctuated_ethnicity_fail_baton_check() {
     let (code, text) = check_alone(root.path(), &path).await;
     assert_eq!(code, Some(0), "{text}");
 }
+
+/// Issue 13 item 7: a spreadsheet saved by Excel (BOM, CRLF) with a comment
+/// line and a note over several lines: each problem names the line its row
+/// starts on; dates get a hint or "not a real date".
+#[tokio::test]
+async fn csv_line_numbers_after_multiline_note_in_baton_check() {
+    let root = tempfile::tempdir().unwrap();
+    let header = "upn,surname,forename,dob,sex,destination,notes";
+    let csv = [
+        "\u{feff}# Class 6B, exported for Baton",
+        header,
+        "H801200001001,Pilot,Robin,2015-03-04,F,8614001,\"one\r\ntwo, \"\"three\"\"\r\nfour\"",
+        "L861200119003,Pilot,Robin,28/07/2015,F,8614001,",
+        "",
+        "X861200119002,Pilot,Robin,2015-02-30,F,8614001,",
+        "P861200119005,Pilot,Robin,2015-03-04,Male,8614001,",
+    ]
+    .join("\r\n")
+        + "\r\n";
+    let path = root.path().join("class.csv");
+    std::fs::write(&path, csv).unwrap();
+    let (code, text) = check_alone(root.path(), &path).await;
+    assert_eq!(code, Some(1), "{text}");
+    for expected in [
+        "line 6, column dob: looks like day/month/year: write dates as YYYY-MM-DD (28/07/2015 is 2015-07-28)",
+        "line 8, column dob: not a real date (check the day and the month)",
+        "line 9, column sex: must be M, F or U",
+    ] {
+        assert!(text.contains(expected), "expected {expected:?} in {text}");
+    }
+    assert!(
+        !text.contains("line 3,") && !text.contains("Pilot"),
+        "{text}"
+    );
+}

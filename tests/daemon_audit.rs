@@ -47,6 +47,14 @@ async fn journey_verifies_and_any_alteration_is_named() {
         .await
         .unwrap();
     let (_, got) = b.download(&header.pack_id).await.unwrap();
+    // The download is recorded (and audited) once the receiver confirms it.
+    b.exchange()
+        .confirm_download(b.req(v1::ConfirmDownloadRequest {
+            pack_id: header.pack_id.clone(),
+            ciphertext_sha256: header.ciphertext_sha256.clone(),
+        }))
+        .await
+        .unwrap();
     assert_eq!(got, sealed);
     let ack = v1::AcknowledgeRequest {
         receipt: Some(b.receipt(&header)),

@@ -134,7 +134,14 @@ pub fn write(
             .get(&from_laestab)
             .map(|p| p.name.clone())
             .unwrap_or_default();
-        let path = write_ctf(dir, from_laestab, &name, school, &pupils)?;
+        let path = match write_ctf(dir, from_laestab, &name, school, &pupils) {
+            Ok(path) => path,
+            Err(e) => {
+                // The other schools' CTFs (and their marks) still count.
+                lines.push(format!("no CTF written for {from}: {e:#}"));
+                continue;
+            }
+        };
         let shown = path.display().to_string();
         for id in &written {
             if let Some(p) = pulled.packs.get_mut(id) {

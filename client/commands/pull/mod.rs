@@ -238,7 +238,14 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
         )
         .await
         {
-            Ok(record) => {
+            Ok(mut record) => {
+                // Pulled before into a folder that has since moved: keep what
+                // was recorded (the CTF it went into, its acknowledgement).
+                if let Some(before) = pulled.packs.get(&key) {
+                    record.ctf.clone_from(&before.ctf);
+                    record.acknowledged_at_ms = before.acknowledged_at_ms;
+                    record.pulled_at_ms = before.pulled_at_ms;
+                }
                 // Only now, with the folder in place, is the pack downloaded.
                 if !confirm(&mut clients, id, &record.ciphertext_sha256).await {
                     bar.suspend(|| {

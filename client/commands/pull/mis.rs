@@ -64,24 +64,20 @@ pub fn write(
             p.from.clone(),
             if upn.is_empty() { id.clone() } else { upn },
         );
-        match chosen.get(&key) {
-            Some(c) if c.created_at_ms >= candidate.created_at_ms => {
-                lines.push(format!(
-                    "{}: pupil {} has a newer pack from {} ({}); this one is a folder only, not in the CTF",
-                    candidate.id, candidate.upn, key.0, c.id
-                ));
-            }
-            Some(c) => {
-                lines.push(format!(
-                    "{}: pupil {} has a newer pack from {} ({}); this one is a folder only, not in the CTF",
-                    c.id, c.upn, key.0, candidate.id
-                ));
-                chosen.insert(key, candidate);
-            }
-            None => {
-                chosen.insert(key, candidate);
-            }
+        // Of two packs for one pupil the newer goes into the CTF; the
+        // other is a folder only, and the user is told which.
+        let (kept, left) = match chosen.remove(&key) {
+            None => (candidate, None),
+            Some(c) if c.created_at_ms >= candidate.created_at_ms => (c, Some(candidate)),
+            Some(c) => (candidate, Some(c)),
+        };
+        if let Some(left) = left {
+            lines.push(format!(
+                "{}: pupil {} has a newer pack from {} ({}); this one is a folder only, not in the CTF",
+                left.id, left.upn, key.0, kept.id
+            ));
         }
+        chosen.insert(key, kept);
     }
     // A pupil whose newer pack went into a CTF before keeps that entry.
     chosen.retain(|(from, upn), c| {

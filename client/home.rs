@@ -22,6 +22,18 @@ pub struct Config {
     pub key_id: String,
 }
 
+/// Reads an identity file, decrypting it with `BATON_PASSPHRASE` when it is
+/// passphrase-protected.
+fn read_identity(path: &Path) -> Result<Identity> {
+    let bytes =
+        std::fs::read(path).with_context(|| format!("reading identity file {}", path.display()))?;
+    let passphrase = std::env::var("BATON_PASSPHRASE")
+        .ok()
+        .map(age::secrecy::SecretString::from);
+    Identity::from_file_bytes(&bytes, passphrase.as_ref())
+        .with_context(|| format!("reading identity file {}", path.display()))
+}
+
 /// A client home folder.
 #[derive(Debug, Clone)]
 pub struct Home {
@@ -68,14 +80,33 @@ impl Home {
 
     /// Loads this home's identity.
     pub fn identity(&self) -> Result<Identity> {
-        let path = self.path("identity.txt");
-        let bytes = std::fs::read(&path)
-            .with_context(|| format!("reading identity file {}", path.display()))?;
-        let passphrase = std::env::var("BATON_PASSPHRASE")
-            .ok()
-            .map(age::secrecy::SecretString::from);
-        Identity::from_file_bytes(&bytes, passphrase.as_ref())
-            .with_context(|| format!("reading identity file {}", path.display()))
+        read_identity(&self.path("identity.txt"))
+    }
+
+    /// This home's identity first, then those `baton init --reenrol`
+    /// retired (`identity-<KEYID>.retired.txt`): packs sealed to an old key
+    /// before it was replaced still open here.
+    pub fn identities(&self) -> Result<Vec<Identity>> {
+        let mut out = vec![self.identity()?];
+        let mut retired: Vec<PathBuf> = std::fs::read_dir(&self.root)
+            .with_context(|| format!("reading {}", self.root.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("identity-") && n.ends_with(".retired.txt"))
+            })
+            .collect();
+        retired.sort();
+        for path in retired {
+            out.push(read_identity(&path)?);
+        }
+        Ok(out)
+    }
+
+    /// Where `baton init --reenrol` keeps a replaced identity.
+    pub fn retired_identity_path(&self, identity: &Identity) -> PathBuf {
+        self.path(&format!("identity-{}.retired.txt", identity.key_id()))
     }
 
     /// Reads the API token.

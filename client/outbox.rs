@@ -100,6 +100,31 @@ impl Outbox {
         Ok(Self { dir })
     }
 
+    /// Takes this home's send lock, held until the returned file is
+    /// dropped: two sends at once could each seal the same content under
+    /// its own pack id and both upload it. The lock is the operating
+    /// system's, so it goes with the process however it ends.
+    pub fn lock(&self) -> Result<std::fs::File> {
+        let path = self.dir.join(".send-lock");
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+                "another `baton send` is running in this home ({}); wait for it to finish, then run this one again",
+                self.dir.display()
+            ),
+            Err(std::fs::TryLockError::Error(e)) => {
+                Err(e).with_context(|| format!("locking {}", path.display()))
+            }
+        }
+    }
+
     /// The content key of a pack: the same folder sent to the same school
     /// as the same kind always has the same key.
     pub fn content_key(to: &str, kind: Kind, manifest: &Manifest) -> String {

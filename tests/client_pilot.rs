@@ -252,6 +252,21 @@ async fn issue13_packs_stranded_by_a_key_change_can_be_resealed() {
     let mut args = vec!["send", "--to", "8614001"];
     args.extend(dirs.iter().map(|d| d.to_str().unwrap()));
     primary.ok(&args).await;
+    // One more pack, pulled on the old device before it goes: it was
+    // opened, so it is neither counted by `keys revoke` nor resealed.
+    let opened = folder(root.path(), "s12", &record(12, "opened"));
+    let opened_args = ["send", "--to", "8614001", opened.to_str().unwrap()];
+    primary.ok(&opened_args).await;
+    let old_out = root.path().join("old-in");
+    let inbox = old_device.json(&["inbox", "--json"]).await;
+    let opened_id = inbox
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_string())
+        .max()
+        .unwrap();
+    old_device
+        .ok(&["pull", &opened_id, "--out", old_out.to_str().unwrap()])
+        .await;
 
     // The school replaces its only device.
     let new_code = code(&daemon, "8614001").await;
@@ -291,6 +306,29 @@ async fn issue13_packs_stranded_by_a_key_change_can_be_resealed() {
     reseal.insert(1, "--reseal");
     let out = primary.ok(&reseal).await;
     assert!(out.contains("sent 2, already sent 0"), "{out}");
+    let mut opened_reseal = opened_args.to_vec();
+    opened_reseal.insert(1, "--reseal");
+    let out = primary.ok(&opened_reseal).await;
+    assert!(out.contains("sent 0, already sent 1"), "{out}");
+    // A reseal whose upload failed for good is still a reseal when run
+    // again, not "a second pack for the same pupil".
+    let journal = primary.dir.join("outbox");
+    let resealed: Vec<PathBuf> = std::fs::read_dir(&journal)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| std::fs::read_to_string(p).is_ok_and(|t| t.contains("\"replaces\"")))
+        .collect();
+    assert_eq!(resealed.len(), 2, "{resealed:?}");
+    let mut failed: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&resealed[0]).unwrap()).unwrap();
+    failed["state"] = "failed".into();
+    std::fs::write(&resealed[0], failed.to_string()).unwrap();
+    let out = primary.ok(&reseal).await;
+    assert!(out.contains("sent 1, already sent 1"), "{out}");
+    let again: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&resealed[0]).unwrap()).unwrap();
+    assert_eq!(again["state"], "sent");
+    assert_eq!(again["replaces"], failed["replaces"]);
     let pulled = new_device
         .json(&[
             "pull",
@@ -300,7 +338,7 @@ async fn issue13_packs_stranded_by_a_key_change_can_be_resealed() {
             "--json",
         ])
         .await;
-    assert_eq!(pulled.len(), 2);
+    assert_eq!(pulled.len(), 3, "{pulled:?}");
     assert!(pulled.iter().all(|p| p["state"] == "pulled"));
 
     // The primary's token is revoked; it re-enrols in the same home and
@@ -329,11 +367,209 @@ async fn issue13_packs_stranded_by_a_key_change_can_be_resealed() {
         ])
         .await;
     let sent = primary.json(&["sent", "--json"]).await;
-    assert_eq!(sent.len(), 4);
+    assert_eq!(sent.len(), 6, "{sent:?}");
+    // The reseal this test marked failed had in fact reached the server;
+    // its journal entry now describes the reseal sent after it, so that one
+    // pack alone has no name.
+    let unnamed = sent.iter().filter(|e| e["name"] == "").count();
+    assert_eq!(unnamed, 1, "{sent:?}");
     assert!(
-        sent.iter()
-            .all(|e| e["name"] == "Robin Pilot10" || e["name"] == "Robin Pilot11")
+        sent.iter().filter(|e| e["name"] != "").all(|e| [
+            "Robin Pilot10",
+            "Robin Pilot11",
+            "Robin Pilot12"
+        ]
+        .contains(&e["name"].as_str().unwrap())),
+        "{sent:?}"
     );
+}
+
+/// Item 4: a device that re-enrols still opens the packs sealed to its old
+/// key, and a re-enrolment interrupted before config.json was written (so it
+/// names the old key) never overwrites the old identity when run again.
+#[tokio::test]
+async fn issue13_a_reenrolled_device_still_opens_packs_sealed_to_its_old_key() {
+    let daemon = Daemon::start_sqlite(&[]).await;
+    let root = tempfile::tempdir().unwrap();
+    let (primary, secondary) = setup(&daemon, root.path()).await;
+    let a = folder(root.path(), "r1", &record(21, "before re-enrolment"));
+    primary
+        .ok(&["send", "--to", "8614001", a.to_str().unwrap()])
+        .await;
+    let reenrol = |code: String| {
+        let ca = daemon.ca.display().to_string();
+        let url = daemon.url.clone();
+        let home = secondary.clone();
+        async move {
+            home.ok(&[
+                "init",
+                "--reenrol",
+                "--server",
+                &url,
+                "--ca",
+                &ca,
+                "--school",
+                "8614001",
+                "--code",
+                &code,
+                "--role",
+                "dsl",
+                "--role",
+                "staff",
+            ])
+            .await
+        }
+    };
+    let config = secondary.dir.join("config.json");
+    let first_key: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    reenrol(code(&daemon, "8614001").await).await;
+    // As if the first re-enrolment stopped before writing config.json.
+    std::fs::write(&config, first_key.to_string()).unwrap();
+    reenrol(code(&daemon, "8614001").await).await;
+    let retired: Vec<String> = std::fs::read_dir(&secondary.dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".retired.txt"))
+        .collect();
+    assert_eq!(retired.len(), 2, "{retired:?}");
+    let first_id = first_key["key_id"].as_str().unwrap();
+    assert!(
+        retired.contains(&format!("identity-{first_id}.retired.txt")),
+        "{retired:?}"
+    );
+
+    let out_dir = root.path().join("in");
+    let pulled = secondary
+        .json(&[
+            "pull",
+            "--all",
+            "--out",
+            out_dir.to_str().unwrap(),
+            "--json",
+        ])
+        .await;
+    assert_eq!(pulled.len(), 1, "{pulled:?}");
+    assert_eq!(pulled[0]["state"], "pulled");
+    let folder = pulled[0]["folder"].as_str().unwrap();
+    assert!(
+        std::fs::read_to_string(Path::new(folder).join("record.json"))
+            .unwrap()
+            .contains("before re-enrolment")
+    );
+}
+
+/// Item 2 (sending side): a pack sealed by a send that did not finish
+/// counts as sent when a second pack for the same pupil comes along, and
+/// the message says to finish the first send.
+#[tokio::test]
+async fn issue13_an_unfinished_send_counts_for_the_duplicate_check() {
+    let daemon = Daemon::start_sqlite(&[]).await;
+    let root = tempfile::tempdir().unwrap();
+    let (primary, _secondary) = setup(&daemon, root.path()).await;
+    let a = folder(root.path(), "u1", &record(31, "first"));
+    primary
+        .ok(&["send", "--to", "8614001", a.to_str().unwrap()])
+        .await;
+    // What a send stopped between sealing and the server's confirmation
+    // leaves: the entry still "sealed", its ciphertext beside it.
+    let journal = primary.dir.join("outbox");
+    let entry_path = std::fs::read_dir(&journal)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "json"))
+        .unwrap();
+    let mut entry: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&entry_path).unwrap()).unwrap();
+    entry["state"] = "sealed".into();
+    std::fs::write(&entry_path, entry.to_string()).unwrap();
+    std::fs::write(entry_path.with_extension("age"), b"sealed bytes").unwrap();
+
+    let b = folder(root.path(), "u2", &record(31, "second"));
+    let out = primary
+        .baton(&["send", "--to", "8614001", b.to_str().unwrap()])
+        .await;
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("was sealed but its send did not finish"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// Item 2 (receiving side): the CTF marks survive a pack folder that moved
+/// (pulled again, its pupil is not written into another CTF) and a CTF that
+/// could not be written for one school (the other school's pupils are
+/// marked, and not written twice when the first is written later).
+#[tokio::test]
+async fn issue13_ctf_marks_survive_a_moved_folder_and_a_failed_write() {
+    let daemon = Daemon::start_sqlite(&[]).await;
+    let root = tempfile::tempdir().unwrap();
+    let (primary, secondary) = setup(&daemon, root.path()).await;
+    let other = enrol(&daemon, root.path(), "8612002", "primary", &["staff"]).await;
+    let a = folder(root.path(), "m1", &record(41, "from the first"));
+    primary
+        .ok(&["send", "--to", "8614001", a.to_str().unwrap()])
+        .await;
+    let mut b_record = record(42, "from the second");
+    b_record.upn = upn(861, 2002, 42);
+    let b = folder(root.path(), "m2", &b_record);
+    other
+        .ok(&["send", "--to", "8614001", b.to_str().unwrap()])
+        .await;
+
+    // 8612001's CTF cannot be written: every file name for it is taken.
+    let mis = root.path().join("mis");
+    std::fs::create_dir_all(&mis).unwrap();
+    let from = baton::Laestab::parse("8612001").unwrap();
+    let to = baton::Laestab::parse("8614001").unwrap();
+    for n in 1..1000 {
+        std::fs::write(mis.join(baton::ctf::file_name(from, to, n)), b"").unwrap();
+    }
+    let out_dir = root.path().join("in");
+    let pull = |out: PathBuf| {
+        let home = secondary.clone();
+        let mis = mis.clone();
+        async move {
+            home.ok(&[
+                "pull",
+                "--all",
+                "--out",
+                out.to_str().unwrap(),
+                "--ctf-dir",
+                mis.to_str().unwrap(),
+            ])
+            .await
+        }
+    };
+    let said = pull(out_dir.clone()).await;
+    assert!(said.contains("no CTF written for 8612001"), "{said}");
+    assert!(said.contains("1 pupil(s) from 8612002"), "{said}");
+    let ctfs = |from: &str| {
+        std::fs::read_dir(&mis)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| {
+                p.file_name().unwrap().to_string_lossy().starts_with(from)
+                    && std::fs::metadata(p).unwrap().len() > 0
+            })
+            .count()
+    };
+    assert_eq!(ctfs("8612002"), 1);
+
+    // Room again for 8612001; the pack folders have moved away meanwhile.
+    for n in 1..1000 {
+        std::fs::remove_file(mis.join(baton::ctf::file_name(from, to, n))).unwrap();
+    }
+    std::fs::rename(&out_dir, root.path().join("moved")).unwrap();
+    let said = pull(out_dir.clone()).await;
+    assert!(said.contains("1 pupil(s) from 8612001"), "{said}");
+    assert_eq!(ctfs("8612001"), 1);
+    assert_eq!(ctfs("8612002"), 1, "{said}");
+    // And once more: nothing new for the MIS.
+    std::fs::rename(&out_dir, root.path().join("moved-again")).unwrap();
+    pull(out_dir.clone()).await;
+    assert_eq!(ctfs("8612001") + ctfs("8612002"), 2);
 }
 
 /// Item 5: a destination that is not enrolled is named, by `check` too, and

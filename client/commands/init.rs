@@ -40,7 +40,8 @@ pub struct Args {
     /// Enrol again in this home with a new code (this device's token was
     /// revoked, or its key replaced): new keys, new token; the outbox
     /// journal, pulled packs and pinned schools are kept. The old identity
-    /// file is kept beside the new one as `identity-<KEYID>.retired.txt`.
+    /// file is kept beside the new one as `identity-<KEYID>.retired.txt`, and
+    /// `baton pull` still opens packs that were sealed to it.
     #[arg(long)]
     reenrol: bool,
 }
@@ -64,6 +65,11 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
             );
         }
         Some(config)
+    } else {
+        None
+    };
+    let retiring = if previous.is_some() {
+        retiring(home)?
     } else {
         None
     };
@@ -96,13 +102,9 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
 
     std::fs::create_dir_all(home.root())
         .with_context(|| format!("creating {}", home.root().display()))?;
-    if let Some(old) = &previous {
-        let from = home.path("identity.txt");
-        let to = home.path(&format!("identity-{}.retired.txt", old.key_id));
-        if from.exists() {
-            std::fs::rename(&from, &to)
-                .with_context(|| format!("keeping the old identity as {}", to.display()))?;
-        }
+    if let Some((from, to)) = &retiring {
+        std::fs::rename(from, to)
+            .with_context(|| format!("keeping the old identity as {}", to.display()))?;
     }
     write_atomic(
         &home.path("identity.txt"),
@@ -137,6 +139,23 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
     println!("key id: {}", identity.key_id().grouped());
     println!("home: {}", home.root().display());
     Ok(())
+}
+
+/// Where the identity being replaced goes: named by its own key id (not
+/// config.json's, which a crash between the two writes leaves stale), and
+/// never over another file (a retired file of that key id already holds the
+/// same key, so there is nothing to move). Read before the code is redeemed,
+/// so an unreadable identity stops `--reenrol` before anything changes.
+fn retiring(home: &Home) -> Result<Option<(PathBuf, PathBuf)>> {
+    let from = home.path("identity.txt");
+    if !from.exists() {
+        return Ok(None);
+    }
+    let old = home.identity().context(
+        "the identity being replaced cannot be read (set BATON_PASSPHRASE if it has one); nothing was changed",
+    )?;
+    let to = home.retired_identity_path(&old);
+    Ok((!to.exists()).then_some((from, to)))
 }
 
 /// This computer's name, for a key's label.

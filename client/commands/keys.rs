@@ -147,8 +147,9 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
     Ok(())
 }
 
-/// Packs in the inbox that nobody could open once `key` is revoked: every
-/// key they were sealed to is `key` or already revoked. Listed by id and
+/// Packs in the inbox, not yet downloaded, that nobody could open once
+/// `key` is revoked: every key they were sealed to is `key` or already
+/// revoked. Listed by id and
 /// sender.
 async fn stranded_by(
     clients: &mut Clients,
@@ -170,9 +171,11 @@ async fn stranded_by(
             active.push(k.key_id());
         }
     }
+    // A downloaded pack was opened already: only those still waiting count.
     let waiting = crate::commands::inbox::list(clients).await?;
     Ok(waiting
         .iter()
+        .filter(|w| w.state == "pending")
         .map(|w| w.header.header())
         .filter(|h| !h.recipient_key_ids.iter().any(|r| active.contains(r)))
         .map(|h| (h.pack_id.to_string(), h.from.to_string()))

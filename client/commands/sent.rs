@@ -10,7 +10,7 @@ use anyhow::{Context as _, Result};
 use baton::api::v1;
 use baton::pack::{SignedHeader, SignedReceipt};
 
-use crate::connect::{connect, explain};
+use crate::connect::{Clients, connect, explain};
 use crate::home::{Home, write_atomic, write_json};
 use crate::outbox::Outbox;
 use crate::output::{json, table, time};
@@ -61,16 +61,9 @@ impl Row {
     }
 }
 
-/// Runs `baton sent`.
-pub async fn run(home: &Home, args: Args) -> Result<()> {
-    let mut clients = connect(home).await?;
-    let journal: HashMap<String, crate::outbox::Entry> = Outbox::open(home)?
-        .entries()?
-        .into_iter()
-        .map(|e| (e.pack_id.clone(), e))
-        .collect();
-    let mut pins = Pins::load(home)?;
-    let mut rows = Vec::new();
+/// Every page of the packs this school sent, newest first.
+pub async fn list(clients: &mut Clients) -> Result<Vec<v1::SentEntry>> {
+    let mut out = Vec::new();
     let mut page_token = String::new();
     loop {
         let page = clients
@@ -82,55 +75,68 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
             .await
             .map_err(|s| anyhow::anyhow!("listing sent packs: {}", explain(&s)))?
             .into_inner();
-        for e in page.packs {
-            let wire = e.header.clone().unwrap_or_default();
-            let header = match SignedHeader::try_from(&wire) {
-                Ok(h) => h,
-                Err(err) => {
-                    // One damaged entry must not hide the others.
-                    eprintln!(
-                        "pack {}: the server sent a malformed header ({err})",
-                        wire.pack_id
-                    );
-                    rows.push(Row::unreadable(&wire));
-                    continue;
-                }
-            };
-            let h = header.header();
-            let receipt = e
-                .receipt
-                .as_ref()
-                .map(SignedReceipt::try_from)
-                .transpose()
-                .ok()
-                .flatten();
-            let verified = match &receipt {
-                Some(r) => verify(home, &mut clients, &mut pins, h, r).await,
-                None => false,
-            };
-            let local = journal.get(&h.pack_id.to_string());
-            rows.push(Row {
-                id: h.pack_id.to_string(),
-                to: h.to.to_string(),
-                kind: h.kind.to_string(),
-                upn: local.map(|l| l.upn.clone()).unwrap_or_default(),
-                name: local.map(|l| l.name.clone()).unwrap_or_default(),
-                state: match v1::PackState::try_from(e.state) {
-                    Ok(v1::PackState::Acknowledged) => "acknowledged",
-                    Ok(v1::PackState::Downloaded) => "downloaded",
-                    _ => "pending",
-                },
-                sent_at: e.uploaded_at_ms,
-                downloaded_at: e.downloaded_at_ms,
-                receipt,
-                verified,
-                error: None,
-            });
-        }
+        out.extend(page.packs);
         if page.next_page_token.is_empty() {
-            break;
+            return Ok(out);
         }
         page_token = page.next_page_token;
+    }
+}
+
+/// Runs `baton sent`.
+pub async fn run(home: &Home, args: Args) -> Result<()> {
+    let mut clients = connect(home).await?;
+    let journal: HashMap<String, crate::outbox::Entry> = Outbox::open(home)?
+        .entries()?
+        .into_iter()
+        .map(|e| (e.pack_id.clone(), e))
+        .collect();
+    let mut pins = Pins::load(home)?;
+    let mut rows = Vec::new();
+    for e in list(&mut clients).await? {
+        let wire = e.header.clone().unwrap_or_default();
+        let header = match SignedHeader::try_from(&wire) {
+            Ok(h) => h,
+            Err(err) => {
+                // One damaged entry must not hide the others.
+                eprintln!(
+                    "pack {}: the server sent a malformed header ({err})",
+                    wire.pack_id
+                );
+                rows.push(Row::unreadable(&wire));
+                continue;
+            }
+        };
+        let h = header.header();
+        let receipt = e
+            .receipt
+            .as_ref()
+            .map(SignedReceipt::try_from)
+            .transpose()
+            .ok()
+            .flatten();
+        let verified = match &receipt {
+            Some(r) => verify(home, &mut clients, &mut pins, h, r).await,
+            None => false,
+        };
+        let local = journal.get(&h.pack_id.to_string());
+        rows.push(Row {
+            id: h.pack_id.to_string(),
+            to: h.to.to_string(),
+            kind: h.kind.to_string(),
+            upn: local.map(|l| l.upn.clone()).unwrap_or_default(),
+            name: local.map(|l| l.name.clone()).unwrap_or_default(),
+            state: match v1::PackState::try_from(e.state) {
+                Ok(v1::PackState::Acknowledged) => "acknowledged",
+                Ok(v1::PackState::Downloaded) => "downloaded",
+                _ => "pending",
+            },
+            sent_at: e.uploaded_at_ms,
+            downloaded_at: e.downloaded_at_ms,
+            receipt,
+            verified,
+            error: None,
+        });
     }
     // Packs sealed here that the server does not hold: a send that failed
     // (or was interrupted) must not vanish from the sender's view.

@@ -7,6 +7,7 @@ use std::process::Output;
 use super::Daemon;
 
 /// A school's home for the `baton` CLI.
+#[derive(Clone)]
 pub struct Home {
     /// The home folder.
     pub dir: PathBuf,

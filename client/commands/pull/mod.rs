@@ -17,10 +17,12 @@ use std::sync::Arc;
 use anyhow::{Context as _, Result, bail};
 use baton::api::v1;
 use baton::crypto::{self, Identity, Sink};
+use baton::keys::KeyId;
 use baton::pack::{AttachmentMeta, Kind, PackId, SignedHeader};
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt as _;
 
+use crate::commands::inbox::Waiting;
 use crate::connect::{Clients, connect, explain};
 use crate::home::{Home, read_json, write_json};
 use crate::output::{json, now_ms, progress, time};
@@ -160,22 +162,52 @@ struct Outcome {
     error: Option<String>,
 }
 
+/// Says why `pull --all` leaves the packs not sealed to this device: one
+/// line for those already pulled elsewhere, one for child-protection files
+/// (the DSL's), one for the rest.
+fn skipped(others: &[Waiting], mine: &KeyId) {
+    let (downloaded, waiting): (Vec<_>, Vec<_>) =
+        others.iter().partition(|w| w.state == "downloaded");
+    let (dsl, rest): (Vec<&Waiting>, Vec<&Waiting>) = waiting
+        .into_iter()
+        .partition(|w| w.header.header().kind == Kind::Safeguarding);
+    if !downloaded.is_empty() {
+        eprintln!(
+            "skipping {} pack(s) already pulled on another of this school's devices",
+            downloaded.len()
+        );
+    }
+    if !dsl.is_empty() {
+        eprintln!(
+            "skipping {} child-protection file(s): they are sealed only to the DSL's keys; the DSL pulls them on their own device",
+            dsl.len()
+        );
+    }
+    if !rest.is_empty() {
+        eprintln!(
+            "skipping {} pack(s) not sealed to this device's key {}: pull them on a device they were sealed to, or, if none has them any more, ask the sender to run `baton send --reseal`",
+            rest.len(),
+            mine.grouped()
+        );
+    }
+}
+
 /// Runs `baton pull`.
 pub async fn run(home: &Home, args: Args) -> Result<()> {
     let mut clients = connect(home).await?;
     let ids: Vec<(PackId, i64)> = if args.all {
-        let mine = home.identity()?.key_id();
+        let mine: Vec<KeyId> = home.identities()?.iter().map(Identity::key_id).collect();
         let (ours, others): (Vec<_>, Vec<_>) = crate::commands::inbox::list(&mut clients)
             .await?
             .into_iter()
-            .partition(|w| w.header.header().recipient_key_ids.contains(&mine));
-        if !others.is_empty() {
-            eprintln!(
-                "skipping {} pack(s) not sealed to this device's key {}: pull them on a device they were sealed to, or, if none has them any more, ask the sender to run `baton send --reseal`",
-                others.len(),
-                mine.grouped()
-            );
-        }
+            .partition(|w| {
+                w.header
+                    .header()
+                    .recipient_key_ids
+                    .iter()
+                    .any(|r| mine.contains(r))
+            });
+        skipped(&others, &mine[0]);
         ours.iter()
             .map(|w| (w.header.header().pack_id, w.uploaded_at_ms))
             .collect()
@@ -199,7 +231,7 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
         std::fs::remove_dir_all(&staging)
             .with_context(|| format!("clearing {}", staging.display()))?;
     }
-    let identity = Arc::new(home.identity()?);
+    let identity = Arc::new(home.identities()?);
     let mut pins = Pins::load(home)?;
     let mut pulled = Pulled::load(home)?;
     let bar = progress(ids.len() as u64, "pulling");
@@ -359,7 +391,7 @@ async fn pull_one(
     home: &Home,
     clients: &mut Clients,
     pins: &mut Pins,
-    identity: &Arc<Identity>,
+    identity: &Arc<Vec<Identity>>,
     id: PackId,
     uploaded_at_ms: i64,
     out: &Path,
@@ -382,16 +414,22 @@ async fn pull_one(
 
     let staging = Staging::new(out, &id.to_string())?;
     let dir = staging.path().to_path_buf();
-    let identity = Arc::clone(identity);
+    // The current identity, or a retired one the pack was sealed to.
+    let which = identity
+        .iter()
+        .position(|i| h.recipient_key_ids.contains(&i.key_id()))
+        .unwrap_or(0);
+    let identities = Arc::clone(identity);
     let path = ciphertext.path().to_path_buf();
     let opened_header = header.clone();
     let manifest = tokio::task::spawn_blocking(move || -> Result<_> {
         let file = std::io::BufReader::new(std::fs::File::open(&path)?);
         let mut sink = DirSink { dir };
+        let identity = identities.get(which).context("this home has no identity")?;
         Ok(crypto::open(
             &opened_header,
             &sender_keys,
-            &identity,
+            identity,
             file,
             &mut sink,
         )?)

@@ -3,7 +3,7 @@
 //! change), and upload it. Failures say whether running the command again
 //! can help.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -11,7 +11,7 @@ use anyhow::{Context as _, Result};
 use baton::Laestab;
 use baton::api::v1;
 use baton::crypto::{self, Draft, Identity};
-use baton::keys::{KeyId, SchoolKey};
+use baton::keys::SchoolKey;
 use baton::pack::{Kind, Manifest, PackId, SignedHeader};
 use tokio::io::AsyncReadExt as _;
 
@@ -31,9 +31,9 @@ pub enum Outcome {
     AlreadySent,
     /// Already sent, but sealed only to keys the school has since revoked.
     Stranded,
-    /// Not sent: another pack for the same pupil went to the same school
-    /// (its pack id and source).
-    Duplicate(String, String),
+    /// Not sent: another pack for the same pupil went (or, sealed but not
+    /// yet confirmed, is going) to the same school.
+    Duplicate(Box<Entry>),
 }
 
 /// Why a pack was not sent.
@@ -53,9 +53,9 @@ impl Failure {
     }
 }
 
-/// Sent packs of this home by (destination, kind, UPN), to notice a second
-/// pack for the same pupil.
-pub type ByPupil = HashMap<(String, Kind, String), Entry>;
+/// Packs of this home sent, or sealed and waiting to be sent, by
+/// (destination, kind, UPN), to notice a second pack for the same pupil.
+pub type ByPupil = HashMap<(String, Kind, String), Vec<Entry>>;
 
 /// One pack to seal and send.
 pub struct Job {
@@ -79,6 +79,9 @@ pub struct Job {
     pub again: bool,
     /// `--reseal`: send again packs stranded by a key change.
     pub reseal: bool,
+    /// Ids of packs sent before that are stranded: still waiting on the
+    /// server, and sealed only to keys the destination has revoked.
+    pub stranded: Arc<HashSet<String>>,
     /// The exchange client.
     pub exchange: v1::exchange_client::ExchangeClient<Authed>,
 }
@@ -109,11 +112,10 @@ impl Job {
         };
         let sealed = self.seal(manifest).await.map_err(Failure::retry)?;
         let key = Outbox::content_key(self.to.as_str(), self.kind, &sealed.manifest);
-        let active: Vec<KeyId> = self.recipients.iter().map(SchoolKey::key_id).collect();
         let mut replaces = None;
         match self.outbox.get(&key).map_err(Failure::retry)? {
             Some(e) if e.state == State::Sent => {
-                if !e.stranded(&active) {
+                if !self.stranded.contains(&e.pack_id) {
                     return Ok(Outcome::AlreadySent);
                 }
                 if !self.reseal {
@@ -129,7 +131,10 @@ impl Job {
             Some(e) if e.state == State::Sealed && self.outbox.sealed_path(&key).exists() => {
                 return upload(&self.outbox, self.exchange, e).await;
             }
-            _ => {}
+            // A reseal that failed (or whose sealed file went) is still a
+            // reseal: it keeps the pack it replaces.
+            Some(e) => replaces = e.replaces,
+            None => {}
         }
         let upn = self.item.record.upn().map(|u| u.to_string());
         if replaces.is_none()
@@ -138,12 +143,9 @@ impl Job {
             && let Some(first) = self
                 .earlier
                 .get(&(self.to.to_string(), self.kind, upn))
-                .filter(|e| e.key != key)
+                .and_then(|all| all.iter().find(|e| e.key != key))
         {
-            return Ok(Outcome::Duplicate(
-                first.pack_id.clone(),
-                first.source.clone(),
-            ));
+            return Ok(Outcome::Duplicate(Box::new(first.clone())));
         }
         let entry = self.keep(key, sealed, replaces).map_err(Failure::retry)?;
         upload(&self.outbox, self.exchange, entry).await
@@ -276,9 +278,9 @@ async fn upload(
             entry.state = State::Sent;
             entry.sent_at_ms = Some(now_ms());
             outbox.put(&entry).map_err(Failure::retry)?;
-            std::fs::remove_file(&path)
-                .with_context(|| format!("removing {}", path.display()))
-                .map_err(Failure::retry)?;
+            // The pack is sent: a sealed file left behind (it could not be
+            // removed) is never read again for a sent entry.
+            let _ = std::fs::remove_file(&path);
             Ok(Outcome::Sent)
         }
         Err(status) => {

@@ -7,13 +7,14 @@
 //! bytes under the same id. A second pack for a pupil already sent to the
 //! same school is refused unless `--again` says it is meant.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context as _, Result, bail};
 use baton::Laestab;
-use baton::keys::{SchoolKey, recipients_for};
+use baton::api::v1;
+use baton::keys::{KeyId, SchoolKey, recipients_for};
 use baton::pack::Kind;
 
 use crate::connect::{Clients, connect};
@@ -191,7 +192,9 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
 
     let identity = Arc::new(home.identity()?);
     let outbox = Arc::new(Outbox::open(home)?);
+    let _lock = outbox.lock()?;
     let earlier = Arc::new(by_pupil(&outbox)?);
+    let stranded_ids = Arc::new(stranded(&mut clients, &outbox, &recipients).await?);
     let bar = progress(items.len() as u64, "sending");
     let limit = Arc::new(tokio::sync::Semaphore::new(CONCURRENCY));
     let mut tasks = tokio::task::JoinSet::new();
@@ -217,6 +220,7 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
             earlier: Arc::clone(&earlier),
             again: args.again,
             reseal: args.reseal,
+            stranded: Arc::clone(&stranded_ids),
             exchange: clients.exchange.clone(),
             item,
         };
@@ -249,11 +253,19 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
                 stranded += 1;
                 ("already-sent", None)
             }
-            Ok(Outcome::Duplicate(id, first)) => {
+            Ok(Outcome::Duplicate(first)) => {
                 t.not_sent += 1;
-                duplicates.push(format!(
-                    "{source}: this pupil was already sent to {to} (pack {id}, from {first})"
-                ));
+                duplicates.push(if first.state == State::Sent {
+                    format!(
+                        "{source}: this pupil was already sent to {to} (pack {}, from {})",
+                        first.pack_id, first.source
+                    )
+                } else {
+                    format!(
+                        "{source}: a pack for this pupil to {to} was sealed but its send did not finish (pack {}, from {}): run that send again to send it",
+                        first.pack_id, first.source
+                    )
+                });
                 ("not-sent", Some("already sent to this school".to_string()))
             }
             Err(f) => {
@@ -375,13 +387,56 @@ async fn destination(
     Ok(keys)
 }
 
-/// Every sent pack of the journal, by (destination, kind, UPN).
+/// Every pack of the journal that was sent, or was sealed and will be sent
+/// by running its send again, by (destination, kind, UPN).
 fn by_pupil(outbox: &Outbox) -> Result<ByPupil> {
     let mut map = ByPupil::new();
     for e in outbox.entries()? {
-        if e.state == State::Sent && !e.upn.is_empty() {
-            map.insert((e.to.clone(), e.kind, e.upn.clone()), e);
+        let counts = match e.state {
+            State::Sent => true,
+            State::Sealed => outbox.sealed_path(&e.key).exists(),
+            State::Failed => false,
+        };
+        if counts && !e.upn.is_empty() {
+            map.entry((e.to.clone(), e.kind, e.upn.clone()))
+                .or_default()
+                .push(e);
         }
     }
     Ok(map)
+}
+
+/// The packs sent before that nobody at their school can open any more:
+/// sealed only to keys it has since revoked, and (the server says) still
+/// waiting, not downloaded. Asks the server only when the journal has such
+/// packs.
+async fn stranded(
+    clients: &mut Clients,
+    outbox: &Outbox,
+    recipients: &HashMap<Laestab, Arc<Vec<SchoolKey>>>,
+) -> Result<HashSet<String>> {
+    let mut candidates = HashSet::new();
+    for e in outbox.entries()? {
+        let Some(keys) =
+            e.to.parse()
+                .ok()
+                .and_then(|to: Laestab| recipients.get(&to))
+        else {
+            continue;
+        };
+        let active: Vec<KeyId> = keys.iter().map(SchoolKey::key_id).collect();
+        if e.state == State::Sent && e.stranded(&active) {
+            candidates.insert(e.pack_id);
+        }
+    }
+    if candidates.is_empty() {
+        return Ok(candidates);
+    }
+    Ok(crate::commands::sent::list(clients)
+        .await?
+        .into_iter()
+        .filter(|p| p.state == v1::PackState::Pending as i32)
+        .filter_map(|p| p.header.map(|h| h.pack_id))
+        .filter(|id| candidates.contains(id))
+        .collect())
 }

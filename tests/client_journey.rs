@@ -382,13 +382,13 @@ async fn a_safeguarding_pack_opens_only_with_a_dsl_key(daemon: Daemon) {
     assert_eq!(inbox[0]["kind"], "safeguarding");
 
     let staff_out = root.path().join("staff-out");
-    // `pull --all` skips, saying why, a pack not sealed to this device.
+    // `pull --all` skips, saying why, a child-protection file (the DSL's).
     let out = staff
         .baton(&["pull", "--all", "--out", staff_out.to_str().unwrap()])
         .await;
     assert_eq!(out.status.code(), Some(0));
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("1 pack(s) not sealed to this device"),
+        String::from_utf8_lossy(&out.stderr).contains("skipping 1 child-protection file(s)"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );

@@ -53,7 +53,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Server, ServerTlsC
 use tonic::{Request, Response, Status, Streaming};
 
 /// Fresh PostgreSQL databases on `BATON_TEST_DATABASE_URL` (shared with the tests).
-#[path = "../../tests/common/pgdb.rs"]
+#[path = "../../tests/it/common/pgdb.rs"]
 mod pgdb;
 
 type BoxError = Box<dyn Error + Send + Sync>;

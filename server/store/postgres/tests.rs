@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::*;
 use crate::store::conformance::{self, suite};
 
-#[path = "../../../tests/common/pgdb.rs"]
+#[path = "../../../tests/it/common/pgdb.rs"]
 mod pgdb;
 
 /// A store on a database of its own, or `None` (skipped) without a server.

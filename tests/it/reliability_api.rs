@@ -6,9 +6,7 @@
 //! they staged), and absurd page sizes (clamped). Each gets the right
 //! status, the daemon's peak memory stays bounded, and it stays healthy.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

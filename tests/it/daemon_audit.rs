@@ -1,8 +1,6 @@
 //! The audit log: a whole journey is recorded and verifies; altering any
 //! single stored entry makes `batond admin audit verify` fail naming it.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
+use crate::common;
 
 use baton::api::v1;
 use baton::crypto::{Draft, seal};

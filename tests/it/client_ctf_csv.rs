@@ -3,10 +3,7 @@
 //! CTF its MIS can import, with every `<Pupil>` element exactly as the
 //! sender's MIS wrote it; and every kind of bad input sends nothing.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-#[macro_use]
-mod common;
+use crate::common;
 
 use std::path::Path;
 
@@ -16,7 +13,7 @@ use baton::record::TransitionRecord;
 use common::Daemon;
 use common::cli::{Home, enrol};
 
-const SAMPLE: &[u8] = include_bytes!("data/ctf/8612001_CTF_8614001_001.xml");
+const SAMPLE: &[u8] = include_bytes!("../data/ctf/8612001_CTF_8614001_001.xml");
 
 fn pupils_of(bytes: &[u8]) -> (CtfHeader, Vec<(String, TransitionRecord)>) {
     let mut reader = CtfReader::new(bytes).unwrap();

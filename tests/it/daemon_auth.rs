@@ -1,9 +1,6 @@
 //! Authorisation matrix over every RPC, on SQLite and PostgreSQL: success, unauthenticated (no token,
 //! bad token, revoked token), and another school's data.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-#[macro_use]
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -3,9 +3,7 @@
 //! Baton recipient. Needs `age` on the PATH (Debian package `age`); the test
 //! fails, rather than skips, without it.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod support;
+use crate::common::sealing;
 
 use std::process::{Command, Stdio};
 
@@ -14,8 +12,8 @@ use baton::crypto::{self, Identity, MemorySink};
 use baton::keys::Role;
 use baton::pack::contents::{ContentsReader, ContentsWriter};
 use baton::pack::{FORMAT_VERSION, Header, Kind};
+use sealing::{draft, manifest, school_key, seal};
 use sha2::{Digest, Sha256};
-use support::{draft, manifest, school_key, seal};
 
 fn age_cli() -> Command {
     let probe = Command::new("age").arg("--version").output();

@@ -3,10 +3,7 @@
 //! packs stranded by a key change, one bad destination in a class, honest
 //! failure messages, and plain words. The real `batond` and `baton`.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-#[macro_use]
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

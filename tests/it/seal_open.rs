@@ -2,15 +2,13 @@
 //! signatures: round trips to 1, 3 and 10 recipients, empty attachments,
 //! safeguarding packs sealed to DSL keys only, and every refusal.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod support;
+use crate::common::sealing;
 
 use baton::crypto::{self, Identity, MemorySink, OpenError, SealError};
 use baton::keys::{Role, SchoolKey};
 use baton::pack::{Kind, Manifest};
 use proptest::prelude::*;
-use support::{draft, manifest, school_key, seal};
+use sealing::{draft, manifest, school_key, seal};
 
 fn open(
     header: &baton::pack::SignedHeader,

@@ -1,8 +1,6 @@
 //! Uploads: streaming, atomic visibility, idempotent retries, conflicts and
 //! every refusal the daemon makes before or while receiving a pack.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
+use crate::common;
 
 use baton::api::v1;
 use baton::crypto::Identity;

@@ -5,9 +5,7 @@
 //! folder. (`write_vectors` made each folder once, for the version it
 //! wrote then; it refuses to overwrite.)
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod support;
+use crate::common::sealing;
 
 use std::path::{Path, PathBuf};
 
@@ -168,7 +166,7 @@ fn every_fail_vector_fails_with_its_error() {
 #[test]
 #[ignore = "writes the frozen vectors once; never run it over existing files"]
 fn write_vectors() {
-    use support::{draft, manifest, school_key, seal};
+    use sealing::{draft, manifest, school_key, seal};
     let out = dir(baton::pack::FORMAT_VERSION);
     assert!(
         !out.join("pack.age").exists(),

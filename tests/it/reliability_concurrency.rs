@@ -5,9 +5,7 @@
 //! inbox is empty, the database agrees, the audit log verifies, the
 //! daemon's memory stays bounded, and no pupil data is at rest on it.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::sync::Arc;

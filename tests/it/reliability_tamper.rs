@@ -12,9 +12,7 @@
 //! trusting another CA refuses to connect, see daemon_auth.rs). A receipt
 //! altered on the server fails verification at the sender.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::sync::Arc;

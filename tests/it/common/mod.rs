@@ -9,6 +9,8 @@ pub mod pgdb;
 
 pub mod cli;
 
+pub mod sealing;
+
 /// Runs the end-to-end scenario `async fn $name(daemon: Daemon)` twice: as
 /// `$name::sqlite` on the embedded SQLite store, and as `$name::postgres`
 /// on a fresh PostgreSQL database (skipped, saying so, when
@@ -19,13 +21,13 @@ macro_rules! on_both_backends {
         mod $name {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn sqlite() {
-                super::$name(super::common::Daemon::start_sqlite(&[]).await).await;
+                super::$name(crate::common::Daemon::start_sqlite(&[]).await).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
                 let what = concat!(module_path!(), " on PostgreSQL");
-                if let Some(daemon) = super::common::Daemon::start_postgres(what, &[]).await {
+                if let Some(daemon) = crate::common::Daemon::start_postgres(what, &[]).await {
                     super::$name(daemon).await;
                 }
             }

@@ -1,10 +1,8 @@
 //! Throughput of the upload path: 20 KB packs, many in flight, over TLS, on
 //! SQLite and (when `BATON_TEST_DATABASE_URL` is set) PostgreSQL with one
 //! node and with two nodes on one database. Ignored by default; run with
-//! `cargo test --release --all-features --test daemon_bench -- --ignored --nocapture --test-threads 1`.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
+//! `cargo test --release --all-features --test it daemon_bench -- --ignored --nocapture --test-threads 1`.
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Instant;

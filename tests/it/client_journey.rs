@@ -3,10 +3,7 @@
 //! class of 30 to a secondary, which pulls, checks and acknowledges them;
 //! the senders see verified receipts; and the refusals a school relies on.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-#[macro_use]
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

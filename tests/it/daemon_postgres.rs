@@ -1,9 +1,7 @@
 //! The daemon on PostgreSQL end to end: upload, inbox, download,
 //! acknowledge, sent and `batond admin audit verify`, through the real
 //! `batond`. Skipped (saying so) without `BATON_TEST_DATABASE_URL`.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
+use crate::common;
 
 use baton::api::v1;
 use common::{Daemon, ciphertext};

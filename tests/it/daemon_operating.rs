@@ -2,9 +2,7 @@
 //! connect by (`--tls-name`), admin commands refuse a database that does
 //! not exist, a second `serve` refuses a SQLite file already served, admin
 //! help shows only admin options, and reflection answers in both versions.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Stdio;

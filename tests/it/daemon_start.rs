@@ -1,8 +1,6 @@
 //! Starting the daemon: zero-configuration TLS in an empty data directory,
 //! refusal of plaintext off loopback, and the configuration commands.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
+use crate::common;
 
 use common::{Daemon, batond};
 use tonic_health::pb::health_client::HealthClient;

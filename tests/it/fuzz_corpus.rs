@@ -4,8 +4,6 @@
 //! the readers that face untrusted input. Long coverage-guided runs use
 //! `cargo fuzz` (see fuzz/README.md).
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::path::Path;
 
 /// Mutations tried per seed file.

@@ -3,9 +3,7 @@
 //! duplicate and half-show nothing, the audit chain stays one chain, and a
 //! node killed mid-upload leaves nothing visible. Skipped (saying so)
 //! without `BATON_TEST_DATABASE_URL`.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::sync::Arc;

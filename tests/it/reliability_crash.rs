@@ -12,9 +12,7 @@
 //! `BATON_LONG=1` runs more packs and rounds; `BATON_SEED=N` picks another
 //! (reproducible) sequence of kill moments.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
+use crate::common;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::Path;

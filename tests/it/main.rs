@@ -1,0 +1,30 @@
+//! The integration tests, one binary: the real `batond` and `baton`, real
+//! TLS, SQLite and PostgreSQL, and the reference `age` CLI. Each module is
+//! one area (named `daemon_*`, `client_*`, `reliability_*`, sealing and
+//! format tests); [`common`] holds the one set of helpers they share.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[macro_use]
+mod common;
+
+mod age_interop;
+mod client_ctf_csv;
+mod client_journey;
+mod client_pilot;
+mod daemon_audit;
+mod daemon_auth;
+mod daemon_bench;
+mod daemon_multinode;
+mod daemon_operating;
+mod daemon_postgres;
+mod daemon_start;
+mod daemon_upload;
+mod fuzz_corpus;
+mod reliability_api;
+mod reliability_concurrency;
+mod reliability_crash;
+mod reliability_tamper;
+mod seal_memory;
+mod seal_open;
+mod vectors;

@@ -6,6 +6,7 @@
 mod commands;
 mod connect;
 mod home;
+mod limits;
 mod outbox;
 mod output;
 mod packdir;

@@ -6,8 +6,8 @@ use baton::Laestab;
 use sha2::{Digest, Sha256};
 use tonic::{Request, Status};
 
+use crate::app::App;
 use crate::cache::View;
-use crate::services::App;
 use crate::store::Store;
 
 /// Every API token starts with this, so a leaked one is easy to spot.

@@ -7,6 +7,7 @@
 //! admin commands only on a database that exists.
 
 mod admin;
+mod app;
 mod audit;
 mod auth;
 mod cache;
@@ -312,7 +313,7 @@ async fn serve<S: Store>(config: Config, store: S) -> anyhow::Result<()> {
     }
 
     let shutdown = CancellationToken::new();
-    let app = services::App::new(
+    let app = app::App::new(
         store,
         config.max_pack_bytes,
         shutdown.clone(),

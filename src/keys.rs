@@ -10,7 +10,8 @@ use std::str::FromStr;
 use ed25519_dalek::{Signature, Verifier as _, VerifyingKey};
 use sha2::{Digest, Sha256};
 
-use crate::pack::Kind;
+use crate::api::convert::wire;
+use crate::api::{WireError, v1};
 
 /// Domain separation for key fingerprints. Signed bytes: do not change.
 const KEY_ID_CONTEXT: &[u8] = b"baton-key-v1\n";
@@ -242,18 +243,83 @@ pub fn enrol_statement(laestab: &crate::Laestab, key_id: KeyId) -> Vec<u8> {
     out
 }
 
-/// The keys of a destination school that a pack of `kind` is sealed to:
-/// every active key for a transfer pack, only active `dsl` keys for a
-/// safeguarding pack. Sorted by key id, without duplicates.
-pub fn recipients_for(kind: Kind, keys: &[SchoolKey]) -> Vec<&SchoolKey> {
-    let mut chosen: Vec<&SchoolKey> = keys
-        .iter()
-        .filter(|k| k.is_active())
-        .filter(|k| kind != Kind::Safeguarding || k.roles.contains(&Role::Dsl))
-        .collect();
-    chosen.sort_by_key(|k| k.key_id());
-    chosen.dedup_by_key(|k| k.key_id());
-    chosen
+/// Parses a key id field.
+pub fn parse_key_id(field: &'static str, text: &str) -> Result<KeyId, WireError> {
+    text.parse().map_err(|e| wire(field, e))
+}
+
+impl From<Role> for v1::Role {
+    fn from(role: Role) -> Self {
+        match role {
+            Role::Dsl => Self::Dsl,
+            Role::Senco => Self::Senco,
+            Role::Staff => Self::Staff,
+        }
+    }
+}
+
+/// Parses a `Role` enum value.
+pub fn role(field: &'static str, value: i32) -> Result<Role, WireError> {
+    match v1::Role::try_from(value) {
+        Ok(v1::Role::Dsl) => Ok(Role::Dsl),
+        Ok(v1::Role::Senco) => Ok(Role::Senco),
+        Ok(v1::Role::Staff) => Ok(Role::Staff),
+        _ => Err(wire(field, "must be ROLE_DSL, ROLE_SENCO or ROLE_STAFF")),
+    }
+}
+
+impl From<&SchoolKey> for v1::Key {
+    fn from(key: &SchoolKey) -> Self {
+        Self {
+            key_id: key.key_id().to_string(),
+            age_recipient: key.public.age_recipient().to_string(),
+            signing_key: key.public.signing_key_bytes().to_vec(),
+            label: key.label.clone(),
+            roles: key
+                .roles
+                .iter()
+                .map(|r| v1::Role::from(*r) as i32)
+                .collect(),
+            created_at_ms: key.created_at_ms,
+            revoked_at_ms: key.revoked_at_ms.unwrap_or(0),
+        }
+    }
+}
+
+impl TryFrom<&v1::Key> for SchoolKey {
+    type Error = WireError;
+    fn try_from(key: &v1::Key) -> Result<Self, WireError> {
+        let public = PublicKey::new(&key.age_recipient, &key.signing_key).map_err(|e| match e {
+            KeyError::Recipient => wire("key.age_recipient", e),
+            _ => wire("key.signing_key", e),
+        })?;
+        if !key.key_id.is_empty() && parse_key_id("key.key_id", &key.key_id)? != public.key_id() {
+            return Err(wire("key.key_id", "does not match the key's fingerprint"));
+        }
+        let mut roles = key
+            .roles
+            .iter()
+            .map(|r| role("key.roles", *r))
+            .collect::<Result<Vec<_>, _>>()?;
+        roles.sort();
+        roles.dedup();
+        if roles.is_empty() {
+            return Err(wire("key.roles", "a key needs at least one role"));
+        }
+        if key.label.chars().count() > 200 || key.label.chars().any(char::is_control) {
+            return Err(wire(
+                "key.label",
+                "at most 200 characters, no control characters",
+            ));
+        }
+        Ok(Self {
+            public,
+            label: key.label.clone(),
+            roles,
+            created_at_ms: key.created_at_ms,
+            revoked_at_ms: (key.revoked_at_ms != 0).then_some(key.revoked_at_ms),
+        })
+    }
 }
 
 #[cfg(test)]

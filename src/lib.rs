@@ -3,7 +3,7 @@
 //!
 //! This library is what the daemon (`batond`) and the CLI (`baton`) share:
 //!
-//! - [`api`]: the gRPC wire contract and its conversions to domain types;
+//! - [`api`]: the gRPC wire contract (each domain type converts itself);
 //! - [`upn`] and [`laestab`]: pupil and school identifiers;
 //! - [`record`]: a pupil's transition record and its `record.json` form;
 //! - [`ctf`]: reading and writing Common Transfer Files, pupil by pupil;
@@ -13,6 +13,11 @@
 //! - [`digest`]: SHA-256 of long streams on a second core;
 //! - `crypto` (feature `client`): key generation, sealing and opening packs
 //!   with age, so a daemon built without it cannot open a pack at all.
+//!
+//! [`record`], [`ctf`], [`csv`] and the pack's contents (its manifest and
+//! framing) are behind feature `records` (part of `client`): the daemon
+//! never sees a record, and a daemon-only build does not compile them. The
+//! fuzz entry points are behind feature `fuzz`.
 //!
 //! ```
 //! use baton::{Laestab, Upn};
@@ -27,14 +32,18 @@
 pub mod api;
 #[cfg(feature = "client")]
 pub mod crypto;
+#[cfg(feature = "records")]
 pub mod csv;
+#[cfg(feature = "records")]
 pub mod ctf;
 pub mod digest;
+#[cfg(feature = "fuzz")]
 #[doc(hidden)]
 pub mod fuzz;
 pub mod keys;
 pub mod laestab;
 pub mod pack;
+#[cfg(feature = "records")]
 pub mod record;
 pub mod upn;
 

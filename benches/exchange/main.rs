@@ -41,7 +41,8 @@ use baton::api::v1::enrolment_client::EnrolmentClient;
 use baton::api::v1::exchange_client::ExchangeClient;
 use baton::api::v1::exchange_server::{Exchange, ExchangeServer};
 use baton::crypto::{Draft, Identity, Sink, open, seal};
-use baton::keys::{PublicKey, Role, SchoolKey, enrol_statement, recipients_for};
+use baton::keys::{PublicKey, Role, SchoolKey, enrol_statement};
+use baton::pack::recipients_for;
 use baton::pack::{
     AttachmentMeta, FORMAT_VERSION, Header, Kind, Manifest, PackId, Receipt, SignedHeader,
 };

@@ -10,8 +10,9 @@ use anyhow::{Result, bail};
 use baton::Laestab;
 use baton::api::v1;
 
-use crate::connect::{Clients, connect, explain};
+use crate::connect::{connect, explain};
 use crate::home::Home;
+use crate::limits::{OVERHEAD, server_limit};
 use crate::output::json;
 use crate::sources::{Gathered, Options};
 
@@ -31,15 +32,6 @@ pub struct Args {
     /// Print a JSON object instead of text.
     #[arg(long)]
     json: bool,
-}
-
-/// The server's largest pack, or `None` for a server too old to say.
-pub async fn server_limit(clients: &mut Clients) -> Result<Option<u64>> {
-    match clients.exchange.limits(v1::LimitsRequest {}).await {
-        Ok(r) => Ok(Some(r.into_inner().max_pack_bytes)),
-        Err(s) if s.code() == tonic::Code::Unimplemented => Ok(None),
-        Err(s) => bail!("asking the server for its limits: {}", explain(&s)),
-    }
 }
 
 /// Runs `baton check`; `home` is the enrolled home, if there is one.
@@ -159,7 +151,7 @@ fn read(gathered: &mut Gathered, file: &Path, opts: &Options<'_>, top: bool) {
 async fn check_online(home: &Home, gathered: &mut Gathered) -> Result<()> {
     let mut clients = connect(home).await?;
     if let Some(limit) = server_limit(&mut clients).await? {
-        gathered.check_sizes(limit, crate::commands::send::OVERHEAD);
+        gathered.check_sizes(limit, OVERHEAD);
     }
     let mut destinations: Vec<Laestab> = gathered.items.iter().filter_map(|i| i.to).collect();
     destinations.sort();

@@ -7,8 +7,8 @@ use baton::api::v1;
 use baton::api::v1::directory_server::Directory;
 use tonic::{Request, Response, Status};
 
-use super::enrolment::{new_key, school_message};
-use super::{App, parse_laestab, store_status, wire_status};
+use super::wire::{new_key, parse_laestab, school_message, store_status, wire_status};
+use crate::app::App;
 use crate::audit::Event;
 use crate::auth;
 use crate::store::{Store, now_ms};
@@ -91,7 +91,7 @@ impl<S: Store> Directory for Service<S> {
         let req = request.into_inner();
         let laestab = parse_laestab("laestab", &req.laestab)?;
         own_school(&caller, &laestab)?;
-        let key_id = baton::api::convert::key_id("key_id", &req.key_id).map_err(wire_status)?;
+        let key_id = baton::keys::parse_key_id("key_id", &req.key_id).map_err(wire_status)?;
         let event = Event::by_school(&caller, "key.revoke", key_id);
         let key = self
             .app

@@ -5,13 +5,13 @@ use std::sync::Arc;
 
 use baton::api::v1;
 use baton::api::v1::enrolment_server::Enrolment;
-use baton::keys::{SchoolKey, enrol_statement};
 use tonic::{Request, Response, Status};
 
-use super::{App, parse_laestab, store_status, wire_status};
+use super::wire::{new_key, parse_laestab, school_message, store_status};
+use crate::app::App;
 use crate::audit::Event;
 use crate::auth;
-use crate::store::{Store, StoreError, now_ms};
+use crate::store::{Store, StoreError};
 
 /// The enrolment service.
 pub struct Service<S> {
@@ -23,42 +23,6 @@ impl<S: Store> Service<S> {
     pub fn new(app: Arc<App<S>>) -> Self {
         Self { app }
     }
-}
-
-/// The wire form of a school, with all or only active keys.
-pub fn school_message(school: &crate::store::School, active_only: bool) -> v1::School {
-    v1::School {
-        laestab: school.info.laestab.to_string(),
-        name: school.info.name.clone(),
-        phase: school.info.phase.clone(),
-        urn: school.info.urn.clone(),
-        keys: school
-            .keys
-            .iter()
-            .filter(|k| !active_only || k.is_active())
-            .map(v1::Key::from)
-            .collect(),
-    }
-}
-
-/// Checks a new key's proof of possession and stamps its creation time.
-pub fn new_key(
-    laestab: &baton::Laestab,
-    key: Option<&v1::Key>,
-    proof: &[u8],
-) -> Result<SchoolKey, Status> {
-    let key = key.ok_or_else(|| Status::invalid_argument("field `key`: missing"))?;
-    let mut key = SchoolKey::try_from(key).map_err(wire_status)?;
-    key.public
-        .verify(&enrol_statement(laestab, key.key_id()), proof)
-        .map_err(|_| {
-            Status::invalid_argument(
-                "field `proof`: not a signature by `key` over the enrolment statement",
-            )
-        })?;
-    key.created_at_ms = now_ms();
-    key.revoked_at_ms = None;
-    Ok(key)
 }
 
 #[tonic::async_trait]

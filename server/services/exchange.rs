@@ -21,7 +21,8 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{App, store_status, wire_status};
+use super::wire::{store_status, wire_status};
+use crate::app::App;
 use crate::audit::Event;
 use crate::auth;
 use crate::cache::View;

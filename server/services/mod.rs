@@ -1,22 +1,20 @@
-//! The gRPC services over a [`Store`]: shared state, the mapping from store
-//! errors and wire errors to status codes, and the router with health and
-//! reflection.
+//! The gRPC services over a [`Store`], and the router that serves them with
+//! health and reflection. What they share is [`App`]; how store values and
+//! errors meet the wire is [`wire`].
 
 pub mod directory;
 pub mod enrolment;
 pub mod exchange;
+pub mod wire;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use baton::Laestab;
-use baton::api::{WireError, v1};
-use tokio_util::sync::CancellationToken;
-use tonic::Status;
+use baton::api::v1;
 use tonic::transport::server::Router;
 
-use crate::cache::DirectoryCache;
-use crate::store::{Store, StoreError};
+use crate::app::App;
+use crate::store::Store;
 
 /// Largest gRPC message either side may send or receive.
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
@@ -26,63 +24,6 @@ const STREAM_WINDOW_BYTES: u32 = 256 * 1024;
 
 /// HTTP/2 flow-control window of one connection (all its streams).
 const CONNECTION_WINDOW_BYTES: u32 = 1024 * 1024;
-
-/// What every service shares.
-pub struct App<S> {
-    /// Persistent state.
-    pub store: S,
-    /// Schools, keys and tokens, as of the store's directory version.
-    pub directory: DirectoryCache,
-    /// Largest pack accepted, bytes of ciphertext.
-    pub max_pack_bytes: u64,
-    /// Cancelled when the daemon shuts down, to end long streams.
-    pub shutdown: CancellationToken,
-    /// Longest wait for the next message of an upload stream; a stalled
-    /// (or slowloris) upload is dropped after it.
-    pub upload_idle_timeout: Duration,
-}
-
-impl<S: Store> App<S> {
-    /// Shared state over `store`.
-    pub fn new(
-        store: S,
-        max_pack_bytes: u64,
-        shutdown: CancellationToken,
-        upload_idle_timeout: Duration,
-    ) -> Arc<Self> {
-        Arc::new(Self {
-            store,
-            directory: DirectoryCache::default(),
-            max_pack_bytes,
-            shutdown,
-            upload_idle_timeout,
-        })
-    }
-}
-
-/// A store error as the client should see it; details of internal
-/// failures go to the log, not the wire.
-pub fn store_status(err: StoreError) -> Status {
-    match err {
-        StoreError::NotFound(what) => Status::not_found(format!("{what} not found")),
-        StoreError::Conflict(what) => Status::already_exists(format!("{what} already exists")),
-        StoreError::BadCode => Status::permission_denied(err.to_string()),
-        StoreError::Corrupt(_) | StoreError::Database(_) | StoreError::Migrate(_) => {
-            tracing::error!(error = %err, "storage failure");
-            Status::unavailable("storage failure; try again")
-        }
-    }
-}
-
-/// A malformed wire value: `InvalidArgument` naming the field.
-pub fn wire_status(err: WireError) -> Status {
-    Status::invalid_argument(err.to_string())
-}
-
-/// Parses a LAESTAB field or fails with `InvalidArgument`.
-pub fn parse_laestab(field: &'static str, text: &str) -> Result<Laestab, Status> {
-    baton::api::convert::laestab(field, text).map_err(wire_status)
-}
 
 /// All services, health and reflection on one router.
 pub async fn router<S: Store>(

@@ -6,9 +6,11 @@ use std::str::FromStr;
 
 use super::{HashingWriter, Identity};
 use crate::Laestab;
-use crate::keys::{SchoolKey, recipients_for};
+use crate::keys::SchoolKey;
 use crate::pack::contents::{ContentsError, ContentsWriter};
-use crate::pack::{FORMAT_VERSION, Header, Kind, Manifest, PackError, PackId, SignedHeader};
+use crate::pack::{
+    FORMAT_VERSION, Header, Kind, Manifest, PackError, PackId, SignedHeader, recipients_for,
+};
 
 /// Everything about a pack except its contents and its keys.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,6 +10,7 @@ use std::io::{self, Read, Write};
 use prost::Message as _;
 use sha2::{Digest, Sha256};
 
+pub use super::header::VERSIONS;
 use crate::api::v1;
 use crate::digest::Sha256Stream;
 use crate::record::TransitionRecord;
@@ -207,17 +208,6 @@ pub fn check_names(attachments: &[AttachmentMeta]) -> Result<(), ContentsError> 
     }
     Ok(())
 }
-
-/// The plaintext framing of each pack format version this build reads
-/// (the header's `format_version` says which one a pack uses):
-///
-/// - **1**: the manifest lists every attachment's SHA-256; each
-///   attachment's bytes follow in order.
-/// - **2** (written since): the manifest lists names, media types and sizes;
-///   each attachment's bytes are followed by their SHA-256 (32 bytes). A
-///   sender hashes each file once, while sealing it, instead of once to
-///   write the manifest and again while sealing.
-pub const VERSIONS: std::ops::RangeInclusive<u32> = 1..=2;
 
 /// Frames a pack's plaintext into `out`: the manifest, then each attachment
 /// in manifest order through [`ContentsWriter::attachment`].

@@ -6,11 +6,22 @@ use crate::Laestab;
 use crate::keys::{KeyId, PublicKey};
 
 /// The pack format version this build writes. It reads every version in
-/// [`contents::VERSIONS`](super::contents::VERSIONS); the versions differ
-/// only in how the plaintext is framed, never in the header's signed bytes.
+/// [`VERSIONS`]; the versions differ only in how the plaintext is framed,
+/// never in the header's signed bytes.
 pub const FORMAT_VERSION: u32 = 2;
 
-const _: () = assert!(*super::contents::VERSIONS.end() == FORMAT_VERSION);
+/// The plaintext framing of each pack format version this build reads
+/// (the header's `format_version` says which one a pack uses):
+///
+/// - **1**: the manifest lists every attachment's SHA-256; each
+///   attachment's bytes follow in order.
+/// - **2** (written since): the manifest lists names, media types and sizes;
+///   each attachment's bytes are followed by their SHA-256 (32 bytes). A
+///   sender hashes each file once, while sealing it, instead of once to
+///   write the manifest and again while sealing.
+pub const VERSIONS: std::ops::RangeInclusive<u32> = 1..=2;
+
+const _: () = assert!(*VERSIONS.end() == FORMAT_VERSION);
 
 /// Domain separation for header signatures. Signed bytes: do not change.
 const HEADER_CONTEXT: &[u8] = b"baton-pack-header-v1\n";
@@ -76,7 +87,7 @@ impl SignedHeader {
     /// Joins a header and a signature, checking only the format version; use
     /// [`SignedHeader::verify`] before trusting it.
     pub fn from_parts(header: Header, signature: [u8; 64]) -> Result<Self, PackError> {
-        if !super::contents::VERSIONS.contains(&header.format_version) {
+        if !VERSIONS.contains(&header.format_version) {
             return Err(PackError::Version(header.format_version));
         }
         Ok(Self { header, signature })

@@ -6,15 +6,20 @@
 //! is a [`Manifest`] plus the attachments' bytes. The two never share a type,
 //! and the daemon only ever handles the sealed one.
 
+#[cfg(feature = "records")]
 pub mod contents;
 mod header;
 mod receipt;
+mod wire;
 
 use std::fmt;
 use std::str::FromStr;
 
+use crate::keys::{Role, SchoolKey};
+
+#[cfg(feature = "records")]
 pub use contents::{AttachmentMeta, Manifest};
-pub use header::{FORMAT_VERSION, Header, SignedHeader};
+pub use header::{FORMAT_VERSION, Header, SignedHeader, VERSIONS};
 pub use receipt::{Receipt, SignedReceipt};
 
 /// A pack id: a UUIDv7 chosen by the sending client, so ids sort by time.
@@ -145,6 +150,20 @@ fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     // Lengths here are bounded by the types (ids, hashes); u32 always fits.
     out.extend_from_slice(&u32::try_from(bytes.len()).unwrap_or(u32::MAX).to_be_bytes());
     out.extend_from_slice(bytes);
+}
+
+/// The keys of a destination school that a pack of `kind` is sealed to:
+/// every active key for a transfer pack, only active `dsl` keys for a
+/// safeguarding pack. Sorted by key id, without duplicates.
+pub fn recipients_for(kind: Kind, keys: &[SchoolKey]) -> Vec<&SchoolKey> {
+    let mut chosen: Vec<&SchoolKey> = keys
+        .iter()
+        .filter(|k| k.is_active())
+        .filter(|k| kind != Kind::Safeguarding || k.roles.contains(&Role::Dsl))
+        .collect();
+    chosen.sort_by_key(|k| k.key_id());
+    chosen.dedup_by_key(|k| k.key_id());
+    chosen
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ mod daemon_operating;
 mod daemon_postgres;
 mod daemon_start;
 mod daemon_upload;
+#[cfg(feature = "fuzz")]
 mod fuzz_corpus;
 mod reliability_api;
 mod reliability_concurrency;

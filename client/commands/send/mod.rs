@@ -14,11 +14,12 @@ use std::sync::Arc;
 use anyhow::{Context as _, Result, bail};
 use baton::Laestab;
 use baton::api::v1;
-use baton::keys::{KeyId, SchoolKey, recipients_for};
-use baton::pack::Kind;
+use baton::keys::{KeyId, SchoolKey};
+use baton::pack::{Kind, recipients_for};
 
 use crate::connect::{Clients, connect};
 use crate::home::Home;
+use crate::limits::{OVERHEAD, server_limit};
 use crate::outbox::{Outbox, State};
 use crate::output::{UsageError, json, progress};
 use crate::pins::{KeysChanged, NotEnrolled, Pins, refresh};
@@ -30,10 +31,6 @@ use job::{ByPupil, Job, Outcome};
 
 /// Packs sealed and uploaded at once.
 const CONCURRENCY: usize = 4;
-
-/// Room left beside the attachments for the record, the framing and age's
-/// overhead when judging a pack's size before sealing.
-pub const OVERHEAD: u64 = 64 * 1024;
 
 /// Send packs: pack folders, CTF files or a class spreadsheet.
 #[derive(Debug, clap::Args)]
@@ -118,7 +115,7 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
 
     // One connection for everything; if the server is down, one line says so.
     let mut clients = connect(home).await?;
-    if let Some(limit) = crate::commands::check::server_limit(&mut clients).await? {
+    if let Some(limit) = server_limit(&mut clients).await? {
         gathered.check_sizes(limit, OVERHEAD);
     }
     let mut pins = Pins::load(home)?;

@@ -8,17 +8,18 @@ use std::time::Duration;
 use baton::Laestab;
 use baton::api::v1;
 use baton::api::v1::upload_request::Part as UpPart;
-use baton::keys::recipients_for;
 use baton::pack::SignedHeader;
+use baton::pack::recipients_for;
 use prost::Message as _;
 use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{CHUNK_BYTES, Service, active_key};
+use crate::app::App;
 use crate::audit::Event;
 use crate::auth;
 use crate::cache::View;
-use crate::services::{App, store_status, wire_status};
+use crate::services::wire::{store_status, wire_status};
 use crate::store::{Committed, Store, now_ms};
 
 /// How many times an upload is checked again when the directory changes

@@ -6,6 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::upn::Upn;
 
+mod wire;
+
 /// A pupil's transition record, as `record.json` holds it.
 #[derive(Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -1,0 +1,44 @@
+//! What every gRPC service shares: the store, the directory cache, limits
+//! and the shutdown signal. Its own module so that the services and the
+//! authentication they call both depend on it, not on each other.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::cache::DirectoryCache;
+use crate::store::Store;
+
+/// What every service shares.
+pub struct App<S> {
+    /// Persistent state.
+    pub store: S,
+    /// Schools, keys and tokens, as of the store's directory version.
+    pub directory: DirectoryCache,
+    /// Largest pack accepted, bytes of ciphertext.
+    pub max_pack_bytes: u64,
+    /// Cancelled when the daemon shuts down, to end long streams.
+    pub shutdown: CancellationToken,
+    /// Longest wait for the next message of an upload stream; a stalled
+    /// (or slowloris) upload is dropped after it.
+    pub upload_idle_timeout: Duration,
+}
+
+impl<S: Store> App<S> {
+    /// Shared state over `store`.
+    pub fn new(
+        store: S,
+        max_pack_bytes: u64,
+        shutdown: CancellationToken,
+        upload_idle_timeout: Duration,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            directory: DirectoryCache::default(),
+            max_pack_bytes,
+            shutdown,
+            upload_idle_timeout,
+        })
+    }
+}

@@ -258,26 +258,27 @@ fn lock_for_serve(database: &Path) -> anyhow::Result<std::fs::File> {
     Ok(file)
 }
 
-/// Resolves when SIGINT or SIGTERM arrives.
-async fn terminate() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// A future that resolves when SIGINT or SIGTERM arrives. The handlers are
+/// installed now, not when the future is first polled: a signal that comes
+/// just after `serve` says it is listening still shuts it down cleanly.
+fn terminate() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
     {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
-                }
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut int = signal(SignalKind::interrupt()).context("handling SIGINT")?;
+        let mut term = signal(SignalKind::terminate()).context("handling SIGTERM")?;
+        Ok(async move {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
             }
-            Err(_) => {
-                let _ = ctrl_c.await;
-            }
-        }
+        })
     }
     #[cfg(not(unix))]
     {
-        let _ = ctrl_c.await;
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
     }
 }
 
@@ -321,6 +322,7 @@ async fn serve<S: Store>(config: Config, store: S) -> anyhow::Result<()> {
     );
     let router = services::router(builder, app).await?;
 
+    let terminated = terminate()?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
@@ -352,7 +354,7 @@ async fn serve<S: Store>(config: Config, store: S) -> anyhow::Result<()> {
     let signal = {
         let shutdown = shutdown.clone();
         async move {
-            terminate().await;
+            terminated.await;
             tracing::info!("shutting down");
             shutdown.cancel();
         }

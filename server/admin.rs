@@ -16,6 +16,7 @@ use crate::audit::{self, Event};
 use crate::auth;
 use crate::config::{CodeArgs, Config};
 use crate::store::{NewSchool, Store, StoreError, now_ms};
+use tokio_stream::StreamExt as _;
 
 /// Operator commands.
 #[derive(Debug, Subcommand)]
@@ -250,12 +251,17 @@ pub async fn run<S: Store>(store: &S, config: &Config, command: Command) -> anyh
             writeln!(out, "revoked key {key_id} of {laestab}")?;
         }
         Command::Audit(AuditCommand::Verify) => {
-            let log = store.audit_log().await.context("reading the audit log")?;
-            let n = audit::verify(&log)?;
-            writeln!(out, "audit log intact: {n} entries")?;
+            let mut log = store.audit_log();
+            let mut verifier = audit::Verifier::default();
+            while let Some(entry) = log.next().await {
+                verifier.push(&entry.context("reading the audit log")?)?;
+            }
+            writeln!(out, "audit log intact: {} entries", verifier.count())?;
         }
         Command::Audit(AuditCommand::Export) => {
-            for entry in store.audit_log().await.context("reading the audit log")? {
+            let mut log = store.audit_log();
+            while let Some(entry) = log.next().await {
+                let entry = entry.context("reading the audit log")?;
                 writeln!(out, "{}", serde_json::to_string(&entry)?)?;
             }
         }

@@ -126,19 +126,34 @@ pub enum Broken {
     },
 }
 
-/// Checks the chain from the first entry on; returns the number of entries.
-pub fn verify<'a>(entries: impl IntoIterator<Item = &'a Entry>) -> Result<u64, Broken> {
-    let mut prev: Vec<u8> = GENESIS.to_vec();
-    let mut count = 0u64;
-    for (i, e) in entries.into_iter().enumerate() {
-        let expected = i as i64 + 1;
+/// Checks the chain entry by entry, from the first on, so a log of any
+/// length is checked as it is read.
+#[derive(Debug)]
+pub struct Verifier {
+    prev: Vec<u8>,
+    count: u64,
+}
+
+impl Default for Verifier {
+    fn default() -> Self {
+        Self {
+            prev: GENESIS.to_vec(),
+            count: 0,
+        }
+    }
+}
+
+impl Verifier {
+    /// Checks the next entry against the ones before it.
+    pub fn push(&mut self, e: &Entry) -> Result<(), Broken> {
+        let expected = i64::try_from(self.count).unwrap_or(i64::MAX) + 1;
         if e.seq != expected {
             return Err(Broken::Gap {
                 seq: e.seq,
                 expected,
             });
         }
-        if e.prev_hash != prev {
+        if e.prev_hash != self.prev {
             return Err(Broken::Link { seq: e.seq });
         }
         let hash = link(
@@ -152,10 +167,25 @@ pub fn verify<'a>(entries: impl IntoIterator<Item = &'a Entry>) -> Result<u64, B
         if e.hash != hash {
             return Err(Broken::Hash { seq: e.seq });
         }
-        prev = e.hash.clone();
-        count += 1;
+        self.prev.clone_from(&e.hash);
+        self.count += 1;
+        Ok(())
     }
-    Ok(count)
+
+    /// How many entries were checked.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+}
+
+/// Checks the chain from the first entry on; returns the number of entries.
+#[cfg(test)]
+pub fn verify<'a>(entries: impl IntoIterator<Item = &'a Entry>) -> Result<u64, Broken> {
+    let mut verifier = Verifier::default();
+    for e in entries {
+        verifier.push(e)?;
+    }
+    Ok(verifier.count())
 }
 
 #[cfg(test)]

@@ -100,9 +100,7 @@ impl DirectoryCache {
             // A failed read is shared too: with the database down, queued
             // calls fail together instead of each waiting out its own.
             return outcome.ok_or_else(|| {
-                StoreError::Database(sqlx::Error::Protocol(
-                    "reading the directory version failed".into(),
-                ))
+                StoreError::Unavailable("reading the directory version failed".into())
             });
         }
         let began = Instant::now();
@@ -178,8 +176,8 @@ mod tests {
 
     use super::*;
     use crate::audit::Event;
-    use crate::store::NewSchool;
     use crate::store::sqlite::Sqlite;
+    use crate::store::{Directory as _, NewSchool};
 
     fn school() -> NewSchool {
         NewSchool {

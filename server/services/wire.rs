@@ -16,7 +16,10 @@ pub fn store_status(err: StoreError) -> Status {
         StoreError::NotFound(what) => Status::not_found(format!("{what} not found")),
         StoreError::Conflict(what) => Status::already_exists(format!("{what} already exists")),
         StoreError::BadCode => Status::permission_denied(err.to_string()),
-        StoreError::Corrupt(_) | StoreError::Database(_) | StoreError::Migrate(_) => {
+        StoreError::Corrupt(_)
+        | StoreError::Database(_)
+        | StoreError::Migrate(_)
+        | StoreError::Unavailable(_) => {
             tracing::error!(error = %err, "storage failure");
             Status::unavailable("storage failure; try again")
         }

@@ -62,8 +62,19 @@ fn school(n: u16) -> NewSchool {
     }
 }
 
+/// The whole audit log, read from its stream.
+pub async fn log(store: &impl Store) -> Vec<audit::Entry> {
+    use tokio_stream::StreamExt as _;
+    let mut out = Vec::new();
+    let mut entries = store.audit_log();
+    while let Some(entry) = entries.next().await {
+        out.push(entry.unwrap());
+    }
+    out
+}
+
 async fn verified(store: &impl Store) -> u64 {
-    audit::verify(&store.audit_log().await.unwrap()).unwrap()
+    audit::verify(&log(store).await).unwrap()
 }
 
 /// Stores a pack of `data` in one chunk under a fresh upload id.

@@ -121,9 +121,7 @@ pub trait GroupWriter: Send + Sync + 'static {
 
 /// The error a request gets when the committer task has stopped.
 fn committer_gone() -> StoreError {
-    StoreError::Database(sqlx::Error::Protocol(
-        "the group committer has stopped".into(),
-    ))
+    StoreError::Unavailable("the group committer has stopped".into())
 }
 
 /// A handle that queues commits for a committer task.
@@ -211,9 +209,7 @@ fn answer(
             let mut first = Some(e);
             for request in batch.drain(..) {
                 let error = first.take().unwrap_or_else(|| {
-                    StoreError::Database(sqlx::Error::Protocol(format!(
-                        "group commit failed: {message}"
-                    )))
+                    StoreError::Unavailable(format!("group commit failed: {message}"))
                 });
                 let _ = request.reply.send(Err(error));
             }

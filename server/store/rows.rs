@@ -1,23 +1,11 @@
-//! Pure helpers both stores share: decoding rows into domain values, the
-//! next link of the audit chain, and the column lists the two SQL dialects
-//! have in common. Nothing here touches a connection.
+//! Pure helpers both stores share: decoding rows into domain values and the
+//! next link of the audit chain. Nothing here touches a connection.
 
 use baton::Laestab;
 use baton::keys::{PublicKey, Role, SchoolKey};
 
 use super::{Arrival, PackStatus, Result, StoreError, StoredPack};
 use crate::audit;
-
-/// The columns of [`PackRow`], in order.
-pub const PACK_COLUMNS: &str = "seq, header, from_laestab, to_laestab, ciphertext_sha256, upload_id, \
-     chunks, status, uploaded_at_ms, downloaded_at_ms, acknowledged_at_ms, receipt";
-
-/// The columns of [`KeyRow`], in order.
-pub const KEY_COLUMNS: &str =
-    "key_id, age_recipient, signing_key, label, roles, created_at_ms, revoked_at_ms";
-
-/// The columns of [`AuditRow`], in order.
-pub const AUDIT_COLUMNS: &str = "seq, at_ms, actor, action, subject, prev_hash, hash";
 
 /// A pack row as both databases return it.
 pub type PackRow = (

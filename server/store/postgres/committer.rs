@@ -10,7 +10,8 @@ use std::collections::{HashMap, HashSet};
 
 use sqlx::{PgConnection, PgPool, Postgres as Db, QueryBuilder};
 
-use super::{append, events};
+use super::chain::append;
+use super::events;
 use crate::store::group::{self, CommitRequest, GroupWriter, ROWS_PER_STATEMENT};
 use crate::store::rows::corrupt;
 use crate::store::{Committed, DIRECTORY_VERSION_SQL, Result};

@@ -9,7 +9,7 @@ use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use tokio::sync::broadcast;
 
-use super::pack_by_id;
+use super::sql::pack_by_id;
 use crate::store::rows::arrival;
 use crate::store::{Arrival, Result};
 

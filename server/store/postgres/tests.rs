@@ -7,7 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
+use crate::audit;
 use crate::store::conformance::{self, suite};
+use crate::store::{Committed, Packs as _, StoreError};
+use baton::pack::PackId;
 
 #[path = "../../../tests/it/common/pgdb.rs"]
 mod pgdb;
@@ -109,5 +112,5 @@ async fn two_nodes_share_one_chain_and_hear_each_other() {
             .expect("node B missed an arrival")
             .unwrap();
     }
-    assert_eq!(audit::verify(&node_a.audit_log().await.unwrap()), Ok(32));
+    assert_eq!(audit::verify(&conformance::log(&*node_a).await), Ok(32));
 }

@@ -16,7 +16,7 @@ use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{Connection as _, QueryBuilder, Sqlite as Db, SqliteConnection};
 use tokio::sync::{Mutex, broadcast};
 
-use super::append;
+use super::chain::append;
 use super::checkpoint::Checkpointer;
 use crate::store::group::{self, CommitRequest, GroupWriter, ROWS_PER_STATEMENT};
 use crate::store::rows::corrupt;

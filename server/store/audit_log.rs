@@ -1,0 +1,20 @@
+//! Reading the audit log back. Entries are appended by the calls that
+//! change something (in their own transaction) and by the audit queue
+//! ([`super::appender`]) for listings; this is how they come out again.
+
+use std::pin::Pin;
+
+use tokio_stream::Stream;
+
+use super::Result;
+use crate::audit;
+
+/// The audit log as a stream of entries in chain order, read as it is
+/// consumed (the whole log is never held in memory).
+pub type Entries<'a> = Pin<Box<dyn Stream<Item = Result<audit::Entry>> + Send + 'a>>;
+
+/// The audit log.
+pub trait AuditLog: Send + Sync {
+    /// Every entry in order, streamed.
+    fn audit_log(&self) -> Entries<'_>;
+}

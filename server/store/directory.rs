@@ -1,0 +1,116 @@
+//! The directory: schools, their keys, the API tokens of their key holders
+//! and the one-time enrolment codes that create both.
+
+use std::future::Future;
+
+use baton::Laestab;
+use baton::keys::{KeyId, SchoolKey};
+
+use super::Result;
+use crate::audit;
+
+/// A school as the operator enrolled it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewSchool {
+    /// The school's LAESTAB.
+    pub laestab: Laestab,
+    /// Its name.
+    pub name: String,
+    /// Phase of education.
+    pub phase: String,
+    /// URN, empty when unknown.
+    pub urn: String,
+}
+
+/// An enrolled school with its keys (active and revoked).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct School {
+    /// Name, phase, URN and LAESTAB.
+    pub info: NewSchool,
+    /// When it was enrolled.
+    pub created_at_ms: i64,
+    /// Every key, active and revoked, in key id order.
+    pub keys: Vec<SchoolKey>,
+}
+
+/// The directory version (see [`Directory::directory_version`]); the same
+/// SQL on both backends.
+pub const DIRECTORY_VERSION_SQL: &str = "SELECT version FROM directory_version WHERE id = 1";
+
+/// Schools, keys, tokens and enrolment codes. Every mutating call appends
+/// its audit event in the same transaction.
+pub trait Directory: Send + Sync {
+    /// Enrols a school with a one-time code (hash only) valid until `expires_at_ms`.
+    fn add_school(
+        &self,
+        school: &NewSchool,
+        code_hash: [u8; 32],
+        now_ms: i64,
+        expires_at_ms: i64,
+        event: audit::Event,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Issues another one-time code for an enrolled school, so a further key
+    /// holder (another device, the DSL) can enrol. `NotFound` if not enrolled.
+    fn issue_code(
+        &self,
+        laestab: &Laestab,
+        code_hash: [u8; 32],
+        now_ms: i64,
+        expires_at_ms: i64,
+        event: audit::Event,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Every school with all its keys, by LAESTAB.
+    fn list_schools(&self) -> impl Future<Output = Result<Vec<School>>> + Send;
+
+    /// One school with all its keys.
+    fn school(&self, laestab: &Laestab) -> impl Future<Output = Result<Option<School>>> + Send;
+
+    /// Redeems a code: registers the first key, marks the code used and stores
+    /// the token hash, all at once.
+    fn redeem(
+        &self,
+        laestab: &Laestab,
+        code_hash: [u8; 32],
+        key: &SchoolKey,
+        token_hash: [u8; 32],
+        now_ms: i64,
+        event: audit::Event,
+    ) -> impl Future<Output = Result<School>> + Send;
+
+    /// Registers another key for a school.
+    fn add_key(
+        &self,
+        laestab: &Laestab,
+        key: &SchoolKey,
+        event: audit::Event,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Revokes a key of a school (idempotent); returns it.
+    fn revoke_key(
+        &self,
+        laestab: &Laestab,
+        key_id: KeyId,
+        now_ms: i64,
+        event: audit::Event,
+    ) -> impl Future<Output = Result<SchoolKey>> + Send;
+
+    /// A number that changes whenever any school, key or token changes
+    /// (by any process or node), so a cache of them can tell it is current.
+    fn directory_version(&self) -> impl Future<Output = Result<i64>> + Send;
+
+    /// The school an active token belongs to.
+    fn token_school(
+        &self,
+        token_hash: [u8; 32],
+    ) -> impl Future<Output = Result<Option<Laestab>>> + Send;
+
+    /// Revokes every token of a school; returns how many.
+    fn revoke_tokens(
+        &self,
+        laestab: &Laestab,
+        now_ms: i64,
+        event: audit::Event,
+    ) -> impl Future<Output = Result<u64>> + Send;
+}

@@ -1,0 +1,161 @@
+//! Packs: staging an upload's chunks, committing it (visible all at once),
+//! the inbox and sent listings, ciphertext chunks, download marks and
+//! receipts.
+
+use std::future::Future;
+
+use baton::Laestab;
+use baton::pack::{PackId, SignedHeader};
+
+use super::Result;
+use crate::audit;
+
+/// Where a pack is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PackStatus {
+    /// Stored, not yet downloaded.
+    Pending,
+    /// Downloaded at least once.
+    Downloaded,
+    /// Receipt recorded.
+    Acknowledged,
+}
+
+/// A visible pack's metadata (not its ciphertext).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredPack {
+    /// Storage order; page tokens are built from it.
+    pub seq: i64,
+    /// The signed header as protobuf bytes, exactly as first accepted.
+    pub header: Vec<u8>,
+    /// Sender.
+    pub from: Laestab,
+    /// Destination.
+    pub to: Laestab,
+    /// SHA-256 of the ciphertext.
+    pub ciphertext_sha256: [u8; 32],
+    /// Where the ciphertext chunks are.
+    pub upload_id: String,
+    /// Number of chunks.
+    pub chunks: i64,
+    /// State.
+    pub status: PackStatus,
+    /// When stored.
+    pub uploaded_at_ms: i64,
+    /// When first downloaded.
+    pub downloaded_at_ms: Option<i64>,
+    /// When acknowledged.
+    pub acknowledged_at_ms: Option<i64>,
+    /// The receipt as protobuf bytes, once acknowledged.
+    pub receipt: Option<Vec<u8>>,
+}
+
+/// What happened to a finished upload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Committed {
+    /// Newly stored at this time.
+    Stored(i64),
+    /// The identical pack was already stored at this time (a retry).
+    AlreadyStored(i64),
+    /// Another pack with this id exists.
+    Conflict,
+    /// Not stored: the directory changed since the upload was checked
+    /// against it (see [`Packs::commit_upload`]). The tail chunks
+    /// are now staged; check the upload again and commit it with no tail.
+    DirectoryMoved,
+}
+
+/// What happened to an acknowledgement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acknowledged {
+    /// Recorded now, or the identical receipt earlier, at this time.
+    At(i64),
+    /// A different receipt is already recorded.
+    Conflict,
+}
+
+/// A page of packs.
+pub struct Page {
+    /// At most `limit` packs.
+    pub packs: Vec<StoredPack>,
+    /// Whether more follow.
+    pub more: bool,
+}
+
+/// Sealed packs and their life on the server. Every call that changes a
+/// pack appends its audit event in the same transaction; a listing's event
+/// is appended through the store's audit queue (see [`super::appender`]).
+pub trait Packs: Send + Sync {
+    /// Removes staged chunks of uploads that never finished (call on start).
+    fn clean_staging(&self) -> impl Future<Output = Result<u64>> + Send;
+
+    /// A visible pack by id.
+    fn pack(&self, id: PackId) -> impl Future<Output = Result<Option<StoredPack>>> + Send;
+
+    /// Stores one chunk of an upload in flight (invisible until committed).
+    fn stage_chunk(
+        &self,
+        upload_id: &str,
+        idx: i64,
+        data: &[u8],
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Drops every chunk of an upload that will not be committed.
+    fn discard_upload(&self, upload_id: &str) -> impl Future<Output = Result<()>> + Send;
+
+    /// Makes an upload visible: stores the trailing chunks, flips the staged
+    /// ones and inserts the pack row, in one transaction. On `Conflict` or
+    /// `AlreadyStored` the staged chunks are removed instead. With
+    /// `directory_version` (the version the upload was checked against),
+    /// read in the committing transaction: if the directory has moved on,
+    /// nothing is stored and the answer is [`Committed::DirectoryMoved`].
+    #[allow(clippy::too_many_arguments)]
+    fn commit_upload(
+        &self,
+        upload_id: &str,
+        header: &SignedHeader,
+        header_bytes: &[u8],
+        tail: Vec<(i64, Vec<u8>)>,
+        now_ms: i64,
+        event: audit::Event,
+        directory_version: Option<i64>,
+    ) -> impl Future<Output = Result<Committed>> + Send;
+
+    /// Packs addressed to `to` and not acknowledged, oldest first, after `after_seq`.
+    fn inbox(
+        &self,
+        to: &Laestab,
+        after_seq: i64,
+        limit: u32,
+        event: audit::Event,
+    ) -> impl Future<Output = Result<Page>> + Send;
+
+    /// Packs sent by `from`, newest first, before `before_seq`.
+    fn sent(
+        &self,
+        from: &Laestab,
+        before_seq: i64,
+        limit: u32,
+        event: audit::Event,
+    ) -> impl Future<Output = Result<Page>> + Send;
+
+    /// One chunk of a visible pack's ciphertext.
+    fn chunk(&self, upload_id: &str, idx: i64) -> impl Future<Output = Result<Vec<u8>>> + Send;
+
+    /// Records a download (the first one moves the pack to `downloaded`).
+    fn mark_downloaded(
+        &self,
+        id: PackId,
+        now_ms: i64,
+        event: audit::Event,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Records a receipt.
+    fn acknowledge(
+        &self,
+        id: PackId,
+        receipt: &[u8],
+        now_ms: i64,
+        event: audit::Event,
+    ) -> impl Future<Output = Result<Acknowledged>> + Send;
+}

@@ -1,0 +1,15 @@
+//! The shared statements ([`shared_store!`]) for PostgreSQL, with the row
+//! lock on a pack being acknowledged.
+
+use sqlx::{PgConnection, PgPool, Postgres as Db};
+
+use super::Postgres;
+use super::chain::{append, begin};
+
+shared_store!(
+    Postgres,
+    PgConnection,
+    PgPool,
+    Db,
+    for_update = " FOR UPDATE"
+);

@@ -1,0 +1,540 @@
+//! The statements both backends run, written once: [`shared_store!`]
+//! expands them for one backend's connection type. sqlx has no generic
+//! connection that keeps both dialects' types (its `Any` driver cannot
+//! decode a SQLite boolean), and code generic over `sqlx::Database` must
+//! restate a dozen trait bounds on every function; a macro expanded twice
+//! keeps each statement and its bindings in one place and compiles to the
+//! same code as writing it out for each backend.
+//!
+//! Placeholders are `$1`, `$2`, …: PostgreSQL's own, and the numbered form
+//! SQLite (and sqlx) accept, so one text serves both. Staged chunks are
+//! `staged = TRUE`/`NOT staged`, which SQLite reads as 1 and 0.
+//!
+//! The expansion site provides what differs:
+//! - `begin(&pool)`: a write transaction (`BEGIN IMMEDIATE` on SQLite);
+//! - `append(&mut conn, now_ms, &event)`: the next link of the audit chain;
+//! - fields `pool`, `committer` (group commit) and `audit` (the audit
+//!   queue), and an inherent `clean_staged()` for start-up cleaning;
+//! - `for_update`: the row lock PostgreSQL takes on a pack being
+//!   acknowledged (SQLite's write transaction already excludes others).
+
+/// Implements [`Directory`](super::Directory), [`Packs`](super::Packs) and
+/// [`AuditLog`](super::AuditLog) for `$store` over connections `$conn` of
+/// pool `$pool` (database `$db`), and the audit queue's writer for the pool.
+macro_rules! shared_store {
+    ($store:ty, $conn:ty, $pool:ty, $db:ty, for_update = $lock:literal) => {
+        use baton::Laestab;
+        use baton::keys::{KeyId, SchoolKey};
+        use baton::pack::{PackId, SignedHeader};
+        use tokio_stream::StreamExt as _;
+
+        use $crate::audit;
+        use $crate::store::appender::AppendWriter;
+        use $crate::store::rows::{
+            AuditRow, KeyRow, PackRow, corrupt, entry_from_row, key_from_row, laestab,
+            pack_from_row, page_from_rows, roles_text,
+        };
+        use $crate::store::{
+            Acknowledged, AuditLog, Committed, DIRECTORY_VERSION_SQL, Directory, Entries,
+            NewSchool, Packs, Page, Result, School, StoreError, StoredPack,
+        };
+
+        /// A school's open packs after a cursor, oldest first (the partial
+        /// index `packs_inbox_open` answers it without touching acknowledged packs).
+        pub(crate) const INBOX_SQL: &str = "SELECT seq, header, from_laestab, to_laestab, ciphertext_sha256, \
+             upload_id, chunks, status, uploaded_at_ms, downloaded_at_ms, acknowledged_at_ms, \
+             receipt FROM packs WHERE to_laestab = $1 AND status != 'acknowledged' AND seq > $2 \
+             ORDER BY seq LIMIT $3";
+
+        /// A school's sent packs before a cursor, newest first (index `packs_sent`).
+        pub(crate) const SENT_SQL: &str = "SELECT seq, header, from_laestab, to_laestab, ciphertext_sha256, \
+             upload_id, chunks, status, uploaded_at_ms, downloaded_at_ms, acknowledged_at_ms, \
+             receipt FROM packs WHERE from_laestab = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3";
+
+        /// A visible pack by id.
+        const PACK_SQL: &str = "SELECT seq, header, from_laestab, to_laestab, ciphertext_sha256, \
+             upload_id, chunks, status, uploaded_at_ms, downloaded_at_ms, acknowledged_at_ms, \
+             receipt FROM packs WHERE pack_id = $1";
+
+        /// A school's keys, in key id order.
+        const KEYS_SQL: &str = "SELECT key_id, age_recipient, signing_key, label, roles, \
+             created_at_ms, revoked_at_ms FROM keys WHERE laestab = $1 ORDER BY key_id";
+
+        /// The whole audit log in chain order.
+        const AUDIT_SQL: &str =
+            "SELECT seq, at_ms, actor, action, subject, prev_hash, hash FROM audit ORDER BY seq";
+
+        /// A visible pack by id, on any connection or the pool.
+        pub(crate) async fn pack_by_id<'c, E>(conn: E, id: &str) -> Result<Option<StoredPack>>
+        where
+            E: sqlx::Executor<'c, Database = $db>,
+        {
+            let row: Option<PackRow> = sqlx::query_as(PACK_SQL)
+                .bind(id)
+                .fetch_optional(conn)
+                .await?;
+            row.map(pack_from_row).transpose()
+        }
+
+        async fn school_in(conn: &mut $conn, laestab: &Laestab) -> Result<Option<School>> {
+            let row: Option<(String, String, String, i64)> = sqlx::query_as(
+                "SELECT name, phase, urn, created_at_ms FROM schools WHERE laestab = $1",
+            )
+            .bind(laestab.as_str())
+            .fetch_optional(&mut *conn)
+            .await?;
+            let Some((name, phase, urn, created_at_ms)) = row else {
+                return Ok(None);
+            };
+            let keys: Vec<KeyRow> = sqlx::query_as(KEYS_SQL)
+                .bind(laestab.as_str())
+                .fetch_all(&mut *conn)
+                .await?;
+            Ok(Some(School {
+                info: NewSchool {
+                    laestab: *laestab,
+                    name,
+                    phase,
+                    urn,
+                },
+                created_at_ms,
+                keys: keys.into_iter().map(key_from_row).collect::<Result<_>>()?,
+            }))
+        }
+
+        async fn insert_enrolment(
+            conn: &mut $conn,
+            laestab: &Laestab,
+            code_hash: [u8; 32],
+            now_ms: i64,
+            expires_at_ms: i64,
+        ) -> Result<()> {
+            sqlx::query(
+                "INSERT INTO enrolments (code_hash, laestab, created_at_ms, expires_at_ms) \
+                 VALUES ($1, $2, $3, $4)",
+            )
+            .bind(code_hash.to_vec())
+            .bind(laestab.as_str())
+            .bind(now_ms)
+            .bind(expires_at_ms)
+            .execute(&mut *conn)
+            .await?;
+            Ok(())
+        }
+
+        async fn insert_key(conn: &mut $conn, laestab: &Laestab, key: &SchoolKey) -> Result<()> {
+            let done = sqlx::query(
+                "INSERT INTO keys (key_id, laestab, age_recipient, signing_key, label, roles, \
+                 created_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (key_id) DO NOTHING",
+            )
+            .bind(key.key_id().to_string())
+            .bind(laestab.as_str())
+            .bind(key.public.age_recipient())
+            .bind(key.public.signing_key_bytes().to_vec())
+            .bind(&key.label)
+            .bind(roles_text(key))
+            .bind(key.created_at_ms)
+            .execute(&mut *conn)
+            .await?;
+            if done.rows_affected() != 1 {
+                return Err(StoreError::Conflict("key"));
+            }
+            Ok(())
+        }
+
+        impl $store {
+            /// One page of a listing, then its audit entry through the queue.
+            async fn page(
+                &self,
+                sql: &'static str,
+                school: &Laestab,
+                cursor: i64,
+                limit: u32,
+                event: audit::Event,
+            ) -> Result<Page> {
+                let rows: Vec<PackRow> = sqlx::query_as(sql)
+                    .bind(school.as_str())
+                    .bind(cursor)
+                    .bind(i64::from(limit) + 1)
+                    .fetch_all(&self.pool)
+                    .await?;
+                let page = page_from_rows(rows, limit)?;
+                self.audit.append($crate::store::now_ms(), event).await?;
+                Ok(page)
+            }
+        }
+
+        impl AppendWriter for $pool {
+            async fn append_all(&self, events: &[(i64, audit::Event)]) -> Result<()> {
+                let mut tx = begin(self).await?;
+                for (at_ms, event) in events {
+                    append(&mut tx, *at_ms, event).await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+        }
+
+        impl Directory for $store {
+            async fn add_school(
+                &self,
+                school: &NewSchool,
+                code_hash: [u8; 32],
+                now_ms: i64,
+                expires_at_ms: i64,
+                event: audit::Event,
+            ) -> Result<()> {
+                let mut tx = begin(&self.pool).await?;
+                let done = sqlx::query(
+                    "INSERT INTO schools (laestab, name, phase, urn, created_at_ms) \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (laestab) DO NOTHING",
+                )
+                .bind(school.laestab.as_str())
+                .bind(&school.name)
+                .bind(&school.phase)
+                .bind(&school.urn)
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await?;
+                if done.rows_affected() != 1 {
+                    return Err(StoreError::Conflict("school"));
+                }
+                insert_enrolment(&mut tx, &school.laestab, code_hash, now_ms, expires_at_ms)
+                    .await?;
+                append(&mut tx, now_ms, &event).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn issue_code(
+                &self,
+                laestab: &Laestab,
+                code_hash: [u8; 32],
+                now_ms: i64,
+                expires_at_ms: i64,
+                event: audit::Event,
+            ) -> Result<()> {
+                let mut tx = begin(&self.pool).await?;
+                if school_in(&mut tx, laestab).await?.is_none() {
+                    return Err(StoreError::NotFound("school"));
+                }
+                insert_enrolment(&mut tx, laestab, code_hash, now_ms, expires_at_ms).await?;
+                append(&mut tx, now_ms, &event).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn list_schools(&self) -> Result<Vec<School>> {
+                let mut conn = self.pool.acquire().await?;
+                let ids: Vec<(String,)> =
+                    sqlx::query_as("SELECT laestab FROM schools ORDER BY laestab")
+                        .fetch_all(&mut *conn)
+                        .await?;
+                let mut out = Vec::with_capacity(ids.len());
+                for (id,) in ids {
+                    if let Some(school) = school_in(&mut conn, &laestab(&id)?).await? {
+                        out.push(school);
+                    }
+                }
+                Ok(out)
+            }
+
+            async fn school(&self, laestab: &Laestab) -> Result<Option<School>> {
+                let mut conn = self.pool.acquire().await?;
+                school_in(&mut conn, laestab).await
+            }
+
+            async fn redeem(
+                &self,
+                laestab: &Laestab,
+                code_hash: [u8; 32],
+                key: &SchoolKey,
+                token_hash: [u8; 32],
+                now_ms: i64,
+                event: audit::Event,
+            ) -> Result<School> {
+                let mut tx = begin(&self.pool).await?;
+                // A concurrent redeem of the same code waits (on the row, or
+                // on SQLite's write lock), then finds it used: exactly one
+                // succeeds.
+                let used = sqlx::query(
+                    "UPDATE enrolments SET used_at_ms = $1 WHERE code_hash = $2 AND laestab = $3 \
+                     AND used_at_ms IS NULL AND expires_at_ms > $1",
+                )
+                .bind(now_ms)
+                .bind(code_hash.to_vec())
+                .bind(laestab.as_str())
+                .execute(&mut *tx)
+                .await?;
+                if used.rows_affected() != 1 {
+                    return Err(StoreError::BadCode);
+                }
+                insert_key(&mut tx, laestab, key).await?;
+                sqlx::query(
+                    "INSERT INTO tokens (token_hash, laestab, created_at_ms) VALUES ($1, $2, $3)",
+                )
+                .bind(token_hash.to_vec())
+                .bind(laestab.as_str())
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await?;
+                append(&mut tx, now_ms, &event).await?;
+                let school = school_in(&mut tx, laestab)
+                    .await?
+                    .ok_or(StoreError::NotFound("school"))?;
+                tx.commit().await?;
+                Ok(school)
+            }
+
+            async fn add_key(
+                &self,
+                laestab: &Laestab,
+                key: &SchoolKey,
+                event: audit::Event,
+            ) -> Result<()> {
+                let mut tx = begin(&self.pool).await?;
+                insert_key(&mut tx, laestab, key).await?;
+                append(&mut tx, key.created_at_ms, &event).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn revoke_key(
+                &self,
+                laestab: &Laestab,
+                key_id: KeyId,
+                now_ms: i64,
+                event: audit::Event,
+            ) -> Result<SchoolKey> {
+                let mut tx = begin(&self.pool).await?;
+                let done = sqlx::query(
+                    "UPDATE keys SET revoked_at_ms = COALESCE(revoked_at_ms, $1) \
+                     WHERE laestab = $2 AND key_id = $3",
+                )
+                .bind(now_ms)
+                .bind(laestab.as_str())
+                .bind(key_id.to_string())
+                .execute(&mut *tx)
+                .await?;
+                if done.rows_affected() != 1 {
+                    return Err(StoreError::NotFound("key"));
+                }
+                append(&mut tx, now_ms, &event).await?;
+                let key = school_in(&mut tx, laestab)
+                    .await?
+                    .and_then(|s| s.keys.into_iter().find(|k| k.key_id() == key_id))
+                    .ok_or(StoreError::NotFound("key"))?;
+                tx.commit().await?;
+                Ok(key)
+            }
+
+            async fn directory_version(&self) -> Result<i64> {
+                let (version,): (i64,) = sqlx::query_as(DIRECTORY_VERSION_SQL)
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(version)
+            }
+
+            async fn token_school(&self, token_hash: [u8; 32]) -> Result<Option<Laestab>> {
+                let row: Option<(String,)> = sqlx::query_as(
+                    "SELECT laestab FROM tokens WHERE token_hash = $1 AND revoked_at_ms IS NULL",
+                )
+                .bind(token_hash.to_vec())
+                .fetch_optional(&self.pool)
+                .await?;
+                row.map(|(l,)| laestab(&l)).transpose()
+            }
+
+            async fn revoke_tokens(
+                &self,
+                laestab: &Laestab,
+                now_ms: i64,
+                event: audit::Event,
+            ) -> Result<u64> {
+                let mut tx = begin(&self.pool).await?;
+                if school_in(&mut tx, laestab).await?.is_none() {
+                    return Err(StoreError::NotFound("school"));
+                }
+                let done = sqlx::query(
+                    "UPDATE tokens SET revoked_at_ms = $1 WHERE laestab = $2 \
+                     AND revoked_at_ms IS NULL",
+                )
+                .bind(now_ms)
+                .bind(laestab.as_str())
+                .execute(&mut *tx)
+                .await?;
+                append(&mut tx, now_ms, &event).await?;
+                tx.commit().await?;
+                Ok(done.rows_affected())
+            }
+        }
+
+        impl Packs for $store {
+            async fn clean_staging(&self) -> Result<u64> {
+                self.clean_staged().await
+            }
+
+            async fn pack(&self, id: PackId) -> Result<Option<StoredPack>> {
+                pack_by_id(&self.pool, &id.to_string()).await
+            }
+
+            async fn stage_chunk(&self, upload_id: &str, idx: i64, data: &[u8]) -> Result<()> {
+                let mut tx = begin(&self.pool).await?;
+                sqlx::query(
+                    "INSERT INTO pack_chunks (upload_id, idx, staged, staged_at_ms, data) \
+                     VALUES ($1, $2, TRUE, $3, $4)",
+                )
+                .bind(upload_id)
+                .bind(idx)
+                .bind($crate::store::now_ms())
+                .bind(data)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn discard_upload(&self, upload_id: &str) -> Result<()> {
+                let mut tx = begin(&self.pool).await?;
+                sqlx::query("DELETE FROM pack_chunks WHERE upload_id = $1 AND staged")
+                    .bind(upload_id)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn commit_upload(
+                &self,
+                upload_id: &str,
+                header: &SignedHeader,
+                header_bytes: &[u8],
+                tail: Vec<(i64, Vec<u8>)>,
+                now_ms: i64,
+                event: audit::Event,
+                directory_version: Option<i64>,
+            ) -> Result<Committed> {
+                self.committer
+                    .commit(
+                        upload_id,
+                        header,
+                        header_bytes,
+                        tail,
+                        now_ms,
+                        event,
+                        directory_version,
+                    )
+                    .await
+            }
+
+            async fn inbox(
+                &self,
+                to: &Laestab,
+                after_seq: i64,
+                limit: u32,
+                event: audit::Event,
+            ) -> Result<Page> {
+                self.page(INBOX_SQL, to, after_seq, limit, event).await
+            }
+
+            async fn sent(
+                &self,
+                from: &Laestab,
+                before_seq: i64,
+                limit: u32,
+                event: audit::Event,
+            ) -> Result<Page> {
+                self.page(SENT_SQL, from, before_seq, limit, event).await
+            }
+
+            async fn chunk(&self, upload_id: &str, idx: i64) -> Result<Vec<u8>> {
+                let row: Option<(Vec<u8>,)> = sqlx::query_as(
+                    "SELECT data FROM pack_chunks WHERE upload_id = $1 AND idx = $2 \
+                     AND NOT staged",
+                )
+                .bind(upload_id)
+                .bind(idx)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.map(|(d,)| d).ok_or_else(|| {
+                    corrupt(format!("chunk {idx} of upload {upload_id} is missing"))
+                })
+            }
+
+            async fn mark_downloaded(
+                &self,
+                id: PackId,
+                now_ms: i64,
+                event: audit::Event,
+            ) -> Result<()> {
+                let mut tx = begin(&self.pool).await?;
+                sqlx::query(
+                    "UPDATE packs SET downloaded_at_ms = COALESCE(downloaded_at_ms, $1), \
+                     status = CASE status WHEN 'pending' THEN 'downloaded' ELSE status END \
+                     WHERE pack_id = $2",
+                )
+                .bind(now_ms)
+                .bind(id.to_string())
+                .execute(&mut *tx)
+                .await?;
+                append(&mut tx, now_ms, &event).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn acknowledge(
+                &self,
+                id: PackId,
+                receipt: &[u8],
+                now_ms: i64,
+                event: audit::Event,
+            ) -> Result<Acknowledged> {
+                let mut tx = begin(&self.pool).await?;
+                // Concurrent acknowledgements (through several nodes) take
+                // turns: the first receipt wins, the same one again is a retry.
+                let row: Option<(Option<Vec<u8>>, Option<i64>)> = sqlx::query_as(concat!(
+                    "SELECT receipt, acknowledged_at_ms FROM packs WHERE pack_id = $1",
+                    $lock
+                ))
+                .bind(id.to_string())
+                .fetch_optional(&mut *tx)
+                .await?;
+                let outcome = match row {
+                    None => return Err(StoreError::NotFound("pack")),
+                    Some((Some(stored), at)) if stored == receipt => {
+                        Acknowledged::At(at.unwrap_or(now_ms))
+                    }
+                    Some((Some(_), _)) => Acknowledged::Conflict,
+                    Some((None, _)) => {
+                        sqlx::query(
+                            "UPDATE packs SET receipt = $1, acknowledged_at_ms = $2, \
+                             status = 'acknowledged', \
+                             downloaded_at_ms = COALESCE(downloaded_at_ms, $2) WHERE pack_id = $3",
+                        )
+                        .bind(receipt)
+                        .bind(now_ms)
+                        .bind(id.to_string())
+                        .execute(&mut *tx)
+                        .await?;
+                        Acknowledged::At(now_ms)
+                    }
+                };
+                if outcome != Acknowledged::Conflict {
+                    append(&mut tx, now_ms, &event).await?;
+                }
+                tx.commit().await?;
+                Ok(outcome)
+            }
+        }
+
+        impl AuditLog for $store {
+            fn audit_log(&self) -> Entries<'_> {
+                Box::pin(
+                    sqlx::query_as::<_, AuditRow>(AUDIT_SQL)
+                        .fetch(&self.pool)
+                        .map(|row| row.map(entry_from_row).map_err(StoreError::from)),
+                )
+            }
+        }
+    };
+}

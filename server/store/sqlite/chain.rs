@@ -1,0 +1,38 @@
+//! What SQLite does its own way for every write: the write transaction
+//! begins with `BEGIN IMMEDIATE` (so concurrent writers, `batond admin` in
+//! another process included, queue on the busy timeout instead of failing),
+//! and the audit chain's head is its last row.
+
+use sqlx::{Sqlite as Db, SqliteConnection, SqlitePool, Transaction};
+
+use crate::audit;
+use crate::store::Result;
+use crate::store::rows::next_entry;
+
+/// A write transaction on the pool.
+pub async fn begin(pool: &SqlitePool) -> Result<Transaction<'static, Db>> {
+    Ok(pool.begin_with("BEGIN IMMEDIATE").await?)
+}
+
+/// Appends `event` to the audit chain inside the caller's transaction.
+pub async fn append(conn: &mut SqliteConnection, now_ms: i64, event: &audit::Event) -> Result<()> {
+    let last: Option<(i64, Vec<u8>)> =
+        sqlx::query_as("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&mut *conn)
+            .await?;
+    let entry = next_entry(last, now_ms, event);
+    sqlx::query(
+        "INSERT INTO audit (seq, at_ms, actor, action, subject, prev_hash, hash) \
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(entry.seq)
+    .bind(entry.at_ms)
+    .bind(&entry.actor)
+    .bind(&entry.action)
+    .bind(&entry.subject)
+    .bind(&entry.prev_hash)
+    .bind(&entry.hash)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,8 @@
+//! The shared statements ([`shared_store!`]) for SQLite.
+
+use sqlx::{Sqlite as Db, SqliteConnection, SqlitePool};
+
+use super::Sqlite;
+use super::chain::{append, begin};
+
+shared_store!(Sqlite, SqliteConnection, SqlitePool, Db, for_update = "");

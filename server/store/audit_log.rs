@@ -1,12 +1,12 @@
 //! Reading the audit log back. Entries are appended by the calls that
 //! change something (in their own transaction) and by the audit queue
-//! ([`super::appender`]) for listings; this is how they come out again.
+//! (`store::appender`) for listings; this is how they come out again.
 
 use std::pin::Pin;
 
 use tokio_stream::Stream;
 
-use super::Result;
+use super::error::Result;
 use crate::audit;
 
 /// The audit log as a stream of entries in chain order, read as it is

@@ -402,6 +402,54 @@ pub async fn concurrent_writers<S: Store>(store: Arc<S>) {
     );
 }
 
+/// Cleaning staged chunks on start never touches a committed pack, and a
+/// discarded upload leaves nothing staged to commit.
+pub async fn cleaning_keeps_committed_packs(store: &impl Store) {
+    let id = PackId::new();
+    let h = header(id, school_id(1), school_id(2), 3, 2);
+    assert!(matches!(put(store, &h, b"ok").await, Committed::Stored(_)));
+    let pack = store.pack(id).await.unwrap().unwrap();
+    store.stage_chunk("gone", 0, b"xx").await.unwrap();
+    store.discard_upload("gone").await.unwrap();
+    store.stage_chunk("left", 0, b"yy").await.unwrap();
+    store.clean_staging().await.unwrap();
+    assert_eq!(store.chunk(&pack.upload_id, 0).await.unwrap(), b"ok");
+    assert_eq!(store.pack(id).await.unwrap().unwrap(), pack);
+    // The discarded chunk is gone: the same upload id stages afresh.
+    store.stage_chunk("gone", 0, b"zz").await.unwrap();
+    let other = header(PackId::new(), school_id(1), school_id(2), 4, 2);
+    let again = store
+        .commit_upload("gone", &other, b"h", vec![], 9, event(), None)
+        .await
+        .unwrap();
+    assert!(matches!(again, Committed::Stored(_)), "{again:?}");
+    assert_eq!(store.chunk("gone", 0).await.unwrap(), b"zz");
+}
+
+/// Every listing is in the audit log once it is answered, chained after
+/// the writes, and concurrent listings are all there.
+pub async fn listings_are_audited<S: Store>(store: Arc<S>) {
+    let before = log(&*store).await.len();
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..20u16 {
+        let store = Arc::clone(&store);
+        tasks.spawn(async move {
+            let school = school_id(n % 3 + 1);
+            if n % 2 == 0 {
+                store.inbox(&school, 0, 10, event()).await.unwrap();
+            } else {
+                store.sent(&school, i64::MAX, 10, event()).await.unwrap();
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
+    let entries = log(&*store).await;
+    assert_eq!(entries.len(), before + 20);
+    assert_eq!(audit::verify(&entries).unwrap(), entries.len() as u64);
+}
+
 /// Declares one `#[tokio::test]` per conformance case. `$open` is an async
 /// fn returning `Option<(S, guard)>`; `None` means skipped.
 macro_rules! suite {
@@ -446,6 +494,18 @@ macro_rules! suite {
         async fn conformance_arrivals_reach_subscribers() {
             if let Some((s, _g)) = $open().await {
                 $crate::store::conformance::arrivals_reach_subscribers(&s).await;
+            }
+        }
+        #[tokio::test]
+        async fn conformance_cleaning_keeps_committed_packs() {
+            if let Some((s, _g)) = $open().await {
+                $crate::store::conformance::cleaning_keeps_committed_packs(&s).await;
+            }
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn conformance_listings_are_audited() {
+            if let Some((s, _g)) = $open().await {
+                $crate::store::conformance::listings_are_audited(std::sync::Arc::new(s)).await;
             }
         }
         #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -6,7 +6,7 @@ use std::future::Future;
 use baton::Laestab;
 use baton::keys::{KeyId, SchoolKey};
 
-use super::Result;
+use super::error::Result;
 use crate::audit;
 
 /// A school as the operator enrolled it.

@@ -6,7 +6,7 @@ use std::future::Future;
 use baton::Laestab;
 use tokio::sync::broadcast;
 
-use super::Result;
+use super::error::Result;
 
 /// How many arrivals a slow `Watch` subscriber may fall behind before it
 /// misses some (it is told, and should list its inbox).

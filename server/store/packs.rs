@@ -7,7 +7,7 @@ use std::future::Future;
 use baton::Laestab;
 use baton::pack::{PackId, SignedHeader};
 
-use super::Result;
+use super::error::Result;
 use crate::audit;
 
 /// Where a pack is in its life.
@@ -84,7 +84,7 @@ pub struct Page {
 
 /// Sealed packs and their life on the server. Every call that changes a
 /// pack appends its audit event in the same transaction; a listing's event
-/// is appended through the store's audit queue (see [`super::appender`]).
+/// is appended through the store's audit queue (`store::appender`).
 pub trait Packs: Send + Sync {
     /// Removes staged chunks of uploads that never finished (call on start).
     fn clean_staging(&self) -> impl Future<Output = Result<u64>> + Send;

@@ -18,6 +18,27 @@
 //! - `for_update`: the row lock PostgreSQL takes on a pack being
 //!   acknowledged (SQLite's write transaction already excludes others).
 
+/// Inserts audit entry `$entry` (an [`audit::Entry`](crate::audit::Entry))
+/// on connection `$conn`: the statement both backends' chain appends end with.
+macro_rules! insert_audit_entry {
+    ($conn:expr, $entry:expr) => {{
+        let entry = $entry;
+        sqlx::query(
+            "INSERT INTO audit (seq, at_ms, actor, action, subject, prev_hash, hash) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(entry.seq)
+        .bind(entry.at_ms)
+        .bind(&entry.actor)
+        .bind(&entry.action)
+        .bind(&entry.subject)
+        .bind(&entry.prev_hash)
+        .bind(&entry.hash)
+        .execute($conn)
+        .await
+    }};
+}
+
 /// Implements [`Directory`](super::Directory), [`Packs`](super::Packs) and
 /// [`AuditLog`](super::AuditLog) for `$store` over connections `$conn` of
 /// pool `$pool` (database `$db`), and the audit queue's writer for the pool.

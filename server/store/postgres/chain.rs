@@ -23,19 +23,7 @@ pub async fn append(conn: &mut PgConnection, now_ms: i64, event: &audit::Event) 
             .fetch_one(&mut *conn)
             .await?;
     let entry = next_entry((seq > 0).then_some((seq, hash)), now_ms, event);
-    sqlx::query(
-        "INSERT INTO audit (seq, at_ms, actor, action, subject, prev_hash, hash) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-    )
-    .bind(entry.seq)
-    .bind(entry.at_ms)
-    .bind(&entry.actor)
-    .bind(&entry.action)
-    .bind(&entry.subject)
-    .bind(&entry.prev_hash)
-    .bind(&entry.hash)
-    .execute(&mut *conn)
-    .await?;
+    insert_audit_entry!(&mut *conn, &entry)?;
     sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
         .bind(entry.seq)
         .bind(&entry.hash)

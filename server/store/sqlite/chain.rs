@@ -21,18 +21,6 @@ pub async fn append(conn: &mut SqliteConnection, now_ms: i64, event: &audit::Eve
             .fetch_optional(&mut *conn)
             .await?;
     let entry = next_entry(last, now_ms, event);
-    sqlx::query(
-        "INSERT INTO audit (seq, at_ms, actor, action, subject, prev_hash, hash) \
-         VALUES (?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(entry.seq)
-    .bind(entry.at_ms)
-    .bind(&entry.actor)
-    .bind(&entry.action)
-    .bind(&entry.subject)
-    .bind(&entry.prev_hash)
-    .bind(&entry.hash)
-    .execute(&mut *conn)
-    .await?;
+    insert_audit_entry!(&mut *conn, &entry)?;
     Ok(())
 }

@@ -23,8 +23,13 @@ pub fn note(line: &str) {
     let _ = writeln!(err, "{line}");
 }
 
-/// Says that a PostgreSQL test was skipped, for `what`.
+/// Says that a PostgreSQL test was skipped, for `what`; under CI (`CI`
+/// set), where the PostgreSQL tests must run, it fails instead.
 pub fn skipped(what: &str) {
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI is set but {URL_VAR} is not: the PostgreSQL tests must run ({what})"
+    );
     note(&format!("SKIPPED: {URL_VAR} not set ({what})"));
 }
 

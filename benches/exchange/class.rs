@@ -14,46 +14,6 @@ pub(crate) fn human(bytes: u64) -> String {
 
 // ---------------------------------------------------------------- a class
 
-pub(crate) async fn baton_cli(home: &Path, args: &[&str]) -> Res<String> {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_baton"))
-        .env("BATON_HOME", home)
-        .env_remove("BATON_PASSPHRASE")
-        .args(args)
-        .output()
-        .await?;
-    if !out.status.success() {
-        return Err(format!(
-            "baton {args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-        .into());
-    }
-    Ok(String::from_utf8(out.stdout)?)
-}
-
-pub(crate) async fn cli_home(daemon: &Daemon, root: &Path, laestab: &str) -> Res<PathBuf> {
-    let code = daemon.code(laestab).await?;
-    let home = root.join(format!("home-{laestab}"));
-    let ca = daemon.ca.display().to_string();
-    baton_cli(
-        &home,
-        &[
-            "init",
-            "--server",
-            &daemon.url,
-            "--ca",
-            &ca,
-            "--school",
-            laestab,
-            "--code",
-            &code,
-        ],
-    )
-    .await?;
-    Ok(home)
-}
-
 pub(crate) fn sh(script: &str) -> Res<()> {
     run(std::process::Command::new("sh").args(["-ec", script]))
 }
@@ -61,8 +21,9 @@ pub(crate) fn sh(script: &str) -> Res<()> {
 pub(crate) async fn class(daemon: &Daemon) -> Res<()> {
     println!("\n== a class: 30 pupils (record.json + a 200 KB PDF-like file each)");
     let root = tempfile::tempdir()?;
-    let sender = cli_home(daemon, root.path(), "8615001").await?;
-    let receiver = cli_home(daemon, root.path(), "8616001").await?;
+    let sender = common::cli::enrol(daemon, root.path(), "8615001", "primary", &["staff"]).await;
+    let receiver =
+        common::cli::enrol(daemon, root.path(), "8616001", "secondary", &["staff"]).await;
     let packs = root.path().join("packs");
     let mut folders = Vec::new();
     for serial in 0..30u32 {
@@ -77,13 +38,13 @@ pub(crate) async fn class(daemon: &Daemon) -> Res<()> {
     let mut args = vec!["send", "--to", "8616001"];
     args.extend(folders.iter().map(String::as_str));
     let t = Instant::now();
-    baton_cli(&sender, &args).await?;
+    sender.ok(&args).await;
     let send_s = t.elapsed().as_secs_f64();
     let out = root.path().join("pulled");
     let out_s = out.display().to_string();
     let t = Instant::now();
-    baton_cli(&receiver, &["pull", "--all", "--out", &out_s]).await?;
-    baton_cli(&receiver, &["ack", "--all-pulled"]).await?;
+    receiver.ok(&["pull", "--all", "--out", &out_s]).await;
+    receiver.ok(&["ack", "--all-pulled"]).await;
     let receive_s = t.elapsed().as_secs_f64();
     println!("baton send (30 packs):                  {send_s:.2} s");
     println!("baton pull --all + ack --all-pulled:    {receive_s:.2} s");

@@ -22,17 +22,17 @@ pub(crate) async fn deliver(
     let start = Instant::now();
     let mut work = Vec::new();
     for (r, school) in receivers.iter().enumerate() {
-        let mut client = exchange(&channel(url, ca).await?);
+        let mut client = exchange(&tls_channel(url, ca).await);
         let mut token = String::new();
         loop {
             let page = client
-                .inbox(req(
+                .inbox(with_token(
                     &school.token,
                     v1::InboxRequest {
                         page_size: 500,
                         page_token: token.clone(),
                     },
-                )?)
+                ))
                 .await?
                 .into_inner();
             for entry in page.packs {
@@ -51,7 +51,7 @@ pub(crate) async fn deliver(
     let queue = Arc::new(Mutex::new(work));
     let receivers = Arc::new(receivers);
     let mut tasks = Vec::new();
-    let chan = channel(url, ca).await?;
+    let chan = tls_channel(url, ca).await;
     for _ in 0..clients {
         let (queue, receivers, senders) = (queue.clone(), receivers.clone(), senders.clone());
         let mut client = exchange(&chan);
@@ -64,12 +64,12 @@ pub(crate) async fn deliver(
                 let t = Instant::now();
                 let school = receivers[r].clone();
                 let mut stream = client
-                    .download(req(
+                    .download(with_token(
                         &school.token,
                         v1::DownloadRequest {
                             pack_id: wire.pack_id.clone(),
                         },
-                    )?)
+                    ))
                     .await?
                     .into_inner();
                 let mut data = Vec::with_capacity(wire.ciphertext_length as usize);
@@ -100,12 +100,12 @@ pub(crate) async fn deliver(
                     recipient_key_id: school.identity.key_id(),
                 })?;
                 client
-                    .acknowledge(req(
+                    .acknowledge(with_token(
                         &school.token,
                         v1::AcknowledgeRequest {
                             receipt: Some(v1::Receipt::from(&receipt)),
                         },
-                    )?)
+                    ))
                     .await?;
                 latencies.push(t.elapsed());
             }

@@ -168,7 +168,7 @@ pub(crate) async fn upload_one(
     token: &str,
     job: &Job,
 ) -> Res<()> {
-    let request = req(token, tokio_stream::iter(messages(job)))?;
+    let request = with_token(token, tokio_stream::iter(messages(job)));
     client.upload(request).await?;
     Ok(())
 }

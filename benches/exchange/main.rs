@@ -30,32 +30,37 @@
 
 use std::error::Error;
 use std::io::{Cursor, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use baton::Laestab;
 use baton::api::v1;
-use baton::api::v1::enrolment_client::EnrolmentClient;
 use baton::api::v1::exchange_client::ExchangeClient;
 use baton::api::v1::exchange_server::{Exchange, ExchangeServer};
 use baton::crypto::{Draft, Identity, Sink, open, seal};
-use baton::keys::{PublicKey, Role, SchoolKey, enrol_statement};
+use baton::keys::{PublicKey, Role, SchoolKey};
 use baton::pack::recipients_for;
 use baton::pack::{
     AttachmentMeta, FORMAT_VERSION, Header, Kind, Manifest, PackId, Receipt, SignedHeader,
 };
 use baton::record::TransitionRecord;
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::Mutex;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Server, ServerTlsConfig};
+use tonic::transport::{Channel, Server, ServerTlsConfig};
 use tonic::{Request, Response, Status, Streaming};
 
-/// Fresh PostgreSQL databases on `BATON_TEST_DATABASE_URL` (shared with the tests).
-#[path = "../../tests/it/common/pgdb.rs"]
-mod pgdb;
+/// The integration tests' helpers (a real `batond`, enrolled schools, TLS
+/// channels, fresh PostgreSQL databases), shared rather than copied.
+#[path = "../../tests/it/common/mod.rs"]
+#[allow(unused_imports, unused_macros, clippy::unwrap_used, clippy::expect_used)]
+mod common;
+
+use common::{Daemon, School, tls_channel, with_token};
+
+/// The bench daemon's flags: packs up to 2 GiB.
+const BIG_PACKS: &[&str] = &["--max-pack-bytes", "2147483648"];
 
 type BoxError = Box<dyn Error + Send + Sync>;
 type Res<T> = Result<T, BoxError>;
@@ -85,18 +90,22 @@ use scale::*;
 
 /// Ingest, delivery, ceilings and memory on one daemon.
 async fn backend(label: &str, daemon: &Daemon, packs: usize, clients: usize) -> Res<()> {
-    println!("\n== {label}: batond pid {} at {}", daemon.pid, daemon.url);
+    println!(
+        "\n== {label}: batond pid {} at {}",
+        daemon.pid(),
+        daemon.url
+    );
     let (s, r) = (4usize, 4usize);
     let mut senders = Vec::new();
     for i in 0..s {
         senders.push(Arc::new(
-            daemon.enrol(&format!("86{:02}{:03}", 12, 100 + i)).await?,
+            daemon.enrol(&format!("86{:02}{:03}", 12, 100 + i)).await,
         ));
     }
     let mut receivers = Vec::new();
     for i in 0..r {
         receivers.push(Arc::new(
-            daemon.enrol(&format!("86{:02}{:03}", 14, 100 + i)).await?,
+            daemon.enrol(&format!("86{:02}{:03}", 14, 100 + i)).await,
         ));
     }
     let receiver_keys: Vec<Vec<SchoolKey>> = receivers
@@ -106,7 +115,7 @@ async fn backend(label: &str, daemon: &Daemon, packs: usize, clients: usize) -> 
     let tokens: Vec<String> = senders.iter().map(|s| s.token.clone()).collect();
     let mut channels = Vec::new();
     for _ in 0..s {
-        channels.push(channel(&daemon.url, &daemon.ca).await?);
+        channels.push(daemon.channel().await);
     }
 
     // Real sealed 20 KB packs, sealed before the clock starts.
@@ -133,10 +142,10 @@ async fn backend(label: &str, daemon: &Daemon, packs: usize, clients: usize) -> 
     let pack_bytes = blobs.first().map_or(0, |b| b.len());
     let transport_jobs = jobs.clone();
 
-    let cpu0 = cpu_seconds(daemon.pid);
-    reset_peak(daemon.pid);
+    let cpu0 = cpu_seconds(daemon.pid());
+    reset_peak(daemon.pid());
     let ingest = upload_all(&channels, &tokens, jobs, clients).await?;
-    let cpu = cpu_seconds(daemon.pid) - cpu0;
+    let cpu = cpu_seconds(daemon.pid()) - cpu0;
     println!(
         "{} (packs of {pack_bytes} bytes, {clients} in flight, {s} senders)",
         ingest.line("ingest 20 KB")
@@ -144,7 +153,7 @@ async fn backend(label: &str, daemon: &Daemon, packs: usize, clients: usize) -> 
     println!(
         "  daemon CPU {cpu:.2} s ({:.0} µs a pack), peak RSS {:.1} MiB",
         cpu / packs as f64 * 1e6,
-        peak_rss_mib(daemon.pid)
+        peak_rss_mib(daemon.pid())
     );
 
     let senders_pub = Arc::new(
@@ -153,7 +162,7 @@ async fn backend(label: &str, daemon: &Daemon, packs: usize, clients: usize) -> 
             .map(|s| s.identity.public())
             .collect::<Vec<_>>(),
     );
-    let cpu0 = cpu_seconds(daemon.pid);
+    let cpu0 = cpu_seconds(daemon.pid());
     let delivery = deliver(
         &daemon.url,
         &daemon.ca,
@@ -166,7 +175,7 @@ async fn backend(label: &str, daemon: &Daemon, packs: usize, clients: usize) -> 
         "{} ({r} receivers: list, download, open, ack)",
         delivery.line("delivery 20 KB")
     );
-    println!("  daemon CPU {:.2} s", cpu_seconds(daemon.pid) - cpu0);
+    println!("  daemon CPU {:.2} s", cpu_seconds(daemon.pid()) - cpu0);
 
     // Ceilings, same bytes.
     let (one, batched) = match &daemon.database_url {
@@ -185,7 +194,7 @@ async fn backend(label: &str, daemon: &Daemon, packs: usize, clients: usize) -> 
     let transport_url = transport_server(daemon).await?;
     let mut tchannels = Vec::new();
     for _ in 0..s {
-        tchannels.push(channel(&transport_url, &daemon.ca).await?);
+        tchannels.push(tls_channel(&transport_url, &daemon.ca).await);
     }
     let transport = upload_all(&tchannels, &tokens, transport_jobs, clients).await?;
     println!(
@@ -231,17 +240,17 @@ async fn backend(label: &str, daemon: &Daemon, packs: usize, clients: usize) -> 
                 body: Body::Bytes(body.clone()),
             });
         }
-        let cpu0 = cpu_seconds(daemon.pid);
-        reset_peak(daemon.pid);
+        let cpu0 = cpu_seconds(daemon.pid());
+        reset_peak(daemon.pid());
         let run = upload_all(&channels, &tokens, jobs, k).await?;
-        let peak = peak_rss_mib(daemon.pid);
+        let peak = peak_rss_mib(daemon.pid());
         println!(
             "{} ({k} in flight)",
             run.line(&format!("ingest {}", human(size as u64)))
         );
         println!(
             "  daemon CPU {:.2} s, peak RSS {peak:.1} MiB",
-            cpu_seconds(daemon.pid) - cpu0
+            cpu_seconds(daemon.pid()) - cpu0
         );
         if size == 10 << 20 {
             println!(
@@ -278,14 +287,14 @@ async fn backend(label: &str, daemon: &Daemon, packs: usize, clients: usize) -> 
             header: v1::PackHeader::from(&header),
             body: Body::Generated { seed, len: size },
         };
-        reset_peak(daemon.pid);
+        reset_peak(daemon.pid());
         let run = upload_all(&channels, &tokens, vec![job], 1).await?;
         println!(
             "single streamed upload of {:>6}: {:.2} s, {:.0} MB/s, daemon peak RSS {:.1} MiB",
             human(size),
             run.wall.as_secs_f64(),
             run.mb_s(),
-            peak_rss_mib(daemon.pid)
+            peak_rss_mib(daemon.pid())
         );
     }
     Ok(())
@@ -301,30 +310,30 @@ async fn main() -> Result<(), BoxError> {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
     let scale_packs = env_usize("BATON_BENCH_SCALE", 1_000_000);
-    let sqlite = Daemon::start(None).await?;
+    let sqlite = Daemon::start_sqlite(BIG_PACKS).await;
     backend("SQLite", &sqlite, packs, clients).await?;
-    crypto(&sqlite.enrol("8618001").await?)?;
+    crypto(&sqlite.enrol("8618001").await)?;
     class(&sqlite).await?;
     drop(sqlite);
     if scale_packs > 0 {
-        scale("SQLite", &Daemon::start(None).await?, scale_packs).await?;
+        scale(
+            "SQLite",
+            &Daemon::start_sqlite(BIG_PACKS).await,
+            scale_packs,
+        )
+        .await?;
     }
-    match pgdb::TestDb::from_env().await {
-        Some(db) => {
-            let pg = Daemon::start(Some(db.url.clone())).await?;
-            backend("PostgreSQL", &pg, packs, clients).await?;
-            drop(pg);
-            drop(db);
-            if scale_packs > 0
-                && let Some(db) = pgdb::TestDb::from_env().await
-            {
-                let pg = Daemon::start(Some(db.url.clone())).await?;
-                scale("PostgreSQL", &pg, scale_packs).await?;
-                drop(pg);
-                drop(db);
-            }
-        }
-        None => println!("\nPostgreSQL skipped: BATON_TEST_DATABASE_URL is not set"),
+    if common::pgdb::server_url().is_none() {
+        println!("\nPostgreSQL skipped: BATON_TEST_DATABASE_URL is not set");
+        return Ok(());
+    }
+    if let Some(pg) = Daemon::start_postgres("exchange bench", BIG_PACKS).await {
+        backend("PostgreSQL", &pg, packs, clients).await?;
+    }
+    if scale_packs > 0
+        && let Some(pg) = Daemon::start_postgres("exchange bench scale", BIG_PACKS).await
+    {
+        scale("PostgreSQL", &pg, scale_packs).await?;
     }
     Ok(())
 }

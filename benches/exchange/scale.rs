@@ -94,26 +94,26 @@ async fn page_all(
     loop {
         let next = if inbox {
             let r = client
-                .inbox(req(
+                .inbox(with_token(
                     token,
                     v1::InboxRequest {
                         page_size: 100,
                         page_token,
                     },
-                )?)
+                ))
                 .await?
                 .into_inner();
             entries += r.packs.len();
             r.next_page_token
         } else {
             let r = client
-                .sent(req(
+                .sent(with_token(
                     token,
                     v1::SentRequest {
                         page_size: 100,
                         page_token,
                     },
-                )?)
+                ))
                 .await?
                 .into_inner();
             entries += r.packs.len();
@@ -130,11 +130,11 @@ async fn page_all(
 /// Fills a fresh daemon's store with `total` packs and measures listings.
 pub(crate) async fn scale(label: &str, daemon: &Daemon, total: usize) -> Res<()> {
     println!("\n== {label}: Inbox and Sent with {total} packs in the store");
-    let receiver = daemon.enrol("8619201").await?;
-    let sender = daemon.enrol("8619202").await?;
+    let receiver = daemon.enrol("8619201").await;
+    let sender = daemon.enrol("8619202").await;
     let keys = vec![school_key(&receiver.identity)];
     let (header, ct) = seal_pack(&sender, receiver.laestab, &keys, 1, b"scale")?;
-    let ch = channel(&daemon.url, &daemon.ca).await?;
+    let ch = daemon.channel().await;
     let job = Job {
         sender: 0,
         header: v1::PackHeader::from(&header),
@@ -252,7 +252,8 @@ pub(crate) async fn scale(label: &str, daemon: &Daemon, total: usize) -> Res<()>
         let mut c = client.clone();
         let token = receiver.token.clone();
         async move {
-            c.inbox(req(&token, v1::InboxRequest::default())?).await?;
+            c.inbox(with_token(&token, v1::InboxRequest::default()))
+                .await?;
             Ok(())
         }
     })
@@ -265,7 +266,8 @@ pub(crate) async fn scale(label: &str, daemon: &Daemon, total: usize) -> Res<()>
         let mut c = client.clone();
         let token = sender.token.clone();
         async move {
-            c.sent(req(&token, v1::SentRequest::default())?).await?;
+            c.sent(with_token(&token, v1::SentRequest::default()))
+                .await?;
             Ok(())
         }
     })

@@ -1,7 +1,7 @@
-//! Shared helpers for the daemon's end-to-end tests: start the real
-//! `batond` on port 0 in a temporary data directory, enrol schools through
-//! `batond admin` and `Enrolment.Redeem`, and talk to it over TLS with the
-//! CA it wrote.
+//! Shared helpers for the end-to-end tests (and the exchange benchmark,
+//! which includes them by path): start the real `batond` on port 0 in a
+//! temporary data directory, enrol schools through `batond admin` and
+//! `Enrolment.Redeem`, and talk to it over TLS with the CA it wrote.
 
 #![allow(dead_code)]
 
@@ -189,17 +189,7 @@ impl Daemon {
 
     /// A TLS channel trusting the daemon's CA.
     pub async fn channel(&self) -> Channel {
-        let ca = std::fs::read(&self.ca).unwrap();
-        let tls = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(ca))
-            .domain_name("localhost");
-        Channel::from_shared(self.url.clone())
-            .unwrap()
-            .tls_config(tls)
-            .unwrap()
-            .connect()
-            .await
-            .unwrap()
+        tls_channel(&self.url, &self.ca).await
     }
 
     /// The SQLite database, for checks behind the daemon's back.
@@ -244,6 +234,21 @@ impl Daemon {
             channel,
         }
     }
+}
+
+/// A TLS channel to `url` (a name of `localhost`) trusting the CA at `ca`.
+pub async fn tls_channel(url: &str, ca: &Path) -> Channel {
+    let ca = std::fs::read(ca).unwrap();
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca))
+        .domain_name("localhost");
+    Channel::from_shared(url.to_string())
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
 }
 
 /// A `RedeemRequest` registering `identity` for `laestab`.

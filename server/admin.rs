@@ -92,7 +92,8 @@ pub enum TokenCommand {
 /// `batond admin key …`
 #[derive(Debug, Subcommand)]
 pub enum KeyCommand {
-    /// Revoke one key of a school: packs are no longer sealed to it.
+    /// Revoke one key of a school: packs are no longer sealed to it, and the
+    /// device that enrolled it is shut out at once (its token is revoked).
     Revoke {
         /// The school's LAESTAB.
         laestab: String,

@@ -98,6 +98,19 @@ pub async fn school_for<S: Store>(
     }
 }
 
+/// Checks that the token hashing to `token_hash` still authorises calls
+/// (for long streams, which authenticate once at the start).
+pub async fn still_valid<S: Store>(app: &App<S>, token_hash: [u8; 32]) -> Result<(), Status> {
+    let view = app.directory.view(&app.store).await.map_err(unavailable)?;
+    match school_for(&view, token_hash).await {
+        Ok(_) => Ok(()),
+        Err(s) if s.code() == tonic::Code::Unauthenticated => Err(Status::unauthenticated(
+            "the token was revoked (or its key was)",
+        )),
+        Err(s) => Err(s),
+    }
+}
+
 fn unavailable(e: crate::store::StoreError) -> Status {
     tracing::error!(error = %e, "token lookup failed");
     Status::unavailable("storage unavailable")

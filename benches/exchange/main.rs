@@ -54,7 +54,12 @@ use tonic::{Request, Response, Status, Streaming};
 /// The integration tests' helpers (a real `batond`, enrolled schools, TLS
 /// channels, fresh PostgreSQL databases), shared rather than copied.
 #[path = "../../tests/it/common/mod.rs"]
-#[allow(unused_imports, unused_macros, clippy::unwrap_used, clippy::expect_used)]
+#[allow(
+    unused_imports,
+    unused_macros,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
 mod common;
 
 use common::{Daemon, School, tls_channel, with_token};

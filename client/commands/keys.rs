@@ -27,7 +27,8 @@ enum Action {
     List,
     /// Print this device's public key: key id, age recipient and signing key.
     Export,
-    /// Revoke one of this school's keys: packs are no longer sealed to it.
+    /// Revoke one of this school's keys (a lost or replaced device): packs are
+    /// no longer sealed to it, and that device is shut out at once.
     Revoke {
         /// The key id (fingerprint) to revoke, spaces allowed.
         key_id: String,

@@ -72,6 +72,9 @@ async fn inbox_pack<S: Store>(
 /// so with many uploads at once this sets the daemon's memory.
 pub const CHUNK_BYTES: usize = 256 * 1024;
 /// Inbox and sent pages: default and largest size.
+/// How often an open `Watch` stream checks that its token still holds.
+const WATCH_TOKEN_CHECK: std::time::Duration = std::time::Duration::from_secs(2);
+
 const PAGE_DEFAULT: u32 = 100;
 const PAGE_MAX: u32 = 1000;
 
@@ -358,14 +361,30 @@ impl<S: Store> Exchange for Service<S> {
         request: Request<v1::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         let caller = auth::caller(&self.app, &request).await?;
+        let token_hash = auth::bearer(&request)?;
         let mut events = self.app.store.subscribe();
         let shutdown = self.app.shutdown.clone();
+        let app = Arc::clone(&self.app);
         let (tx, rx) = mpsc::channel(16);
         tokio::spawn(async move {
+            // A token revoked (with its key) while the stream is open ends
+            // the stream within one check.
+            let mut check = tokio::time::interval(WATCH_TOKEN_CHECK);
+            check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
                     () = shutdown.cancelled() => break,
                     () = tx.closed() => break,
+                    _ = check.tick() => {
+                        // A storage hiccup is not a revocation: keep the
+                        // stream, check again at the next tick.
+                        if let Err(status) = auth::still_valid(&app, token_hash).await
+                            && status.code() == tonic::Code::Unauthenticated
+                        {
+                            let _ = tx.send(Err(status)).await;
+                            break;
+                        }
+                    }
                     next = events.recv() => match next {
                         Ok(new) if new.to == caller => {
                             let Ok(header) = v1::PackHeader::decode(new.header.as_slice()) else {

@@ -450,6 +450,63 @@ pub async fn listings_are_audited<S: Store>(store: Arc<S>) {
     assert_eq!(audit::verify(&entries).unwrap(), entries.len() as u64);
 }
 
+/// Rows as a database from before tokens had keys holds them: school 1
+/// with keys 1 (enrolled first, with the token) and 2, and token `[1; 32]`.
+/// Expands for either backend's pool (the statements are the same text).
+macro_rules! seed_tokens_without_keys {
+    ($pool:expr) => {{
+        let school = $crate::store::conformance::school_id(1).to_string();
+        sqlx::query(
+            "INSERT INTO schools (laestab, name, phase, urn, created_at_ms) \
+             VALUES ($1, 'A', 'primary', '', 1)",
+        )
+        .bind(&school)
+        .execute($pool)
+        .await
+        .unwrap();
+        for (n, at) in [(2u8, 20i64), (1, 10)] {
+            let key = $crate::store::conformance::key(n);
+            sqlx::query(
+                "INSERT INTO keys (key_id, laestab, age_recipient, signing_key, label, roles, \
+                 created_at_ms) VALUES ($1, $2, $3, $4, 'k', 'staff', $5)",
+            )
+            .bind(key.key_id().to_string())
+            .bind(&school)
+            .bind(key.public.age_recipient())
+            .bind(key.public.signing_key_bytes().to_vec())
+            .bind(at)
+            .execute($pool)
+            .await
+            .unwrap();
+        }
+        sqlx::query("INSERT INTO tokens (token_hash, laestab, created_at_ms) VALUES ($1, $2, 10)")
+            .bind(vec![1u8; 32])
+            .bind(&school)
+            .execute($pool)
+            .await
+            .unwrap();
+    }};
+}
+pub(crate) use seed_tokens_without_keys;
+
+/// After the migration, the token seeded by [`seed_tokens_without_keys`]
+/// belongs to its school's first key: revoking the other key leaves it,
+/// revoking the first revokes it.
+pub async fn tokens_without_keys_are_bound_to_the_first_key(store: &impl Store) {
+    let school = school_id(1);
+    assert_eq!(store.token_school([1; 32]).await.unwrap(), Some(school));
+    store
+        .revoke_key(&school, key(2).key_id(), 30, event())
+        .await
+        .unwrap();
+    assert_eq!(store.token_school([1; 32]).await.unwrap(), Some(school));
+    store
+        .revoke_key(&school, key(1).key_id(), 40, event())
+        .await
+        .unwrap();
+    assert_eq!(store.token_school([1; 32]).await.unwrap(), None);
+}
+
 /// Declares one `#[tokio::test]` per conformance case. `$open` is an async
 /// fn returning `Option<(S, guard)>`; `None` means skipped.
 macro_rules! suite {

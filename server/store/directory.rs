@@ -67,8 +67,8 @@ pub trait Directory: Send + Sync {
     /// One school with all its keys.
     fn school(&self, laestab: &Laestab) -> impl Future<Output = Result<Option<School>>> + Send;
 
-    /// Redeems a code: registers the first key, marks the code used and stores
-    /// the token hash, all at once.
+    /// Redeems a code: registers the key, marks the code used and stores
+    /// the hash of the key holder's token, bound to that key, all at once.
     fn redeem(
         &self,
         laestab: &Laestab,
@@ -87,7 +87,8 @@ pub trait Directory: Send + Sync {
         event: audit::Event,
     ) -> impl Future<Output = Result<()>> + Send;
 
-    /// Revokes a key of a school (idempotent); returns it.
+    /// Revokes a key of a school (idempotent) and, in the same
+    /// transaction, the token issued with it; returns the key.
     fn revoke_key(
         &self,
         laestab: &Laestab,
@@ -100,7 +101,8 @@ pub trait Directory: Send + Sync {
     /// (by any process or node), so a cache of them can tell it is current.
     fn directory_version(&self) -> impl Future<Output = Result<i64>> + Send;
 
-    /// The school an active token belongs to.
+    /// The school an active token belongs to: the token is not revoked and
+    /// neither is the key it was issued with.
     fn token_school(
         &self,
         token_hash: [u8; 32],

@@ -292,11 +292,13 @@ macro_rules! shared_store {
                 }
                 insert_key(&mut tx, laestab, key).await?;
                 sqlx::query(
-                    "INSERT INTO tokens (token_hash, laestab, created_at_ms) VALUES ($1, $2, $3)",
+                    "INSERT INTO tokens (token_hash, laestab, created_at_ms, key_id) \
+                     VALUES ($1, $2, $3, $4)",
                 )
                 .bind(token_hash.to_vec())
                 .bind(laestab.as_str())
                 .bind(now_ms)
+                .bind(key.key_id().to_string())
                 .execute(&mut *tx)
                 .await?;
                 append(&mut tx, now_ms, &event).await?;
@@ -340,6 +342,16 @@ macro_rules! shared_store {
                 if done.rows_affected() != 1 {
                     return Err(StoreError::NotFound("key"));
                 }
+                // The key's device is shut out with it: its token goes too.
+                sqlx::query(
+                    "UPDATE tokens SET revoked_at_ms = COALESCE(revoked_at_ms, $1) \
+                     WHERE laestab = $2 AND key_id = $3",
+                )
+                .bind(now_ms)
+                .bind(laestab.as_str())
+                .bind(key_id.to_string())
+                .execute(&mut *tx)
+                .await?;
                 append(&mut tx, now_ms, &event).await?;
                 let key = school_in(&mut tx, laestab)
                     .await?
@@ -357,8 +369,12 @@ macro_rules! shared_store {
             }
 
             async fn token_school(&self, token_hash: [u8; 32]) -> Result<Option<Laestab>> {
+                // A token whose key is revoked is refused even if the token
+                // row was not (revoked by hand, or before tokens had keys).
                 let row: Option<(String,)> = sqlx::query_as(
-                    "SELECT laestab FROM tokens WHERE token_hash = $1 AND revoked_at_ms IS NULL",
+                    "SELECT t.laestab FROM tokens t LEFT JOIN keys k ON k.key_id = t.key_id \
+                     WHERE t.token_hash = $1 AND t.revoked_at_ms IS NULL \
+                     AND k.revoked_at_ms IS NULL",
                 )
                 .bind(token_hash.to_vec())
                 .fetch_optional(&self.pool)

@@ -401,5 +401,67 @@ async fn revocation_is_immediate_and_tls_is_required(daemon: Daemon) {
     );
 }
 
+/// Issue 15 item 1: each device's token is bound to the key it enrolled;
+/// revoking the key shuts that device out at once (its next call, and its
+/// open `Watch`) and leaves the school's other devices working.
+async fn issue15_a_revoked_keys_token_is_shut_out_at_once(daemon: Daemon) {
+    let laptop = daemon.enrol("8614001").await;
+    let out = daemon
+        .admin(&["admin", "school", "code", "8614001", "--json"])
+        .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let code = serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["code"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let office = Identity::generate();
+    let office_token = EnrolmentClient::new(daemon.channel().await)
+        .redeem(common::redeem_request(&laptop.laestab, &code, &office))
+        .await
+        .unwrap()
+        .into_inner()
+        .token;
+    let mut watch = laptop
+        .exchange()
+        .watch(laptop.req(v1::WatchRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+
+    let key_id = laptop.identity.key_id().to_string();
+    let out = daemon
+        .admin(&["admin", "key", "revoke", "8614001", &key_id])
+        .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = laptop
+        .exchange()
+        .inbox(laptop.req(v1::InboxRequest::default()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+    let ended = tokio::time::timeout(Duration::from_secs(10), watch.message())
+        .await
+        .expect("the Watch stream was still open 10 s after its key was revoked");
+    match ended {
+        Err(status) => assert_eq!(status.code(), Code::Unauthenticated, "{status:?}"),
+        Ok(other) => panic!("the Watch stream went on: {other:?}"),
+    }
+    // The school's other device is not touched.
+    laptop
+        .exchange()
+        .inbox(with_token(&office_token, v1::InboxRequest::default()))
+        .await
+        .unwrap();
+}
+
 on_both_backends!(every_method_checks_the_caller);
+on_both_backends!(issue15_a_revoked_keys_token_is_shut_out_at_once);
 on_both_backends!(revocation_is_immediate_and_tls_is_required);

@@ -114,3 +114,20 @@ async fn two_nodes_share_one_chain_and_hear_each_other() {
     }
     assert_eq!(audit::verify(&conformance::log(&*node_a).await), Ok(32));
 }
+
+#[tokio::test]
+async fn tokens_from_before_keys_are_bound_to_the_schools_first_key() {
+    let Some(db) = pgdb::TestDb::from_env().await else {
+        pgdb::skipped("postgres-conformance");
+        return;
+    };
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    sqlx::migrate!("server/migrations/postgres")
+        .run_to(2, &pool)
+        .await
+        .unwrap();
+    conformance::seed_tokens_without_keys!(&pool);
+    pool.close().await;
+    let store = Postgres::open(&db.url, 4).await.unwrap();
+    conformance::tokens_without_keys_are_bound_to_the_first_key(&store).await;
+}

@@ -137,3 +137,21 @@ async fn listings_are_index_range_scans_without_a_sort() {
         assert!(!text.contains("TEMP B-TREE"), "{text}");
     }
 }
+
+#[tokio::test]
+async fn tokens_from_before_keys_are_bound_to_the_schools_first_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(&path)
+        .create_if_missing(true);
+    let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+    sqlx::migrate!("server/migrations/sqlite")
+        .run_to(3, &pool)
+        .await
+        .unwrap();
+    conformance::seed_tokens_without_keys!(&pool);
+    pool.close().await;
+    let store = Sqlite::open(&path).await.unwrap();
+    conformance::tokens_without_keys_are_bound_to_the_first_key(&store).await;
+}

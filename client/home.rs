@@ -153,6 +153,33 @@ pub fn write_atomic(path: &Path, bytes: &[u8], secret: bool) -> Result<()> {
     Ok(())
 }
 
+/// Creates `dir` and any missing parents readable by their owner only
+/// (0700): pulled pupil folders, child-protection files and CTFs.
+pub fn create_private_dir_all(dir: &Path) -> Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt as _;
+        builder.mode(0o700);
+    }
+    builder
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))
+}
+
+/// Creates (or truncates) `path` readable by its owner only (0600).
+pub fn create_private_file(path: &Path) -> std::io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    options.open(path)
+}
+
 /// Makes a file readable by its owner only.
 pub fn set_private(path: &Path) -> Result<()> {
     #[cfg(unix)]

@@ -110,6 +110,8 @@ fn list_attachments(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 }
 
 /// A staging folder beside the output, renamed into place when complete.
+/// It and the folders it goes into are created readable by their owner
+/// only (0700): they hold pupils' records.
 pub struct Staging {
     dir: PathBuf,
 }
@@ -121,7 +123,7 @@ impl Staging {
         if dir.exists() {
             std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
         }
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        crate::home::create_private_dir_all(&dir)?;
         Ok(Self { dir })
     }
 
@@ -139,8 +141,7 @@ impl Staging {
             bail!("{} already exists", target.display());
         }
         let parent = target.parent().context("an output folder has a parent")?;
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("creating {}", parent.display()))?;
+        crate::home::create_private_dir_all(parent)?;
         std::fs::rename(&self.dir, target)
             .with_context(|| format!("moving the pulled pack to {}", target.display()))?;
         if let Ok(d) = std::fs::File::open(parent) {

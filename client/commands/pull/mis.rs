@@ -168,15 +168,40 @@ fn upn_of(folder: &Path) -> Option<String> {
 /// a pack folder.
 fn pupil_xml(folder: &Path) -> Result<String> {
     let pack: PackJson = read_json(&folder.join("pack.json"))?;
-    if let Some(xml) = pack.ctf_pupil_xml {
-        return Ok(xml);
-    }
     let path = folder.join("record.json");
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let record = baton::record::TransitionRecord::from_json(&text)
         .with_context(|| format!("{} is not valid", path.display()))?;
-    Ok(baton::ctf::pupil_xml_from_record(&record))
+    match pack.ctf_pupil_xml {
+        Some(xml) => checked_fragment(&xml, &record),
+        None => Ok(baton::ctf::pupil_xml_from_record(&record)),
+    }
+}
+
+/// The sender's `<Pupil>` element, if it is exactly one well-formed pupil
+/// who is the pupil of the signed record (UPN, names, date of birth): the
+/// MIS imports the element, not the record, so an element that says more
+/// (another pupil) or something else must not reach it.
+fn checked_fragment(xml: &str, record: &baton::record::TransitionRecord) -> Result<String> {
+    let pupil = baton::ctf::CtfPupil::from_xml(xml, 1).map_err(|e| {
+        anyhow::anyhow!("its CTF <Pupil> element is not one well-formed pupil ({e})")
+    })?;
+    let same = |a: &str, b: &str| a.trim().eq_ignore_ascii_case(b.trim());
+    let found = &pupil.record;
+    for (field, theirs, ours) in [
+        ("UPN", &found.upn, &record.upn),
+        ("surname", &found.surname, &record.surname),
+        ("forename", &found.forename, &record.forename),
+        ("date of birth", &found.dob, &record.dob),
+    ] {
+        if !same(theirs, ours) {
+            anyhow::bail!(
+                "its CTF <Pupil> element does not match its record ({field} differs); the folder has the record"
+            );
+        }
+    }
+    Ok(pupil.raw_xml)
 }
 
 /// Writes one CTF for one sending school, numbered after any already there.
@@ -187,7 +212,7 @@ fn write_ctf(
     to: Laestab,
     pupils: &[String],
 ) -> Result<PathBuf> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    crate::home::create_private_dir_all(dir)?;
     let path = (1..1000)
         .map(|n| dir.join(baton::ctf::file_name(from, to, n)))
         .find(|p| !p.exists())
@@ -201,6 +226,6 @@ fn write_ctf(
     header.source.name = name.to_string();
     let mut bytes = Vec::new();
     baton::ctf::write_ctf(&mut bytes, &header, pupils).context("writing the CTF")?;
-    crate::home::write_atomic(&path, &bytes, false)?;
+    crate::home::write_atomic(&path, &bytes, true)?;
     Ok(path)
 }

@@ -24,7 +24,7 @@ use tokio::io::AsyncWriteExt as _;
 
 use crate::commands::inbox::Waiting;
 use crate::connect::{Clients, connect, explain};
-use crate::home::{Home, read_json, write_json};
+use crate::home::{Home, create_private_dir_all, create_private_file, read_json, write_json};
 use crate::output::{json, now_ms, progress, time};
 use crate::packdir::Staging;
 use crate::pins::{Pins, refresh};
@@ -222,8 +222,7 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
         }
         return Ok(());
     }
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("creating {}", args.out.display()))?;
+    create_private_dir_all(&args.out)?;
     // Leftovers of a pull that was killed: staged folders and downloaded
     // ciphertext that never became pack folders. (One pull per folder at a time.)
     let staging = args.out.join(".baton-staging");
@@ -397,8 +396,7 @@ async fn pull_one(
     out: &Path,
 ) -> Result<PulledPack> {
     let staging_root = out.join(".baton-staging");
-    std::fs::create_dir_all(&staging_root)
-        .with_context(|| format!("creating {}", staging_root.display()))?;
+    create_private_dir_all(&staging_root)?;
     let ciphertext = tempfile::NamedTempFile::new_in(&staging_root)?;
     let header = download(clients, id, ciphertext.path()).await?;
     let h = header.header().clone();
@@ -438,7 +436,7 @@ async fn pull_one(
     .context("opening was interrupted")??;
 
     let record_json = manifest.record.to_json();
-    std::fs::write(staging.path().join("record.json"), record_json.as_bytes())?;
+    create_private_file(&staging.path().join("record.json"))?.write_all(record_json.as_bytes())?;
     let pack_json = PackJson {
         id: id.to_string(),
         from: h.from.to_string(),
@@ -461,7 +459,7 @@ async fn pull_one(
             .collect(),
         ctf_pupil_xml: manifest.ctf_pupil_xml.clone(),
     };
-    let mut f = std::fs::File::create(staging.path().join("pack.json"))?;
+    let mut f = create_private_file(&staging.path().join("pack.json"))?;
     f.write_all(serde_json::to_string_pretty(&pack_json)?.as_bytes())?;
 
     let upn = manifest.record.upn().map(|u| u.to_string());
@@ -534,7 +532,7 @@ impl Sink for DirSink {
         meta: &AttachmentMeta,
     ) -> std::io::Result<Box<dyn std::io::Write + '_>> {
         // Names were checked (plain file names, unique) when the manifest was read.
-        let file = std::fs::File::create(self.dir.join(&meta.name))?;
+        let file = create_private_file(&self.dir.join(&meta.name))?;
         Ok(Box::new(std::io::BufWriter::new(file)))
     }
 }

@@ -1,0 +1,165 @@
+//! What `baton pull` leaves on the receiving school's disk (issue 15): every
+//! folder and file it writes is its owner's only, and the sender's CTF
+//! `<Pupil>` element reaches the MIS file only when it is exactly one pupil,
+//! the pupil of the signed record. Packs crafted by a sending school with
+//! the library and uploaded over raw gRPC; the real `baton` pulls them.
+
+use std::path::Path;
+
+use baton::api::v1;
+use baton::crypto::Draft;
+use baton::ctf::pupil_xml_from_record;
+use baton::pack::{Kind, Manifest, PackId};
+use baton::record::TransitionRecord;
+
+use crate::common::cli::enrol;
+use crate::common::reliability::upn;
+use crate::common::sealing::seal;
+use crate::common::{Daemon, School};
+
+fn pupil(serial: u32) -> TransitionRecord {
+    TransitionRecord {
+        upn: upn(861, 2001, serial),
+        surname: format!("Fragment{serial}"),
+        forename: "Sam".into(),
+        dob: "2015-05-06".into(),
+        sex: "M".into(),
+        ..Default::default()
+    }
+}
+
+/// Seals `record` with `ctf` as its `<Pupil>` element from `from` to
+/// 8614001 and uploads it.
+async fn send(from: &School, kind: Kind, record: &TransitionRecord, ctf: Option<String>) {
+    let to = baton::Laestab::parse("8614001").unwrap();
+    let keys = from.keys_of(&to).await;
+    let draft = Draft {
+        pack_id: PackId::new(),
+        from: from.laestab,
+        to,
+        kind,
+        created_at_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64,
+    };
+    let manifest = Manifest {
+        record: record.clone(),
+        ctf_pupil_xml: ctf,
+        attachments: vec![],
+    };
+    let (header, ciphertext) = seal(&draft, &manifest, &[], &keys, &from.identity);
+    from.upload(&v1::PackHeader::from(&header), &ciphertext, 64 * 1024)
+        .await
+        .unwrap();
+}
+
+/// Every folder under `root` is 0700 and every file 0600; returns how many
+/// of each were checked.
+#[cfg(unix)]
+fn private(root: &Path) -> (usize, usize) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let (mut dirs, mut files) = (0, 0);
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(dir) = todo.pop() {
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode();
+        assert_eq!(
+            mode & 0o777,
+            0o700,
+            "{} is {:o}",
+            dir.display(),
+            mode & 0o777
+        );
+        dirs += 1;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                todo.push(path);
+            } else {
+                let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+                assert_eq!(
+                    mode & 0o777,
+                    0o600,
+                    "{} is {:o}",
+                    path.display(),
+                    mode & 0o777
+                );
+                files += 1;
+            }
+        }
+    }
+    (dirs, files)
+}
+
+#[tokio::test]
+async fn issue15_pulled_files_are_private_and_only_true_fragments_reach_the_ctf() {
+    let daemon = Daemon::start_sqlite(&[]).await;
+    let root = tempfile::tempdir().unwrap();
+    let sender = daemon.enrol("8612001").await;
+    let receiver = enrol(
+        &daemon,
+        root.path(),
+        "8614001",
+        "secondary",
+        &["dsl", "staff"],
+    )
+    .await;
+
+    // A fragment carrying a second pupil, one for another pupil than its
+    // record, one that is not XML at all, and an honest one.
+    let (a, b, c, d, e, f) = (pupil(1), pupil(2), pupil(3), pupil(4), pupil(5), pupil(6));
+    let two = format!("{}{}", pupil_xml_from_record(&a), pupil_xml_from_record(&b));
+    send(&sender, Kind::Transfer, &a, Some(two)).await;
+    send(&sender, Kind::Transfer, &c, Some(pupil_xml_from_record(&d))).await;
+    send(&sender, Kind::Transfer, &f, Some("<Pupil><UPN>".into())).await;
+    send(&sender, Kind::Transfer, &e, Some(pupil_xml_from_record(&e))).await;
+    send(&sender, Kind::Safeguarding, &e, None).await;
+
+    let out = root.path().join("in");
+    let mis = root.path().join("mis");
+    let said = receiver
+        .ok(&[
+            "pull",
+            "--all",
+            "--out",
+            out.to_str().unwrap(),
+            "--ctf-dir",
+            mis.to_str().unwrap(),
+        ])
+        .await;
+    assert!(said.contains("not one well-formed pupil"), "{said}");
+    assert!(
+        said.contains("does not match its record (UPN differs)"),
+        "{said}"
+    );
+    assert_eq!(said.matches("left out of the CTF").count(), 3, "{said}");
+    let ctfs: Vec<_> = std::fs::read_dir(&mis)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(ctfs.len(), 1, "{ctfs:?}");
+    let xml = std::fs::read_to_string(&ctfs[0]).unwrap();
+    assert_eq!(xml.matches("<Pupil>").count(), 1, "{xml}");
+    assert!(xml.contains(&e.upn));
+    for other in [&a, &b, &c, &d, &f] {
+        assert!(!xml.contains(&other.upn), "{} reached the CTF", other.upn);
+    }
+    // The crafted packs are still there, as folders, with their records.
+    for record in [&a, &c, &f] {
+        let folder = out.join("8612001").join(&record.upn);
+        assert!(folder.join("record.json").exists(), "{}", folder.display());
+    }
+    assert!(
+        out.join("8612001")
+            .join("safeguarding")
+            .join(&e.upn)
+            .exists()
+    );
+
+    #[cfg(unix)]
+    {
+        let (dirs, files) = private(&out);
+        assert!(dirs >= 7 && files >= 10, "{dirs} folders, {files} files");
+        private(&mis);
+    }
+}

@@ -14,6 +14,8 @@ use clap::Subcommand;
 
 use crate::audit::{self, Event};
 use crate::auth;
+use baton::keys::Role;
+
 use crate::config::{CodeArgs, Config};
 use crate::store::{NewSchool, Store, StoreError, now_ms};
 use tokio_stream::StreamExt as _;
@@ -53,6 +55,10 @@ pub enum SchoolCommand {
         /// Unique Reference Number (6 digits), if known.
         #[arg(long)]
         urn: Option<String>,
+        /// A role the code grants (repeat for several): the key enrolled
+        /// with it may hold only these. `dsl` keys receive child-protection files.
+        #[arg(long = "role", value_name = "dsl|senco|staff", default_value = "staff")]
+        roles: Vec<Role>,
         /// Print `{"laestab": …, "code": …}` instead of text.
         #[arg(long)]
         json: bool,
@@ -64,6 +70,10 @@ pub enum SchoolCommand {
     Code {
         /// The school's LAESTAB.
         laestab: String,
+        /// A role the code grants (repeat for several): the key enrolled
+        /// with it may hold only these. `dsl` keys receive child-protection files.
+        #[arg(long = "role", value_name = "dsl|senco|staff", default_value = "staff")]
+        roles: Vec<Role>,
         /// Print `{"laestab": …, "code": …}` instead of text.
         #[arg(long)]
         json: bool,
@@ -142,6 +152,7 @@ pub async fn run<S: Store>(store: &S, config: &Config, command: Command) -> anyh
             name,
             phase,
             urn,
+            roles,
             json,
             code: _,
         }) => {
@@ -166,6 +177,7 @@ pub async fn run<S: Store>(store: &S, config: &Config, command: Command) -> anyh
                 .add_school(
                     &school,
                     hash,
+                    &roles,
                     now,
                     expires,
                     Event::by_admin("school.add", laestab),
@@ -177,15 +189,21 @@ pub async fn run<S: Store>(store: &S, config: &Config, command: Command) -> anyh
                 ),
                 other => other.context("enrolling the school")?,
             }
-            print_code(&mut out, config, laestab, &code, json, "enrolled")?;
+            print_code(&mut out, config, laestab, &code, &roles, json, "enrolled")?;
         }
-        Command::School(SchoolCommand::Code { laestab, json, .. }) => {
+        Command::School(SchoolCommand::Code {
+            laestab,
+            roles,
+            json,
+            ..
+        }) => {
             let laestab = parse_laestab(&laestab)?;
             let (code, hash, now, expires) = new_code(config);
             match store
                 .issue_code(
                     &laestab,
                     hash,
+                    &roles,
                     now,
                     expires,
                     Event::by_admin("school.code", laestab),
@@ -197,7 +215,15 @@ pub async fn run<S: Store>(store: &S, config: &Config, command: Command) -> anyh
                 }
                 other => other.context("issuing an enrolment code")?,
             }
-            print_code(&mut out, config, laestab, &code, json, "issued a code for")?;
+            print_code(
+                &mut out,
+                config,
+                laestab,
+                &code,
+                &roles,
+                json,
+                "issued a code for",
+            )?;
         }
         Command::School(SchoolCommand::List { json }) => {
             let schools = store.list_schools().await.context("listing schools")?;
@@ -290,19 +316,22 @@ fn print_code(
     config: &Config,
     laestab: Laestab,
     code: &str,
+    roles: &[Role],
     json: bool,
     what: &str,
 ) -> anyhow::Result<()> {
+    let roles: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
     if json {
         writeln!(
             out,
             "{}",
-            serde_json::json!({ "laestab": laestab.to_string(), "code": code })
+            serde_json::json!({ "laestab": laestab.to_string(), "code": code, "roles": roles })
         )?;
     } else {
         writeln!(
             out,
-            "{what} {laestab}; one-time enrolment code (valid {} hours):",
+            "{what} {laestab}; one-time enrolment code for a key with role(s) {} (valid {} hours):",
+            roles.join(", "),
             config.enrolment_code_hours
         )?;
         writeln!(out, "{code}")?;

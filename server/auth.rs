@@ -8,7 +8,7 @@ use tonic::{Request, Status};
 
 use crate::app::App;
 use crate::cache::View;
-use crate::store::Store;
+use crate::store::{Store, TokenHolder};
 
 /// Every API token starts with this, so a leaked one is easy to spot.
 pub const TOKEN_PREFIX: &str = "bt_";
@@ -56,19 +56,27 @@ pub fn new_code() -> (String, [u8; 32]) {
 
 /// The school whose token authorises `request`, or `Unauthenticated`.
 pub async fn caller<S: Store, T>(app: &App<S>, request: &Request<T>) -> Result<Laestab, Status> {
+    Ok(authenticate(app, request).await?.0.school)
+}
+
+/// Who holds the token that authorises `request` (school and key).
+pub async fn holder<S: Store, T>(
+    app: &App<S>,
+    request: &Request<T>,
+) -> Result<TokenHolder, Status> {
     Ok(authenticate(app, request).await?.0)
 }
 
-/// The calling school (as [`caller`]) and the directory as of this call,
-/// for the call's further look-ups.
+/// Who holds the calling token (as [`holder`]) and the directory as of
+/// this call, for the call's further look-ups.
 pub async fn authenticate<'a, S: Store, T>(
     app: &'a App<S>,
     request: &Request<T>,
-) -> Result<(Laestab, View<'a, S>), Status> {
+) -> Result<(TokenHolder, View<'a, S>), Status> {
     let token_hash = bearer(request)?;
     let view = app.directory.view(&app.store).await.map_err(unavailable)?;
-    let school = school_for(&view, token_hash).await?;
-    Ok((school, view))
+    let holder = holder_for(&view, token_hash).await?;
+    Ok((holder, view))
 }
 
 /// The hash of the bearer token in `request`'s metadata.
@@ -86,13 +94,13 @@ pub fn bearer<T>(request: &Request<T>) -> Result<[u8; 32], Status> {
     Ok(hash_secret(token))
 }
 
-/// The school whose token hashes to `token_hash`, in `view`.
-pub async fn school_for<S: Store>(
+/// Who holds the token that hashes to `token_hash`, in `view`.
+pub async fn holder_for<S: Store>(
     view: &View<'_, S>,
     token_hash: [u8; 32],
-) -> Result<Laestab, Status> {
-    match view.token_school(token_hash).await {
-        Ok(Some(school)) => Ok(school),
+) -> Result<TokenHolder, Status> {
+    match view.token_holder(token_hash).await {
+        Ok(Some(holder)) => Ok(holder),
         Ok(None) => Err(Status::unauthenticated("unknown or revoked token")),
         Err(e) => Err(unavailable(e)),
     }
@@ -102,7 +110,7 @@ pub async fn school_for<S: Store>(
 /// (for long streams, which authenticate once at the start).
 pub async fn still_valid<S: Store>(app: &App<S>, token_hash: [u8; 32]) -> Result<(), Status> {
     let view = app.directory.view(&app.store).await.map_err(unavailable)?;
-    match school_for(&view, token_hash).await {
+    match holder_for(&view, token_hash).await {
         Ok(_) => Ok(()),
         Err(s) if s.code() == tonic::Code::Unauthenticated => Err(Status::unauthenticated(
             "the token was revoked (or its key was)",

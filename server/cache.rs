@@ -20,7 +20,7 @@ use std::time::Instant;
 
 use baton::Laestab;
 
-use crate::store::{Result, School, Store, StoreError};
+use crate::store::{Result, School, Store, StoreError, TokenHolder};
 
 /// Entries of either map beyond which the map is emptied rather than grown
 /// (a stream of unknown tokens must not grow the daemon).
@@ -30,7 +30,7 @@ const MAX_ENTRIES: usize = 4096;
 #[derive(Default)]
 struct Entries {
     version: i64,
-    tokens: HashMap<[u8; 32], Option<Laestab>>,
+    tokens: HashMap<[u8; 32], Option<TokenHolder>>,
     schools: HashMap<Laestab, Option<Arc<School>>>,
 }
 
@@ -116,14 +116,14 @@ impl<S: Store> View<'_, S> {
         self.version
     }
 
-    /// The school an active token belongs to. Unknown tokens are not
-    /// kept, so a stream of them cannot push the real ones out.
-    pub async fn token_school(&self, token_hash: [u8; 32]) -> Result<Option<Laestab>> {
+    /// Who holds an active token. Unknown tokens are not kept, so a stream
+    /// of them cannot push the real ones out.
+    pub async fn token_holder(&self, token_hash: [u8; 32]) -> Result<Option<TokenHolder>> {
         self.cached(
             |e| &mut e.tokens,
             token_hash,
             Option::is_some,
-            self.store.token_school(token_hash),
+            self.store.token_holder(token_hash),
         )
         .await
     }
@@ -178,6 +178,7 @@ mod tests {
     use crate::audit::Event;
     use crate::store::sqlite::Sqlite;
     use crate::store::{Directory as _, NewSchool};
+    use baton::keys::Role;
 
     fn school() -> NewSchool {
         NewSchool {
@@ -199,7 +200,7 @@ mod tests {
         let key = crate::store::conformance::key(1);
         let event = || Event::by_admin("test", "x");
         admin
-            .add_school(&a, [7; 32], 1, i64::MAX, event())
+            .add_school(&a, [7; 32], &[Role::Dsl, Role::Staff], 1, i64::MAX, event())
             .await
             .unwrap();
         admin
@@ -209,13 +210,22 @@ mod tests {
 
         let cache = DirectoryCache::default();
         let view = cache.view(&daemon).await.unwrap();
-        assert_eq!(view.token_school([1; 32]).await.unwrap(), Some(a.laestab));
-        assert_eq!(view.token_school([2; 32]).await.unwrap(), None);
+        assert_eq!(
+            view.token_holder([1; 32]).await.unwrap().map(|h| h.school),
+            Some(a.laestab)
+        );
+        assert_eq!(
+            view.token_holder([2; 32]).await.unwrap().map(|h| h.school),
+            None
+        );
         let keys = view.school(&a.laestab).await.unwrap().unwrap().keys.len();
         assert_eq!(keys, 1);
         // Cached: the same answers from the same version.
         let view = cache.view(&daemon).await.unwrap();
-        assert_eq!(view.token_school([1; 32]).await.unwrap(), Some(a.laestab));
+        assert_eq!(
+            view.token_holder([1; 32]).await.unwrap().map(|h| h.school),
+            Some(a.laestab)
+        );
 
         admin.revoke_tokens(&a.laestab, 3, event()).await.unwrap();
         admin
@@ -223,7 +233,10 @@ mod tests {
             .await
             .unwrap();
         let view = cache.view(&daemon).await.unwrap();
-        assert_eq!(view.token_school([1; 32]).await.unwrap(), None);
+        assert_eq!(
+            view.token_holder([1; 32]).await.unwrap().map(|h| h.school),
+            None
+        );
         let keys = view.school(&a.laestab).await.unwrap().unwrap().keys.len();
         assert_eq!(keys, 2);
     }
@@ -237,7 +250,10 @@ mod tests {
         for i in 0..100_u64 {
             let mut hash = [0u8; 32];
             hash[..8].copy_from_slice(&i.to_le_bytes());
-            assert_eq!(view.token_school(hash).await.unwrap(), None);
+            assert_eq!(
+                view.token_holder(hash).await.unwrap().map(|h| h.school),
+                None
+            );
         }
         assert!(cache.lock().tokens.is_empty());
     }

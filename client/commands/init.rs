@@ -34,8 +34,11 @@ pub struct Args {
     /// this computer's name.
     #[arg(long, default_value_t = default_label())]
     label: String,
-    /// Roles of this key's holder; repeat for several. Only `dsl` keys receive safeguarding packs.
-    #[arg(long = "role", value_name = "dsl|senco|staff", default_value = "staff")]
+    /// Roles of this key's holder; repeat for several. Only `dsl` keys
+    /// receive safeguarding packs. The enrolment code says which roles it
+    /// grants (the operator chose them); without `--role` the key takes
+    /// them all, and a role the code does not grant is refused.
+    #[arg(long = "role", value_name = "dsl|senco|staff")]
     roles: Vec<Role>,
     /// Enrol again in this home with a new code (this device's token was
     /// revoked, or its key replaced): new keys, new token; the outbox
@@ -129,6 +132,19 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
             key_id: identity.key_id().to_string(),
         },
     )?;
+    let granted = response.school.as_ref().and_then(|s| {
+        s.keys
+            .iter()
+            .find(|k| k.key_id == identity.key_id().to_string())
+            .and_then(|k| SchoolKey::try_from(k).ok())
+            .map(|k| {
+                k.roles
+                    .iter()
+                    .map(|r| r.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+    });
     let name = response.school.map(|s| s.name).unwrap_or_default();
     let again = if previous.is_some() {
         "re-enrolled"
@@ -137,6 +153,9 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
     };
     println!("{again} {} ({name}) at {}", args.school, args.server);
     println!("key id: {}", identity.key_id().grouped());
+    if let Some(mine) = granted {
+        println!("roles: {mine}");
+    }
     println!("home: {}", home.root().display());
     Ok(())
 }

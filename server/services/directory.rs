@@ -11,7 +11,9 @@ use super::wire::{new_key, parse_laestab, school_message, store_status, wire_sta
 use crate::app::App;
 use crate::audit::Event;
 use crate::auth;
-use crate::store::{Store, now_ms};
+use baton::keys::Role;
+
+use crate::store::{Store, TokenHolder, now_ms};
 
 /// The directory service.
 pub struct Service<S> {
@@ -23,6 +25,38 @@ impl<S: Store> Service<S> {
     pub fn new(app: Arc<App<S>>) -> Self {
         Self { app }
     }
+}
+
+impl<S: Store> Service<S> {
+    /// The roles of the key the calling token was issued with (none for a
+    /// token that has no key, or whose key is gone).
+    async fn caller_roles(&self, holder: &TokenHolder) -> Result<Vec<Role>, Status> {
+        let Some(key_id) = holder.key_id else {
+            return Ok(Vec::new());
+        };
+        let school = self
+            .app
+            .store
+            .school(&holder.school)
+            .await
+            .map_err(store_status)?;
+        Ok(school
+            .and_then(|s| s.keys.into_iter().find(|k| k.key_id() == key_id))
+            .map(|k| k.roles)
+            .unwrap_or_default())
+    }
+}
+
+/// Roles for a message: `dsl, staff`.
+fn roles_list(roles: &[Role]) -> String {
+    if roles.is_empty() {
+        return "(none)".into();
+    }
+    roles
+        .iter()
+        .map(|r| r.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn own_school(caller: &baton::Laestab, asked: &baton::Laestab) -> Result<(), Status> {
@@ -68,12 +102,24 @@ impl<S: Store> Directory for Service<S> {
         &self,
         request: Request<v1::AddKeyRequest>,
     ) -> Result<Response<v1::Key>, Status> {
-        let caller = auth::caller(&self.app, &request).await?;
+        let holder = auth::holder(&self.app, &request).await?;
+        let caller = holder.school;
         let req = request.into_inner();
         let laestab = parse_laestab("laestab", &req.laestab)?;
         own_school(&caller, &laestab)?;
-        let key = new_key(&laestab, req.key.as_ref(), &req.proof)?;
-        let event = Event::by_school(&caller, "key.add", key.key_id());
+        let key = new_key(&laestab, req.key.as_ref(), &req.proof, false)?;
+        let held = self.caller_roles(&holder).await?;
+        if let Some(missing) = key.roles.iter().find(|r| !held.contains(r)) {
+            return Err(Status::permission_denied(format!(
+                "your key holds the role(s) {}: it may not grant {missing}; the trust's operator issues codes for other roles",
+                roles_list(&held)
+            )));
+        }
+        let event = Event::by_school(
+            &caller,
+            "key.add",
+            format!("{} roles={}", key.key_id(), roles_list(&key.roles)),
+        );
         self.app
             .store
             .add_key(&laestab, &key, event)
@@ -87,11 +133,18 @@ impl<S: Store> Directory for Service<S> {
         &self,
         request: Request<v1::RevokeKeyRequest>,
     ) -> Result<Response<v1::Key>, Status> {
-        let caller = auth::caller(&self.app, &request).await?;
+        let holder = auth::holder(&self.app, &request).await?;
+        let caller = holder.school;
         let req = request.into_inner();
         let laestab = parse_laestab("laestab", &req.laestab)?;
         own_school(&caller, &laestab)?;
         let key_id = baton::keys::parse_key_id("key_id", &req.key_id).map_err(wire_status)?;
+        let own = holder.key_id == Some(key_id);
+        if !own && !self.caller_roles(&holder).await?.contains(&Role::Dsl) {
+            return Err(Status::permission_denied(
+                "a key without the dsl role may revoke only itself; the school's DSL or the trust's operator revokes other keys",
+            ));
+        }
         let event = Event::by_school(&caller, "key.revoke", key_id);
         let key = self
             .app

@@ -33,10 +33,23 @@ impl<S: Store> Enrolment for Service<S> {
     ) -> Result<Response<v1::RedeemResponse>, Status> {
         let req = request.into_inner();
         let laestab = parse_laestab("laestab", &req.laestab)?;
-        let key = new_key(&laestab, req.key.as_ref(), &req.proof)?;
+        let key = new_key(&laestab, req.key.as_ref(), &req.proof, true)?;
         let code_hash = auth::hash_secret(&auth::normalise_code(&req.code));
         let (token, token_hash) = auth::new_token();
-        let event = Event::by_school(&laestab, "school.enrol", key.key_id());
+        let asked: Vec<&str> = key.roles.iter().map(|r| r.as_str()).collect();
+        let event = Event::by_school(
+            &laestab,
+            "school.enrol",
+            format!(
+                "{} roles={}",
+                key.key_id(),
+                if asked.is_empty() {
+                    "(the code's)".to_string()
+                } else {
+                    asked.join(",")
+                }
+            ),
+        );
         let school = self
             .app
             .store
@@ -55,7 +68,7 @@ impl<S: Store> Enrolment for Service<S> {
                 }
                 other => store_status(other),
             })?;
-        tracing::info!(school = %laestab, key = %key.key_id(), "school enrolled");
+        tracing::info!(school = %laestab, key = %key.key_id(), "key enrolled");
         Ok(Response::new(v1::RedeemResponse {
             token,
             school: Some(school_message(&school, true)),

@@ -256,7 +256,8 @@ impl<S: Store> Exchange for Service<S> {
         &self,
         request: Request<v1::AcknowledgeRequest>,
     ) -> Result<Response<v1::AcknowledgeResponse>, Status> {
-        let (caller, directory) = auth::authenticate(&self.app, &request).await?;
+        let (holder, directory) = auth::authenticate(&self.app, &request).await?;
+        let caller = holder.school;
         let wire = request
             .into_inner()
             .receipt

@@ -16,6 +16,9 @@ pub fn store_status(err: StoreError) -> Status {
         StoreError::NotFound(what) => Status::not_found(format!("{what} not found")),
         StoreError::Conflict(what) => Status::already_exists(format!("{what} already exists")),
         StoreError::BadCode => Status::permission_denied(err.to_string()),
+        StoreError::RolesNotGranted(_) => Status::permission_denied(format!(
+            "{err}: ask the trust's operator for a code with the roles this key needs, or enrol with those"
+        )),
         StoreError::Corrupt(_)
         | StoreError::Database(_)
         | StoreError::Migrate(_)
@@ -53,13 +56,26 @@ pub fn school_message(school: &crate::store::School, active_only: bool) -> v1::S
 }
 
 /// Checks a new key's proof of possession and stamps its creation time.
+///
+/// With `roles_from_code` (enrolment), a key that names no roles is
+/// accepted with none: the code it is redeemed with gives them.
 pub fn new_key(
     laestab: &baton::Laestab,
     key: Option<&v1::Key>,
     proof: &[u8],
+    roles_from_code: bool,
 ) -> Result<SchoolKey, Status> {
     let key = key.ok_or_else(|| Status::invalid_argument("field `key`: missing"))?;
-    let mut key = SchoolKey::try_from(key).map_err(wire_status)?;
+    let unnamed = roles_from_code && key.roles.is_empty();
+    let mut wire = key.clone();
+    if unnamed {
+        // Checked like any key; the placeholder role is dropped again.
+        wire.roles = vec![v1::Role::Staff as i32];
+    }
+    let mut key = SchoolKey::try_from(&wire).map_err(wire_status)?;
+    if unnamed {
+        key.roles.clear();
+    }
     key.public
         .verify(&enrol_statement(laestab, key.key_id()), proof)
         .map_err(|_| {

@@ -161,11 +161,25 @@ pub async fn commit_against_a_moved_directory(store: &impl Store) {
 /// Enrolment: one school once, codes work once, tokens resolve and revoke.
 pub async fn enrolment_and_tokens(store: &impl Store) {
     store
-        .add_school(&school(1), [7; 32], 1, i64::MAX, event())
+        .add_school(
+            &school(1),
+            [7; 32],
+            &[Role::Dsl, Role::Staff],
+            1,
+            i64::MAX,
+            event(),
+        )
         .await
         .unwrap();
     let twice = store
-        .add_school(&school(1), [8; 32], 1, i64::MAX, event())
+        .add_school(
+            &school(1),
+            [8; 32],
+            &[Role::Dsl, Role::Staff],
+            1,
+            i64::MAX,
+            event(),
+        )
         .await;
     assert!(matches!(twice, Err(StoreError::Conflict(_))));
     let bad = store
@@ -182,15 +196,29 @@ pub async fn enrolment_and_tokens(store: &impl Store) {
         .await;
     assert!(matches!(reused, Err(StoreError::BadCode)));
     assert_eq!(
-        store.token_school([1; 32]).await.unwrap(),
+        store.token_holder([1; 32]).await.unwrap().map(|h| h.school),
         Some(school_id(1))
     );
     let missing = store
-        .issue_code(&school_id(9), [3; 32], 1, i64::MAX, event())
+        .issue_code(
+            &school_id(9),
+            [3; 32],
+            &[Role::Dsl, Role::Staff],
+            1,
+            i64::MAX,
+            event(),
+        )
         .await;
     assert!(matches!(missing, Err(StoreError::NotFound(_))));
     store
-        .issue_code(&school_id(1), [3; 32], 1, i64::MAX, event())
+        .issue_code(
+            &school_id(1),
+            [3; 32],
+            &[Role::Dsl, Role::Staff],
+            1,
+            i64::MAX,
+            event(),
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -200,7 +228,10 @@ pub async fn enrolment_and_tokens(store: &impl Store) {
             .unwrap(),
         1
     );
-    assert_eq!(store.token_school([1; 32]).await.unwrap(), None);
+    assert_eq!(
+        store.token_holder([1; 32]).await.unwrap().map(|h| h.school),
+        None
+    );
     assert_eq!(store.list_schools().await.unwrap().len(), 1);
     assert_eq!(verified(store).await, 4);
 }
@@ -208,7 +239,14 @@ pub async fn enrolment_and_tokens(store: &impl Store) {
 /// Keys: added once, revoked idempotently, unknown ones are not found.
 pub async fn keys(store: &impl Store) {
     store
-        .add_school(&school(1), [7; 32], 1, i64::MAX, event())
+        .add_school(
+            &school(1),
+            [7; 32],
+            &[Role::Dsl, Role::Staff],
+            1,
+            i64::MAX,
+            event(),
+        )
         .await
         .unwrap();
     store
@@ -250,7 +288,14 @@ pub async fn directory_version_moves(store: &impl Store) {
         }};
     }
     store
-        .add_school(&school(1), [7; 32], 1, i64::MAX, event())
+        .add_school(
+            &school(1),
+            [7; 32],
+            &[Role::Dsl, Role::Staff],
+            1,
+            i64::MAX,
+            event(),
+        )
         .await
         .unwrap();
     assert!(moved!(), "school added");
@@ -494,17 +539,26 @@ pub(crate) use seed_tokens_without_keys;
 /// revoking the first revokes it.
 pub async fn tokens_without_keys_are_bound_to_the_first_key(store: &impl Store) {
     let school = school_id(1);
-    assert_eq!(store.token_school([1; 32]).await.unwrap(), Some(school));
+    assert_eq!(
+        store.token_holder([1; 32]).await.unwrap().map(|h| h.school),
+        Some(school)
+    );
     store
         .revoke_key(&school, key(2).key_id(), 30, event())
         .await
         .unwrap();
-    assert_eq!(store.token_school([1; 32]).await.unwrap(), Some(school));
+    assert_eq!(
+        store.token_holder([1; 32]).await.unwrap().map(|h| h.school),
+        Some(school)
+    );
     store
         .revoke_key(&school, key(1).key_id(), 40, event())
         .await
         .unwrap();
-    assert_eq!(store.token_school([1; 32]).await.unwrap(), None);
+    assert_eq!(
+        store.token_holder([1; 32]).await.unwrap().map(|h| h.school),
+        None
+    );
 }
 
 /// Declares one `#[tokio::test]` per conformance case. `$open` is an async

@@ -4,7 +4,7 @@
 use std::future::Future;
 
 use baton::Laestab;
-use baton::keys::{KeyId, SchoolKey};
+use baton::keys::{KeyId, Role, SchoolKey};
 
 use super::error::Result;
 use crate::audit;
@@ -33,6 +33,16 @@ pub struct School {
     pub keys: Vec<SchoolKey>,
 }
 
+/// Who holds a token: its school and the key it was issued with (`None`
+/// only for a token whose school had no key when tokens gained keys).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenHolder {
+    /// The school.
+    pub school: Laestab,
+    /// The key the token was issued with.
+    pub key_id: Option<KeyId>,
+}
+
 /// The directory version (see [`Directory::directory_version`]); the same
 /// SQL on both backends.
 pub const DIRECTORY_VERSION_SQL: &str = "SELECT version FROM directory_version WHERE id = 1";
@@ -40,22 +50,28 @@ pub const DIRECTORY_VERSION_SQL: &str = "SELECT version FROM directory_version W
 /// Schools, keys, tokens and enrolment codes. Every mutating call appends
 /// its audit event in the same transaction.
 pub trait Directory: Send + Sync {
-    /// Enrols a school with a one-time code (hash only) valid until `expires_at_ms`.
+    /// Enrols a school with a one-time code (hash only) granting `roles`,
+    /// valid until `expires_at_ms`.
+    #[allow(clippy::too_many_arguments)]
     fn add_school(
         &self,
         school: &NewSchool,
         code_hash: [u8; 32],
+        roles: &[Role],
         now_ms: i64,
         expires_at_ms: i64,
         event: audit::Event,
     ) -> impl Future<Output = Result<()>> + Send;
 
-    /// Issues another one-time code for an enrolled school, so a further key
-    /// holder (another device, the DSL) can enrol. `NotFound` if not enrolled.
+    /// Issues another one-time code, granting `roles`, for an enrolled
+    /// school, so a further key holder (another device, the DSL) can enrol.
+    /// `NotFound` if not enrolled.
+    #[allow(clippy::too_many_arguments)]
     fn issue_code(
         &self,
         laestab: &Laestab,
         code_hash: [u8; 32],
+        roles: &[Role],
         now_ms: i64,
         expires_at_ms: i64,
         event: audit::Event,
@@ -69,6 +85,9 @@ pub trait Directory: Send + Sync {
 
     /// Redeems a code: registers the key, marks the code used and stores
     /// the hash of the key holder's token, bound to that key, all at once.
+    /// The key holds the roles it asks for, which must be among the code's
+    /// ([`StoreError::RolesNotGranted`](super::StoreError) otherwise, and the
+    /// code stays unused), or the code's roles when it asks for none.
     fn redeem(
         &self,
         laestab: &Laestab,
@@ -101,12 +120,12 @@ pub trait Directory: Send + Sync {
     /// (by any process or node), so a cache of them can tell it is current.
     fn directory_version(&self) -> impl Future<Output = Result<i64>> + Send;
 
-    /// The school an active token belongs to: the token is not revoked and
-    /// neither is the key it was issued with.
-    fn token_school(
+    /// Who holds an active token: the token is not revoked and neither is
+    /// the key it was issued with.
+    fn token_holder(
         &self,
         token_hash: [u8; 32],
-    ) -> impl Future<Output = Result<Option<Laestab>>> + Send;
+    ) -> impl Future<Output = Result<Option<TokenHolder>>> + Send;
 
     /// Revokes every token of a school; returns how many.
     fn revoke_tokens(

@@ -15,6 +15,10 @@ pub enum StoreError {
     /// The one-time enrolment code is unknown, used, expired or for another school.
     #[error("the enrolment code is not valid for this school (unknown, used or expired)")]
     BadCode,
+    /// The enrolment code does not grant a role the key asks for; it holds
+    /// the roles the code grants (comma separated).
+    #[error("this enrolment code grants only the role(s) {0}")]
+    RolesNotGranted(String),
     /// A stored row does not decode: the database was edited or is damaged.
     #[error("stored data is damaged: {0}")]
     Corrupt(String),

@@ -29,7 +29,7 @@ pub mod sqlite;
 pub(crate) mod conformance;
 
 pub use audit_log::{AuditLog, Entries};
-pub use directory::{DIRECTORY_VERSION_SQL, Directory, NewSchool, School};
+pub use directory::{DIRECTORY_VERSION_SQL, Directory, NewSchool, School, TokenHolder};
 pub use error::{Result, StoreError};
 pub use events::{ARRIVALS_BUFFER, Arrival, Events};
 pub use packs::{Acknowledged, Committed, PackStatus, Packs, Page, StoredPack};

@@ -80,13 +80,7 @@ pub fn key_from_row(row: KeyRow) -> Result<SchoolKey> {
     let (key_id, recipient, signing, label, roles, created, revoked) = row;
     let public =
         PublicKey::new(&recipient, &signing).map_err(|e| corrupt(format!("key {key_id}: {e}")))?;
-    let roles = roles
-        .split(',')
-        .map(|r| {
-            r.parse::<Role>()
-                .map_err(|_| corrupt(format!("key {key_id}: role {r:?}")))
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let roles = roles_from_text(&roles, &format!("key {key_id}"))?;
     Ok(SchoolKey {
         public,
         label,
@@ -96,13 +90,23 @@ pub fn key_from_row(row: KeyRow) -> Result<SchoolKey> {
     })
 }
 
-/// A key's roles as stored: names, comma separated.
-pub fn roles_text(key: &SchoolKey) -> String {
-    key.roles
+/// Roles as stored: names, comma separated.
+pub fn roles_text(roles: &[Role]) -> String {
+    roles
         .iter()
         .map(|r| r.as_str())
         .collect::<Vec<_>>()
         .join(",")
+}
+
+/// Stored roles (`what` names the row, for the error).
+pub fn roles_from_text(text: &str, what: &str) -> Result<Vec<Role>> {
+    text.split(',')
+        .map(|r| {
+            r.parse::<Role>()
+                .map_err(|_| corrupt(format!("{what}: role {r:?}")))
+        })
+        .collect()
 }
 
 /// The entry that follows the chain head `last` (`None`: the log is empty).

@@ -45,7 +45,7 @@ macro_rules! insert_audit_entry {
 macro_rules! shared_store {
     ($store:ty, $conn:ty, $pool:ty, $db:ty, for_update = $lock:literal) => {
         use baton::Laestab;
-        use baton::keys::{KeyId, SchoolKey};
+        use baton::keys::{KeyId, Role, SchoolKey};
         use baton::pack::{PackId, SignedHeader};
         use tokio_stream::StreamExt as _;
 
@@ -53,11 +53,11 @@ macro_rules! shared_store {
         use $crate::store::appender::AppendWriter;
         use $crate::store::rows::{
             AuditRow, KeyRow, PackRow, corrupt, entry_from_row, key_from_row, laestab,
-            pack_from_row, page_from_rows, roles_text,
+            pack_from_row, page_from_rows, roles_from_text, roles_text,
         };
         use $crate::store::{
             Acknowledged, AuditLog, Committed, DIRECTORY_VERSION_SQL, Directory, Entries,
-            NewSchool, Packs, Page, Result, School, StoreError, StoredPack,
+            NewSchool, Packs, Page, Result, School, StoreError, StoredPack, TokenHolder,
         };
 
         /// A school's open packs after a cursor, oldest first (the partial
@@ -127,17 +127,19 @@ macro_rules! shared_store {
             conn: &mut $conn,
             laestab: &Laestab,
             code_hash: [u8; 32],
+            roles: &[Role],
             now_ms: i64,
             expires_at_ms: i64,
         ) -> Result<()> {
             sqlx::query(
-                "INSERT INTO enrolments (code_hash, laestab, created_at_ms, expires_at_ms) \
-                 VALUES ($1, $2, $3, $4)",
+                "INSERT INTO enrolments (code_hash, laestab, created_at_ms, expires_at_ms, roles) \
+                 VALUES ($1, $2, $3, $4, $5)",
             )
             .bind(code_hash.to_vec())
             .bind(laestab.as_str())
             .bind(now_ms)
             .bind(expires_at_ms)
+            .bind(roles_text(roles))
             .execute(&mut *conn)
             .await?;
             Ok(())
@@ -153,7 +155,7 @@ macro_rules! shared_store {
             .bind(key.public.age_recipient())
             .bind(key.public.signing_key_bytes().to_vec())
             .bind(&key.label)
-            .bind(roles_text(key))
+            .bind(roles_text(&key.roles))
             .bind(key.created_at_ms)
             .execute(&mut *conn)
             .await?;
@@ -201,6 +203,7 @@ macro_rules! shared_store {
                 &self,
                 school: &NewSchool,
                 code_hash: [u8; 32],
+                roles: &[Role],
                 now_ms: i64,
                 expires_at_ms: i64,
                 event: audit::Event,
@@ -220,8 +223,15 @@ macro_rules! shared_store {
                 if done.rows_affected() != 1 {
                     return Err(StoreError::Conflict("school"));
                 }
-                insert_enrolment(&mut tx, &school.laestab, code_hash, now_ms, expires_at_ms)
-                    .await?;
+                insert_enrolment(
+                    &mut tx,
+                    &school.laestab,
+                    code_hash,
+                    roles,
+                    now_ms,
+                    expires_at_ms,
+                )
+                .await?;
                 append(&mut tx, now_ms, &event).await?;
                 tx.commit().await?;
                 Ok(())
@@ -231,6 +241,7 @@ macro_rules! shared_store {
                 &self,
                 laestab: &Laestab,
                 code_hash: [u8; 32],
+                roles: &[Role],
                 now_ms: i64,
                 expires_at_ms: i64,
                 event: audit::Event,
@@ -239,7 +250,8 @@ macro_rules! shared_store {
                 if school_in(&mut tx, laestab).await?.is_none() {
                     return Err(StoreError::NotFound("school"));
                 }
-                insert_enrolment(&mut tx, laestab, code_hash, now_ms, expires_at_ms).await?;
+                insert_enrolment(&mut tx, laestab, code_hash, roles, now_ms, expires_at_ms)
+                    .await?;
                 append(&mut tx, now_ms, &event).await?;
                 tx.commit().await?;
                 Ok(())
@@ -278,18 +290,28 @@ macro_rules! shared_store {
                 // A concurrent redeem of the same code waits (on the row, or
                 // on SQLite's write lock), then finds it used: exactly one
                 // succeeds.
-                let used = sqlx::query(
+                let granted: Option<(String,)> = sqlx::query_as(
                     "UPDATE enrolments SET used_at_ms = $1 WHERE code_hash = $2 AND laestab = $3 \
-                     AND used_at_ms IS NULL AND expires_at_ms > $1",
+                     AND used_at_ms IS NULL AND expires_at_ms > $1 RETURNING roles",
                 )
                 .bind(now_ms)
                 .bind(code_hash.to_vec())
                 .bind(laestab.as_str())
-                .execute(&mut *tx)
+                .fetch_optional(&mut *tx)
                 .await?;
-                if used.rows_affected() != 1 {
+                let Some((granted,)) = granted else {
                     return Err(StoreError::BadCode);
+                };
+                let granted = roles_from_text(&granted, "enrolment code")?;
+                let mut key = key.clone();
+                if key.roles.is_empty() {
+                    key.roles.clone_from(&granted);
                 }
+                if !key.roles.iter().all(|r| granted.contains(r)) {
+                    // Dropped without commit: the code stays unused.
+                    return Err(StoreError::RolesNotGranted(roles_text(&granted)));
+                }
+                let key = &key;
                 insert_key(&mut tx, laestab, key).await?;
                 sqlx::query(
                     "INSERT INTO tokens (token_hash, laestab, created_at_ms, key_id) \
@@ -368,18 +390,28 @@ macro_rules! shared_store {
                 Ok(version)
             }
 
-            async fn token_school(&self, token_hash: [u8; 32]) -> Result<Option<Laestab>> {
+            async fn token_holder(&self, token_hash: [u8; 32]) -> Result<Option<TokenHolder>> {
                 // A token whose key is revoked is refused even if the token
                 // row was not (revoked by hand, or before tokens had keys).
-                let row: Option<(String,)> = sqlx::query_as(
-                    "SELECT t.laestab FROM tokens t LEFT JOIN keys k ON k.key_id = t.key_id \
+                let row: Option<(String, Option<String>)> = sqlx::query_as(
+                    "SELECT t.laestab, t.key_id FROM tokens t \
+                     LEFT JOIN keys k ON k.key_id = t.key_id \
                      WHERE t.token_hash = $1 AND t.revoked_at_ms IS NULL \
                      AND k.revoked_at_ms IS NULL",
                 )
                 .bind(token_hash.to_vec())
                 .fetch_optional(&self.pool)
                 .await?;
-                row.map(|(l,)| laestab(&l)).transpose()
+                let Some((school, key_id)) = row else {
+                    return Ok(None);
+                };
+                let key_id = key_id
+                    .map(|k| k.parse().map_err(|_| corrupt(format!("token key id {k:?}"))))
+                    .transpose()?;
+                Ok(Some(TokenHolder {
+                    school: laestab(&school)?,
+                    key_id,
+                }))
             }
 
             async fn revoke_tokens(

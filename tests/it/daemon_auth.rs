@@ -407,7 +407,9 @@ async fn revocation_is_immediate_and_tls_is_required(daemon: Daemon) {
 async fn issue15_a_revoked_keys_token_is_shut_out_at_once(daemon: Daemon) {
     let laptop = daemon.enrol("8614001").await;
     let out = daemon
-        .admin(&["admin", "school", "code", "8614001", "--json"])
+        .admin(&[
+            "admin", "school", "code", "8614001", "--json", "--role", "dsl", "--role", "staff",
+        ])
         .await;
     assert!(
         out.status.success(),
@@ -462,6 +464,126 @@ async fn issue15_a_revoked_keys_token_is_shut_out_at_once(daemon: Daemon) {
         .unwrap();
 }
 
+/// A device of `laestab` enrolled over gRPC with a code granting `grant`,
+/// asking for `ask`: its token and identity, or the refusal.
+async fn device(
+    daemon: &Daemon,
+    laestab: &str,
+    grant: &[&str],
+    ask: &[Role],
+) -> Result<(String, Identity), Status> {
+    let mut args = vec!["admin", "school", "code", laestab, "--json"];
+    for role in grant {
+        args.extend(["--role", role]);
+    }
+    let out = daemon.admin(&args).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let granted: Vec<&str> = json["roles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    assert_eq!(granted, grant);
+    let identity = Identity::generate();
+    let laestab = baton::Laestab::parse(laestab).unwrap();
+    let (key, proof) = key_and_proof(&laestab, &identity, ask);
+    let token = EnrolmentClient::new(daemon.channel().await)
+        .redeem(v1::RedeemRequest {
+            laestab: laestab.to_string(),
+            code: json["code"].as_str().unwrap().to_string(),
+            key: Some(key),
+            proof,
+        })
+        .await?
+        .into_inner()
+        .token;
+    Ok((token, identity))
+}
+
+/// Issue 15 item 2: roles come from the operator. A staff code cannot make
+/// a DSL key; a key with no roles asked
+/// takes the code's; `AddKey` grants only roles the caller holds; a staff
+/// key revokes only itself, a DSL key any key of its school.
+async fn issue15_roles_come_from_the_operator(daemon: Daemon) {
+    let school = daemon.enrol("8614001").await; // dsl + staff
+    let refused = device(&daemon, "8614001", &["staff"], &[Role::Dsl]).await;
+    let Err(err) = refused else {
+        panic!("a staff code made a dsl key")
+    };
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert!(
+        err.message().contains("grants only the role(s) staff"),
+        "{err:?}"
+    );
+
+    let (staff_token, staff) = device(&daemon, "8614001", &["staff"], &[]).await.unwrap();
+    let keys = school.keys_of(&school.laestab).await;
+    let listed = keys.iter().find(|k| k.key_id() == staff.key_id()).unwrap();
+    assert_eq!(listed.roles, vec![Role::Staff]);
+
+    // AddKey: a staff key may not grant dsl.
+    let extra = Identity::generate();
+    let (key, proof) = key_and_proof(&school.laestab, &extra, &[Role::Dsl]);
+    let err = school
+        .directory()
+        .add_key(with_token(
+            &staff_token,
+            v1::AddKeyRequest {
+                laestab: school.laestab.to_string(),
+                key: Some(key),
+                proof,
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+
+    // RevokeKey: a staff key may not revoke the DSL key, may revoke itself.
+    let revoke = |token: &str, id: String| {
+        with_token(
+            token,
+            v1::RevokeKeyRequest {
+                laestab: school.laestab.to_string(),
+                key_id: id,
+            },
+        )
+    };
+    let dsl_key = school.identity.key_id().to_string();
+    let err = school
+        .directory()
+        .revoke_key(revoke(&staff_token, dsl_key.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    let (second_token, second) = device(&daemon, "8614001", &["staff"], &[]).await.unwrap();
+    school
+        .directory()
+        .revoke_key(revoke(&second_token, second.key_id().to_string()))
+        .await
+        .unwrap();
+    // The DSL key revokes the staff key.
+    school
+        .directory()
+        .revoke_key(school.req(v1::RevokeKeyRequest {
+            laestab: school.laestab.to_string(),
+            key_id: staff.key_id().to_string(),
+        }))
+        .await
+        .unwrap();
+    let keys = school.keys_of(&school.laestab).await;
+    assert!(
+        keys.iter()
+            .any(|k| k.key_id().to_string() == dsl_key && k.is_active())
+    );
+}
+
 on_both_backends!(every_method_checks_the_caller);
+on_both_backends!(issue15_roles_come_from_the_operator);
 on_both_backends!(issue15_a_revoked_keys_token_is_shut_out_at_once);
 on_both_backends!(revocation_is_immediate_and_tls_is_required);

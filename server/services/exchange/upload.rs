@@ -126,7 +126,7 @@ impl<S: Store> Service<S> {
         before_receiving: bool,
     ) -> Result<(i64, Option<i64>), Status> {
         let directory = app.directory.view(&app.store).await.map_err(store_status)?;
-        if auth::school_for(&directory, token_hash).await? != *caller {
+        if auth::holder_for(&directory, token_hash).await?.school != *caller {
             return Err(Status::unauthenticated("unknown or revoked token"));
         }
         let admitted = Self::admit(
@@ -317,7 +317,7 @@ impl<S: Store> Service<S> {
         // upload is checked again before it is stored.
         let token_hash = auth::bearer(&request)?;
         let directory = self.app.directory.cached_view(&self.app.store);
-        let caller = auth::school_for(&directory, token_hash).await?;
+        let caller = auth::holder_for(&directory, token_hash).await?.school;
         let mut stream = request.into_inner();
         let wire = match next_message(&mut stream, self.app.upload_idle_timeout).await? {
             Some(v1::UploadRequest {

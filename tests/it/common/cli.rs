@@ -55,11 +55,13 @@ pub async fn enrol(
     phase: &str,
     roles: &[&str],
 ) -> Home {
-    let out = daemon
-        .admin(&[
-            "admin", "school", "add", laestab, "--name", "School", "--phase", phase, "--json",
-        ])
-        .await;
+    let mut args = vec![
+        "admin", "school", "add", laestab, "--name", "School", "--phase", phase, "--json",
+    ];
+    for role in roles {
+        args.extend(["--role", role]);
+    }
+    let out = daemon.admin(&args).await;
     assert!(
         out.status.success(),
         "{}",
@@ -96,10 +98,14 @@ pub async fn init(daemon: &Daemon, root: &Path, laestab: &str, code: &str, roles
     home
 }
 
-/// Issues another enrolment code for an enrolled school.
+/// Issues another enrolment code for an enrolled school, granting every
+/// role (the test says which the key asks for).
 pub async fn code(daemon: &Daemon, laestab: &str) -> String {
     let out = daemon
-        .admin(&["admin", "school", "code", laestab, "--json"])
+        .admin(&[
+            "admin", "school", "code", laestab, "--json", "--role", "dsl", "--role", "senco",
+            "--role", "staff",
+        ])
         .await;
     assert!(
         out.status.success(),

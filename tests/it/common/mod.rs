@@ -209,6 +209,10 @@ impl Daemon {
                 "Test School",
                 "--phase",
                 "primary",
+                "--role",
+                "dsl",
+                "--role",
+                "staff",
                 "--json",
             ])
             .await;

@@ -3,6 +3,8 @@
 //! `authorization: Bearer <token>` metadata of a request.
 
 use baton::Laestab;
+use baton::keys::{KeyId, Role};
+use baton::pack::Kind;
 use sha2::{Digest, Sha256};
 use tonic::{Request, Status};
 
@@ -59,16 +61,8 @@ pub async fn caller<S: Store, T>(app: &App<S>, request: &Request<T>) -> Result<L
     Ok(authenticate(app, request).await?.0.school)
 }
 
-/// Who holds the token that authorises `request` (school and key).
-pub async fn holder<S: Store, T>(
-    app: &App<S>,
-    request: &Request<T>,
-) -> Result<TokenHolder, Status> {
-    Ok(authenticate(app, request).await?.0)
-}
-
-/// Who holds the calling token (as [`holder`]) and the directory as of
-/// this call, for the call's further look-ups.
+/// Who holds the calling token and the directory as of this call, for the
+/// call's further look-ups.
 pub async fn authenticate<'a, S: Store, T>(
     app: &'a App<S>,
     request: &Request<T>,
@@ -92,6 +86,53 @@ pub fn bearer<T>(request: &Request<T>) -> Result<[u8; 32], Status> {
         .filter(|t| t.starts_with(TOKEN_PREFIX))
         .ok_or_else(|| Status::unauthenticated("authorization must be `Bearer bt_…`"))?;
     Ok(hash_secret(token))
+}
+
+/// The calling key holder: school, the key its token was issued with, and
+/// that key's roles (none for a token with no key).
+#[derive(Debug, Clone)]
+pub struct KeyHolder {
+    /// The school.
+    pub school: Laestab,
+    /// The key the token was issued with.
+    pub key_id: Option<KeyId>,
+    /// The key's roles.
+    pub roles: Vec<Role>,
+}
+
+impl KeyHolder {
+    /// Whether packs of `kind` are for this key holder to see: a
+    /// child-protection file only for the school's DSL keys.
+    pub fn may_see(&self, kind: Kind) -> bool {
+        kind != Kind::Safeguarding || self.roles.contains(&Role::Dsl)
+    }
+}
+
+/// The calling key holder (see [`KeyHolder`]) and the directory as of this
+/// call.
+pub async fn key_holder<'a, S: Store, T>(
+    app: &'a App<S>,
+    request: &Request<T>,
+) -> Result<(KeyHolder, View<'a, S>), Status> {
+    let (holder, view) = authenticate(app, request).await?;
+    let roles = match holder.key_id {
+        None => Vec::new(),
+        Some(key_id) => view
+            .school(&holder.school)
+            .await
+            .map_err(unavailable)?
+            .and_then(|s| s.keys.iter().find(|k| k.key_id() == key_id).cloned())
+            .map(|k| k.roles)
+            .unwrap_or_default(),
+    };
+    Ok((
+        KeyHolder {
+            school: holder.school,
+            key_id: holder.key_id,
+            roles,
+        },
+        view,
+    ))
 }
 
 /// Who holds the token that hashes to `token_hash`, in `view`.

@@ -13,7 +13,7 @@ use crate::audit::Event;
 use crate::auth;
 use baton::keys::Role;
 
-use crate::store::{Store, TokenHolder, now_ms};
+use crate::store::{Store, now_ms};
 
 /// The directory service.
 pub struct Service<S> {
@@ -24,26 +24,6 @@ impl<S: Store> Service<S> {
     /// The service over shared state.
     pub fn new(app: Arc<App<S>>) -> Self {
         Self { app }
-    }
-}
-
-impl<S: Store> Service<S> {
-    /// The roles of the key the calling token was issued with (none for a
-    /// token that has no key, or whose key is gone).
-    async fn caller_roles(&self, holder: &TokenHolder) -> Result<Vec<Role>, Status> {
-        let Some(key_id) = holder.key_id else {
-            return Ok(Vec::new());
-        };
-        let school = self
-            .app
-            .store
-            .school(&holder.school)
-            .await
-            .map_err(store_status)?;
-        Ok(school
-            .and_then(|s| s.keys.into_iter().find(|k| k.key_id() == key_id))
-            .map(|k| k.roles)
-            .unwrap_or_default())
     }
 }
 
@@ -102,17 +82,17 @@ impl<S: Store> Directory for Service<S> {
         &self,
         request: Request<v1::AddKeyRequest>,
     ) -> Result<Response<v1::Key>, Status> {
-        let holder = auth::holder(&self.app, &request).await?;
+        let (holder, _) = auth::key_holder(&self.app, &request).await?;
         let caller = holder.school;
         let req = request.into_inner();
         let laestab = parse_laestab("laestab", &req.laestab)?;
         own_school(&caller, &laestab)?;
         let key = new_key(&laestab, req.key.as_ref(), &req.proof, false)?;
-        let held = self.caller_roles(&holder).await?;
+        let held = &holder.roles;
         if let Some(missing) = key.roles.iter().find(|r| !held.contains(r)) {
             return Err(Status::permission_denied(format!(
                 "your key holds the role(s) {}: it may not grant {missing}; the trust's operator issues codes for other roles",
-                roles_list(&held)
+                roles_list(held)
             )));
         }
         let event = Event::by_school(
@@ -133,14 +113,14 @@ impl<S: Store> Directory for Service<S> {
         &self,
         request: Request<v1::RevokeKeyRequest>,
     ) -> Result<Response<v1::Key>, Status> {
-        let holder = auth::holder(&self.app, &request).await?;
+        let (holder, _) = auth::key_holder(&self.app, &request).await?;
         let caller = holder.school;
         let req = request.into_inner();
         let laestab = parse_laestab("laestab", &req.laestab)?;
         own_school(&caller, &laestab)?;
         let key_id = baton::keys::parse_key_id("key_id", &req.key_id).map_err(wire_status)?;
         let own = holder.key_id == Some(key_id);
-        if !own && !self.caller_roles(&holder).await?.contains(&Role::Dsl) {
+        if !own && !holder.roles.contains(&Role::Dsl) {
             return Err(Status::permission_denied(
                 "a key without the dsl role may revoke only itself; the school's DSL or the trust's operator revokes other keys",
             ));

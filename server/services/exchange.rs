@@ -14,7 +14,7 @@ use baton::api::v1;
 use baton::api::v1::download_response::Part as DownPart;
 use baton::api::v1::exchange_server::Exchange;
 use baton::keys::{KeyId, SchoolKey};
-use baton::pack::{PackId, SignedReceipt};
+use baton::pack::{Kind, PackId, SignedReceipt};
 use prost::Message as _;
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::Stream;
@@ -24,7 +24,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::wire::{store_status, wire_status};
 use crate::app::App;
 use crate::audit::Event;
-use crate::auth;
+use crate::auth::{self, KeyHolder};
 use crate::cache::View;
 use crate::store::{Acknowledged, PackStatus, Page, Store, StoredPack, now_ms};
 
@@ -52,19 +52,35 @@ async fn active_key<S: Store>(
         })
 }
 
-/// Pack `id` if it is addressed to `caller`; `NotFound` otherwise (the same
-/// answer whether it exists or not).
+/// Pack `id` and its header if it is addressed to the caller's school and
+/// is for this key holder to see (a child-protection file only for a DSL
+/// key); `NotFound` otherwise, the same answer whether it exists or not.
 async fn inbox_pack<S: Store>(
     app: &App<S>,
-    caller: &Laestab,
+    holder: &KeyHolder,
     id: PackId,
-) -> Result<StoredPack, Status> {
-    app.store
+) -> Result<(StoredPack, v1::PackHeader), Status> {
+    let not_found = || Status::not_found(format!("no pack {id} in your inbox"));
+    let pack = app
+        .store
         .pack(id)
         .await
         .map_err(store_status)?
-        .filter(|p| p.to == *caller)
-        .ok_or_else(|| Status::not_found(format!("no pack {id} in your inbox")))
+        .filter(|p| p.to == holder.school)
+        .ok_or_else(not_found)?;
+    let header = stored_header(&pack)?;
+    if !holder.may_see(kind_of(&header)) {
+        return Err(not_found());
+    }
+    Ok((pack, header))
+}
+
+/// A stored header's kind (an unknown value counts as the stricter one).
+fn kind_of(header: &v1::PackHeader) -> Kind {
+    match v1::PackKind::try_from(header.kind) {
+        Ok(v1::PackKind::Transfer) => Kind::Transfer,
+        _ => Kind::Safeguarding,
+    }
 }
 
 /// Ciphertext is stored and downloaded in pieces of at most this size. An
@@ -153,7 +169,8 @@ impl<S: Store> Exchange for Service<S> {
         &self,
         request: Request<v1::InboxRequest>,
     ) -> Result<Response<v1::InboxResponse>, Status> {
-        let caller = auth::caller(&self.app, &request).await?;
+        let (holder, _) = auth::key_holder(&self.app, &request).await?;
+        let caller = holder.school;
         let req = request.into_inner();
         let limit = page_size(req.page_size);
         let after = page_cursor(&req.page_token, 0)?;
@@ -165,17 +182,19 @@ impl<S: Store> Exchange for Service<S> {
             .await
             .map_err(store_status)?;
         let next_page_token = next_page_token(&page);
-        let packs = page
-            .packs
-            .iter()
-            .map(|p| {
-                Ok(v1::InboxEntry {
-                    header: Some(stored_header(p)?),
+        // Child-protection files are listed to the school's DSL keys only
+        // (the page token still follows every row read).
+        let mut packs = Vec::with_capacity(page.packs.len());
+        for p in &page.packs {
+            let header = stored_header(p)?;
+            if holder.may_see(kind_of(&header)) {
+                packs.push(v1::InboxEntry {
+                    header: Some(header),
                     uploaded_at_ms: p.uploaded_at_ms,
                     state: state(p.status) as i32,
-                })
-            })
-            .collect::<Result<Vec<_>, Status>>()?;
+                });
+            }
+        }
         Ok(Response::new(v1::InboxResponse {
             packs,
             next_page_token,
@@ -188,10 +207,9 @@ impl<S: Store> Exchange for Service<S> {
         &self,
         request: Request<v1::DownloadRequest>,
     ) -> Result<Response<Self::DownloadStream>, Status> {
-        let caller = auth::caller(&self.app, &request).await?;
+        let (holder, _) = auth::key_holder(&self.app, &request).await?;
         let id = parse_pack_id("pack_id", &request.get_ref().pack_id)?;
-        let pack = inbox_pack(&self.app, &caller, id).await?;
-        let header = stored_header(&pack)?;
+        let (pack, header) = inbox_pack(&self.app, &holder, id).await?;
         let (tx, rx) = mpsc::channel(4);
         let app = self.app.clone();
         // The state moves to `downloaded` only when the client confirms it
@@ -226,10 +244,11 @@ impl<S: Store> Exchange for Service<S> {
         &self,
         request: Request<v1::ConfirmDownloadRequest>,
     ) -> Result<Response<v1::ConfirmDownloadResponse>, Status> {
-        let caller = auth::caller(&self.app, &request).await?;
+        let (holder, _) = auth::key_holder(&self.app, &request).await?;
+        let caller = holder.school;
         let req = request.into_inner();
         let id = parse_pack_id("pack_id", &req.pack_id)?;
-        let pack = inbox_pack(&self.app, &caller, id).await?;
+        let (pack, _) = inbox_pack(&self.app, &holder, id).await?;
         if pack.ciphertext_sha256.as_slice() != req.ciphertext_sha256.as_slice() {
             return Err(Status::invalid_argument(
                 "field `ciphertext_sha256`: does not match the stored pack",
@@ -256,7 +275,7 @@ impl<S: Store> Exchange for Service<S> {
         &self,
         request: Request<v1::AcknowledgeRequest>,
     ) -> Result<Response<v1::AcknowledgeResponse>, Status> {
-        let (holder, directory) = auth::authenticate(&self.app, &request).await?;
+        let (holder, directory) = auth::key_holder(&self.app, &request).await?;
         let caller = holder.school;
         let wire = request
             .into_inner()
@@ -265,12 +284,17 @@ impl<S: Store> Exchange for Service<S> {
         let signed = SignedReceipt::try_from(&wire).map_err(wire_status)?;
         let r = signed.receipt();
         let store = &self.app.store;
-        let pack = store
-            .pack(r.pack_id)
-            .await
-            .map_err(store_status)?
-            .filter(|p| p.to == caller)
-            .ok_or_else(|| Status::not_found(format!("no pack {} in your inbox", r.pack_id)))?;
+        let (pack, header) = inbox_pack(&self.app, &holder, r.pack_id).await?;
+        // Only a key the pack was sealed to can have opened it.
+        let sealed_to_caller = holder
+            .key_id
+            .is_some_and(|k| header.recipient_key_ids.contains(&k.to_string()));
+        if !sealed_to_caller {
+            return Err(Status::permission_denied(format!(
+                "pack {} was not sealed to your key: acknowledge it from a device it was sealed to",
+                r.pack_id
+            )));
+        }
         if pack.ciphertext_sha256 != r.ciphertext_sha256 {
             return Err(Status::invalid_argument(
                 "field `receipt.ciphertext_sha256`: does not match the stored pack",
@@ -361,7 +385,8 @@ impl<S: Store> Exchange for Service<S> {
         &self,
         request: Request<v1::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        let caller = auth::caller(&self.app, &request).await?;
+        let (holder, _) = auth::key_holder(&self.app, &request).await?;
+        let caller = holder.school;
         let token_hash = auth::bearer(&request)?;
         let mut events = self.app.store.subscribe();
         let shutdown = self.app.shutdown.clone();
@@ -392,6 +417,9 @@ impl<S: Store> Exchange for Service<S> {
                                 tracing::error!("stored header of a new pack does not decode");
                                 continue;
                             };
+                            if !holder.may_see(kind_of(&header)) {
+                                continue;
+                            }
                             let event = v1::WatchEvent {
                                 header: Some(header),
                                 uploaded_at_ms: new.uploaded_at_ms,

@@ -583,7 +583,146 @@ async fn issue15_roles_come_from_the_operator(daemon: Daemon) {
     );
 }
 
+/// The pack id of the next event of a `Watch` stream (within 10 s).
+async fn next_event(watch: &mut tonic::Streaming<v1::WatchEvent>) -> String {
+    tokio::time::timeout(Duration::from_secs(10), watch.message())
+        .await
+        .expect("no Watch event")
+        .unwrap()
+        .unwrap()
+        .header
+        .unwrap()
+        .pack_id
+}
+
+/// A further device of `laestab` as a [`School`] of its own (its own key
+/// and token), enrolled with a code granting `grant`.
+async fn other_device(daemon: &Daemon, laestab: &str, grant: &[&str]) -> School {
+    let (token, identity) = device(daemon, laestab, grant, &[]).await.unwrap();
+    School {
+        laestab: baton::Laestab::parse(laestab).unwrap(),
+        identity,
+        token,
+        channel: daemon.channel().await,
+    }
+}
+
+/// Issue 15 item 3: every exchange call checked per key (the matrix in
+/// docs/reliability.md): a child-protection file is sent only by a DSL
+/// key, and listed, watched, downloaded, confirmed and acknowledged only
+/// by the destination's DSL keys; a pack is acknowledged only by a key it
+/// was sealed to.
+async fn issue15_every_exchange_call_is_checked_per_key(daemon: Daemon) {
+    use baton::pack::Kind;
+    let primary_dsl = daemon.enrol("8612001").await;
+    let primary_staff = other_device(&daemon, "8612001", &["staff"]).await;
+    let dsl = daemon.enrol("8614001").await;
+    let staff = other_device(&daemon, "8614001", &["staff"]).await;
+    let keys = primary_dsl.keys_of(&dsl.laestab).await;
+    let mut staff_watch = staff
+        .exchange()
+        .watch(staff.req(v1::WatchRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut dsl_watch = dsl
+        .exchange()
+        .watch(dsl.req(v1::WatchRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+
+    let send = |from: &School, kind: Kind| {
+        let body = ciphertext(500);
+        let h = from.header_of(kind, baton::pack::PackId::new(), &dsl.laestab, &keys, &body);
+        (v1::PackHeader::from(&h), body)
+    };
+    // Upload: transfer by any key, safeguarding only by a DSL key.
+    let (t1, body) = send(&primary_staff, Kind::Transfer);
+    primary_staff.upload(&t1, &body, 4096).await.unwrap();
+    let (refused, body) = send(&primary_staff, Kind::Safeguarding);
+    let err = primary_staff
+        .upload(&refused, &body, 4096)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    let (s1, body) = send(&primary_dsl, Kind::Safeguarding);
+    primary_dsl.upload(&s1, &body, 4096).await.unwrap();
+    let (t2, body) = send(&primary_dsl, Kind::Transfer);
+    primary_dsl.upload(&t2, &body, 4096).await.unwrap();
+
+    // Watch: the staff key hears of the two transfers only, the DSL of all three.
+    assert_eq!(next_event(&mut staff_watch).await, t1.pack_id);
+    assert_eq!(next_event(&mut staff_watch).await, t2.pack_id);
+    for expected in [&t1, &s1, &t2] {
+        assert_eq!(next_event(&mut dsl_watch).await, expected.pack_id);
+    }
+
+    // Inbox.
+    let listed = |school: &School| {
+        let mut exchange = school.exchange();
+        let req = school.req(v1::InboxRequest::default());
+        async move {
+            let mut ids: Vec<String> = exchange
+                .inbox(req)
+                .await
+                .unwrap()
+                .into_inner()
+                .packs
+                .into_iter()
+                .map(|p| p.header.unwrap().pack_id)
+                .collect();
+            ids.sort();
+            ids
+        }
+    };
+    let mut both = vec![t1.pack_id.clone(), t2.pack_id.clone()];
+    both.sort();
+    assert_eq!(listed(&staff).await, both);
+    let mut all = vec![t1.pack_id.clone(), s1.pack_id.clone(), t2.pack_id.clone()];
+    all.sort();
+    assert_eq!(listed(&dsl).await, all);
+
+    // Download and ConfirmDownload.
+    assert_eq!(
+        staff.download(&s1.pack_id).await.unwrap_err().code(),
+        Code::NotFound
+    );
+    staff.download(&t1.pack_id).await.unwrap();
+    dsl.download(&s1.pack_id).await.unwrap();
+    let confirm = |h: &v1::PackHeader| v1::ConfirmDownloadRequest {
+        pack_id: h.pack_id.clone(),
+        ciphertext_sha256: h.ciphertext_sha256.clone(),
+    };
+    let err = staff
+        .exchange()
+        .confirm_download(staff.req(confirm(&s1)))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    dsl.exchange()
+        .confirm_download(dsl.req(confirm(&s1)))
+        .await
+        .unwrap();
+
+    // Acknowledge: only a key the pack was sealed to.
+    let ack = |school: &School, h: &v1::PackHeader| {
+        let mut exchange = school.exchange();
+        let req = school.req(v1::AcknowledgeRequest {
+            receipt: Some(school.receipt(h)),
+        });
+        async move { exchange.acknowledge(req).await }
+    };
+    assert_eq!(ack(&staff, &s1).await.unwrap_err().code(), Code::NotFound);
+    let late = other_device(&daemon, "8614001", &["dsl", "staff"]).await;
+    let err = ack(&late, &t1).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    ack(&staff, &t1).await.unwrap();
+    ack(&dsl, &s1).await.unwrap();
+}
+
 on_both_backends!(every_method_checks_the_caller);
+on_both_backends!(issue15_every_exchange_call_is_checked_per_key);
 on_both_backends!(issue15_roles_come_from_the_operator);
 on_both_backends!(issue15_a_revoked_keys_token_is_shut_out_at_once);
 on_both_backends!(revocation_is_immediate_and_tls_is_required);

@@ -8,8 +8,9 @@ use std::time::Duration;
 use baton::Laestab;
 use baton::api::v1;
 use baton::api::v1::upload_request::Part as UpPart;
-use baton::pack::SignedHeader;
+use baton::keys::Role;
 use baton::pack::recipients_for;
+use baton::pack::{Kind, SignedHeader};
 use prost::Message as _;
 use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status, Streaming};
@@ -93,6 +94,11 @@ impl<S: Store> Service<S> {
     ) -> Result<Option<i64>, Status> {
         let h = signed.header();
         let key = active_key(directory, caller, h.sender_key_id, "header.sender_key_id").await?;
+        if h.kind == Kind::Safeguarding && !key.roles.contains(&Role::Dsl) {
+            return Err(Status::permission_denied(
+                "a child-protection file is sent by the school's DSL: the key that signed this one does not hold the dsl role",
+            ));
+        }
         signed
             .verify(&key.public)
             .map_err(|e| Status::invalid_argument(format!("field `header.signature`: {e}")))?;

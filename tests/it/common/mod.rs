@@ -357,7 +357,20 @@ impl School {
         keys: &[SchoolKey],
         ciphertext: &[u8],
     ) -> SignedHeader {
-        let recipient_key_ids = recipients_for(Kind::Transfer, keys)
+        self.header_of(Kind::Transfer, id, to, keys, ciphertext)
+    }
+
+    /// As [`School::header_with`] for a pack of `kind` (sealed, by key ids,
+    /// to the keys of `keys` that kind goes to).
+    pub fn header_of(
+        &self,
+        kind: Kind,
+        id: PackId,
+        to: &Laestab,
+        keys: &[SchoolKey],
+        ciphertext: &[u8],
+    ) -> SignedHeader {
+        let recipient_key_ids = recipients_for(kind, keys)
             .iter()
             .map(|k| k.key_id())
             .collect();
@@ -367,7 +380,7 @@ impl School {
                 pack_id: id,
                 from: self.laestab,
                 to: *to,
-                kind: Kind::Transfer,
+                kind,
                 created_at_ms: 1,
                 ciphertext_len: ciphertext.len() as u64,
                 ciphertext_sha256: Sha256::digest(ciphertext).into(),

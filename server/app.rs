@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::attempts::Attempts;
 use crate::cache::DirectoryCache;
 use crate::store::Store;
 
@@ -23,7 +24,16 @@ pub struct App<S> {
     /// Longest wait for the next message of an upload stream; a stalled
     /// (or slowloris) upload is dropped after it.
     pub upload_idle_timeout: Duration,
+    /// Failed enrolment codes per address (10 a window).
+    pub redeem_attempts: Attempts,
+    /// Unknown or revoked tokens per address (30 a window).
+    pub token_attempts: Attempts,
 }
+
+/// Failed enrolment attempts an address may make in one window.
+pub const MAX_FAILED_REDEEMS: usize = 10;
+/// Failed authentications an address may make in one window.
+pub const MAX_FAILED_TOKENS: usize = 30;
 
 impl<S: Store> App<S> {
     /// Shared state over `store`.
@@ -32,6 +42,7 @@ impl<S: Store> App<S> {
         max_pack_bytes: u64,
         shutdown: CancellationToken,
         upload_idle_timeout: Duration,
+        attempt_window: Duration,
     ) -> Arc<Self> {
         Arc::new(Self {
             store,
@@ -39,6 +50,12 @@ impl<S: Store> App<S> {
             max_pack_bytes,
             shutdown,
             upload_idle_timeout,
+            redeem_attempts: Attempts::new(
+                "enrolment attempts",
+                MAX_FAILED_REDEEMS,
+                attempt_window,
+            ),
+            token_attempts: Attempts::new("authentications", MAX_FAILED_TOKENS, attempt_window),
         })
     }
 }

@@ -38,6 +38,20 @@ impl Event {
         }
     }
 
+    /// An event by whoever called from `addr` (a refused attempt, before
+    /// any school is known).
+    pub fn by_address(
+        addr: Option<std::net::IpAddr>,
+        action: &'static str,
+        subject: impl ToString,
+    ) -> Self {
+        Self {
+            actor: addr.map_or_else(|| "address:unknown".into(), |a| format!("address:{a}")),
+            action,
+            subject: subject.to_string(),
+        }
+    }
+
     /// An event by the operator, through `batond admin`.
     pub fn by_admin(action: &'static str, subject: impl ToString) -> Self {
         Self {

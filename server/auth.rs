@@ -67,10 +67,24 @@ pub async fn authenticate<'a, S: Store, T>(
     app: &'a App<S>,
     request: &Request<T>,
 ) -> Result<(TokenHolder, View<'a, S>), Status> {
+    let addr = request.remote_addr().map(|a| a.ip());
+    app.token_attempts.check(addr)?;
     let token_hash = bearer(request)?;
     let view = app.directory.view(&app.store).await.map_err(unavailable)?;
-    let holder = holder_for(&view, token_hash).await?;
-    Ok((holder, view))
+    match holder_for(&view, token_hash).await {
+        Ok(holder) => Ok((holder, view)),
+        Err(refused) => {
+            if refused.code() == tonic::Code::Unauthenticated {
+                app.token_attempts.failed(addr);
+                // The event names no token: only that one was refused.
+                let event = crate::audit::Event::by_address(addr, "auth.refused", "token");
+                if let Err(e) = app.store.record(event).await {
+                    tracing::error!(error = %e, "auditing a refused token failed");
+                }
+            }
+            Err(refused)
+        }
+    }
 }
 
 /// The hash of the bearer token in `request`'s metadata.

@@ -109,6 +109,10 @@ pub struct ServeArgs {
     /// Seconds an upload stream may sit idle between messages before it is dropped [default: 60].
     #[arg(long, env = "BATON_UPLOAD_IDLE_TIMEOUT_SECS", value_name = "SECS")]
     pub upload_idle_timeout_secs: Option<u64>,
+    /// The window, in seconds, over which failed attempts per address are
+    /// counted (10 wrong enrolment codes, 30 bad tokens) [default: 60].
+    #[arg(long, env = "BATON_ATTEMPT_WINDOW_SECS", value_name = "SECS")]
+    pub attempt_window_secs: Option<u64>,
 }
 
 /// Settings of the admin commands that issue enrolment codes.
@@ -147,6 +151,7 @@ struct FileConfig {
     max_pack_bytes: Option<u64>,
     enrolment_code_hours: Option<u64>,
     upload_idle_timeout_secs: Option<u64>,
+    attempt_window_secs: Option<u64>,
 }
 
 /// The resolved settings.
@@ -177,6 +182,8 @@ pub struct Config {
     pub enrolment_code_hours: u64,
     /// Longest wait for the next message of an upload stream, seconds.
     pub upload_idle_timeout_secs: u64,
+    /// Window over which failed attempts per address are counted, seconds.
+    pub attempt_window_secs: u64,
 }
 
 /// Hides the password of a `scheme://user:password@host` URL.
@@ -211,6 +218,7 @@ impl fmt::Debug for Config {
             .field("max_pack_bytes", &self.max_pack_bytes)
             .field("enrolment_code_hours", &self.enrolment_code_hours)
             .field("upload_idle_timeout_secs", &self.upload_idle_timeout_secs)
+            .field("attempt_window_secs", &self.attempt_window_secs)
             .finish()
     }
 }
@@ -313,7 +321,14 @@ impl Config {
                 .upload_idle_timeout_secs
                 .or(file.upload_idle_timeout_secs)
                 .unwrap_or(DEFAULT_UPLOAD_IDLE_TIMEOUT_SECS),
+            attempt_window_secs: serve
+                .attempt_window_secs
+                .or(file.attempt_window_secs)
+                .unwrap_or(60),
         };
+        if config.attempt_window_secs == 0 {
+            bail!("attempt_window_secs must be at least 1");
+        }
         if config.upload_idle_timeout_secs == 0 {
             bail!("upload_idle_timeout_secs must be at least 1");
         }
@@ -402,6 +417,11 @@ enrolment_code_hours = 168
 # Seconds an upload stream may sit idle between two messages before the
 # daemon drops it and discards what it staged (slow or stalled clients).
 upload_idle_timeout_secs = 60
+
+# Seconds over which failed attempts from one address are counted: beyond
+# 10 wrong enrolment codes or 30 unknown or revoked tokens in this window,
+# the address is refused ("too many failed attempts") until it passes.
+attempt_window_secs = 60
 "#;
 
 #[cfg(test)]
@@ -497,6 +517,7 @@ mod tests {
             max_pack_bytes: 1,
             enrolment_code_hours: 1,
             upload_idle_timeout_secs: 1,
+            attempt_window_secs: 1,
         };
         let text = format!("{config:?}");
         assert!(!text.contains("s3cret"), "{text}");

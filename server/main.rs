@@ -8,6 +8,7 @@
 
 mod admin;
 mod app;
+mod attempts;
 mod audit;
 mod auth;
 mod cache;
@@ -319,6 +320,7 @@ async fn serve<S: Store>(config: Config, store: S) -> anyhow::Result<()> {
         config.max_pack_bytes,
         shutdown.clone(),
         Duration::from_secs(config.upload_idle_timeout_secs),
+        Duration::from_secs(config.attempt_window_secs),
     );
     let router = services::router(builder, app).await?;
 

@@ -31,6 +31,8 @@ impl<S: Store> Enrolment for Service<S> {
         &self,
         request: Request<v1::RedeemRequest>,
     ) -> Result<Response<v1::RedeemResponse>, Status> {
+        let addr = request.remote_addr().map(|a| a.ip());
+        self.app.redeem_attempts.check(addr)?;
         let req = request.into_inner();
         let laestab = parse_laestab("laestab", &req.laestab)?;
         let key = new_key(&laestab, req.key.as_ref(), &req.proof, true)?;
@@ -67,7 +69,22 @@ impl<S: Store> Enrolment for Service<S> {
                     Status::already_exists("field `key`: this key is already registered")
                 }
                 other => store_status(other),
-            })?;
+            });
+        let school = match school {
+            Ok(school) => school,
+            Err(refused) => {
+                if refused.code() == tonic::Code::PermissionDenied {
+                    // A wrong code (or a role it does not grant): counted
+                    // against the address, and audited without the code.
+                    self.app.redeem_attempts.failed(addr);
+                    let event = Event::by_address(addr, "enrol.refused", laestab);
+                    if let Err(e) = self.app.store.record(event).await {
+                        tracing::error!(error = %e, "auditing a refused enrolment failed");
+                    }
+                }
+                return Err(refused);
+            }
+        };
         tracing::info!(school = %laestab, key = %key.key_id(), "key enrolled");
         Ok(Response::new(v1::RedeemResponse {
             token,

@@ -17,4 +17,8 @@ pub type Entries<'a> = Pin<Box<dyn Stream<Item = Result<audit::Entry>> + Send + 
 pub trait AuditLog: Send + Sync {
     /// Every entry in order, streamed.
     fn audit_log(&self) -> Entries<'_>;
+
+    /// Appends an event that comes with no write of its own (a refused
+    /// attempt), through the audit queue; returns once it is committed.
+    fn record(&self, event: audit::Event) -> impl std::future::Future<Output = Result<()>> + Send;
 }

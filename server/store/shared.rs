@@ -597,6 +597,10 @@ macro_rules! shared_store {
         }
 
         impl AuditLog for $store {
+            async fn record(&self, event: audit::Event) -> Result<()> {
+                self.audit.append($crate::store::now_ms(), event).await
+            }
+
             fn audit_log(&self) -> Entries<'_> {
                 Box::pin(
                     sqlx::query_as::<_, AuditRow>(AUDIT_SQL)

@@ -726,3 +726,88 @@ on_both_backends!(issue15_every_exchange_call_is_checked_per_key);
 on_both_backends!(issue15_roles_come_from_the_operator);
 on_both_backends!(issue15_a_revoked_keys_token_is_shut_out_at_once);
 on_both_backends!(revocation_is_immediate_and_tls_is_required);
+
+/// Issue 15 item 4: 15 wrong codes in a row from one address: the first 10
+/// are refused as wrong, the rest (and meanwhile the right code) as too
+/// many; once the window has passed the right code works. Every refusal is
+/// audited without the code; bad tokens are limited the same way.
+#[tokio::test]
+async fn issue15_guessing_codes_and_tokens_is_limited() {
+    let daemon = Daemon::start_sqlite(&["--attempt-window-secs", "2"]).await;
+    let out = daemon
+        .admin(&[
+            "admin", "school", "add", "8612001", "--name", "A", "--phase", "primary", "--json",
+        ])
+        .await;
+    assert!(out.status.success());
+    let code = serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["code"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let laestab = baton::Laestab::parse("8612001").unwrap();
+    let identity = Identity::generate();
+    let redeem = |code: String| {
+        let daemon = &daemon;
+        let (key, proof) = key_and_proof(&laestab, &identity, &[Role::Staff]);
+        async move {
+            EnrolmentClient::new(daemon.channel().await)
+                .redeem(v1::RedeemRequest {
+                    laestab: laestab.to_string(),
+                    code,
+                    key: Some(key),
+                    proof,
+                })
+                .await
+        }
+    };
+    let mut codes = Vec::new();
+    for n in 0..15 {
+        let err = redeem(format!("WRONGCODE{n:02}")).await.unwrap_err();
+        codes.push(err.code());
+        if n >= 10 {
+            assert!(
+                err.message().contains("too many failed enrolment attempts"),
+                "{err:?}"
+            );
+        }
+    }
+    assert_eq!(&codes[..10], &[Code::PermissionDenied; 10]);
+    assert_eq!(&codes[10..], &[Code::ResourceExhausted; 5]);
+    let err = redeem(code.clone()).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    let started = std::time::Instant::now();
+    let token = loop {
+        match redeem(code.clone()).await {
+            Ok(r) => break r.into_inner().token,
+            Err(e) if e.code() == Code::ResourceExhausted && started.elapsed().as_secs() < 10 => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("the right code was refused after the window: {e:?}"),
+        }
+    };
+    assert!(token.starts_with("bt_"));
+
+    // Unknown tokens: 30 refused as such, then too many.
+    let channel = daemon.channel().await;
+    let mut last = None;
+    for n in 0..31 {
+        let fake = format!("bt_{n:064}");
+        let err = v1::exchange_client::ExchangeClient::new(channel.clone())
+            .inbox(with_token(&fake, v1::InboxRequest::default()))
+            .await
+            .unwrap_err();
+        if n < 30 {
+            assert_eq!(err.code(), Code::Unauthenticated, "{n}: {err:?}");
+        }
+        last = Some(err);
+    }
+    let last = last.unwrap();
+    assert_eq!(last.code(), Code::ResourceExhausted, "{last:?}");
+
+    let out = daemon.admin(&["admin", "audit", "export"]).await;
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(log.matches("enrol.refused").count(), 10, "{log}");
+    assert_eq!(log.matches("auth.refused").count(), 30);
+    assert!(!log.contains("WRONGCODE"), "a code reached the audit log");
+    assert!(!log.contains("bt_0"), "a token reached the audit log");
+}

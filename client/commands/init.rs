@@ -27,9 +27,15 @@ pub struct Args {
     /// This school's LAESTAB (7 digits).
     #[arg(long)]
     school: Laestab,
-    /// The one-time enrolment code from the operator.
+    /// The one-time enrolment code from the operator. Leave it out to be
+    /// asked for it (it then stays out of the shell's history).
     #[arg(long)]
-    code: String,
+    code: Option<String>,
+    /// Protect this device's private key with a passphrase (asked for on
+    /// the terminal, or `BATON_PASSPHRASE`); every later command needs it
+    /// (`BATON_PASSPHRASE`, or the prompt). `age -d` still opens the file.
+    #[arg(long)]
+    passphrase: bool,
     /// A label for this key, e.g. "Office PC (data manager)"; the default is
     /// this computer's name.
     #[arg(long, default_value_t = default_label())]
@@ -81,6 +87,16 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
     if !String::from_utf8_lossy(&ca).contains("BEGIN CERTIFICATE") {
         bail!("{} is not a PEM certificate", args.ca.display());
     }
+    let code = match &args.code {
+        Some(code) => code.clone(),
+        None => ask("Enrolment code: ")
+            .context("no --code given and no terminal to ask for it on: pass --code CODE")?,
+    };
+    let passphrase = if args.passphrase {
+        Some(new_passphrase()?)
+    } else {
+        None
+    };
     let identity = Identity::generate();
     let label = args.label.clone();
     let key = SchoolKey {
@@ -95,7 +111,7 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
     let response = client
         .redeem(v1::RedeemRequest {
             laestab: args.school.to_string(),
-            code: args.code.trim().to_string(),
+            code: code.trim().to_string(),
             key: Some(v1::Key::from(&key)),
             proof: proof.to_vec(),
         })
@@ -109,14 +125,18 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
         std::fs::rename(from, to)
             .with_context(|| format!("keeping the old identity as {}", to.display()))?;
     }
-    write_atomic(
-        &home.path("identity.txt"),
-        identity
-            .to_file_text(&time(now_ms()))
+    let created = time(now_ms());
+    let identity_file = match &passphrase {
+        Some(p) => identity
+            .to_protected_file(&created, p, None)
+            .context("protecting the identity with the passphrase")?,
+        None => identity
+            .to_file_text(&created)
             .expose_secret()
-            .as_bytes(),
-        true,
-    )?;
+            .as_bytes()
+            .to_vec(),
+    };
+    write_atomic(&home.path("identity.txt"), &identity_file, true)?;
     write_atomic(&home.path("token"), response.token.as_bytes(), true)?;
     write_atomic(&home.path("ca.pem"), &ca, false)?;
     let mut pins = Pins::load(home)?;
@@ -175,6 +195,39 @@ fn retiring(home: &Home) -> Result<Option<(PathBuf, PathBuf)>> {
     )?;
     let to = home.retired_identity_path(&old);
     Ok((!to.exists()).then_some((from, to)))
+}
+
+/// Reads a secret typed on the terminal (not echoed); an error when there
+/// is no terminal.
+fn ask(prompt: &str) -> Result<String> {
+    use std::io::IsTerminal as _;
+    if !std::io::stdin().is_terminal() {
+        bail!("not on a terminal");
+    }
+    let answer = rpassword::prompt_password(prompt).context("reading from the terminal")?;
+    Ok(answer.trim().to_string())
+}
+
+/// The passphrase for a new identity: `BATON_PASSPHRASE`, or typed twice on
+/// the terminal.
+fn new_passphrase() -> Result<age::secrecy::SecretString> {
+    let typed = match std::env::var("BATON_PASSPHRASE") {
+        Ok(p) => p,
+        Err(_) => {
+            let first = ask("Passphrase for this device's key: ").context(
+                "--passphrase needs a terminal to ask on, or the passphrase in BATON_PASSPHRASE",
+            )?;
+            let again = ask("The same passphrase again: ")?;
+            if first != again {
+                bail!("the two passphrases differ; nothing was changed");
+            }
+            first
+        }
+    };
+    if typed.chars().count() < 8 {
+        bail!("a passphrase needs at least 8 characters; nothing was changed");
+    }
+    Ok(age::secrecy::SecretString::from(typed))
 }
 
 /// This computer's name, for a key's label.

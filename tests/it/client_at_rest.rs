@@ -163,3 +163,109 @@ async fn issue15_pulled_files_are_private_and_only_true_fragments_reach_the_ctf(
         private(&mis);
     }
 }
+
+/// Issue 15 item 5: `baton init --passphrase` keeps the private key
+/// encrypted at rest (an armored age file, not the plain identity), and
+/// every later command needs the passphrase.
+#[tokio::test]
+async fn issue15_a_passphrase_protects_the_key_at_rest() {
+    let daemon = Daemon::start_sqlite(&[]).await;
+    let root = tempfile::tempdir().unwrap();
+    let out = daemon
+        .admin(&[
+            "admin",
+            "school",
+            "add",
+            "8614001",
+            "--name",
+            "B",
+            "--phase",
+            "secondary",
+            "--json",
+        ])
+        .await;
+    assert!(out.status.success());
+    let code = serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["code"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let home = root.path().join("home");
+    let baton = |args: &[&str], passphrase: Option<&str>| {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_baton"));
+        cmd.env("BATON_HOME", &home).args(args);
+        match passphrase {
+            Some(p) => cmd.env("BATON_PASSPHRASE", p),
+            None => cmd.env_remove("BATON_PASSPHRASE"),
+        };
+        cmd.stdin(std::process::Stdio::null());
+        async move { cmd.output().await.unwrap() }
+    };
+    let ca = daemon.ca.display().to_string();
+    let init = [
+        "init",
+        "--server",
+        &daemon.url,
+        "--ca",
+        &ca,
+        "--school",
+        "8614001",
+        "--code",
+        &code,
+        "--passphrase",
+    ];
+    let short = baton(&init, Some("short")).await;
+    assert_eq!(short.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&short.stderr).contains("at least 8 characters"));
+    let no_tty = baton(&init, None).await;
+    assert_eq!(no_tty.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&no_tty.stderr).contains("BATON_PASSPHRASE"));
+
+    let ok = baton(&init, Some("correct horse battery")).await;
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let file = std::fs::read_to_string(home.join("identity.txt")).unwrap();
+    assert!(
+        file.starts_with("-----BEGIN AGE ENCRYPTED FILE-----"),
+        "{file}"
+    );
+    assert!(!file.contains("AGE-SECRET-KEY"));
+
+    let locked = baton(&["keys", "export"], None).await;
+    assert_eq!(locked.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&locked.stderr).contains("passphrase"),
+        "{}",
+        String::from_utf8_lossy(&locked.stderr)
+    );
+    let wrong = baton(&["keys", "export"], Some("wrong horse battery")).await;
+    assert_eq!(wrong.status.code(), Some(1));
+    let open = baton(&["keys", "export"], Some("correct horse battery")).await;
+    assert!(
+        open.status.success(),
+        "{}",
+        String::from_utf8_lossy(&open.stderr)
+    );
+
+    // Without --code and without a terminal, init says how to give it.
+    let other = root.path().join("other");
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_baton"))
+        .env("BATON_HOME", &other)
+        .args([
+            "init",
+            "--server",
+            &daemon.url,
+            "--ca",
+            &ca,
+            "--school",
+            "8614001",
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("pass --code CODE"));
+}

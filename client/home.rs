@@ -20,6 +20,14 @@ pub struct Config {
     pub school: Laestab,
     /// The key id of this home's identity.
     pub key_id: String,
+    /// Days the outbox keeps a sent pupil's name and UPN after the pack's
+    /// verified receipt (then only the pack is kept).
+    #[serde(default = "default_keep_pupil_names_days")]
+    pub keep_pupil_names_days: u32,
+}
+
+fn default_keep_pupil_names_days() -> u32 {
+    30
 }
 
 /// Reads an identity file, decrypting it with `BATON_PASSPHRASE` when it is

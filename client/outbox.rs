@@ -2,8 +2,9 @@
 //! pack's content (destination, kind, record, attachments), so re-running a
 //! send after a crash or a network failure re-uploads the same sealed bytes
 //! under the same pack id, and never sends the same content twice. The
-//! journal is also the only place that knows which pupil a sent pack is for:
-//! the server never did.
+//! journal is also the only place that knows which pupil a sent pack is for
+//! (the server never did), until the pack's verified receipt is older than
+//! `keep_pupil_names_days` (config.json, default 30): then it forgets.
 
 use std::path::PathBuf;
 
@@ -59,6 +60,10 @@ pub struct Entry {
     /// The pack this one was sent again for (`send --reseal`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replaces: Option<String>,
+    /// When the destination's verified receipt says it received the pack,
+    /// ms since the epoch (seen by `baton sent`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acknowledged_at_ms: Option<i64>,
 }
 
 /// The journal folder.
@@ -84,6 +89,28 @@ impl Entry {
                 .iter()
                 .any(|id| active.contains(id))
         })
+    }
+
+    /// Records a verified receipt's time and, once it is more than
+    /// `keep_ms` old, forgets who the pupil was (name, UPN, source): the
+    /// school holds the pupil's records elsewhere, and the journal only
+    /// needs the pack. Returns whether the entry changed.
+    pub fn acknowledged(&mut self, received_at_ms: i64, now_ms: i64, keep_ms: i64) -> bool {
+        let mut changed = false;
+        if self.acknowledged_at_ms.is_none() {
+            self.acknowledged_at_ms = Some(received_at_ms);
+            changed = true;
+        }
+        let old = self
+            .acknowledged_at_ms
+            .is_some_and(|at| now_ms.saturating_sub(at) > keep_ms);
+        if old && !(self.upn.is_empty() && self.name.is_empty() && self.source.is_empty()) {
+            self.upn.clear();
+            self.name.clear();
+            self.source.clear();
+            changed = true;
+        }
+        changed
     }
 
     /// Stores a header.

@@ -150,6 +150,7 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
             server: args.server.clone(),
             school: args.school,
             key_id: identity.key_id().to_string(),
+            keep_pupil_names_days: previous.as_ref().map_or(30, |c| c.keep_pupil_names_days),
         },
     )?;
     let granted = response.school.as_ref().and_then(|s| {

@@ -13,7 +13,7 @@ use baton::pack::{SignedHeader, SignedReceipt};
 use crate::connect::{Clients, connect, explain};
 use crate::home::{Home, write_atomic, write_json};
 use crate::outbox::Outbox;
-use crate::output::{json, table, time};
+use crate::output::{json, now_ms, table, time};
 use crate::pins::{Pins, refresh};
 
 /// List packs this school sent.
@@ -86,7 +86,9 @@ pub async fn list(clients: &mut Clients) -> Result<Vec<v1::SentEntry>> {
 /// Runs `baton sent`.
 pub async fn run(home: &Home, args: Args) -> Result<()> {
     let mut clients = connect(home).await?;
-    let journal: HashMap<String, crate::outbox::Entry> = Outbox::open(home)?
+    let keep_ms = i64::from(home.config()?.keep_pupil_names_days) * 86_400_000;
+    let outbox = Outbox::open(home)?;
+    let mut journal: HashMap<String, crate::outbox::Entry> = outbox
         .entries()?
         .into_iter()
         .map(|e| (e.pack_id.clone(), e))
@@ -119,6 +121,13 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
             Some(r) => verify(home, &mut clients, &mut pins, h, r).await,
             None => false,
         };
+        if verified
+            && let Some(r) = &receipt
+            && let Some(entry) = journal.get_mut(&h.pack_id.to_string())
+            && entry.acknowledged(r.receipt().received_at_ms, now_ms(), keep_ms)
+        {
+            outbox.put(entry)?;
+        }
         let local = journal.get(&h.pack_id.to_string());
         rows.push(Row {
             id: h.pack_id.to_string(),

@@ -269,3 +269,50 @@ async fn issue15_a_passphrase_protects_the_key_at_rest() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("pass --code CODE"));
 }
+
+/// Issue 15 item 5: the sender's outbox forgets who a pupil was once the
+/// pack's verified receipt is older than `keep_pupil_names_days`.
+#[tokio::test]
+async fn issue15_the_outbox_forgets_pupils_after_their_receipts() {
+    let daemon = Daemon::start_sqlite(&[]).await;
+    let root = tempfile::tempdir().unwrap();
+    let primary = enrol(&daemon, root.path(), "8612001", "primary", &["staff"]).await;
+    let secondary = enrol(&daemon, root.path(), "8614001", "secondary", &["staff"]).await;
+    let record = pupil(7);
+    let dir = root.path().join("p7");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("record.json"), record.to_json()).unwrap();
+    primary
+        .ok(&["send", "--to", "8614001", dir.to_str().unwrap()])
+        .await;
+    let out = root.path().join("in");
+    secondary
+        .ok(&["pull", "--all", "--out", out.to_str().unwrap()])
+        .await;
+    secondary.ok(&["ack", "--all-pulled"]).await;
+
+    let sent = primary.json(&["sent", "--json"]).await;
+    assert_eq!(sent[0]["upn"], record.upn.as_str(), "{sent:?}");
+    let journal = |home: &crate::common::cli::Home| {
+        std::fs::read_dir(home.dir.join("outbox"))
+            .unwrap()
+            .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap_or_default())
+            .collect::<String>()
+    };
+    assert!(journal(&primary).contains(&record.upn));
+
+    let config_path = primary.dir.join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    assert_eq!(config["keep_pupil_names_days"], 30);
+    config["keep_pupil_names_days"] = 0.into();
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let sent = primary.json(&["sent", "--json"]).await;
+    assert_eq!(sent[0]["state"], "acknowledged");
+    assert_eq!(sent[0]["receipt_verified"], true);
+    assert_eq!(sent[0]["upn"], "", "{sent:?}");
+    assert_eq!(sent[0]["name"], "");
+    let left = journal(&primary);
+    assert!(!left.contains(&record.upn), "{left}");
+    assert!(!left.contains(&record.surname), "{left}");
+}

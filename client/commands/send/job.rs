@@ -215,6 +215,7 @@ impl Job {
             sent_at_ms: None,
             error: None,
             replaces,
+            acknowledged_at_ms: None,
         };
         entry.set_header(&sealed.header);
         self.outbox.put(&entry)?;

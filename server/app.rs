@@ -19,6 +19,8 @@ pub struct App<S> {
     pub directory: DirectoryCache,
     /// Largest pack accepted, bytes of ciphertext.
     pub max_pack_bytes: u64,
+    /// Most ciphertext one school may have waiting (sent, not acknowledged).
+    pub school_quota_bytes: u64,
     /// Cancelled when the daemon shuts down, to end long streams.
     pub shutdown: CancellationToken,
     /// Longest wait for the next message of an upload stream; a stalled
@@ -40,6 +42,7 @@ impl<S: Store> App<S> {
     pub fn new(
         store: S,
         max_pack_bytes: u64,
+        school_quota_bytes: u64,
         shutdown: CancellationToken,
         upload_idle_timeout: Duration,
         attempt_window: Duration,
@@ -48,6 +51,7 @@ impl<S: Store> App<S> {
             store,
             directory: DirectoryCache::default(),
             max_pack_bytes,
+            school_quota_bytes,
             shutdown,
             upload_idle_timeout,
             redeem_attempts: Attempts::new(

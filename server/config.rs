@@ -113,6 +113,10 @@ pub struct ServeArgs {
     /// counted (10 wrong enrolment codes, 30 bad tokens) [default: 60].
     #[arg(long, env = "BATON_ATTEMPT_WINDOW_SECS", value_name = "SECS")]
     pub attempt_window_secs: Option<u64>,
+    /// Most ciphertext one school may have waiting on the server (sent, not
+    /// yet acknowledged), bytes [default: 53687091200, 50 GiB].
+    #[arg(long, env = "BATON_SCHOOL_QUOTA_BYTES", value_name = "BYTES")]
+    pub school_quota_bytes: Option<u64>,
 }
 
 /// Settings of the admin commands that issue enrolment codes.
@@ -152,6 +156,7 @@ struct FileConfig {
     enrolment_code_hours: Option<u64>,
     upload_idle_timeout_secs: Option<u64>,
     attempt_window_secs: Option<u64>,
+    school_quota_bytes: Option<u64>,
 }
 
 /// The resolved settings.
@@ -184,6 +189,8 @@ pub struct Config {
     pub upload_idle_timeout_secs: u64,
     /// Window over which failed attempts per address are counted, seconds.
     pub attempt_window_secs: u64,
+    /// Most ciphertext one school may have waiting, bytes.
+    pub school_quota_bytes: u64,
 }
 
 /// Hides the password of a `scheme://user:password@host` URL.
@@ -219,6 +226,7 @@ impl fmt::Debug for Config {
             .field("enrolment_code_hours", &self.enrolment_code_hours)
             .field("upload_idle_timeout_secs", &self.upload_idle_timeout_secs)
             .field("attempt_window_secs", &self.attempt_window_secs)
+            .field("school_quota_bytes", &self.school_quota_bytes)
             .finish()
     }
 }
@@ -325,6 +333,10 @@ impl Config {
                 .attempt_window_secs
                 .or(file.attempt_window_secs)
                 .unwrap_or(60),
+            school_quota_bytes: serve
+                .school_quota_bytes
+                .or(file.school_quota_bytes)
+                .unwrap_or(50 << 30),
         };
         if config.attempt_window_secs == 0 {
             bail!("attempt_window_secs must be at least 1");
@@ -422,6 +434,11 @@ upload_idle_timeout_secs = 60
 # 10 wrong enrolment codes or 30 unknown or revoked tokens in this window,
 # the address is refused ("too many failed attempts") until it passes.
 attempt_window_secs = 60
+
+# Most ciphertext one school may have waiting on the server (sent and not
+# yet acknowledged by its destinations): 50 GiB. Beyond it uploads are
+# refused ("quota") until destinations collect and acknowledge.
+school_quota_bytes = 53687091200
 "#;
 
 #[cfg(test)]
@@ -518,6 +535,7 @@ mod tests {
             enrolment_code_hours: 1,
             upload_idle_timeout_secs: 1,
             attempt_window_secs: 1,
+            school_quota_bytes: 1,
         };
         let text = format!("{config:?}");
         assert!(!text.contains("s3cret"), "{text}");

@@ -318,6 +318,7 @@ async fn serve<S: Store>(config: Config, store: S) -> anyhow::Result<()> {
     let app = app::App::new(
         store,
         config.max_pack_bytes,
+        config.school_quota_bytes,
         shutdown.clone(),
         Duration::from_secs(config.upload_idle_timeout_secs),
         Duration::from_secs(config.attempt_window_secs),

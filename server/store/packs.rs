@@ -139,6 +139,10 @@ pub trait Packs: Send + Sync {
         event: audit::Event,
     ) -> impl Future<Output = Result<Page>> + Send;
 
+    /// Bytes of ciphertext `from` has sent that are stored and not yet
+    /// acknowledged (what its storage quota counts).
+    fn outstanding_bytes(&self, from: &Laestab) -> impl Future<Output = Result<u64>> + Send;
+
     /// One chunk of a visible pack's ciphertext.
     fn chunk(&self, upload_id: &str, idx: i64) -> impl Future<Output = Result<Vec<u8>>> + Send;
 

@@ -516,6 +516,17 @@ macro_rules! shared_store {
                 self.page(SENT_SQL, from, before_seq, limit, event).await
             }
 
+            async fn outstanding_bytes(&self, from: &Laestab) -> Result<u64> {
+                let (bytes,): (i64,) = sqlx::query_as(
+                    "SELECT CAST(COALESCE(SUM(ciphertext_length), 0) AS BIGINT) FROM packs \
+                     WHERE from_laestab = $1 AND status != 'acknowledged'",
+                )
+                .bind(from.as_str())
+                .fetch_one(&self.pool)
+                .await?;
+                u64::try_from(bytes).map_err(|_| corrupt("a negative pack length"))
+            }
+
             async fn chunk(&self, upload_id: &str, idx: i64) -> Result<Vec<u8>> {
                 let row: Option<(Vec<u8>,)> = sqlx::query_as(
                     "SELECT data FROM pack_chunks WHERE upload_id = $1 AND idx = $2 \

@@ -811,3 +811,48 @@ async fn issue15_guessing_codes_and_tokens_is_limited() {
     assert!(!log.contains("WRONGCODE"), "a code reached the audit log");
     assert!(!log.contains("bt_0"), "a token reached the audit log");
 }
+
+/// Issue 15 item 4: a school's waiting packs are capped by
+/// `school_quota_bytes`; a retry of a stored pack is still answered as
+/// stored, and collecting (acknowledging) makes room again.
+async fn issue15_a_school_quota_caps_what_waits(daemon: Daemon) {
+    let a = daemon.enrol("8612001").await;
+    let b = daemon.enrol("8614001").await;
+    let keys = a.keys_of(&b.laestab).await;
+    let body = ciphertext(1000);
+    let first = v1::PackHeader::from(&a.header_for(&b.laestab, &keys, &body));
+    a.upload(&first, &body, 4096).await.unwrap();
+    let second = v1::PackHeader::from(&a.header_for(&b.laestab, &keys, &body));
+    let err = a.upload(&second, &body, 4096).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(err.message().contains("quota"), "{err:?}");
+    a.upload(&first, &body, 4096).await.unwrap();
+    b.exchange()
+        .acknowledge(b.req(v1::AcknowledgeRequest {
+            receipt: Some(b.receipt(&first)),
+        }))
+        .await
+        .unwrap();
+    a.upload(&second, &body, 4096).await.unwrap();
+}
+
+mod issue15_quota {
+    use super::*;
+
+    #[tokio::test]
+    async fn sqlite() {
+        issue15_a_school_quota_caps_what_waits(
+            Daemon::start_sqlite(&["--school-quota-bytes", "1500"]).await,
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn postgres() {
+        if let Some(daemon) =
+            Daemon::start_postgres("issue15 quota", &["--school-quota-bytes", "1500"]).await
+        {
+            issue15_a_school_quota_caps_what_waits(daemon).await;
+        }
+    }
+}

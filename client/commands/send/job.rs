@@ -311,6 +311,13 @@ fn refusal(status: &tonic::Status) -> (String, bool) {
             ),
             true,
         ),
+        Code::ResourceExhausted if status.message().contains("quota") => (
+            format!(
+                "the server holds as much from your school as it allows ({}); run the same command again once the receiving schools have collected and acknowledged earlier packs",
+                status.message()
+            ),
+            false,
+        ),
         Code::ResourceExhausted => (
             format!(
                 "the server refused the pack as too large ({}): send fewer or smaller attachments",

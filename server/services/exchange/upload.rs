@@ -102,6 +102,23 @@ impl<S: Store> Service<S> {
         signed
             .verify(&key.public)
             .map_err(|e| Status::invalid_argument(format!("field `header.signature`: {e}")))?;
+        let waiting = app
+            .store
+            .outstanding_bytes(caller)
+            .await
+            .map_err(store_status)?;
+        if waiting.saturating_add(h.ciphertext_len) > app.school_quota_bytes {
+            // A retry of a pack already stored is still answered as such.
+            if let Some(existing) = app.store.pack(h.pack_id).await.map_err(store_status)?
+                && existing.header == header_bytes
+            {
+                return Ok(Some(existing.uploaded_at_ms));
+            }
+            return Err(Status::resource_exhausted(format!(
+                "{caller} already has {waiting} bytes waiting on the server for its destinations to collect, and its quota is {} bytes: send again once they have collected and acknowledged earlier packs",
+                app.school_quota_bytes
+            )));
+        }
         let recipients = Self::check_recipients(directory, signed).await;
         let large = h.ciphertext_len > CHUNK_BYTES as u64;
         if (recipients.is_err() || (before_receiving && large))

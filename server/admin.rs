@@ -180,7 +180,7 @@ pub async fn run<S: Store>(store: &S, config: &Config, command: Command) -> anyh
                     &roles,
                     now,
                     expires,
-                    Event::by_admin("school.add", laestab),
+                    Event::by_admin("school.add", code_subject(laestab, &roles)),
                 )
                 .await
             {
@@ -206,7 +206,7 @@ pub async fn run<S: Store>(store: &S, config: &Config, command: Command) -> anyh
                     &roles,
                     now,
                     expires,
-                    Event::by_admin("school.code", laestab),
+                    Event::by_admin("school.code", code_subject(laestab, &roles)),
                 )
                 .await
             {
@@ -295,6 +295,12 @@ pub async fn run<S: Store>(store: &S, config: &Config, command: Command) -> anyh
     }
     out.flush()?;
     Ok(())
+}
+
+/// The audit subject of an issued code: the school and the roles it grants.
+fn code_subject(laestab: Laestab, roles: &[Role]) -> String {
+    let roles: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+    format!("{laestab} roles={}", roles.join(","))
 }
 
 /// A fresh one-time code, its hash, now, and its expiry.

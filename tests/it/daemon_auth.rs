@@ -406,20 +406,7 @@ async fn revocation_is_immediate_and_tls_is_required(daemon: Daemon) {
 /// open `Watch`) and leaves the school's other devices working.
 async fn issue15_a_revoked_keys_token_is_shut_out_at_once(daemon: Daemon) {
     let laptop = daemon.enrol("8614001").await;
-    let out = daemon
-        .admin(&[
-            "admin", "school", "code", "8614001", "--json", "--role", "dsl", "--role", "staff",
-        ])
-        .await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let code = serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["code"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let code = common::cli::code(&daemon, "8614001").await;
     let office = Identity::generate();
     let office_token = EnrolmentClient::new(daemon.channel().await)
         .redeem(common::redeem_request(&laptop.laestab, &code, &office))

@@ -160,16 +160,20 @@ impl PublicKey {
     /// Builds a public key from its two parts, checking their shape.
     pub fn new(age_recipient: &str, signing_key: &[u8]) -> Result<Self, KeyError> {
         let age_recipient = age_recipient.trim();
+        // An X25519 recipient: `age1` and 32 bytes whose Bech32 checksum
+        // holds (a mistyped or altered one is refused, not registered).
         let well_formed = age_recipient.len() == 62
-            && age_recipient.starts_with("age1")
-            && age_recipient[4..]
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+            && crate::bech32::decode(age_recipient)
+                .is_some_and(|(hrp, data)| hrp == "age" && data.len() == 32);
         if !well_formed {
             return Err(KeyError::Recipient);
         }
         let bytes: [u8; 32] = signing_key.try_into().map_err(|_| KeyError::SigningKey)?;
         let signing_key = VerifyingKey::from_bytes(&bytes).map_err(|_| KeyError::SigningKey)?;
+        // A small-order point verifies forged signatures: never a key.
+        if signing_key.is_weak() {
+            return Err(KeyError::SigningKey);
+        }
         Ok(Self {
             age_recipient: age_recipient.to_string(),
             signing_key,
@@ -347,9 +351,21 @@ mod tests {
     fn public_key_shape_is_checked() {
         let ed = [7u8; 32];
         assert_eq!(PublicKey::new("age1nope", &ed), Err(KeyError::Recipient));
-        let recipient = format!("age1{}", "q".repeat(58));
+        let recipient = crate::bech32::encode("age", &[9u8; 32]);
         assert_eq!(
             PublicKey::new(&recipient, &[1, 2, 3]),
+            Err(KeyError::SigningKey)
+        );
+        let bad_checksum = format!("{}q", &recipient[..61]);
+        assert_ne!(bad_checksum, recipient);
+        assert_eq!(PublicKey::new(&bad_checksum, &ed), Err(KeyError::Recipient));
+        let signing = ed25519_dalek::SigningKey::from_bytes(&[5; 32]).verifying_key();
+        assert!(PublicKey::new(&recipient, signing.as_bytes()).is_ok());
+        // The identity point (small order) is refused.
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        assert_eq!(
+            PublicKey::new(&recipient, &identity),
             Err(KeyError::SigningKey)
         );
     }

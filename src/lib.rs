@@ -30,6 +30,7 @@
 //! ```
 
 pub mod api;
+pub mod bech32;
 #[cfg(feature = "client")]
 pub mod crypto;
 #[cfg(feature = "records")]

@@ -38,8 +38,7 @@ pub fn header(id: PackId, from: Laestab, to: Laestab, byte: u8, len: u64) -> Sig
 /// A well-formed key, different for each `n`.
 pub fn key(n: u8) -> SchoolKey {
     let signing = ed25519_dalek::SigningKey::from_bytes(&[n; 32]).verifying_key();
-    let letter = char::from(b'a' + n % 26);
-    let recipient = format!("age1{}", letter.to_string().repeat(58));
+    let recipient = baton::bech32::encode("age", &[n; 32]);
     SchoolKey {
         public: PublicKey::new(&recipient, signing.as_bytes()).unwrap(),
         label: format!("key {n}"),

@@ -167,9 +167,36 @@ pub fn media_type_for(name: &str) -> &'static str {
     }
 }
 
-/// Checks an attachment name is a plain file name that is safe to create in
-/// a pack folder on any platform.
+/// Most attachments one pack may list.
+pub const MAX_ATTACHMENTS: usize = 1000;
+
+/// Characters Windows forbids in a file name (beside control characters).
+const WINDOWS_FORBIDDEN: &[char] = &['<', '>', ':', '"', '/', '\\', '|', '?', '*'];
+
+/// Device names Windows reserves, with or without an extension.
+const WINDOWS_DEVICES: &[&str] = &[
+    "CON", "PRN", "AUX", "NUL", "COM0", "COM1", "COM2", "COM3", "COM4", "COM5", "COM6", "COM7",
+    "COM8", "COM9", "LPT0", "LPT1", "LPT2", "LPT3", "LPT4", "LPT5", "LPT6", "LPT7", "LPT8", "LPT9",
+];
+
+/// Characters that change how a name is shown without being seen: bidi
+/// controls (which can make `gpj.exe` read as `exe.jpg`) and zero-width
+/// characters (which make two different names look alike).
+fn invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{2069}' | '\u{061C}' | '\u{FEFF}' | '\u{00AD}'
+    )
+}
+
+/// Checks an attachment name is a plain file name that is safe, and means
+/// the same, on Linux, Windows and macOS: no path, no control, invisible
+/// or Windows-forbidden character, no reserved device name, no trailing dot
+/// or space, and Unicode in composed form (NFC) so that no two names differ
+/// only in how an accent is encoded.
 pub fn check_name(name: &str) -> Result<(), &'static str> {
+    use unicode_normalization::UnicodeNormalization as _;
     if name.is_empty() || name.trim().is_empty() {
         return Err("it is empty");
     }
@@ -179,11 +206,27 @@ pub fn check_name(name: &str) -> Result<(), &'static str> {
     if name == "." || name == ".." {
         return Err("it is a directory reference");
     }
-    if name.contains(['/', '\\', '\0', ':']) || name.chars().any(char::is_control) {
+    if name.contains(['/', '\\', '\0']) || name.chars().any(char::is_control) {
         return Err("it contains a path separator or control character");
+    }
+    if name.contains(WINDOWS_FORBIDDEN) {
+        return Err("it contains a character Windows forbids in file names (< > : \" | ? *)");
+    }
+    if name.chars().any(invisible) {
+        return Err("it contains an invisible (bidi or zero-width) character");
+    }
+    if name.ends_with('.') || name.ends_with(' ') {
+        return Err("it ends with a dot or a space, which Windows drops");
     }
     if name.starts_with('.') {
         return Err("it is a hidden file name");
+    }
+    let stem = name.split('.').next().unwrap_or(name).trim_end();
+    if WINDOWS_DEVICES.iter().any(|d| d.eq_ignore_ascii_case(stem)) {
+        return Err("it is a device name Windows reserves (CON, NUL, COM1, …)");
+    }
+    if name.nfc().ne(name.chars()) {
+        return Err("its Unicode is not in composed (NFC) form");
     }
     if RESERVED_NAMES.iter().any(|r| r.eq_ignore_ascii_case(name)) {
         return Err("record.json and pack.json are reserved in a pack folder");
@@ -191,8 +234,15 @@ pub fn check_name(name: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// Checks every attachment name, and that no two are the same.
+/// Checks every attachment name, that no two are the same (ignoring case,
+/// as Windows and macOS do), and that there are at most [`MAX_ATTACHMENTS`].
 pub fn check_names(attachments: &[AttachmentMeta]) -> Result<(), ContentsError> {
+    if attachments.len() > MAX_ATTACHMENTS {
+        return Err(ContentsError::BadName {
+            index: MAX_ATTACHMENTS + 1,
+            problem: "a pack holds at most 1000 attachments",
+        });
+    }
     let mut seen = std::collections::HashSet::new();
     for (i, a) in attachments.iter().enumerate() {
         check_name(&a.name).map_err(|problem| ContentsError::BadName {
@@ -606,10 +656,35 @@ mod tests {
             "record.json",
             "PACK.JSON",
             "a\nb",
+            // Unsafe or misleading on Windows or macOS.
+            "CON",
+            "con.txt",
+            "Lpt1.pdf",
+            "nul .txt",
+            "x.pdf.",
+            "x.pdf ",
+            "a<b",
+            "a>b",
+            "a:b",
+            "a\"b",
+            "a|b",
+            "a?b",
+            "a*b",
+            "e\u{301}cole.pdf",
+            "report\u{202E}fdp.exe",
+            "re\u{200B}port.pdf",
+            "\u{FEFF}report.pdf",
         ] {
             assert!(check_name(bad).is_err(), "{bad:?} accepted");
         }
         assert!(check_name("One page profile (2025).pdf").is_ok());
+        assert!(check_name("\u{e9}cole – EHCP.pdf").is_ok());
+        assert!(check_name("console.txt").is_ok());
+        let many: Vec<AttachmentMeta> = (0..=MAX_ATTACHMENTS)
+            .map(|i| AttachmentMeta::listed(&format!("f{i}.txt"), 1))
+            .collect();
+        assert!(check_names(&many).is_err());
+        assert!(check_names(&many[..MAX_ATTACHMENTS]).is_ok());
         let (mut manifest, _) = sample();
         manifest.attachments[1].name = manifest.attachments[0].name.to_uppercase();
         assert!(matches!(

@@ -316,3 +316,40 @@ async fn issue15_the_outbox_forgets_pupils_after_their_receipts() {
     assert!(!left.contains(&record.upn), "{left}");
     assert!(!left.contains(&record.surname), "{left}");
 }
+
+/// Issue 16 item 3: the receiver checks a signed record as `baton send`
+/// checks one: a sending school that bypasses its client (impossible date,
+/// unknown sex code, a control character in a name) gets nothing written.
+#[tokio::test]
+async fn issue16_the_receiver_checks_the_record_as_send_does() {
+    let daemon = Daemon::start_sqlite(&[]).await;
+    let root = tempfile::tempdir().unwrap();
+    let sender = daemon.enrol("8612001").await;
+    let receiver = enrol(&daemon, root.path(), "8614001", "secondary", &["staff"]).await;
+    let mut bad = pupil(11);
+    bad.dob = "2015-02-30".into();
+    bad.sex = "Male".into();
+    bad.surname = "Evil\u{7}Name".into();
+    send(&sender, Kind::Transfer, &bad, None).await;
+    let good = pupil(12);
+    send(&sender, Kind::Transfer, &good, None).await;
+
+    let out = root.path().join("in");
+    let pulled = receiver
+        .baton(&["pull", "--all", "--out", out.to_str().unwrap()])
+        .await;
+    assert_eq!(pulled.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&pulled.stderr);
+    assert!(
+        said.contains("does not pass the checks a sender makes"),
+        "{said}"
+    );
+    assert!(said.contains("dob") && said.contains("sex"), "{said}");
+    assert!(!out.join("8612001").join(&bad.upn).exists());
+    assert!(
+        out.join("8612001")
+            .join(&good.upn)
+            .join("record.json")
+            .exists()
+    );
+}

@@ -435,6 +435,22 @@ async fn pull_one(
     .await
     .context("opening was interrupted")??;
 
+    // The sender's signature says who sent it, not that it is sound: the
+    // record must pass the checks `baton send` makes before it is written.
+    let problems = manifest
+        .record
+        .problems(time::OffsetDateTime::now_utc().date());
+    if !problems.is_empty() {
+        let listed: Vec<String> = problems
+            .iter()
+            .map(|p| format!("{}: {}", p.field, p.problem))
+            .collect();
+        bail!(
+            "the record in this pack does not pass the checks a sender makes ({}); nothing was written: ask {} to correct and send it again",
+            listed.join("; "),
+            h.from
+        );
+    }
     let record_json = manifest.record.to_json();
     create_private_file(&staging.path().join("record.json"))?.write_all(record_json.as_bytes())?;
     let pack_json = PackJson {

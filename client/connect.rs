@@ -34,8 +34,9 @@ impl tonic::service::Interceptor for Bearer {
 /// An authenticated connection.
 pub type Authed = InterceptedService<Channel, Bearer>;
 
-/// Opens a TLS channel to `server`, trusting only `ca_pem`.
-pub async fn channel(server: &str, ca_pem: &[u8]) -> Result<Channel> {
+/// Opens a TLS channel to `server`, trusting only `ca_pem`. Plaintext
+/// `http://` only with `insecure_loopback` and only to this machine.
+pub async fn channel(server: &str, ca_pem: &[u8], insecure_loopback: bool) -> Result<Channel> {
     let uri: tonic::transport::Uri = server
         .parse()
         .with_context(|| format!("{server} is not a URL"))?;
@@ -56,7 +57,10 @@ pub async fn channel(server: &str, ca_pem: &[u8]) -> Result<Channel> {
                 .domain_name(host.clone());
             endpoint = endpoint.tls_config(tls).context("configuring TLS")?;
         }
-        Some("http") if is_loopback(&host) => {}
+        Some("http") if is_loopback(&host) && insecure_loopback => {}
+        Some("http") if is_loopback(&host) => bail!(
+            "{server}: refusing plaintext http:// (the enrolment code and token would travel in clear); use https://, or for a development daemon on this machine `baton init --insecure-loopback`"
+        ),
         Some("http") => bail!(
             "{server}: refusing plaintext http:// to a host other than this machine (the enrolment code and token would travel in clear); use https://"
         ),
@@ -87,7 +91,7 @@ pub struct Clients {
 /// Connects with the home's server, CA and token.
 pub async fn connect(home: &Home) -> Result<Clients> {
     let config = home.config()?;
-    let channel = channel(&config.server, &home.ca()?).await?;
+    let channel = channel(&config.server, &home.ca()?, config.insecure_loopback).await?;
     let token = home.token()?;
     let value: MetadataValue<tonic::metadata::Ascii> = format!("Bearer {token}")
         .parse()
@@ -104,8 +108,14 @@ pub async fn connect(home: &Home) -> Result<Clients> {
 }
 
 /// An unauthenticated enrolment client.
-pub async fn enrolment(server: &str, ca_pem: &[u8]) -> Result<EnrolmentClient<Channel>> {
-    Ok(EnrolmentClient::new(channel(server, ca_pem).await?))
+pub async fn enrolment(
+    server: &str,
+    ca_pem: &[u8],
+    insecure_loopback: bool,
+) -> Result<EnrolmentClient<Channel>> {
+    Ok(EnrolmentClient::new(
+        channel(server, ca_pem, insecure_loopback).await?,
+    ))
 }
 
 /// Turns a gRPC status into a message for a person, keeping the server's

@@ -24,6 +24,10 @@ pub struct Config {
     /// verified receipt (then only the pack is kept).
     #[serde(default = "default_keep_pupil_names_days")]
     pub keep_pupil_names_days: u32,
+    /// Plaintext `http://` to a development daemon on this machine
+    /// (`baton init --insecure-loopback`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_loopback: bool,
 }
 
 fn default_keep_pupil_names_days() -> u32 {

@@ -36,6 +36,10 @@ pub struct Args {
     /// (`BATON_PASSPHRASE`, or the prompt). `age -d` still opens the file.
     #[arg(long)]
     passphrase: bool,
+    /// Allow a plaintext `http://` server URL, for a development daemon on
+    /// this machine only (`batond serve --insecure-loopback`).
+    #[arg(long)]
+    insecure_loopback: bool,
     /// A label for this key, e.g. "Office PC (data manager)"; the default is
     /// this computer's name.
     #[arg(long, default_value_t = default_label())]
@@ -107,7 +111,7 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
         revoked_at_ms: None,
     };
     let proof = identity.sign(&enrol_statement(&args.school, identity.key_id()));
-    let mut client = enrolment(&args.server, &ca).await?;
+    let mut client = enrolment(&args.server, &ca, args.insecure_loopback).await?;
     let response = client
         .redeem(v1::RedeemRequest {
             laestab: args.school.to_string(),
@@ -151,6 +155,7 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
             school: args.school,
             key_id: identity.key_id().to_string(),
             keep_pupil_names_days: previous.as_ref().map_or(30, |c| c.keep_pupil_names_days),
+            insecure_loopback: args.insecure_loopback,
         },
     )?;
     let granted = response.school.as_ref().and_then(|s| {

@@ -353,3 +353,88 @@ async fn issue16_the_receiver_checks_the_record_as_send_does() {
             .exists()
     );
 }
+
+/// Issue 16 item 5: `https` only; plaintext `http://` only to this machine
+/// and only with an explicit `--insecure-loopback`.
+#[tokio::test]
+async fn issue16_plaintext_needs_an_explicit_flag_even_on_loopback() {
+    let daemon = Daemon::start_sqlite(&["--insecure-loopback"]).await;
+    assert!(
+        daemon.url.starts_with("http://127.0.0.1:"),
+        "{}",
+        daemon.url
+    );
+    let root = tempfile::tempdir().unwrap();
+    let ca = root.path().join("unused-ca.pem");
+    std::fs::write(
+        &ca,
+        "-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let code = |n: &str| {
+        let daemon = &daemon;
+        let n = n.to_string();
+        async move {
+            let out = daemon
+                .admin(&[
+                    "admin", "school", "add", &n, "--name", "S", "--phase", "primary", "--json",
+                ])
+                .await;
+            serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["code"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        }
+    };
+    let init = |home: &Path, code: String, flag: bool| {
+        let mut args = vec![
+            "init".to_string(),
+            "--server".into(),
+            daemon.url.clone(),
+            "--ca".into(),
+            ca.display().to_string(),
+            "--school".into(),
+            "8612001".into(),
+            "--code".into(),
+            code,
+        ];
+        if flag {
+            args.push("--insecure-loopback".into());
+        }
+        let home = home.to_path_buf();
+        async move {
+            tokio::process::Command::new(env!("CARGO_BIN_EXE_baton"))
+                .env("BATON_HOME", &home)
+                .args(&args)
+                .output()
+                .await
+                .unwrap()
+        }
+    };
+    let code = code("8612001").await;
+    let refused = init(&root.path().join("a"), code.clone(), false).await;
+    assert_eq!(refused.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        said.contains("refusing plaintext") && said.contains("--insecure-loopback"),
+        "{said}"
+    );
+    let home = root.path().join("b");
+    let ok = init(&home, code, true).await;
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let inbox = tokio::process::Command::new(env!("CARGO_BIN_EXE_baton"))
+        .env("BATON_HOME", &home)
+        .args(["inbox"])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        inbox.status.success(),
+        "{}",
+        String::from_utf8_lossy(&inbox.stderr)
+    );
+}

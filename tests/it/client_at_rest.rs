@@ -438,3 +438,49 @@ async fn issue16_plaintext_needs_an_explicit_flag_even_on_loopback() {
         String::from_utf8_lossy(&inbox.stderr)
     );
 }
+
+/// Issue 16 item 3: a pack this home pulled and acknowledged, offered again
+/// (here by rewriting the server's database, as whoever holds it could),
+/// is refused as a replay unless `--again` is given.
+#[tokio::test]
+async fn issue16_a_replayed_pack_is_refused() {
+    let daemon = Daemon::start_sqlite(&[]).await;
+    let root = tempfile::tempdir().unwrap();
+    let primary = enrol(&daemon, root.path(), "8612001", "primary", &["staff"]).await;
+    let secondary = enrol(&daemon, root.path(), "8614001", "secondary", &["staff"]).await;
+    let dir = root.path().join("p13");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("record.json"), pupil(13).to_json()).unwrap();
+    primary
+        .ok(&["send", "--to", "8614001", dir.to_str().unwrap()])
+        .await;
+    let first = root.path().join("first");
+    secondary
+        .ok(&["pull", "--all", "--out", first.to_str().unwrap()])
+        .await;
+    secondary.ok(&["ack", "--all-pulled"]).await;
+
+    let db = crate::common::open_db(&daemon.db_path()).await;
+    sqlx::query("UPDATE packs SET status = 'pending', receipt = NULL, acknowledged_at_ms = NULL")
+        .execute(&db)
+        .await
+        .unwrap();
+    // The school moved the pulled folder on (into its own records).
+    std::fs::rename(&first, root.path().join("filed")).unwrap();
+    let again = root.path().join("again");
+    let out = secondary
+        .baton(&["pull", "--all", "--out", again.to_str().unwrap()])
+        .await;
+    assert_eq!(out.status.code(), Some(1));
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("a replay?"), "{said}");
+    assert!(!again.join("8612001").exists());
+    secondary
+        .ok(&["pull", "--all", "--again", "--out", again.to_str().unwrap()])
+        .await;
+    assert!(again.join("8612001").join(pupil(13).upn).exists());
+}

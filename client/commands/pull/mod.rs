@@ -52,6 +52,11 @@ pub struct Args {
     /// Print a JSON array (one object per pack) instead of text.
     #[arg(long)]
     json: bool,
+    /// Pull again a pack this home already pulled and acknowledged. A
+    /// sound server never lists it again after its receipt, so without this
+    /// such a pack is refused as a replay.
+    #[arg(long)]
+    again: bool,
 }
 
 /// What this home pulled (`pulled.json`), for `baton ack`.
@@ -246,6 +251,28 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
     let mut outcomes = Vec::new();
     for (id, uploaded_at_ms) in ids {
         let key = id.to_string();
+        if !args.again
+            && let Some(before) = pulled.packs.get(&key)
+            && let Some(acked) = before.acknowledged_at_ms
+            && !holds(Path::new(&before.folder), id)
+        {
+            let why = format!(
+                "already pulled and acknowledged here at {}, yet the server offers it again (a replay?); not pulled: `--again` pulls it anyway",
+                time(acked)
+            );
+            say(format!("{id}: {why}"));
+            outcomes.push(Outcome {
+                id: key,
+                from: before.from.clone(),
+                kind: before.kind.to_string(),
+                state: "failed",
+                folder: None,
+                ctf: None,
+                error: Some(why),
+            });
+            bar.inc(1);
+            continue;
+        }
         if let Some(done) = pulled
             .packs
             .get(&key)

@@ -43,6 +43,16 @@ struct Row {
 }
 
 impl Row {
+    /// A pack the server lists that none of this school's keys signed: its
+    /// id only, nothing else believed.
+    fn unsigned(wire: &v1::PackHeader) -> Self {
+        Self {
+            to: String::new(),
+            state: "not signed here",
+            ..Self::unreadable(wire)
+        }
+    }
+
     /// A pack whose header the server returned damaged: listed, never verified.
     fn unreadable(wire: &v1::PackHeader) -> Self {
         Self {
@@ -94,6 +104,11 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
         .map(|e| (e.pack_id.clone(), e))
         .collect();
     let mut pins = Pins::load(home)?;
+    // Our own keys as pinned: the server's word on where a pack went counts
+    // only when one of them signed the header.
+    let own_keys = pins
+        .verifying_keys(&home.config()?.school)
+        .unwrap_or_default();
     let mut rows = Vec::new();
     for e in list(&mut clients).await? {
         let wire = e.header.clone().unwrap_or_default();
@@ -109,6 +124,17 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
                 continue;
             }
         };
+        let signed_here = own_keys
+            .iter()
+            .any(|k| k.key_id() == header.header().sender_key_id && header.verify(k).is_ok());
+        if !signed_here {
+            eprintln!(
+                "pack {}: the server lists it as sent by this school, but none of this school's keys signed it; its destination and receipt are not believed",
+                wire.pack_id
+            );
+            rows.push(Row::unsigned(&wire));
+            continue;
+        }
         let h = header.header();
         let receipt = e
             .receipt

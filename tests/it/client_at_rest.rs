@@ -484,3 +484,46 @@ async fn issue16_a_replayed_pack_is_refused() {
         .await;
     assert!(again.join("8612001").join(pupil(13).upn).exists());
 }
+
+/// Issue 16 item 3: `baton sent` believes where a pack went only when this
+/// school's key signed the header: a destination rewritten in the server's
+/// database is not shown as the pack's.
+#[tokio::test]
+async fn issue16_sent_believes_only_headers_this_school_signed() {
+    use prost::Message as _;
+    let daemon = Daemon::start_sqlite(&[]).await;
+    let root = tempfile::tempdir().unwrap();
+    let primary = enrol(&daemon, root.path(), "8612001", "primary", &["staff"]).await;
+    let _secondary = enrol(&daemon, root.path(), "8614001", "secondary", &["staff"]).await;
+    let dir = root.path().join("p14");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("record.json"), pupil(14).to_json()).unwrap();
+    primary
+        .ok(&["send", "--to", "8614001", dir.to_str().unwrap()])
+        .await;
+    assert_eq!(primary.json(&["sent", "--json"]).await[0]["to"], "8614001");
+
+    let db = crate::common::open_db(&daemon.db_path()).await;
+    let (seq, bytes): (i64, Vec<u8>) = sqlx::query_as("SELECT seq, header FROM packs")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    let mut header = v1::PackHeader::decode(bytes.as_slice()).unwrap();
+    header.to = "8614999".into();
+    sqlx::query("UPDATE packs SET header = $1 WHERE seq = $2")
+        .bind(header.encode_to_vec())
+        .bind(seq)
+        .execute(&db)
+        .await
+        .unwrap();
+    let out = primary.baton(&["sent", "--json"]).await;
+    assert!(out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("none of this school's keys signed it"),
+        "{said}"
+    );
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rows[0]["state"], "not signed here");
+    assert_ne!(rows[0]["to"], "8614999");
+}

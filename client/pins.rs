@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use anyhow::{Context as _, Result, bail};
 use baton::Laestab;
 use baton::api::v1;
-use baton::keys::{PublicKey, Role, SchoolKey};
+use baton::keys::{KeyId, PublicKey, Role, SchoolKey};
 use serde::{Deserialize, Serialize};
 
 use crate::connect::{Clients, explain};
@@ -110,12 +110,25 @@ impl Pins {
     pub fn trust(&mut self, school: &v1::School) -> Result<()> {
         let keys = parse_keys(school)?;
         let mut pinned: Vec<PinnedKey> = keys.iter().map(PinnedKey::from_key).collect();
-        // Keep keys we knew that the directory no longer lists: they still verify old packs.
         if let Some(old) = self.schools.get(&school.laestab) {
+            // A revocation pinned before keeps its time: the server cannot
+            // move it earlier and so disown what the key signed.
+            for p in &mut pinned {
+                if let Some(at) = old
+                    .keys
+                    .iter()
+                    .find(|k| k.key_id == p.key_id)
+                    .and_then(|k| k.revoked_at_ms)
+                {
+                    p.revoked_at_ms = Some(at);
+                }
+            }
+            // Keys we knew that the directory no longer lists still verify
+            // what they signed until now, and nothing after.
             for k in &old.keys {
                 if !pinned.iter().any(|p| p.key_id == k.key_id) {
                     let mut gone = k.clone();
-                    gone.revoked_at_ms.get_or_insert(0);
+                    gone.revoked_at_ms.get_or_insert_with(crate::output::now_ms);
                     pinned.push(gone);
                 }
             }
@@ -138,14 +151,24 @@ impl Pins {
         };
         let keys = parse_keys(school)?;
         let mut changes = Vec::new();
-        for k in keys.iter().filter(|k| k.is_active()) {
+        for k in &keys {
             let id = k.key_id().to_string();
             match old.keys.iter().find(|p| p.key_id == id) {
-                None => changes.push(format!("new key {} ({})", k.key_id().grouped(), k.label)),
-                Some(p) if p.revoked_at_ms.is_some() => changes.push(format!(
+                None if k.is_active() => {
+                    changes.push(format!("new key {} ({})", k.key_id().grouped(), k.label))
+                }
+                // A key never seen, listed as revoked, would still verify
+                // what it "signed before": it is as new as any other.
+                None => changes.push(format!(
+                    "new key {} ({}), listed as already revoked",
+                    k.key_id().grouped(),
+                    k.label
+                )),
+                Some(p) if p.revoked_at_ms.is_some() && k.is_active() => changes.push(format!(
                     "revoked key {} is active again",
                     k.key_id().grouped()
                 )),
+                Some(_) if !k.is_active() => {}
                 Some(p) => {
                     for r in k.roles.iter().filter(|r| !p.roles.contains(r)) {
                         changes.push(format!("key {} gained role {r}", k.key_id().grouped()));
@@ -170,6 +193,17 @@ impl Pins {
             .iter()
             .map(|k| Ok(k.to_school_key()?.public))
             .collect()
+    }
+
+    /// When a pinned key of a school was revoked, if it was: it verifies
+    /// nothing created after that.
+    pub fn revoked_at(&self, laestab: &Laestab, key_id: KeyId) -> Option<i64> {
+        let id = key_id.to_string();
+        self.get(laestab)?
+            .keys
+            .iter()
+            .find(|k| k.key_id == id)?
+            .revoked_at_ms
     }
 
     /// The pinned active keys of a school, for sealing.

@@ -260,12 +260,19 @@ async fn verify(
         return false;
     }
     let try_verify = |pins: &Pins| {
-        pins.verifying_keys(&h.to)
-            .map(|keys| {
-                keys.iter()
-                    .any(|k| k.key_id() == r.receipt().recipient_key_id && r.verify(k).is_ok())
-            })
-            .unwrap_or(false)
+        let signer = r.receipt().recipient_key_id;
+        // A revoked key verifies no receipt made after its revocation.
+        let after_revocation = pins
+            .revoked_at(&h.to, signer)
+            .is_some_and(|at| r.receipt().received_at_ms > at);
+        !after_revocation
+            && pins
+                .verifying_keys(&h.to)
+                .map(|keys| {
+                    keys.iter()
+                        .any(|k| k.key_id() == signer && r.verify(k).is_ok())
+                })
+                .unwrap_or(false)
     };
     if try_verify(pins) {
         return true;

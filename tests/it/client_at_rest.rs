@@ -527,3 +527,47 @@ async fn issue16_sent_believes_only_headers_this_school_signed() {
     assert_eq!(rows[0]["state"], "not signed here");
     assert_ne!(rows[0]["to"], "8614999");
 }
+
+/// Issue 16 item 1: the server cannot widen a pin by listing a key it
+/// marks revoked (which would still "verify what it signed before"): any
+/// key the client never saw is a key change to confirm.
+#[tokio::test]
+async fn issue16_a_new_key_listed_as_revoked_is_a_key_change() {
+    let daemon = Daemon::start_sqlite(&[]).await;
+    let root = tempfile::tempdir().unwrap();
+    let primary = enrol(&daemon, root.path(), "8612001", "primary", &["staff"]).await;
+    let _secondary = enrol(&daemon, root.path(), "8614001", "secondary", &["staff"]).await;
+    let folder = |n: u32| {
+        let dir = root.path().join(format!("k{n}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("record.json"), pupil(n).to_json()).unwrap();
+        dir
+    };
+    let first = folder(15);
+    primary
+        .ok(&["send", "--to", "8614001", first.to_str().unwrap()])
+        .await;
+
+    // Whoever holds the server's database adds a key, already "revoked".
+    let attacker = baton::crypto::Identity::generate();
+    let public = attacker.public();
+    let db = crate::common::open_db(&daemon.db_path()).await;
+    sqlx::query(
+        "INSERT INTO keys (key_id, laestab, age_recipient, signing_key, label, roles, \
+         created_at_ms, revoked_at_ms) VALUES ($1, '8614001', $2, $3, 'old laptop', 'dsl', 1, 2)",
+    )
+    .bind(public.key_id().to_string())
+    .bind(public.age_recipient())
+    .bind(public.signing_key_bytes().to_vec())
+    .execute(&db)
+    .await
+    .unwrap();
+    let second = folder(16);
+    let out = primary
+        .baton(&["send", "--to", "8614001", second.to_str().unwrap()])
+        .await;
+    assert_eq!(out.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("listed as already revoked"), "{said}");
+    assert!(said.contains("HAVE CHANGED"), "{said}");
+}

@@ -436,6 +436,16 @@ async fn pull_one(
         refresh(home, clients, pins, &h.from).await?;
     }
     let sender_keys = pins.verifying_keys(&h.from)?;
+    if let Some(revoked) = pins.revoked_at(&h.from, h.sender_key_id)
+        && h.created_at_ms > revoked
+    {
+        bail!(
+            "signed by key {} of {} after that key was revoked ({}); not pulled",
+            h.sender_key_id.grouped(),
+            h.from,
+            time(revoked)
+        );
+    }
 
     let staging = Staging::new(out, &id.to_string())?;
     let dir = staging.path().to_path_buf();

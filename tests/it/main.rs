@@ -16,6 +16,7 @@ mod client_pilot;
 mod daemon_audit;
 mod daemon_auth;
 mod daemon_bench;
+mod daemon_keys;
 mod daemon_multinode;
 mod daemon_operating;
 mod daemon_postgres;

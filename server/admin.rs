@@ -299,8 +299,7 @@ pub async fn run<S: Store>(store: &S, config: &Config, command: Command) -> anyh
 
 /// The audit subject of an issued code: the school and the roles it grants.
 fn code_subject(laestab: Laestab, roles: &[Role]) -> String {
-    let roles: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
-    format!("{laestab} roles={}", roles.join(","))
+    format!("{laestab} roles={}", baton::keys::role_names(roles, ","))
 }
 
 /// A fresh one-time code, its hash, now, and its expiry.

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::attempts::Attempts;
@@ -30,7 +31,15 @@ pub struct App<S> {
     pub redeem_attempts: Attempts,
     /// Unknown or revoked tokens per address (30 a window).
     pub token_attempts: Attempts,
+    /// The directory version as this node last read it, for long streams
+    /// that authenticated once (`Watch`): they check their token again when
+    /// it moves, instead of each polling the store. Fed by
+    /// [`App::watch_directory`].
+    pub directory_changes: watch::Sender<i64>,
 }
+
+/// How often a node reads the directory version for its long streams.
+const DIRECTORY_POLL: Duration = Duration::from_secs(2);
 
 /// Failed enrolment attempts an address may make in one window.
 pub const MAX_FAILED_REDEEMS: usize = 10;
@@ -60,6 +69,39 @@ impl<S: Store> App<S> {
                 attempt_window,
             ),
             token_attempts: Attempts::new("authentications", MAX_FAILED_TOKENS, attempt_window),
+            directory_changes: watch::channel(0).0,
         })
+    }
+
+    /// Starts the one task that reads the directory version every 2 s
+    /// (while any stream listens) and announces a change, whichever process
+    /// or node made it; it ends with the daemon.
+    pub fn watch_directory(self: &Arc<Self>) {
+        let app = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(DIRECTORY_POLL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(app) = app.upgrade() else { break };
+                if app.shutdown.is_cancelled() {
+                    break;
+                }
+                if app.directory_changes.receiver_count() == 0 {
+                    continue;
+                }
+                match app.directory.view(&app.store).await {
+                    Ok(view) => {
+                        let now = view.version();
+                        app.directory_changes.send_if_modified(|seen| {
+                            let moved = *seen != now;
+                            *seen = now;
+                            moved
+                        });
+                    }
+                    Err(e) => tracing::warn!(error = %e, "reading the directory version failed"),
+                }
+            }
+        });
     }
 }

@@ -323,6 +323,7 @@ async fn serve<S: Store>(config: Config, store: S) -> anyhow::Result<()> {
         Duration::from_secs(config.upload_idle_timeout_secs),
         Duration::from_secs(config.attempt_window_secs),
     );
+    app.watch_directory();
     let router = services::router(builder, app).await?;
 
     let terminated = terminate()?;

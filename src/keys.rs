@@ -127,6 +127,15 @@ impl FromStr for KeyId {
     }
 }
 
+/// Role names joined by `sep` (`dsl,staff`), as stored, audited and shown.
+pub fn role_names(roles: &[Role], sep: &str) -> String {
+    roles
+        .iter()
+        .map(|r| r.as_str())
+        .collect::<Vec<_>>()
+        .join(sep)
+}
+
 impl Role {
     /// The role's name on the command line and in JSON.
     pub fn as_str(self) -> &'static str {

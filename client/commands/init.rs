@@ -163,13 +163,7 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
             .iter()
             .find(|k| k.key_id == identity.key_id().to_string())
             .and_then(|k| SchoolKey::try_from(k).ok())
-            .map(|k| {
-                k.roles
-                    .iter()
-                    .map(|r| r.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            })
+            .map(|k| baton::keys::role_names(&k.roles, ", "))
     });
     let name = response.school.map(|s| s.name).unwrap_or_default();
     let again = if previous.is_some() {

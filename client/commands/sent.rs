@@ -96,7 +96,8 @@ pub async fn list(clients: &mut Clients) -> Result<Vec<v1::SentEntry>> {
 /// Runs `baton sent`.
 pub async fn run(home: &Home, args: Args) -> Result<()> {
     let mut clients = connect(home).await?;
-    let keep_ms = i64::from(home.config()?.keep_pupil_names_days) * 86_400_000;
+    let config = home.config()?;
+    let keep_ms = i64::from(config.keep_pupil_names_days) * 86_400_000;
     let outbox = Outbox::open(home)?;
     let mut journal: HashMap<String, crate::outbox::Entry> = outbox
         .entries()?
@@ -106,9 +107,7 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
     let mut pins = Pins::load(home)?;
     // Our own keys as pinned: the server's word on where a pack went counts
     // only when one of them signed the header.
-    let own_keys = pins
-        .verifying_keys(&home.config()?.school)
-        .unwrap_or_default();
+    let own_keys = pins.verifying_keys(&config.school).unwrap_or_default();
     let mut rows = Vec::new();
     for e in list(&mut clients).await? {
         let wire = e.header.clone().unwrap_or_default();

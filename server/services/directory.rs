@@ -32,11 +32,7 @@ fn roles_list(roles: &[Role]) -> String {
     if roles.is_empty() {
         return "(none)".into();
     }
-    roles
-        .iter()
-        .map(|r| r.as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
+    baton::keys::role_names(roles, ", ")
 }
 
 fn own_school(caller: &baton::Laestab, asked: &baton::Laestab) -> Result<(), Status> {

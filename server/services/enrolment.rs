@@ -38,17 +38,16 @@ impl<S: Store> Enrolment for Service<S> {
         let key = new_key(&laestab, req.key.as_ref(), &req.proof, true)?;
         let code_hash = auth::hash_secret(&auth::normalise_code(&req.code));
         let (token, token_hash) = auth::new_token();
-        let asked: Vec<&str> = key.roles.iter().map(|r| r.as_str()).collect();
         let event = Event::by_school(
             &laestab,
             "school.enrol",
             format!(
                 "{} roles={}",
                 key.key_id(),
-                if asked.is_empty() {
+                if key.roles.is_empty() {
                     "(the code's)".to_string()
                 } else {
-                    asked.join(",")
+                    baton::keys::role_names(&key.roles, ",")
                 }
             ),
         );

@@ -88,9 +88,6 @@ fn kind_of(header: &v1::PackHeader) -> Kind {
 /// so with many uploads at once this sets the daemon's memory.
 pub const CHUNK_BYTES: usize = 256 * 1024;
 /// Inbox and sent pages: default and largest size.
-/// How often an open `Watch` stream checks that its token still holds.
-const WATCH_TOKEN_CHECK: std::time::Duration = std::time::Duration::from_secs(2);
-
 const PAGE_DEFAULT: u32 = 100;
 const PAGE_MAX: u32 = 1000;
 
@@ -394,16 +391,15 @@ impl<S: Store> Exchange for Service<S> {
         let (tx, rx) = mpsc::channel(16);
         tokio::spawn(async move {
             // A token revoked (with its key) while the stream is open ends
-            // the stream within one check.
-            let mut check = tokio::time::interval(WATCH_TOKEN_CHECK);
-            check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // the stream when the node next sees the directory move.
+            let mut directory = app.directory_changes.subscribe();
             loop {
                 tokio::select! {
                     () = shutdown.cancelled() => break,
                     () = tx.closed() => break,
-                    _ = check.tick() => {
+                    Ok(()) = directory.changed() => {
                         // A storage hiccup is not a revocation: keep the
-                        // stream, check again at the next tick.
+                        // stream, check again at the next change.
                         if let Err(status) = auth::still_valid(&app, token_hash).await
                             && status.code() == tonic::Code::Unauthenticated
                         {

@@ -92,11 +92,7 @@ pub fn key_from_row(row: KeyRow) -> Result<SchoolKey> {
 
 /// Roles as stored: names, comma separated.
 pub fn roles_text(roles: &[Role]) -> String {
-    roles
-        .iter()
-        .map(|r| r.as_str())
-        .collect::<Vec<_>>()
-        .join(",")
+    baton::keys::role_names(roles, ",")
 }
 
 /// Stored roles (`what` names the row, for the error).

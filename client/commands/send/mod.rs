@@ -20,7 +20,7 @@ use baton::pack::{Kind, recipients_for};
 use crate::connect::{Clients, connect};
 use crate::home::Home;
 use crate::limits::{OVERHEAD, server_limit};
-use crate::outbox::{Outbox, State};
+use crate::outbox::{Entry, Outbox, State};
 use crate::output::{UsageError, json, progress};
 use crate::pins::{KeysChanged, NotEnrolled, Pins, refresh};
 use crate::sources::{Gathered, Item, Options};
@@ -190,8 +190,9 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
     let identity = Arc::new(home.identity()?);
     let outbox = Arc::new(Outbox::open(home)?);
     let _lock = outbox.lock()?;
-    let earlier = Arc::new(by_pupil(&outbox)?);
-    let stranded_ids = Arc::new(stranded(&mut clients, &outbox, &recipients).await?);
+    let journal = outbox.entries()?;
+    let earlier = Arc::new(by_pupil(&outbox, &journal));
+    let stranded_ids = Arc::new(stranded(&mut clients, &journal, &recipients).await?);
     let bar = progress(items.len() as u64, "sending");
     let limit = Arc::new(tokio::sync::Semaphore::new(CONCURRENCY));
     let mut tasks = tokio::task::JoinSet::new();
@@ -386,9 +387,9 @@ async fn destination(
 
 /// Every pack of the journal that was sent, or was sealed and will be sent
 /// by running its send again, by (destination, kind, UPN).
-fn by_pupil(outbox: &Outbox) -> Result<ByPupil> {
+fn by_pupil(outbox: &Outbox, journal: &[Entry]) -> ByPupil {
     let mut map = ByPupil::new();
-    for e in outbox.entries()? {
+    for e in journal {
         let counts = match e.state {
             State::Sent => true,
             State::Sealed => outbox.sealed_path(&e.key).exists(),
@@ -397,10 +398,10 @@ fn by_pupil(outbox: &Outbox) -> Result<ByPupil> {
         if counts && !e.upn.is_empty() {
             map.entry((e.to.clone(), e.kind, e.upn.clone()))
                 .or_default()
-                .push(e);
+                .push(e.clone());
         }
     }
-    Ok(map)
+    map
 }
 
 /// The packs sent before that nobody at their school can open any more:
@@ -409,11 +410,11 @@ fn by_pupil(outbox: &Outbox) -> Result<ByPupil> {
 /// packs.
 async fn stranded(
     clients: &mut Clients,
-    outbox: &Outbox,
+    journal: &[Entry],
     recipients: &HashMap<Laestab, Arc<Vec<SchoolKey>>>,
 ) -> Result<HashSet<String>> {
     let mut candidates = HashSet::new();
-    for e in outbox.entries()? {
+    for e in journal {
         let Some(keys) =
             e.to.parse()
                 .ok()
@@ -423,7 +424,7 @@ async fn stranded(
         };
         let active: Vec<KeyId> = keys.iter().map(SchoolKey::key_id).collect();
         if e.state == State::Sent && e.stranded(&active) {
-            candidates.insert(e.pack_id);
+            candidates.insert(e.pack_id.clone());
         }
     }
     if candidates.is_empty() {

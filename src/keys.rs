@@ -302,6 +302,15 @@ impl From<&SchoolKey> for v1::Key {
 impl TryFrom<&v1::Key> for SchoolKey {
     type Error = WireError;
     fn try_from(key: &v1::Key) -> Result<Self, WireError> {
+        Self::from_wire(key, true)
+    }
+}
+
+impl SchoolKey {
+    /// A key from the wire, checked field by field. With `roles_required`
+    /// false a key naming no roles is accepted with none (an enrolment,
+    /// where the code gives them); everywhere else a key needs one.
+    pub fn from_wire(key: &v1::Key, roles_required: bool) -> Result<Self, WireError> {
         let public = PublicKey::new(&key.age_recipient, &key.signing_key).map_err(|e| match e {
             KeyError::Recipient => wire("key.age_recipient", e),
             _ => wire("key.signing_key", e),
@@ -316,7 +325,7 @@ impl TryFrom<&v1::Key> for SchoolKey {
             .collect::<Result<Vec<_>, _>>()?;
         roles.sort();
         roles.dedup();
-        if roles.is_empty() {
+        if roles.is_empty() && roles_required {
             return Err(wire("key.roles", "a key needs at least one role"));
         }
         if key.label.chars().count() > 200 || key.label.chars().any(char::is_control) {

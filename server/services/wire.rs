@@ -66,16 +66,7 @@ pub fn new_key(
     roles_from_code: bool,
 ) -> Result<SchoolKey, Status> {
     let key = key.ok_or_else(|| Status::invalid_argument("field `key`: missing"))?;
-    let unnamed = roles_from_code && key.roles.is_empty();
-    let mut wire = key.clone();
-    if unnamed {
-        // Checked like any key; the placeholder role is dropped again.
-        wire.roles = vec![v1::Role::Staff as i32];
-    }
-    let mut key = SchoolKey::try_from(&wire).map_err(wire_status)?;
-    if unnamed {
-        key.roles.clear();
-    }
+    let mut key = SchoolKey::from_wire(key, !roles_from_code).map_err(wire_status)?;
     key.public
         .verify(&enrol_statement(laestab, key.key_id()), proof)
         .map_err(|_| {

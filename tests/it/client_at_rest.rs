@@ -12,7 +12,7 @@ use baton::ctf::pupil_xml_from_record;
 use baton::pack::{Kind, Manifest, PackId};
 use baton::record::TransitionRecord;
 
-use crate::common::cli::enrol;
+use crate::common::cli::{Home, enrol};
 use crate::common::reliability::upn;
 use crate::common::sealing::seal;
 use crate::common::{Daemon, School};
@@ -26,6 +26,16 @@ fn pupil(serial: u32) -> TransitionRecord {
         sex: "M".into(),
         ..Default::default()
     }
+}
+
+/// Writes pupil `serial`'s pack folder under `root` and runs `baton send`
+/// for it to 8614001 from `home`; returns the CLI's output.
+async fn send_folder(home: &Home, root: &Path, serial: u32) -> std::process::Output {
+    let dir = root.join(format!("pupil-{serial}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("record.json"), pupil(serial).to_json()).unwrap();
+    home.baton(&["send", "--to", "8614001", dir.to_str().unwrap()])
+        .await
 }
 
 /// Seals `record` with `ctf` as its `<Pupil>` element from `from` to
@@ -279,12 +289,7 @@ async fn issue15_the_outbox_forgets_pupils_after_their_receipts() {
     let primary = enrol(&daemon, root.path(), "8612001", "primary", &["staff"]).await;
     let secondary = enrol(&daemon, root.path(), "8614001", "secondary", &["staff"]).await;
     let record = pupil(7);
-    let dir = root.path().join("p7");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("record.json"), record.to_json()).unwrap();
-    primary
-        .ok(&["send", "--to", "8614001", dir.to_str().unwrap()])
-        .await;
+    assert!(send_folder(&primary, root.path(), 7).await.status.success());
     let out = root.path().join("in");
     secondary
         .ok(&["pull", "--all", "--out", out.to_str().unwrap()])
@@ -448,12 +453,12 @@ async fn issue16_a_replayed_pack_is_refused() {
     let root = tempfile::tempdir().unwrap();
     let primary = enrol(&daemon, root.path(), "8612001", "primary", &["staff"]).await;
     let secondary = enrol(&daemon, root.path(), "8614001", "secondary", &["staff"]).await;
-    let dir = root.path().join("p13");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("record.json"), pupil(13).to_json()).unwrap();
-    primary
-        .ok(&["send", "--to", "8614001", dir.to_str().unwrap()])
-        .await;
+    assert!(
+        send_folder(&primary, root.path(), 13)
+            .await
+            .status
+            .success()
+    );
     let first = root.path().join("first");
     secondary
         .ok(&["pull", "--all", "--out", first.to_str().unwrap()])
@@ -495,12 +500,12 @@ async fn issue16_sent_believes_only_headers_this_school_signed() {
     let root = tempfile::tempdir().unwrap();
     let primary = enrol(&daemon, root.path(), "8612001", "primary", &["staff"]).await;
     let _secondary = enrol(&daemon, root.path(), "8614001", "secondary", &["staff"]).await;
-    let dir = root.path().join("p14");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("record.json"), pupil(14).to_json()).unwrap();
-    primary
-        .ok(&["send", "--to", "8614001", dir.to_str().unwrap()])
-        .await;
+    assert!(
+        send_folder(&primary, root.path(), 14)
+            .await
+            .status
+            .success()
+    );
     assert_eq!(primary.json(&["sent", "--json"]).await[0]["to"], "8614001");
 
     let db = crate::common::open_db(&daemon.db_path()).await;
@@ -537,16 +542,12 @@ async fn issue16_a_new_key_listed_as_revoked_is_a_key_change() {
     let root = tempfile::tempdir().unwrap();
     let primary = enrol(&daemon, root.path(), "8612001", "primary", &["staff"]).await;
     let _secondary = enrol(&daemon, root.path(), "8614001", "secondary", &["staff"]).await;
-    let folder = |n: u32| {
-        let dir = root.path().join(format!("k{n}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("record.json"), pupil(n).to_json()).unwrap();
-        dir
-    };
-    let first = folder(15);
-    primary
-        .ok(&["send", "--to", "8614001", first.to_str().unwrap()])
-        .await;
+    assert!(
+        send_folder(&primary, root.path(), 15)
+            .await
+            .status
+            .success()
+    );
 
     // Whoever holds the server's database adds a key, already "revoked".
     let attacker = baton::crypto::Identity::generate();
@@ -562,10 +563,7 @@ async fn issue16_a_new_key_listed_as_revoked_is_a_key_change() {
     .execute(&db)
     .await
     .unwrap();
-    let second = folder(16);
-    let out = primary
-        .baton(&["send", "--to", "8614001", second.to_str().unwrap()])
-        .await;
+    let out = send_folder(&primary, root.path(), 16).await;
     assert_eq!(out.status.code(), Some(1));
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(said.contains("listed as already revoked"), "{said}");

@@ -34,7 +34,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Enrol this school: generate keys here, redeem the operator's code, save the token.
-    Init(commands::init::Args),
+    Init(Box<commands::init::Args>),
     /// List the schools in the directory, show one's keys, or trust changed keys.
     Schools(commands::schools::Args),
     /// Seal and send pack folders to a school.
@@ -107,7 +107,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let home = home::Home::locate(cli.home)?;
     match cli.command {
         Command::Check(_) | Command::Template(_) => Ok(()),
-        Command::Init(args) => commands::init::run(&home, args).await,
+        Command::Init(args) => commands::init::run(&home, *args).await,
         Command::Schools(args) => commands::schools::run(&home, args).await,
         Command::Send(args) => commands::send::run(&home, args).await,
         Command::Inbox(args) => commands::inbox::run(&home, args).await,

@@ -1,9 +1,17 @@
 //! The pinned directory (`pins.json`), like SSH's known_hosts: the keys of
-//! each school as first seen. A key that appears later (or gains the `dsl`
-//! role) is a change that must be confirmed with `baton schools trust`
-//! before anything is sealed to it: otherwise whoever runs the server could
-//! add a key of their own and read every pack. Keys that disappear (revoked)
-//! only narrow who can read, and are followed automatically.
+//! each school as first seen, and the trust's directory key if one was
+//! pinned at `baton init`.
+//!
+//! Any change to a pinned school's keys (a key added, no longer listed,
+//! revoked, reactivated, or with other roles or label) is a change that must
+//! be confirmed with `baton schools trust` before anything is sealed to the
+//! school or verified with its keys: otherwise whoever runs the server could
+//! add a key of their own and read every pack, or slip in a key "revoked
+//! long ago" that still verifies what it "signed before". Two changes need
+//! no confirmation because the client checks them itself: a revocation
+//! signed by the key, a DSL key of its school or the directory key; and,
+//! with a directory key pinned, a key the directory key endorsed. With a
+//! directory key pinned, a key it has not endorsed is never pinned at all.
 
 use std::collections::BTreeMap;
 
@@ -11,6 +19,7 @@ use anyhow::{Context as _, Result, bail};
 use baton::Laestab;
 use baton::api::v1;
 use baton::keys::{KeyId, PublicKey, Role, SchoolKey};
+use baton::trust::{DirectoryKey, RevokedBy, revocation_statement};
 use serde::{Deserialize, Serialize};
 
 use crate::connect::{Clients, explain};
@@ -19,6 +28,9 @@ use crate::home::{Home, read_json, write_json};
 /// Every pinned school.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Pins {
+    /// The trust's directory key (`batondir1…`), pinned at `baton init`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    directory_key: Option<String>,
     schools: BTreeMap<String, PinnedSchool>,
 }
 
@@ -53,10 +65,19 @@ pub struct PinnedKey {
 pub enum Check {
     /// First contact: pinned now.
     New,
-    /// Unchanged, or only keys removed.
+    /// Unchanged, or changed only in ways the client verified itself.
     Same,
-    /// New keys or roles: refused until trusted.
+    /// Changes that must be confirmed: nothing is pinned until then.
     Changed(Vec<String>),
+}
+
+/// A school's keys as the directory listed them, split by whether the
+/// pinned directory key endorses them.
+pub struct Listed {
+    /// Keys that may be pinned: all of them without a directory key.
+    pub keys: Vec<SchoolKey>,
+    /// Keys the directory key has not endorsed (awaiting the operator's approval).
+    pub unapproved: Vec<SchoolKey>,
 }
 
 impl PinnedKey {
@@ -82,6 +103,8 @@ impl PinnedKey {
             roles: self.roles.clone(),
             created_at_ms: 0,
             revoked_at_ms: self.revoked_at_ms,
+            endorsement: None,
+            revocation: None,
         })
     }
 }
@@ -101,14 +124,53 @@ impl Pins {
         write_json(&home.path("pins.json"), self)
     }
 
+    /// Pins the trust's directory key (at `baton init`).
+    pub fn set_directory_key(&mut self, key: DirectoryKey) {
+        self.directory_key = Some(key.to_string());
+    }
+
+    /// The pinned directory key, if any.
+    pub fn directory_key(&self) -> Result<Option<DirectoryKey>> {
+        self.directory_key
+            .as_deref()
+            .map(|k| {
+                k.parse()
+                    .context("pins.json: the directory key is malformed")
+            })
+            .transpose()
+    }
+
     /// The pinned school, if any.
     pub fn get(&self, laestab: &Laestab) -> Option<&PinnedSchool> {
         self.schools.get(laestab.as_str())
     }
 
-    /// Replaces the pin with what the directory says now.
+    /// The directory's keys for a school, split by endorsement.
+    pub fn listed(&self, school: &v1::School) -> Result<Listed> {
+        let laestab: Laestab = school.laestab.parse().with_context(|| {
+            format!(
+                "the directory sent a malformed LAESTAB {:?}",
+                school.laestab
+            )
+        })?;
+        let all = parse_keys(school)?;
+        let Some(directory) = self.directory_key()? else {
+            return Ok(Listed {
+                keys: all,
+                unapproved: Vec::new(),
+            });
+        };
+        let (keys, unapproved) = all.into_iter().partition(|k| {
+            k.endorsement
+                .is_some_and(|e| directory.endorses(&laestab, k, &e))
+        });
+        Ok(Listed { keys, unapproved })
+    }
+
+    /// Replaces the pin with what the directory says now (only endorsed
+    /// keys when a directory key is pinned).
     pub fn trust(&mut self, school: &v1::School) -> Result<()> {
-        let keys = parse_keys(school)?;
+        let keys = self.listed(school)?.keys;
         let mut pinned: Vec<PinnedKey> = keys.iter().map(PinnedKey::from_key).collect();
         if let Some(old) = self.schools.get(&school.laestab) {
             // A revocation pinned before keeps its time: the server cannot
@@ -143,37 +205,68 @@ impl Pins {
         Ok(())
     }
 
-    /// Compares the directory's view of a school with the pin.
+    /// Compares the directory's view of a school with the pin, and pins
+    /// it unless something changed that needs confirming.
     pub fn check(&mut self, school: &v1::School) -> Result<Check> {
         let Some(old) = self.schools.get(&school.laestab) else {
             self.trust(school)?;
             return Ok(Check::New);
         };
-        let keys = parse_keys(school)?;
+        let laestab: Laestab = school.laestab.parse().with_context(|| {
+            format!(
+                "the directory sent a malformed LAESTAB {:?}",
+                school.laestab
+            )
+        })?;
+        let endorsed = self.directory_key()?.is_some();
+        let listed = self.listed(school)?.keys;
         let mut changes = Vec::new();
-        for k in &keys {
+        for k in &listed {
             let id = k.key_id().to_string();
-            match old.keys.iter().find(|p| p.key_id == id) {
-                None if k.is_active() => {
-                    changes.push(format!("new key {} ({})", k.key_id().grouped(), k.label))
+            let grouped = k.key_id().grouped();
+            let Some(p) = old.keys.iter().find(|p| p.key_id == id) else {
+                // A key never seen, even one listed as revoked (it would
+                // still verify what it "signed before"), is as new as any
+                // other, unless the directory key vouches for it.
+                if !endorsed {
+                    let revoked = if k.is_active() {
+                        ""
+                    } else {
+                        ", listed as already revoked"
+                    };
+                    changes.push(format!("new key {grouped} ({}){revoked}", k.label));
                 }
-                // A key never seen, listed as revoked, would still verify
-                // what it "signed before": it is as new as any other.
-                None => changes.push(format!(
-                    "new key {} ({}), listed as already revoked",
-                    k.key_id().grouped(),
-                    k.label
-                )),
-                Some(p) if p.revoked_at_ms.is_some() && k.is_active() => changes.push(format!(
-                    "revoked key {} is active again",
-                    k.key_id().grouped()
-                )),
-                Some(_) if !k.is_active() => {}
-                Some(p) => {
+                continue;
+            };
+            match (p.revoked_at_ms, k.revoked_at_ms) {
+                (Some(_), None) => changes.push(format!("revoked key {grouped} is active again")),
+                (None, Some(_)) if !revocation_verified(old, &laestab, k, self.directory_key()?) => {
+                    changes.push(format!(
+                        "key {grouped} ({}) is listed as revoked, without a revocation signed by the key, a DSL key of the school or the trust's directory key",
+                        k.label
+                    ))
+                }
+                (None, None) if !endorsed => {
                     for r in k.roles.iter().filter(|r| !p.roles.contains(r)) {
-                        changes.push(format!("key {} gained role {r}", k.key_id().grouped()));
+                        changes.push(format!("key {grouped} gained role {r}"));
+                    }
+                    if k.label != p.label {
+                        changes.push(format!(
+                            "key {grouped} is now labelled {:?} (was {:?})",
+                            k.label, p.label
+                        ));
                     }
                 }
+                _ => {}
+            }
+        }
+        for p in old.keys.iter().filter(|p| p.revoked_at_ms.is_none()) {
+            if !listed.iter().any(|k| k.key_id().to_string() == p.key_id) {
+                changes.push(format!(
+                    "key {} ({}) is no longer listed",
+                    grouped_id(&p.key_id),
+                    p.label
+                ));
             }
         }
         if !changes.is_empty() {
@@ -217,6 +310,42 @@ impl Pins {
             .filter(|k| k.revoked_at_ms.is_none())
             .map(PinnedKey::to_school_key)
             .collect()
+    }
+}
+
+/// A stored key id grouped in fours (as stored if it does not parse).
+fn grouped_id(id: &str) -> String {
+    id.parse::<KeyId>()
+        .map_or_else(|_| id.to_string(), |k| k.grouped())
+}
+
+/// True if `key`'s revocation is signed by the key itself or a DSL key of
+/// its school (pinned, and not itself revoked by then), or by the pinned
+/// directory key.
+fn revocation_verified(
+    pinned: &PinnedSchool,
+    laestab: &Laestab,
+    key: &SchoolKey,
+    directory: Option<DirectoryKey>,
+) -> bool {
+    let (Some(revocation), Some(at)) = (key.revocation, key.revoked_at_ms) else {
+        return false;
+    };
+    let statement = revocation_statement(laestab, key.key_id(), at);
+    match revocation.by {
+        RevokedBy::Directory => {
+            directory.is_some_and(|d| d.verifies(&statement, &revocation.signature))
+        }
+        RevokedBy::Key(by) => {
+            let id = by.to_string();
+            pinned.keys.iter().any(|p| {
+                p.key_id == id
+                    && (by == key.key_id() || p.roles.contains(&Role::Dsl))
+                    && p.revoked_at_ms.is_none_or(|r| r > at)
+                    && p.to_school_key()
+                        .is_ok_and(|s| s.public.verify(&statement, &revocation.signature).is_ok())
+            })
+        }
     }
 }
 
@@ -264,10 +393,19 @@ pub async fn refresh(
         Err(s) if s.code() == tonic::Code::NotFound => return Err(NotEnrolled(*laestab).into()),
         Err(s) => bail!("looking up school {laestab}: {}", explain(&s)),
     };
+    let unapproved = pins.listed(&school)?.unapproved;
+    for k in &unapproved {
+        eprintln!(
+            "note: key {} ({}) of {laestab} is not approved by the trust's directory key, so nothing is sealed to it or verified with it (the operator approves it with `batond admin key approve`)",
+            k.key_id().grouped(),
+            k.label
+        );
+    }
     match pins.check(&school)? {
+        Check::New if pins.directory_key()?.is_some() => pins.save(home)?,
         Check::New => {
             eprintln!(
-                "pinned the keys of {laestab} ({}) on first use; compare them with `baton schools show {laestab}`",
+                "pinned the keys of {laestab} ({}) on first use, unverified (no directory key was pinned at `baton init`); compare them with the school: `baton schools show {laestab}`",
                 school.name
             );
             pins.save(home)?;

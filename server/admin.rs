@@ -6,11 +6,14 @@
 //! an empty database no daemon serves).
 
 use std::io::Write;
+use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use baton::Laestab;
 use baton::keys::KeyId;
 use clap::Subcommand;
+
+pub mod keys;
 
 use crate::audit::{self, Event};
 use crate::auth;
@@ -29,7 +32,7 @@ pub enum Command {
     /// Revoke API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
-    /// Revoke a school's key.
+    /// Approve, list and revoke school keys.
     #[command(subcommand)]
     Key(KeyCommand),
     /// Check or export the audit log.
@@ -107,8 +110,29 @@ pub enum KeyCommand {
     Revoke {
         /// The school's LAESTAB.
         laestab: String,
-        /// The key id (32 hex digits).
+        /// The key id (32 hex digits, spaces allowed).
         key_id: String,
+        /// The trust's secret directory key file, to sign the revocation
+        /// (schools then follow it without confirming the change).
+        #[arg(long, value_name = "FILE")]
+        directory_key_file: Option<PathBuf>,
+    },
+    /// Approve a school's key with the trust's directory key, once its
+    /// holder has read you its fingerprint (`baton keys show`) out of band.
+    Approve {
+        /// The school's LAESTAB.
+        laestab: String,
+        /// The key id the school read to you (32 hex digits, spaces allowed).
+        key_id: String,
+        /// The trust's secret directory key file (from `batond new-directory-key`).
+        #[arg(long, value_name = "FILE")]
+        directory_key_file: PathBuf,
+    },
+    /// List active keys the directory key has not approved yet.
+    Pending {
+        /// Print a JSON array.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -136,6 +160,10 @@ impl Command {
     pub fn creates_database(&self) -> bool {
         matches!(self, Self::Migrate)
     }
+}
+
+fn parse_key(text: &str) -> anyhow::Result<KeyId> {
+    text.parse().with_context(|| format!("key id {text:?}"))
 }
 
 fn parse_laestab(text: &str) -> anyhow::Result<Laestab> {
@@ -261,21 +289,42 @@ pub async fn run<S: Store>(store: &S, config: &Config, command: Command) -> anyh
                 .with_context(|| format!("revoking tokens of {laestab}"))?;
             writeln!(out, "revoked {n} token(s) of {laestab}")?;
         }
-        Command::Key(KeyCommand::Revoke { laestab, key_id }) => {
+        Command::Key(KeyCommand::Revoke {
+            laestab,
+            key_id,
+            directory_key_file,
+        }) => {
             let laestab = parse_laestab(&laestab)?;
-            let key_id: KeyId = key_id
-                .parse()
-                .with_context(|| format!("key id {key_id:?}"))?;
-            store
-                .revoke_key(
-                    &laestab,
-                    key_id,
-                    now_ms(),
-                    Event::by_admin("key.revoke", key_id),
-                )
-                .await
-                .with_context(|| format!("revoking key {key_id} of {laestab}"))?;
-            writeln!(out, "revoked key {key_id} of {laestab}")?;
+            let key_id = parse_key(&key_id)?;
+            keys::revoke(
+                store,
+                config,
+                &laestab,
+                key_id,
+                directory_key_file.as_deref(),
+                &mut out,
+            )
+            .await?;
+        }
+        Command::Key(KeyCommand::Approve {
+            laestab,
+            key_id,
+            directory_key_file,
+        }) => {
+            let laestab = parse_laestab(&laestab)?;
+            let key_id = parse_key(&key_id)?;
+            keys::approve(
+                store,
+                config,
+                &laestab,
+                key_id,
+                &directory_key_file,
+                &mut out,
+            )
+            .await?;
+        }
+        Command::Key(KeyCommand::Pending { json }) => {
+            keys::pending(store, config, json, &mut out).await?;
         }
         Command::Audit(AuditCommand::Verify) => {
             let mut log = store.audit_log();

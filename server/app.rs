@@ -5,11 +5,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use baton::Laestab;
+use baton::keys::SchoolKey;
+use baton::trust::DirectoryKey;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::attempts::Attempts;
 use crate::cache::DirectoryCache;
+use crate::config::Config;
+use crate::limits::{Caps, StreamLimits};
 use crate::store::Store;
 
 /// What every service shares.
@@ -36,6 +41,13 @@ pub struct App<S> {
     /// it moves, instead of each polling the store. Fed by
     /// [`App::watch_directory`].
     pub directory_changes: watch::Sender<i64>,
+    /// The trust's directory key, when only keys it endorsed count as a
+    /// school's keys for sealing.
+    pub directory_key: Option<DirectoryKey>,
+    /// Concurrent long calls per school.
+    pub streams: StreamLimits,
+    /// Slowest average an upload may keep after its first minute, bytes/s.
+    pub upload_min_bytes_per_sec: u64,
 }
 
 /// How often a node reads the directory version for its long streams.
@@ -47,22 +59,17 @@ pub const MAX_FAILED_REDEEMS: usize = 10;
 pub const MAX_FAILED_TOKENS: usize = 30;
 
 impl<S: Store> App<S> {
-    /// Shared state over `store`.
-    pub fn new(
-        store: S,
-        max_pack_bytes: u64,
-        school_quota_bytes: u64,
-        shutdown: CancellationToken,
-        upload_idle_timeout: Duration,
-        attempt_window: Duration,
-    ) -> Arc<Self> {
+    /// Shared state over `store`, with the limits `config` gives.
+    pub fn new(store: S, config: &Config, shutdown: CancellationToken) -> Arc<Self> {
+        let attempt_window = Duration::from_secs(config.attempt_window_secs);
+        let limits = &config.limits;
         Arc::new(Self {
             store,
             directory: DirectoryCache::default(),
-            max_pack_bytes,
-            school_quota_bytes,
+            max_pack_bytes: config.max_pack_bytes,
+            school_quota_bytes: config.school_quota_bytes,
             shutdown,
-            upload_idle_timeout,
+            upload_idle_timeout: Duration::from_secs(config.upload_idle_timeout_secs),
             redeem_attempts: Attempts::new(
                 "enrolment attempts",
                 MAX_FAILED_REDEEMS,
@@ -70,7 +77,31 @@ impl<S: Store> App<S> {
             ),
             token_attempts: Attempts::new("authentications", MAX_FAILED_TOKENS, attempt_window),
             directory_changes: watch::channel(0).0,
+            directory_key: config.directory_key,
+            streams: StreamLimits::new(Caps {
+                uploads: limits.school_max_uploads,
+                downloads: limits.school_max_downloads,
+                watches: limits.school_max_watches,
+            }),
+            upload_min_bytes_per_sec: limits.upload_min_bytes_per_sec,
         })
+    }
+
+    /// The keys of `school` that count for sealing: all of them, or with a
+    /// directory key only those it endorsed.
+    pub fn sealable_keys(&self, school: &crate::store::School) -> Vec<SchoolKey> {
+        school
+            .keys
+            .iter()
+            .filter(|k| self.endorsed(&school.info.laestab, k))
+            .cloned()
+            .collect()
+    }
+
+    /// True without a directory key, or if it endorsed `key` for `school`.
+    pub fn endorsed(&self, school: &Laestab, key: &SchoolKey) -> bool {
+        self.directory_key
+            .is_none_or(|d| key.endorsement.is_some_and(|e| d.endorses(school, key, &e)))
     }
 
     /// Starts the one task that reads the directory version every 2 s

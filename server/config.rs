@@ -8,7 +8,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
+use baton::trust::DirectoryKey;
 use clap::{Args, ValueEnum};
+
+mod limits;
+pub use limits::{DEFAULT_LIMITS, LimitArgs, Limits};
 use serde::Deserialize;
 
 /// Default listen address: loopback only.
@@ -76,6 +80,16 @@ pub struct CommonArgs {
     /// Log format on stderr.
     #[arg(long, env = "BATON_LOG_FORMAT", value_enum, global = true)]
     pub log_format: Option<LogFormat>,
+    /// The public half of the trust's directory key (`batondir1…`): only
+    /// keys it endorsed are sealed to, and `admin key approve` checks the
+    /// secret file it is given against it.
+    #[arg(
+        long,
+        env = "BATON_DIRECTORY_KEY",
+        value_name = "batondir1…",
+        global = true
+    )]
+    pub directory_key: Option<String>,
 }
 
 /// Settings only `batond serve` reads.
@@ -117,6 +131,9 @@ pub struct ServeArgs {
     /// yet acknowledged), bytes [default: 53687091200, 50 GiB].
     #[arg(long, env = "BATON_SCHOOL_QUOTA_BYTES", value_name = "BYTES")]
     pub school_quota_bytes: Option<u64>,
+    /// Limits under abuse.
+    #[command(flatten)]
+    pub limits: LimitArgs,
 }
 
 /// Settings of the admin commands that issue enrolment codes.
@@ -157,6 +174,8 @@ struct FileConfig {
     upload_idle_timeout_secs: Option<u64>,
     attempt_window_secs: Option<u64>,
     school_quota_bytes: Option<u64>,
+    directory_key: Option<String>,
+    limits: Option<LimitArgs>,
 }
 
 /// The resolved settings.
@@ -191,6 +210,10 @@ pub struct Config {
     pub attempt_window_secs: u64,
     /// Most ciphertext one school may have waiting, bytes.
     pub school_quota_bytes: u64,
+    /// The trust's directory key, when keys must be endorsed.
+    pub directory_key: Option<DirectoryKey>,
+    /// Limits under abuse.
+    pub limits: Limits,
 }
 
 /// Hides the password of a `scheme://user:password@host` URL.
@@ -227,6 +250,8 @@ impl fmt::Debug for Config {
             .field("upload_idle_timeout_secs", &self.upload_idle_timeout_secs)
             .field("attempt_window_secs", &self.attempt_window_secs)
             .field("school_quota_bytes", &self.school_quota_bytes)
+            .field("directory_key", &self.directory_key)
+            .field("limits", &self.limits)
             .finish()
     }
 }
@@ -337,6 +362,16 @@ impl Config {
                 .school_quota_bytes
                 .or(file.school_quota_bytes)
                 .unwrap_or(50 << 30),
+            directory_key: common
+                .directory_key
+                .clone()
+                .or(file.directory_key)
+                .map(|k| {
+                    k.parse::<DirectoryKey>()
+                        .with_context(|| format!("directory_key {k:?}"))
+                })
+                .transpose()?,
+            limits: Limits::resolve(&serve.limits, &file.limits.unwrap_or_default())?,
         };
         if config.attempt_window_secs == 0 {
             bail!("attempt_window_secs must be at least 1");
@@ -439,6 +474,13 @@ attempt_window_secs = 60
 # yet acknowledged by its destinations): 50 GiB. Beyond it uploads are
 # refused ("quota") until destinations collect and acknowledge.
 school_quota_bytes = 53687091200
+
+# The public half of the trust's directory key (`batondir1…`, from
+# `batond admin directory-key new`, whose secret file stays off this
+# server). When set, a key is sealed to only once the operator has approved
+# it (`batond admin key approve`), and clients pinned to the same key trust
+# no key the server hands out without its endorsement.
+# directory_key = "batondir1…"
 "#;
 
 #[cfg(test)]
@@ -447,8 +489,14 @@ mod tests {
 
     #[test]
     fn default_config_parses() {
-        let file: FileConfig = toml::from_str(DEFAULT_CONFIG).unwrap_or_default();
+        let text = format!("{DEFAULT_CONFIG}{DEFAULT_LIMITS}");
+        let file: FileConfig = toml::from_str(&text).unwrap();
         assert_eq!(file.max_pack_bytes, Some(DEFAULT_MAX_PACK_BYTES));
+        let limits = Limits::resolve(&LimitArgs::default(), &file.limits.unwrap()).unwrap();
+        assert_eq!(
+            limits,
+            Limits::resolve(&LimitArgs::default(), &LimitArgs::default()).unwrap()
+        );
         assert_eq!(file.listen, DEFAULT_LISTEN.parse().ok());
         assert_eq!(file.database_pool_size, Some(DEFAULT_DATABASE_POOL_SIZE));
         assert_eq!(file.tls_names, Some(Vec::new()));
@@ -536,6 +584,8 @@ mod tests {
             upload_idle_timeout_secs: 1,
             attempt_window_secs: 1,
             school_quota_bytes: 1,
+            directory_key: None,
+            limits: Limits::resolve(&LimitArgs::default(), &LimitArgs::default()).unwrap(),
         };
         let text = format!("{config:?}");
         assert!(!text.contains("s3cret"), "{text}");

@@ -13,6 +13,8 @@ mod audit;
 mod auth;
 mod cache;
 mod config;
+mod limits;
+mod listener;
 mod services;
 mod store;
 mod tls;
@@ -24,8 +26,6 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use tokio_stream::StreamExt as _;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{CommonArgs, Config, ConfigArgs, Database, LogFormat, ServeArgs, redact_url};
@@ -52,6 +52,14 @@ enum Command {
     Serve(ServeArgs),
     /// Print a commented example configuration file.
     DefaultConfig,
+    /// Create the trust's directory key, on the operator's machine: its
+    /// secret goes into FILE (keep it off the server), its public half is
+    /// printed for `directory_key` and for each school's `baton init`.
+    NewDirectoryKey {
+        /// Where to write the secret key (created, never overwritten).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
     /// Operator commands; they work while `serve` runs.
     #[command(subcommand)]
     Admin(admin::Command),
@@ -121,7 +129,7 @@ async fn with_store(config: Config, command: Command) -> anyhow::Result<()> {
 
 async fn dispatch<S: Store>(store: S, config: Config, command: Command) -> anyhow::Result<()> {
     match command {
-        Command::DefaultConfig => Ok(()),
+        Command::DefaultConfig | Command::NewDirectoryKey { .. } => Ok(()),
         Command::Serve(_) => serve(config, store).await,
         Command::Admin(command) => admin::run(&store, &config, command).await,
     }
@@ -147,8 +155,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let Cli { common, command } = cli;
     let args = match &command {
         Command::DefaultConfig => {
-            print!("{}", config::DEFAULT_CONFIG);
+            print!("{}{}", config::DEFAULT_CONFIG, config::DEFAULT_LIMITS);
             return Ok(());
+        }
+        Command::NewDirectoryKey { out } => {
+            return admin::keys::new_directory_key(out, &mut std::io::stdout().lock());
         }
         Command::Serve(serve) => ConfigArgs {
             common,
@@ -296,7 +307,10 @@ async fn serve<S: Store>(config: Config, store: S) -> anyhow::Result<()> {
         .await
         .context("listening for packs stored by other nodes")?;
 
-    let mut builder = tonic::transport::Server::builder();
+    let mut builder = tonic::transport::Server::builder()
+        .max_concurrent_streams(config.limits.max_concurrent_streams)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)));
     let mut ca_path = None;
     if !config.insecure_loopback {
         let material = match (&config.tls_cert, &config.tls_key) {
@@ -309,20 +323,18 @@ async fn serve<S: Store>(config: Config, store: S) -> anyhow::Result<()> {
         };
         ca_path = material.ca_path.clone();
         let identity = tonic::transport::Identity::from_pem(material.cert_pem, material.key_pem);
+        let handshake = Duration::from_secs(config.limits.tls_handshake_timeout_secs);
         builder = builder
-            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+            .tls_config(
+                tonic::transport::ServerTlsConfig::new()
+                    .identity(identity)
+                    .timeout(handshake),
+            )
             .context("configuring TLS")?;
     }
 
     let shutdown = CancellationToken::new();
-    let app = app::App::new(
-        store,
-        config.max_pack_bytes,
-        config.school_quota_bytes,
-        shutdown.clone(),
-        Duration::from_secs(config.upload_idle_timeout_secs),
-        Duration::from_secs(config.attempt_window_secs),
-    );
+    let app = app::App::new(store, &config, shutdown.clone());
     app.watch_directory();
     let router = services::router(builder, app).await?;
 
@@ -350,11 +362,11 @@ async fn serve<S: Store>(config: Config, store: S) -> anyhow::Result<()> {
     }
     tracing::info!(address = %local, tls = !config.insecure_loopback, "serving");
 
-    let incoming = TcpListenerStream::new(listener).map(|conn| {
-        conn.inspect(|stream| {
-            let _ = stream.set_nodelay(true);
-        })
-    });
+    let incoming = listener::incoming(
+        listener,
+        config.limits.max_connections,
+        config.limits.max_connections_per_address,
+    );
     let signal = {
         let shutdown = shutdown.clone();
         async move {

@@ -60,6 +60,10 @@ pub struct SchoolKey {
     pub created_at_ms: i64,
     /// When it was revoked, ms since the Unix epoch; `None` while active.
     pub revoked_at_ms: Option<i64>,
+    /// The trust directory key's endorsement, once the operator approved it.
+    pub endorsement: Option<[u8; 64]>,
+    /// The signed revocation, if it was revoked with one.
+    pub revocation: Option<crate::trust::Revocation>,
 }
 
 /// Problems with keys and signatures.
@@ -295,6 +299,12 @@ impl From<&SchoolKey> for v1::Key {
                 .collect(),
             created_at_ms: key.created_at_ms,
             revoked_at_ms: key.revoked_at_ms.unwrap_or(0),
+            endorsement: key.endorsement.map(|e| e.to_vec()).unwrap_or_default(),
+            revoked_by: key.revocation.map(|r| r.by.to_string()).unwrap_or_default(),
+            revocation_signature: key
+                .revocation
+                .map(|r| r.signature.to_vec())
+                .unwrap_or_default(),
         }
     }
 }
@@ -334,12 +344,19 @@ impl SchoolKey {
                 "at most 200 characters, no control characters",
             ));
         }
+        let endorsement = crate::trust::signature_bytes(&key.endorsement)
+            .map_err(|e| wire("key.endorsement", e))?;
+        let revocation =
+            crate::trust::Revocation::from_parts(&key.revoked_by, &key.revocation_signature)
+                .map_err(|e| wire("key.revocation_signature", e))?;
         Ok(Self {
             public,
             label: key.label.clone(),
             roles,
             created_at_ms: key.created_at_ms,
             revoked_at_ms: (key.revoked_at_ms != 0).then_some(key.revoked_at_ms),
+            endorsement,
+            revocation,
         })
     }
 }

@@ -46,6 +46,7 @@ pub mod laestab;
 pub mod pack;
 #[cfg(feature = "records")]
 pub mod record;
+pub mod trust;
 pub mod upn;
 
 pub use laestab::{Destination, Laestab};

@@ -17,6 +17,8 @@ pub(crate) fn school_key(identity: &Identity) -> SchoolKey {
         roles: vec![Role::Dsl, Role::Staff],
         created_at_ms: 0,
         revoked_at_ms: None,
+        endorsement: None,
+        revocation: None,
     }
 }
 

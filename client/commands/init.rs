@@ -14,6 +14,7 @@ use crate::connect::{enrolment, explain};
 use crate::home::{Config, Home, write_atomic, write_json};
 use crate::output::{now_ms, time};
 use crate::pins::Pins;
+use baton::trust::DirectoryKey;
 
 /// Enrol this school with a Baton server.
 #[derive(Debug, clap::Args)]
@@ -36,6 +37,12 @@ pub struct Args {
     /// (`BATON_PASSPHRASE`, or the prompt). `age -d` still opens the file.
     #[arg(long)]
     passphrase: bool,
+    /// The trust's directory key the operator gave you with the CA
+    /// certificate (`batondir1…`): every school key is then checked against
+    /// it, so the server cannot hand out a key of its own. Without it keys
+    /// are trusted on first use, like SSH.
+    #[arg(long, value_name = "batondir1…")]
+    directory_key: Option<DirectoryKey>,
     /// Allow a plaintext `http://` server URL, for a development daemon on
     /// this machine only (`batond serve --insecure-loopback`).
     #[arg(long)]
@@ -109,6 +116,8 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
         roles: args.roles.clone(),
         created_at_ms: 0,
         revoked_at_ms: None,
+        endorsement: None,
+        revocation: None,
     };
     let proof = identity.sign(&enrol_statement(&args.school, identity.key_id()));
     let mut client = enrolment(&args.server, &ca, args.insecure_loopback).await?;
@@ -144,6 +153,9 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
     write_atomic(&home.path("token"), response.token.as_bytes(), true)?;
     write_atomic(&home.path("ca.pem"), &ca, false)?;
     let mut pins = Pins::load(home)?;
+    if let Some(key) = args.directory_key {
+        pins.set_directory_key(key);
+    }
     if let Some(school) = &response.school {
         pins.trust(school)?;
     }
@@ -177,6 +189,12 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
         println!("roles: {mine}");
     }
     println!("home: {}", home.root().display());
+    if let Some(key) = pins.directory_key()? {
+        println!(
+            "directory key {} pinned: read the key id above to the trust's operator, who approves it (`batond admin key approve`); until then other schools accept nothing it signs",
+            key.fingerprint()
+        );
+    }
     Ok(())
 }
 

@@ -134,11 +134,21 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
                     );
                 }
             }
+            // Signed with this device's key, so other schools follow the
+            // revocation without confirming it (the server cannot forge one).
+            let revoked_at_ms = crate::output::now_ms();
+            let signature = home.identity()?.sign(&baton::trust::revocation_statement(
+                &config.school,
+                id,
+                revoked_at_ms,
+            ));
             clients
                 .directory
                 .revoke_key(v1::RevokeKeyRequest {
                     laestab: config.school.to_string(),
                     key_id: id.to_string(),
+                    revoked_at_ms,
+                    signature: signature.to_vec(),
                 })
                 .await
                 .map_err(|s| anyhow::anyhow!("revoking {}: {}", id.grouped(), explain(&s)))?;

@@ -1,15 +1,15 @@
 //! `baton schools`: the directory, each school's keys and fingerprints, and
 //! confirming a school's changed keys.
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use baton::Laestab;
 use baton::api::v1;
-use baton::keys::SchoolKey;
+use baton::keys::Role;
 
 use crate::connect::{connect, explain};
 use crate::home::Home;
 use crate::output::{json, table, time};
-use crate::pins::{Check, Pins};
+use crate::pins::{Check, Listed, PinnedSchool, Pins};
 
 /// The directory of schools.
 #[derive(Debug, clap::Args)]
@@ -79,51 +79,71 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
         }) => {
             let school = get(&mut clients, &laestab).await?;
             let mut pins = Pins::load(home)?;
-            let pinned = pins.get(&laestab).is_some();
+            let before = pins.get(&laestab).cloned();
             let check = pins.check(&school)?;
             if !matches!(check, Check::Changed(_)) {
                 pins.save(home)?;
             }
-            let keys: Vec<SchoolKey> = school
-                .keys
-                .iter()
-                .map(SchoolKey::try_from)
-                .collect::<Result<_, _>>()
-                .context("malformed key")?;
+            let listed = pins.listed(&school)?;
+            let directory = pins.directory_key()?;
+            let rows = compare(&listed, before.as_ref(), directory.is_some())?;
             if as_json || args.json {
-                let items: Vec<_> = keys
+                let items: Vec<_> = rows
                     .iter()
-                    .map(|k| {
-                        serde_json::json!({"id": k.key_id().to_string(), "label": k.label, "roles": k.roles,
-                            "age_recipient": k.public.age_recipient(), "active": k.is_active(),
-                            "created_at": time(k.created_at_ms), "revoked_at": k.revoked_at_ms.map(time)})
+                    .map(|r| {
+                        serde_json::json!({"id": r.id, "label": r.label, "roles": r.roles,
+                            "age_recipient": r.age_recipient, "active": r.revoked_at_ms.is_none(),
+                            "created_at": r.created_at_ms.map(time), "revoked_at": r.revoked_at_ms.map(time),
+                            "approved": r.approved, "pin": r.pin})
                     })
                     .collect();
+                let changes: Vec<&String> = match &check {
+                    Check::Changed(c) => c.iter().collect(),
+                    _ => Vec::new(),
+                };
                 json(
                     &serde_json::json!({"id": school.laestab, "name": school.name, "phase": school.phase,
-                    "urn": school.urn, "keys": items, "pin": pin_state(pinned, &check)}),
+                    "urn": school.urn, "keys": items, "pin": pin_state(before.is_some(), &check),
+                    "changes": changes, "directory_key": directory.map(|d| d.fingerprint())}),
                 );
             } else {
                 println!("{} {} ({})", school.laestab, school.name, school.phase);
-                let rows: Vec<Vec<String>> = keys
+                let table_rows: Vec<Vec<String>> = rows
                     .iter()
-                    .map(|k| {
-                        let roles: Vec<String> = k.roles.iter().map(ToString::to_string).collect();
-                        let state = if k.is_active() {
-                            "active".to_string()
-                        } else {
-                            format!("revoked {}", time(k.revoked_at_ms.unwrap_or(0)))
+                    .map(|r| {
+                        let state = r.revoked_at_ms.map_or_else(
+                            || "active".to_string(),
+                            |at| format!("revoked {}", time(at)),
+                        );
+                        let approved = match r.approved {
+                            Some(true) => "yes",
+                            Some(false) => "NO",
+                            None => "-",
                         };
                         vec![
-                            k.key_id().grouped(),
-                            roles.join(","),
-                            k.label.clone(),
+                            grouped(&r.id),
+                            baton::keys::role_names(&r.roles, ","),
+                            r.label.clone(),
                             state,
+                            approved.to_string(),
+                            r.pin.clone(),
                         ]
                     })
                     .collect();
-                table(&["FINGERPRINT", "ROLES", "LABEL", "STATE"], &rows);
-                println!("pin: {}", pin_state(pinned, &check));
+                table(
+                    &["FINGERPRINT", "ROLES", "LABEL", "STATE", "APPROVED", "PIN"],
+                    &table_rows,
+                );
+                match directory {
+                    Some(d) => println!(
+                        "directory key: {} (APPROVED: endorsed by it)",
+                        d.fingerprint()
+                    ),
+                    None => println!(
+                        "no directory key pinned: compare each fingerprint with the school by phone"
+                    ),
+                }
+                println!("pin: {}", pin_state(before.is_some(), &check));
                 if let Check::Changed(changes) = &check {
                     for c in changes {
                         println!("  - {c}");
@@ -151,6 +171,94 @@ fn pin_state(was_pinned: bool, check: &Check) -> &'static str {
         (false, _) => "not pinned before (pinned now)",
         (true, _) => "matches the pinned keys",
     }
+}
+
+/// One key as the directory lists it and as it was pinned.
+struct Row {
+    id: String,
+    label: String,
+    roles: Vec<Role>,
+    age_recipient: String,
+    created_at_ms: Option<i64>,
+    revoked_at_ms: Option<i64>,
+    /// Endorsed by the pinned directory key (`None`: none pinned).
+    approved: Option<bool>,
+    /// How it compares with the pin.
+    pin: String,
+}
+
+/// Every listed key and every pinned key, compared field by field.
+fn compare(listed: &Listed, pinned: Option<&PinnedSchool>, directory: bool) -> Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    let approved_keys = listed.keys.iter().map(|k| (k, true));
+    let unapproved = listed.unapproved.iter().map(|k| (k, false));
+    for (k, approved) in approved_keys.chain(unapproved) {
+        let id = k.key_id().to_string();
+        let pin = match pinned.and_then(|p| p.keys.iter().find(|p| p.key_id == id)) {
+            None if !approved => "not pinned: not approved".to_string(),
+            None => "not pinned before".to_string(),
+            Some(p) => {
+                let mut differences = Vec::new();
+                if p.roles != k.roles {
+                    differences.push(format!(
+                        "roles were {}",
+                        baton::keys::role_names(&p.roles, ",")
+                    ));
+                }
+                if p.label != k.label {
+                    differences.push(format!("label was {:?}", p.label));
+                }
+                match (p.revoked_at_ms, k.revoked_at_ms) {
+                    (None, Some(_)) => differences.push("pinned as active".into()),
+                    (Some(at), None) => differences.push(format!("pinned as revoked {}", time(at))),
+                    (Some(a), Some(b)) if a != b => {
+                        differences.push(format!("pinned as revoked {}", time(a)))
+                    }
+                    _ => {}
+                }
+                if p.age_recipient != k.public.age_recipient() {
+                    differences.push("age recipient differs".into());
+                }
+                if differences.is_empty() {
+                    "matches".to_string()
+                } else {
+                    format!("DIFFERS: {}", differences.join("; "))
+                }
+            }
+        };
+        rows.push(Row {
+            id,
+            label: k.label.clone(),
+            roles: k.roles.clone(),
+            age_recipient: k.public.age_recipient().to_string(),
+            created_at_ms: Some(k.created_at_ms),
+            revoked_at_ms: k.revoked_at_ms,
+            approved: directory.then_some(approved),
+            pin,
+        });
+    }
+    for p in pinned.map(|p| p.keys.as_slice()).unwrap_or_default() {
+        if !rows.iter().any(|r| r.id == p.key_id) {
+            rows.push(Row {
+                id: p.key_id.clone(),
+                label: p.label.clone(),
+                roles: p.roles.clone(),
+                age_recipient: p.age_recipient.clone(),
+                created_at_ms: None,
+                revoked_at_ms: p.revoked_at_ms,
+                approved: None,
+                pin: "pinned, NOT LISTED by the directory".into(),
+            });
+        }
+    }
+    rows.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(rows)
+}
+
+/// A key id grouped in fours (as given if it does not parse).
+fn grouped(id: &str) -> String {
+    id.parse::<baton::keys::KeyId>()
+        .map_or_else(|_| id.to_string(), |k| k.grouped())
 }
 
 async fn get(clients: &mut crate::connect::Clients, laestab: &Laestab) -> Result<v1::School> {

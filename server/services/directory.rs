@@ -12,6 +12,7 @@ use crate::app::App;
 use crate::audit::Event;
 use crate::auth;
 use baton::keys::Role;
+use baton::trust::{Revocation, RevokedBy, revocation_statement, signature_bytes};
 
 use crate::store::{Store, now_ms};
 
@@ -42,6 +43,63 @@ fn own_school(caller: &baton::Laestab, asked: &baton::Laestab) -> Result<(), Sta
         Err(Status::permission_denied(format!(
             "a school manages only its own keys: you are {caller}, not {asked}"
         )))
+    }
+}
+
+/// How far a signed revocation time may be from the server's clock.
+const REVOCATION_SKEW_MS: i64 = 5 * 60 * 1000;
+
+impl<S: Store> Service<S> {
+    /// The revocation's time and signature: the caller's signed one,
+    /// checked against the caller's own key, or now and unsigned.
+    async fn signed_revocation(
+        &self,
+        holder: &auth::KeyHolder,
+        laestab: &baton::Laestab,
+        key_id: baton::keys::KeyId,
+        req: &v1::RevokeKeyRequest,
+    ) -> Result<(i64, Option<Revocation>), Status> {
+        let now = now_ms();
+        let Some(signature) = signature_bytes(&req.signature)
+            .map_err(|e| Status::invalid_argument(format!("field `signature`: {e}")))?
+        else {
+            return Ok((now, None));
+        };
+        if req.revoked_at_ms.abs_diff(now) > REVOCATION_SKEW_MS as u64 {
+            return Err(Status::invalid_argument(
+                "field `revoked_at_ms`: more than five minutes from the server's clock; check this computer's clock",
+            ));
+        }
+        let signer = holder.key_id.ok_or_else(|| {
+            Status::failed_precondition(
+                "this token was issued before tokens had keys: it cannot sign a revocation",
+            )
+        })?;
+        let school = self
+            .app
+            .store
+            .school(laestab)
+            .await
+            .map_err(store_status)?
+            .ok_or_else(|| Status::not_found(format!("school {laestab} is not enrolled")))?;
+        let key = school
+            .keys
+            .iter()
+            .find(|k| k.key_id() == signer)
+            .ok_or_else(|| Status::failed_precondition("the caller's key is not listed"))?;
+        key.public
+            .verify(
+                &revocation_statement(laestab, key_id, req.revoked_at_ms),
+                &signature,
+            )
+            .map_err(|e| Status::invalid_argument(format!("field `signature`: {e}")))?;
+        Ok((
+            req.revoked_at_ms,
+            Some(Revocation {
+                by: RevokedBy::Key(signer),
+                signature,
+            }),
+        ))
     }
 }
 
@@ -121,11 +179,15 @@ impl<S: Store> Directory for Service<S> {
                 "a key without the dsl role may revoke only itself; the school's DSL or the trust's operator revokes other keys",
             ));
         }
-        let event = Event::by_school(&caller, "key.revoke", key_id);
+        let (at_ms, revocation) = self
+            .signed_revocation(&holder, &laestab, key_id, &req)
+            .await?;
+        let signed = if revocation.is_some() { " signed" } else { "" };
+        let event = Event::by_school(&caller, "key.revoke", format!("{key_id}{signed}"));
         let key = self
             .app
             .store
-            .revoke_key(&laestab, key_id, now_ms(), event)
+            .revoke_key(&laestab, key_id, at_ms, revocation, event)
             .await
             .map_err(store_status)?;
         tracing::info!(school = %laestab, key = %key_id, "key revoked");

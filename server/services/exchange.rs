@@ -26,6 +26,7 @@ use crate::app::App;
 use crate::audit::Event;
 use crate::auth::{self, KeyHolder};
 use crate::cache::View;
+use crate::limits::Stream as LongCall;
 use crate::store::{Acknowledged, PackStatus, Page, Store, StoredPack, now_ms};
 
 /// The active key `key_id` of `school`, or `PermissionDenied` naming `field`.
@@ -207,12 +208,19 @@ impl<S: Store> Exchange for Service<S> {
         let (holder, _) = auth::key_holder(&self.app, &request).await?;
         let id = parse_pack_id("pack_id", &request.get_ref().pack_id)?;
         let (pack, header) = inbox_pack(&self.app, &holder, id).await?;
-        let (tx, rx) = mpsc::channel(4);
+        let permit = self
+            .app
+            .streams
+            .acquire(holder.school, LongCall::Download)?;
+        // One chunk waits in the channel while the next is read: a stalled
+        // reader holds about two chunks, not the whole pack.
+        let (tx, rx) = mpsc::channel(1);
         let app = self.app.clone();
         // The state moves to `downloaded` only when the client confirms it
         // wrote the pack (`ConfirmDownload`): a stream cut short, or a pack
         // that failed to verify, leaves it pending.
         tokio::spawn(async move {
+            let _permit = permit;
             let first = v1::DownloadResponse {
                 part: Some(DownPart::Header(header)),
             };
@@ -385,11 +393,13 @@ impl<S: Store> Exchange for Service<S> {
         let (holder, _) = auth::key_holder(&self.app, &request).await?;
         let caller = holder.school;
         let token_hash = auth::bearer(&request)?;
+        let permit = self.app.streams.acquire(caller, LongCall::Watch)?;
         let mut events = self.app.store.subscribe();
         let shutdown = self.app.shutdown.clone();
         let app = Arc::clone(&self.app);
         let (tx, rx) = mpsc::channel(16);
         tokio::spawn(async move {
+            let _permit = permit;
             // A token revoked (with its key) while the stream is open ends
             // the stream when the node next sees the directory move.
             let mut directory = app.directory_changes.subscribe();

@@ -45,6 +45,8 @@ pub fn key(n: u8) -> SchoolKey {
         roles: vec![Role::Dsl, Role::Staff],
         created_at_ms: 1,
         revoked_at_ms: None,
+        endorsement: None,
+        revocation: None,
     }
 }
 
@@ -256,17 +258,17 @@ pub async fn keys(store: &impl Store) {
     assert!(matches!(again, Err(StoreError::Conflict(_))));
     let id = key(1).key_id();
     let revoked = store
-        .revoke_key(&school_id(1), id, 10, event())
+        .revoke_key(&school_id(1), id, 10, None, event())
         .await
         .unwrap();
     assert_eq!(revoked.revoked_at_ms, Some(10));
     let twice = store
-        .revoke_key(&school_id(1), id, 20, event())
+        .revoke_key(&school_id(1), id, 20, None, event())
         .await
         .unwrap();
     assert_eq!(twice.revoked_at_ms, Some(10));
     let unknown = store
-        .revoke_key(&school_id(1), key(2).key_id(), 10, event())
+        .revoke_key(&school_id(1), key(2).key_id(), 10, None, event())
         .await;
     assert!(matches!(unknown, Err(StoreError::NotFound(_))));
     let school = store.school(&school_id(1)).await.unwrap().unwrap();
@@ -309,7 +311,7 @@ pub async fn directory_version_moves(store: &impl Store) {
         .unwrap();
     assert!(moved!(), "key added");
     store
-        .revoke_key(&school_id(1), key(2).key_id(), 3, event())
+        .revoke_key(&school_id(1), key(2).key_id(), 3, None, event())
         .await
         .unwrap();
     assert!(moved!(), "key revoked");
@@ -543,7 +545,7 @@ pub async fn tokens_without_keys_are_bound_to_the_first_key(store: &impl Store) 
         Some(school)
     );
     store
-        .revoke_key(&school, key(2).key_id(), 30, event())
+        .revoke_key(&school, key(2).key_id(), 30, None, event())
         .await
         .unwrap();
     assert_eq!(
@@ -551,7 +553,7 @@ pub async fn tokens_without_keys_are_bound_to_the_first_key(store: &impl Store) 
         Some(school)
     );
     store
-        .revoke_key(&school, key(1).key_id(), 40, event())
+        .revoke_key(&school, key(1).key_id(), 40, None, event())
         .await
         .unwrap();
     assert_eq!(

@@ -5,6 +5,7 @@ use std::future::Future;
 
 use baton::Laestab;
 use baton::keys::{KeyId, Role, SchoolKey};
+use baton::trust::Revocation;
 
 use super::error::Result;
 use crate::audit;
@@ -106,15 +107,28 @@ pub trait Directory: Send + Sync {
         event: audit::Event,
     ) -> impl Future<Output = Result<()>> + Send;
 
-    /// Revokes a key of a school (idempotent) and, in the same
+    /// Revokes a key of a school at `now_ms` (idempotent: a key revoked
+    /// before keeps its first time and signature) and, in the same
     /// transaction, the token issued with it; returns the key.
     fn revoke_key(
         &self,
         laestab: &Laestab,
         key_id: KeyId,
         now_ms: i64,
+        revocation: Option<Revocation>,
         event: audit::Event,
     ) -> impl Future<Output = Result<SchoolKey>> + Send;
+
+    /// Stores the trust directory key's endorsement of a key (checked by
+    /// the caller). `NotFound` if the school has no such key.
+    fn endorse_key(
+        &self,
+        laestab: &Laestab,
+        key_id: KeyId,
+        endorsement: [u8; 64],
+        now_ms: i64,
+        event: audit::Event,
+    ) -> impl Future<Output = Result<()>> + Send;
 
     /// A number that changes whenever any school, key or token changes
     /// (by any process or node), so a cache of them can tell it is current.

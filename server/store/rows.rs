@@ -24,7 +24,18 @@ pub type PackRow = (
 );
 
 /// A key row as both databases return it.
-pub type KeyRow = (String, String, Vec<u8>, String, String, i64, Option<i64>);
+pub type KeyRow = (
+    String,
+    String,
+    Vec<u8>,
+    String,
+    String,
+    i64,
+    Option<i64>,
+    Option<Vec<u8>>,
+    Option<String>,
+    Option<Vec<u8>>,
+);
 
 /// An audit row as both databases return it.
 pub type AuditRow = (i64, i64, String, String, String, Vec<u8>, Vec<u8>);
@@ -77,7 +88,15 @@ pub fn page_from_rows(rows: Vec<PackRow>, limit: u32) -> Result<super::Page> {
 
 /// A key row as a [`SchoolKey`].
 pub fn key_from_row(row: KeyRow) -> Result<SchoolKey> {
-    let (key_id, recipient, signing, label, roles, created, revoked) = row;
+    let (key_id, recipient, signing, label, roles, created, revoked, endorsement, by, signature) =
+        row;
+    let endorsement = baton::trust::signature_bytes(&endorsement.unwrap_or_default())
+        .map_err(|e| corrupt(format!("key {key_id}: endorsement: {e}")))?;
+    let revocation = baton::trust::Revocation::from_parts(
+        &by.unwrap_or_default(),
+        &signature.unwrap_or_default(),
+    )
+    .map_err(|e| corrupt(format!("key {key_id}: revocation: {e}")))?;
     let public =
         PublicKey::new(&recipient, &signing).map_err(|e| corrupt(format!("key {key_id}: {e}")))?;
     let roles = roles_from_text(&roles, &format!("key {key_id}"))?;
@@ -87,6 +106,8 @@ pub fn key_from_row(row: KeyRow) -> Result<SchoolKey> {
         roles,
         created_at_ms: created,
         revoked_at_ms: revoked,
+        endorsement,
+        revocation,
     })
 }
 

@@ -46,6 +46,7 @@ macro_rules! shared_store {
     ($store:ty, $conn:ty, $pool:ty, $db:ty, for_update = $lock:literal) => {
         use baton::Laestab;
         use baton::keys::{KeyId, Role, SchoolKey};
+        use baton::trust::Revocation;
         use baton::pack::{PackId, SignedHeader};
         use tokio_stream::StreamExt as _;
 
@@ -79,7 +80,8 @@ macro_rules! shared_store {
 
         /// A school's keys, in key id order.
         const KEYS_SQL: &str = "SELECT key_id, age_recipient, signing_key, label, roles, \
-             created_at_ms, revoked_at_ms FROM keys WHERE laestab = $1 ORDER BY key_id";
+             created_at_ms, revoked_at_ms, endorsement, revoked_by, revocation_signature \
+             FROM keys WHERE laestab = $1 ORDER BY key_id";
 
         /// The whole audit log in chain order.
         const AUDIT_SQL: &str =
@@ -349,16 +351,23 @@ macro_rules! shared_store {
                 laestab: &Laestab,
                 key_id: KeyId,
                 now_ms: i64,
+                revocation: Option<Revocation>,
                 event: audit::Event,
             ) -> Result<SchoolKey> {
                 let mut tx = begin(&self.pool).await?;
+                // A key revoked before keeps its first time and signature.
                 let done = sqlx::query(
-                    "UPDATE keys SET revoked_at_ms = COALESCE(revoked_at_ms, $1) \
+                    "UPDATE keys SET revoked_at_ms = COALESCE(revoked_at_ms, $1), \
+                     revoked_by = CASE WHEN revoked_at_ms IS NULL THEN $4 ELSE revoked_by END, \
+                     revocation_signature = CASE WHEN revoked_at_ms IS NULL THEN $5 \
+                     ELSE revocation_signature END \
                      WHERE laestab = $2 AND key_id = $3",
                 )
                 .bind(now_ms)
                 .bind(laestab.as_str())
                 .bind(key_id.to_string())
+                .bind(revocation.map(|r| r.by.to_string()))
+                .bind(revocation.map(|r| r.signature.to_vec()))
                 .execute(&mut *tx)
                 .await?;
                 if done.rows_affected() != 1 {
@@ -381,6 +390,31 @@ macro_rules! shared_store {
                     .ok_or(StoreError::NotFound("key"))?;
                 tx.commit().await?;
                 Ok(key)
+            }
+
+            async fn endorse_key(
+                &self,
+                laestab: &Laestab,
+                key_id: KeyId,
+                endorsement: [u8; 64],
+                now_ms: i64,
+                event: audit::Event,
+            ) -> Result<()> {
+                let mut tx = begin(&self.pool).await?;
+                let done = sqlx::query(
+                    "UPDATE keys SET endorsement = $1 WHERE laestab = $2 AND key_id = $3",
+                )
+                .bind(endorsement.to_vec())
+                .bind(laestab.as_str())
+                .bind(key_id.to_string())
+                .execute(&mut *tx)
+                .await?;
+                if done.rows_affected() != 1 {
+                    return Err(StoreError::NotFound("key"));
+                }
+                append(&mut tx, now_ms, &event).await?;
+                tx.commit().await?;
+                Ok(())
             }
 
             async fn directory_version(&self) -> Result<i64> {

@@ -149,6 +149,8 @@ mod tests {
             label: "office".into(),
             created_at_ms: 0,
             revoked_at_ms: None,
+            endorsement: None,
+            revocation: None,
         }
     }
 

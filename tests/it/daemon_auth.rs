@@ -110,6 +110,7 @@ async fn call(
             let req = v1::RevokeKeyRequest {
                 laestab: named.laestab.to_string(),
                 key_id,
+                ..Default::default()
             };
             caller
                 .directory()

@@ -151,6 +151,7 @@ async fn issue15_roles_come_from_the_operator(daemon: Daemon) {
             v1::RevokeKeyRequest {
                 laestab: school.laestab.to_string(),
                 key_id: id,
+                ..Default::default()
             },
         )
     };
@@ -173,6 +174,7 @@ async fn issue15_roles_come_from_the_operator(daemon: Daemon) {
         .revoke_key(school.req(v1::RevokeKeyRequest {
             laestab: school.laestab.to_string(),
             key_id: staff.key_id().to_string(),
+            ..Default::default()
         }))
         .await
         .unwrap();

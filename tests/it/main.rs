@@ -25,6 +25,7 @@ mod daemon_start;
 mod daemon_upload;
 #[cfg(feature = "fuzz")]
 mod fuzz_corpus;
+mod hostile_directory;
 mod reliability_api;
 mod reliability_concurrency;
 mod reliability_crash;

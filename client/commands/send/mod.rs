@@ -372,12 +372,17 @@ async fn destination(
     refresh(home, clients, pins, &to).await?;
     let keys = pins.recipients(&to)?;
     if recipients_for(kind, &keys).is_empty() {
+        let approved = if pins.directory_key()?.is_some() {
+            " approved by the trust's directory key (the operator approves a key with `batond admin key approve` once the school has read them its fingerprint)"
+        } else {
+            ""
+        };
         let why = match kind {
             Kind::Safeguarding => format!(
-                "{to} has no active DSL key, and a child-protection file is sealed only to the DSL: ask the school's DSL to enrol (`baton init` with a DSL code from the trust's operator), then send again"
+                "{to} has no active DSL key{approved}, and a child-protection file is sealed only to the DSL: ask the school's DSL to enrol (`baton init` with a DSL code from the trust's operator), then send again"
             ),
             Kind::Transfer => format!(
-                "{to} has no active key: ask the school to enrol a device (`baton init`), then send again"
+                "{to} has no active key{approved}: ask the school to enrol a device (`baton init`), then send again"
             ),
         };
         return Err(NoKeys(why).into());

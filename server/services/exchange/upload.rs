@@ -3,7 +3,7 @@
 //! the store's group committer (checked again if the directory moved on
 //! meanwhile).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use baton::Laestab;
 use baton::api::v1;
@@ -20,6 +20,7 @@ use crate::app::App;
 use crate::audit::Event;
 use crate::auth;
 use crate::cache::View;
+use crate::limits::Stream as LongCall;
 use crate::services::wire::{store_status, wire_status};
 use crate::store::{Committed, Store, now_ms};
 
@@ -33,15 +34,33 @@ const MAX_RECHECKS: usize = 4;
 async fn next_message(
     stream: &mut Streaming<v1::UploadRequest>,
     idle: Duration,
+    too_slow_at: Option<Instant>,
 ) -> Result<Option<v1::UploadRequest>, Status> {
-    tokio::time::timeout(idle, stream.message())
-        .await
-        .map_err(|_| {
-            Status::deadline_exceeded(format!(
-                "upload stream idle for more than {} s; send again",
-                idle.as_secs()
+    let wait = too_slow_at.map_or(idle, |at| {
+        idle.min(at.saturating_duration_since(Instant::now()))
+    });
+    match tokio::time::timeout(wait, stream.message()).await {
+        Ok(message) => message,
+        Err(_) if too_slow_at.is_some_and(|at| Instant::now() >= at) => {
+            Err(Status::deadline_exceeded(
+                "upload too slow: below the server's minimum rate after its first minute; send again on a better connection",
             ))
-        })?
+        }
+        Err(_) => Err(Status::deadline_exceeded(format!(
+            "upload stream idle for more than {} s; send again",
+            idle.as_secs()
+        ))),
+    }
+}
+
+/// How long an upload may take before its average rate is checked.
+const RATE_GRACE: Duration = Duration::from_secs(60);
+
+/// When an upload that has received `total` bytes since `started` falls
+/// below `min_rate` bytes a second (after [`RATE_GRACE`]).
+fn too_slow_at(started: Instant, total: u64, min_rate: u64) -> Instant {
+    let secs = total / min_rate.max(1);
+    started + RATE_GRACE + Duration::from_secs(secs)
 }
 
 /// Removes an upload's staged chunks if it does not finish.
@@ -99,6 +118,12 @@ impl<S: Store> Service<S> {
                 "a child-protection file is sent by the school's DSL: the key that signed this one does not hold the dsl role",
             ));
         }
+        if !app.endorsed(caller, &key) {
+            return Err(Status::failed_precondition(format!(
+                "key {} is not yet approved by the trust's operator (`batond admin key approve`): schools accept nothing it signs until then",
+                key.key_id()
+            )));
+        }
         signed
             .verify(&key.public)
             .map_err(|e| Status::invalid_argument(format!("field `header.signature`: {e}")))?;
@@ -119,7 +144,7 @@ impl<S: Store> Service<S> {
                 app.school_quota_bytes
             )));
         }
-        let recipients = Self::check_recipients(directory, signed).await;
+        let recipients = Self::check_recipients(app, directory, signed).await;
         let large = h.ciphertext_len > CHUNK_BYTES as u64;
         if (recipients.is_err() || (before_receiving && large))
             && let Some(existing) = app.store.pack(h.pack_id).await.map_err(store_status)?
@@ -225,6 +250,7 @@ impl<S: Store> Service<S> {
 
     /// Checks the recipient set against the destination's current keys.
     async fn check_recipients(
+        app: &App<S>,
         directory: &View<'_, S>,
         signed: &SignedHeader,
     ) -> Result<(), Status> {
@@ -239,7 +265,7 @@ impl<S: Store> Service<S> {
                     h.to
                 ))
             })?;
-        let expected: Vec<_> = recipients_for(h.kind, &dest.keys)
+        let expected: Vec<_> = recipients_for(h.kind, &app.sealable_keys(&dest))
             .iter()
             .map(|k| k.key_id())
             .collect();
@@ -272,7 +298,14 @@ impl<S: Store> Service<S> {
         let mut buf: Vec<u8> = Vec::with_capacity(
             usize::try_from(h.ciphertext_len).map_or(CHUNK_BYTES, |n| n.min(CHUNK_BYTES)),
         );
-        while let Some(msg) = next_message(&mut stream, app.upload_idle_timeout).await? {
+        let started = Instant::now();
+        while let Some(msg) = next_message(
+            &mut stream,
+            app.upload_idle_timeout,
+            Some(too_slow_at(started, total, app.upload_min_bytes_per_sec)),
+        )
+        .await?
+        {
             let data = match msg.part {
                 Some(UpPart::Chunk(data)) => data,
                 Some(UpPart::Header(_)) => {
@@ -341,8 +374,9 @@ impl<S: Store> Service<S> {
         let token_hash = auth::bearer(&request)?;
         let directory = self.app.directory.cached_view(&self.app.store);
         let caller = auth::holder_for(&directory, token_hash).await?.school;
+        let permit = self.app.streams.acquire(caller, LongCall::Upload)?;
         let mut stream = request.into_inner();
-        let wire = match next_message(&mut stream, self.app.upload_idle_timeout).await? {
+        let wire = match next_message(&mut stream, self.app.upload_idle_timeout, None).await? {
             Some(v1::UploadRequest {
                 part: Some(UpPart::Header(h)),
             }) => h,
@@ -383,6 +417,7 @@ impl<S: Store> Service<S> {
         // still runs the clean-up below.
         let app = self.app.clone();
         let task = tokio::spawn(async move {
+            let _permit = permit;
             let upload_id = hex::encode(rand::random::<[u8; 16]>());
             let tail = match Self::receive(&app, &signed, &upload_id, stream).await {
                 Ok(tail) => tail,

@@ -55,6 +55,18 @@ pub async fn enrol(
     phase: &str,
     roles: &[&str],
 ) -> Home {
+    enrol_with(daemon, root, laestab, phase, roles, &[]).await
+}
+
+/// [`enrol`], passing `extra` to `baton init`.
+pub async fn enrol_with(
+    daemon: &Daemon,
+    root: &Path,
+    laestab: &str,
+    phase: &str,
+    roles: &[&str],
+    extra: &[&str],
+) -> Home {
     let mut args = vec![
         "admin", "school", "add", laestab, "--name", "School", "--phase", phase, "--json",
     ];
@@ -71,11 +83,23 @@ pub async fn enrol(
         .as_str()
         .unwrap()
         .to_string();
-    init(daemon, root, laestab, &code, roles).await
+    init_with(daemon, root, laestab, &code, roles, extra).await
 }
 
 /// `baton init` in a new home for `laestab` with `code`.
 pub async fn init(daemon: &Daemon, root: &Path, laestab: &str, code: &str, roles: &[&str]) -> Home {
+    init_with(daemon, root, laestab, code, roles, &[]).await
+}
+
+/// [`init`], passing `extra` to `baton init`.
+pub async fn init_with(
+    daemon: &Daemon,
+    root: &Path,
+    laestab: &str,
+    code: &str,
+    roles: &[&str],
+    extra: &[&str],
+) -> Home {
     let home = Home {
         dir: root.join(format!("home-{laestab}-{}", roles.join("-"))),
     };
@@ -94,8 +118,31 @@ pub async fn init(daemon: &Daemon, root: &Path, laestab: &str, code: &str, roles
     for r in roles {
         args.extend(["--role", r]);
     }
+    args.extend(extra);
     home.ok(&args).await;
     home
+}
+
+impl Home {
+    /// This home's key id, from its `config.json`.
+    pub fn key_id(&self) -> String {
+        let config: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(self.dir.join("config.json")).unwrap()).unwrap();
+        config["key_id"].as_str().unwrap().to_string()
+    }
+
+    /// Runs a `--json` command and returns its value.
+    pub async fn json_value(&self, args: &[&str]) -> serde_json::Value {
+        serde_json::from_str(&self.ok(args).await).unwrap()
+    }
+
+    /// This home's API token.
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(self.dir.join("token"))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
 }
 
 /// Issues another enrolment code for an enrolled school, granting every

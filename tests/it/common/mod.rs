@@ -274,6 +274,8 @@ pub fn key_and_proof(laestab: &Laestab, identity: &Identity, roles: &[Role]) -> 
         roles: roles.to_vec(),
         created_at_ms: 0,
         revoked_at_ms: None,
+        endorsement: None,
+        revocation: None,
     };
     let proof = identity
         .sign(&enrol_statement(laestab, identity.key_id()))

@@ -49,6 +49,8 @@ pub fn school_key(identity: &Identity, roles: &[Role]) -> SchoolKey {
         roles: roles.to_vec(),
         created_at_ms: 1_700_000_000_000,
         revoked_at_ms: None,
+        endorsement: None,
+        revocation: None,
     }
 }
 

@@ -1,0 +1,159 @@
+//! Accepting TCP connections under caps. At most `max_connections` are
+//! open at once (the rest wait in the kernel's listen queue, costing the
+//! daemon no file descriptor), at most `max_connections_per_address` from
+//! one IP address (the rest are closed at once), and a failed `accept`
+//! (out of file descriptors) pauses the loop instead of spinning on it.
+//! TLS handshakes then run with their own timeout (`tls_handshake_timeout_secs`).
+
+use std::collections::HashMap;
+use std::io;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::server::{Connected, TcpConnectInfo};
+
+/// How long the accept loop waits after `accept` fails.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+
+/// An accepted connection holding its places; they are given back when it
+/// closes.
+pub struct Admitted {
+    stream: TcpStream,
+    _total: OwnedSemaphorePermit,
+    _address: AddressPlace,
+}
+
+/// One connection's place in its address's count.
+struct AddressPlace {
+    ip: IpAddr,
+    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl Drop for AddressPlace {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Accepts from `listener` in a task of its own, and yields each admitted
+/// connection; ends when the stream is dropped.
+pub fn incoming(
+    listener: TcpListener,
+    max_connections: usize,
+    max_per_address: usize,
+) -> ReceiverStream<io::Result<Admitted>> {
+    let (tx, rx) = mpsc::channel(1);
+    let total = Arc::new(Semaphore::new(max_connections));
+    let open: Arc<Mutex<HashMap<IpAddr, usize>>> = Arc::default();
+    tokio::spawn(async move {
+        loop {
+            let permit = tokio::select! {
+                () = tx.closed() => return,
+                permit = Arc::clone(&total).acquire_owned() => match permit {
+                    Ok(p) => p,
+                    Err(_) => return,
+                },
+            };
+            let (stream, peer) = tokio::select! {
+                () = tx.closed() => return,
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accepting a connection failed; pausing");
+                        tokio::time::sleep(ACCEPT_PAUSE).await;
+                        continue;
+                    }
+                },
+            };
+            let ip = peer.ip();
+            let admitted = {
+                let mut open = open.lock().unwrap_or_else(|e| e.into_inner());
+                let n = open.entry(ip).or_default();
+                if *n >= max_per_address {
+                    false
+                } else {
+                    *n += 1;
+                    true
+                }
+            };
+            if !admitted {
+                tracing::debug!(%ip, "too many connections from one address; closed");
+                continue;
+            }
+            let _ = stream.set_nodelay(true);
+            let conn = Admitted {
+                stream,
+                _total: permit,
+                _address: AddressPlace {
+                    ip,
+                    open: Arc::clone(&open),
+                },
+            };
+            if tx.send(Ok(conn)).await.is_err() {
+                return;
+            }
+        }
+    });
+    ReceiverStream::new(rx)
+}
+
+impl Connected for Admitted {
+    type ConnectInfo = TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.stream.connect_info()
+    }
+}
+
+impl AsyncRead for Admitted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Admitted {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}

@@ -46,7 +46,7 @@ pub struct App<S> {
     pub directory_key: Option<DirectoryKey>,
     /// Concurrent long calls per school.
     pub streams: StreamLimits,
-    /// Slowest average an upload may keep after its first minute, bytes/s.
+    /// Slowest average an upload may keep after the idle timeout, bytes/s.
     pub upload_min_bytes_per_sec: u64,
 }
 

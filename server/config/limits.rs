@@ -33,9 +33,9 @@ pub struct LimitArgs {
     /// Most concurrent `Watch` streams one school may hold [default: 32].
     #[arg(long, env = "BATON_SCHOOL_MAX_WATCHES", value_name = "N")]
     pub school_max_watches: Option<usize>,
-    /// Slowest average an upload may keep after its first minute, bytes a
-    /// second; a slower one is dropped and what it staged discarded
-    /// [default: 4096].
+    /// Slowest average an upload may keep once it has run for the upload
+    /// idle timeout, bytes a second; a slower one is dropped and what it
+    /// staged discarded [default: 4096].
     #[arg(long, env = "BATON_UPLOAD_MIN_BYTES_PER_SEC", value_name = "BYTES")]
     pub upload_min_bytes_per_sec: Option<u64>,
 }
@@ -57,7 +57,7 @@ pub struct Limits {
     pub school_max_downloads: usize,
     /// Concurrent `Watch` streams per school.
     pub school_max_watches: usize,
-    /// Slowest average upload rate after the first minute, bytes a second.
+    /// Slowest average upload rate after the idle timeout, bytes a second.
     pub upload_min_bytes_per_sec: u64,
 }
 
@@ -141,7 +141,8 @@ max_concurrent_streams = 64
 school_max_uploads = 16
 school_max_downloads = 16
 school_max_watches = 32
-# After its first minute an upload must average at least this many bytes a
-# second, or it is dropped and what it staged discarded (slowloris).
+# Once it has run for upload_idle_timeout_secs, an upload must average at
+# least this many bytes a second, or it is dropped and what it staged is
+# discarded (a slowloris trickling a byte every few seconds).
 upload_min_bytes_per_sec = 4096
 "#;

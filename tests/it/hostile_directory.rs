@@ -216,10 +216,7 @@ async fn issue16_only_keys_the_directory_key_endorsed_are_sealed_to() {
             root.path().join("in").to_str().unwrap(),
         ])
         .await;
-    assert!(
-        pulled.contains("\"state\": \"pulled\""),
-        "{pulled}"
-    );
+    assert!(pulled.contains("\"state\": \"pulled\""), "{pulled}");
 
     // The server's owner slips in a key with an endorsement of their own
     // making: it is not pinned, nothing is sealed to it.

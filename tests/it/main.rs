@@ -14,6 +14,7 @@ mod client_ctf_csv;
 mod client_journey;
 mod client_pilot;
 mod client_words;
+mod daemon_abuse;
 mod daemon_audit;
 mod daemon_auth;
 mod daemon_bench;

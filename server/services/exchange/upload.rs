@@ -43,7 +43,7 @@ async fn next_message(
         Ok(message) => message,
         Err(_) if too_slow_at.is_some_and(|at| Instant::now() >= at) => {
             Err(Status::deadline_exceeded(
-                "upload too slow: below the server's minimum rate after its first minute; send again on a better connection",
+                "upload too slow: below the server's minimum rate; send again on a better connection",
             ))
         }
         Err(_) => Err(Status::deadline_exceeded(format!(
@@ -53,14 +53,12 @@ async fn next_message(
     }
 }
 
-/// How long an upload may take before its average rate is checked.
-const RATE_GRACE: Duration = Duration::from_secs(60);
-
 /// When an upload that has received `total` bytes since `started` falls
-/// below `min_rate` bytes a second (after [`RATE_GRACE`]).
-fn too_slow_at(started: Instant, total: u64, min_rate: u64) -> Instant {
+/// below `min_rate` bytes a second, after a first `grace` (the idle
+/// timeout) in which it need not keep any rate.
+fn too_slow_at(started: Instant, grace: Duration, total: u64, min_rate: u64) -> Instant {
     let secs = total / min_rate.max(1);
-    started + RATE_GRACE + Duration::from_secs(secs)
+    started + grace + Duration::from_secs(secs)
 }
 
 /// Removes an upload's staged chunks if it does not finish.
@@ -302,7 +300,12 @@ impl<S: Store> Service<S> {
         while let Some(msg) = next_message(
             &mut stream,
             app.upload_idle_timeout,
-            Some(too_slow_at(started, total, app.upload_min_bytes_per_sec)),
+            Some(too_slow_at(
+                started,
+                app.upload_idle_timeout,
+                total,
+                app.upload_min_bytes_per_sec,
+            )),
         )
         .await?
         {

@@ -3,6 +3,7 @@
 //! sender's view with signed receipts. The exit code is decided here only:
 //! 0 success, 1 failure, 2 usage.
 
+mod checkpoint;
 mod commands;
 mod connect;
 mod home;
@@ -53,6 +54,10 @@ enum Command {
     Check(commands::check::Args),
     /// Print a template: `baton template csv`.
     Template(commands::template::Args),
+    /// Print the newest signed audit checkpoint the server gave this home,
+    /// for the trust's data protection officer to hold the server's audit
+    /// log to (`batond admin audit verify --checkpoint FILE`).
+    Checkpoint,
 }
 
 fn main() -> ExitCode {
@@ -115,5 +120,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ack(args) => commands::ack::run(&home, args).await,
         Command::Sent(args) => commands::sent::run(&home, args).await,
         Command::Keys(args) => commands::keys::run(&home, args).await,
+        Command::Checkpoint => checkpoint::print(&home),
     }
 }

@@ -13,15 +13,16 @@ use baton::Laestab;
 use baton::keys::KeyId;
 use clap::Subcommand;
 
+mod audit;
 pub mod keys;
 
-use crate::audit::{self, Event};
+use crate::audit::Event;
 use crate::auth;
+use crate::notary::Notary;
 use baton::keys::Role;
 
 use crate::config::{CodeArgs, Config};
 use crate::store::{NewSchool, Store, StoreError, now_ms};
-use tokio_stream::StreamExt as _;
 
 /// Operator commands.
 #[derive(Debug, Subcommand)]
@@ -139,10 +140,24 @@ pub enum KeyCommand {
 /// `batond admin audit …`
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Check the hash chain; exit 1 naming the first broken entry.
-    Verify,
+    /// Check the hash chain; exit 1 naming the first broken entry. With
+    /// `--checkpoint`, also that the log still holds what each signed
+    /// checkpoint in FILE fixed (not truncated, not rewritten).
+    Verify {
+        /// Signed checkpoints (`baton checkpoint`, `audit checkpoint`,
+        /// `audit export --checkpoint`): one JSON object, an array or JSON lines.
+        #[arg(long, value_name = "FILE")]
+        checkpoint: Option<PathBuf>,
+    },
     /// Print every entry as a JSON line.
-    Export,
+    Export {
+        /// Also write the signed checkpoint of the last entry printed to FILE.
+        #[arg(long, value_name = "FILE")]
+        checkpoint: Option<PathBuf>,
+    },
+    /// Print a signed checkpoint of the log's head as it is now, to keep
+    /// apart from the server.
+    Checkpoint,
 }
 
 impl Command {
@@ -326,20 +341,17 @@ pub async fn run<S: Store>(store: &S, config: &Config, command: Command) -> anyh
         Command::Key(KeyCommand::Pending { json }) => {
             keys::pending(store, config, json, &mut out).await?;
         }
-        Command::Audit(AuditCommand::Verify) => {
-            let mut log = store.audit_log();
-            let mut verifier = audit::Verifier::default();
-            while let Some(entry) = log.next().await {
-                verifier.push(&entry.context("reading the audit log")?)?;
-            }
-            writeln!(out, "audit log intact: {} entries", verifier.count())?;
+        Command::Audit(AuditCommand::Verify { checkpoint }) => {
+            let notary = Notary::load_or_create(&config.data_dir)?;
+            audit::verify(store, &notary, checkpoint.as_deref(), &mut out).await?;
         }
-        Command::Audit(AuditCommand::Export) => {
-            let mut log = store.audit_log();
-            while let Some(entry) = log.next().await {
-                let entry = entry.context("reading the audit log")?;
-                writeln!(out, "{}", serde_json::to_string(&entry)?)?;
-            }
+        Command::Audit(AuditCommand::Export { checkpoint }) => {
+            let notary = Notary::load_or_create(&config.data_dir)?;
+            audit::export(store, &notary, checkpoint.as_deref(), &mut out).await?;
+        }
+        Command::Audit(AuditCommand::Checkpoint) => {
+            let notary = Notary::load_or_create(&config.data_dir)?;
+            audit::checkpoint(store, &notary, &mut out).await?;
         }
     }
     out.flush()?;

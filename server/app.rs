@@ -15,6 +15,7 @@ use crate::attempts::Attempts;
 use crate::cache::DirectoryCache;
 use crate::config::Config;
 use crate::limits::{Caps, StreamLimits};
+use crate::notary::Notary;
 use crate::store::Store;
 
 /// What every service shares.
@@ -48,6 +49,8 @@ pub struct App<S> {
     pub streams: StreamLimits,
     /// Slowest average an upload may keep after the idle timeout, bytes/s.
     pub upload_min_bytes_per_sec: u64,
+    /// Signs checkpoints of the audit log's head.
+    pub notary: Notary,
 }
 
 /// How often a node reads the directory version for its long streams.
@@ -60,7 +63,12 @@ pub const MAX_FAILED_TOKENS: usize = 30;
 
 impl<S: Store> App<S> {
     /// Shared state over `store`, with the limits `config` gives.
-    pub fn new(store: S, config: &Config, shutdown: CancellationToken) -> Arc<Self> {
+    pub fn new(
+        store: S,
+        config: &Config,
+        notary: Notary,
+        shutdown: CancellationToken,
+    ) -> Arc<Self> {
         let attempt_window = Duration::from_secs(config.attempt_window_secs);
         let limits = &config.limits;
         Arc::new(Self {
@@ -84,7 +92,20 @@ impl<S: Store> App<S> {
                 watches: limits.school_max_watches,
             }),
             upload_min_bytes_per_sec: limits.upload_min_bytes_per_sec,
+            notary,
         })
+    }
+
+    /// A signed checkpoint of the audit log's head as it is now, for an
+    /// answer; `None` (logged) if the log cannot be read.
+    pub async fn checkpoint(&self) -> Option<baton::api::v1::AuditCheckpoint> {
+        match self.notary.checkpoint(&self.store).await {
+            Ok(c) => c.as_ref().map(baton::api::v1::AuditCheckpoint::from),
+            Err(e) => {
+                tracing::error!(error = %e, "could not sign an audit checkpoint");
+                None
+            }
+        }
     }
 
     /// The keys of `school` that count for sealing: all of them, or with a

@@ -62,6 +62,18 @@ impl Event {
     }
 }
 
+/// A time in milliseconds since the Unix epoch as RFC 3339 (UTC), for
+/// messages; the number itself if it is out of range.
+pub fn time(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| ms.to_string())
+}
+
 /// One stored entry of the log.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Entry {

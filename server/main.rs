@@ -15,6 +15,7 @@ mod cache;
 mod config;
 mod limits;
 mod listener;
+mod notary;
 mod services;
 mod store;
 mod tls;
@@ -334,7 +335,8 @@ async fn serve<S: Store>(config: Config, store: S) -> anyhow::Result<()> {
     }
 
     let shutdown = CancellationToken::new();
-    let app = app::App::new(store, &config, shutdown.clone());
+    let notary = notary::Notary::load_or_create(&config.data_dir)?;
+    let app = app::App::new(store, &config, notary, shutdown.clone());
     app.watch_directory();
     let router = services::router(builder, app).await?;
 

@@ -31,6 +31,7 @@
 
 pub mod api;
 pub mod bech32;
+pub mod checkpoint;
 #[cfg(feature = "client")]
 pub mod crypto;
 #[cfg(feature = "records")]

@@ -119,6 +119,7 @@ impl Exchange for Drain {
             pack_id: bytes.to_string(),
             already_stored: false,
             uploaded_at_ms: 0,
+            checkpoint: None,
         }))
     }
     async fn inbox(

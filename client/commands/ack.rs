@@ -57,6 +57,7 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
     let identity = home.identity()?;
     let mut clients = connect(home).await?;
     let mut failed = 0;
+    let mut book = crate::checkpoint::Book::load(home)?;
     for id in ids {
         let Some(pack) = pulled.packs.get_mut(&id) else {
             say(
@@ -87,7 +88,8 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
             })
             .await
         {
-            Ok(_) => {
+            Ok(response) => {
+                book.observe(response.into_inner().checkpoint.as_ref());
                 pack.acknowledged_at_ms = Some(now_ms());
                 say(&id, "acknowledged", None);
             }
@@ -108,6 +110,7 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
     if args.json {
         json(&serde_json::Value::Array(report));
     }
+    book.finish(home)?;
     if failed > 0 {
         bail!("{failed} pack(s) were not acknowledged");
     }

@@ -324,6 +324,7 @@ impl<S: Store> Exchange for Service<S> {
         {
             Acknowledged::At(at) => Ok(Response::new(v1::AcknowledgeResponse {
                 acknowledged_at_ms: at,
+                checkpoint: self.app.checkpoint().await,
             })),
             Acknowledged::Conflict => Err(Status::already_exists(format!(
                 "pack {} is already acknowledged with another receipt",

@@ -21,4 +21,10 @@ pub trait AuditLog: Send + Sync {
     /// Appends an event that comes with no write of its own (a refused
     /// attempt), through the audit queue; returns once it is committed.
     fn record(&self, event: audit::Event) -> impl std::future::Future<Output = Result<()>> + Send;
+
+    /// The log's head: how many entries it holds and the last one's hash
+    /// (`None` while it is empty).
+    fn audit_head(
+        &self,
+    ) -> impl std::future::Future<Output = Result<Option<(u64, [u8; 32])>>> + Send;
 }

@@ -646,6 +646,21 @@ macro_rules! shared_store {
                 self.audit.append($crate::store::now_ms(), event).await
             }
 
+            async fn audit_head(&self) -> Result<Option<(u64, [u8; 32])>> {
+                let row: Option<(i64, Vec<u8>)> =
+                    sqlx::query_as("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
+                        .fetch_optional(&self.pool)
+                        .await?;
+                row.map(|(seq, hash)| {
+                    let entries = u64::try_from(seq).map_err(|_| corrupt(format!("audit seq {seq}")))?;
+                    let hash: [u8; 32] = hash
+                        .try_into()
+                        .map_err(|_| corrupt(format!("audit entry {seq}: hash length")))?;
+                    Ok((entries, hash))
+                })
+                .transpose()
+            }
+
             fn audit_log(&self) -> Entries<'_> {
                 Box::pin(
                     sqlx::query_as::<_, AuditRow>(AUDIT_SQL)

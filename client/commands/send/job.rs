@@ -25,8 +25,8 @@ const CHUNK: usize = 256 * 1024;
 
 /// What happened to one pack.
 pub enum Outcome {
-    /// Uploaded now.
-    Sent,
+    /// Uploaded now; the answer's signed audit checkpoint.
+    Sent(Option<v1::AuditCheckpoint>),
     /// The server already had this exact pack.
     AlreadySent,
     /// Already sent, but sealed only to keys the school has since revoked.
@@ -275,14 +275,14 @@ async fn upload(
         .context("reading the sealed pack")
         .map_err(Failure::retry)?;
     match result {
-        Ok(_) => {
+        Ok(response) => {
             entry.state = State::Sent;
             entry.sent_at_ms = Some(now_ms());
             outbox.put(&entry).map_err(Failure::retry)?;
             // The pack is sent: a sealed file left behind (it could not be
             // removed) is never read again for a sent entry.
             let _ = std::fs::remove_file(&path);
-            Ok(Outcome::Sent)
+            Ok(Outcome::Sent(response.into_inner().checkpoint))
         }
         Err(status) => {
             let (message, retry) = refusal(&status);

@@ -231,6 +231,7 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
     }
     // Failures grouped by message: a server that went away is one line.
     let mut failures: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut book = crate::checkpoint::Book::load(home)?;
     let mut retry_helps = false;
     let (mut duplicates, mut stranded) = (Vec::new(), 0usize);
     while let Some(joined) = tasks.join_next().await {
@@ -238,7 +239,8 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
         bar.inc(1);
         let t = tally.entry(to).or_default();
         let (state, error) = match result {
-            Ok(Outcome::Sent) => {
+            Ok(Outcome::Sent(checkpoint)) => {
+                book.observe(checkpoint.as_ref());
                 t.sent += 1;
                 ("sent", None)
             }
@@ -280,6 +282,7 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
             .push(serde_json::json!({"source": source, "to": to, "state": state, "error": error}));
     }
     bar.finish_and_clear();
+    let audit = book.finish(home);
     for (to, why) in &refused {
         eprintln!("{to}: {why}");
     }
@@ -339,6 +342,7 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
         );
     }
     if total.failed > 0 {
+        audit?;
         if retry_helps {
             bail!(
                 "{} pack(s) were not sent; run the same command again to retry them (what was sent is not sent twice)",
@@ -353,7 +357,7 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
     if total.not_sent > 0 {
         bail!("{} pupil(s) were not sent (see above)", total.not_sent);
     }
-    Ok(())
+    audit
 }
 
 /// The destination has no key a pack of this kind can be sealed to.

@@ -413,6 +413,7 @@ impl<S: Store> Service<S> {
                 pack_id: pack_id.to_string(),
                 already_stored: true,
                 uploaded_at_ms: at,
+                checkpoint: self.app.checkpoint().await,
             }));
         }
 
@@ -452,6 +453,7 @@ impl<S: Store> Service<S> {
             pack_id: pack_id.to_string(),
             already_stored,
             uploaded_at_ms,
+            checkpoint: self.app.checkpoint().await,
         }))
     }
 }

@@ -309,9 +309,7 @@ async fn serve<S: Store>(config: Config, store: S) -> anyhow::Result<()> {
         .context("listening for packs stored by other nodes")?;
 
     let mut builder = tonic::transport::Server::builder()
-        .max_concurrent_streams(config.limits.max_concurrent_streams)
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(20)));
+        .max_concurrent_streams(config.limits.max_concurrent_streams);
     let mut ca_path = None;
     if !config.insecure_loopback {
         let material = match (&config.tls_cert, &config.tls_key) {

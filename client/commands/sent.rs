@@ -160,8 +160,11 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
             kind: h.kind.to_string(),
             upn: local.map(|l| l.upn.clone()).unwrap_or_default(),
             name: local.map(|l| l.name.clone()).unwrap_or_default(),
+            // The server's word is not an acknowledgement: only a receipt
+            // that verifies against the destination's pinned keys is.
             state: match v1::PackState::try_from(e.state) {
-                Ok(v1::PackState::Acknowledged) => "acknowledged",
+                Ok(v1::PackState::Acknowledged) if verified => "acknowledged",
+                Ok(v1::PackState::Acknowledged) => "receipt does not verify",
                 Ok(v1::PackState::Downloaded) => "downloaded",
                 _ => "pending",
             },

@@ -5,6 +5,7 @@
 pub mod directory;
 pub mod enrolment;
 pub mod exchange;
+pub mod refusals;
 pub mod wire;
 
 use std::sync::Arc;
@@ -12,6 +13,9 @@ use std::time::Duration;
 
 use baton::api::v1;
 use tonic::transport::server::Router;
+use tower_layer::{Identity, Stack};
+
+use refusals::RefusalLayer;
 
 use crate::app::App;
 use crate::store::Store;
@@ -29,7 +33,7 @@ const CONNECTION_WINDOW_BYTES: u32 = 1024 * 1024;
 pub async fn router<S: Store>(
     builder: tonic::transport::Server,
     app: Arc<App<S>>,
-) -> anyhow::Result<Router> {
+) -> anyhow::Result<Router<Stack<RefusalLayer<S>, Identity>>> {
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<v1::enrolment_server::EnrolmentServer<enrolment::Service<S>>>()
@@ -63,7 +67,8 @@ pub async fn router<S: Store>(
         // not the pack size, is what the daemon holds per upload.
         .initial_stream_window_size(Some(STREAM_WINDOW_BYTES))
         .initial_connection_window_size(Some(CONNECTION_WINDOW_BYTES))
-        .tcp_nodelay(true);
+        .tcp_nodelay(true)
+        .layer(RefusalLayer::new(app.clone()));
     let router = builder
         .add_service(health_service)
         .add_service(reflection_v1)

@@ -148,3 +148,38 @@ async fn journey_verifies_and_any_alteration_is_named() {
         assert!(out.status.success(), "restored {seq}");
     }
 }
+
+/// Issue 16 item 4: a refused call is in the audit log (who called from
+/// where, and which method), without its request.
+#[tokio::test]
+async fn issue16_refused_calls_are_audited() {
+    let daemon = Daemon::start_sqlite(&[]).await;
+    let a = daemon.enrol("8612001").await;
+    let b = daemon.enrol("8612002").await;
+    let refused = a
+        .directory()
+        .revoke_key(a.req(v1::RevokeKeyRequest {
+            laestab: b.laestab.to_string(),
+            key_id: b.identity.key_id().to_string(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let out = daemon.admin(&["admin", "audit", "export"]).await;
+        let log = String::from_utf8_lossy(&out.stdout).into_owned();
+        if let Some(line) = log.lines().find(|l| l.contains("call.refused")) {
+            assert!(line.contains("/baton.v1.Directory/RevokeKey"), "{line}");
+            assert!(line.contains("address:127.0.0.1"), "{line}");
+            assert!(!line.contains(&b.identity.key_id().to_string()), "{line}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no call.refused in {log}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

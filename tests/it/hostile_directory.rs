@@ -424,3 +424,48 @@ fn walk(dir: &Path) -> String {
     }
     all
 }
+
+/// The revoked-key trick on the sending side: the server's owner writes a
+/// receipt signed by a key of their own into the database, lists the key
+/// under the destination marked revoked after the receipt's date, and
+/// marks the pack acknowledged. `baton sent` does not call it verified.
+#[tokio::test]
+async fn issue16_sent_does_not_verify_a_receipt_from_a_slipped_in_key() {
+    let root = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start_sqlite(&[]).await;
+    let primary = enrol(&daemon, root.path(), "8612001", "primary", &["staff"]).await;
+    let _secondary = enrol(&daemon, root.path(), "8614001", "secondary", &["staff"]).await;
+    assert!(send(&primary, root.path(), 1).await.status.success());
+    let db = open_db(&daemon.db_path()).await;
+    let (header,): (Vec<u8>,) = sqlx::query_as("SELECT header FROM packs")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    let header = v1::PackHeader::decode(header.as_slice()).unwrap();
+
+    let attacker = Identity::generate();
+    let received = now_ms() - 1000;
+    let receipt = attacker
+        .sign_receipt(baton::pack::Receipt {
+            pack_id: header.pack_id.parse().unwrap(),
+            ciphertext_sha256: header.ciphertext_sha256.clone().try_into().unwrap(),
+            received_at_ms: received,
+            recipient_key_id: attacker.key_id(),
+        })
+        .unwrap();
+    slip_in_key(&daemon, "8614001", &attacker, Some(received + 1), None).await;
+    sqlx::query(
+        "UPDATE packs SET receipt = $1, status = 'acknowledged', acknowledged_at_ms = $2 WHERE pack_id = $3",
+    )
+    .bind(v1::Receipt::from(&receipt).encode_to_vec())
+    .bind(received)
+    .bind(&header.pack_id)
+    .execute(&db)
+    .await
+    .unwrap();
+
+    let rows = primary.json(&["sent", "--json"]).await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["receipt_verified"], false, "{}", rows[0]);
+    assert_ne!(rows[0]["state"], "acknowledged", "{}", rows[0]);
+}

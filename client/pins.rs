@@ -376,12 +376,13 @@ pub struct KeysChanged(pub Laestab);
 /// Fetches a school from the directory and checks it against the pins,
 /// saving a first pin. Refuses, loudly, when its keys changed
 /// ([`KeysChanged`]); [`NotEnrolled`] when the directory does not know it.
+/// Returns how many of its keys await the directory key's approval.
 pub async fn refresh(
     home: &Home,
     clients: &mut Clients,
     pins: &mut Pins,
     laestab: &Laestab,
-) -> Result<()> {
+) -> Result<usize> {
     let school = match clients
         .directory
         .get_school(v1::GetSchoolRequest {
@@ -426,5 +427,5 @@ pub async fn refresh(
             return Err(KeysChanged(*laestab).into());
         }
     }
-    Ok(())
+    Ok(unapproved.len())
 }

@@ -86,6 +86,7 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
             }
             let listed = pins.listed(&school)?;
             let directory = pins.directory_key()?;
+            let pinned_count = pins.get(&laestab).map_or(0, |p| p.keys.len());
             let rows = compare(&listed, before.as_ref(), directory.is_some())?;
             if as_json || args.json {
                 let items: Vec<_> = rows
@@ -103,7 +104,7 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
                 };
                 json(
                     &serde_json::json!({"id": school.laestab, "name": school.name, "phase": school.phase,
-                    "urn": school.urn, "keys": items, "pin": pin_state(before.is_some(), &check),
+                    "urn": school.urn, "keys": items, "pin": pin_state(before.is_some(), &check, pinned_count),
                     "changes": changes, "directory_key": directory.map(|d| d.fingerprint())}),
                 );
             } else {
@@ -143,7 +144,7 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
                         "no directory key pinned: compare each fingerprint with the school by phone"
                     ),
                 }
-                println!("pin: {}", pin_state(before.is_some(), &check));
+                println!("pin: {}", pin_state(before.is_some(), &check, pinned_count));
                 if let Check::Changed(changes) = &check {
                     for c in changes {
                         println!("  - {c}");
@@ -165,9 +166,10 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
     Ok(())
 }
 
-fn pin_state(was_pinned: bool, check: &Check) -> &'static str {
+fn pin_state(was_pinned: bool, check: &Check, pinned_keys: usize) -> &'static str {
     match (was_pinned, check) {
         (_, Check::Changed(_)) => "CHANGED since pinned",
+        _ if pinned_keys == 0 => "no key pinned (none approved yet)",
         (false, _) => "not pinned before (pinned now)",
         (true, _) => "matches the pinned keys",
     }

@@ -105,9 +105,15 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
         .map(|e| (e.pack_id.clone(), e))
         .collect();
     let mut pins = Pins::load(home)?;
-    // Our own keys as pinned: the server's word on where a pack went counts
-    // only when one of them signed the header.
-    let own_keys = pins.verifying_keys(&config.school).unwrap_or_default();
+    // Our own keys: the server's word on where a pack went counts only when
+    // one of them signed the header. Those pinned (refreshed, so a
+    // colleague's newly approved device counts), and this device's own,
+    // which its key id (a hash of the key) identifies whatever the server says.
+    let _ = refresh(home, &mut clients, &mut pins, &config.school).await;
+    let mut own_keys = pins.verifying_keys(&config.school).unwrap_or_default();
+    if let Some(mine) = this_device(&mut clients, &config).await {
+        own_keys.push(mine);
+    }
     let mut rows = Vec::new();
     for e in list(&mut clients).await? {
         let wire = e.header.clone().unwrap_or_default();
@@ -247,6 +253,27 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
         eprintln!("{not_sent} pack(s) not sent (see RECEIPT for why)");
     }
     Ok(())
+}
+
+/// This device's public key, as the directory lists it under its key id.
+async fn this_device(
+    clients: &mut crate::connect::Clients,
+    config: &crate::home::Config,
+) -> Option<baton::keys::PublicKey> {
+    let school = clients
+        .directory
+        .get_school(v1::GetSchoolRequest {
+            laestab: config.school.to_string(),
+        })
+        .await
+        .ok()?
+        .into_inner();
+    school
+        .keys
+        .iter()
+        .filter(|k| k.key_id == config.key_id)
+        .find_map(|k| baton::keys::SchoolKey::try_from(k).ok())
+        .map(|k| k.public)
 }
 
 /// A receipt verifies when it is signed by a key pinned for the destination

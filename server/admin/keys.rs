@@ -61,9 +61,15 @@ fn read_signer(path: &Path, config: &Config) -> anyhow::Result<DirectorySigner> 
     );
     let signer = DirectorySigner::from_secret_text(&text)
         .with_context(|| format!("reading the directory key {}", path.display()))?;
-    if let Some(configured) = config.directory_key
-        && configured != signer.public()
-    {
+    let Some(configured) = config.directory_key else {
+        eprintln!(
+            "warning: no directory_key is configured here, so this cannot check that {} is the trust's directory key (its fingerprint is {}); set directory_key in batond.toml",
+            path.display(),
+            signer.public().fingerprint()
+        );
+        return Ok(signer);
+    };
+    if configured != signer.public() {
         bail!(
             "{} is not the directory key this daemon is configured with ({}, fingerprint {})",
             path.display(),

@@ -217,6 +217,24 @@ async fn issue16_only_keys_the_directory_key_endorsed_are_sealed_to() {
         ])
         .await;
     assert!(pulled.contains("\"state\": \"pulled\""), "{pulled}");
+    // The receipt comes back verified, and the sender believes its own
+    // pack (signed by a key that was approved after `baton init`).
+    secondary.ok(&["ack", "--all-pulled"]).await;
+    let rows = primary.json(&["sent", "--json"]).await;
+    let acked: Vec<_> = rows
+        .iter()
+        .filter(|r| r["state"] == "acknowledged")
+        .collect();
+    assert_eq!(acked.len(), 1, "{rows:?}");
+    assert_eq!(acked[0]["receipt_verified"], true, "{}", acked[0]);
+    let unapproved = rows.iter().find(|r| r["state"] == "not sent").unwrap();
+    assert!(
+        unapproved["error"]
+            .as_str()
+            .unwrap()
+            .contains("this device's key is not approved yet"),
+        "{unapproved}"
+    );
 
     // The server's owner slips in a key with an endorsement of their own
     // making: it is not pinned, nothing is sealed to it.

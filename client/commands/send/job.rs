@@ -304,6 +304,13 @@ async fn upload(
 fn refusal(status: &tonic::Status) -> (String, bool) {
     use tonic::Code;
     match status.code() {
+        Code::FailedPrecondition if status.message().contains("not yet approved") => (
+            format!(
+                "this device's key is not approved yet ({}): read its key id (`baton keys show`) to the trust's operator, then run the same command again",
+                status.message()
+            ),
+            true,
+        ),
         Code::FailedPrecondition => (
             format!(
                 "the destination's keys changed since this pack was sealed ({}); run the same command again to re-seal it to the current keys",
@@ -317,6 +324,13 @@ fn refusal(status: &tonic::Status) -> (String, bool) {
                 status.message()
             ),
             false,
+        ),
+        Code::ResourceExhausted if status.message().contains("open, the most") => (
+            format!(
+                "the server is busy with this school's other transfers ({}); run the same command again shortly",
+                status.message()
+            ),
+            true,
         ),
         Code::ResourceExhausted => (
             format!(

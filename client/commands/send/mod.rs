@@ -373,14 +373,20 @@ async fn destination(
     to: Laestab,
     kind: Kind,
 ) -> Result<Vec<SchoolKey>> {
-    refresh(home, clients, pins, &to).await?;
+    let unapproved = refresh(home, clients, pins, &to).await?;
     let keys = pins.recipients(&to)?;
     if recipients_for(kind, &keys).is_empty() {
         let approved = if pins.directory_key()?.is_some() {
-            " approved by the trust's directory key (the operator approves a key with `batond admin key approve` once the school has read them its fingerprint)"
+            " approved by the trust's directory key"
         } else {
             ""
         };
+        if unapproved > 0 {
+            return Err(NoKeys(format!(
+                "{to} has no active key{approved}: {unapproved} of its keys await approval; the trust's operator approves each (`batond admin key approve`) once the school has read them its fingerprint, then send again"
+            ))
+            .into());
+        }
         let why = match kind {
             Kind::Safeguarding => format!(
                 "{to} has no active DSL key{approved}, and a child-protection file is sealed only to the DSL: ask the school's DSL to enrol (`baton init` with a DSL code from the trust's operator), then send again"

@@ -124,8 +124,15 @@ async fn issue16_connections_that_never_start_tls_are_bounded() {
 /// back when a call ends.
 #[tokio::test]
 async fn issue16_one_school_cannot_hold_every_stream() {
-    let daemon =
-        Daemon::start_sqlite(&["--school-max-watches", "4", "--school-max-downloads", "3"]).await;
+    let daemon = Daemon::start_sqlite(&[
+        "--school-max-watches",
+        "4",
+        "--school-max-downloads",
+        "3",
+        "--school-max-uploads",
+        "3",
+    ])
+    .await;
     let a = daemon.enrol("8612001").await;
     let b = daemon.enrol("8614001").await;
     let mut watches = Vec::new();
@@ -165,8 +172,11 @@ async fn issue16_one_school_cannot_hold_every_stream() {
     b.upload(&wire, &data, 256 * 1024).await.unwrap();
     let rss_before = daemon.vm_rss_kib();
     let mut stalled = Vec::new();
+    // On a connection of their own: unread, they fill its HTTP/2 window,
+    // which would stall the school's other calls on the same connection.
+    let stalling = a.via(&daemon.channel().await);
     for _ in 0..3 {
-        let d = a
+        let d = stalling
             .exchange()
             .download(a.req(v1::DownloadRequest {
                 pack_id: wire.pack_id.clone(),
@@ -175,7 +185,7 @@ async fn issue16_one_school_cannot_hold_every_stream() {
             .unwrap();
         stalled.push(d.into_inner());
     }
-    let refused = a
+    let refused = stalling
         .exchange()
         .download(a.req(v1::DownloadRequest {
             pack_id: wire.pack_id.clone(),
@@ -188,6 +198,52 @@ async fn issue16_one_school_cannot_hold_every_stream() {
     println!(
         "abuse-streams: 4 Watch streams and 3 unread downloads of an 8 MB pack held; the next of each refused; about {per_stream} KiB of daemon RSS per stalled download"
     );
+
+    // Uploads that send their header and one chunk, then stall: the fourth
+    // is refused at once.
+    let rss_uploads = daemon.vm_rss_kib();
+    let to_b = a.keys_of(&b.laestab).await;
+    let mut stalled_uploads = Vec::new();
+    for _ in 0..3 {
+        let data = ciphertext(1_000_000);
+        let header = v1::PackHeader::from(&a.header_for(&b.laestab, &to_b, &data));
+        let mut messages = upload_messages(&header, &data, 256 * 1024);
+        messages.truncate(2);
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        for m in messages {
+            tx.send(m).await.unwrap();
+        }
+        let mut exchange = a.exchange();
+        let request = a.req(tokio_stream::wrappers::ReceiverStream::new(rx));
+        let call = tokio::spawn(async move { exchange.upload(request).await });
+        stalled_uploads.push((tx, call));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let data = ciphertext(1000);
+    let header = v1::PackHeader::from(&a.header_for(&b.laestab, &to_b, &data));
+    let refused = a.upload(&header, &data, 1000).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::ResourceExhausted, "{refused}");
+    assert!(
+        refused.message().contains("3 uploads"),
+        "{}",
+        refused.message()
+    );
+    let per_upload = daemon.vm_rss_kib().saturating_sub(rss_uploads) / 3;
+
+    // Meanwhile another school's transfer goes through.
+    let c = daemon.enrol("8614002").await;
+    let started = Instant::now();
+    let data = ciphertext(300_000);
+    let to_c = b.keys_of(&c.laestab).await;
+    let header = v1::PackHeader::from(&b.header_for(&c.laestab, &to_c, &data));
+    b.upload(&header, &data, 64 * 1024).await.unwrap();
+    let (_, back) = c.download(&header.pack_id).await.unwrap();
+    assert_eq!(back, data);
+    let journey_ms = started.elapsed().as_millis();
+    println!(
+        "abuse-uploads: 3 stalled uploads held, the fourth refused; about {per_upload} KiB of daemon RSS each; another school's 300 kB upload and download took {journey_ms} ms meanwhile"
+    );
+    drop(stalled_uploads);
 
     // A Watch stream closed gives its place back.
     drop(watches.pop());

@@ -109,8 +109,13 @@ impl<S: Store> Directory for Service<S> {
         &self,
         request: Request<v1::ListSchoolsRequest>,
     ) -> Result<Response<v1::ListSchoolsResponse>, Status> {
-        auth::caller(&self.app, &request).await?;
+        let caller = auth::caller(&self.app, &request).await?;
         let schools = self.app.store.list_schools().await.map_err(store_status)?;
+        self.app
+            .store
+            .record(Event::by_school(&caller, "directory.list", caller))
+            .await
+            .map_err(store_status)?;
         Ok(Response::new(v1::ListSchoolsResponse {
             schools: schools.iter().map(|s| school_message(s, true)).collect(),
         }))
@@ -120,7 +125,7 @@ impl<S: Store> Directory for Service<S> {
         &self,
         request: Request<v1::GetSchoolRequest>,
     ) -> Result<Response<v1::School>, Status> {
-        auth::caller(&self.app, &request).await?;
+        let caller = auth::caller(&self.app, &request).await?;
         let laestab = parse_laestab("laestab", &request.get_ref().laestab)?;
         let school = self
             .app
@@ -129,6 +134,11 @@ impl<S: Store> Directory for Service<S> {
             .await
             .map_err(store_status)?
             .ok_or_else(|| Status::not_found(format!("school {laestab} is not enrolled")))?;
+        self.app
+            .store
+            .record(Event::by_school(&caller, "school.get", laestab))
+            .await
+            .map_err(store_status)?;
         Ok(Response::new(school_message(&school, false)))
     }
 

@@ -89,6 +89,7 @@ async fn journey_verifies_and_any_alteration_is_named() {
     for action in [
         "school.add",
         "school.enrol",
+        "school.get",
         "pack.upload",
         "inbox.list",
         "pack.download",

@@ -12,30 +12,17 @@ use baton::ctf::pupil_xml_from_record;
 use baton::pack::{Kind, Manifest, PackId};
 use baton::record::TransitionRecord;
 
-use crate::common::cli::{Home, enrol};
-use crate::common::reliability::upn;
+use crate::common::cli::{self, Home, enrol};
 use crate::common::sealing::seal;
 use crate::common::{Daemon, School};
 
 fn pupil(serial: u32) -> TransitionRecord {
-    TransitionRecord {
-        upn: upn(861, 2001, serial),
-        surname: format!("Fragment{serial}"),
-        forename: "Sam".into(),
-        dob: "2015-05-06".into(),
-        sex: "M".into(),
-        ..Default::default()
-    }
+    cli::pupil("Fragment", serial)
 }
 
-/// Writes pupil `serial`'s pack folder under `root` and runs `baton send`
-/// for it to 8614001 from `home`; returns the CLI's output.
+/// Sends pupil `serial`'s pack folder to 8614001 from `home`.
 async fn send_folder(home: &Home, root: &Path, serial: u32) -> std::process::Output {
-    let dir = root.join(format!("pupil-{serial}"));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("record.json"), pupil(serial).to_json()).unwrap();
-    home.baton(&["send", "--to", "8614001", dir.to_str().unwrap()])
-        .await
+    cli::send_records(home, root, "8614001", &[pupil(serial)]).await
 }
 
 /// Seals `record` with `ctf` as its `<Pupil>` element from `from` to

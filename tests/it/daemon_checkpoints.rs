@@ -8,8 +8,7 @@ use std::path::Path;
 
 use sha2::{Digest as _, Sha256};
 
-use crate::common::cli::{Home, enrol};
-use crate::common::reliability::upn;
+use crate::common::cli::{self, Home, enrol};
 use crate::common::{Daemon, open_db};
 
 type Row = (i64, i64, String, String, String);
@@ -49,25 +48,8 @@ async fn rechain(db: &sqlx::SqlitePool) {
 }
 
 async fn send(home: &Home, root: &Path, first: u32, n: u32) -> std::process::Output {
-    let dir = root.join(format!("batch-{first}"));
-    let mut folders = Vec::new();
-    for serial in first..first + n {
-        let pupil = dir.join(format!("pupil-{serial}"));
-        std::fs::create_dir_all(&pupil).unwrap();
-        let record = baton::record::TransitionRecord {
-            upn: upn(861, 2001, serial),
-            surname: format!("Audit{serial}"),
-            forename: "Kit".into(),
-            dob: "2015-03-04".into(),
-            sex: "M".into(),
-            ..Default::default()
-        };
-        std::fs::write(pupil.join("record.json"), record.to_json()).unwrap();
-        folders.push(pupil.display().to_string());
-    }
-    let mut args = vec!["send", "--to", "8614001"];
-    args.extend(folders.iter().map(String::as_str));
-    home.baton(&args).await
+    let records: Vec<_> = (first..first + n).map(|i| cli::pupil("Audit", i)).collect();
+    cli::send_records(home, root, "8614001", &records).await
 }
 
 fn sent(out: std::process::Output) {

@@ -13,20 +13,12 @@ use baton::record::TransitionRecord;
 use baton::trust::DirectorySigner;
 use prost::Message as _;
 
-use crate::common::cli::{Home, code, enrol, enrol_with, init};
-use crate::common::reliability::upn;
+use crate::common::cli::{self, Home, code, enrol, enrol_with, init};
 use crate::common::sealing::seal;
 use crate::common::{Daemon, School, batond, open_db};
 
 fn pupil(serial: u32) -> TransitionRecord {
-    TransitionRecord {
-        upn: upn(861, 2001, serial),
-        surname: format!("Hostile{serial}"),
-        forename: "Sam".into(),
-        dob: "2015-05-06".into(),
-        sex: "F".into(),
-        ..Default::default()
-    }
+    cli::pupil("Hostile", serial)
 }
 
 fn now_ms() -> i64 {
@@ -38,11 +30,7 @@ fn now_ms() -> i64 {
 
 /// Runs `baton send` of pupil `serial`'s folder to 8614001 from `home`.
 async fn send(home: &Home, root: &Path, serial: u32) -> std::process::Output {
-    let dir = root.join(format!("pupil-{serial}"));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("record.json"), pupil(serial).to_json()).unwrap();
-    home.baton(&["send", "--to", "8614001", dir.to_str().unwrap()])
-        .await
+    cli::send_records(home, root, "8614001", &[pupil(serial)]).await
 }
 
 fn stderr(out: &std::process::Output) -> String {

@@ -5,6 +5,41 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use super::Daemon;
+use super::reliability::upn;
+use baton::record::TransitionRecord;
+
+/// A minimal valid record for pupil `serial` of 861/2001, surname
+/// `{surname}{serial}`.
+pub fn pupil(surname: &str, serial: u32) -> TransitionRecord {
+    TransitionRecord {
+        upn: upn(861, 2001, serial),
+        surname: format!("{surname}{serial}"),
+        forename: "Sam".into(),
+        dob: "2015-05-06".into(),
+        sex: "M".into(),
+        ..Default::default()
+    }
+}
+
+/// Writes each record as a pack folder under `root` and runs `baton send
+/// --to TO` for them from `home`; returns the CLI's output.
+pub async fn send_records(
+    home: &Home,
+    root: &Path,
+    to: &str,
+    records: &[TransitionRecord],
+) -> Output {
+    let mut folders = Vec::new();
+    for record in records {
+        let dir = root.join(format!("pupil-{}", record.upn));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("record.json"), record.to_json()).unwrap();
+        folders.push(dir.display().to_string());
+    }
+    let mut args = vec!["send", "--to", to];
+    args.extend(folders.iter().map(String::as_str));
+    home.baton(&args).await
+}
 
 /// A school's home for the `baton` CLI.
 #[derive(Clone)]

@@ -32,6 +32,9 @@ pub struct Pins {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     directory_key: Option<String>,
     schools: BTreeMap<String, PinnedSchool>,
+    /// Schools refreshed from the directory in this run (not saved).
+    #[serde(skip)]
+    fresh: std::collections::HashSet<Laestab>,
 }
 
 /// One school as pinned.
@@ -359,6 +362,21 @@ fn parse_keys(school: &v1::School) -> Result<Vec<SchoolKey>> {
             })
         })
         .collect()
+}
+
+/// [`refresh`] once per run for each school: a pinned key revoked since
+/// the last run is known before anything it signed is believed.
+pub async fn refresh_once(
+    home: &Home,
+    clients: &mut Clients,
+    pins: &mut Pins,
+    laestab: &Laestab,
+) -> Result<()> {
+    if !pins.fresh.contains(laestab) {
+        refresh(home, clients, pins, laestab).await?;
+        pins.fresh.insert(*laestab);
+    }
+    Ok(())
 }
 
 /// The directory does not list the school: it is not enrolled (yet).

@@ -475,3 +475,80 @@ async fn issue16_sent_does_not_verify_a_receipt_from_a_slipped_in_key() {
     assert_eq!(rows[0]["receipt_verified"], false, "{}", rows[0]);
     assert_ne!(rows[0]["state"], "acknowledged", "{}", rows[0]);
 }
+
+/// A stolen device's key, revoked by the school's DSL: a pack it signs
+/// dated after the revocation is refused by the receiver even when the
+/// server stores it (here it was uploaded before the revocation, dated
+/// ahead), and nothing of it is written.
+#[tokio::test]
+async fn issue16_a_revoked_key_verifies_nothing_dated_after_its_revocation() {
+    let root = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start_sqlite(&[]).await;
+    let office = enrol(
+        &daemon,
+        root.path(),
+        "8612001",
+        "primary",
+        &["dsl", "staff"],
+    )
+    .await;
+    let laptop = init(
+        &daemon,
+        root.path(),
+        "8612001",
+        &code(&daemon, "8612001").await,
+        &["staff"],
+    )
+    .await;
+    let secondary = enrol(&daemon, root.path(), "8614001", "secondary", &["staff"]).await;
+    assert!(send(&office, root.path(), 1).await.status.success());
+    let inbox = root.path().join("in");
+    let inbox_arg = inbox.to_str().unwrap();
+    secondary.ok(&["pull", "--all", "--out", inbox_arg]).await;
+
+    // Whoever stole the laptop signs a pack dated ten minutes ahead.
+    let stolen = Identity::from_file_bytes(
+        &std::fs::read(laptop.dir.join("identity.txt")).unwrap(),
+        None,
+    )
+    .unwrap();
+    let thief = School {
+        laestab: "8612001".parse().unwrap(),
+        identity: stolen,
+        token: laptop.token(),
+        channel: daemon.channel().await,
+    };
+    let to = "8614001".parse().unwrap();
+    let keys = thief.keys_of(&to).await;
+    let draft = Draft {
+        pack_id: PackId::new(),
+        from: thief.laestab,
+        to,
+        kind: Kind::Transfer,
+        created_at_ms: now_ms() + 600_000,
+    };
+    let manifest = Manifest {
+        record: pupil(77),
+        ctf_pupil_xml: None,
+        attachments: vec![],
+    };
+    let (header, ciphertext) = seal(&draft, &manifest, &[], &keys, &thief.identity);
+    thief
+        .upload(&v1::PackHeader::from(&header), &ciphertext, 64 * 1024)
+        .await
+        .unwrap();
+    // The DSL revokes the laptop's key from the office PC (signed, so the
+    // secondary follows it without asking).
+    office
+        .ok(&["keys", "revoke", &laptop.key_id(), "--force"])
+        .await;
+
+    let out = secondary
+        .baton(&["pull", "--all", "--out", inbox_arg])
+        .await;
+    let said = stderr(&out);
+    assert!(!out.status.success(), "{said}");
+    assert!(said.contains("after that key was revoked"), "{said}");
+    assert!(!said.contains("HAVE CHANGED"), "{said}");
+    assert!(!walk(&inbox).contains("Hostile77"));
+}

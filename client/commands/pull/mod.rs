@@ -27,7 +27,7 @@ use crate::connect::{Clients, connect, explain};
 use crate::home::{Home, create_private_dir_all, create_private_file, read_json, write_json};
 use crate::output::{json, now_ms, progress, time};
 use crate::packdir::Staging;
-use crate::pins::{Pins, refresh};
+use crate::pins::{Pins, refresh_once};
 
 mod mis;
 
@@ -427,14 +427,9 @@ async fn pull_one(
     let ciphertext = tempfile::NamedTempFile::new_in(&staging_root)?;
     let header = download(clients, id, ciphertext.path()).await?;
     let h = header.header().clone();
-    // Ask the directory only when the signer is not pinned yet (a new
-    // school, or a new key, which `refresh` refuses if it is a change).
-    let pinned = pins
-        .verifying_keys(&h.from)
-        .is_ok_and(|keys| keys.iter().any(|k| k.key_id() == h.sender_key_id));
-    if !pinned {
-        refresh(home, clients, pins, &h.from).await?;
-    }
+    // The sender's keys as the directory lists them now, once a run (a key
+    // revoked since is known; a new key is refused if it is a change).
+    refresh_once(home, clients, pins, &h.from).await?;
     let sender_keys = pins.verifying_keys(&h.from)?;
     if let Some(revoked) = pins.revoked_at(&h.from, h.sender_key_id)
         && h.created_at_ms > revoked

@@ -14,6 +14,7 @@ use baton::keys::KeyId;
 use clap::Subcommand;
 
 mod audit;
+mod calendar;
 pub mod keys;
 
 use crate::audit::Event;
@@ -39,6 +40,9 @@ pub enum Command {
     /// Check or export the audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// The trust's term dates, from which due dates are counted.
+    #[command(subcommand)]
+    Calendar(CalendarCommand),
     /// Apply database migrations and exit.
     Migrate,
 }
@@ -132,6 +136,27 @@ pub enum KeyCommand {
     /// List active keys the directory key has not approved yet.
     Pending {
         /// Print a JSON array.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `batond admin calendar …`
+#[derive(Debug, Subcommand)]
+pub enum CalendarCommand {
+    /// Import a calendar (TOML: `name`, then `[[term]]` tables with `start`,
+    /// `end` and optional `closures`, dates YYYY-MM-DD), replacing the one
+    /// before: the trust's default, or a school's own with `--school`.
+    Import {
+        /// The calendar file.
+        file: PathBuf,
+        /// A school (an academy) with its own term dates.
+        #[arg(long, value_name = "LAESTAB")]
+        school: Option<String>,
+    },
+    /// Show the calendars, their school days and the bank holidays they meet.
+    Show {
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },
@@ -348,6 +373,13 @@ pub async fn run<S: Store>(store: &S, config: &Config, command: Command) -> anyh
         Command::Audit(AuditCommand::Export { checkpoint }) => {
             let notary = Notary::load_or_create(&config.data_dir)?;
             audit::export(store, &notary, checkpoint.as_deref(), &mut out).await?;
+        }
+        Command::Calendar(CalendarCommand::Import { file, school }) => {
+            let school = school.as_deref().map(parse_laestab).transpose()?;
+            calendar::import(store, &file, school, &mut out).await?;
+        }
+        Command::Calendar(CalendarCommand::Show { json }) => {
+            calendar::show(store, json, &mut out).await?;
         }
         Command::Audit(AuditCommand::Checkpoint) => {
             let notary = Notary::load_or_create(&config.data_dir)?;

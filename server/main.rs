@@ -12,6 +12,7 @@ mod attempts;
 mod audit;
 mod auth;
 mod cache;
+mod clocks;
 mod config;
 mod limits;
 mod listener;

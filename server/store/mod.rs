@@ -1,7 +1,7 @@
 //! Storage, by concern: the [`Directory`] (schools, keys, tokens, enrolment
 //! codes), [`Packs`] (staging, commit, listings, chunks, download marks,
-//! receipts), the [`AuditLog`] and [`Events`] (arrivals for `Watch`).
-//! [`Store`] is all four, which is what the services are written against.
+//! receipts), the [`AuditLog`], [`Events`] (arrivals for `Watch`) and
+//! [`Calendars`]. [`Store`] is all five, which is what the services are written against.
 //!
 //! Two backends: SQLite (one node, the default) and PostgreSQL (several
 //! nodes on one database). Every statement the two dialects agree on is
@@ -16,6 +16,7 @@ mod shared;
 
 mod appender;
 pub mod audit_log;
+pub mod calendars;
 pub mod directory;
 pub mod error;
 pub mod events;
@@ -29,6 +30,7 @@ pub mod sqlite;
 pub(crate) mod conformance;
 
 pub use audit_log::{AuditLog, Entries};
+pub use calendars::{Calendars, StoredCalendar};
 pub use directory::{DIRECTORY_VERSION_SQL, Directory, NewSchool, School, TokenHolder};
 pub use error::{Result, StoreError};
 pub use events::{ARRIVALS_BUFFER, Arrival, Events};
@@ -38,9 +40,9 @@ pub use packs::{Acknowledged, Committed, PackStatus, Packs, Page, StoredPack};
 /// must make each call atomic and durable before returning, and safe to
 /// call from several processes sharing the database (admin commands run
 /// beside `serve`).
-pub trait Store: Directory + Packs + AuditLog + Events + 'static {}
+pub trait Store: Directory + Packs + AuditLog + Events + Calendars + 'static {}
 
-impl<T: Directory + Packs + AuditLog + Events + 'static> Store for T {}
+impl<T: Directory + Packs + AuditLog + Events + Calendars + 'static> Store for T {}
 
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> i64 {

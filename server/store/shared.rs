@@ -641,6 +641,44 @@ macro_rules! shared_store {
             }
         }
 
+        impl $crate::store::Calendars for $store {
+            async fn set_calendar(
+                &self,
+                cal: &$crate::store::StoredCalendar,
+                event: audit::Event,
+            ) -> Result<()> {
+                let mut tx = begin(&self.pool).await?;
+                sqlx::query(
+                    "INSERT INTO calendars (scope, name, body, imported_at_ms) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (scope) DO UPDATE SET name = excluded.name, body = excluded.body, \
+                     imported_at_ms = excluded.imported_at_ms",
+                )
+                .bind(cal.school.map(|s| s.to_string()).unwrap_or_default())
+                .bind(&cal.name)
+                .bind(&cal.body)
+                .bind(cal.imported_at_ms)
+                .execute(&mut *tx)
+                .await?;
+                append(&mut tx, cal.imported_at_ms, &event).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn calendars(&self) -> Result<Vec<$crate::store::StoredCalendar>> {
+                let rows: Vec<(String, String, String, i64)> = sqlx::query_as(
+                    "SELECT scope, name, body, imported_at_ms FROM calendars ORDER BY scope",
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                rows.into_iter()
+                    .map(|(scope, name, body, imported_at_ms)| {
+                        let school = if scope.is_empty() { None } else { Some(laestab(&scope)?) };
+                        Ok($crate::store::StoredCalendar { school, name, body, imported_at_ms })
+                    })
+                    .collect()
+            }
+        }
+
         impl AuditLog for $store {
             async fn record(&self, event: audit::Event) -> Result<()> {
                 self.audit.append($crate::store::now_ms(), event).await

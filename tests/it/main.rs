@@ -18,6 +18,7 @@ mod daemon_abuse;
 mod daemon_audit;
 mod daemon_auth;
 mod daemon_bench;
+mod daemon_calendar;
 mod daemon_checkpoints;
 mod daemon_keys;
 mod daemon_multinode;

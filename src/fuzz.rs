@@ -113,6 +113,7 @@ pub fn open_pack(data: &[u8]) {
         ciphertext_sha256: [0; 32],
         sender_key_id: sender.key_id(),
         recipient_key_ids: vec![me.key_id()],
+        left_on: Some(time::macros::date!(2026 - 07 - 22)),
     };
     let Ok(signed) = sender.sign_header(header) else {
         return;

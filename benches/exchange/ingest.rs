@@ -53,6 +53,7 @@ pub(crate) fn seal_manifest(
         to,
         kind: Kind::Transfer,
         created_at_ms: 1,
+        left_on: None,
     };
     let (header, out) = seal(
         &draft,
@@ -87,6 +88,7 @@ pub(crate) fn header_for(
             .iter()
             .map(|k| k.key_id())
             .collect(),
+        left_on: Some(time::macros::date!(2026 - 07 - 22)),
     })?)
 }
 

@@ -72,7 +72,8 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
             .map(|w| {
                 let h = w.header.header();
                 serde_json::json!({"id": h.pack_id.to_string(), "from": h.from.to_string(), "to": h.to.to_string(),
-                    "kind": h.kind.as_str(), "size": h.ciphertext_len, "sent_at": time(w.uploaded_at_ms), "state": w.state})
+                    "kind": h.kind.as_str(), "size": h.ciphertext_len, "sent_at": time(w.uploaded_at_ms), "state": w.state,
+                    "left": h.left_on.map(baton::pack::format_ymd)})
             })
             .collect();
         json(&serde_json::Value::Array(items));

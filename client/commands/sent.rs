@@ -40,6 +40,8 @@ struct Row {
     verified: bool,
     /// Why a pack is not on the server.
     error: Option<String>,
+    /// The signed leaving date (format version 3 on).
+    left: Option<time::Date>,
 }
 
 impl Row {
@@ -67,6 +69,7 @@ impl Row {
             receipt: None,
             verified: false,
             error: None,
+            left: None,
         }
     }
 }
@@ -179,6 +182,7 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
             receipt,
             verified,
             error: None,
+            left: h.left_on,
         });
     }
     // Packs sealed here that the server does not hold: a send that failed
@@ -204,6 +208,7 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
             error: Some(e.error.clone().unwrap_or_else(|| {
                 "sealed but not confirmed by the server: run the same send again".into()
             })),
+            left: None,
         });
     }
     if let Some(dir) = &args.receipts {
@@ -216,7 +221,8 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
                 serde_json::json!({"id": r.id, "to": r.to, "kind": r.kind, "upn": r.upn, "name": r.name, "state": r.state,
                     "sent_at": time(r.sent_at), "downloaded_at": time(r.downloaded_at),
                     "received_at": r.receipt.as_ref().map(|x| time(x.receipt().received_at_ms)),
-                    "receipt_verified": r.verified, "error": r.error})
+                    "receipt_verified": r.verified, "error": r.error,
+                    "left": r.left.map(baton::pack::format_ymd)})
             })
             .collect();
         json(&serde_json::Value::Array(items));

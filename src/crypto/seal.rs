@@ -9,7 +9,8 @@ use crate::Laestab;
 use crate::keys::SchoolKey;
 use crate::pack::contents::{ContentsError, ContentsWriter};
 use crate::pack::{
-    FORMAT_VERSION, Header, Kind, Manifest, PackError, PackId, SignedHeader, recipients_for,
+    FORMAT_VERSION, Header, Kind, LEFT_ON_SINCE, Manifest, PackError, PackId, SignedHeader,
+    recipients_for,
 };
 
 /// Everything about a pack except its contents and its keys.
@@ -25,6 +26,9 @@ pub struct Draft {
     pub kind: Kind,
     /// When sealed, ms since the Unix epoch.
     pub created_at_ms: i64,
+    /// The day the pupil left the sending school (`None`: the day it is
+    /// sealed). Signed into the header from format version 3.
+    pub left_on: Option<time::Date>,
 }
 
 /// Why a pack could not be sealed.
@@ -131,6 +135,14 @@ where
         ciphertext_sha256,
         sender_key_id: signer.key_id(),
         recipient_key_ids: chosen.iter().map(|k| k.key_id()).collect(),
+        // From version 3 the header says when the pupil left: the draft's
+        // date, or the day it was sealed.
+        left_on: (version >= LEFT_ON_SINCE).then(|| {
+            draft.left_on.unwrap_or_else(|| {
+                time::OffsetDateTime::from_unix_timestamp(draft.created_at_ms.div_euclid(1000))
+                    .map_or(time::Date::MIN, time::OffsetDateTime::date)
+            })
+        }),
     };
     Ok((signer.sign_header(header)?, out))
 }
@@ -175,6 +187,7 @@ mod tests {
             to: Laestab::parse("8614001").unwrap(),
             kind: Kind::Transfer,
             created_at_ms: 1,
+            left_on: None,
         };
         for version in crate::pack::contents::VERSIONS {
             let mut manifest = described.clone();

@@ -640,7 +640,7 @@ mod tests {
             ));
         }
         assert!(matches!(
-            ContentsReader::new(&[][..], 3),
+            ContentsReader::new(&[][..], *VERSIONS.end() + 1),
             Err(ContentsError::Malformed(_))
         ));
     }

@@ -6,9 +6,8 @@ use crate::Laestab;
 use crate::keys::{KeyId, PublicKey};
 
 /// The pack format version this build writes. It reads every version in
-/// [`VERSIONS`]; the versions differ only in how the plaintext is framed,
-/// never in the header's signed bytes.
-pub const FORMAT_VERSION: u32 = 2;
+/// [`VERSIONS`].
+pub const FORMAT_VERSION: u32 = 3;
 
 /// The plaintext framing of each pack format version this build reads
 /// (the header's `format_version` says which one a pack uses):
@@ -19,7 +18,13 @@ pub const FORMAT_VERSION: u32 = 2;
 ///   each attachment's bytes are followed by their SHA-256 (32 bytes). A
 ///   sender hashes each file once, while sealing it, instead of once to
 ///   write the manifest and again while sealing.
-pub const VERSIONS: std::ops::RangeInclusive<u32> = 1..=2;
+/// - **3** (written since): framed as 2; the header also carries the day the
+///   pupil left the sending school (`left_on`), signed, from which the
+///   statutory clock counts.
+pub const VERSIONS: std::ops::RangeInclusive<u32> = 1..=3;
+
+/// The first format version whose header carries the leaving date.
+pub const LEFT_ON_SINCE: u32 = 3;
 
 const _: () = assert!(*VERSIONS.end() == FORMAT_VERSION);
 
@@ -49,6 +54,9 @@ pub struct Header {
     pub sender_key_id: KeyId,
     /// The keys the pack is sealed to, sorted ascending.
     pub recipient_key_ids: Vec<KeyId>,
+    /// The day the pupil left (ceased to be registered at) the sending
+    /// school: present from format version [`LEFT_ON_SINCE`], absent before.
+    pub left_on: Option<time::Date>,
 }
 
 /// A header with the sender's Ed25519 signature over its canonical bytes.
@@ -79,6 +87,10 @@ impl Header {
             .flat_map(|k| k.to_bytes())
             .collect();
         put_bytes(&mut out, &ids);
+        // From version 3: the leaving date, as its Julian day number.
+        if let Some(left) = self.left_on {
+            out.extend_from_slice(&left.to_julian_day().to_be_bytes());
+        }
         out
     }
 }
@@ -89,6 +101,9 @@ impl SignedHeader {
     pub fn from_parts(header: Header, signature: [u8; 64]) -> Result<Self, PackError> {
         if !VERSIONS.contains(&header.format_version) {
             return Err(PackError::Version(header.format_version));
+        }
+        if (header.format_version >= LEFT_ON_SINCE) != header.left_on.is_some() {
+            return Err(PackError::LeftOn(header.format_version));
         }
         Ok(Self { header, signature })
     }

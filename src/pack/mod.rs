@@ -19,8 +19,9 @@ use crate::keys::{Role, SchoolKey};
 
 #[cfg(feature = "records")]
 pub use contents::{AttachmentMeta, Manifest};
-pub use header::{FORMAT_VERSION, Header, SignedHeader, VERSIONS};
+pub use header::{FORMAT_VERSION, Header, LEFT_ON_SINCE, SignedHeader, VERSIONS};
 pub use receipt::{Receipt, SignedReceipt};
+pub use wire::{format_ymd, parse_ymd};
 
 /// A pack id: a UUIDv7 chosen by the sending client, so ids sort by time.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -51,6 +52,10 @@ pub enum PackError {
         "pack format version {0} is not supported (this build reads versions 1 to {FORMAT_VERSION}): upgrade Baton"
     )]
     Version(u32),
+    /// A header of format version 3 or later without its leaving date, or
+    /// an earlier one with one.
+    #[error("a format version {0} header must {must} the pupil's leaving date (`left_on`)", must = if *.0 >= LEFT_ON_SINCE { "carry" } else { "not carry" })]
+    LeftOn(u32),
     /// The key that signed is not the key the header names.
     #[error("signed by key {found}, but the header names key {expected}")]
     WrongSigner {

@@ -2,7 +2,7 @@
 //! feature `records`) the manifest sealed inside a pack. Each `TryFrom`
 //! checks what arrived and names the field that is wrong.
 
-use super::{Header, Kind, Receipt, SignedHeader, SignedReceipt};
+use super::{Header, Kind, PackError, Receipt, SignedHeader, SignedReceipt};
 use crate::api::convert::{hash32, laestab, sig64, wire};
 use crate::api::{WireError, v1};
 use crate::keys::parse_key_id;
@@ -47,8 +47,23 @@ impl From<&SignedHeader> for v1::PackHeader {
                 .map(ToString::to_string)
                 .collect(),
             signature: signed.signature().to_vec(),
+            left_on: h.left_on.map(format_ymd).unwrap_or_default(),
         }
     }
+}
+
+/// A date as `YYYY-MM-DD`.
+pub fn format_ymd(d: time::Date) -> String {
+    d.format(time::macros::format_description!("[year]-[month]-[day]"))
+        .unwrap_or_default()
+}
+
+/// A `YYYY-MM-DD` date.
+pub fn parse_ymd(text: &str) -> Result<time::Date, time::error::Parse> {
+    time::Date::parse(
+        text,
+        time::macros::format_description!("[year]-[month]-[day]"),
+    )
 }
 
 impl TryFrom<&v1::PackHeader> for SignedHeader {
@@ -79,9 +94,17 @@ impl TryFrom<&v1::PackHeader> for SignedHeader {
             ciphertext_sha256: hash32("header.ciphertext_sha256", &h.ciphertext_sha256)?,
             sender_key_id: parse_key_id("header.sender_key_id", &h.sender_key_id)?,
             recipient_key_ids,
+            left_on: if h.left_on.is_empty() {
+                None
+            } else {
+                Some(parse_ymd(&h.left_on).map_err(|e| wire("header.left_on", e))?)
+            },
         };
         let signature = sig64("header.signature", &h.signature)?;
-        SignedHeader::from_parts(header, signature).map_err(|e| wire("header.format_version", e))
+        SignedHeader::from_parts(header, signature).map_err(|e| match e {
+            PackError::LeftOn(_) => wire("header.left_on", e),
+            _ => wire("header.format_version", e),
+        })
     }
 }
 

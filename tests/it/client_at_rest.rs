@@ -39,6 +39,7 @@ async fn send(from: &School, kind: Kind, record: &TransitionRecord, ctf: Option<
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_millis() as i64,
+        left_on: None,
     };
     let manifest = Manifest {
         record: record.clone(),

@@ -23,6 +23,7 @@ async fn journey_verifies_and_any_alteration_is_named() {
         to: b.laestab,
         kind: Kind::Transfer,
         created_at_ms: 1,
+        left_on: None,
     };
     let mut manifest = Manifest {
         record: Default::default(),

@@ -387,6 +387,7 @@ async fn issue16_pull_refuses_a_pack_signed_by_a_slipped_in_revoked_key() {
         to,
         kind: Kind::Transfer,
         created_at_ms: created,
+        left_on: None,
     };
     let manifest = Manifest {
         record: pupil(66),
@@ -526,6 +527,7 @@ async fn issue16_a_revoked_key_verifies_nothing_dated_after_its_revocation() {
         to,
         kind: Kind::Transfer,
         created_at_ms: now_ms() + 600_000,
+        left_on: None,
     };
     let manifest = Manifest {
         record: pupil(77),

@@ -10,6 +10,7 @@ mod common;
 
 mod age_interop;
 mod client_at_rest;
+mod client_clocks;
 mod client_ctf_csv;
 mod client_journey;
 mod client_pilot;

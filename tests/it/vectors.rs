@@ -18,7 +18,7 @@ use prost::Message as _;
 use sha2::{Digest, Sha256};
 
 /// The format versions with frozen vectors.
-const VERSIONS: [u32; 2] = [1, 2];
+const VERSIONS: [u32; 3] = [1, 2, 3];
 
 fn dir(version: u32) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/vectors/v{version}"))
@@ -245,4 +245,32 @@ fn write_vectors() {
         "fail_header_altered.header",
         &v1::PackHeader::from(&altered).encode_to_vec(),
     );
+    // From version 3: the leaving date moved on the server.
+    let mut moved = signed.header().clone();
+    moved.left_on = Some(time::macros::date!(2026 - 09 - 01));
+    let moved = SignedHeader::from_parts(moved, *signed.signature()).unwrap();
+    write(
+        "fail_left_on_altered.header",
+        &v1::PackHeader::from(&moved).encode_to_vec(),
+    );
+}
+
+/// Version 3's header carries the leaving date under the signature: moved
+/// by the server, the pack does not open.
+#[test]
+fn the_leaving_date_is_signed() {
+    assert_eq!(
+        header(3, "pack.header").header().left_on,
+        Some(time::macros::date!(2026 - 07 - 22))
+    );
+    assert!(matches!(
+        open(3, "fail_left_on_altered.header", "pack.age", "identity.txt"),
+        Err(OpenError::BadSignature)
+    ));
+    // Earlier versions carry none, and a v3 header without one is refused.
+    assert_eq!(header(2, "pack.header").header().left_on, None);
+    let mut wire = v1::PackHeader::decode(read(3, "pack.header").as_slice()).unwrap();
+    wire.left_on.clear();
+    let refused = SignedHeader::try_from(&wire).unwrap_err().to_string();
+    assert!(refused.contains("left_on"), "{refused}");
 }

@@ -79,6 +79,8 @@ pub struct Job {
     pub again: bool,
     /// `--reseal`: send again packs stranded by a key change.
     pub reseal: bool,
+    /// `--left`: the day the pupil left (`None`: today).
+    pub left_on: Option<time::Date>,
     /// Ids of packs sent before that are stranded: still waiting on the
     /// server, and sealed only to keys the destination has revoked.
     pub stranded: Arc<HashSet<String>>,
@@ -158,6 +160,7 @@ impl Job {
             to: self.to,
             kind: self.kind,
             created_at_ms: now_ms(),
+            left_on: self.left_on,
         };
         let files: Vec<PathBuf> = self
             .item

@@ -66,12 +66,34 @@ pub struct Args {
     /// that nobody there can open any more (their keys were all revoked).
     #[arg(long)]
     reseal: bool,
+    /// The day the pupils left (ceased to be registered), YYYY-MM-DD
+    /// [default: today]. It is signed into each pack, and the statutory
+    /// clock counts from it: 15 school days for a transfer pack, 5 for a
+    /// child-protection file.
+    #[arg(long, value_name = "YYYY-MM-DD", value_parser = parse_left)]
+    left: Option<time::Date>,
     /// Print a JSON object (counts, and one entry per pack) instead of text.
     #[arg(long)]
     json: bool,
     /// Pack folders: each holds record.json and any attachments.
     #[arg(value_name = "PACKDIR")]
     packs: Vec<PathBuf>,
+}
+
+/// A leaving date: `YYYY-MM-DD`, not before 2000 and at most a year ahead.
+fn parse_left(text: &str) -> Result<time::Date, String> {
+    let date = baton::pack::parse_ymd(text.trim())
+        .map_err(|e| format!("{text:?} is not a date YYYY-MM-DD ({e})"))?;
+    let today = time::OffsetDateTime::now_utc().date();
+    let year_ahead = today
+        .checked_add(time::Duration::days(366))
+        .unwrap_or(today);
+    if date.year() < 2000 || date > year_ahead {
+        return Err(format!(
+            "{text}: a leaving date is between 2000-01-01 and a year from today"
+        ));
+    }
+    Ok(date)
 }
 
 /// Counts for one destination.
@@ -218,6 +240,7 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
             earlier: Arc::clone(&earlier),
             again: args.again,
             reseal: args.reseal,
+            left_on: args.left,
             stranded: Arc::clone(&stranded_ids),
             exchange: clients.exchange.clone(),
             item,

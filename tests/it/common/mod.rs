@@ -388,6 +388,7 @@ impl School {
                 ciphertext_sha256: Sha256::digest(ciphertext).into(),
                 sender_key_id: self.identity.key_id(),
                 recipient_key_ids,
+                left_on: Some(time::macros::date!(2026 - 07 - 22)),
             })
             .unwrap()
     }

@@ -163,6 +163,7 @@ pub fn seal_record(
         to: to.laestab,
         kind: Kind::Transfer,
         created_at_ms: 1,
+        left_on: None,
     };
     let attachments = match extra {
         Some(mut bytes) => {

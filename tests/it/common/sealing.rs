@@ -62,6 +62,7 @@ pub fn draft(kind: Kind) -> Draft {
         to: Laestab::parse("8614001").unwrap(),
         kind,
         created_at_ms: 1_784_000_000_000,
+        left_on: Some(time::macros::date!(2026 - 07 - 22)),
     }
 }
 

@@ -4,6 +4,7 @@
 //! 0 success, 1 failure, 2 usage.
 
 mod checkpoint;
+mod clock;
 mod commands;
 mod connect;
 mod home;

@@ -24,6 +24,15 @@ pub struct Waiting {
     pub uploaded_at_ms: i64,
     /// pending or downloaded.
     pub state: &'static str,
+    /// When it is due (from the trust's calendar), if known.
+    pub due: Option<time::Date>,
+}
+
+impl Waiting {
+    /// Past its due date (nothing in the inbox is acknowledged yet).
+    pub fn overdue(&self) -> bool {
+        crate::clock::overdue(self.due, false)
+    }
 }
 
 /// Every page of the inbox.
@@ -53,6 +62,7 @@ pub async fn list(clients: &mut Clients) -> Result<Vec<Waiting>> {
                 header,
                 uploaded_at_ms: entry.uploaded_at_ms,
                 state,
+                due: crate::clock::parse_due(&entry.due),
             });
         }
         if page.next_page_token.is_empty() {
@@ -65,7 +75,9 @@ pub async fn list(clients: &mut Clients) -> Result<Vec<Waiting>> {
 /// Runs `baton inbox`.
 pub async fn run(home: &Home, args: Args) -> Result<()> {
     let mut clients = crate::connect::connect(home).await?;
-    let waiting = list(&mut clients).await?;
+    let mut waiting = list(&mut clients).await?;
+    // What is overdue first, the longest overdue at the top.
+    waiting.sort_by_key(|w| (!w.overdue(), w.overdue().then_some(w.due).flatten()));
     if args.json {
         let items: Vec<_> = waiting
             .iter()
@@ -73,7 +85,8 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
                 let h = w.header.header();
                 serde_json::json!({"id": h.pack_id.to_string(), "from": h.from.to_string(), "to": h.to.to_string(),
                     "kind": h.kind.as_str(), "size": h.ciphertext_len, "sent_at": time(w.uploaded_at_ms), "state": w.state,
-                    "left": h.left_on.map(baton::pack::format_ymd)})
+                    "left": h.left_on.map(baton::pack::format_ymd), "due": w.due.map(baton::pack::format_ymd),
+                    "overdue": w.overdue()})
             })
             .collect();
         json(&serde_json::Value::Array(items));
@@ -90,12 +103,25 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
                 size(h.ciphertext_len),
                 time(w.uploaded_at_ms),
                 w.state.to_string(),
+                match (w.due, w.overdue()) {
+                    (Some(d), true) => format!("{} OVERDUE", baton::pack::format_ymd(d)),
+                    (Some(d), false) => baton::pack::format_ymd(d),
+                    (None, _) => String::new(),
+                },
             ]
         })
         .collect();
-    table(&["ID", "FROM", "KIND", "SIZE", "SENT AT", "STATE"], &rows);
+    table(
+        &["ID", "FROM", "KIND", "SIZE", "SENT AT", "STATE", "DUE"],
+        &rows,
+    );
     if rows.is_empty() {
         eprintln!("nothing waiting");
+    }
+    if let Some(line) =
+        crate::clock::overdue_line(waiting.iter().filter(|w| w.overdue()).filter_map(|w| w.due))
+    {
+        eprintln!("{line}");
     }
     Ok(())
 }

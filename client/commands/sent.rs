@@ -10,6 +10,7 @@ use anyhow::{Context as _, Result};
 use baton::api::v1;
 use baton::pack::{SignedHeader, SignedReceipt};
 
+use crate::clock;
 use crate::connect::{Clients, connect, explain};
 use crate::home::{Home, write_atomic, write_json};
 use crate::outbox::Outbox;
@@ -25,6 +26,11 @@ pub struct Args {
     /// Write each receipt as a file, plus receipts.csv, into this folder.
     #[arg(long, value_name = "DIR")]
     receipts: Option<PathBuf>,
+    /// List only overdue packs: not acknowledged, and past their due date
+    /// (15 school days after the pupil left for a transfer pack, 5 for a
+    /// child-protection file).
+    #[arg(long)]
+    overdue: bool,
 }
 
 struct Row {
@@ -42,6 +48,28 @@ struct Row {
     error: Option<String>,
     /// The signed leaving date (format version 3 on).
     left: Option<time::Date>,
+    /// The due date, from the trust's calendar.
+    due: Option<time::Date>,
+}
+
+impl Row {
+    fn acknowledged(&self) -> bool {
+        self.state == "acknowledged"
+    }
+
+    fn overdue(&self) -> bool {
+        self.state != "not sent" && clock::overdue(self.due, self.acknowledged())
+    }
+
+    fn on_time(&self) -> Option<bool> {
+        if !self.acknowledged() {
+            return None;
+        }
+        clock::on_time(
+            self.due,
+            self.receipt.as_ref().map(|r| r.receipt().received_at_ms),
+        )
+    }
 }
 
 impl Row {
@@ -70,6 +98,7 @@ impl Row {
             verified: false,
             error: None,
             left: None,
+            due: None,
         }
     }
 }
@@ -183,6 +212,7 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
             verified,
             error: None,
             left: h.left_on,
+            due: clock::parse_due(&e.due),
         });
     }
     // Packs sealed here that the server does not hold: a send that failed
@@ -209,10 +239,14 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
                 "sealed but not confirmed by the server: run the same send again".into()
             })),
             left: None,
+            due: None,
         });
     }
     if let Some(dir) = &args.receipts {
         write_receipts(dir, &rows)?;
+    }
+    if args.overdue {
+        rows.retain(Row::overdue);
     }
     if args.json {
         let items: Vec<_> = rows
@@ -222,7 +256,8 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
                     "sent_at": time(r.sent_at), "downloaded_at": time(r.downloaded_at),
                     "received_at": r.receipt.as_ref().map(|x| time(x.receipt().received_at_ms)),
                     "receipt_verified": r.verified, "error": r.error,
-                    "left": r.left.map(baton::pack::format_ymd)})
+                    "left": r.left.map(baton::pack::format_ymd), "due": r.due.map(baton::pack::format_ymd),
+                    "overdue": r.overdue(), "on_time": r.on_time()})
             })
             .collect();
         json(&serde_json::Value::Array(items));
@@ -236,6 +271,12 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
                 (Some(x), true) => format!("verified {}", time(x.receipt().received_at_ms)),
                 (Some(_), false) => "DOES NOT VERIFY".to_string(),
             };
+            let due = match (r.due, r.overdue(), r.on_time()) {
+                (None, ..) => String::new(),
+                (Some(d), true, _) => format!("{} OVERDUE", baton::pack::format_ymd(d)),
+                (Some(d), _, Some(false)) => format!("{} (late)", baton::pack::format_ymd(d)),
+                (Some(d), ..) => baton::pack::format_ymd(d),
+            };
             vec![
                 r.id.clone(),
                 r.to.clone(),
@@ -243,15 +284,23 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
                 r.upn.clone(),
                 r.name.clone(),
                 r.state.to_string(),
+                due,
                 receipt,
             ]
         })
         .collect();
     table(
-        &["ID", "TO", "KIND", "UPN", "NAME", "STATE", "RECEIPT"],
+        &["ID", "TO", "KIND", "UPN", "NAME", "STATE", "DUE", "RECEIPT"],
         &table_rows,
     );
-    if rows.is_empty() {
+    if let Some(line) =
+        clock::overdue_line(rows.iter().filter(|r| r.overdue()).filter_map(|r| r.due))
+    {
+        eprintln!("{line}");
+    }
+    if rows.is_empty() && args.overdue {
+        eprintln!("no pack is overdue");
+    } else if rows.is_empty() {
         eprintln!("nothing sent yet");
     }
     let not_sent = rows.iter().filter(|r| r.state == "not sent").count();

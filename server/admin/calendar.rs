@@ -71,25 +71,10 @@ fn term_days(cal: &Calendar, start: Date, end: Date) -> u32 {
     })
 }
 
-/// The stored calendars, parsed.
-pub async fn stored<S: Store>(store: &S) -> anyhow::Result<Vec<(StoredCalendar, Calendar)>> {
-    store
-        .calendars()
-        .await
-        .context("reading calendars")?
-        .into_iter()
-        .map(|s| {
-            let cal: Calendar = serde_json::from_str(&s.body)
-                .with_context(|| format!("stored calendar {:?} is damaged", s.name))?;
-            Ok((s, cal))
-        })
-        .collect()
-}
-
 /// Prints every calendar with its terms, closures and school days, the
 /// bank holidays in its span, and the due dates of a pupil leaving today.
 pub async fn show<S: Store>(store: &S, json: bool, out: &mut impl Write) -> anyhow::Result<()> {
-    let calendars = stored(store).await?;
+    let calendars = crate::clocks::stored(store).await?;
     let today = OffsetDateTime::now_utc().date();
     let default = calendars
         .iter()

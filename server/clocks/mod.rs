@@ -10,7 +10,99 @@ pub mod holidays;
 
 pub use calendar::{Calendar, nth_school_day_after};
 
+use std::collections::HashMap;
+
+use anyhow::Context as _;
+use baton::Laestab;
+use baton::pack::Kind;
+use time::Date;
+
+use crate::store::{Calendars, StoredCalendar};
+
 /// School days after the leaving date within which a transfer pack is due.
 pub const TRANSFER_SCHOOL_DAYS: u32 = 15;
 /// School days after the leaving date within which a child-protection file is due.
 pub const SAFEGUARDING_SCHOOL_DAYS: u32 = 5;
+
+/// School days after the leaving date within which a pack of `kind` is due.
+pub fn school_days_for(kind: Kind) -> u32 {
+    match kind {
+        Kind::Transfer => TRANSFER_SCHOOL_DAYS,
+        Kind::Safeguarding => SAFEGUARDING_SCHOOL_DAYS,
+    }
+}
+
+/// The stored calendars, parsed, each with its row.
+pub async fn stored<S: Calendars>(store: &S) -> anyhow::Result<Vec<(StoredCalendar, Calendar)>> {
+    store
+        .calendars()
+        .await
+        .context("reading calendars")?
+        .into_iter()
+        .map(|s| {
+            let cal: Calendar = serde_json::from_str(&s.body)
+                .with_context(|| format!("stored calendar {:?} is damaged", s.name))?;
+            Ok((s, cal))
+        })
+        .collect()
+}
+
+/// Every school's calendar, for due dates.
+#[derive(Debug, Default)]
+pub struct Clocks {
+    default: Option<Calendar>,
+    schools: HashMap<Laestab, Calendar>,
+}
+
+impl Clocks {
+    /// The calendars as stored now.
+    pub async fn load<S: Calendars>(store: &S) -> anyhow::Result<Self> {
+        let mut clocks = Self::default();
+        for (row, cal) in stored(store).await? {
+            match row.school {
+                Some(school) => {
+                    clocks.schools.insert(school, cal);
+                }
+                None => clocks.default = Some(cal),
+            }
+        }
+        Ok(clocks)
+    }
+
+    /// The calendar `school` counts on: its own, or the trust's.
+    pub fn calendar(&self, school: &Laestab) -> Option<&Calendar> {
+        self.schools.get(school).or(self.default.as_ref())
+    }
+
+    /// When a pack of `kind` from `from` for a pupil who left on `left` is due.
+    pub fn due(&self, from: &Laestab, kind: Kind, left: Date) -> Option<Date> {
+        nth_school_day_after(self.calendar(from), left, school_days_for(kind))
+    }
+}
+
+impl Clocks {
+    /// The due date of a stored header, `YYYY-MM-DD`, or empty when unknown.
+    pub fn due_of(&self, header: &baton::api::v1::PackHeader) -> String {
+        let (Ok(from), Ok(left)) = (
+            header.from.parse::<Laestab>(),
+            baton::pack::parse_ymd(&header.left_on),
+        ) else {
+            return String::new();
+        };
+        let kind = match baton::api::v1::PackKind::try_from(header.kind) {
+            Ok(baton::api::v1::PackKind::Safeguarding) => Kind::Safeguarding,
+            _ => Kind::Transfer,
+        };
+        self.due(&from, kind, left)
+            .map(baton::pack::format_ymd)
+            .unwrap_or_default()
+    }
+}
+
+/// The clocks for one answer; a storage failure is `Unavailable` (logged).
+pub async fn for_answer<S: Calendars>(store: &S) -> Result<Clocks, tonic::Status> {
+    Clocks::load(store).await.map_err(|e| {
+        tracing::error!(error = %e, "reading calendars");
+        tonic::Status::unavailable("storage failure")
+    })
+}

@@ -182,11 +182,13 @@ impl<S: Store> Exchange for Service<S> {
         let next_page_token = next_page_token(&page);
         // Child-protection files are listed to the school's DSL keys only
         // (the page token still follows every row read).
+        let clocks = crate::clocks::for_answer(&self.app.store).await?;
         let mut packs = Vec::with_capacity(page.packs.len());
         for p in &page.packs {
             let header = stored_header(p)?;
             if holder.may_see(kind_of(&header)) {
                 packs.push(v1::InboxEntry {
+                    due: clocks.due_of(&header),
                     header: Some(header),
                     uploaded_at_ms: p.uploaded_at_ms,
                     state: state(p.status) as i32,
@@ -349,6 +351,7 @@ impl<S: Store> Exchange for Service<S> {
             .await
             .map_err(store_status)?;
         let next_page_token = next_page_token(&page);
+        let clocks = crate::clocks::for_answer(&self.app.store).await?;
         let packs = page
             .packs
             .iter()
@@ -360,8 +363,10 @@ impl<S: Store> Exchange for Service<S> {
                     })?),
                     None => None,
                 };
+                let header = stored_header(p)?;
                 Ok(v1::SentEntry {
-                    header: Some(stored_header(p)?),
+                    due: clocks.due_of(&header),
+                    header: Some(header),
                     state: state(p.status) as i32,
                     uploaded_at_ms: p.uploaded_at_ms,
                     downloaded_at_ms: p.downloaded_at_ms.unwrap_or(0),

@@ -89,3 +89,125 @@ async fn issue17_the_leaving_date_is_signed_and_shown() {
     assert!(said.contains("signature"), "{said}");
     assert!(!out_dir.join("8612001").join(pupil("Clock", 1).upn).exists());
 }
+
+/// Issue 17 items 3 and 4: due dates from the leaving date; overdue packs
+/// in `sent` (and `sent --overdue`, exactly those) and first in `inbox`; a
+/// receipt after the due date is late, one before it on time; with a
+/// calendar, the daemon counts on it.
+#[tokio::test]
+async fn issue17_overdue_packs_and_receipts_on_time() {
+    let daemon = Daemon::start_sqlite(&[]).await;
+    let root = tempfile::tempdir().unwrap();
+    let primary = enrol(
+        &daemon,
+        root.path(),
+        "8612001",
+        "primary",
+        &["dsl", "staff"],
+    )
+    .await;
+    let secondary = enrol(
+        &daemon,
+        root.path(),
+        "8614001",
+        "secondary",
+        &["dsl", "staff"],
+    )
+    .await;
+    let today = time::OffsetDateTime::now_utc().date();
+    let ymd = |d: time::Date| baton::pack::format_ymd(d);
+    let long_ago = ymd(today - time::Duration::days(60));
+    let send = |serial: u32, left: String, kind: &'static str| {
+        let dir = root.path().join(format!("p{serial}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("record.json"), pupil("Due", serial).to_json()).unwrap();
+        let home = primary.clone();
+        async move {
+            let out = home
+                .baton(&[
+                    "send",
+                    "--to",
+                    "8614001",
+                    "--kind",
+                    kind,
+                    "--left",
+                    &left,
+                    dir.to_str().unwrap(),
+                ])
+                .await;
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    };
+    send(1, long_ago.clone(), "transfer").await;
+    send(2, ymd(today), "transfer").await;
+    send(3, ymd(today), "safeguarding").await;
+
+    let sent = primary.json(&["sent", "--json"]).await;
+    let by = |rows: &[serde_json::Value], serial: u32| {
+        let upn = pupil("Due", serial).upn;
+        rows.iter()
+            .find(|r| r["upn"] == upn.as_str())
+            .unwrap()
+            .clone()
+    };
+    let one = by(&sent, 1);
+    assert_eq!(one["overdue"], true, "{one}");
+    assert_eq!(one["on_time"], serde_json::Value::Null, "{one}");
+    let due_one = baton::pack::parse_ymd(one["due"].as_str().unwrap()).unwrap();
+    assert!(
+        due_one > today - time::Duration::days(60) && due_one < today,
+        "{one}"
+    );
+    assert_eq!(by(&sent, 2)["overdue"], false);
+    // The CP file is due sooner than the transfer pack of the same day.
+    let due = |r: serde_json::Value| baton::pack::parse_ymd(r["due"].as_str().unwrap()).unwrap();
+    assert!(due(by(&sent, 3)) < due(by(&sent, 2)));
+    let overdue = primary.json(&["sent", "--json", "--overdue"]).await;
+    assert_eq!(overdue.len(), 1, "{overdue:?}");
+    assert_eq!(overdue[0]["upn"], pupil("Due", 1).upn.as_str());
+    let table = primary.baton(&["sent"]).await;
+    assert!(String::from_utf8_lossy(&table.stdout).contains("OVERDUE"));
+    assert!(String::from_utf8_lossy(&table.stderr).contains("1 pack overdue (oldest due"));
+
+    // The receiver sees what is overdue first.
+    let inbox = secondary.json(&["inbox", "--json"]).await;
+    assert_eq!(inbox[0]["overdue"], true, "{inbox:?}");
+    assert_eq!(inbox[0]["left"], long_ago.as_str());
+
+    // Acknowledged now: the old one late, the others on time.
+    let out_dir = root.path().join("in");
+    secondary
+        .ok(&["pull", "--all", "--out", out_dir.to_str().unwrap()])
+        .await;
+    secondary.ok(&["ack", "--all-pulled"]).await;
+    let sent = primary.json(&["sent", "--json"]).await;
+    assert_eq!(by(&sent, 1)["on_time"], false, "{sent:?}");
+    assert_eq!(by(&sent, 1)["overdue"], false);
+    assert_eq!(by(&sent, 2)["on_time"], true);
+    assert_eq!(by(&sent, 3)["on_time"], true);
+
+    // A calendar whose last term ended yesterday: the old pack's due date
+    // is counted on it, today's are past its end and so unknown.
+    let calendar = format!(
+        "name = \"test\"\n[[term]]\nstart = \"{}\"\nend = \"{}\"\n",
+        ymd(today - time::Duration::days(120)),
+        ymd(today - time::Duration::days(1)),
+    );
+    let file = root.path().join("cal.toml");
+    std::fs::write(&file, calendar).unwrap();
+    let out = daemon
+        .admin(&["admin", "calendar", "import", file.to_str().unwrap()])
+        .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sent = primary.json(&["sent", "--json"]).await;
+    assert!(by(&sent, 1)["due"].is_string(), "{sent:?}");
+    assert_eq!(by(&sent, 2)["due"], serde_json::Value::Null, "{sent:?}");
+}

@@ -1,43 +1,15 @@
-//! Due dates as schools see them: the day in England (Europe/London: GMT,
-//! or BST from 01:00 UTC on the last Sunday of March to 01:00 UTC on the
-//! last Sunday of October), whether a pack is overdue, and whether its
+//! Due dates as schools see them: the day in England
+//! ([`baton::dates`]), whether a pack is overdue, and whether its
 //! receipt came on time. The due date itself comes from the daemon, which
 //! holds the trust's calendar.
 
-use time::{Date, Month, OffsetDateTime, Weekday};
+use time::Date;
 
-/// The last Sunday of `month` in `year`, at 01:00 UTC.
-fn switch(year: i32, month: Month) -> Option<OffsetDateTime> {
-    let mut d =
-        Date::from_calendar_date(year, month, time::util::days_in_month(month, year)).ok()?;
-    while d.weekday() != Weekday::Sunday {
-        d = d.previous_day()?;
-    }
-    Some(d.with_hms(1, 0, 0).ok()?.assume_utc())
-}
-
-/// The date in England at `ms` since the Unix epoch.
-pub fn england_date(ms: i64) -> Date {
-    let Ok(utc) = OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000) else {
-        return Date::MIN;
-    };
-    let summer = match (
-        switch(utc.year(), Month::March),
-        switch(utc.year(), Month::October),
-    ) {
-        (Some(start), Some(end)) => start <= utc && utc < end,
-        _ => false,
-    };
-    if summer {
-        (utc + time::Duration::hours(1)).date()
-    } else {
-        utc.date()
-    }
-}
+pub use baton::dates::england_date;
 
 /// Today in England.
 pub fn today() -> Date {
-    england_date(crate::output::now_ms())
+    baton::dates::england_today()
 }
 
 /// A due date from the daemon (`YYYY-MM-DD`, empty when unknown).
@@ -71,37 +43,11 @@ pub fn overdue_line(dues: impl Iterator<Item = Date>) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use time::OffsetDateTime;
     use time::macros::{date, datetime};
 
     fn ms(t: OffsetDateTime) -> i64 {
         (t.unix_timestamp_nanos() / 1_000_000) as i64
-    }
-
-    #[test]
-    fn england_is_an_hour_ahead_in_summer_only() {
-        // 23:30 UTC on a July evening is already the next day in England.
-        assert_eq!(
-            england_date(ms(datetime!(2026-07-22 23:30 UTC))),
-            date!(2026 - 07 - 23)
-        );
-        // In winter it is not.
-        assert_eq!(
-            england_date(ms(datetime!(2026-12-01 23:30 UTC))),
-            date!(2026 - 12 - 01)
-        );
-        // BST begins 01:00 UTC on 29 March 2026 and ends 01:00 UTC on 25 October.
-        assert_eq!(
-            england_date(ms(datetime!(2026-03-29 00:30 UTC))),
-            date!(2026 - 03 - 29)
-        );
-        assert_eq!(
-            england_date(ms(datetime!(2026-10-24 23:30 UTC))),
-            date!(2026 - 10 - 25)
-        );
-        assert_eq!(
-            england_date(ms(datetime!(2026-10-25 23:30 UTC))),
-            date!(2026 - 10 - 25)
-        );
     }
 
     #[test]

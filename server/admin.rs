@@ -16,6 +16,7 @@ use clap::Subcommand;
 mod audit;
 mod calendar;
 pub mod keys;
+mod report;
 
 use crate::audit::Event;
 use crate::auth;
@@ -43,6 +44,22 @@ pub enum Command {
     /// The trust's term dates, from which due dates are counted.
     #[command(subcommand)]
     Calendar(CalendarCommand),
+    /// What moved, what was on time, what is overdue: per sending school,
+    /// receiving school and kind, for packs stored in the period.
+    Report {
+        /// First day of the period (YYYY-MM-DD) [default: the beginning].
+        #[arg(long, value_name = "YYYY-MM-DD", value_parser = parse_date)]
+        since: Option<time::Date>,
+        /// Last day of the period (YYYY-MM-DD) [default: today].
+        #[arg(long, value_name = "YYYY-MM-DD", value_parser = parse_date)]
+        until: Option<time::Date>,
+        /// Print one JSON object: `pairs` and `totals`.
+        #[arg(long, conflicts_with = "csv")]
+        json: bool,
+        /// Print CSV, one row per (from, to, kind).
+        #[arg(long)]
+        csv: bool,
+    },
     /// Apply database migrations and exit.
     Migrate,
 }
@@ -200,6 +217,10 @@ impl Command {
     pub fn creates_database(&self) -> bool {
         matches!(self, Self::Migrate)
     }
+}
+
+fn parse_date(text: &str) -> Result<time::Date, String> {
+    baton::pack::parse_ymd(text.trim()).map_err(|e| format!("{text:?}: {e} (expected YYYY-MM-DD)"))
 }
 
 fn parse_key(text: &str) -> anyhow::Result<KeyId> {
@@ -380,6 +401,19 @@ pub async fn run<S: Store>(store: &S, config: &Config, command: Command) -> anyh
         }
         Command::Calendar(CalendarCommand::Show { json }) => {
             calendar::show(store, json, &mut out).await?;
+        }
+        Command::Report {
+            since,
+            until,
+            json,
+            csv,
+        } => {
+            let format = match (json, csv) {
+                (true, _) => report::Format::Json,
+                (_, true) => report::Format::Csv,
+                _ => report::Format::Text,
+            };
+            report::run(store, since, until, format, &mut out).await?;
         }
         Command::Audit(AuditCommand::Checkpoint) => {
             let notary = Notary::load_or_create(&config.data_dir)?;

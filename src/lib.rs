@@ -38,6 +38,7 @@ pub mod crypto;
 pub mod csv;
 #[cfg(feature = "records")]
 pub mod ctf;
+pub mod dates;
 pub mod digest;
 #[cfg(feature = "fuzz")]
 #[doc(hidden)]

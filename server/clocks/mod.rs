@@ -69,6 +69,11 @@ impl Clocks {
         Ok(clocks)
     }
 
+    /// True if the trust has imported a default calendar.
+    pub fn has_default(&self) -> bool {
+        self.default.is_some()
+    }
+
     /// The calendar `school` counts on: its own, or the trust's.
     pub fn calendar(&self, school: &Laestab) -> Option<&Calendar> {
         self.schools.get(school).or(self.default.as_ref())

@@ -139,6 +139,14 @@ pub trait Packs: Send + Sync {
         event: audit::Event,
     ) -> impl Future<Output = Result<Page>> + Send;
 
+    /// Every pack stored from `since_ms` (inclusive) to `until_ms`
+    /// (exclusive), in storage order: metadata for reports, never chunks.
+    fn stored_between(
+        &self,
+        since_ms: i64,
+        until_ms: i64,
+    ) -> impl Future<Output = Result<Vec<StoredPack>>> + Send;
+
     /// Bytes of ciphertext `from` has sent that are stored and not yet
     /// acknowledged (what its storage quota counts).
     fn outstanding_bytes(&self, from: &Laestab) -> impl Future<Output = Result<u64>> + Send;

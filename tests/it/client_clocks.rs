@@ -94,9 +94,7 @@ async fn issue17_the_leaving_date_is_signed_and_shown() {
 /// in `sent` (and `sent --overdue`, exactly those) and first in `inbox`; a
 /// receipt after the due date is late, one before it on time; with a
 /// calendar, the daemon counts on it.
-#[tokio::test]
-async fn issue17_overdue_packs_and_receipts_on_time() {
-    let daemon = Daemon::start_sqlite(&[]).await;
+async fn issue17_overdue_packs_and_receipts_on_time(daemon: Daemon) {
     let root = tempfile::tempdir().unwrap();
     let primary = enrol(
         &daemon,
@@ -178,6 +176,16 @@ async fn issue17_overdue_packs_and_receipts_on_time() {
     assert_eq!(inbox[0]["overdue"], true, "{inbox:?}");
     assert_eq!(inbox[0]["left"], long_ago.as_str());
 
+    // The hub's report, before the receipts.
+    let report = report(&daemon).await;
+    let transfer = pair(&report, "transfer");
+    assert_eq!(
+        (transfer["sent"].as_u64(), transfer["overdue"].as_u64()),
+        (Some(2), Some(1)),
+        "{report}"
+    );
+    assert_eq!(transfer["acknowledged"], 0);
+
     // Acknowledged now: the old one late, the others on time.
     let out_dir = root.path().join("in");
     secondary
@@ -189,6 +197,36 @@ async fn issue17_overdue_packs_and_receipts_on_time() {
     assert_eq!(by(&sent, 1)["overdue"], false);
     assert_eq!(by(&sent, 2)["on_time"], true);
     assert_eq!(by(&sent, 3)["on_time"], true);
+    let report = self::report(&daemon).await;
+    let transfer = pair(&report, "transfer");
+    assert_eq!(transfer["acknowledged"], 2, "{report}");
+    assert_eq!(transfer["on_time"], 1, "{report}");
+    assert_eq!(transfer["overdue"], 0, "{report}");
+    assert!(
+        transfer["median_school_days"].as_f64().unwrap() > 10.0,
+        "{report}"
+    );
+    let cp = pair(&report, "safeguarding");
+    assert_eq!(
+        (cp["sent"].as_u64(), cp["on_time"].as_u64()),
+        (Some(1), Some(1)),
+        "{report}"
+    );
+    assert_eq!(report["totals"]["sent"], 3);
+    assert_eq!(transfer["from_name"], "School");
+    let csv = daemon.admin(&["admin", "report", "--csv"]).await;
+    let csv = String::from_utf8_lossy(&csv.stdout).into_owned();
+    assert!(
+        csv.starts_with("from,to,kind,sent,acknowledged,on_time,overdue,median_school_days\n"),
+        "{csv}"
+    );
+    assert!(csv.contains("8612001,8614001,transfer,2,2,1,0,"), "{csv}");
+    // A period before any pack: nothing.
+    let out = daemon
+        .admin(&["admin", "report", "--json", "--until", "2020-01-01"])
+        .await;
+    let empty: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(empty["totals"]["sent"], 0, "{empty}");
 
     // A calendar whose last term ended yesterday: the old pack's due date
     // is counted on it, today's are past its end and so unknown.
@@ -211,3 +249,25 @@ async fn issue17_overdue_packs_and_receipts_on_time() {
     assert!(by(&sent, 1)["due"].is_string(), "{sent:?}");
     assert_eq!(by(&sent, 2)["due"], serde_json::Value::Null, "{sent:?}");
 }
+
+async fn report(daemon: &Daemon) -> serde_json::Value {
+    let out = daemon.admin(&["admin", "report", "--json"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn pair(report: &serde_json::Value, kind: &str) -> serde_json::Value {
+    report["pairs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["kind"] == kind && p["from"] == "8612001" && p["to"] == "8614001")
+        .unwrap_or_else(|| panic!("no {kind} pair in {report}"))
+        .clone()
+}
+
+on_both_backends!(issue17_overdue_packs_and_receipts_on_time);

@@ -25,6 +25,8 @@ pub struct Item {
     pub ctf_pupil_xml: Option<String>,
     /// Attachments: where each is, and what it is.
     pub attachments: Vec<(PathBuf, AttachmentMeta)>,
+    /// The day the pupil left, when the source says (a CSV `left` cell).
+    pub left: Option<time::Date>,
 }
 
 /// What reading the sources found.
@@ -64,6 +66,7 @@ impl Gathered {
                     record: pack.record,
                     ctf_pupil_xml: None,
                     attachments: pack.attachments,
+                    left: None,
                 }),
                 Err(mut problems) => self.problems.append(&mut problems),
             }
@@ -125,7 +128,14 @@ impl Gathered {
                 continue;
             }
             match to {
-                Ok(to) => self.push(place, Some(to), pupil.record, Some(pupil.raw_xml), opts),
+                Ok(to) => self.push(
+                    place,
+                    Some(to),
+                    pupil.record,
+                    Some(pupil.raw_xml),
+                    None,
+                    opts,
+                ),
                 Err(special) => self.unaddressed.push(unaddressed(&place, special)),
             }
         }
@@ -175,7 +185,7 @@ impl Gathered {
                     continue;
                 }
             };
-            self.push(place, Some(to), row.record, None, opts);
+            self.push(place, Some(to), row.record, None, row.left, opts);
         }
         self.check_duplicates(start);
     }
@@ -186,6 +196,7 @@ impl Gathered {
         to: Option<Laestab>,
         record: TransitionRecord,
         xml: Option<String>,
+        left: Option<time::Date>,
         opts: &Options<'_>,
     ) {
         let mut attachments = Vec::new();
@@ -207,6 +218,7 @@ impl Gathered {
             record,
             ctf_pupil_xml: xml,
             attachments,
+            left,
         });
     }
 

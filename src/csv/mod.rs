@@ -30,7 +30,7 @@ mod row;
 mod tests;
 
 /// Every column the spreadsheet may have, in template order.
-pub const COLUMNS: [&str; 26] = [
+pub const COLUMNS: [&str; 27] = [
     "upn",
     "former_upn",
     "surname",
@@ -56,6 +56,7 @@ pub const COLUMNS: [&str; 26] = [
     "mtc",
     "safeguarding_file",
     "destination",
+    "left",
     "notes",
 ];
 
@@ -72,6 +73,8 @@ pub struct CsvRow {
     /// The `destination` column: a school, `XXXXXXX` or `MMMMMMM`; `None`
     /// when empty or not valid (then there is a problem).
     pub destination: Option<Destination>,
+    /// The `left` column: the day the pupil left; `None` when empty.
+    pub left: Option<time::Date>,
     /// Everything wrong with the row; empty when it may be sent.
     pub problems: Vec<CsvProblem>,
 }
@@ -232,7 +235,7 @@ pub fn template() -> String {
     out
 }
 
-const HELP: [&str; 26] = [
+const HELP: [&str; 27] = [
     "Unique Pupil Number, 13 characters (required)",
     "previous UPN if records were merged, else empty",
     "legal surname (required)",
@@ -258,10 +261,11 @@ const HELP: [&str; 26] = [
     "multiplication tables check score, 0-25",
     "a child-protection file will follow separately: yes or no",
     "receiving school's LAESTAB (7 digits), XXXXXXX if unknown, MMMMMMM if independent or abroad",
+    "the day the pupil left (came off roll) as YYYY-MM-DD; empty: `baton send --left`, or today",
     "free-text notes; put text with commas or line breaks in double quotes",
 ];
 
-const EXAMPLE: &str = "H801200001001,,Smith,Amy,Jane,Amy,2015-01-12,F,WBRI,ENG,no,no,K,SLCN,380,370,8,2,104,99,101,EXS,21,no,8614001,\"Enjoys art, reads daily\"";
+const EXAMPLE: &str = "H801200001001,,Smith,Amy,Jane,Amy,2015-01-12,F,WBRI,ENG,no,no,K,SLCN,380,370,8,2,104,99,101,EXS,21,no,8614001,2026-07-22,\"Enjoys art, reads daily\"";
 
 fn csv_error(bytes: &[u8], e: ::csv::Error) -> CsvError {
     let line = e.position().map_or(0, |p| start_line(bytes, p));

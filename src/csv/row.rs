@@ -131,6 +131,17 @@ pub(super) fn read_row(
         },
     };
 
+    let left = match cell("left") {
+        "" => None,
+        value => match crate::pack::parse_ymd(value) {
+            Ok(d) => Some(d),
+            Err(_) => {
+                bad("left", format!("{value:?} is not a date YYYY-MM-DD"));
+                None
+            }
+        },
+    };
+
     let record = TransitionRecord {
         upn: code("upn"),
         former_upn: code("former_upn"),
@@ -170,6 +181,7 @@ pub(super) fn read_row(
         line,
         record,
         destination,
+        left,
         problems,
     }
 }

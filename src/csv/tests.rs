@@ -164,13 +164,14 @@ fn too_many_cells_is_a_problem() {
 #[test]
 fn template_reads_back_and_its_example_is_valid() {
     let template = template();
-    assert!(template.starts_with(&format!("{HEADER}\n# upn: ")));
+    assert!(template.starts_with(&format!("{}\n# upn: ", COLUMNS.join(","))));
     assert!(read(template.as_bytes(), today()).unwrap().is_empty());
     let uncommented = template.replace("\n# H801200001001", "\nH801200001001");
     let rows = read(uncommented.as_bytes(), today()).unwrap();
     assert_eq!(rows.len(), 1);
     assert!(rows[0].problems.is_empty(), "{:?}", rows[0].problems);
     assert_eq!(rows[0].record.notes, "Enjoys art, reads daily");
+    assert_eq!(rows[0].left, Some(time::macros::date!(2026 - 07 - 22)));
 }
 
 /// The line each row starts on, for rows of `text` after `HEADER`.

@@ -271,3 +271,30 @@ fn pair(report: &serde_json::Value, kind: &str) -> serde_json::Value {
 }
 
 on_both_backends!(issue17_overdue_packs_and_receipts_on_time);
+
+/// Issue 17 item 2: a spreadsheet's `left` column dates each row; a bad
+/// date names the line and column, and the others still go with
+/// `--skip-invalid`.
+#[tokio::test]
+async fn issue17_a_spreadsheet_dates_each_leaver() {
+    let daemon = Daemon::start_sqlite(&[]).await;
+    let root = tempfile::tempdir().unwrap();
+    let primary = enrol(&daemon, root.path(), "8612001", "primary", &["staff"]).await;
+    let _secondary = enrol(&daemon, root.path(), "8614001", "secondary", &["staff"]).await;
+    let (a, b) = (pupil("Sheet", 1), pupil("Sheet", 2));
+    let csv = format!(
+        "upn,surname,forename,dob,sex,destination,left\n{},{},{},{},{},8614001,2026-07-22\n{},{},{},{},{},8614001,22/07/2026\n",
+        a.upn, a.surname, a.forename, a.dob, a.sex, b.upn, b.surname, b.forename, b.dob, b.sex
+    );
+    let file = root.path().join("class.csv");
+    std::fs::write(&file, csv).unwrap();
+    let out = primary
+        .baton(&["send", "--csv", file.to_str().unwrap(), "--skip-invalid"])
+        .await;
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("line 3") && said.contains("left"), "{said}");
+    assert!(said.contains("22/07/2026"), "{said}");
+    let sent = primary.json(&["sent", "--json"]).await;
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0]["left"], "2026-07-22");
+}

@@ -141,8 +141,8 @@ async fn csv_with_bom_crlf_and_quoted_notes_round_trips_field_by_field(daemon: D
     let (_daemon, primary, secondary) = setup(daemon, root.path()).await;
     let header = baton::csv::COLUMNS.join(",");
     let rows = [
-        "X861200119002,,Mac Giolla Phádraig,Zoë,Rose,,2015-04-06,F,WIRI,POL,yes,no,K,HI;MLD,380,373,2,5,86,82,117,WTS,20,no,8614001,\"Line one, with a comma\r\nline two with \"\"quotes\"\"\"",
-        "L861200119003,,O'Brien,Seán,,Shay,2015-07-28,M,AIND,PAN,no,yes,E,ASD,380,364,16,0,118,97,99,GDS,6,yes,8614001,Strong reader",
+        "X861200119002,,Mac Giolla Phádraig,Zoë,Rose,,2015-04-06,F,WIRI,POL,yes,no,K,HI;MLD,380,373,2,5,86,82,117,WTS,20,no,8614001,,\"Line one, with a comma\r\nline two with \"\"quotes\"\"\"",
+        "L861200119003,,O'Brien,Seán,,Shay,2015-07-28,M,AIND,PAN,no,yes,E,ASD,380,364,16,0,118,97,99,GDS,6,yes,8614001,2026-07-22,Strong reader",
     ];
     let csv = format!("\u{feff}{header}\r\n{}\r\n", rows.join("\r\n"));
     let path = root.path().join("class.csv");

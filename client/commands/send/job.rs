@@ -160,7 +160,8 @@ impl Job {
             to: self.to,
             kind: self.kind,
             created_at_ms: now_ms(),
-            left_on: self.left_on,
+            // The row's own date first, then `--left`, then today.
+            left_on: self.item.left.or(self.left_on),
         };
         let files: Vec<PathBuf> = self
             .item

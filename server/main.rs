@@ -337,6 +337,7 @@ async fn serve<S: Store>(config: Config, store: S) -> anyhow::Result<()> {
     let notary = notary::Notary::load_or_create(&config.data_dir)?;
     let app = app::App::new(store, &config, notary, shutdown.clone());
     app.watch_directory();
+    tokio::spawn(clocks::overdue::watch(app.clone()));
     let router = services::router(builder, app).await?;
 
     let terminated = terminate()?;

@@ -7,6 +7,7 @@
 
 pub mod calendar;
 pub mod holidays;
+pub mod overdue;
 
 pub use calendar::{Calendar, nth_school_day_after};
 

@@ -139,6 +139,9 @@ pub trait Packs: Send + Sync {
         event: audit::Event,
     ) -> impl Future<Output = Result<Page>> + Send;
 
+    /// Every pack not acknowledged yet, in storage order (metadata only).
+    fn unacknowledged(&self) -> impl Future<Output = Result<Vec<StoredPack>>> + Send;
+
     /// Every pack stored from `since_ms` (inclusive) to `until_ms`
     /// (exclusive), in storage order: metadata for reports, never chunks.
     fn stored_between(

@@ -550,6 +550,17 @@ macro_rules! shared_store {
                 self.page(SENT_SQL, from, before_seq, limit, event).await
             }
 
+            async fn unacknowledged(&self) -> Result<Vec<StoredPack>> {
+                let rows: Vec<PackRow> = sqlx::query_as(
+                    "SELECT seq, header, from_laestab, to_laestab, ciphertext_sha256, \
+                     upload_id, chunks, status, uploaded_at_ms, downloaded_at_ms, acknowledged_at_ms, \
+                     receipt FROM packs WHERE status != 'acknowledged' ORDER BY seq",
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                rows.into_iter().map(pack_from_row).collect()
+            }
+
             async fn stored_between(&self, since_ms: i64, until_ms: i64) -> Result<Vec<StoredPack>> {
                 let rows: Vec<PackRow> = sqlx::query_as(
                     "SELECT seq, header, from_laestab, to_laestab, ciphertext_sha256, \

@@ -298,3 +298,59 @@ async fn issue17_a_spreadsheet_dates_each_leaver() {
     assert_eq!(sent.len(), 1, "{sent:?}");
     assert_eq!(sent[0]["left"], "2026-07-22");
 }
+
+/// Issue 17 item 5: the daemon logs a pack that has become overdue (once),
+/// naming the pack, the schools and the due date, and nothing about the pupil.
+#[tokio::test]
+async fn issue17_the_daemon_logs_overdue_packs() {
+    let mut daemon = Daemon::start_sqlite(&[]).await;
+    let root = tempfile::tempdir().unwrap();
+    let primary = enrol(&daemon, root.path(), "8612001", "primary", &["staff"]).await;
+    let _secondary = enrol(&daemon, root.path(), "8614001", "secondary", &["staff"]).await;
+    let late = pupil("Overdue", 1);
+    let dir = root.path().join("late");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("record.json"), late.to_json()).unwrap();
+    let left =
+        baton::pack::format_ymd(time::OffsetDateTime::now_utc().date() - time::Duration::days(60));
+    let out = primary
+        .baton(&[
+            "send",
+            "--to",
+            "8614001",
+            "--left",
+            &left,
+            dir.to_str().unwrap(),
+        ])
+        .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sent = primary.json(&["sent", "--json"]).await;
+    let id = sent[0]["id"].as_str().unwrap().to_string();
+
+    // The daemon looks when it starts.
+    daemon.kill9().await;
+    daemon.restart(&[]).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let log = loop {
+        let log = std::fs::read_to_string(&daemon.log).unwrap();
+        if log.contains("pack overdue") {
+            break log;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no overdue line in the log"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let line = log.lines().find(|l| l.contains("pack overdue")).unwrap();
+    assert!(
+        line.contains(&id) && line.contains("8612001") && line.contains("8614001"),
+        "{line}"
+    );
+    assert!(line.contains("due="), "{line}");
+    assert!(!log.contains(&late.upn) && !log.contains(&late.surname));
+}

@@ -59,6 +59,10 @@ pub enum Command {
         /// Print CSV, one row per (from, to, kind).
         #[arg(long)]
         csv: bool,
+        /// Also write one printable page (HTML, no pupil data) to FILE, for
+        /// heads and governors.
+        #[arg(long, value_name = "FILE")]
+        html: Option<PathBuf>,
     },
     /// Apply database migrations and exit.
     Migrate,
@@ -407,13 +411,14 @@ pub async fn run<S: Store>(store: &S, config: &Config, command: Command) -> anyh
             until,
             json,
             csv,
+            html,
         } => {
             let format = match (json, csv) {
                 (true, _) => report::Format::Json,
                 (_, true) => report::Format::Csv,
                 _ => report::Format::Text,
             };
-            report::run(store, since, until, format, &mut out).await?;
+            report::run(store, since, until, format, html.as_deref(), &mut out).await?;
         }
         Command::Audit(AuditCommand::Checkpoint) => {
             let notary = Notary::load_or_create(&config.data_dir)?;

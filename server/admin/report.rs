@@ -95,12 +95,66 @@ fn count(clocks: &Clocks, today: Date, p: &StoredPack) -> anyhow::Result<(String
     Ok((kind.to_string(), c))
 }
 
-/// Prints the report of packs stored from `since` to `until` (inclusive).
+/// One row of the printable page, as text.
+struct PageRow {
+    from: String,
+    from_name: String,
+    to: String,
+    to_name: String,
+    kind: String,
+    sent: String,
+    acknowledged: String,
+    on_time: String,
+    overdue: String,
+    median: String,
+}
+
+impl PageRow {
+    fn new(
+        c: &Counts,
+        from: String,
+        from_name: String,
+        to: String,
+        to_name: String,
+        kind: String,
+    ) -> Self {
+        Self {
+            from,
+            from_name,
+            to,
+            to_name,
+            kind,
+            sent: c.sent.to_string(),
+            acknowledged: c.acknowledged.to_string(),
+            on_time: c.on_time.to_string(),
+            overdue: c.overdue.to_string(),
+            median: c
+                .median()
+                .map_or_else(|| "-".to_string(), |m| m.to_string()),
+        }
+    }
+}
+
+/// The one printable page for heads and governors.
+#[derive(askama::Template)]
+#[template(path = "report.html")]
+struct Page {
+    title: String,
+    period: String,
+    generated: String,
+    no_calendar: bool,
+    rows: Vec<PageRow>,
+    totals: PageRow,
+}
+
+/// Prints the report of packs stored from `since` to `until` (inclusive);
+/// with `html`, also writes the printable page there.
 pub async fn run<S: Store>(
     store: &S,
     since: Option<Date>,
     until: Option<Date>,
     format: Format,
+    html: Option<&std::path::Path>,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
     let ms = |d: Date| d.midnight().assume_utc().unix_timestamp() * 1000;
@@ -129,6 +183,44 @@ pub async fn run<S: Store>(
         .map(|s| (s.info.laestab, s.info.name))
         .collect();
     let name = |l: &Laestab| names.get(l).cloned().unwrap_or_default();
+    if let Some(path) = html {
+        let ymd = |d: Option<Date>, none: &str| {
+            d.map_or_else(|| none.to_string(), baton::pack::format_ymd)
+        };
+        let page = Page {
+            title: "Transfers between schools".into(),
+            period: format!(
+                "Packs sent from {} to {}",
+                ymd(since, "the beginning"),
+                ymd(until, "today")
+            ),
+            generated: baton::pack::format_ymd(today),
+            no_calendar: !clocks.has_default(),
+            rows: pairs
+                .iter()
+                .map(|((from, to, kind), c)| {
+                    PageRow::new(
+                        c,
+                        from.to_string(),
+                        name(from),
+                        to.to_string(),
+                        name(to),
+                        kind.clone(),
+                    )
+                })
+                .collect(),
+            totals: PageRow::new(
+                &totals,
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+            ),
+        };
+        let text = askama::Template::render(&page).context("rendering the report page")?;
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
     match format {
         Format::Json => {
             let items: Vec<_> = pairs

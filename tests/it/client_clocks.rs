@@ -221,6 +221,26 @@ async fn issue17_overdue_packs_and_receipts_on_time(daemon: Daemon) {
         "{csv}"
     );
     assert!(csv.contains("8612001,8614001,transfer,2,2,1,0,"), "{csv}");
+    // The printable page names the schools and no pupil.
+    let page = root.path().join("report.html");
+    let out = daemon
+        .admin(&["admin", "report", "--html", page.to_str().unwrap()])
+        .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(
+        html.contains("Transfers between schools") && html.contains("8614001"),
+        "{html}"
+    );
+    assert!(html.contains("<td class=\"n\">3</td>"), "{html}");
+    for serial in 1..=3 {
+        let p = pupil("Due", serial);
+        assert!(!html.contains(&p.upn) && !html.contains(&p.surname));
+    }
     // A period before any pack: nothing.
     let out = daemon
         .admin(&["admin", "report", "--json", "--until", "2020-01-01"])

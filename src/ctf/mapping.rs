@@ -199,6 +199,7 @@ pub(super) struct Mapped {
     pub(super) record: TransitionRecord,
     pub(super) problems: Vec<CtfProblem>,
     pub(super) places: Places,
+    pub(super) left: Option<time::Date>,
 }
 
 pub(super) fn map_pupil(pupil: &Node, position: usize) -> Mapped {
@@ -385,11 +386,37 @@ pub(super) fn map_pupil(pupil: &Node, position: usize) -> Mapped {
     }
 
     record.ks2 = ks2(pupil, &mut places);
+    let left = leaving_date(pupil, &mut bad);
     Mapped {
         record,
         problems,
         places,
+        left,
     }
+}
+
+/// The latest `SchoolHistory/School/LeavingDate`: the day the pupil left
+/// the school sending the file, when the MIS wrote it.
+fn leaving_date(pupil: &Node, bad: &mut impl FnMut(&str, usize, String)) -> Option<time::Date> {
+    let history = pupil.child("SchoolHistory")?;
+    let mut latest = None;
+    for school in history.all("School") {
+        let Some(node) = school.child("LeavingDate") else {
+            continue;
+        };
+        match node.value() {
+            "" => {}
+            text => match crate::pack::parse_ymd(text) {
+                Ok(d) => latest = latest.max(Some(d)),
+                Err(_) => bad(
+                    "SchoolHistory/School/LeavingDate",
+                    node.line,
+                    format!("{text:?} is not a date YYYY-MM-DD"),
+                ),
+            },
+        }
+    }
+    latest
 }
 
 fn ks2(pupil: &Node, places: &mut Places) -> Option<Ks2Results> {

@@ -187,6 +187,9 @@ pub struct CtfPupil {
     pub problems: Vec<CtfProblem>,
     /// Where each record field was read from, for [`CtfPupil::check`].
     places: mapping::Places,
+    /// The day the pupil left, from the latest
+    /// `SchoolHistory/School/LeavingDate`, when the MIS wrote one.
+    pub left: Option<time::Date>,
 }
 
 /// Redacted: the raw XML and the record are about a child.

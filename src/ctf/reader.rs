@@ -168,6 +168,7 @@ impl<R: BufRead> CtfReader<R> {
             record: mapped.record,
             problems: mapped.problems,
             places: mapped.places,
+            left: mapped.left,
         })
     }
 }
@@ -219,6 +220,7 @@ impl CtfPupil {
             record: mapped.record,
             problems: mapped.problems,
             places: mapped.places,
+            left: mapped.left,
         })
     }
 }

@@ -405,3 +405,36 @@ fn accepted_ctf_pupils_round_trip_through_record_json() {
         }
     }
 }
+
+#[test]
+fn the_leaving_date_comes_from_the_school_history() {
+    let pupil = |history: &str| {
+        format!(
+            "<Pupil><UPN>H801200001001</UPN><Surname>A</Surname><Forename>B</Forename><DOB>2015-01-12</DOB><Gender>F</Gender>{history}</Pupil>"
+        )
+    };
+    let history = "<SchoolHistory><School><LAESTAB>8612002</LAESTAB><EntryDate>2019-09-04</EntryDate><LeavingDate>2021-02-12</LeavingDate></School>\
+        <School><LAESTAB>8612001</LAESTAB><EntryDate>2021-02-22</EntryDate><LeavingDate>2026-07-22</LeavingDate></School></SchoolHistory>";
+    let text = ctf(
+        "25.0",
+        ("861", "4001"),
+        &format!(
+            "{}\n{}\n{}",
+            pupil(history),
+            pupil(""),
+            pupil(
+                "<SchoolHistory><School><LeavingDate>22/07/2026</LeavingDate></School></SchoolHistory>"
+            )
+        ),
+    );
+    let parsed = parse_all(text.as_bytes()).unwrap();
+    assert_eq!(
+        parsed.pupils[0].left,
+        Some(time::macros::date!(2026 - 07 - 22))
+    );
+    assert_eq!(parsed.pupils[1].left, None);
+    assert_eq!(parsed.pupils[2].left, None);
+    let problem = &parsed.pupils[2].problems[0];
+    assert_eq!(problem.element, "SchoolHistory/School/LeavingDate");
+    assert!(problem.problem.contains("22/07/2026"), "{problem:?}");
+}

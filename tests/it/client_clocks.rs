@@ -5,7 +5,32 @@
 use baton::api::v1;
 use prost::Message as _;
 
-use crate::common::cli::{enrol, pupil, send_records};
+use crate::common::cli::{Home, enrol, pupil, send_records};
+
+/// Sends `record`'s pack folder (under `root`) to 8614001 as `kind`, left
+/// on `left`; expects success.
+async fn send_left(
+    home: &Home,
+    root: &std::path::Path,
+    record: &baton::record::TransitionRecord,
+    left: &str,
+    kind: &str,
+) {
+    let dir = root.join(format!("left-{}", record.upn));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("record.json"), record.to_json()).unwrap();
+    let dir = dir.display().to_string();
+    let out = home
+        .baton(&[
+            "send", "--to", "8614001", "--kind", kind, "--left", left, &dir,
+        ])
+        .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
 use crate::common::{Daemon, open_db};
 
 #[tokio::test]
@@ -24,24 +49,7 @@ async fn issue17_the_leaving_date_is_signed_and_shown() {
 
     let dir = root.path().join("src");
     std::fs::create_dir_all(&dir).unwrap();
-    let one = dir.join("one");
-    std::fs::create_dir_all(&one).unwrap();
-    std::fs::write(one.join("record.json"), pupil("Clock", 1).to_json()).unwrap();
-    let out = primary
-        .baton(&[
-            "send",
-            "--to",
-            "8614001",
-            "--left",
-            "2026-07-22",
-            one.to_str().unwrap(),
-        ])
-        .await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    send_left(&primary, &dir, &pupil("Clock", 1), "2026-07-22", "transfer").await;
     // Without --left: today.
     assert!(
         send_records(&primary, &dir, "8614001", &[pupil("Clock", 2)])
@@ -115,34 +123,10 @@ async fn issue17_overdue_packs_and_receipts_on_time(daemon: Daemon) {
     let today = time::OffsetDateTime::now_utc().date();
     let ymd = |d: time::Date| baton::pack::format_ymd(d);
     let long_ago = ymd(today - time::Duration::days(60));
-    let send = |serial: u32, left: String, kind: &'static str| {
-        let dir = root.path().join(format!("p{serial}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("record.json"), pupil("Due", serial).to_json()).unwrap();
-        let home = primary.clone();
-        async move {
-            let out = home
-                .baton(&[
-                    "send",
-                    "--to",
-                    "8614001",
-                    "--kind",
-                    kind,
-                    "--left",
-                    &left,
-                    dir.to_str().unwrap(),
-                ])
-                .await;
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-    };
-    send(1, long_ago.clone(), "transfer").await;
-    send(2, ymd(today), "transfer").await;
-    send(3, ymd(today), "safeguarding").await;
+    let r = root.path();
+    send_left(&primary, r, &pupil("Due", 1), &long_ago, "transfer").await;
+    send_left(&primary, r, &pupil("Due", 2), &ymd(today), "transfer").await;
+    send_left(&primary, r, &pupil("Due", 3), &ymd(today), "safeguarding").await;
 
     let sent = primary.json(&["sent", "--json"]).await;
     let by = |rows: &[serde_json::Value], serial: u32| {
@@ -328,26 +312,9 @@ async fn issue17_the_daemon_logs_overdue_packs() {
     let primary = enrol(&daemon, root.path(), "8612001", "primary", &["staff"]).await;
     let _secondary = enrol(&daemon, root.path(), "8614001", "secondary", &["staff"]).await;
     let late = pupil("Overdue", 1);
-    let dir = root.path().join("late");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("record.json"), late.to_json()).unwrap();
     let left =
         baton::pack::format_ymd(time::OffsetDateTime::now_utc().date() - time::Duration::days(60));
-    let out = primary
-        .baton(&[
-            "send",
-            "--to",
-            "8614001",
-            "--left",
-            &left,
-            dir.to_str().unwrap(),
-        ])
-        .await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    send_left(&primary, root.path(), &late, &left, "transfer").await;
     let sent = primary.json(&["sent", "--json"]).await;
     let id = sent[0]["id"].as_str().unwrap().to_string();
 

@@ -7,6 +7,10 @@ use time::Date;
 
 pub use baton::dates::england_date;
 
+/// Said under due dates when the trust has imported no calendar.
+pub const NO_CALENDAR: &str =
+    "the trust has no calendar in Baton: due dates count weekdays that are not bank holidays";
+
 /// Today in England.
 pub fn today() -> Date {
     baton::dates::england_today()

@@ -37,6 +37,11 @@ impl Waiting {
 
 /// Every page of the inbox.
 pub async fn list(clients: &mut Clients) -> Result<Vec<Waiting>> {
+    Ok(listing(clients).await?.0)
+}
+
+/// [`list`], and whether the trust has no calendar.
+async fn listing(clients: &mut Clients) -> Result<(Vec<Waiting>, bool)> {
     let mut out = Vec::new();
     let mut page_token = String::new();
     loop {
@@ -66,7 +71,7 @@ pub async fn list(clients: &mut Clients) -> Result<Vec<Waiting>> {
             });
         }
         if page.next_page_token.is_empty() {
-            return Ok(out);
+            return Ok((out, page.no_calendar));
         }
         page_token = page.next_page_token;
     }
@@ -75,7 +80,7 @@ pub async fn list(clients: &mut Clients) -> Result<Vec<Waiting>> {
 /// Runs `baton inbox`.
 pub async fn run(home: &Home, args: Args) -> Result<()> {
     let mut clients = crate::connect::connect(home).await?;
-    let mut waiting = list(&mut clients).await?;
+    let (mut waiting, no_calendar) = listing(&mut clients).await?;
     // What is overdue first, the longest overdue at the top.
     waiting.sort_by_key(|w| (!w.overdue(), w.overdue().then_some(w.due).flatten()));
     if args.json {
@@ -122,6 +127,9 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
         crate::clock::overdue_line(waiting.iter().filter(|w| w.overdue()).filter_map(|w| w.due))
     {
         eprintln!("{line}");
+    }
+    if no_calendar && waiting.iter().any(|w| w.due.is_some()) {
+        eprintln!("{}", crate::clock::NO_CALENDAR);
     }
     Ok(())
 }

@@ -105,6 +105,12 @@ impl Row {
 
 /// Every page of the packs this school sent, newest first.
 pub async fn list(clients: &mut Clients) -> Result<Vec<v1::SentEntry>> {
+    Ok(listing(clients).await?.0)
+}
+
+/// [`list`], and whether the trust has no calendar (due dates then count
+/// weekdays that are not bank holidays).
+async fn listing(clients: &mut Clients) -> Result<(Vec<v1::SentEntry>, bool)> {
     let mut out = Vec::new();
     let mut page_token = String::new();
     loop {
@@ -119,7 +125,7 @@ pub async fn list(clients: &mut Clients) -> Result<Vec<v1::SentEntry>> {
             .into_inner();
         out.extend(page.packs);
         if page.next_page_token.is_empty() {
-            return Ok(out);
+            return Ok((out, page.no_calendar));
         }
         page_token = page.next_page_token;
     }
@@ -147,7 +153,8 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
         own_keys.push(mine);
     }
     let mut rows = Vec::new();
-    for e in list(&mut clients).await? {
+    let (entries, no_calendar) = listing(&mut clients).await?;
+    for e in entries {
         let wire = e.header.clone().unwrap_or_default();
         let header = match SignedHeader::try_from(&wire) {
             Ok(h) => h,
@@ -297,6 +304,9 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
         clock::overdue_line(rows.iter().filter(|r| r.overdue()).filter_map(|r| r.due))
     {
         eprintln!("{line}");
+    }
+    if no_calendar && rows.iter().any(|r| r.due.is_some()) {
+        eprintln!("{}", clock::NO_CALENDAR);
     }
     if rows.is_empty() && args.overdue {
         eprintln!("no pack is overdue");

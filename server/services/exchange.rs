@@ -196,6 +196,7 @@ impl<S: Store> Exchange for Service<S> {
             }
         }
         Ok(Response::new(v1::InboxResponse {
+            no_calendar: !clocks.has_default(),
             packs,
             next_page_token,
         }))
@@ -375,6 +376,7 @@ impl<S: Store> Exchange for Service<S> {
             })
             .collect::<Result<Vec<_>, Status>>()?;
         Ok(Response::new(v1::SentResponse {
+            no_calendar: !clocks.has_default(),
             packs,
             next_page_token,
         }))

@@ -154,6 +154,7 @@ async fn issue17_overdue_packs_and_receipts_on_time(daemon: Daemon) {
     let table = primary.baton(&["sent"]).await;
     assert!(String::from_utf8_lossy(&table.stdout).contains("OVERDUE"));
     assert!(String::from_utf8_lossy(&table.stderr).contains("1 pack overdue (oldest due"));
+    assert!(String::from_utf8_lossy(&table.stderr).contains("the trust has no calendar"));
 
     // The receiver sees what is overdue first.
     let inbox = secondary.json(&["inbox", "--json"]).await;
@@ -252,6 +253,8 @@ async fn issue17_overdue_packs_and_receipts_on_time(daemon: Daemon) {
     let sent = primary.json(&["sent", "--json"]).await;
     assert!(by(&sent, 1)["due"].is_string(), "{sent:?}");
     assert_eq!(by(&sent, 2)["due"], serde_json::Value::Null, "{sent:?}");
+    let table = primary.baton(&["sent"]).await;
+    assert!(!String::from_utf8_lossy(&table.stderr).contains("the trust has no calendar"));
 }
 
 async fn report(daemon: &Daemon) -> serde_json::Value {

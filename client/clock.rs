@@ -18,7 +18,7 @@ pub fn today() -> Date {
 
 /// A due date from the daemon (`YYYY-MM-DD`, empty when unknown).
 pub fn parse_due(text: &str) -> Option<Date> {
-    baton::pack::parse_ymd(text).ok()
+    baton::dates::parse_ymd(text).ok()
 }
 
 /// Overdue: not acknowledged, and today is after the due date.
@@ -40,7 +40,7 @@ pub fn overdue_line(dues: impl Iterator<Item = Date>) -> Option<String> {
         "{} pack{} overdue (oldest due {})",
         dues.len(),
         if dues.len() == 1 { "" } else { "s" },
-        baton::pack::format_ymd(*oldest)
+        baton::dates::format_ymd(*oldest)
     ))
 }
 

@@ -221,7 +221,8 @@ impl Pins {
                 school.laestab
             )
         })?;
-        let endorsed = self.directory_key()?.is_some();
+        let directory = self.directory_key()?;
+        let endorsed = directory.is_some();
         let listed = self.listed(school)?.keys;
         let mut changes = Vec::new();
         for k in &listed {
@@ -243,7 +244,7 @@ impl Pins {
             };
             match (p.revoked_at_ms, k.revoked_at_ms) {
                 (Some(_), None) => changes.push(format!("revoked key {grouped} is active again")),
-                (None, Some(_)) if !revocation_verified(old, &laestab, k, self.directory_key()?) => {
+                (None, Some(_)) if !revocation_verified(old, &laestab, k, directory) => {
                     changes.push(format!(
                         "key {grouped} ({}) is listed as revoked, without a revocation signed by the key, a DSL key of the school or the trust's directory key",
                         k.label
@@ -317,7 +318,7 @@ impl Pins {
 }
 
 /// A stored key id grouped in fours (as stored if it does not parse).
-fn grouped_id(id: &str) -> String {
+pub fn grouped_id(id: &str) -> String {
     id.parse::<KeyId>()
         .map_or_else(|_| id.to_string(), |k| k.grouped())
 }

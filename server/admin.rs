@@ -224,7 +224,7 @@ impl Command {
 }
 
 fn parse_date(text: &str) -> Result<time::Date, String> {
-    baton::pack::parse_ymd(text.trim()).map_err(|e| format!("{text:?}: {e} (expected YYYY-MM-DD)"))
+    baton::dates::parse_ymd(text.trim()).map_err(|e| format!("{text:?}: {e} (expected YYYY-MM-DD)"))
 }
 
 fn parse_key(text: &str) -> anyhow::Result<KeyId> {
@@ -392,8 +392,7 @@ pub async fn run<S: Store>(store: &S, config: &Config, command: Command) -> anyh
             keys::pending(store, config, json, &mut out).await?;
         }
         Command::Audit(AuditCommand::Verify { checkpoint }) => {
-            let notary = Notary::load_or_create(&config.data_dir)?;
-            audit::verify(store, &notary, checkpoint.as_deref(), &mut out).await?;
+            audit::verify(store, &config.data_dir, checkpoint.as_deref(), &mut out).await?;
         }
         Command::Audit(AuditCommand::Export { checkpoint }) => {
             let notary = Notary::load_or_create(&config.data_dir)?;

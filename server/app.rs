@@ -108,17 +108,6 @@ impl<S: Store> App<S> {
         }
     }
 
-    /// The keys of `school` that count for sealing: all of them, or with a
-    /// directory key only those it endorsed.
-    pub fn sealable_keys(&self, school: &crate::store::School) -> Vec<SchoolKey> {
-        school
-            .keys
-            .iter()
-            .filter(|k| self.endorsed(&school.info.laestab, k))
-            .cloned()
-            .collect()
-    }
-
     /// True without a directory key, or if it endorsed `key` for `school`.
     pub fn endorsed(&self, school: &Laestab, key: &SchoolKey) -> bool {
         self.directory_key

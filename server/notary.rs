@@ -4,7 +4,7 @@
 //! file, so that their checkpoints are one daemon's.
 
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::Context as _;
 use baton::checkpoint::Checkpoint;
@@ -46,7 +46,7 @@ impl Notary {
         })
     }
 
-    fn create(path: &PathBuf) -> anyhow::Result<Self> {
+    fn create(path: &Path) -> anyhow::Result<Self> {
         let seed = Zeroizing::new(rand::random::<[u8; 32]>());
         let mut options = std::fs::OpenOptions::new();
         options.write(true).create_new(true);

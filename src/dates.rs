@@ -1,8 +1,23 @@
-//! Dates as schools count them: the calendar day in England (Europe/London:
-//! GMT, or BST from 01:00 UTC on the last Sunday of March to 01:00 UTC on
-//! the last Sunday of October), without a time-zone database.
+//! Dates as schools count them: `YYYY-MM-DD` on the wire and in files, and
+//! the calendar day in England (Europe/London: GMT, or BST from 01:00 UTC
+//! on the last Sunday of March to 01:00 UTC on the last Sunday of October),
+//! without a time-zone database.
 
 use time::{Date, Month, OffsetDateTime, Weekday};
+
+/// A date as `YYYY-MM-DD`.
+pub fn format_ymd(d: Date) -> String {
+    d.format(time::macros::format_description!("[year]-[month]-[day]"))
+        .unwrap_or_default()
+}
+
+/// A `YYYY-MM-DD` date (surrounding spaces allowed).
+pub fn parse_ymd(text: &str) -> Result<Date, time::error::Parse> {
+    Date::parse(
+        text.trim(),
+        time::macros::format_description!("[year]-[month]-[day]"),
+    )
+}
 
 /// The last Sunday of `month` in `year`, at 01:00 UTC.
 fn switch(year: i32, month: Month) -> Option<OffsetDateTime> {

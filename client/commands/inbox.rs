@@ -90,7 +90,7 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
                 let h = w.header.header();
                 serde_json::json!({"id": h.pack_id.to_string(), "from": h.from.to_string(), "to": h.to.to_string(),
                     "kind": h.kind.as_str(), "size": h.ciphertext_len, "sent_at": time(w.uploaded_at_ms), "state": w.state,
-                    "left": h.left_on.map(baton::pack::format_ymd), "due": w.due.map(baton::pack::format_ymd),
+                    "left": h.left_on.map(baton::dates::format_ymd), "due": w.due.map(baton::dates::format_ymd),
                     "overdue": w.overdue()})
             })
             .collect();
@@ -109,8 +109,8 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
                 time(w.uploaded_at_ms),
                 w.state.to_string(),
                 match (w.due, w.overdue()) {
-                    (Some(d), true) => format!("{} OVERDUE", baton::pack::format_ymd(d)),
-                    (Some(d), false) => baton::pack::format_ymd(d),
+                    (Some(d), true) => format!("{} OVERDUE", baton::dates::format_ymd(d)),
+                    (Some(d), false) => baton::dates::format_ymd(d),
                     (None, _) => String::new(),
                 },
             ]

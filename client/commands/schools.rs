@@ -9,7 +9,7 @@ use baton::keys::Role;
 use crate::connect::{connect, explain};
 use crate::home::Home;
 use crate::output::{json, table, time};
-use crate::pins::{Check, Listed, PinnedSchool, Pins};
+use crate::pins::{Check, Listed, PinnedSchool, Pins, grouped_id};
 
 /// The directory of schools.
 #[derive(Debug, clap::Args)]
@@ -87,7 +87,7 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
             let listed = pins.listed(&school)?;
             let directory = pins.directory_key()?;
             let pinned_count = pins.get(&laestab).map_or(0, |p| p.keys.len());
-            let rows = compare(&listed, before.as_ref(), directory.is_some())?;
+            let rows = compare(&listed, before.as_ref(), directory.is_some());
             if as_json || args.json {
                 let items: Vec<_> = rows
                     .iter()
@@ -122,7 +122,7 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
                             None => "-",
                         };
                         vec![
-                            grouped(&r.id),
+                            grouped_id(&r.id),
                             baton::keys::role_names(&r.roles, ","),
                             r.label.clone(),
                             state,
@@ -190,7 +190,7 @@ struct Row {
 }
 
 /// Every listed key and every pinned key, compared field by field.
-fn compare(listed: &Listed, pinned: Option<&PinnedSchool>, directory: bool) -> Result<Vec<Row>> {
+fn compare(listed: &Listed, pinned: Option<&PinnedSchool>, directory: bool) -> Vec<Row> {
     let mut rows = Vec::new();
     let approved_keys = listed.keys.iter().map(|k| (k, true));
     let unapproved = listed.unapproved.iter().map(|k| (k, false));
@@ -254,13 +254,7 @@ fn compare(listed: &Listed, pinned: Option<&PinnedSchool>, directory: bool) -> R
         }
     }
     rows.sort_by(|a, b| a.id.cmp(&b.id));
-    Ok(rows)
-}
-
-/// A key id grouped in fours (as given if it does not parse).
-fn grouped(id: &str) -> String {
-    id.parse::<baton::keys::KeyId>()
-        .map_or_else(|_| id.to_string(), |k| k.grouped())
+    rows
 }
 
 async fn get(clients: &mut crate::connect::Clients, laestab: &Laestab) -> Result<v1::School> {

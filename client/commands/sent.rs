@@ -149,7 +149,11 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
     // which its key id (a hash of the key) identifies whatever the server says.
     let _ = refresh(home, &mut clients, &mut pins, &config.school).await;
     let mut own_keys = pins.verifying_keys(&config.school).unwrap_or_default();
-    if let Some(mine) = this_device(&mut clients, &config).await {
+    if !own_keys
+        .iter()
+        .any(|k| k.key_id().to_string() == config.key_id)
+        && let Some(mine) = this_device(&mut clients, &config).await
+    {
         own_keys.push(mine);
     }
     let mut rows = Vec::new();
@@ -263,7 +267,7 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
                     "sent_at": time(r.sent_at), "downloaded_at": time(r.downloaded_at),
                     "received_at": r.receipt.as_ref().map(|x| time(x.receipt().received_at_ms)),
                     "receipt_verified": r.verified, "error": r.error,
-                    "left": r.left.map(baton::pack::format_ymd), "due": r.due.map(baton::pack::format_ymd),
+                    "left": r.left.map(baton::dates::format_ymd), "due": r.due.map(baton::dates::format_ymd),
                     "overdue": r.overdue(), "on_time": r.on_time()})
             })
             .collect();
@@ -280,9 +284,9 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
             };
             let due = match (r.due, r.overdue(), r.on_time()) {
                 (None, ..) => String::new(),
-                (Some(d), true, _) => format!("{} OVERDUE", baton::pack::format_ymd(d)),
-                (Some(d), _, Some(false)) => format!("{} (late)", baton::pack::format_ymd(d)),
-                (Some(d), ..) => baton::pack::format_ymd(d),
+                (Some(d), true, _) => format!("{} OVERDUE", baton::dates::format_ymd(d)),
+                (Some(d), _, Some(false)) => format!("{} (late)", baton::dates::format_ymd(d)),
+                (Some(d), ..) => baton::dates::format_ymd(d),
             };
             vec![
                 r.id.clone(),

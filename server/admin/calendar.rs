@@ -9,7 +9,7 @@ use baton::Laestab;
 use time::{Date, OffsetDateTime};
 
 use crate::audit::Event;
-use crate::clocks::calendar::{self, ymd};
+use crate::clocks::calendar;
 use crate::clocks::{
     Calendar, SAFEGUARDING_SCHOOL_DAYS, TRANSFER_SCHOOL_DAYS, holidays, nth_school_day_after,
 };
@@ -110,8 +110,8 @@ pub async fn show<S: Store>(store: &S, json: bool, out: &mut impl Write) -> anyh
                     "name": c.name,
                     "imported_at": crate::audit::time(s.imported_at_ms),
                     "terms": c.terms.iter().map(|t| serde_json::json!({
-                        "start": ymd::format(t.start), "end": ymd::format(t.end),
-                        "closures": t.closures.iter().map(|d| ymd::format(*d)).collect::<Vec<_>>(),
+                        "start": baton::dates::format_ymd(t.start), "end": baton::dates::format_ymd(t.end),
+                        "closures": t.closures.iter().map(|d| baton::dates::format_ymd(*d)).collect::<Vec<_>>(),
                         "school_days": term_days(c, t.start, t.end),
                     })).collect::<Vec<_>>(),
                 })
@@ -123,10 +123,10 @@ pub async fn show<S: Store>(store: &S, json: bool, out: &mut impl Write) -> anyh
             serde_json::json!({
                 "calendars": items,
                 "trust_has_calendar": default.is_some(),
-                "bank_holidays": bank.iter().map(|d| ymd::format(*d)).collect::<Vec<_>>(),
+                "bank_holidays": bank.iter().map(|d| baton::dates::format_ymd(*d)).collect::<Vec<_>>(),
                 "leaving_today": {
-                    "transfer_due": due_transfer.map(ymd::format),
-                    "safeguarding_due": due_cp.map(ymd::format),
+                    "transfer_due": due_transfer.map(baton::dates::format_ymd),
+                    "safeguarding_due": due_cp.map(baton::dates::format_ymd),
                 },
             })
         )?;
@@ -149,12 +149,16 @@ pub async fn show<S: Store>(store: &S, json: bool, out: &mut impl Write) -> anyh
             crate::audit::time(s.imported_at_ms)
         )?;
         for t in &c.terms {
-            let closures: Vec<String> = t.closures.iter().map(|d| ymd::format(*d)).collect();
+            let closures: Vec<String> = t
+                .closures
+                .iter()
+                .map(|d| baton::dates::format_ymd(*d))
+                .collect();
             writeln!(
                 out,
                 "  {} to {}  {:>3} school days{}",
-                ymd::format(t.start),
-                ymd::format(t.end),
+                baton::dates::format_ymd(t.start),
+                baton::dates::format_ymd(t.end),
                 term_days(c, t.start, t.end),
                 if closures.is_empty() {
                     String::new()
@@ -164,18 +168,18 @@ pub async fn show<S: Store>(store: &S, json: bool, out: &mut impl Write) -> anyh
             )?;
         }
     }
-    let bank_text: Vec<String> = bank.iter().map(|d| ymd::format(*d)).collect();
+    let bank_text: Vec<String> = bank.iter().map(|d| baton::dates::format_ymd(*d)).collect();
     writeln!(out, "bank holidays: {}", bank_text.join(", "))?;
     let due = |d: Option<Date>| {
         d.map_or_else(
             || "unknown (past the calendar's last term: import the next terms)".to_string(),
-            ymd::format,
+            baton::dates::format_ymd,
         )
     };
     writeln!(
         out,
         "a pupil leaving today ({}): transfer pack due {}, child-protection file due {}",
-        ymd::format(today),
+        baton::dates::format_ymd(today),
         due(due_transfer),
         due(due_cp)
     )?;

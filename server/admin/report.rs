@@ -59,12 +59,9 @@ impl Counts {
 fn count(clocks: &Clocks, today: Date, p: &StoredPack) -> anyhow::Result<(String, Counts)> {
     let header = v1::PackHeader::decode(p.header.as_slice())
         .with_context(|| format!("stored header of pack {} does not decode", p.seq))?;
-    let kind = match v1::PackKind::try_from(header.kind) {
-        Ok(v1::PackKind::Safeguarding) => "safeguarding",
-        _ => "transfer",
-    };
-    let left = baton::pack::parse_ymd(&header.left_on).ok();
-    let due = baton::pack::parse_ymd(&clocks.due_of(&header)).ok();
+    let kind = crate::services::wire::kind_of(&header).as_str();
+    let left = baton::dates::parse_ymd(&header.left_on).ok();
+    let due = clocks.due_of(&header);
     let received = p
         .receipt
         .as_deref()
@@ -185,7 +182,7 @@ pub async fn run<S: Store>(
     let name = |l: &Laestab| names.get(l).cloned().unwrap_or_default();
     if let Some(path) = html {
         let ymd = |d: Option<Date>, none: &str| {
-            d.map_or_else(|| none.to_string(), baton::pack::format_ymd)
+            d.map_or_else(|| none.to_string(), baton::dates::format_ymd)
         };
         let page = Page {
             title: "Transfers between schools".into(),
@@ -194,7 +191,7 @@ pub async fn run<S: Store>(
                 ymd(since, "the beginning"),
                 ymd(until, "today")
             ),
-            generated: baton::pack::format_ymd(today),
+            generated: baton::dates::format_ymd(today),
             no_calendar: !clocks.has_default(),
             rows: pairs
                 .iter()
@@ -239,7 +236,7 @@ pub async fn run<S: Store>(
                 out,
                 "{}",
                 serde_json::json!({"pairs": items, "totals": totals.json(),
-                    "since": since.map(baton::pack::format_ymd), "until": until.map(baton::pack::format_ymd),
+                    "since": since.map(baton::dates::format_ymd), "until": until.map(baton::dates::format_ymd),
                     "trust_has_calendar": clocks.has_default()})
             )?;
         }

@@ -197,21 +197,10 @@ pub fn school_days_between(calendar: Option<&Calendar>, from: Date, to: Date) ->
 }
 
 /// `YYYY-MM-DD` dates in files.
-pub mod ymd {
+mod ymd {
+    use baton::dates::{format_ymd as format, parse_ymd as parse};
     use serde::{Deserialize as _, Deserializer, Serializer};
     use time::Date;
-    use time::macros::format_description;
-
-    /// Parses `YYYY-MM-DD`.
-    pub fn parse(text: &str) -> Result<Date, time::error::Parse> {
-        Date::parse(text.trim(), format_description!("[year]-[month]-[day]"))
-    }
-
-    /// Formats as `YYYY-MM-DD`.
-    pub fn format(d: Date) -> String {
-        d.format(format_description!("[year]-[month]-[day]"))
-            .unwrap_or_default()
-    }
 
     pub fn serialize<S: Serializer>(d: &Date, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&format(*d))
@@ -229,14 +218,14 @@ mod ymd_list {
     use time::Date;
 
     pub fn serialize<S: Serializer>(days: &[Date], s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(days.iter().map(|d| super::ymd::format(*d)))
+        s.collect_seq(days.iter().map(|d| baton::dates::format_ymd(*d)))
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Date>, D::Error> {
         Vec::<String>::deserialize(d)?
             .iter()
             .map(|t| {
-                super::ymd::parse(t).map_err(|e| {
+                baton::dates::parse_ymd(t).map_err(|e| {
                     serde::de::Error::custom(format!("closure {t:?}: {e} (expected YYYY-MM-DD)"))
                 })
             })

@@ -87,21 +87,12 @@ impl Clocks {
 }
 
 impl Clocks {
-    /// The due date of a stored header, `YYYY-MM-DD`, or empty when unknown.
-    pub fn due_of(&self, header: &baton::api::v1::PackHeader) -> String {
-        let (Ok(from), Ok(left)) = (
-            header.from.parse::<Laestab>(),
-            baton::pack::parse_ymd(&header.left_on),
-        ) else {
-            return String::new();
-        };
-        let kind = match baton::api::v1::PackKind::try_from(header.kind) {
-            Ok(baton::api::v1::PackKind::Safeguarding) => Kind::Safeguarding,
-            _ => Kind::Transfer,
-        };
-        self.due(&from, kind, left)
-            .map(baton::pack::format_ymd)
-            .unwrap_or_default()
+    /// The due date of a stored header; `None` when unknown (no leaving
+    /// date before format 3, or past the calendar's last term).
+    pub fn due_of(&self, header: &baton::api::v1::PackHeader) -> Option<Date> {
+        let from = header.from.parse::<Laestab>().ok()?;
+        let left = baton::dates::parse_ymd(&header.left_on).ok()?;
+        self.due(&from, crate::services::wire::kind_of(header), left)
     }
 }
 

@@ -44,14 +44,15 @@ async fn look<S: Store>(app: &App<S>, logged: &mut HashSet<i64>) -> anyhow::Resu
         let Ok(header) = v1::PackHeader::decode(p.header.as_slice()) else {
             continue;
         };
-        let due = clocks.due_of(&header);
-        if baton::pack::parse_ymd(&due).is_ok_and(|d| today > d) {
+        if let Some(due) = clocks.due_of(&header)
+            && today > due
+        {
             tracing::warn!(
                 pack = %header.pack_id,
                 from = %p.from,
                 to = %p.to,
-                kind = if header.kind == v1::PackKind::Safeguarding as i32 { "safeguarding" } else { "transfer" },
-                due = %due,
+                kind = crate::services::wire::kind_of(&header).as_str(),
+                due = %baton::dates::format_ymd(due),
                 "pack overdue: not acknowledged by its due date"
             );
             logged.insert(p.seq);

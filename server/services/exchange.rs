@@ -14,14 +14,14 @@ use baton::api::v1;
 use baton::api::v1::download_response::Part as DownPart;
 use baton::api::v1::exchange_server::Exchange;
 use baton::keys::{KeyId, SchoolKey};
-use baton::pack::{Kind, PackId, SignedReceipt};
+use baton::pack::{PackId, SignedReceipt};
 use prost::Message as _;
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::wire::{store_status, wire_status};
+use super::wire::{kind_of, store_status, wire_status};
 use crate::app::App;
 use crate::audit::Event;
 use crate::auth::{self, KeyHolder};
@@ -74,14 +74,6 @@ async fn inbox_pack<S: Store>(
         return Err(not_found());
     }
     Ok((pack, header))
-}
-
-/// A stored header's kind (an unknown value counts as the stricter one).
-fn kind_of(header: &v1::PackHeader) -> Kind {
-    match v1::PackKind::try_from(header.kind) {
-        Ok(v1::PackKind::Transfer) => Kind::Transfer,
-        _ => Kind::Safeguarding,
-    }
 }
 
 /// Ciphertext is stored and downloaded in pieces of at most this size. An
@@ -188,7 +180,10 @@ impl<S: Store> Exchange for Service<S> {
             let header = stored_header(p)?;
             if holder.may_see(kind_of(&header)) {
                 packs.push(v1::InboxEntry {
-                    due: clocks.due_of(&header),
+                    due: clocks
+                        .due_of(&header)
+                        .map(baton::dates::format_ymd)
+                        .unwrap_or_default(),
                     header: Some(header),
                     uploaded_at_ms: p.uploaded_at_ms,
                     state: state(p.status) as i32,
@@ -366,7 +361,10 @@ impl<S: Store> Exchange for Service<S> {
                 };
                 let header = stored_header(p)?;
                 Ok(v1::SentEntry {
-                    due: clocks.due_of(&header),
+                    due: clocks
+                        .due_of(&header)
+                        .map(baton::dates::format_ymd)
+                        .unwrap_or_default(),
                     header: Some(header),
                     state: state(p.status) as i32,
                     uploaded_at_ms: p.uploaded_at_ms,

@@ -5,6 +5,7 @@
 use baton::Laestab;
 use baton::api::{WireError, v1};
 use baton::keys::{SchoolKey, enrol_statement};
+use baton::pack::Kind;
 use tonic::Status;
 
 use crate::store::{StoreError, now_ms};
@@ -77,4 +78,13 @@ pub fn new_key(
     key.created_at_ms = now_ms();
     key.revoked_at_ms = None;
     Ok(key)
+}
+
+/// A stored header's kind (an unknown value counts as the stricter one:
+/// shown to DSL keys only, due within the shorter clock).
+pub fn kind_of(header: &v1::PackHeader) -> Kind {
+    match v1::PackKind::try_from(header.kind) {
+        Ok(v1::PackKind::Transfer) => Kind::Transfer,
+        _ => Kind::Safeguarding,
+    }
 }

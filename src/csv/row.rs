@@ -133,7 +133,7 @@ pub(super) fn read_row(
 
     let left = match cell("left") {
         "" => None,
-        value => match crate::pack::parse_ymd(value) {
+        value => match crate::dates::parse_ymd(value) {
             Ok(d) => Some(d),
             Err(_) => {
                 bad("left", format!("{value:?} is not a date YYYY-MM-DD"));

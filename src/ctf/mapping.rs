@@ -406,7 +406,7 @@ fn leaving_date(pupil: &Node, bad: &mut impl FnMut(&str, usize, String)) -> Opti
         };
         match node.value() {
             "" => {}
-            text => match crate::pack::parse_ymd(text) {
+            text => match crate::dates::parse_ymd(text) {
                 Ok(d) => latest = latest.max(Some(d)),
                 Err(_) => bad(
                     "SchoolHistory/School/LeavingDate",

@@ -21,7 +21,6 @@ use crate::keys::{Role, SchoolKey};
 pub use contents::{AttachmentMeta, Manifest};
 pub use header::{FORMAT_VERSION, Header, LEFT_ON_SINCE, SignedHeader, VERSIONS};
 pub use receipt::{Receipt, SignedReceipt};
-pub use wire::{format_ymd, parse_ymd};
 
 /// A pack id: a UUIDv7 chosen by the sending client, so ids sort by time.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -47,23 +47,9 @@ impl From<&SignedHeader> for v1::PackHeader {
                 .map(ToString::to_string)
                 .collect(),
             signature: signed.signature().to_vec(),
-            left_on: h.left_on.map(format_ymd).unwrap_or_default(),
+            left_on: h.left_on.map(crate::dates::format_ymd).unwrap_or_default(),
         }
     }
-}
-
-/// A date as `YYYY-MM-DD`.
-pub fn format_ymd(d: time::Date) -> String {
-    d.format(time::macros::format_description!("[year]-[month]-[day]"))
-        .unwrap_or_default()
-}
-
-/// A `YYYY-MM-DD` date.
-pub fn parse_ymd(text: &str) -> Result<time::Date, time::error::Parse> {
-    time::Date::parse(
-        text,
-        time::macros::format_description!("[year]-[month]-[day]"),
-    )
 }
 
 impl TryFrom<&v1::PackHeader> for SignedHeader {
@@ -97,7 +83,7 @@ impl TryFrom<&v1::PackHeader> for SignedHeader {
             left_on: if h.left_on.is_empty() {
                 None
             } else {
-                Some(parse_ymd(&h.left_on).map_err(|e| wire("header.left_on", e))?)
+                Some(crate::dates::parse_ymd(&h.left_on).map_err(|e| wire("header.left_on", e))?)
             },
         };
         let signature = sig64("header.signature", &h.signature)?;

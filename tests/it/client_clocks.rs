@@ -63,7 +63,7 @@ async fn issue17_the_leaving_date_is_signed_and_shown() {
     let today = time::OffsetDateTime::now_utc().date();
     assert!(lefts.contains(&"2026-07-22"), "{sent:?}");
     assert!(
-        lefts.contains(&baton::pack::format_ymd(today).as_str()),
+        lefts.contains(&baton::dates::format_ymd(today).as_str()),
         "{sent:?}"
     );
     let inbox = secondary.json(&["inbox", "--json"]).await;
@@ -121,7 +121,7 @@ async fn issue17_overdue_packs_and_receipts_on_time(daemon: Daemon) {
     )
     .await;
     let today = time::OffsetDateTime::now_utc().date();
-    let ymd = |d: time::Date| baton::pack::format_ymd(d);
+    let ymd = |d: time::Date| baton::dates::format_ymd(d);
     let long_ago = ymd(today - time::Duration::days(60));
     let r = root.path();
     send_left(&primary, r, &pupil("Due", 1), &long_ago, "transfer").await;
@@ -139,14 +139,14 @@ async fn issue17_overdue_packs_and_receipts_on_time(daemon: Daemon) {
     let one = by(&sent, 1);
     assert_eq!(one["overdue"], true, "{one}");
     assert_eq!(one["on_time"], serde_json::Value::Null, "{one}");
-    let due_one = baton::pack::parse_ymd(one["due"].as_str().unwrap()).unwrap();
+    let due_one = baton::dates::parse_ymd(one["due"].as_str().unwrap()).unwrap();
     assert!(
         due_one > today - time::Duration::days(60) && due_one < today,
         "{one}"
     );
     assert_eq!(by(&sent, 2)["overdue"], false);
     // The CP file is due sooner than the transfer pack of the same day.
-    let due = |r: serde_json::Value| baton::pack::parse_ymd(r["due"].as_str().unwrap()).unwrap();
+    let due = |r: serde_json::Value| baton::dates::parse_ymd(r["due"].as_str().unwrap()).unwrap();
     assert!(due(by(&sent, 3)) < due(by(&sent, 2)));
     let overdue = primary.json(&["sent", "--json", "--overdue"]).await;
     assert_eq!(overdue.len(), 1, "{overdue:?}");
@@ -226,6 +226,12 @@ async fn issue17_overdue_packs_and_receipts_on_time(daemon: Daemon) {
         let p = pupil("Due", serial);
         assert!(!html.contains(&p.upn) && !html.contains(&p.surname));
     }
+    // As a browser shows it: the table with the schools and the totals.
+    if let Some(text) = browser_text(&page).await {
+        assert!(text.contains("Transfers between schools"), "{text}");
+        assert!(text.contains("All schools"), "{text}");
+        assert!(text.contains("School <small>8612001</small>"), "{text}");
+    }
     // A period before any pack: nothing.
     let out = daemon
         .admin(&["admin", "report", "--json", "--until", "2020-01-01"])
@@ -255,6 +261,27 @@ async fn issue17_overdue_packs_and_receipts_on_time(daemon: Daemon) {
     assert_eq!(by(&sent, 2)["due"], serde_json::Value::Null, "{sent:?}");
     let table = primary.baton(&["sent"]).await;
     assert!(!String::from_utf8_lossy(&table.stderr).contains("the trust has no calendar"));
+}
+
+/// The page's rendered DOM as headless Chromium builds it; `None` (said on
+/// stderr) where no Chromium is installed, a failure in CI.
+async fn browser_text(page: &std::path::Path) -> Option<String> {
+    let out = tokio::process::Command::new("chromium")
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--dump-dom"])
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .await;
+    match out {
+        Ok(out) if out.status.success() => Some(String::from_utf8_lossy(&out.stdout).into_owned()),
+        other => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI needs chromium: {other:?}"
+            );
+            eprintln!("SKIPPED: no chromium for the report page");
+            None
+        }
+    }
 }
 
 async fn report(daemon: &Daemon) -> serde_json::Value {
@@ -316,7 +343,7 @@ async fn issue17_the_daemon_logs_overdue_packs() {
     let _secondary = enrol(&daemon, root.path(), "8614001", "secondary", &["staff"]).await;
     let late = pupil("Overdue", 1);
     let left =
-        baton::pack::format_ymd(time::OffsetDateTime::now_utc().date() - time::Duration::days(60));
+        baton::dates::format_ymd(time::OffsetDateTime::now_utc().date() - time::Duration::days(60));
     send_left(&primary, root.path(), &late, &left, "transfer").await;
     let sent = primary.json(&["sent", "--json"]).await;
     let id = sent[0]["id"].as_str().unwrap().to_string();

@@ -82,7 +82,7 @@ pub struct Args {
 
 /// A leaving date: `YYYY-MM-DD`, not before 2000 and at most a year ahead.
 fn parse_left(text: &str) -> Result<time::Date, String> {
-    let date = baton::pack::parse_ymd(text.trim())
+    let date = baton::dates::parse_ymd(text.trim())
         .map_err(|e| format!("{text:?} is not a date YYYY-MM-DD ({e})"))?;
     let today = time::OffsetDateTime::now_utc().date();
     let year_ahead = today

@@ -263,8 +263,10 @@ impl<S: Store> Service<S> {
                     h.to
                 ))
             })?;
-        let expected: Vec<_> = recipients_for(h.kind, &app.sealable_keys(&dest))
-            .iter()
+        // With a directory key, only keys it endorsed count.
+        let expected: Vec<_> = recipients_for(h.kind, &dest.keys)
+            .into_iter()
+            .filter(|k| app.endorsed(&h.to, k))
             .map(|k| k.key_id())
             .collect();
         if expected.is_empty() {

@@ -49,6 +49,8 @@ enum Command {
     Ack(commands::ack::Args),
     /// List packs this school sent, with their state and receipts.
     Sent(commands::sent::Args),
+    /// Withdraw packs this school sent (wrong school, incomplete record).
+    Recall(commands::recall::Args),
     /// This school's keys: list, export this device's public key, revoke one.
     Keys(commands::keys::Args),
     /// Validate CTF files, spreadsheets and pack folders without sending.
@@ -120,6 +122,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Pull(args) => commands::pull::run(&home, args).await,
         Command::Ack(args) => commands::ack::run(&home, args).await,
         Command::Sent(args) => commands::sent::run(&home, args).await,
+        Command::Recall(args) => commands::recall::run(&home, args).await,
         Command::Keys(args) => commands::keys::run(&home, args).await,
         Command::Checkpoint => checkpoint::print(&home),
     }

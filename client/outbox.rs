@@ -60,8 +60,9 @@ pub struct Entry {
     /// The pack this one was sent again for (`send --reseal`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replaces: Option<String>,
-    /// When the destination's verified receipt says it received the pack,
-    /// ms since the epoch (seen by `baton sent`).
+    /// When the pack was settled, ms since the epoch (seen by `baton sent`):
+    /// the time its verified receipt states, or when the server deleted its
+    /// ciphertext (recalled, superseded or purged).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub acknowledged_at_ms: Option<i64>,
 }
@@ -91,14 +92,15 @@ impl Entry {
         })
     }
 
-    /// Records a verified receipt's time and, once it is more than
-    /// `keep_ms` old, forgets who the pupil was (name, UPN, source): the
-    /// school holds the pupil's records elsewhere, and the journal only
-    /// needs the pack. Returns whether the entry changed.
-    pub fn acknowledged(&mut self, received_at_ms: i64, now_ms: i64, keep_ms: i64) -> bool {
+    /// Records when the pack was settled (its verified receipt, or its
+    /// ciphertext deleted by a recall, a correction or retention) and, once
+    /// that is more than `keep_ms` old, forgets who the pupil was (name,
+    /// UPN, source): the school holds the pupil's records elsewhere, and the
+    /// journal only needs the pack. Returns whether the entry changed.
+    pub fn settled(&mut self, at_ms: i64, now_ms: i64, keep_ms: i64) -> bool {
         let mut changed = false;
         if self.acknowledged_at_ms.is_none() {
-            self.acknowledged_at_ms = Some(received_at_ms);
+            self.acknowledged_at_ms = Some(at_ms);
             changed = true;
         }
         let old = self

@@ -64,6 +64,24 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         html: Option<PathBuf>,
     },
+    /// Delete the ciphertext of packs past the trust's retention (as the
+    /// daemon does hourly): the pack's header, receipt and times stay, and
+    /// each deletion is recorded in the audit log. Days default to the
+    /// `[retention]` table.
+    Purge {
+        /// List what would be purged; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Days after its receipt an acknowledged pack is kept.
+        #[arg(long, value_name = "N")]
+        acknowledged_days: Option<u32>,
+        /// Days after upload a pack never acknowledged is kept.
+        #[arg(long, value_name = "N")]
+        unacknowledged_days: Option<u32>,
+        /// Print JSON: one object per pack.
+        #[arg(long)]
+        json: bool,
+    },
     /// Apply database migrations and exit.
     Migrate,
 }
@@ -418,6 +436,40 @@ pub async fn run<S: Store>(store: &S, config: &Config, command: Command) -> anyh
                 _ => report::Format::Text,
             };
             report::run(store, since, until, format, html.as_deref(), &mut out).await?;
+        }
+        Command::Purge {
+            dry_run,
+            acknowledged_days,
+            unacknowledged_days,
+            json,
+        } => {
+            let retention = crate::config::Retention {
+                acknowledged_days: acknowledged_days.unwrap_or(config.retention.acknowledged_days),
+                unacknowledged_days: unacknowledged_days
+                    .unwrap_or(config.retention.unacknowledged_days),
+            };
+            let done = crate::retention::purge(store, retention, now_ms(), "admin", dry_run)
+                .await
+                .context("purging")?;
+            if json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&done)?)?;
+            } else {
+                for p in &done {
+                    writeln!(
+                        out,
+                        "{} {} -> {} ({}) sha256={}",
+                        p.pack_id, p.from, p.to, p.reason, p.ciphertext_sha256
+                    )?;
+                }
+                let verb = if dry_run { "would purge" } else { "purged" };
+                writeln!(
+                    out,
+                    "{verb} {} pack(s) (acknowledged over {} days ago, or stored over {} days ago and never acknowledged)",
+                    done.len(),
+                    retention.acknowledged_days,
+                    retention.unacknowledged_days
+                )?;
+            }
         }
         Command::Audit(AuditCommand::Checkpoint) => {
             let notary = Notary::load_or_create(&config.data_dir)?;

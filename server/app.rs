@@ -51,6 +51,8 @@ pub struct App<S> {
     pub upload_min_bytes_per_sec: u64,
     /// Signs checkpoints of the audit log's head.
     pub notary: Notary,
+    /// How long packs' ciphertext is kept.
+    pub retention: crate::config::Retention,
 }
 
 /// How often a node reads the directory version for its long streams.
@@ -93,6 +95,7 @@ impl<S: Store> App<S> {
             }),
             upload_min_bytes_per_sec: limits.upload_min_bytes_per_sec,
             notary,
+            retention: config.retention,
         })
     }
 

@@ -12,7 +12,9 @@ use baton::trust::DirectoryKey;
 use clap::{Args, ValueEnum};
 
 mod limits;
+mod retention;
 pub use limits::{DEFAULT_LIMITS, LimitArgs, Limits};
+pub use retention::{DEFAULT_RETENTION, Retention, RetentionArgs};
 use serde::Deserialize;
 
 /// Default listen address: loopback only.
@@ -134,6 +136,9 @@ pub struct ServeArgs {
     /// Limits under abuse.
     #[command(flatten)]
     pub limits: LimitArgs,
+    /// How long packs' ciphertext is kept.
+    #[command(flatten)]
+    pub retention: RetentionArgs,
 }
 
 /// Settings of the admin commands that issue enrolment codes.
@@ -176,6 +181,7 @@ struct FileConfig {
     school_quota_bytes: Option<u64>,
     directory_key: Option<String>,
     limits: Option<LimitArgs>,
+    retention: Option<RetentionArgs>,
 }
 
 /// The resolved settings.
@@ -214,6 +220,8 @@ pub struct Config {
     pub directory_key: Option<DirectoryKey>,
     /// Limits under abuse.
     pub limits: Limits,
+    /// How long packs' ciphertext is kept.
+    pub retention: Retention,
 }
 
 /// Hides the password of a `scheme://user:password@host` URL.
@@ -252,6 +260,7 @@ impl fmt::Debug for Config {
             .field("school_quota_bytes", &self.school_quota_bytes)
             .field("directory_key", &self.directory_key)
             .field("limits", &self.limits)
+            .field("retention", &self.retention)
             .finish()
     }
 }
@@ -372,6 +381,7 @@ impl Config {
                 })
                 .transpose()?,
             limits: Limits::resolve(&serve.limits, &file.limits.unwrap_or_default())?,
+            retention: Retention::resolve(&serve.retention, &file.retention.unwrap_or_default()),
         };
         if config.attempt_window_secs == 0 {
             bail!("attempt_window_secs must be at least 1");
@@ -489,7 +499,7 @@ mod tests {
 
     #[test]
     fn default_config_parses() {
-        let text = format!("{DEFAULT_CONFIG}{DEFAULT_LIMITS}");
+        let text = format!("{DEFAULT_CONFIG}{DEFAULT_LIMITS}{DEFAULT_RETENTION}");
         let file: FileConfig = toml::from_str(&text).unwrap();
         assert_eq!(file.max_pack_bytes, Some(DEFAULT_MAX_PACK_BYTES));
         let limits = Limits::resolve(&LimitArgs::default(), &file.limits.unwrap()).unwrap();
@@ -586,6 +596,7 @@ mod tests {
             school_quota_bytes: 1,
             directory_key: None,
             limits: Limits::resolve(&LimitArgs::default(), &LimitArgs::default()).unwrap(),
+            retention: Retention::resolve(&RetentionArgs::default(), &RetentionArgs::default()),
         };
         let text = format!("{config:?}");
         assert!(!text.contains("s3cret"), "{text}");

@@ -17,6 +17,7 @@ mod config;
 mod limits;
 mod listener;
 mod notary;
+mod retention;
 mod services;
 mod store;
 mod tls;
@@ -157,7 +158,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let Cli { common, command } = cli;
     let args = match &command {
         Command::DefaultConfig => {
-            print!("{}{}", config::DEFAULT_CONFIG, config::DEFAULT_LIMITS);
+            print!(
+                "{}{}{}",
+                config::DEFAULT_CONFIG,
+                config::DEFAULT_LIMITS,
+                config::DEFAULT_RETENTION
+            );
             return Ok(());
         }
         Command::NewDirectoryKey { out } => {
@@ -338,6 +344,7 @@ async fn serve<S: Store>(config: Config, store: S) -> anyhow::Result<()> {
     let app = app::App::new(store, &config, notary, shutdown.clone());
     app.watch_directory();
     tokio::spawn(clocks::overdue::watch(app.clone()));
+    tokio::spawn(retention::watch(app.clone()));
     let router = services::router(builder, app).await?;
 
     let terminated = terminate()?;

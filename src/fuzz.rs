@@ -114,6 +114,7 @@ pub fn open_pack(data: &[u8]) {
         sender_key_id: sender.key_id(),
         recipient_key_ids: vec![me.key_id()],
         left_on: Some(time::macros::date!(2026 - 07 - 22)),
+        supersedes: None,
     };
     let Ok(signed) = sender.sign_header(header) else {
         return;

@@ -153,6 +153,12 @@ impl Exchange for Drain {
     ) -> Result<Response<v1::SentResponse>, Status> {
         Err(Status::unimplemented("bench"))
     }
+    async fn recall(
+        &self,
+        _: Request<v1::RecallRequest>,
+    ) -> Result<Response<v1::RecallResponse>, Status> {
+        Err(Status::unimplemented("bench"))
+    }
     async fn limits(
         &self,
         _: Request<v1::LimitsRequest>,

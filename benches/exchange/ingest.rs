@@ -54,6 +54,7 @@ pub(crate) fn seal_manifest(
         kind: Kind::Transfer,
         created_at_ms: 1,
         left_on: None,
+        supersedes: None,
     };
     let (header, out) = seal(
         &draft,
@@ -89,6 +90,7 @@ pub(crate) fn header_for(
             .map(|k| k.key_id())
             .collect(),
         left_on: Some(time::macros::date!(2026 - 07 - 22)),
+        supersedes: None,
     })?)
 }
 

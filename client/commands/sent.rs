@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, Result};
 use baton::api::v1;
-use baton::pack::{SignedHeader, SignedReceipt};
+use baton::pack::{SignedHeader, SignedRecall, SignedReceipt};
 
 use crate::clock;
 use crate::connect::{Clients, connect, explain};
@@ -50,15 +50,36 @@ struct Row {
     left: Option<time::Date>,
     /// The due date, from the trust's calendar.
     due: Option<time::Date>,
+    /// How the pack ended early or late: withdrawn or purged.
+    end: End,
+}
+
+/// What became of a pack after it was sent, besides its receipt.
+#[derive(Default)]
+struct End {
+    /// The pack that corrects it.
+    superseded_by: Option<String>,
+    /// This school's recall, verified: its reason and time.
+    recall: Option<(String, i64)>,
+    /// Why retention purged it.
+    purge_reason: Option<String>,
+    /// When the server deleted its ciphertext.
+    deleted_at: Option<i64>,
 }
 
 impl Row {
     fn acknowledged(&self) -> bool {
         self.state == "acknowledged"
+            || (self.state == "purged" && self.verified && self.receipt.is_some())
+    }
+
+    /// Still with the destination to act on: not withdrawn, purged or unsent.
+    fn open(&self) -> bool {
+        matches!(self.state, "pending" | "downloaded" | "acknowledged")
     }
 
     fn overdue(&self) -> bool {
-        self.state != "not sent" && clock::overdue(self.due, self.acknowledged())
+        self.open() && clock::overdue(self.due, self.acknowledged())
     }
 
     fn on_time(&self) -> Option<bool> {
@@ -99,6 +120,7 @@ impl Row {
             error: None,
             left: None,
             due: None,
+            end: End::default(),
         }
     }
 }
@@ -195,10 +217,28 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
             Some(r) => verify(home, &mut clients, &mut pins, h, r).await,
             None => false,
         };
-        if verified
-            && let Some(r) = &receipt
+        // This school's own recall, checked against its own keys: the
+        // server's word alone does not make a pack recalled.
+        let recall = e
+            .recall
+            .as_ref()
+            .and_then(|w| SignedRecall::try_from(w).ok())
+            .filter(|r| {
+                r.recall().pack_id == h.pack_id
+                    && own_keys
+                        .iter()
+                        .any(|k| k.key_id() == r.recall().signer_key_id && r.verify(k).is_ok())
+            });
+        let deleted_at = (e.deleted_at_ms > 0).then_some(e.deleted_at_ms);
+        // The journal forgets the pupil `keep_pupil_names_days` after the
+        // pack is settled: its verified receipt, or its ciphertext deleted.
+        let settled = match (&receipt, deleted_at) {
+            (Some(r), _) if verified => Some(r.receipt().received_at_ms),
+            (_, at) => at,
+        };
+        if let Some(at) = settled
             && let Some(entry) = journal.get_mut(&h.pack_id.to_string())
-            && entry.acknowledged(r.receipt().received_at_ms, now_ms(), keep_ms)
+            && entry.settled(at, now_ms(), keep_ms)
         {
             outbox.put(entry)?;
         }
@@ -215,6 +255,13 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
                 Ok(v1::PackState::Acknowledged) if verified => "acknowledged",
                 Ok(v1::PackState::Acknowledged) => "receipt does not verify",
                 Ok(v1::PackState::Downloaded) => "downloaded",
+                Ok(v1::PackState::Superseded) => "superseded",
+                Ok(v1::PackState::Recalled) if recall.is_some() => "recalled",
+                Ok(v1::PackState::RecallRequested) if recall.is_some() => "recall_requested",
+                Ok(v1::PackState::Recalled | v1::PackState::RecallRequested) => {
+                    "recall does not verify"
+                }
+                Ok(v1::PackState::Purged) => "purged",
                 _ => "pending",
             },
             sent_at: e.uploaded_at_ms,
@@ -224,6 +271,12 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
             error: None,
             left: h.left_on,
             due: clock::parse_due(&e.due),
+            end: End {
+                superseded_by: Some(e.superseded_by.clone()).filter(|s| !s.is_empty()),
+                recall: recall.map(|r| (r.recall().reason.clone(), r.recall().recalled_at_ms)),
+                purge_reason: Some(e.purge_reason.clone()).filter(|s| !s.is_empty()),
+                deleted_at,
+            },
         });
     }
     // Packs sealed here that the server does not hold: a send that failed
@@ -251,6 +304,7 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
             })),
             left: None,
             due: None,
+            end: End::default(),
         });
     }
     if let Some(dir) = &args.receipts {
@@ -268,7 +322,10 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
                     "received_at": r.receipt.as_ref().map(|x| time(x.receipt().received_at_ms)),
                     "receipt_verified": r.verified, "error": r.error,
                     "left": r.left.map(baton::dates::format_ymd), "due": r.due.map(baton::dates::format_ymd),
-                    "overdue": r.overdue(), "on_time": r.on_time()})
+                    "overdue": r.overdue(), "on_time": r.on_time(),
+                    "superseded_by": r.end.superseded_by, "recall_reason": r.end.recall.as_ref().map(|x| &x.0),
+                    "recalled_at": r.end.recall.as_ref().map(|x| time(x.1)), "purge_reason": r.end.purge_reason,
+                    "deleted_at": r.end.deleted_at.map(time)})
             })
             .collect();
         json(&serde_json::Value::Array(items));
@@ -278,7 +335,7 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
         .iter()
         .map(|r| {
             let receipt = match (&r.receipt, r.verified) {
-                (None, _) => r.error.clone().unwrap_or_default(),
+                (None, _) => r.error.clone().unwrap_or_else(|| r.end.describe()),
                 (Some(x), true) => format!("verified {}", time(x.receipt().received_at_ms)),
                 (Some(_), false) => "DOES NOT VERIFY".to_string(),
             };
@@ -322,6 +379,29 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
         eprintln!("{not_sent} pack(s) not sent (see RECEIPT for why)");
     }
     Ok(())
+}
+
+impl End {
+    /// A word on how it ended, where a receipt would be.
+    fn describe(&self) -> String {
+        if let Some(by) = &self.superseded_by {
+            return format!("superseded by {by}");
+        }
+        if let Some((reason, at)) = &self.recall {
+            return match reason.as_str() {
+                "" => format!("recalled {}", time(*at)),
+                why => format!("recalled {}: {why}", time(*at)),
+            };
+        }
+        match &self.purge_reason {
+            Some(why) if why == "not collected" || why == "not acknowledged" => format!(
+                "purged {} ({why}): chase the school",
+                self.deleted_at.map(time).unwrap_or_default()
+            ),
+            Some(why) => format!("purged ({why})"),
+            None => String::new(),
+        }
+    }
 }
 
 /// This device's public key, as the directory lists it under its key id.

@@ -67,7 +67,11 @@ fn count(clocks: &Clocks, today: Date, p: &StoredPack) -> anyhow::Result<(String
         .as_deref()
         .and_then(|r| v1::Receipt::decode(r).ok())
         .map(|r| baton::dates::england_date(r.received_at_ms));
-    let acknowledged = p.status == PackStatus::Acknowledged;
+    // A receipt counts even once retention has purged the pack; a pack
+    // withdrawn by its sender, or purged uncollected, is overdue no more.
+    let acknowledged = p.receipt.is_some();
+    let open = matches!(p.status, PackStatus::Pending | PackStatus::Downloaded)
+        && p.recalled_at_ms.is_none();
     let mut c = Counts {
         sent: 1,
         ..Counts::default()
@@ -86,7 +90,7 @@ fn count(clocks: &Clocks, today: Date, p: &StoredPack) -> anyhow::Result<(String
                 received,
             ));
         }
-    } else if due.is_some_and(|d| today > d) {
+    } else if open && due.is_some_and(|d| today > d) {
         c.overdue = 1;
     }
     Ok((kind.to_string(), c))

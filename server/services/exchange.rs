@@ -84,6 +84,7 @@ pub const CHUNK_BYTES: usize = 256 * 1024;
 const PAGE_DEFAULT: u32 = 100;
 const PAGE_MAX: u32 = 1000;
 
+mod recall;
 mod upload;
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -133,12 +134,35 @@ fn stored_header(pack: &StoredPack) -> Result<v1::PackHeader, Status> {
     })
 }
 
-fn state(status: PackStatus) -> v1::PackState {
-    match status {
+/// A pack's state as its sender sees it: a withdrawal or a purge says more
+/// than how far the destination got.
+fn state(p: &StoredPack) -> v1::PackState {
+    match p.status {
+        PackStatus::Purged => v1::PackState::Purged,
+        _ if p.superseded_by.is_some() => v1::PackState::Superseded,
+        PackStatus::Recalled => v1::PackState::Recalled,
+        _ if p.recalled_at_ms.is_some() => v1::PackState::RecallRequested,
         PackStatus::Pending => v1::PackState::Pending,
         PackStatus::Downloaded => v1::PackState::Downloaded,
         PackStatus::Acknowledged => v1::PackState::Acknowledged,
     }
+}
+
+/// A stored recall, for an answer.
+fn stored_recall(p: &StoredPack) -> Result<Option<v1::Recall>, Status> {
+    p.recall
+        .as_deref()
+        .map(|bytes| {
+            v1::Recall::decode(bytes).map_err(|_| {
+                tracing::error!(seq = p.seq, "stored recall does not decode");
+                Status::unavailable("storage failure")
+            })
+        })
+        .transpose()
+}
+
+fn id_text(id: Option<PackId>) -> String {
+    id.map(|id| id.to_string()).unwrap_or_default()
 }
 
 fn parse_pack_id(field: &'static str, text: &str) -> Result<PackId, Status> {
@@ -179,6 +203,11 @@ impl<S: Store> Exchange for Service<S> {
         for p in &page.packs {
             let header = stored_header(p)?;
             if holder.may_see(kind_of(&header)) {
+                let listed = match p.status {
+                    PackStatus::Pending => v1::PackState::Pending,
+                    PackStatus::Downloaded => v1::PackState::Downloaded,
+                    _ => v1::PackState::Acknowledged,
+                };
                 packs.push(v1::InboxEntry {
                     due: clocks
                         .due_of(&header)
@@ -186,7 +215,9 @@ impl<S: Store> Exchange for Service<S> {
                         .unwrap_or_default(),
                     header: Some(header),
                     uploaded_at_ms: p.uploaded_at_ms,
-                    state: state(p.status) as i32,
+                    state: listed as i32,
+                    recall: stored_recall(p)?,
+                    superseded_by: id_text(p.superseded_by),
                 });
             }
         }
@@ -206,6 +237,9 @@ impl<S: Store> Exchange for Service<S> {
         let (holder, _) = auth::key_holder(&self.app, &request).await?;
         let id = parse_pack_id("pack_id", &request.get_ref().pack_id)?;
         let (pack, header) = inbox_pack(&self.app, &holder, id).await?;
+        if let Some(why) = recall::gone(&pack, id) {
+            return Err(Status::not_found(why));
+        }
         let permit = self
             .app
             .streams
@@ -226,14 +260,19 @@ impl<S: Store> Exchange for Service<S> {
                 return;
             }
             for idx in 0..pack.chunks {
-                let item = app
-                    .store
-                    .chunk(&pack.upload_id, idx)
-                    .await
-                    .map(|data| v1::DownloadResponse {
+                let item = match app.store.chunk(&pack.upload_id, idx).await {
+                    Ok(data) => Ok(v1::DownloadResponse {
                         part: Some(DownPart::Chunk(data)),
-                    })
-                    .map_err(store_status);
+                    }),
+                    // Recalled or purged while it streamed: say so.
+                    Err(e) => Err(match app.store.pack(id).await {
+                        Ok(Some(now)) => match recall::gone(&now, id) {
+                            Some(why) => Status::not_found(why),
+                            None => store_status(e),
+                        },
+                        _ => store_status(e),
+                    }),
+                };
                 let failed = item.is_err();
                 if tx.send(item).await.is_err() || failed {
                     return;
@@ -252,6 +291,11 @@ impl<S: Store> Exchange for Service<S> {
         let req = request.into_inner();
         let id = parse_pack_id("pack_id", &req.pack_id)?;
         let (pack, _) = inbox_pack(&self.app, &holder, id).await?;
+        if recall::closed_to_destination(&pack)
+            && let Some(why) = recall::gone(&pack, id)
+        {
+            return Err(Status::not_found(why));
+        }
         if pack.ciphertext_sha256.as_slice() != req.ciphertext_sha256.as_slice() {
             return Err(Status::invalid_argument(
                 "field `ciphertext_sha256`: does not match the stored pack",
@@ -288,6 +332,11 @@ impl<S: Store> Exchange for Service<S> {
         let r = signed.receipt();
         let store = &self.app.store;
         let (pack, header) = inbox_pack(&self.app, &holder, r.pack_id).await?;
+        if recall::closed_to_destination(&pack)
+            && let Some(why) = recall::gone(&pack, r.pack_id)
+        {
+            return Err(Status::not_found(why));
+        }
         // Only a key the pack was sealed to can have opened it.
         let sealed_to_caller = holder
             .key_id
@@ -366,10 +415,14 @@ impl<S: Store> Exchange for Service<S> {
                         .map(baton::dates::format_ymd)
                         .unwrap_or_default(),
                     header: Some(header),
-                    state: state(p.status) as i32,
+                    state: state(p) as i32,
                     uploaded_at_ms: p.uploaded_at_ms,
                     downloaded_at_ms: p.downloaded_at_ms.unwrap_or(0),
                     receipt,
+                    recall: stored_recall(p)?,
+                    superseded_by: id_text(p.superseded_by),
+                    deleted_at_ms: p.deleted_at_ms.unwrap_or(0),
+                    purge_reason: p.purge_reason.clone().unwrap_or_default(),
                 })
             })
             .collect::<Result<Vec<_>, Status>>()?;
@@ -378,6 +431,13 @@ impl<S: Store> Exchange for Service<S> {
             packs,
             next_page_token,
         }))
+    }
+
+    async fn recall(
+        &self,
+        request: Request<v1::RecallRequest>,
+    ) -> Result<Response<v1::RecallResponse>, Status> {
+        self.recall_pack(request).await
     }
 
     async fn limits(

@@ -1,7 +1,8 @@
 //! Storage, by concern: the [`Directory`] (schools, keys, tokens, enrolment
 //! codes), [`Packs`] (staging, commit, listings, chunks, download marks,
-//! receipts), the [`AuditLog`], [`Events`] (arrivals for `Watch`) and
-//! [`Calendars`]. [`Store`] is all five, which is what the services are written against.
+//! receipts), the [`Lifecycle`] (recall, supersede, retention purge), the
+//! [`AuditLog`], [`Events`] (arrivals for `Watch`) and [`Calendars`].
+//! [`Store`] is all six, which is what the services are written against.
 //!
 //! Two backends: SQLite (one node, the default) and PostgreSQL (several
 //! nodes on one database). Every statement the two dialects agree on is
@@ -13,6 +14,8 @@
 
 #[macro_use]
 mod shared;
+#[macro_use]
+pub mod lifecycle;
 
 mod appender;
 pub mod audit_log;
@@ -34,15 +37,16 @@ pub use calendars::{Calendars, StoredCalendar};
 pub use directory::{DIRECTORY_VERSION_SQL, Directory, NewSchool, School, TokenHolder};
 pub use error::{Result, StoreError};
 pub use events::{ARRIVALS_BUFFER, Arrival, Events};
+pub use lifecycle::{Cutoffs, Lifecycle, Withdrawal, Withdrawn};
 pub use packs::{Acknowledged, Committed, PackStatus, Packs, Page, StoredPack};
 
 /// Persistent state of the daemon: every concern at once. Implementations
 /// must make each call atomic and durable before returning, and safe to
 /// call from several processes sharing the database (admin commands run
 /// beside `serve`).
-pub trait Store: Directory + Packs + AuditLog + Events + Calendars + 'static {}
+pub trait Store: Directory + Packs + Lifecycle + AuditLog + Events + Calendars + 'static {}
 
-impl<T: Directory + Packs + AuditLog + Events + Calendars + 'static> Store for T {}
+impl<T: Directory + Packs + Lifecycle + AuditLog + Events + Calendars + 'static> Store for T {}
 
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> i64 {

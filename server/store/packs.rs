@@ -19,6 +19,25 @@ pub enum PackStatus {
     Downloaded,
     /// Receipt recorded.
     Acknowledged,
+    /// Withdrawn (recalled or superseded) before the destination downloaded
+    /// it: the ciphertext is deleted and the destination no longer sees it.
+    Recalled,
+    /// Retention deleted the ciphertext; the row stays as evidence.
+    Purged,
+}
+
+impl PackStatus {
+    /// A stored status.
+    pub fn from_text(text: &str) -> Option<Self> {
+        Some(match text {
+            "pending" => Self::Pending,
+            "downloaded" => Self::Downloaded,
+            "acknowledged" => Self::Acknowledged,
+            "recalled" => Self::Recalled,
+            "purged" => Self::Purged,
+            _ => return None,
+        })
+    }
 }
 
 /// A visible pack's metadata (not its ciphertext).
@@ -48,6 +67,20 @@ pub struct StoredPack {
     pub acknowledged_at_ms: Option<i64>,
     /// The receipt as protobuf bytes, once acknowledged.
     pub receipt: Option<Vec<u8>>,
+    /// The pack this one corrects, as its signed header says.
+    pub supersedes: Option<PackId>,
+    /// The pack that corrects this one.
+    pub superseded_by: Option<PackId>,
+    /// The sender's signed recall as protobuf bytes (`baton.v1.Recall`).
+    pub recall: Option<Vec<u8>>,
+    /// When the sender withdrew it (recall or supersede).
+    pub recalled_at_ms: Option<i64>,
+    /// When its ciphertext was deleted (withdrawal or retention).
+    pub deleted_at_ms: Option<i64>,
+    /// When retention purged it.
+    pub purged_at_ms: Option<i64>,
+    /// Why retention purged it: `acknowledged` or `not collected`.
+    pub purge_reason: Option<String>,
 }
 
 /// What happened to a finished upload.

@@ -7,21 +7,29 @@ use baton::keys::{PublicKey, Role, SchoolKey};
 use super::{Arrival, PackStatus, Result, StoreError, StoredPack};
 use crate::audit;
 
-/// A pack row as both databases return it.
-pub type PackRow = (
-    i64,
-    Vec<u8>,
-    String,
-    String,
-    Vec<u8>,
-    String,
-    i64,
-    String,
-    i64,
-    Option<i64>,
-    Option<i64>,
-    Option<Vec<u8>>,
-);
+/// A pack row as both databases return it (`pack_columns!`).
+#[derive(Debug, sqlx::FromRow)]
+pub struct PackRow {
+    seq: i64,
+    header: Vec<u8>,
+    from_laestab: String,
+    to_laestab: String,
+    ciphertext_sha256: Vec<u8>,
+    upload_id: String,
+    chunks: i64,
+    status: String,
+    uploaded_at_ms: i64,
+    downloaded_at_ms: Option<i64>,
+    acknowledged_at_ms: Option<i64>,
+    receipt: Option<Vec<u8>>,
+    supersedes: Option<String>,
+    superseded_by: Option<String>,
+    recall: Option<Vec<u8>>,
+    recalled_at_ms: Option<i64>,
+    deleted_at_ms: Option<i64>,
+    purged_at_ms: Option<i64>,
+    purge_reason: Option<String>,
+}
 
 /// A key row as both databases return it.
 pub type KeyRow = (
@@ -50,28 +58,39 @@ pub fn laestab(text: &str) -> Result<Laestab> {
     Laestab::parse(text).map_err(|e| corrupt(format!("LAESTAB {text:?}: {e}")))
 }
 
+/// A stored pack id.
+fn pack_id(text: Option<String>, what: &str) -> Result<Option<baton::pack::PackId>> {
+    text.map(|t| t.parse().map_err(|_| corrupt(format!("{what} {t:?}"))))
+        .transpose()
+}
+
 /// A pack row as a [`StoredPack`].
 pub fn pack_from_row(row: PackRow) -> Result<StoredPack> {
-    let (seq, header, from, to, sha, upload_id, chunks, status, up, down, ack, receipt) = row;
-    let status = match status.as_str() {
-        "pending" => PackStatus::Pending,
-        "downloaded" => PackStatus::Downloaded,
-        "acknowledged" => PackStatus::Acknowledged,
-        other => return Err(corrupt(format!("pack status {other:?}"))),
-    };
+    let status = PackStatus::from_text(&row.status)
+        .ok_or_else(|| corrupt(format!("pack status {:?}", row.status)))?;
     Ok(StoredPack {
-        seq,
-        header,
-        from: laestab(&from)?,
-        to: laestab(&to)?,
-        ciphertext_sha256: sha.try_into().map_err(|_| corrupt("pack hash length"))?,
-        upload_id,
-        chunks,
+        seq: row.seq,
+        header: row.header,
+        from: laestab(&row.from_laestab)?,
+        to: laestab(&row.to_laestab)?,
+        ciphertext_sha256: row
+            .ciphertext_sha256
+            .try_into()
+            .map_err(|_| corrupt("pack hash length"))?,
+        upload_id: row.upload_id,
+        chunks: row.chunks,
         status,
-        uploaded_at_ms: up,
-        downloaded_at_ms: down,
-        acknowledged_at_ms: ack,
-        receipt,
+        uploaded_at_ms: row.uploaded_at_ms,
+        downloaded_at_ms: row.downloaded_at_ms,
+        acknowledged_at_ms: row.acknowledged_at_ms,
+        receipt: row.receipt,
+        supersedes: pack_id(row.supersedes, "supersedes")?,
+        superseded_by: pack_id(row.superseded_by, "superseded_by")?,
+        recall: row.recall,
+        recalled_at_ms: row.recalled_at_ms,
+        deleted_at_ms: row.deleted_at_ms,
+        purged_at_ms: row.purged_at_ms,
+        purge_reason: row.purge_reason,
     })
 }
 

@@ -18,6 +18,15 @@
 //! - `for_update`: the row lock PostgreSQL takes on a pack being
 //!   acknowledged (SQLite's write transaction already excludes others).
 
+/// The columns of a pack row, in `rows::PackRow`'s order, for `SELECT`s.
+macro_rules! pack_columns {
+    () => {
+        "seq, header, from_laestab, to_laestab, ciphertext_sha256, upload_id, chunks, status, \
+         uploaded_at_ms, downloaded_at_ms, acknowledged_at_ms, receipt, supersedes, \
+         superseded_by, recall, recalled_at_ms, deleted_at_ms, purged_at_ms, purge_reason"
+    };
+}
+
 /// Inserts audit entry `$entry` (an [`audit::Entry`](crate::audit::Entry))
 /// on connection `$conn`: the statement both backends' chain appends end with.
 macro_rules! insert_audit_entry {
@@ -61,22 +70,26 @@ macro_rules! shared_store {
             NewSchool, Packs, Page, Result, School, StoreError, StoredPack, TokenHolder,
         };
 
-        /// A school's open packs after a cursor, oldest first (the partial
-        /// index `packs_inbox_open` answers it without touching acknowledged packs).
-        pub(crate) const INBOX_SQL: &str = "SELECT seq, header, from_laestab, to_laestab, ciphertext_sha256, \
-             upload_id, chunks, status, uploaded_at_ms, downloaded_at_ms, acknowledged_at_ms, \
-             receipt FROM packs WHERE to_laestab = $1 AND status != 'acknowledged' AND seq > $2 \
-             ORDER BY seq LIMIT $3";
+        /// A school's packs waiting for it after a cursor, oldest first, and
+        /// the packs it acknowledged that their sender then withdrew (the
+        /// recall notice). The predicate is the partial index
+        /// `packs_inbox_live`'s, word for word.
+        pub(crate) const INBOX_SQL: &str = concat!(
+            "SELECT ",
+            pack_columns!(),
+            " FROM packs WHERE to_laestab = $1 AND seq > $2 AND (status IN ('pending', 'downloaded') \
+             OR (status = 'acknowledged' AND recalled_at_ms IS NOT NULL)) ORDER BY seq LIMIT $3"
+        );
 
         /// A school's sent packs before a cursor, newest first (index `packs_sent`).
-        pub(crate) const SENT_SQL: &str = "SELECT seq, header, from_laestab, to_laestab, ciphertext_sha256, \
-             upload_id, chunks, status, uploaded_at_ms, downloaded_at_ms, acknowledged_at_ms, \
-             receipt FROM packs WHERE from_laestab = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3";
+        pub(crate) const SENT_SQL: &str = concat!(
+            "SELECT ",
+            pack_columns!(),
+            " FROM packs WHERE from_laestab = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3"
+        );
 
         /// A visible pack by id.
-        const PACK_SQL: &str = "SELECT seq, header, from_laestab, to_laestab, ciphertext_sha256, \
-             upload_id, chunks, status, uploaded_at_ms, downloaded_at_ms, acknowledged_at_ms, \
-             receipt FROM packs WHERE pack_id = $1";
+        const PACK_SQL: &str = concat!("SELECT ", pack_columns!(), " FROM packs WHERE pack_id = $1");
 
         /// A school's keys, in key id order.
         const KEYS_SQL: &str = "SELECT key_id, age_recipient, signing_key, label, roles, \
@@ -551,22 +564,22 @@ macro_rules! shared_store {
             }
 
             async fn unacknowledged(&self) -> Result<Vec<StoredPack>> {
-                let rows: Vec<PackRow> = sqlx::query_as(
-                    "SELECT seq, header, from_laestab, to_laestab, ciphertext_sha256, \
-                     upload_id, chunks, status, uploaded_at_ms, downloaded_at_ms, acknowledged_at_ms, \
-                     receipt FROM packs WHERE status != 'acknowledged' ORDER BY seq",
-                )
+                let rows: Vec<PackRow> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    pack_columns!(),
+                    " FROM packs WHERE status IN ('pending', 'downloaded') ORDER BY seq"
+                ))
                 .fetch_all(&self.pool)
                 .await?;
                 rows.into_iter().map(pack_from_row).collect()
             }
 
             async fn stored_between(&self, since_ms: i64, until_ms: i64) -> Result<Vec<StoredPack>> {
-                let rows: Vec<PackRow> = sqlx::query_as(
-                    "SELECT seq, header, from_laestab, to_laestab, ciphertext_sha256, \
-                     upload_id, chunks, status, uploaded_at_ms, downloaded_at_ms, acknowledged_at_ms, \
-                     receipt FROM packs WHERE uploaded_at_ms >= $1 AND uploaded_at_ms < $2 ORDER BY seq",
-                )
+                let rows: Vec<PackRow> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    pack_columns!(),
+                    " FROM packs WHERE uploaded_at_ms >= $1 AND uploaded_at_ms < $2 ORDER BY seq"
+                ))
                 .bind(since_ms)
                 .bind(until_ms)
                 .fetch_all(&self.pool)
@@ -577,7 +590,8 @@ macro_rules! shared_store {
             async fn outstanding_bytes(&self, from: &Laestab) -> Result<u64> {
                 let (bytes,): (i64,) = sqlx::query_as(
                     "SELECT CAST(COALESCE(SUM(ciphertext_length), 0) AS BIGINT) FROM packs \
-                     WHERE from_laestab = $1 AND status != 'acknowledged'",
+                     WHERE from_laestab = $1 AND status IN ('pending', 'downloaded') \
+                     AND deleted_at_ms IS NULL",
                 )
                 .bind(from.as_str())
                 .fetch_one(&self.pool)
@@ -646,7 +660,8 @@ macro_rules! shared_store {
                     Some((None, _)) => {
                         sqlx::query(
                             "UPDATE packs SET receipt = $1, acknowledged_at_ms = $2, \
-                             status = 'acknowledged', \
+                             status = CASE WHEN status IN ('pending', 'downloaded') \
+                             THEN 'acknowledged' ELSE status END, \
                              downloaded_at_ms = COALESCE(downloaded_at_ms, $2) WHERE pack_id = $3",
                         )
                         .bind(receipt)

@@ -45,7 +45,10 @@ impl Sqlite {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(15))
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // Deleted content (purged or recalled ciphertext) is overwritten
+            // with zeros, not left in free pages.
+            .pragma("secure_delete", "ON");
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .connect_with(options.clone())
@@ -73,6 +76,17 @@ impl Sqlite {
             .await?;
         tx.commit().await?;
         Ok(done.rows_affected())
+    }
+
+    /// Checkpoints the write-ahead log into the database and truncates it:
+    /// the log still holds every page as it was written (ciphertext since
+    /// deleted included) until then. False when a reader kept the log from
+    /// being checkpointed whole.
+    async fn reclaim_space(&self) -> Result<bool> {
+        let (busy, _, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(busy == 0)
     }
 }
 

@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use zeroize::Zeroize;
 
 use crate::keys::{KeyId, PublicKey};
-use crate::pack::{Header, PackError, Receipt, SignedHeader, SignedReceipt};
+use crate::pack::{Header, PackError, Recall, Receipt, SignedHeader, SignedRecall, SignedReceipt};
 
 /// Domain separation for deriving the signing key. Do not change: it would
 /// change every key holder's signing key.
@@ -188,6 +188,19 @@ impl Identity {
         }
         let signature = self.sign(&receipt.to_signed_bytes());
         Ok(SignedReceipt::from_parts(receipt, signature))
+    }
+
+    /// Signs a recall. The recall must name this key.
+    pub fn sign_recall(&self, recall: Recall) -> Result<SignedRecall, PackError> {
+        let found = self.key_id();
+        if recall.signer_key_id != found {
+            return Err(PackError::WrongSigner {
+                expected: recall.signer_key_id,
+                found,
+            });
+        }
+        let signature = self.sign(&recall.to_signed_bytes());
+        SignedRecall::from_parts(recall, signature)
     }
 
     pub(super) fn age_identity(&self) -> &age::x25519::Identity {

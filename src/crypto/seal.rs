@@ -29,6 +29,9 @@ pub struct Draft {
     /// The day the pupil left the sending school (`None`: the day it is
     /// sealed). Signed into the header from format version 3.
     pub left_on: Option<time::Date>,
+    /// The pack this one corrects (`baton send --supersedes`), signed into
+    /// the header from format version 4.
+    pub supersedes: Option<PackId>,
 }
 
 /// Why a pack could not be sealed.
@@ -143,6 +146,7 @@ where
                     .map_or(time::Date::MIN, time::OffsetDateTime::date)
             })
         }),
+        supersedes: draft.supersedes,
     };
     Ok((signer.sign_header(header)?, out))
 }
@@ -188,6 +192,7 @@ mod tests {
             kind: Kind::Transfer,
             created_at_ms: 1,
             left_on: None,
+            supersedes: None,
         };
         for version in crate::pack::contents::VERSIONS {
             let mut manifest = described.clone();

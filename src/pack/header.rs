@@ -7,7 +7,7 @@ use crate::keys::{KeyId, PublicKey};
 
 /// The pack format version this build writes. It reads every version in
 /// [`VERSIONS`].
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 
 /// The plaintext framing of each pack format version this build reads
 /// (the header's `format_version` says which one a pack uses):
@@ -21,10 +21,16 @@ pub const FORMAT_VERSION: u32 = 3;
 /// - **3** (written since): framed as 2; the header also carries the day the
 ///   pupil left the sending school (`left_on`), signed, from which the
 ///   statutory clock counts.
-pub const VERSIONS: std::ops::RangeInclusive<u32> = 1..=3;
+/// - **4** (written since): as 3; the header may also name the pack this
+///   one corrects (`supersedes`), signed, so the receiver knows which pack
+///   to set aside and the server cannot make or unmake the link.
+pub const VERSIONS: std::ops::RangeInclusive<u32> = 1..=4;
 
 /// The first format version whose header carries the leaving date.
 pub const LEFT_ON_SINCE: u32 = 3;
+
+/// The first format version whose header may name a pack it supersedes.
+pub const SUPERSEDES_SINCE: u32 = 4;
 
 const _: () = assert!(*VERSIONS.end() == FORMAT_VERSION);
 
@@ -57,6 +63,9 @@ pub struct Header {
     /// The day the pupil left (ceased to be registered at) the sending
     /// school: present from format version [`LEFT_ON_SINCE`], absent before.
     pub left_on: Option<time::Date>,
+    /// The pack this one corrects (same sender, destination, kind and
+    /// pupil): from format version [`SUPERSEDES_SINCE`], `None` otherwise.
+    pub supersedes: Option<PackId>,
 }
 
 /// A header with the sender's Ed25519 signature over its canonical bytes.
@@ -91,6 +100,16 @@ impl Header {
         if let Some(left) = self.left_on {
             out.extend_from_slice(&left.to_julian_day().to_be_bytes());
         }
+        // From version 4: whether the pack supersedes another, and which.
+        if self.format_version >= SUPERSEDES_SINCE {
+            match self.supersedes {
+                Some(id) => {
+                    out.push(1);
+                    out.extend_from_slice(&id.to_bytes());
+                }
+                None => out.push(0),
+            }
+        }
         out
     }
 }
@@ -104,6 +123,12 @@ impl SignedHeader {
         }
         if (header.format_version >= LEFT_ON_SINCE) != header.left_on.is_some() {
             return Err(PackError::LeftOn(header.format_version));
+        }
+        if header.format_version < SUPERSEDES_SINCE && header.supersedes.is_some() {
+            return Err(PackError::Supersedes(header.format_version));
+        }
+        if header.supersedes == Some(header.pack_id) {
+            return Err(PackError::SupersedesItself);
         }
         Ok(Self { header, signature })
     }

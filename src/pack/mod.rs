@@ -9,6 +9,7 @@
 #[cfg(feature = "records")]
 pub mod contents;
 mod header;
+mod recall;
 mod receipt;
 mod wire;
 
@@ -19,7 +20,8 @@ use crate::keys::{Role, SchoolKey};
 
 #[cfg(feature = "records")]
 pub use contents::{AttachmentMeta, Manifest};
-pub use header::{FORMAT_VERSION, Header, LEFT_ON_SINCE, SignedHeader, VERSIONS};
+pub use header::{FORMAT_VERSION, Header, LEFT_ON_SINCE, SUPERSEDES_SINCE, SignedHeader, VERSIONS};
+pub use recall::{Recall, SignedRecall};
 pub use receipt::{Receipt, SignedReceipt};
 
 /// A pack id: a UUIDv7 chosen by the sending client, so ids sort by time.
@@ -55,6 +57,15 @@ pub enum PackError {
     /// an earlier one with one.
     #[error("a format version {0} header must {must} the pupil's leaving date (`left_on`)", must = if *.0 >= LEFT_ON_SINCE { "carry" } else { "not carry" })]
     LeftOn(u32),
+    /// A header before format version 4 naming a pack it supersedes.
+    #[error("a format version {0} header cannot name a pack it supersedes (from version 4)")]
+    Supersedes(u32),
+    /// A recall's reason is not acceptable.
+    #[error("the recall's reason {0}")]
+    Reason(&'static str),
+    /// A header naming its own pack as the one it supersedes.
+    #[error("a pack cannot supersede itself")]
+    SupersedesItself,
     /// The key that signed is not the key the header names.
     #[error("signed by key {found}, but the header names key {expected}")]
     WrongSigner {

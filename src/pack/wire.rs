@@ -2,7 +2,7 @@
 //! feature `records`) the manifest sealed inside a pack. Each `TryFrom`
 //! checks what arrived and names the field that is wrong.
 
-use super::{Header, Kind, PackError, Receipt, SignedHeader, SignedReceipt};
+use super::{Header, Kind, PackError, Recall, Receipt, SignedHeader, SignedRecall, SignedReceipt};
 use crate::api::convert::{hash32, laestab, sig64, wire};
 use crate::api::{WireError, v1};
 use crate::keys::parse_key_id;
@@ -48,6 +48,7 @@ impl From<&SignedHeader> for v1::PackHeader {
                 .collect(),
             signature: signed.signature().to_vec(),
             left_on: h.left_on.map(crate::dates::format_ymd).unwrap_or_default(),
+            supersedes: h.supersedes.map(|id| id.to_string()).unwrap_or_default(),
         }
     }
 }
@@ -85,10 +86,20 @@ impl TryFrom<&v1::PackHeader> for SignedHeader {
             } else {
                 Some(crate::dates::parse_ymd(&h.left_on).map_err(|e| wire("header.left_on", e))?)
             },
+            supersedes: if h.supersedes.is_empty() {
+                None
+            } else {
+                Some(
+                    h.supersedes
+                        .parse()
+                        .map_err(|e| wire("header.supersedes", e))?,
+                )
+            },
         };
         let signature = sig64("header.signature", &h.signature)?;
         SignedHeader::from_parts(header, signature).map_err(|e| match e {
             PackError::LeftOn(_) => wire("header.left_on", e),
+            PackError::Supersedes(_) | PackError::SupersedesItself => wire("header.supersedes", e),
             _ => wire("header.format_version", e),
         })
     }
@@ -120,6 +131,35 @@ impl TryFrom<&v1::Receipt> for SignedReceipt {
             receipt,
             sig64("receipt.signature", &r.signature)?,
         ))
+    }
+}
+
+impl From<&SignedRecall> for v1::Recall {
+    fn from(signed: &SignedRecall) -> Self {
+        let r = signed.recall();
+        Self {
+            pack_id: r.pack_id.to_string(),
+            ciphertext_sha256: r.ciphertext_sha256.to_vec(),
+            recalled_at_ms: r.recalled_at_ms,
+            signer_key_id: r.signer_key_id.to_string(),
+            reason: r.reason.clone(),
+            signature: signed.signature().to_vec(),
+        }
+    }
+}
+
+impl TryFrom<&v1::Recall> for SignedRecall {
+    type Error = WireError;
+    fn try_from(r: &v1::Recall) -> Result<Self, WireError> {
+        let recall = Recall {
+            pack_id: r.pack_id.parse().map_err(|e| wire("recall.pack_id", e))?,
+            ciphertext_sha256: hash32("recall.ciphertext_sha256", &r.ciphertext_sha256)?,
+            recalled_at_ms: r.recalled_at_ms,
+            signer_key_id: parse_key_id("recall.signer_key_id", &r.signer_key_id)?,
+            reason: r.reason.clone(),
+        };
+        SignedRecall::from_parts(recall, sig64("recall.signature", &r.signature)?)
+            .map_err(|e| wire("recall.reason", e))
     }
 }
 

@@ -106,6 +106,7 @@ fn baton_opens_what_the_reference_cli_encrypts_to_a_baton_recipient() {
         sender_key_id: sender.key_id(),
         recipient_key_ids: vec![to.key_id()],
         left_on: Some(time::macros::date!(2026 - 07 - 22)),
+        supersedes: None,
     };
     let signed = sender.sign_header(header).unwrap();
     let mut sink = MemorySink::default();

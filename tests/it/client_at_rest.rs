@@ -40,6 +40,7 @@ async fn send(from: &School, kind: Kind, record: &TransitionRecord, ctf: Option<
             .unwrap()
             .as_millis() as i64,
         left_on: None,
+        supersedes: None,
     };
     let manifest = Manifest {
         record: record.clone(),

@@ -24,6 +24,7 @@ async fn journey_verifies_and_any_alteration_is_named() {
         kind: Kind::Transfer,
         created_at_ms: 1,
         left_on: None,
+        supersedes: None,
     };
     let mut manifest = Manifest {
         record: Default::default(),

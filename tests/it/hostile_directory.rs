@@ -388,6 +388,7 @@ async fn issue16_pull_refuses_a_pack_signed_by_a_slipped_in_revoked_key() {
         kind: Kind::Transfer,
         created_at_ms: created,
         left_on: None,
+        supersedes: None,
     };
     let manifest = Manifest {
         record: pupil(66),
@@ -528,6 +529,7 @@ async fn issue16_a_revoked_key_verifies_nothing_dated_after_its_revocation() {
         kind: Kind::Transfer,
         created_at_ms: now_ms() + 600_000,
         left_on: None,
+        supersedes: None,
     };
     let manifest = Manifest {
         record: pupil(77),

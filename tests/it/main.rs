@@ -13,6 +13,7 @@ mod client_at_rest;
 mod client_clocks;
 mod client_ctf_csv;
 mod client_journey;
+mod client_lifecycle;
 mod client_pilot;
 mod client_words;
 mod daemon_abuse;

@@ -18,7 +18,7 @@ use prost::Message as _;
 use sha2::{Digest, Sha256};
 
 /// The format versions with frozen vectors.
-const VERSIONS: [u32; 3] = [1, 2, 3];
+const VERSIONS: [u32; 4] = [1, 2, 3, 4];
 
 fn dir(version: u32) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/vectors/v{version}"))
@@ -209,7 +209,10 @@ fn write_vectors() {
     let ctf = "<Pupil>\n      <UPN>H801200001001</UPN>\n      <Surname>Mac Giolla Phádraig</Surname>\n    </Pupil>";
     let m = manifest(&files, Some(ctf));
     let keys = vec![school_key(&to, &[Role::Staff, Role::Dsl])];
-    let (signed, ciphertext) = seal(&draft(Kind::Transfer), &m, &files, &keys, &sender);
+    let mut draft = draft(Kind::Transfer);
+    // From version 4: the pack corrects an earlier one, signed.
+    draft.supersedes = Some("01900000-0000-7000-8000-000000000001".parse().unwrap());
+    let (signed, ciphertext) = seal(&draft, &m, &files, &keys, &sender);
     write("pack.age", &ciphertext);
     write(
         "pack.header",
@@ -253,6 +256,43 @@ fn write_vectors() {
         "fail_left_on_altered.header",
         &v1::PackHeader::from(&moved).encode_to_vec(),
     );
+    // From version 4: the link to the pack it corrects removed on the server.
+    let mut unlinked = signed.header().clone();
+    unlinked.supersedes = None;
+    let unlinked = SignedHeader::from_parts(unlinked, *signed.signature()).unwrap();
+    write(
+        "fail_supersedes_altered.header",
+        &v1::PackHeader::from(&unlinked).encode_to_vec(),
+    );
+}
+
+/// Version 4's header may name the pack it corrects, under the signature:
+/// the link removed (or changed) by the server, the pack does not open.
+#[test]
+fn the_supersedes_link_is_signed() {
+    assert_eq!(
+        header(4, "pack.header")
+            .header()
+            .supersedes
+            .map(|id| id.to_string())
+            .as_deref(),
+        Some("01900000-0000-7000-8000-000000000001")
+    );
+    assert!(matches!(
+        open(
+            4,
+            "fail_supersedes_altered.header",
+            "pack.age",
+            "identity.txt"
+        ),
+        Err(OpenError::BadSignature)
+    ));
+    // Earlier versions name none, and a v3 header naming one is refused.
+    assert_eq!(header(3, "pack.header").header().supersedes, None);
+    let mut wire = v1::PackHeader::decode(read(3, "pack.header").as_slice()).unwrap();
+    wire.supersedes = "01900000-0000-7000-8000-000000000001".into();
+    let refused = SignedHeader::try_from(&wire).unwrap_err().to_string();
+    assert!(refused.contains("supersedes"), "{refused}");
 }
 
 /// Version 3's header carries the leaving date under the signature: moved

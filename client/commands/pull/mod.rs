@@ -91,6 +91,9 @@ pub struct PulledPack {
     /// a later `pull --ctf-dir` does not write it again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ctf: Option<String>,
+    /// The pack this one corrects, as its signed header says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supersedes: Option<String>,
 }
 
 /// What `pack.json` in a pulled folder says.
@@ -121,6 +124,9 @@ pub struct PackJson {
     /// The pupil's `<Pupil>` element exactly as the sender's MIS wrote it, if the pack came from a CTF.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ctf_pupil_xml: Option<String>,
+    /// The pack this one corrects and replaces, as its signed header says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supersedes: Option<String>,
 }
 
 /// One attachment as `pack.json` lists it.
@@ -202,9 +208,29 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
     let mut clients = connect(home).await?;
     let ids: Vec<(PackId, i64)> = if args.all {
         let mine: Vec<KeyId> = home.identities()?.iter().map(Identity::key_id).collect();
-        let (ours, others): (Vec<_>, Vec<_>) = crate::commands::inbox::list(&mut clients)
-            .await?
+        let mut listed = crate::commands::inbox::list(&mut clients).await?;
+        // Packs withdrawn after they were downloaded cannot be pulled again:
+        // say so loudly, with where this home put them.
+        if listed
+            .iter()
+            .any(crate::commands::inbox::Waiting::withdrawn)
+        {
+            let mut pins = Pins::load(home)?;
+            crate::commands::inbox::check_notices(home, &mut clients, &mut pins, &mut listed).await;
+            let pulled = Pulled::load(home)?;
+            for w in listed.iter().filter(|w| w.withdrawn()) {
+                let id = w.header.header().pack_id.to_string();
+                let folder = pulled
+                    .packs
+                    .get(&id)
+                    .map(|p| format!(" It was pulled here into {}.", p.folder))
+                    .unwrap_or_default();
+                eprintln!("{}{folder}", crate::commands::inbox::notice_line(w));
+            }
+        }
+        let (ours, others): (Vec<_>, Vec<_>) = listed
             .into_iter()
+            .filter(|w| !w.withdrawn())
             .partition(|w| {
                 w.header
                     .header()
@@ -313,6 +339,16 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
                     });
                 }
                 say(format!("{id} -> {}", record.folder));
+                if let Some(old) = &record.supersedes {
+                    let before = pulled
+                        .packs
+                        .get(old)
+                        .map(|p| format!(" (pulled here before into {}: set it aside)", p.folder))
+                        .unwrap_or_default();
+                    say(format!(
+                        "{id}: corrects and replaces pack {old}{before}; its sender signed the link"
+                    ));
+                }
                 outcomes.push(Outcome::of(id, &record, "pulled"));
                 pulled.packs.insert(key, record);
                 pulled.save(home)?;
@@ -506,6 +542,7 @@ async fn pull_one(
             })
             .collect(),
         ctf_pupil_xml: manifest.ctf_pupil_xml.clone(),
+        supersedes: h.supersedes.map(|id| id.to_string()),
     };
     let mut f = create_private_file(&staging.path().join("pack.json"))?;
     f.write_all(serde_json::to_string_pretty(&pack_json)?.as_bytes())?;
@@ -529,6 +566,7 @@ async fn pull_one(
         upn: upn.unwrap_or_default(),
         created_at_ms: h.created_at_ms,
         ctf: None,
+        supersedes: h.supersedes.map(|id| id.to_string()),
     })
 }
 

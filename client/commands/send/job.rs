@@ -81,6 +81,8 @@ pub struct Job {
     pub reseal: bool,
     /// `--left`: the day the pupil left (`None`: today).
     pub left_on: Option<time::Date>,
+    /// `--supersedes`: the pack this one corrects.
+    pub supersedes: Option<PackId>,
     /// Ids of packs sent before that are stranded: still waiting on the
     /// server, and sealed only to keys the destination has revoked.
     pub stranded: Arc<HashSet<String>>,
@@ -113,7 +115,11 @@ impl Job {
                 .collect(),
         };
         let sealed = self.seal(manifest).await.map_err(Failure::retry)?;
-        let key = Outbox::content_key(self.to.as_str(), self.kind, &sealed.manifest);
+        let mut key = Outbox::content_key(self.to.as_str(), self.kind, &sealed.manifest);
+        // A correction is its own pack even if its content is the same.
+        if let Some(old) = self.supersedes {
+            key = format!("{key}-supersedes-{old}");
+        }
         let mut replaces = None;
         match self.outbox.get(&key).map_err(Failure::retry)? {
             Some(e) if e.state == State::Sent => {
@@ -141,6 +147,7 @@ impl Job {
         let upn = self.item.record.upn().map(|u| u.to_string());
         if replaces.is_none()
             && !self.again
+            && self.supersedes.is_none()
             && let Some(upn) = upn
             && let Some(first) = self
                 .earlier
@@ -162,6 +169,7 @@ impl Job {
             created_at_ms: now_ms(),
             // The row's own date first, then `--left`, then today.
             left_on: self.item.left.or(self.left_on),
+            supersedes: self.supersedes,
         };
         let files: Vec<PathBuf> = self
             .item

@@ -15,7 +15,7 @@ use anyhow::{Context as _, Result, bail};
 use baton::Laestab;
 use baton::api::v1;
 use baton::keys::{KeyId, SchoolKey};
-use baton::pack::{Kind, recipients_for};
+use baton::pack::{Kind, PackId, recipients_for};
 
 use crate::connect::{Clients, connect};
 use crate::home::Home;
@@ -72,6 +72,12 @@ pub struct Args {
     /// child-protection file.
     #[arg(long, value_name = "YYYY-MM-DD", value_parser = parse_left)]
     left: Option<time::Date>,
+    /// The id of a pack sent before that this one corrects: the same pupil,
+    /// to the same school, of the same kind. Its signed header names the
+    /// pack it replaces, the destination is shown which one, and the old
+    /// pack is withdrawn (deleted if not yet downloaded). One pupil at a time.
+    #[arg(long, value_name = "ID")]
+    supersedes: Option<PackId>,
     /// Print a JSON object (counts, and one entry per pack) instead of text.
     #[arg(long)]
     json: bool,
@@ -213,6 +219,9 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
     let outbox = Arc::new(Outbox::open(home)?);
     let _lock = outbox.lock()?;
     let journal = outbox.entries()?;
+    if let Some(old) = args.supersedes {
+        check_supersedes(old, &items, args.kind, &journal)?;
+    }
     let earlier = Arc::new(by_pupil(&outbox, &journal));
     let stranded_ids = Arc::new(stranded(&mut clients, &journal, &recipients).await?);
     let bar = progress(items.len() as u64, "sending");
@@ -241,6 +250,7 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
             again: args.again,
             reseal: args.reseal,
             left_on: args.left,
+            supersedes: args.supersedes,
             stranded: Arc::clone(&stranded_ids),
             exchange: clients.exchange.clone(),
             item,
@@ -381,6 +391,54 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
         bail!("{} pupil(s) were not sent (see above)", total.not_sent);
     }
     audit
+}
+
+/// A correction (`--supersedes OLD`) is one pupil's pack, and OLD is a pack
+/// this home sent for the same pupil to the same school, of the same kind:
+/// the server cannot check the pupil (it never knew), so the sender does.
+fn check_supersedes(old: PackId, items: &[Item], kind: Kind, journal: &[Entry]) -> Result<()> {
+    let [item] = items else {
+        return Err(UsageError(format!(
+            "--supersedes corrects one pupil's pack; {} pupils were given",
+            items.len()
+        ))
+        .into());
+    };
+    let Some(first) = journal
+        .iter()
+        .find(|e| e.pack_id == old.to_string() && e.state == State::Sent)
+    else {
+        bail!(
+            "--supersedes {old}: this home did not send that pack (`baton sent` lists what it sent); correct it from the device that sent it"
+        );
+    };
+    let to = item.to.map(|t| t.to_string()).unwrap_or_default();
+    if first.to != to {
+        bail!(
+            "--supersedes {old}: that pack went to {}, this one to {to}: a correction goes to the same school (to send to another school, `baton recall {old}` and send afresh)",
+            first.to
+        );
+    }
+    if first.kind != kind {
+        bail!(
+            "--supersedes {old}: that pack is a {} pack, this one {kind}",
+            first.kind
+        );
+    }
+    if first.upn.is_empty() {
+        bail!(
+            "--supersedes {old}: this home no longer knows which pupil that pack was for (names are forgotten once a pack is settled), so it cannot check this is the same pupil"
+        );
+    }
+    let upn = item.record.upn().map(|u| u.to_string()).unwrap_or_default();
+    if first.upn != upn {
+        bail!(
+            "{}: --supersedes {old}: that pack was for pupil {}, this record is for {upn}: a correction is for the same pupil",
+            item.source,
+            first.upn
+        );
+    }
+    Ok(())
 }
 
 /// The destination has no key a pack of this kind can be sealed to.

@@ -125,6 +125,9 @@ impl<S: Store> Service<S> {
         signed
             .verify(&key.public)
             .map_err(|e| Status::invalid_argument(format!("field `header.signature`: {e}")))?;
+        if let Some(old) = h.supersedes {
+            Self::check_supersedes(app, signed, old).await?;
+        }
         let waiting = app
             .store
             .outstanding_bytes(caller)
@@ -157,6 +160,63 @@ impl<S: Store> Service<S> {
         }
         recipients?;
         Ok(None)
+    }
+
+    /// A correction names a pack its school sent to the same destination,
+    /// of the same kind, that no other pack corrects already. (That it is
+    /// the same pupil only the sender can check: the server never knew.)
+    async fn check_supersedes(
+        app: &App<S>,
+        signed: &SignedHeader,
+        old: baton::pack::PackId,
+    ) -> Result<(), Status> {
+        let h = signed.header();
+        let original = app
+            .store
+            .pack(old)
+            .await
+            .map_err(store_status)?
+            .filter(|p| p.from == h.from)
+            .ok_or_else(|| {
+                Status::invalid_argument(format!(
+                    "field `header.supersedes`: your school sent no pack {old}"
+                ))
+            })?;
+        if original.to != h.to {
+            return Err(Status::invalid_argument(format!(
+                "field `header.supersedes`: pack {old} went to {}, not {}: a correction goes to the same school",
+                original.to, h.to
+            )));
+        }
+        let kind = super::stored_header(&original).map(|w| super::kind_of(&w))?;
+        if kind != h.kind {
+            return Err(Status::invalid_argument(format!(
+                "field `header.supersedes`: pack {old} is a {kind} pack, this one a {}",
+                h.kind
+            )));
+        }
+        if let Some(by) = original.superseded_by
+            && by != h.pack_id
+        {
+            return Err(Status::failed_precondition(format!(
+                "pack {old} is already superseded by pack {by}: correct that one instead"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Withdraws the pack a stored correction supersedes. A failure here
+    /// does not fail the upload (the correction is stored): the daemon's
+    /// hourly run finishes it.
+    async fn supersede_after_commit(app: &App<S>, signed: &SignedHeader) {
+        let h = signed.header();
+        let Some(old) = h.supersedes else { return };
+        match crate::retention::supersede(&app.store, &h.from, h.pack_id, old).await {
+            Ok(()) => super::recall::reclaim(&app.store).await,
+            Err(e) => {
+                tracing::error!(error = %e, pack = %h.pack_id, "could not withdraw the pack a correction supersedes; the hourly run will")
+            }
+        }
     }
 
     /// [`Self::admit`] against the directory as it is now (its version read
@@ -221,9 +281,13 @@ impl<S: Store> Service<S> {
                 Committed::Stored(at) => {
                     let h = signed.header();
                     tracing::info!(pack = %pack_id, from = %h.from, to = %h.to, bytes = h.ciphertext_len, "pack stored");
+                    Self::supersede_after_commit(app, signed).await;
                     return Ok((false, at));
                 }
-                Committed::AlreadyStored(at) => return Ok((true, at)),
+                Committed::AlreadyStored(at) => {
+                    Self::supersede_after_commit(app, signed).await;
+                    return Ok((true, at));
+                }
                 Committed::Conflict => {
                     return Err(Status::already_exists(format!(
                         "another pack with id {pack_id} is stored"
@@ -235,6 +299,7 @@ impl<S: Store> Service<S> {
                         Self::admit_now(app, token_hash, caller, signed, header_bytes, false)
                             .await?;
                     if let Some(at) = admitted {
+                        Self::supersede_after_commit(app, signed).await;
                         return Ok((true, at));
                     }
                     checked_at = version;
@@ -411,6 +476,7 @@ impl<S: Store> Service<S> {
                 }
             };
         if let Some(at) = admitted {
+            Self::supersede_after_commit(&self.app, &signed).await;
             return Ok(Response::new(v1::UploadResponse {
                 pack_id: pack_id.to_string(),
                 already_stored: true,

@@ -1,5 +1,6 @@
-//! The shared statements ([`shared_store!`]) for PostgreSQL, with the row
-//! lock on a pack being acknowledged.
+//! The shared statements ([`shared_store!`], [`lifecycle_store!`]) for
+//! PostgreSQL, with the row lock on a pack being acknowledged, withdrawn or
+//! purged.
 
 use sqlx::{PgConnection, PgPool, Postgres as Db};
 
@@ -13,3 +14,4 @@ shared_store!(
     Db,
     for_update = " FOR UPDATE"
 );
+lifecycle_store!(Postgres, PgConnection, for_update = " FOR UPDATE");

@@ -298,7 +298,7 @@ async fn insert_packs(conn: &mut SqliteConnection, to_store: &[ToStore<'_>]) -> 
         let mut q = QueryBuilder::<Db>::new(
             "INSERT INTO packs (pack_id, from_laestab, to_laestab, kind, created_at_ms, \
              ciphertext_length, ciphertext_sha256, sender_key_id, header, upload_id, chunks, \
-             status, uploaded_at_ms) ",
+             status, uploaded_at_ms, supersedes) ",
         );
         q.push_values(rows, |mut row, (request, h, len, chunks)| {
             row.push_bind(h.pack_id.to_string())
@@ -313,7 +313,8 @@ async fn insert_packs(conn: &mut SqliteConnection, to_store: &[ToStore<'_>]) -> 
                 .push_bind(request.upload_id.as_str())
                 .push_bind(chunks)
                 .push_bind("pending")
-                .push_bind(request.now_ms);
+                .push_bind(request.now_ms)
+                .push_bind(h.supersedes.map(|id| id.to_string()));
         });
         q.build().execute(&mut *conn).await?;
     }
@@ -434,7 +435,8 @@ async fn commit_one(conn: &mut SqliteConnection, request: &CommitRequest) -> Res
     sqlx::query(
         "INSERT INTO packs (pack_id, from_laestab, to_laestab, kind, created_at_ms, \
              ciphertext_length, ciphertext_sha256, sender_key_id, header, upload_id, chunks, \
-             status, uploaded_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?)",
+             status, uploaded_at_ms, supersedes) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
     )
     .bind(h.pack_id.to_string())
     .bind(h.from.as_str())
@@ -448,6 +450,7 @@ async fn commit_one(conn: &mut SqliteConnection, request: &CommitRequest) -> Res
     .bind(upload_id)
     .bind(chunks)
     .bind(now_ms)
+    .bind(h.supersedes.map(|id| id.to_string()))
     .execute(&mut *conn)
     .await?;
     append(conn, now_ms, event).await?;

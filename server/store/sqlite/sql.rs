@@ -1,4 +1,4 @@
-//! The shared statements ([`shared_store!`]) for SQLite.
+//! The shared statements ([`shared_store!`], [`lifecycle_store!`]) for SQLite.
 
 use sqlx::{Sqlite as Db, SqliteConnection, SqlitePool};
 
@@ -6,3 +6,4 @@ use super::Sqlite;
 use super::chain::{append, begin};
 
 shared_store!(Sqlite, SqliteConnection, SqlitePool, Db, for_update = "");
+lifecycle_store!(Sqlite, SqliteConnection, for_update = "");

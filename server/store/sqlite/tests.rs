@@ -122,7 +122,7 @@ async fn concurrent_commits_are_grouped_all_visible_and_the_audit_chain_verifies
 #[tokio::test]
 async fn listings_are_index_range_scans_without_a_sort() {
     let (store, _dir) = open().await.unwrap();
-    for (sql, index) in [(INBOX_SQL, "packs_inbox_open"), (SENT_SQL, "packs_sent")] {
+    for (sql, index) in [(INBOX_SQL, "packs_inbox_live"), (SENT_SQL, "packs_sent")] {
         let plan: Vec<(i64, i64, i64, String)> =
             sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
                 .bind("8612001")

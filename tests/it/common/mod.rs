@@ -389,6 +389,7 @@ impl School {
                 sender_key_id: self.identity.key_id(),
                 recipient_key_ids,
                 left_on: Some(time::macros::date!(2026 - 07 - 22)),
+                supersedes: None,
             })
             .unwrap()
     }

@@ -164,6 +164,7 @@ pub fn seal_record(
         kind: Kind::Transfer,
         created_at_ms: 1,
         left_on: None,
+        supersedes: None,
     };
     let attachments = match extra {
         Some(mut bytes) => {
@@ -200,6 +201,12 @@ pub struct Scanned {
 /// Reads every file under `roots` (recursively; a root may be a file) and
 /// returns where any of `needles` occurs: (file, needle index).
 pub fn plaintext_hits(roots: &[&Path], needles: &[String]) -> (Scanned, Vec<(PathBuf, usize)>) {
+    let needles: Vec<Vec<u8>> = needles.iter().map(|n| n.as_bytes().to_vec()).collect();
+    byte_hits(roots, &needles)
+}
+
+/// As [`plaintext_hits`] for byte strings (e.g. pieces of ciphertext).
+pub fn byte_hits(roots: &[&Path], needles: &[Vec<u8>]) -> (Scanned, Vec<(PathBuf, usize)>) {
     let finder = Finder::new(needles);
     let mut scanned = Scanned::default();
     let mut hits = Vec::new();
@@ -275,8 +282,8 @@ struct Finder {
 }
 
 impl Finder {
-    fn new(needles: &[String]) -> Self {
-        let needles: Vec<Vec<u8>> = needles.iter().map(|n| n.as_bytes().to_vec()).collect();
+    fn new(needles: &[Vec<u8>]) -> Self {
+        let needles: Vec<Vec<u8>> = needles.to_vec();
         let mut by_prefix: std::collections::HashMap<[u8; 4], Vec<usize>> = Default::default();
         let mut first_two = vec![false; 1 << 16];
         for (i, n) in needles.iter().enumerate() {

@@ -63,6 +63,7 @@ pub fn draft(kind: Kind) -> Draft {
         kind,
         created_at_ms: 1_784_000_000_000,
         left_on: Some(time::macros::date!(2026 - 07 - 22)),
+        supersedes: None,
     }
 }
 

@@ -13,6 +13,9 @@ use baton::pack::{FORMAT_VERSION, Header, Kind, PackId, SignedHeader};
 use super::{Acknowledged, Committed, NewSchool, PackStatus, Store, StoreError};
 use crate::audit;
 
+mod lifecycle;
+pub use lifecycle::{purges, withdrawals};
+
 /// `8612001` and so on.
 pub fn school_id(n: u16) -> Laestab {
     Laestab::parse(&format!("8612{n:03}")).unwrap()
@@ -614,6 +617,18 @@ macro_rules! suite {
         async fn conformance_cleaning_keeps_committed_packs() {
             if let Some((s, _g)) = $open().await {
                 $crate::store::conformance::cleaning_keeps_committed_packs(&s).await;
+            }
+        }
+        #[tokio::test]
+        async fn conformance_withdrawals() {
+            if let Some((s, _g)) = $open().await {
+                $crate::store::conformance::withdrawals(&s).await;
+            }
+        }
+        #[tokio::test]
+        async fn conformance_purges() {
+            if let Some((s, _g)) = $open().await {
+                $crate::store::conformance::purges(&s).await;
             }
         }
         #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -33,8 +33,9 @@ pub struct Waiting {
     /// The pack that corrects this one, as the server says.
     pub superseded_by: Option<PackId>,
     /// Whether the withdrawal verified against the sender's pinned keys
-    /// ([`check_notices`]).
-    pub notice_verified: bool,
+    /// ([`check_notices`]); `None` for a supersede whose correcting pack is
+    /// no longer listed (recalled or purged since), so cannot be checked.
+    pub notice_verified: Option<bool>,
 }
 
 impl Waiting {
@@ -54,9 +55,10 @@ impl Waiting {
     pub fn shown_state(&self) -> &'static str {
         match (self.withdrawn(), self.notice_verified, self.superseded_by) {
             (false, ..) => self.state,
-            (true, false, _) => "withdrawal does not verify",
-            (true, true, Some(_)) => "superseded",
-            (true, true, None) => "recalled",
+            (true, None, _) => "superseded, not checked",
+            (true, Some(false), _) => "withdrawal does not verify",
+            (true, Some(true), Some(_)) => "superseded",
+            (true, Some(true), None) => "recalled",
         }
     }
 }
@@ -75,24 +77,25 @@ pub async fn check_notices(
     for w in waiting.iter() {
         let ok = if let Some(by) = w.superseded_by {
             let from = w.header.header().from;
-            let mut ok = false;
-            if let Some(newer) = waiting.iter().find(|n| n.header.header().pack_id == by)
-                && newer.header.header().supersedes == Some(w.header.header().pack_id)
-                && newer.header.header().from == from
-                && refresh_once(home, clients, pins, &from).await.is_ok()
-            {
-                ok = pins.verifying_keys(&from).is_ok_and(|keys| {
-                    keys.iter().any(|k| {
-                        k.key_id() == newer.header.header().sender_key_id
-                            && newer.header.verify(k).is_ok()
-                    })
-                });
+            match waiting.iter().find(|n| n.header.header().pack_id == by) {
+                // Recalled or purged since: nothing left to check it by.
+                None => None,
+                Some(newer) => Some(
+                    newer.header.header().supersedes == Some(w.header.header().pack_id)
+                        && newer.header.header().from == from
+                        && refresh_once(home, clients, pins, &from).await.is_ok()
+                        && pins.verifying_keys(&from).is_ok_and(|keys| {
+                            keys.iter().any(|k| {
+                                k.key_id() == newer.header.header().sender_key_id
+                                    && newer.header.verify(k).is_ok()
+                            })
+                        }),
+                ),
             }
-            ok
         } else if let Some(recall) = &w.recall {
-            crate::commands::recall::verified(home, clients, pins, &w.header, recall).await
+            Some(crate::commands::recall::verified(home, clients, pins, &w.header, recall).await)
         } else {
-            false
+            Some(false)
         };
         verdicts.push(ok);
     }
@@ -139,7 +142,7 @@ async fn listing(clients: &mut Clients) -> Result<(Vec<Waiting>, bool)> {
                     .as_ref()
                     .and_then(|r| SignedRecall::try_from(r).ok()),
                 superseded_by: entry.superseded_by.parse().ok(),
-                notice_verified: false,
+                notice_verified: Some(false),
             });
         }
         if page.next_page_token.is_empty() {
@@ -166,11 +169,11 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
                     "kind": h.kind.as_str(), "size": h.ciphertext_len, "sent_at": time(w.uploaded_at_ms), "state": w.shown_state(),
                     "left": h.left_on.map(baton::dates::format_ymd), "due": w.due.map(baton::dates::format_ymd),
                     "overdue": w.overdue(), "supersedes": h.supersedes.map(|id| id.to_string()),
-                    "recalled": w.recall.is_some() && w.notice_verified,
+                    "recalled": w.recall.is_some() && w.notice_verified == Some(true),
                     "recall_reason": w.recall.as_ref().map(|r| r.recall().reason.clone()),
                     "recalled_at": w.recall.as_ref().map(|r| time(r.recall().recalled_at_ms)),
                     "superseded_by": w.superseded_by.map(|id| id.to_string()),
-                    "withdrawal_verified": w.withdrawn().then_some(w.notice_verified)})
+                    "withdrawal_verified": w.withdrawn().then_some(w.notice_verified).flatten()})
             })
             .collect();
         json(&serde_json::Value::Array(items));
@@ -219,15 +222,24 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
 /// The loud line for a withdrawn pack this school had downloaded.
 pub fn notice_line(w: &Waiting) -> String {
     let h = w.header.header();
-    if !w.notice_verified {
-        return format!(
-            "WARNING: the server says {} withdrew pack {}, but that does not verify against {}'s keys: ask {} before acting on it",
-            h.from, h.pack_id, h.from, h.from
-        );
+    match (w.notice_verified, w.superseded_by) {
+        (None, Some(by)) => {
+            return format!(
+                "NOTICE: the server says {} replaced pack {} with pack {by}, which is no longer listed (recalled or purged since), so the link cannot be checked: ask {} which record stands.",
+                h.from, h.pack_id, h.from
+            );
+        }
+        (Some(true), _) => {}
+        _ => {
+            return format!(
+                "WARNING: the server says {} withdrew pack {}, but that does not verify against {}'s keys: ask {} before acting on it.",
+                h.from, h.pack_id, h.from, h.from
+            );
+        }
     }
     match (&w.recall, w.superseded_by) {
         (_, Some(by)) => format!(
-            "NOTICE: {} replaced pack {} with pack {by} (a correction): pull {by}, and set the old pack's folder aside",
+            "NOTICE: {} replaced pack {} with pack {by} (a correction): pull {by}, and set the old pack's folder aside.",
             h.from, h.pack_id
         ),
         (Some(r), None) => {
@@ -236,7 +248,7 @@ pub fn notice_line(w: &Waiting) -> String {
                 why => format!(" (\"{why}\")"),
             };
             format!(
-                "RECALLED: {} recalled pack {} on {}{reason}: it was sent in error; set the pupil folder you pulled aside and follow your school's procedure for records received in error",
+                "RECALLED: {} recalled pack {} on {}{reason}: it was sent in error; set the pupil folder you pulled aside and follow your school's procedure for records received in error.",
                 h.from,
                 h.pack_id,
                 time(r.recall().recalled_at_ms)

@@ -275,6 +275,8 @@ async fn issue18_supersede() {
             "send",
             "--to",
             "8614001",
+            "--left",
+            "2026-07-20",
             &folder(root.path(), "v1", &record),
         ])
         .await;
@@ -291,6 +293,8 @@ async fn issue18_supersede() {
     assert_eq!(inbox.len(), 1, "{inbox:#?}");
     assert_eq!(inbox[0]["id"], second.as_str());
     assert_eq!(inbox[0]["supersedes"], first.as_str());
+    // The correction keeps the leaving date the clock counts from.
+    assert_eq!(inbox[0]["left"], "2026-07-20");
     let listing = sent(&primary).await;
     assert_eq!(entry(&listing, &first)["state"], "superseded");
     assert_eq!(entry(&listing, &first)["superseded_by"], second.as_str());
@@ -319,6 +323,17 @@ async fn issue18_supersede() {
     assert_eq!(old["superseded_by"], third.as_str());
     assert_eq!(old["withdrawal_verified"], true);
     assert_eq!(entry(&inbox, &third)["supersedes"], second.as_str());
+    // The correction recalled before it was downloaded: the old pack's
+    // link can no longer be checked, and says so.
+    primary.ok(&["recall", &third]).await;
+    let inbox = secondary.json(&["inbox", "--json"]).await;
+    assert_eq!(entry(&inbox, &second)["state"], "superseded, not checked");
+    let out = secondary.baton(&["inbox"]).await;
+    assert!(
+        stderr(&out).contains("cannot be checked"),
+        "{}",
+        stderr(&out)
+    );
 
     // The client checks what the server cannot: same pupil, same school.
     let other_pupil = folder(root.path(), "other", &pupil("Fix", 2));

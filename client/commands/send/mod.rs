@@ -219,8 +219,12 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
     let outbox = Arc::new(Outbox::open(home)?);
     let _lock = outbox.lock()?;
     let journal = outbox.entries()?;
+    // A correction keeps the leaving date of the pack it corrects unless
+    // told otherwise: the statutory clock counts from the day the pupil left.
+    let mut left = args.left;
     if let Some(old) = args.supersedes {
-        check_supersedes(old, &items, args.kind, &journal)?;
+        let first_left = check_supersedes(old, &items, args.kind, &journal)?;
+        left = left.or(first_left);
     }
     let earlier = Arc::new(by_pupil(&outbox, &journal));
     let stranded_ids = Arc::new(stranded(&mut clients, &journal, &recipients).await?);
@@ -249,7 +253,7 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
             earlier: Arc::clone(&earlier),
             again: args.again,
             reseal: args.reseal,
-            left_on: args.left,
+            left_on: left,
             supersedes: args.supersedes,
             stranded: Arc::clone(&stranded_ids),
             exchange: clients.exchange.clone(),
@@ -396,7 +400,13 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
 /// A correction (`--supersedes OLD`) is one pupil's pack, and OLD is a pack
 /// this home sent for the same pupil to the same school, of the same kind:
 /// the server cannot check the pupil (it never knew), so the sender does.
-fn check_supersedes(old: PackId, items: &[Item], kind: Kind, journal: &[Entry]) -> Result<()> {
+/// Returns OLD's signed leaving date.
+fn check_supersedes(
+    old: PackId,
+    items: &[Item],
+    kind: Kind,
+    journal: &[Entry],
+) -> Result<Option<time::Date>> {
     let [item] = items else {
         return Err(UsageError(format!(
             "--supersedes corrects one pupil's pack; {} pupils were given",
@@ -438,7 +448,7 @@ fn check_supersedes(old: PackId, items: &[Item], kind: Kind, journal: &[Entry]) 
             first.upn
         );
     }
-    Ok(())
+    Ok(first.signed_header()?.header().left_on)
 }
 
 /// The destination has no key a pack of this kind can be sealed to.

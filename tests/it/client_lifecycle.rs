@@ -39,6 +39,13 @@ pub fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// Runs `baton ARGS` in `home`, expecting it to fail saying `says`.
+async fn refuses(home: &Home, args: &[&str], says: &str) {
+    let out = home.baton(args).await;
+    assert!(!out.status.success(), "baton {args:?} succeeded");
+    assert!(stderr(&out).contains(says), "{}", stderr(&out));
+}
+
 /// The home's identity, to sign by hand what the CLI would not send.
 fn identity(home: &Home) -> Identity {
     Identity::from_file_bytes(&std::fs::read(home.dir.join("identity.txt")).unwrap(), None).unwrap()
@@ -109,8 +116,7 @@ async fn issue18_recall(daemon: Daemon) {
         .await
         .unwrap_err();
     assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
-    let out = other.baton(&["recall", &id_a]).await;
-    assert!(!out.status.success());
+    refuses(&other, &["recall", &id_a], "no such pack").await;
 
     // A reason naming the pupil is refused before anything is sent.
     let out = primary
@@ -242,9 +248,7 @@ async fn issue18_a_staff_key_cannot_recall_a_safeguarding_pack() {
     ])
     .await;
     let id = ids_of(&sent(&dsl).await, &record.upn)[0].clone();
-    let out = staff.baton(&["recall", &id]).await;
-    assert!(!out.status.success());
-    assert!(stderr(&out).contains("DSL"), "{}", stderr(&out));
+    refuses(&staff, &["recall", &id], "DSL").await;
     assert_eq!(entry(&sent(&dsl).await, &id)["state"], "pending");
     dsl.ok(&["recall", &id]).await;
     assert_eq!(entry(&sent(&dsl).await, &id)["state"], "recalled");
@@ -337,49 +341,48 @@ async fn issue18_supersede() {
 
     // The client checks what the server cannot: same pupil, same school.
     let other_pupil = folder(root.path(), "other", &pupil("Fix", 2));
-    let out = primary
-        .baton(&[
+    refuses(
+        &primary,
+        &[
             "send",
             "--to",
             "8614001",
             "--supersedes",
             &third,
             &other_pupil,
-        ])
-        .await;
-    assert!(!out.status.success());
-    assert!(stderr(&out).contains("same pupil"), "{}", stderr(&out));
+        ],
+        "same pupil",
+    )
+    .await;
     record.notes = "sent elsewhere".into();
     let elsewhere = folder(root.path(), "v4", &record);
-    let out = primary
-        .baton(&[
+    refuses(
+        &primary,
+        &[
             "send",
             "--to",
             "8614002",
             "--supersedes",
             &third,
             &elsewhere,
-        ])
-        .await;
-    assert!(!out.status.success());
-    assert!(stderr(&out).contains("same school"), "{}", stderr(&out));
+        ],
+        "same school",
+    )
+    .await;
     // Superseding the same pack twice is refused by the server too.
-    let out = primary
-        .baton(&[
+    refuses(
+        &primary,
+        &[
             "send",
             "--to",
             "8614001",
             "--supersedes",
             &first,
             &elsewhere,
-        ])
-        .await;
-    assert!(!out.status.success());
-    assert!(
-        stderr(&out).contains("already superseded"),
-        "{}",
-        stderr(&out)
-    );
+        ],
+        "already superseded",
+    )
+    .await;
 }
 
 /// Issue 18, a hostile server (here: whoever holds the daemon's disk) makes

@@ -32,6 +32,10 @@ pub struct Pins {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     directory_key: Option<String>,
     schools: BTreeMap<String, PinnedSchool>,
+    /// Former numbers of pinned schools (an academy conversion), as the
+    /// directory listed them: former LAESTAB → current LAESTAB.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    aliases: BTreeMap<String, String>,
     /// Schools refreshed from the directory in this run (not saved).
     #[serde(skip)]
     fresh: std::collections::HashSet<Laestab>,
@@ -143,9 +147,28 @@ impl Pins {
             .transpose()
     }
 
-    /// The pinned school, if any.
+    /// The pinned school, if any, by its LAESTAB or a former one.
     pub fn get(&self, laestab: &Laestab) -> Option<&PinnedSchool> {
-        self.schools.get(laestab.as_str())
+        self.schools.get(laestab.as_str()).or_else(|| {
+            self.aliases
+                .get(laestab.as_str())
+                .and_then(|now| self.schools.get(now))
+        })
+    }
+
+    /// Follows a renumbering the directory reports: a school pinned under
+    /// one of `school`'s former numbers carries its pin over to the current
+    /// number. Its keys are then compared with the pin as always, so a
+    /// "renumbering" that brings other keys is a change to confirm.
+    fn follow_renumbering(&mut self, school: &v1::School) {
+        for alias in school.aliases.iter().filter(|a| **a != school.laestab) {
+            if !self.schools.contains_key(&school.laestab)
+                && let Some(pin) = self.schools.remove(alias)
+            {
+                self.schools.insert(school.laestab.clone(), pin);
+            }
+            self.aliases.insert(alias.clone(), school.laestab.clone());
+        }
     }
 
     /// The directory's keys for a school, split by endorsement.
@@ -173,6 +196,7 @@ impl Pins {
     /// Replaces the pin with what the directory says now (only endorsed
     /// keys when a directory key is pinned).
     pub fn trust(&mut self, school: &v1::School) -> Result<()> {
+        self.follow_renumbering(school);
         let keys = self.listed(school)?.keys;
         let mut pinned: Vec<PinnedKey> = keys.iter().map(PinnedKey::from_key).collect();
         if let Some(old) = self.schools.get(&school.laestab) {
@@ -211,6 +235,7 @@ impl Pins {
     /// Compares the directory's view of a school with the pin, and pins
     /// it unless something changed that needs confirming.
     pub fn check(&mut self, school: &v1::School) -> Result<Check> {
+        self.follow_renumbering(school);
         let Some(old) = self.schools.get(&school.laestab) else {
             self.trust(school)?;
             return Ok(Check::New);
@@ -413,6 +438,22 @@ pub async fn refresh(
         Err(s) if s.code() == tonic::Code::NotFound => return Err(NotEnrolled(*laestab).into()),
         Err(s) => bail!("looking up school {laestab}: {}", explain(&s)),
     };
+    // Asked for a former number, the directory answers with the school it
+    // now belongs to, which must say so.
+    if school.laestab != laestab.as_str() && !school.aliases.iter().any(|a| a == laestab.as_str()) {
+        bail!(
+            "asked for school {laestab}, the directory answered with {} instead: not believed",
+            school.laestab
+        );
+    }
+    if school.laestab != laestab.as_str()
+        && pins.aliases.get(laestab.as_str()) != Some(&school.laestab)
+    {
+        eprintln!(
+            "note: {laestab} is now {} ({}): packs addressed to {laestab} reach it",
+            school.laestab, school.name
+        );
+    }
     let unapproved = pins.listed(&school)?.unapproved;
     for k in &unapproved {
         eprintln!(
@@ -447,4 +488,58 @@ pub async fn refresh(
         }
     }
     Ok(unapproved.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use baton::crypto::Identity;
+    use baton::keys::Role;
+
+    fn school(laestab: &str, aliases: &[&str], keys: &[&Identity]) -> v1::School {
+        v1::School {
+            laestab: laestab.into(),
+            name: "Hulton Park Academy".into(),
+            phase: "secondary".into(),
+            urn: String::new(),
+            keys: keys
+                .iter()
+                .map(|i| {
+                    v1::Key::from(&SchoolKey {
+                        public: i.public(),
+                        roles: vec![Role::Staff],
+                        label: "office".into(),
+                        created_at_ms: 1,
+                        revoked_at_ms: None,
+                        endorsement: None,
+                        revocation: None,
+                    })
+                })
+                .collect(),
+            aliases: aliases.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    /// Issue 19: a school renumbered keeps its pin under the new number and
+    /// is still found by the old one; a school that claims a pinned number
+    /// as its former one but brings other keys is a change to confirm.
+    #[test]
+    fn a_renumbered_school_keeps_its_pin_and_a_swap_is_a_change() {
+        let (key, other) = (Identity::generate(), Identity::generate());
+        let old: Laestab = "8614001".parse().unwrap();
+        let mut pins = Pins::default();
+        assert_eq!(
+            pins.check(&school("8614001", &[], &[&key])).unwrap(),
+            Check::New
+        );
+        let renumbered = school("8614009", &["8614001"], &[&key]);
+        assert_eq!(pins.check(&renumbered).unwrap(), Check::Same);
+        assert_eq!(pins.verifying_keys(&old).unwrap()[0].key_id(), key.key_id());
+        assert!(pins.get(&"8614009".parse().unwrap()).is_some());
+
+        let mut pins = Pins::default();
+        pins.check(&school("8614001", &[], &[&key])).unwrap();
+        let swap = school("8614777", &["8614001"], &[&other]);
+        assert!(matches!(pins.check(&swap).unwrap(), Check::Changed(_)));
+    }
 }

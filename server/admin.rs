@@ -133,6 +133,18 @@ pub enum SchoolCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Give a school a new LAESTAB (an academy conversion): it keeps its
+    /// keys, tokens and packs under NEW, and OLD becomes an alias that
+    /// still routes to it (packs addressed to OLD are delivered to NEW).
+    Renumber {
+        /// The school's current LAESTAB.
+        old: String,
+        /// Its new LAESTAB.
+        new: String,
+        /// Its new name, if it changes too.
+        #[arg(long)]
+        name: Option<String>,
+    },
 }
 
 /// `batond admin token …`
@@ -334,6 +346,29 @@ pub async fn run<S: Store>(store: &S, config: &Config, command: Command) -> anyh
                 &roles,
                 json,
                 "issued a code for",
+            )?;
+        }
+        Command::School(SchoolCommand::Renumber { old, new, name }) => {
+            let (old, new) = (parse_laestab(&old)?, parse_laestab(&new)?);
+            if name.as_deref().is_some_and(|n| n.trim().is_empty()) {
+                bail!("--name must not be empty");
+            }
+            let event = Event::by_admin("school.renumber", format!("{old} -> {new}"));
+            match store
+                .renumber(&old, &new, name.as_deref(), now_ms(), event)
+                .await
+            {
+                Err(StoreError::NotFound(_)) => bail!(
+                    "{old} is not an enrolled school's current number (`batond admin school list`)"
+                ),
+                Err(StoreError::Conflict(_)) => {
+                    bail!("{new} is already a school's number or former number")
+                }
+                other => other.context("renumbering the school")?,
+            }
+            writeln!(
+                out,
+                "{old} is now {new}: its keys, tokens and packs moved with it, and packs addressed to {old} reach it"
             )?;
         }
         Command::School(SchoolCommand::List { json }) => {

@@ -54,7 +54,7 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
                 let items: Vec<_> = schools
                     .iter()
                     .map(|s| {
-                        serde_json::json!({"id": s.laestab, "laestab": s.laestab, "name": s.name, "phase": s.phase, "urn": s.urn, "keys": s.keys.len()})
+                        serde_json::json!({"id": s.laestab, "laestab": s.laestab, "name": s.name, "phase": s.phase, "urn": s.urn, "keys": s.keys.len(), "aliases": s.aliases})
                     })
                     .collect();
                 json(&serde_json::Value::Array(items));
@@ -67,10 +67,11 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
                             s.name.clone(),
                             s.phase.clone(),
                             s.keys.len().to_string(),
+                            s.aliases.join(", "),
                         ]
                     })
                     .collect();
-                table(&["LAESTAB", "NAME", "PHASE", "KEYS"], &rows);
+                table(&["LAESTAB", "NAME", "PHASE", "KEYS", "FORMERLY"], &rows);
             }
         }
         Some(Action::Show {
@@ -104,7 +105,7 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
                 };
                 json(
                     &serde_json::json!({"id": school.laestab, "name": school.name, "phase": school.phase,
-                    "urn": school.urn, "keys": items, "pin": pin_state(before.is_some(), &check, pinned_count),
+                    "urn": school.urn, "aliases": school.aliases, "keys": items, "pin": pin_state(before.is_some(), &check, pinned_count),
                     "changes": changes, "directory_key": directory.map(|d| d.fingerprint())}),
                 );
             } else {

@@ -53,6 +53,7 @@ pub fn school_message(school: &crate::store::School, active_only: bool) -> v1::S
             .filter(|k| !active_only || k.is_active())
             .map(v1::Key::from)
             .collect(),
+        aliases: school.aliases.iter().map(ToString::to_string).collect(),
     }
 }
 

@@ -89,7 +89,16 @@ async fn put(store: &impl Store, h: &SignedHeader, data: &[u8]) -> Committed {
     store.stage_chunk(&upload, 0, data).await.unwrap();
     let bytes = h.header().pack_id.to_string().into_bytes();
     store
-        .commit_upload(&upload, h, &bytes, vec![], super::now_ms(), event(), None)
+        .commit_upload(
+            &upload,
+            h,
+            &bytes,
+            vec![],
+            super::now_ms(),
+            event(),
+            None,
+            None,
+        )
         .await
         .unwrap()
 }
@@ -107,7 +116,7 @@ pub async fn upload_visibility(store: &impl Store) {
     );
     let tail = vec![(1, b"c".to_vec())];
     let Committed::Stored(at) = store
-        .commit_upload("u1", &h, b"h1", tail, 5, event(), None)
+        .commit_upload("u1", &h, b"h1", tail, 5, event(), None, None)
         .await
         .unwrap()
     else {
@@ -120,14 +129,14 @@ pub async fn upload_visibility(store: &impl Store) {
 
     store.stage_chunk("u2", 0, b"abc").await.unwrap();
     let again = store
-        .commit_upload("u2", &h, b"h1", vec![], 6, event(), None)
+        .commit_upload("u2", &h, b"h1", vec![], 6, event(), None, None)
         .await;
     assert_eq!(again.unwrap(), Committed::AlreadyStored(at));
     assert!(store.chunk("u2", 0).await.is_err());
     store.stage_chunk("u3", 0, b"xyz").await.unwrap();
     let other = header(id, school_id(1), school_id(2), 2, 3);
     let other = store
-        .commit_upload("u3", &other, b"h2", vec![], 7, event(), None)
+        .commit_upload("u3", &other, b"h2", vec![], 7, event(), None, None)
         .await;
     assert_eq!(other.unwrap(), Committed::Conflict);
     store.stage_chunk("u4", 0, b"zz").await.unwrap();
@@ -146,14 +155,14 @@ pub async fn commit_against_a_moved_directory(store: &impl Store) {
     store.stage_chunk("m1", 0, b"ab").await.unwrap();
     let tail = vec![(1, b"c".to_vec())];
     let moved = store
-        .commit_upload("m1", &h, b"hm", tail, 5, event(), Some(now - 1))
+        .commit_upload("m1", &h, b"hm", tail, 5, event(), Some(now - 1), None)
         .await
         .unwrap();
     assert_eq!(moved, Committed::DirectoryMoved);
     assert!(store.pack(id).await.unwrap().is_none());
     assert!(store.chunk("m1", 1).await.is_err(), "the tail is staged");
     let stored = store
-        .commit_upload("m1", &h, b"hm", vec![], 6, event(), Some(now))
+        .commit_upload("m1", &h, b"hm", vec![], 6, event(), Some(now), None)
         .await
         .unwrap();
     assert_eq!(stored, Committed::Stored(6));
@@ -470,7 +479,7 @@ pub async fn cleaning_keeps_committed_packs(store: &impl Store) {
     store.stage_chunk("gone", 0, b"zz").await.unwrap();
     let other = header(PackId::new(), school_id(1), school_id(2), 4, 2);
     let again = store
-        .commit_upload("gone", &other, b"h", vec![], 9, event(), None)
+        .commit_upload("gone", &other, b"h", vec![], 9, event(), None, None)
         .await
         .unwrap();
     assert!(matches!(again, Committed::Stored(_)), "{again:?}");

@@ -32,6 +32,8 @@ pub struct School {
     pub created_at_ms: i64,
     /// Every key, active and revoked, in key id order.
     pub keys: Vec<SchoolKey>,
+    /// Its former numbers, which still route to it, in order.
+    pub aliases: Vec<Laestab>,
 }
 
 /// Who holds a token: its school and the key it was issued with (`None`
@@ -81,8 +83,22 @@ pub trait Directory: Send + Sync {
     /// Every school with all its keys, by LAESTAB.
     fn list_schools(&self) -> impl Future<Output = Result<Vec<School>>> + Send;
 
-    /// One school with all its keys.
+    /// One school with all its keys, by its LAESTAB or a former one.
     fn school(&self, laestab: &Laestab) -> impl Future<Output = Result<Option<School>>> + Send;
+
+    /// Moves school `old` to number `new` (an academy conversion): its
+    /// keys, tokens, codes, packs and calendar go with it, `old` becomes an
+    /// alias that routes to it, and `name` (if given) replaces its name.
+    /// `NotFound` if `old` is not a school's current number, `Conflict` if
+    /// `new` is a school's number or alias already.
+    fn renumber(
+        &self,
+        old: &Laestab,
+        new: &Laestab,
+        name: Option<&str>,
+        now_ms: i64,
+        event: audit::Event,
+    ) -> impl Future<Output = Result<()>> + Send;
 
     /// Redeems a code: registers the key, marks the code used and stores
     /// the hash of the key holder's token, bound to that key, all at once.

@@ -12,7 +12,7 @@ use baton::pack::SignedHeader;
 use tokio::sync::{mpsc, oneshot};
 
 use super::rows::next_entry;
-use super::{Committed, Result, StoreError};
+use super::{Committed, Result, Route, StoreError};
 use crate::audit;
 
 /// One upload's final commit, queued for the committer.
@@ -31,6 +31,9 @@ pub struct CommitRequest {
     pub event: audit::Event,
     /// Store only if the directory is still at this version.
     pub directory_version: Option<i64>,
+    /// The schools it is stored under: the header's, or the schools those
+    /// numbers now belong to (aliases after a renumbering).
+    pub route: Route,
     reply: oneshot::Sender<Result<Committed>>,
 }
 
@@ -150,6 +153,7 @@ impl Committer {
         now_ms: i64,
         event: audit::Event,
         directory_version: Option<i64>,
+        route: Route,
     ) -> Result<Committed> {
         let (reply, answer) = oneshot::channel();
         let request = CommitRequest {
@@ -160,6 +164,7 @@ impl Committer {
             now_ms,
             event,
             directory_version,
+            route,
             reply,
         };
         self.queue

@@ -38,7 +38,7 @@ pub use directory::{DIRECTORY_VERSION_SQL, Directory, NewSchool, School, TokenHo
 pub use error::{Result, StoreError};
 pub use events::{ARRIVALS_BUFFER, Arrival, Events};
 pub use lifecycle::{Cutoffs, Lifecycle, Withdrawal, Withdrawn};
-pub use packs::{Acknowledged, Committed, PackStatus, Packs, Page, StoredPack};
+pub use packs::{Acknowledged, Committed, PackStatus, Packs, Page, Route, StoredPack};
 
 /// Persistent state of the daemon: every concern at once. Implementations
 /// must make each call atomic and durable before returning, and safe to

@@ -83,6 +83,17 @@ pub struct StoredPack {
     pub purge_reason: Option<String>,
 }
 
+/// The schools a pack is stored under, when its header names a former
+/// number of its sender or destination (see `Directory::renumber`): the
+/// signed header keeps the numbers it names, the row records the routing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    /// The sending school, by its current number.
+    pub from: Laestab,
+    /// The destination school, by its current number.
+    pub to: Laestab,
+}
+
 /// What happened to a finished upload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Committed {
@@ -142,6 +153,8 @@ pub trait Packs: Send + Sync {
     /// `directory_version` (the version the upload was checked against),
     /// read in the committing transaction: if the directory has moved on,
     /// nothing is stored and the answer is [`Committed::DirectoryMoved`].
+    /// `route` says which schools the pack is stored under when the header
+    /// names a former number (an alias) of either; `None`: the header's.
     #[allow(clippy::too_many_arguments)]
     fn commit_upload(
         &self,
@@ -152,6 +165,7 @@ pub trait Packs: Send + Sync {
         now_ms: i64,
         event: audit::Event,
         directory_version: Option<i64>,
+        route: Option<Route>,
     ) -> impl Future<Output = Result<Committed>> + Send;
 
     /// Packs addressed to `to` and not acknowledged, oldest first, after `after_seq`.

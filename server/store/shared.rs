@@ -112,29 +112,50 @@ macro_rules! shared_store {
             row.map(pack_from_row).transpose()
         }
 
-        async fn school_in(conn: &mut $conn, laestab: &Laestab) -> Result<Option<School>> {
-            let row: Option<(String, String, String, i64)> = sqlx::query_as(
-                "SELECT name, phase, urn, created_at_ms FROM schools WHERE laestab = $1",
+        /// A school with all its keys and former numbers, by its LAESTAB
+        /// or by a former one (an alias).
+        async fn school_in(conn: &mut $conn, asked: &Laestab) -> Result<Option<School>> {
+            let mut row: Option<(String, String, String, String, i64)> = sqlx::query_as(
+                "SELECT laestab, name, phase, urn, created_at_ms FROM schools WHERE laestab = $1",
             )
-            .bind(laestab.as_str())
+            .bind(asked.as_str())
             .fetch_optional(&mut *conn)
             .await?;
-            let Some((name, phase, urn, created_at_ms)) = row else {
+            if row.is_none() {
+                row = sqlx::query_as(
+                    "SELECT s.laestab, s.name, s.phase, s.urn, s.created_at_ms FROM schools s \
+                     JOIN school_aliases a ON a.laestab = s.laestab WHERE a.alias = $1",
+                )
+                .bind(asked.as_str())
+                .fetch_optional(&mut *conn)
+                .await?;
+            }
+            let Some((id, name, phase, urn, created_at_ms)) = row else {
                 return Ok(None);
             };
             let keys: Vec<KeyRow> = sqlx::query_as(KEYS_SQL)
-                .bind(laestab.as_str())
+                .bind(&id)
                 .fetch_all(&mut *conn)
                 .await?;
+            let aliases: Vec<(String,)> = sqlx::query_as(
+                "SELECT alias FROM school_aliases WHERE laestab = $1 ORDER BY alias",
+            )
+            .bind(&id)
+            .fetch_all(&mut *conn)
+            .await?;
             Ok(Some(School {
                 info: NewSchool {
-                    laestab: *laestab,
+                    laestab: laestab(&id)?,
                     name,
                     phase,
                     urn,
                 },
                 created_at_ms,
                 keys: keys.into_iter().map(key_from_row).collect::<Result<_>>()?,
+                aliases: aliases
+                    .iter()
+                    .map(|(a,)| laestab(a))
+                    .collect::<Result<_>>()?,
             }))
         }
 
@@ -224,6 +245,10 @@ macro_rules! shared_store {
                 event: audit::Event,
             ) -> Result<()> {
                 let mut tx = begin(&self.pool).await?;
+                // A former number still routes to its school: not free.
+                if school_in(&mut tx, &school.laestab).await?.is_some() {
+                    return Err(StoreError::Conflict("school"));
+                }
                 let done = sqlx::query(
                     "INSERT INTO schools (laestab, name, phase, urn, created_at_ms) \
                      VALUES ($1, $2, $3, $4, $5) ON CONFLICT (laestab) DO NOTHING",
@@ -430,6 +455,73 @@ macro_rules! shared_store {
                 Ok(())
             }
 
+            async fn renumber(
+                &self,
+                old: &Laestab,
+                new: &Laestab,
+                name: Option<&str>,
+                now_ms: i64,
+                event: audit::Event,
+            ) -> Result<()> {
+                let mut tx = begin(&self.pool).await?;
+                let found: Option<(String, String, String, i64)> = sqlx::query_as(
+                    "SELECT name, phase, urn, created_at_ms FROM schools WHERE laestab = $1",
+                )
+                .bind(old.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some((old_name, phase, urn, created_at_ms)) = found else {
+                    return Err(StoreError::NotFound("school"));
+                };
+                if school_in(&mut tx, new).await?.is_some() {
+                    return Err(StoreError::Conflict("school"));
+                }
+                sqlx::query(
+                    "INSERT INTO schools (laestab, name, phase, urn, created_at_ms) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(new.as_str())
+                .bind(name.unwrap_or(&old_name))
+                .bind(&phase)
+                .bind(&urn)
+                .bind(created_at_ms)
+                .execute(&mut *tx)
+                .await?;
+                // Everything of the school moves to its new number, in one
+                // transaction: keys, tokens, codes, aliases, packs either way,
+                // its own calendar. Signed headers keep the number they name.
+                for sql in [
+                    "UPDATE keys SET laestab = $1 WHERE laestab = $2",
+                    "UPDATE tokens SET laestab = $1 WHERE laestab = $2",
+                    "UPDATE enrolments SET laestab = $1 WHERE laestab = $2",
+                    "UPDATE school_aliases SET laestab = $1 WHERE laestab = $2",
+                    "UPDATE packs SET from_laestab = $1 WHERE from_laestab = $2",
+                    "UPDATE packs SET to_laestab = $1 WHERE to_laestab = $2",
+                    "UPDATE calendars SET scope = $1 WHERE scope = $2",
+                ] {
+                    sqlx::query(sql)
+                        .bind(new.as_str())
+                        .bind(old.as_str())
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                sqlx::query("DELETE FROM schools WHERE laestab = $1")
+                    .bind(old.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(
+                    "INSERT INTO school_aliases (alias, laestab, created_at_ms) VALUES ($1, $2, $3)",
+                )
+                .bind(old.as_str())
+                .bind(new.as_str())
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await?;
+                append(&mut tx, now_ms, &event).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
             async fn directory_version(&self) -> Result<i64> {
                 let (version,): (i64,) = sqlx::query_as(DIRECTORY_VERSION_SQL)
                     .fetch_one(&self.pool)
@@ -529,6 +621,7 @@ macro_rules! shared_store {
                 now_ms: i64,
                 event: audit::Event,
                 directory_version: Option<i64>,
+                route: Option<$crate::store::Route>,
             ) -> Result<Committed> {
                 self.committer
                     .commit(
@@ -539,6 +632,10 @@ macro_rules! shared_store {
                         now_ms,
                         event,
                         directory_version,
+                        route.unwrap_or($crate::store::Route {
+                            from: header.header().from,
+                            to: header.header().to,
+                        }),
                     )
                     .await
             }

@@ -26,6 +26,7 @@ mod daemon_keys;
 mod daemon_multinode;
 mod daemon_operating;
 mod daemon_postgres;
+mod daemon_renumber;
 mod daemon_retention;
 mod daemon_start;
 mod daemon_upload;

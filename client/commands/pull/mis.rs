@@ -101,11 +101,18 @@ pub fn write(
             None => true,
         }
     });
-    let mut by_school: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    // One CTF per sending school and the number it addressed (a school
+    // renumbered receives under its former number too, and the CTF says so).
+    let mut by_school: BTreeMap<(String, Laestab), Vec<String>> = BTreeMap::new();
     for ((from, _), c) in chosen {
-        by_school.entry(from).or_default().push(c.id);
+        let to = pulled
+            .packs
+            .get(&c.id)
+            .and_then(|p| Laestab::parse(&p.to).ok())
+            .unwrap_or(school);
+        by_school.entry((from, to)).or_default().push(c.id);
     }
-    for (from, ids) in by_school {
+    for ((from, to), ids) in by_school {
         let Ok(from_laestab) = Laestab::parse(&from) else {
             continue;
         };
@@ -130,7 +137,7 @@ pub fn write(
             .get(&from_laestab)
             .map(|p| p.name.clone())
             .unwrap_or_default();
-        let path = match write_ctf(dir, from_laestab, &name, school, &pupils) {
+        let path = match write_ctf(dir, from_laestab, &name, to, &pupils) {
             Ok(path) => path,
             Err(e) => {
                 // The other schools' CTFs (and their marks) still count.

@@ -94,6 +94,10 @@ pub struct PulledPack {
     /// The pack this one corrects, as its signed header says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub supersedes: Option<String>,
+    /// The destination the sender addressed (this school's number, or a
+    /// former one); empty in older files.
+    #[serde(default)]
+    pub to: String,
 }
 
 /// What `pack.json` in a pulled folder says.
@@ -567,6 +571,7 @@ async fn pull_one(
         created_at_ms: h.created_at_ms,
         ctf: None,
         supersedes: h.supersedes.map(|id| id.to_string()),
+        to: h.to.to_string(),
     })
 }
 

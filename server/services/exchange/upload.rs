@@ -22,7 +22,7 @@ use crate::auth;
 use crate::cache::View;
 use crate::limits::Stream as LongCall;
 use crate::services::wire::{store_status, wire_status};
-use crate::store::{Committed, Store, now_ms};
+use crate::store::{Committed, Route, Store, now_ms};
 
 /// How many times an upload is checked again when the directory changes
 /// under it before it gives up (each change is an enrolment or a revocation).
@@ -74,11 +74,14 @@ impl<S: Store> Service<S> {
     fn parse_header(
         &self,
         caller: &Laestab,
+        former: &[Laestab],
         wire: &v1::PackHeader,
     ) -> Result<(SignedHeader, Vec<u8>), Status> {
         let signed = SignedHeader::try_from(wire).map_err(wire_status)?;
         let h = signed.header();
-        if h.from != *caller {
+        // A school renumbered may still sign as its former number until its
+        // devices learn the new one.
+        if h.from != *caller && !former.contains(&h.from) {
             return Err(Status::permission_denied(format!(
                 "field `header.from`: you upload as {caller}, not {}",
                 h.from
@@ -263,6 +266,8 @@ impl<S: Store> Service<S> {
     ) -> Result<(bool, i64), Status> {
         let pack_id = signed.header().pack_id;
         for _ in 0..MAX_RECHECKS {
+            // A school's former number routes to the school (renumbering).
+            let route = Self::route(app, caller, &signed.header().to).await?;
             let event = Event::by_school(caller, "pack.upload", pack_id);
             let committed = app
                 .store
@@ -274,6 +279,7 @@ impl<S: Store> Service<S> {
                     now_ms(),
                     event,
                     Some(checked_at),
+                    Some(route),
                 )
                 .await
                 .map_err(store_status)?;
@@ -309,6 +315,22 @@ impl<S: Store> Service<S> {
         Err(Status::unavailable(
             "the directory kept changing while this pack was stored; send again",
         ))
+    }
+
+    /// Where a pack from `caller` addressed to `to` is stored: under both
+    /// schools' current numbers, whatever former number (alias) the header
+    /// names.
+    async fn route(app: &App<S>, caller: &Laestab, to: &Laestab) -> Result<Route, Status> {
+        let directory = app.directory.cached_view(&app.store);
+        let to_now = directory
+            .school(to)
+            .await
+            .map_err(store_status)?
+            .map_or(*to, |s| s.info.laestab);
+        Ok(Route {
+            from: *caller,
+            to: to_now,
+        })
     }
 
     /// Checks the recipient set against the destination's current keys.
@@ -463,7 +485,13 @@ impl<S: Store> Service<S> {
                 ));
             }
         };
-        let (signed, header_bytes) = self.parse_header(&caller, &wire)?;
+        let former = directory
+            .school(&caller)
+            .await
+            .map_err(store_status)?
+            .map(|s| s.aliases.clone())
+            .unwrap_or_default();
+        let (signed, header_bytes) = self.parse_header(&caller, &former, &wire)?;
         let pack_id = signed.header().pack_id;
         let (checked_at, admitted) =
             match Self::admit(&self.app, &directory, &caller, &signed, &header_bytes, true).await {

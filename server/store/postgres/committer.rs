@@ -109,8 +109,8 @@ async fn batched(pool: &PgPool, batch: &[CommitRequest]) -> Result<Vec<Result<Co
             let r = &batch[*i];
             let h = r.header.header();
             row.push_bind(h.pack_id.to_string())
-                .push_bind(h.from.as_str())
-                .push_bind(h.to.as_str())
+                .push_bind(r.route.from.as_str())
+                .push_bind(r.route.to.as_str())
                 .push_bind(h.kind.as_str())
                 .push_bind(h.created_at_ms)
                 .push_bind(*length)
@@ -279,6 +279,7 @@ async fn commit_alone(pool: &PgPool, request: &CommitRequest) -> Result<Committe
         tail,
         now_ms,
         event,
+        route,
         ..
     } = request;
     let (upload_id, header_bytes, now_ms) = (upload_id.as_str(), header_bytes.as_slice(), *now_ms);
@@ -331,8 +332,8 @@ async fn commit_alone(pool: &PgPool, request: &CommitRequest) -> Result<Committe
          ON CONFLICT (pack_id) DO NOTHING RETURNING seq",
     )
     .bind(h.pack_id.to_string())
-    .bind(h.from.as_str())
-    .bind(h.to.as_str())
+    .bind(route.from.as_str())
+    .bind(route.to.as_str())
     .bind(h.kind.as_str())
     .bind(h.created_at_ms)
     .bind(length)

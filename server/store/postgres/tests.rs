@@ -64,7 +64,7 @@ async fn a_commit_missing_a_chunk_is_refused() {
     let h = conformance::header(id, a, b, 1, 4);
     store.stage_chunk("u", 0, b"ab").await.unwrap();
     let refused = store
-        .commit_upload("u", &h, b"h", vec![], 1, event(), None)
+        .commit_upload("u", &h, b"h", vec![], 1, event(), None, None)
         .await;
     assert!(
         matches!(refused, Err(StoreError::Corrupt(_))),
@@ -96,7 +96,7 @@ async fn two_nodes_share_one_chain_and_hear_each_other() {
             node.stage_chunk(&upload, 0, b"abc").await.unwrap();
             let h = conformance::header(id, a, b, i, 3);
             let done = node
-                .commit_upload(&upload, &h, &[i], vec![], i64::from(i), event(), None)
+                .commit_upload(&upload, &h, &[i], vec![], i64::from(i), event(), None, None)
                 .await
                 .unwrap();
             assert!(matches!(done, Committed::Stored(_)));

@@ -80,7 +80,7 @@ impl GroupWriter for Writer {
     fn stored(&self, request: &CommitRequest, at_ms: i64) {
         // No subscriber is fine.
         let _ = self.arrivals.send(Arrival {
-            to: request.header.header().to,
+            to: request.route.to,
             header: request.header_bytes.clone(),
             uploaded_at_ms: at_ms,
         });
@@ -302,8 +302,8 @@ async fn insert_packs(conn: &mut SqliteConnection, to_store: &[ToStore<'_>]) -> 
         );
         q.push_values(rows, |mut row, (request, h, len, chunks)| {
             row.push_bind(h.pack_id.to_string())
-                .push_bind(h.from.as_str())
-                .push_bind(h.to.as_str())
+                .push_bind(request.route.from.as_str())
+                .push_bind(request.route.to.as_str())
                 .push_bind(h.kind.as_str())
                 .push_bind(h.created_at_ms)
                 .push_bind(len)
@@ -396,6 +396,7 @@ async fn commit_one(conn: &mut SqliteConnection, request: &CommitRequest) -> Res
         tail,
         now_ms,
         event,
+        route,
         ..
     } = request;
     let (upload_id, header_bytes, now_ms) = (upload_id.as_str(), header_bytes.as_slice(), *now_ms);
@@ -439,8 +440,8 @@ async fn commit_one(conn: &mut SqliteConnection, request: &CommitRequest) -> Res
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
     )
     .bind(h.pack_id.to_string())
-    .bind(h.from.as_str())
-    .bind(h.to.as_str())
+    .bind(route.from.as_str())
+    .bind(route.to.as_str())
     .bind(h.kind.as_str())
     .bind(h.created_at_ms)
     .bind(i64::try_from(h.ciphertext_len).map_err(|_| corrupt("pack length"))?)

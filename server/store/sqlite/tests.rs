@@ -34,12 +34,12 @@ async fn staging_is_cleaned_and_finished_uploads_leave_no_staged_chunks() {
     let h = conformance::header(id, a, b, 1, 2);
     store.stage_chunk("u2", 0, b"ab").await.unwrap();
     store
-        .commit_upload("u2", &h, b"h", vec![], 1, event(), None)
+        .commit_upload("u2", &h, b"h", vec![], 1, event(), None, None)
         .await
         .unwrap();
     store.stage_chunk("u3", 0, b"ab").await.unwrap();
     store
-        .commit_upload("u3", &h, b"h", vec![], 2, event(), None)
+        .commit_upload("u3", &h, b"h", vec![], 2, event(), None, None)
         .await
         .unwrap();
     let (left,): (i64,) =
@@ -79,6 +79,7 @@ async fn concurrent_commits_are_grouped_all_visible_and_the_audit_chain_verifies
                     vec![(1, b"tail".to_vec())],
                     7,
                     event,
+                    None,
                     None,
                 )
                 .await

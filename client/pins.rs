@@ -447,6 +447,7 @@ pub async fn refresh(
         );
     }
     if school.laestab != laestab.as_str()
+        && !laestab.is_escrow()
         && pins.aliases.get(laestab.as_str()) != Some(&school.laestab)
     {
         eprintln!(

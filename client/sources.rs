@@ -110,11 +110,12 @@ impl Gathered {
                 self.warnings.push(format!(
                     "{shown}: DestSchool is {dest}; sending to {to} as --to says"
                 ));
-                Ok(to)
+                to
             }
-            (Some(to), _) => Ok(to),
-            (None, Destination::School(dest)) => Ok(dest),
-            (None, special) => Err(special),
+            (Some(to), _) => to,
+            (None, Destination::School(dest)) => dest,
+            // Held by the trust's escrow, if it has one (checked online).
+            (None, special) => Laestab::from_destination(special),
         };
         let mut count = 0;
         while let Some(pupil) = reader.next_pupil() {
@@ -127,17 +128,14 @@ impl Gathered {
                     .extend(pupil.problems.iter().map(|p| format!("{shown}: {p}")));
                 continue;
             }
-            match to {
-                Ok(to) => self.push(
-                    place,
-                    Some(to),
-                    pupil.record,
-                    Some(pupil.raw_xml),
-                    None,
-                    opts,
-                ),
-                Err(special) => self.unaddressed.push(unaddressed(&place, special)),
-            }
+            self.push(
+                place,
+                Some(to),
+                pupil.record,
+                Some(pupil.raw_xml),
+                None,
+                opts,
+            );
         }
         if count == 0 {
             self.problems
@@ -174,10 +172,7 @@ impl Gathered {
             let to = match (opts.to, row.destination) {
                 (Some(to), _) => to,
                 (None, Some(Destination::School(dest))) => dest,
-                (None, Some(special)) => {
-                    self.unaddressed.push(unaddressed(&place, special));
-                    continue;
-                }
+                (None, Some(special)) => Laestab::from_destination(special),
                 (None, None) => {
                     self.problems.push(format!(
                         "{place}, column destination: empty; fill it in or pass --to LAESTAB"
@@ -281,24 +276,46 @@ impl Gathered {
         }
     }
 
-    /// The pupils for `to`, a school the directory does not know, become
-    /// unaddressed: `--skip-unaddressed` sends the others.
+    /// The pupils for `to`, a school the directory does not know (or an
+    /// escrow code where the trust has no escrow), become unaddressed:
+    /// `--skip-unaddressed` sends the others.
     pub fn not_enrolled(&mut self, to: Laestab, why: &str) {
         let (gone, rest): (Vec<Item>, Vec<Item>) = std::mem::take(&mut self.items)
             .into_iter()
             .partition(|i| i.to == Some(to));
         self.items = rest;
         for item in gone {
-            self.unaddressed.push(format!("{}: {why}", item.source));
+            if to.is_escrow() {
+                self.unaddressed.push(format!(
+                    "{}: destination {to} is not a school, and this trust has no escrow holder to keep the pack until the pupil's new school is known",
+                    item.source
+                ));
+            } else {
+                self.unaddressed.push(format!("{}: {why}", item.source));
+            }
+        }
+    }
+
+    /// Offline, whether the trust holds an escrow is unknown: pupils for
+    /// `XXXXXXX` or `MMMMMMM` are listed as unaddressed.
+    pub fn escrow_unknown(&mut self) {
+        for code in [Laestab::ESCROW, Laestab::ESCROW_ABROAD] {
+            let (gone, rest): (Vec<Item>, Vec<Item>) = std::mem::take(&mut self.items)
+                .into_iter()
+                .partition(|i| i.to == Some(code));
+            self.items = rest;
+            for item in gone {
+                self.unaddressed.push(format!(
+                    "{}: destination {code} is not a school (sent to the trust's escrow, where it has one: check online to know)",
+                    item.source
+                ));
+            }
         }
     }
 }
 
 /// Hint printed once when some pupils have no school destination.
 pub const UNADDRESSED_HINT: &str = "XXXXXXX (destination unknown) and MMMMMMM (independent school or abroad) \
-are not schools Baton can send to, nor is a school not enrolled on this server: file those pupils through the DfE's \
-school-to-school service as today";
-
-fn unaddressed(place: &str, special: Destination) -> String {
-    format!("{place}: destination {} is not a school", special.code())
-}
+are not schools, nor is a school not enrolled on this server: file those pupils through the DfE's \
+school-to-school service as today, or ask the trust's operator to enrol an escrow holder (`batond admin \
+escrow add`), who keeps such packs, readable by nobody else, until the pupil's new school is known";

@@ -15,6 +15,7 @@ use clap::Subcommand;
 
 mod audit;
 mod calendar;
+mod escrow;
 pub mod keys;
 mod report;
 
@@ -44,6 +45,9 @@ pub enum Command {
     /// The trust's term dates, from which due dates are counted.
     #[command(subcommand)]
     Calendar(CalendarCommand),
+    /// The trust's escrow holder, for pupils whose next school is unknown.
+    #[command(subcommand)]
+    Escrow(EscrowCommand),
     /// What moved, what was on time, what is overdue: per sending school,
     /// receiving school and kind, for packs stored in the period.
     Report {
@@ -192,6 +196,26 @@ pub enum KeyCommand {
     },
 }
 
+/// `batond admin escrow …`
+#[derive(Debug, Subcommand)]
+pub enum EscrowCommand {
+    /// Enrol the trust's escrow holder (e.g. its data lead), or another key
+    /// holder of it, and print a one-time enrolment code: packs addressed
+    /// to XXXXXXX (destination unknown) or MMMMMMM (independent or abroad)
+    /// are then sealed to the escrow's keys, to be re-addressed once the
+    /// pupil's new school is known.
+    Add {
+        /// Who holds the escrow, e.g. "Trust data lead".
+        #[arg(long)]
+        name: String,
+        /// Print `{"laestab": "XXXXXXX", "code": …}` instead of text.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        code: CodeArgs,
+    },
+}
+
 /// `batond admin calendar …`
 #[derive(Debug, Subcommand)]
 pub enum CalendarCommand {
@@ -240,9 +264,8 @@ impl Command {
     /// The enrolment-code options of this command (empty unless it issues codes).
     pub fn code_args(&self) -> CodeArgs {
         match self {
-            Self::School(SchoolCommand::Add { code, .. } | SchoolCommand::Code { code, .. }) => {
-                code.clone()
-            }
+            Self::School(SchoolCommand::Add { code, .. } | SchoolCommand::Code { code, .. })
+            | Self::Escrow(EscrowCommand::Add { code, .. }) => code.clone(),
             _ => CodeArgs::default(),
         }
     }
@@ -262,7 +285,9 @@ fn parse_key(text: &str) -> anyhow::Result<KeyId> {
 }
 
 fn parse_laestab(text: &str) -> anyhow::Result<Laestab> {
-    Laestab::parse(text).with_context(|| format!("LAESTAB {text:?}"))
+    Laestab::parse(text).with_context(|| {
+        format!("LAESTAB {text:?} (the trust's escrow for XXXXXXX and MMMMMMM is `batond admin escrow add`)")
+    })
 }
 
 /// Runs one admin command against `store`.
@@ -454,6 +479,9 @@ pub async fn run<S: Store>(store: &S, config: &Config, command: Command) -> anyh
         Command::Calendar(CalendarCommand::Import { file, school }) => {
             let school = school.as_deref().map(parse_laestab).transpose()?;
             calendar::import(store, &file, school, &mut out).await?;
+        }
+        Command::Escrow(EscrowCommand::Add { name, json, .. }) => {
+            escrow::add(store, config, name, json, &mut out).await?;
         }
         Command::Calendar(CalendarCommand::Show { json }) => {
             calendar::show(store, json, &mut out).await?;

@@ -3,8 +3,12 @@
 //!
 //! A LAESTAB is 7 digits: the 3-digit LA code and the 4-digit establishment
 //! number. In a CTF's `DestSchool`, `XXXXXXX` means the destination is
-//! unknown and `MMMMMMM` means an independent school or a move abroad; a pack
-//! can never be addressed to either, so they are a separate type.
+//! unknown and `MMMMMMM` means an independent school or a move abroad. They
+//! are not schools ([`Laestab::parse`] refuses them), but where a trust has
+//! enrolled an escrow holder a pack may be addressed to either: it is held
+//! in escrow until the pupil's new school is known. [`Laestab::parse_address`]
+//! (and `str::parse`) accepts them as [`Laestab::ESCROW`] and
+//! [`Laestab::ESCROW_ABROAD`].
 
 use std::fmt;
 use std::str::FromStr;
@@ -40,6 +44,34 @@ pub enum LaestabError {
 }
 
 impl Laestab {
+    /// `XXXXXXX`, destination unknown: the trust's escrow holder, where one
+    /// is enrolled.
+    pub const ESCROW: Self = Self(*b"XXXXXXX");
+    /// `MMMMMMM`, an independent school or abroad: held by the same escrow.
+    pub const ESCROW_ABROAD: Self = Self(*b"MMMMMMM");
+
+    /// Parses an address a pack may carry: a LAESTAB, or one of the two
+    /// special destinations as the trust's escrow ([`Self::ESCROW`],
+    /// [`Self::ESCROW_ABROAD`]).
+    pub fn parse_address(input: &str) -> Result<Self, LaestabError> {
+        Ok(Self::from_destination(Destination::parse(input)?))
+    }
+
+    /// A destination as an address: a school, or the escrow for the two
+    /// special codes.
+    pub fn from_destination(destination: Destination) -> Self {
+        match destination {
+            Destination::School(l) => l,
+            Destination::Unknown => Self::ESCROW,
+            Destination::AbroadOrIndependent => Self::ESCROW_ABROAD,
+        }
+    }
+
+    /// Whether this is one of the escrow addresses, not a school.
+    pub fn is_escrow(&self) -> bool {
+        *self == Self::ESCROW || *self == Self::ESCROW_ABROAD
+    }
+
     /// Parses a LAESTAB, ignoring surrounding spaces and one `/` or `-`
     /// between LA code and establishment number (`861/2001`).
     pub fn parse(input: &str) -> Result<Self, LaestabError> {
@@ -61,9 +93,9 @@ impl Laestab {
         Self::parse(&format!("{}{}", lea.trim(), estab.trim()))
     }
 
-    /// The 7 digits.
+    /// The 7 digits (or the escrow's 7 letters).
     pub fn as_str(&self) -> &str {
-        // Only ASCII digits are ever stored.
+        // Only ASCII digits, or one of the two escrow codes, are ever stored.
         std::str::from_utf8(&self.0).unwrap_or("0000000")
     }
 
@@ -118,10 +150,12 @@ impl Destination {
     }
 }
 
+/// Parses an address ([`Laestab::parse_address`]): a school, or an escrow
+/// code. Use [`Laestab::parse`] where only a school will do.
 impl FromStr for Laestab {
     type Err = LaestabError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::parse(s)
+        Self::parse_address(s)
     }
 }
 
@@ -146,7 +180,7 @@ impl serde::Serialize for Laestab {
 impl<'de> serde::Deserialize<'de> for Laestab {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = String::deserialize(d)?;
-        Self::parse(&text).map_err(serde::de::Error::custom)
+        Self::parse_address(&text).map_err(serde::de::Error::custom)
     }
 }
 
@@ -195,6 +229,12 @@ mod tests {
         let json = serde_json::to_string(&l).unwrap();
         assert_eq!(json, "\"8612001\"");
         assert_eq!(serde_json::from_str::<Laestab>(&json).unwrap(), l);
-        assert!(serde_json::from_str::<Laestab>("\"XXXXXXX\"").is_err());
+        // The escrow addresses round-trip too; `parse` still refuses them.
+        let escrow: Laestab = serde_json::from_str("\"XXXXXXX\"").unwrap();
+        assert!(escrow == Laestab::ESCROW && escrow.is_escrow());
+        assert_eq!("mmmmmmm".parse::<Laestab>(), Ok(Laestab::ESCROW_ABROAD));
+        assert!(Laestab::parse("XXXXXXX").is_err());
+        assert!(!l.is_escrow());
+        assert!(serde_json::from_str::<Laestab>("\"ABCDEFG\"").is_err());
     }
 }

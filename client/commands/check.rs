@@ -61,6 +61,9 @@ pub async fn run(home: Option<&Home>, args: Args) -> Result<()> {
             });
         }
     }
+    if online.as_deref() != Some("checked") {
+        gathered.escrow_unknown();
+    }
     if args.json {
         json(&serde_json::json!({
             "pupils_ok": gathered.items.len(),

@@ -55,7 +55,7 @@ pub fn corrupt(what: impl std::fmt::Display) -> StoreError {
 
 /// A stored LAESTAB.
 pub fn laestab(text: &str) -> Result<Laestab> {
-    Laestab::parse(text).map_err(|e| corrupt(format!("LAESTAB {text:?}: {e}")))
+    Laestab::parse_address(text).map_err(|e| corrupt(format!("LAESTAB {text:?}: {e}")))
 }
 
 /// A stored pack id.

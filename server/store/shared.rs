@@ -263,6 +263,17 @@ macro_rules! shared_store {
                 if done.rows_affected() != 1 {
                     return Err(StoreError::Conflict("school"));
                 }
+                // The escrow answers for both special destinations.
+                if school.laestab == Laestab::ESCROW {
+                    sqlx::query(
+                        "INSERT INTO school_aliases (alias, laestab, created_at_ms) VALUES ($1, $2, $3)",
+                    )
+                    .bind(Laestab::ESCROW_ABROAD.as_str())
+                    .bind(Laestab::ESCROW.as_str())
+                    .bind(now_ms)
+                    .execute(&mut *tx)
+                    .await?;
+                }
                 insert_enrolment(
                     &mut tx,
                     &school.laestab,

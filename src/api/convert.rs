@@ -39,5 +39,5 @@ pub(crate) fn sig64(field: &'static str, bytes: &[u8]) -> Result<[u8; 64], WireE
 
 /// Parses a LAESTAB field.
 pub fn laestab(field: &'static str, text: &str) -> Result<Laestab, WireError> {
-    Laestab::parse(text).map_err(|e| wire(field, e))
+    Laestab::parse_address(text).map_err(|e| wire(field, e))
 }

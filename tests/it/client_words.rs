@@ -214,27 +214,22 @@ fn words(line: &str, vars: &[(String, String)]) -> Vec<String> {
     out
 }
 
-/// Item 12: every `batond … admin` and `baton` command of the README's
-/// walk-through runs, as written, on the sample shipped in the repository,
-/// against the real daemon, and the transfer completes.
-#[tokio::test]
-async fn issue13_the_readme_walk_through_runs_on_the_shipped_sample() {
-    let daemon = Daemon::start_sqlite(&[]).await;
-    let root = tempfile::tempdir().unwrap();
+/// The commands of one README section's code blocks, continuation lines
+/// joined, comments dropped, `&&` chains split.
+fn readme_commands(title: &str) -> Vec<String> {
     let readme =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let walk = readme
-        .split("## A transfer, end to end")
+    let section = readme
+        .split(&format!("## {title}\n"))
         .nth(1)
-        .unwrap()
+        .unwrap_or_else(|| panic!("no README section {title:?}"))
         .split("\n## ")
         .next()
         .unwrap();
-    // The commands of the code blocks, continuation lines joined.
     let mut commands = Vec::new();
     let mut in_block = false;
     let mut pending = String::new();
-    for line in walk.lines() {
+    for line in section.lines() {
         if line.starts_with("```") {
             in_block = !in_block;
             continue;
@@ -252,52 +247,71 @@ async fn issue13_the_readme_walk_through_runs_on_the_shipped_sample() {
             commands.push(part.trim().to_string());
         }
     }
-    let mut vars: Vec<(String, String)> = vec![
-        (
-            "S".into(),
-            concat!(env!("CARGO_MANIFEST_DIR"), "/examples/sample").to_string(),
-        ),
-        ("D".into(), root.path().display().to_string()),
-    ];
+    commands
+}
+
+/// Runs README commands as written against `daemon`, with `$D` a temporary
+/// folder: `VAR=$(batond … | tail -n 1)`, `VAR=$(baton … | awk '/WORD/
+/// {print $1; exit}')` (the first word of the first line holding WORD),
+/// `batond --data-dir $D/data admin …` and `baton …`; every one must
+/// succeed. Returns how many `baton` and `batond admin` commands ran.
+async fn run_readme(
+    daemon: &Daemon,
+    root: &std::path::Path,
+    commands: &[String],
+    vars: &mut Vec<(String, String)>,
+) -> (usize, usize) {
+    let data = format!("{}/data", root.display());
     let (mut ran_baton, mut ran_admin) = (0, 0);
-    for command in &commands {
+    let baton = |w: Vec<String>| {
+        let mut w = w;
+        for word in &mut w {
+            if word == "https://127.0.0.1:50051" {
+                *word = daemon.url.clone();
+            } else if *word == format!("{data}/tls/ca.pem") {
+                *word = daemon.ca.display().to_string();
+            }
+        }
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_baton"))
+            .args(w[1..].to_vec())
+            .output()
+    };
+    let admin = |w: Vec<String>| {
+        assert_eq!(w[0], "batond");
+        assert_eq!(w[1..3], ["--data-dir".to_string(), data.clone()]);
+        common::batond()
+            .arg("--data-dir")
+            .arg(&daemon.data)
+            .args(w[3..].to_vec())
+            .output()
+    };
+    for command in commands {
         if let Some((var, rest)) = command.split_once("=$(") {
-            // `CODE=$(batond --data-dir $D/data admin … | tail -n 1)`
-            let admin = rest.split(" | tail").next().unwrap();
-            let w = words(admin, &vars);
-            assert_eq!(w[0], "batond", "{command}");
-            assert_eq!(
-                w[1..3],
-                [
-                    "--data-dir".to_string(),
-                    format!("{}/data", root.path().display())
-                ]
-            );
-            let out = common::batond()
-                .arg("--data-dir")
-                .arg(&daemon.data)
-                .args(&w[3..])
-                .output()
-                .await
-                .unwrap();
+            let value = if let Some((cmd, awk)) = rest.split_once(" | awk '/") {
+                let word = awk.split('/').next().unwrap();
+                let out = baton(words(cmd, vars)).await.unwrap();
+                assert!(out.status.success(), "{command}: {}", stderr(&out));
+                ran_baton += 1;
+                stdout(&out)
+                    .lines()
+                    .find(|l| l.contains(word))
+                    .and_then(|l| l.split_whitespace().next())
+                    .unwrap_or_else(|| panic!("{command}: no line holds {word}"))
+                    .to_string()
+            } else {
+                let cmd = rest.split(" | tail").next().unwrap();
+                let out = admin(words(cmd, vars)).await.unwrap();
+                assert!(out.status.success(), "{command}: {}", stderr(&out));
+                ran_admin += 1;
+                stdout(&out).lines().last().unwrap().trim().to_string()
+            };
+            vars.push((var.to_string(), value));
+        } else if command.starts_with("batond --data-dir") {
+            let out = admin(words(command, vars)).await.unwrap();
             assert!(out.status.success(), "{command}: {}", stderr(&out));
-            let code = stdout(&out).lines().last().unwrap().trim().to_string();
-            vars.push((var.to_string(), code));
             ran_admin += 1;
         } else if command.starts_with("baton ") {
-            let mut w = words(command, &vars);
-            for word in &mut w {
-                if word == "https://127.0.0.1:50051" {
-                    *word = daemon.url.clone();
-                } else if *word == format!("{}/data/tls/ca.pem", root.path().display()) {
-                    *word = daemon.ca.display().to_string();
-                }
-            }
-            let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_baton"))
-                .args(&w[1..])
-                .output()
-                .await
-                .unwrap();
+            let out = baton(words(command, vars)).await.unwrap();
             assert!(
                 out.status.success(),
                 "{command}:\n{}\n{}",
@@ -307,7 +321,27 @@ async fn issue13_the_readme_walk_through_runs_on_the_shipped_sample() {
             ran_baton += 1;
         }
     }
-    assert_eq!(ran_admin, 3, "{commands:?}");
+    (ran_baton, ran_admin)
+}
+
+/// Item 12: every `batond … admin` and `baton` command of the README's
+/// walk-through runs, as written, on the sample shipped in the repository,
+/// against the real daemon, and the transfer completes; then the commands
+/// of "Mistakes and endings" (issue 18) do what it says.
+#[tokio::test]
+async fn issue13_the_readme_walk_through_runs_on_the_shipped_sample() {
+    let daemon = Daemon::start_sqlite(&[]).await;
+    let root = tempfile::tempdir().unwrap();
+    let mut vars: Vec<(String, String)> = vec![
+        (
+            "S".into(),
+            concat!(env!("CARGO_MANIFEST_DIR"), "/examples/sample").to_string(),
+        ),
+        ("D".into(), root.path().display().to_string()),
+    ];
+    let commands = readme_commands("A transfer, end to end");
+    let (ran_baton, ran_admin) = run_readme(&daemon, root.path(), &commands, &mut vars).await;
+    assert_eq!(ran_admin, 4, "{commands:?}");
     assert!(ran_baton >= 14, "{commands:?}");
     let primary = Home {
         dir: root.path().join("primary"),
@@ -328,6 +362,28 @@ async fn issue13_the_readme_walk_through_runs_on_the_shipped_sample() {
         .unwrap()
         .collect();
     assert_eq!(mis.len(), 1);
+
+    let commands = readme_commands("Mistakes and endings");
+    let (ran_baton, ran_admin) = run_readme(&daemon, root.path(), &commands, &mut vars).await;
+    assert_eq!((ran_baton, ran_admin), (7, 2), "{commands:?}");
+    let sent = primary.json(&["sent", "--json"]).await;
+    let state = |state: &str| sent.iter().filter(|e| e["state"] == state).count();
+    assert_eq!(sent.len(), 18);
+    assert_eq!(
+        (state("superseded"), state("recalled")),
+        (0, 1),
+        "{sent:#?}"
+    );
+    // Every pack acknowledged was purged (the superseded one with them),
+    // each keeping its verified receipt.
+    assert_eq!(state("purged"), 17, "{sent:#?}");
+    assert_eq!(
+        sent.iter()
+            .filter(|e| e["receipt_verified"] == true)
+            .count(),
+        17,
+        "{sent:#?}"
+    );
 }
 
 /// Item 3: a CTF value the receiver would refuse (`<Sex>Male</Sex>`) is

@@ -115,6 +115,7 @@ pub fn open_pack(data: &[u8]) {
         recipient_key_ids: vec![me.key_id()],
         left_on: Some(time::macros::date!(2026 - 07 - 22)),
         supersedes: None,
+        forwarded: None,
     };
     let Ok(signed) = sender.sign_header(header) else {
         return;

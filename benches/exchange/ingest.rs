@@ -91,6 +91,7 @@ pub(crate) fn header_for(
             .collect(),
         left_on: Some(time::macros::date!(2026 - 07 - 22)),
         supersedes: None,
+        forwarded: None,
     })?)
 }
 

@@ -36,6 +36,7 @@ pub fn header(id: PackId, from: Laestab, to: Laestab, byte: u8, len: u64) -> Sig
         recipient_key_ids: vec![KeyId::from_bytes([2; 16])],
         left_on: Some(time::macros::date!(2026 - 07 - 22)),
         supersedes: None,
+        forwarded: None,
     };
     SignedHeader::from_parts(header, [0; 64]).unwrap()
 }

@@ -10,8 +10,12 @@
 //!   keys, decrypts and streams the attachments into a [`Sink`], checking every
 //!   size and hash and the ciphertext's own length and hash.
 //!
+//! - [`forward`]: the trust's escrow re-wraps a held pack's file key for the
+//!   school the pupil joined, leaving the payload as its sender sealed it.
+//!
 //! Neither side ever holds a whole pack in memory.
 
+pub mod forward;
 mod identity;
 mod open;
 mod seal;

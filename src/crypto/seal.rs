@@ -147,6 +147,7 @@ where
             })
         }),
         supersedes: draft.supersedes,
+        forwarded: None,
     };
     Ok((signer.sign_header(header)?, out))
 }

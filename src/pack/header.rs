@@ -23,7 +23,10 @@ pub const FORMAT_VERSION: u32 = 4;
 ///   statutory clock counts.
 /// - **4** (written since): as 3; the header may also name the pack this
 ///   one corrects (`supersedes`), signed, so the receiver knows which pack
-///   to set aside and the server cannot make or unmake the link.
+///   to set aside and the server cannot make or unmake the link; and a pack
+///   the trust's escrow forwards carries the original's signed header and
+///   age header (`forwarded`), so the receiver checks that the record is
+///   the original sender's, byte for byte.
 pub const VERSIONS: std::ops::RangeInclusive<u32> = 1..=4;
 
 /// The first format version whose header carries the leaving date.
@@ -66,6 +69,21 @@ pub struct Header {
     /// The pack this one corrects (same sender, destination, kind and
     /// pupil): from format version [`SUPERSEDES_SINCE`], `None` otherwise.
     pub supersedes: Option<PackId>,
+    /// For a pack the escrow forwards: the original it forwards (from
+    /// format version [`SUPERSEDES_SINCE`]).
+    pub forwarded: Option<Forwarded>,
+}
+
+/// What a forwarding pack carries of the pack it forwards. The server sees
+/// it: headers and an age header are not pupil data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forwarded {
+    /// The original pack's header, as its sender signed it.
+    pub original: Box<SignedHeader>,
+    /// The original age file's header (its recipient stanzas and MAC):
+    /// followed by the forwarding pack's payload, it is the original
+    /// ciphertext, whose length and SHA-256 the original header signs.
+    pub original_age_header: Vec<u8>,
 }
 
 /// A header with the sender's Ed25519 signature over its canonical bytes.
@@ -100,12 +118,26 @@ impl Header {
         if let Some(left) = self.left_on {
             out.extend_from_slice(&left.to_julian_day().to_be_bytes());
         }
-        // From version 4: whether the pack supersedes another, and which.
+        // From version 4: whether the pack supersedes another, and which;
+        // whether it forwards another, and which (the original's signed
+        // header and signature, and its age header, by their SHA-256).
         if self.format_version >= SUPERSEDES_SINCE {
             match self.supersedes {
                 Some(id) => {
                     out.push(1);
                     out.extend_from_slice(&id.to_bytes());
+                }
+                None => out.push(0),
+            }
+            match &self.forwarded {
+                Some(f) => {
+                    out.push(1);
+                    use sha2::Digest as _;
+                    out.extend_from_slice(&sha2::Sha256::digest(
+                        f.original.header().to_signed_bytes(),
+                    ));
+                    out.extend_from_slice(f.original.signature());
+                    out.extend_from_slice(&sha2::Sha256::digest(&f.original_age_header));
                 }
                 None => out.push(0),
             }
@@ -124,8 +156,17 @@ impl SignedHeader {
         if (header.format_version >= LEFT_ON_SINCE) != header.left_on.is_some() {
             return Err(PackError::LeftOn(header.format_version));
         }
-        if header.format_version < SUPERSEDES_SINCE && header.supersedes.is_some() {
+        if header.format_version < SUPERSEDES_SINCE
+            && (header.supersedes.is_some() || header.forwarded.is_some())
+        {
             return Err(PackError::Supersedes(header.format_version));
+        }
+        if header
+            .forwarded
+            .as_ref()
+            .is_some_and(|f| f.original.header().forwarded.is_some())
+        {
+            return Err(PackError::ForwardedTwice);
         }
         if header.supersedes == Some(header.pack_id) {
             return Err(PackError::SupersedesItself);

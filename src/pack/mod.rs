@@ -20,7 +20,9 @@ use crate::keys::{Role, SchoolKey};
 
 #[cfg(feature = "records")]
 pub use contents::{AttachmentMeta, Manifest};
-pub use header::{FORMAT_VERSION, Header, LEFT_ON_SINCE, SUPERSEDES_SINCE, SignedHeader, VERSIONS};
+pub use header::{
+    FORMAT_VERSION, Forwarded, Header, LEFT_ON_SINCE, SUPERSEDES_SINCE, SignedHeader, VERSIONS,
+};
 pub use recall::{Recall, SignedRecall};
 pub use receipt::{Receipt, SignedReceipt};
 
@@ -57,9 +59,15 @@ pub enum PackError {
     /// an earlier one with one.
     #[error("a format version {0} header must {must} the pupil's leaving date (`left_on`)", must = if *.0 >= LEFT_ON_SINCE { "carry" } else { "not carry" })]
     LeftOn(u32),
-    /// A header before format version 4 naming a pack it supersedes.
-    #[error("a format version {0} header cannot name a pack it supersedes (from version 4)")]
+    /// A header before format version 4 naming a pack it supersedes or
+    /// forwards.
+    #[error(
+        "a format version {0} header cannot name a pack it supersedes or forwards (from version 4)"
+    )]
     Supersedes(u32),
+    /// A forwarding pack whose original is itself a forwarding pack.
+    #[error("a forwarded pack cannot be forwarded again")]
+    ForwardedTwice,
     /// A recall's reason is not acceptable.
     #[error("the recall's reason {0}")]
     Reason(&'static str),

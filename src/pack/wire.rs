@@ -49,6 +49,12 @@ impl From<&SignedHeader> for v1::PackHeader {
             signature: signed.signature().to_vec(),
             left_on: h.left_on.map(crate::dates::format_ymd).unwrap_or_default(),
             supersedes: h.supersedes.map(|id| id.to_string()).unwrap_or_default(),
+            forwarded: h.forwarded.as_ref().map(|f| {
+                Box::new(v1::Forwarded {
+                    original: Some(Box::new(v1::PackHeader::from(f.original.as_ref()))),
+                    original_age_header: f.original_age_header.clone(),
+                })
+            }),
         }
     }
 }
@@ -95,11 +101,32 @@ impl TryFrom<&v1::PackHeader> for SignedHeader {
                         .map_err(|e| wire("header.supersedes", e))?,
                 )
             },
+            forwarded: match &h.forwarded {
+                None => None,
+                Some(f) => {
+                    let original = f
+                        .original
+                        .as_deref()
+                        .ok_or_else(|| wire("header.forwarded.original", "missing"))?;
+                    // One level only: a forwarded pack is not forwarded again.
+                    if original.forwarded.is_some() {
+                        return Err(wire(
+                            "header.forwarded.original.forwarded",
+                            PackError::ForwardedTwice,
+                        ));
+                    }
+                    Some(super::Forwarded {
+                        original: Box::new(SignedHeader::try_from(original)?),
+                        original_age_header: f.original_age_header.clone(),
+                    })
+                }
+            },
         };
         let signature = sig64("header.signature", &h.signature)?;
         SignedHeader::from_parts(header, signature).map_err(|e| match e {
             PackError::LeftOn(_) => wire("header.left_on", e),
             PackError::Supersedes(_) | PackError::SupersedesItself => wire("header.supersedes", e),
+            PackError::ForwardedTwice => wire("header.forwarded", e),
             _ => wire("header.format_version", e),
         })
     }

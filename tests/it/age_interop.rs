@@ -107,6 +107,7 @@ fn baton_opens_what_the_reference_cli_encrypts_to_a_baton_recipient() {
         recipient_key_ids: vec![to.key_id()],
         left_on: Some(time::macros::date!(2026 - 07 - 22)),
         supersedes: None,
+        forwarded: None,
     };
     let signed = sender.sign_header(header).unwrap();
     let mut sink = MemorySink::default();
@@ -149,5 +150,66 @@ fn reference_cli_decrypts_the_frozen_vectors() {
             .output()
             .unwrap();
         assert!(!bad.status.success(), "age accepted a flipped byte");
+    }
+}
+
+/// Issue 19: a pack the escrow re-wraps for a school (a new age header
+/// written by Baton, the payload untouched) is a standard age file: the
+/// reference CLI decrypts it with the school's identity to exactly what the
+/// original decrypts to with the escrow's, for one recipient or several.
+#[test]
+fn reference_cli_decrypts_a_rewrapped_pack() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sender, escrow) = (Identity::generate(), Identity::generate());
+    let schools = [
+        Identity::generate(),
+        Identity::generate(),
+        Identity::generate(),
+    ];
+    let files = vec![("profile.pdf".to_string(), vec![0x33u8; 150_000])];
+    let m = manifest(&files, None);
+    let (_, original) = seal(
+        &draft(Kind::Transfer),
+        &m,
+        &files,
+        &[school_key(&escrow, &[Role::Staff])],
+        &sender,
+    );
+    let decrypt = |identity: &Identity, file: &[u8], name: &str| {
+        let id_file = dir.path().join(format!("{name}.txt"));
+        std::fs::write(&id_file, identity.to_file_text("now").expose_secret()).unwrap();
+        let pack = dir.path().join(format!("{name}.age"));
+        std::fs::write(&pack, file).unwrap();
+        let out = age_cli()
+            .arg("-d")
+            .arg("-i")
+            .arg(&id_file)
+            .arg(&pack)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "age -d {name} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    let expected = decrypt(&escrow, &original, "original");
+    let keys: Vec<_> = schools
+        .iter()
+        .map(|s| school_key(s, &[Role::Staff]))
+        .collect();
+    for n in 1..=keys.len() {
+        let chosen: Vec<_> = keys[..n].iter().collect();
+        let split = crypto::forward::header_len(&original).unwrap();
+        let mut forwarded =
+            crypto::forward::rewrap(&original[..split + 16], &escrow, &chosen).unwrap();
+        forwarded.extend_from_slice(&original[split..]);
+        for (i, school) in schools[..n].iter().enumerate() {
+            assert_eq!(
+                decrypt(school, &forwarded, &format!("fwd{n}-{i}")),
+                expected
+            );
+        }
     }
 }

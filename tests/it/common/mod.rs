@@ -390,6 +390,7 @@ impl School {
                 recipient_key_ids,
                 left_on: Some(time::macros::date!(2026 - 07 - 22)),
                 supersedes: None,
+                forwarded: None,
             })
             .unwrap()
     }

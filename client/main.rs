@@ -51,6 +51,9 @@ enum Command {
     Sent(commands::sent::Args),
     /// Withdraw packs this school sent (wrong school, incomplete record).
     Recall(commands::recall::Args),
+    /// Forward a pack held in escrow to the school the pupil joined (the
+    /// trust's escrow holder only).
+    Readdress(commands::readdress::Args),
     /// This school's keys: list, export this device's public key, revoke one.
     Keys(commands::keys::Args),
     /// Validate CTF files, spreadsheets and pack folders without sending.
@@ -123,6 +126,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ack(args) => commands::ack::run(&home, args).await,
         Command::Sent(args) => commands::sent::run(&home, args).await,
         Command::Recall(args) => commands::recall::run(&home, args).await,
+        Command::Readdress(args) => commands::readdress::run(&home, args).await,
         Command::Keys(args) => commands::keys::run(&home, args).await,
         Command::Checkpoint => checkpoint::print(&home),
     }

@@ -2,8 +2,9 @@
 //! purge` on demand) once the configured days have passed, keeping each
 //! pack's row (header, receipt, times) with its state `purged` and writing
 //! a deletion record (pack id, ciphertext SHA-256, reason) to the audit
-//! chain. The same run finishes any supersede a stopped daemon left half
-//! done (the corrected pack stored, the one it replaces not yet withdrawn).
+//! chain. The same run finishes any supersede or re-address a stopped
+//! daemon left half done (the new pack stored, the one it replaces or
+//! forwards not yet marked).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -117,7 +118,7 @@ pub async fn supersede<S: Store>(
     Ok(())
 }
 
-/// Finishes supersedes a stopped daemon left half done.
+/// Finishes supersedes and re-addresses a stopped daemon left half done.
 async fn relink<S: Store>(store: &S) -> anyhow::Result<usize> {
     let pending = store.unlinked_supersedes().await?;
     for (new, old) in &pending {
@@ -125,7 +126,13 @@ async fn relink<S: Store>(store: &S) -> anyhow::Result<usize> {
             supersede(store, &p.from, *new, *old).await?;
         }
     }
-    Ok(pending.len())
+    let forwarded = store.unlinked_readdresses().await?;
+    for (new, old) in &forwarded {
+        if let Some(p) = store.pack(*new).await? {
+            crate::services::exchange::readdress::mark(store, *new, *old, p.to).await?;
+        }
+    }
+    Ok(pending.len() + forwarded.len())
 }
 
 /// Purges now and then every [`EVERY`], until the daemon shuts down.

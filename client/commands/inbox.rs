@@ -39,6 +39,21 @@ pub struct Waiting {
 }
 
 impl Waiting {
+    /// Who wrote it: the sender, or for a pack the escrow forwarded, the
+    /// original sender (checked when it is pulled).
+    pub fn author(&self) -> baton::Laestab {
+        let h = self.header.header();
+        h.forwarded
+            .as_ref()
+            .map_or(h.from, |f| f.original.header().from)
+    }
+
+    /// The escrow that forwarded it, if it did.
+    pub fn via(&self) -> Option<baton::Laestab> {
+        let h = self.header.header();
+        h.forwarded.as_ref().map(|_| h.from)
+    }
+
     /// Past its due date (nothing in the inbox is acknowledged yet; a
     /// withdrawn pack is due no more).
     pub fn overdue(&self) -> bool {
@@ -165,7 +180,8 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
             .iter()
             .map(|w| {
                 let h = w.header.header();
-                serde_json::json!({"id": h.pack_id.to_string(), "from": h.from.to_string(), "to": h.to.to_string(),
+                serde_json::json!({"id": h.pack_id.to_string(), "from": w.author().to_string(),
+                    "via": w.via().map(|v| v.to_string()), "to": h.to.to_string(),
                     "kind": h.kind.as_str(), "size": h.ciphertext_len, "sent_at": time(w.uploaded_at_ms), "state": w.shown_state(),
                     "left": h.left_on.map(baton::dates::format_ymd), "due": w.due.map(baton::dates::format_ymd),
                     "overdue": w.overdue(), "supersedes": h.supersedes.map(|id| id.to_string()),
@@ -185,7 +201,10 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
             let h = w.header.header();
             vec![
                 h.pack_id.to_string(),
-                h.from.to_string(),
+                match w.via() {
+                    Some(via) => format!("{} via {via}", w.author()),
+                    None => h.from.to_string(),
+                },
                 h.kind.to_string(),
                 size(h.ciphertext_len),
                 time(w.uploaded_at_ms),

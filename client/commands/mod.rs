@@ -6,6 +6,7 @@ pub mod inbox;
 pub mod init;
 pub mod keys;
 pub mod pull;
+pub mod readdress;
 pub mod recall;
 pub mod schools;
 pub mod send;

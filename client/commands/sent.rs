@@ -65,12 +65,17 @@ struct End {
     purge_reason: Option<String>,
     /// When the server deleted its ciphertext.
     deleted_at: Option<i64>,
+    /// The school the escrow forwarded it to (a pack sent to `XXXXXXX` or
+    /// `MMMMMMM`), when the forwarding header names this pack.
+    readdressed_to: Option<String>,
 }
 
 impl Row {
     fn acknowledged(&self) -> bool {
         self.state == "acknowledged"
-            || (self.state == "purged" && self.verified && self.receipt.is_some())
+            || (matches!(self.state, "purged" | "readdressed")
+                && self.verified
+                && self.receipt.is_some())
     }
 
     /// Still with the destination to act on: not withdrawn, purged or unsent.
@@ -206,15 +211,35 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
             continue;
         }
         let h = header.header();
-        let receipt = e
-            .receipt
+        // Forwarded by the escrow: the receipt that counts is the one the
+        // school it went to signed for the forwarding pack, and only if the
+        // escrow's signed forwarding header names this very pack.
+        let forwarding = e
+            .forwarding
             .as_ref()
+            .and_then(|f| SignedHeader::try_from(f).ok())
+            .filter(|f| {
+                f.header()
+                    .forwarded
+                    .as_ref()
+                    .is_some_and(|x| *x.original == header)
+            });
+        let forwarding = match forwarding {
+            Some(f) if forwarder_signed(home, &mut clients, &mut pins, &f).await => Some(f),
+            _ => None,
+        };
+        let receipt_wire = match &forwarding {
+            Some(_) => e.forwarding_receipt.as_ref(),
+            None => e.receipt.as_ref(),
+        };
+        let receipt = receipt_wire
             .map(SignedReceipt::try_from)
             .transpose()
             .ok()
             .flatten();
+        let receipt_for = forwarding.as_ref().map_or(h, |f| f.header());
         let verified = match &receipt {
-            Some(r) => verify(home, &mut clients, &mut pins, h, r).await,
+            Some(r) => verify(home, &mut clients, &mut pins, receipt_for, r).await,
             None => false,
         };
         // This school's own recall, checked against its own keys: the
@@ -262,6 +287,8 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
                     "recall does not verify"
                 }
                 Ok(v1::PackState::Purged) => "purged",
+                Ok(v1::PackState::Readdressed) if forwarding.is_some() => "readdressed",
+                Ok(v1::PackState::Readdressed) => "forwarding does not verify",
                 _ => "pending",
             },
             sent_at: e.uploaded_at_ms,
@@ -276,6 +303,7 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
                 recall: recall.map(|r| (r.recall().reason.clone(), r.recall().recalled_at_ms)),
                 purge_reason: Some(e.purge_reason.clone()).filter(|s| !s.is_empty()),
                 deleted_at,
+                readdressed_to: forwarding.as_ref().map(|f| f.header().to.to_string()),
             },
         });
     }
@@ -325,7 +353,7 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
                     "overdue": r.overdue(), "on_time": r.on_time(),
                     "superseded_by": r.end.superseded_by, "recall_reason": r.end.recall.as_ref().map(|x| &x.0),
                     "recalled_at": r.end.recall.as_ref().map(|x| time(x.1)), "purge_reason": r.end.purge_reason,
-                    "deleted_at": r.end.deleted_at.map(time)})
+                    "deleted_at": r.end.deleted_at.map(time), "readdressed_to": r.end.readdressed_to})
             })
             .collect();
         json(&serde_json::Value::Array(items));
@@ -384,6 +412,9 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
 impl End {
     /// A word on how it ended, where a receipt would be.
     fn describe(&self) -> String {
+        if let Some(to) = &self.readdressed_to {
+            return format!("re-addressed to {to}, not acknowledged yet");
+        }
         if let Some(by) = &self.superseded_by {
             return format!("superseded by {by}");
         }
@@ -402,6 +433,24 @@ impl End {
             None => String::new(),
         }
     }
+}
+
+/// Whether the escrow's pinned keys signed a forwarding header.
+async fn forwarder_signed(
+    home: &Home,
+    clients: &mut crate::connect::Clients,
+    pins: &mut Pins,
+    forwarding: &SignedHeader,
+) -> bool {
+    let by = forwarding.header().from;
+    if refresh_once(home, clients, pins, &by).await.is_err() {
+        return false;
+    }
+    pins.verifying_keys(&by).is_ok_and(|keys| {
+        keys.iter().any(|k| {
+            k.key_id() == forwarding.header().sender_key_id && forwarding.verify(k).is_ok()
+        })
+    })
 }
 
 /// This device's public key, as the directory lists it under its key id.

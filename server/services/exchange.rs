@@ -84,6 +84,7 @@ pub const CHUNK_BYTES: usize = 256 * 1024;
 const PAGE_DEFAULT: u32 = 100;
 const PAGE_MAX: u32 = 1000;
 
+pub mod readdress;
 mod recall;
 mod upload;
 
@@ -139,6 +140,8 @@ fn stored_header(pack: &StoredPack) -> Result<v1::PackHeader, Status> {
 fn state(p: &StoredPack) -> v1::PackState {
     match p.status {
         PackStatus::Purged => v1::PackState::Purged,
+        PackStatus::Readdressed => v1::PackState::Readdressed,
+        _ if p.readdressed_as.is_some() => v1::PackState::Readdressed,
         _ if p.superseded_by.is_some() => v1::PackState::Superseded,
         PackStatus::Recalled => v1::PackState::Recalled,
         _ if p.recalled_at_ms.is_some() => v1::PackState::RecallRequested,
@@ -397,35 +400,37 @@ impl<S: Store> Exchange for Service<S> {
             .map_err(store_status)?;
         let next_page_token = next_page_token(&page);
         let clocks = crate::clocks::for_answer(&self.app.store).await?;
-        let packs = page
-            .packs
-            .iter()
-            .map(|p| {
-                let receipt = match &p.receipt {
-                    Some(bytes) => Some(v1::Receipt::decode(bytes.as_slice()).map_err(|_| {
-                        tracing::error!(seq = p.seq, "stored receipt does not decode");
-                        Status::unavailable("storage failure")
-                    })?),
-                    None => None,
-                };
-                let header = stored_header(p)?;
-                Ok(v1::SentEntry {
-                    due: clocks
-                        .due_of(&header)
-                        .map(baton::dates::format_ymd)
-                        .unwrap_or_default(),
-                    header: Some(header),
-                    state: state(p) as i32,
-                    uploaded_at_ms: p.uploaded_at_ms,
-                    downloaded_at_ms: p.downloaded_at_ms.unwrap_or(0),
-                    receipt,
-                    recall: stored_recall(p)?,
-                    superseded_by: id_text(p.superseded_by),
-                    deleted_at_ms: p.deleted_at_ms.unwrap_or(0),
-                    purge_reason: p.purge_reason.clone().unwrap_or_default(),
-                })
-            })
-            .collect::<Result<Vec<_>, Status>>()?;
+        let mut packs = Vec::with_capacity(page.packs.len());
+        for p in &page.packs {
+            let receipt = match &p.receipt {
+                Some(bytes) => Some(v1::Receipt::decode(bytes.as_slice()).map_err(|_| {
+                    tracing::error!(seq = p.seq, "stored receipt does not decode");
+                    Status::unavailable("storage failure")
+                })?),
+                None => None,
+            };
+            let header = stored_header(p)?;
+            let (readdressed_to, forwarding, forwarding_receipt) =
+                readdress::forwarding_of(&self.app, p).await?;
+            packs.push(v1::SentEntry {
+                due: clocks
+                    .due_of(&header)
+                    .map(baton::dates::format_ymd)
+                    .unwrap_or_default(),
+                header: Some(header),
+                state: state(p) as i32,
+                uploaded_at_ms: p.uploaded_at_ms,
+                downloaded_at_ms: p.downloaded_at_ms.unwrap_or(0),
+                receipt,
+                recall: stored_recall(p)?,
+                superseded_by: id_text(p.superseded_by),
+                deleted_at_ms: p.deleted_at_ms.unwrap_or(0),
+                purge_reason: p.purge_reason.clone().unwrap_or_default(),
+                readdressed_to,
+                forwarding,
+                forwarding_receipt,
+            });
+        }
         Ok(Response::new(v1::SentResponse {
             no_calendar: !clocks.has_default(),
             packs,

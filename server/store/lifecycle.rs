@@ -100,6 +100,22 @@ pub trait Lifecycle: Send + Sync {
     /// (superseding, superseded).
     fn unlinked_supersedes(&self) -> impl Future<Output = Result<Vec<(PackId, PackId)>>> + Send;
 
+    /// Records that pack `id`, held in escrow, was forwarded as pack `by`
+    /// and deletes the held ciphertext, appending `event`. `Some(other)`
+    /// (nothing done) when another pack forwards it already; `NotFound` if
+    /// there is no such pack.
+    fn readdress(
+        &self,
+        id: PackId,
+        by: PackId,
+        now_ms: i64,
+        event: audit::Event,
+    ) -> impl Future<Output = Result<Option<PackId>>> + Send;
+
+    /// Stored packs whose header forwards a pack not yet marked as
+    /// forwarded by them: (forwarding, forwarded).
+    fn unlinked_readdresses(&self) -> impl Future<Output = Result<Vec<(PackId, PackId)>>> + Send;
+
     /// Makes deleted ciphertext unrecoverable from the database's own files
     /// where the backend can (SQLite: its write-ahead log checkpointed and
     /// truncated; deleted pages are zeroed by `secure_delete`). Whether it
@@ -278,17 +294,72 @@ macro_rules! lifecycle_store {
                 )
                 .fetch_all(&self.pool)
                 .await?;
+                pairs(rows)
+            }
+
+            async fn readdress(
+                &self,
+                id: PackId,
+                by: PackId,
+                now_ms: i64,
+                event: audit::Event,
+            ) -> Result<Option<PackId>> {
+                let mut tx = begin(&self.pool).await?;
+                let row: Option<(Option<String>, String)> = sqlx::query_as(concat!(
+                    "SELECT readdressed_as, upload_id FROM packs WHERE pack_id = $1",
+                    $lock
+                ))
+                .bind(id.to_string())
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some((done, upload_id)) = row else {
+                    return Err(StoreError::NotFound("pack"));
+                };
+                if let Some(done) = done {
+                    let done = done
+                        .parse::<PackId>()
+                        .map_err(|_| corrupt(format!("readdressed_as {done:?}")))?;
+                    return Ok((done != by).then_some(done));
+                }
+                sqlx::query(
+                    "UPDATE packs SET readdressed_as = $1, deleted_at_ms = COALESCE(deleted_at_ms, $2), \
+                     status = 'readdressed' WHERE pack_id = $3",
+                )
+                .bind(by.to_string())
+                .bind(now_ms)
+                .bind(id.to_string())
+                .execute(&mut *tx)
+                .await?;
+                delete_chunks(&mut tx, &upload_id).await?;
+                append(&mut tx, now_ms, &event).await?;
+                tx.commit().await?;
+                Ok(None)
+            }
+
+            async fn unlinked_readdresses(&self) -> Result<Vec<(PackId, PackId)>> {
+                let rows: Vec<(String, String)> = sqlx::query_as(
+                    "SELECT n.pack_id, n.forwards FROM packs n JOIN packs o \
+                     ON o.pack_id = n.forwards WHERE n.forwards IS NOT NULL \
+                     AND o.readdressed_as IS NULL ORDER BY n.seq",
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                pairs(rows)
+            }
+
+            async fn reclaim(&self) -> Result<bool> {
+                self.reclaim_space().await
+            }
+        }
+
+        /// Pairs of stored pack ids.
+        fn pairs(rows: Vec<(String, String)>) -> Result<Vec<(PackId, PackId)>> {
                 rows.into_iter()
                     .map(|(new, old)| {
                         let parse = |t: &str| t.parse::<PackId>().map_err(|_| corrupt(format!("pack id {t:?}")));
                         Ok((parse(&new)?, parse(&old)?))
                     })
                     .collect()
-            }
-
-            async fn reclaim(&self) -> Result<bool> {
-                self.reclaim_space().await
-            }
         }
     };
 }

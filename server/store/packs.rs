@@ -24,6 +24,9 @@ pub enum PackStatus {
     Recalled,
     /// Retention deleted the ciphertext; the row stays as evidence.
     Purged,
+    /// Held in escrow, then forwarded to the school the pupil joined (see
+    /// `StoredPack::readdressed_as`); the held ciphertext is deleted.
+    Readdressed,
 }
 
 impl PackStatus {
@@ -35,6 +38,7 @@ impl PackStatus {
             "acknowledged" => Self::Acknowledged,
             "recalled" => Self::Recalled,
             "purged" => Self::Purged,
+            "readdressed" => Self::Readdressed,
             _ => return None,
         })
     }
@@ -81,6 +85,11 @@ pub struct StoredPack {
     pub purged_at_ms: Option<i64>,
     /// Why retention purged it: `acknowledged` or `not collected`.
     pub purge_reason: Option<String>,
+    /// The pack this one forwards (the escrow re-addressed it), as its
+    /// signed header says.
+    pub forwards: Option<PackId>,
+    /// The pack that forwards this one to the school the pupil joined.
+    pub readdressed_as: Option<PackId>,
 }
 
 /// The schools a pack is stored under, when its header names a former

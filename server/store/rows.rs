@@ -29,6 +29,8 @@ pub struct PackRow {
     deleted_at_ms: Option<i64>,
     purged_at_ms: Option<i64>,
     purge_reason: Option<String>,
+    forwards: Option<String>,
+    readdressed_as: Option<String>,
 }
 
 /// A key row as both databases return it.
@@ -56,6 +58,13 @@ pub fn corrupt(what: impl std::fmt::Display) -> StoreError {
 /// A stored LAESTAB.
 pub fn laestab(text: &str) -> Result<Laestab> {
     Laestab::parse_address(text).map_err(|e| corrupt(format!("LAESTAB {text:?}: {e}")))
+}
+
+/// The id of the pack a header forwards, as stored in `packs.forwards`.
+pub fn forwards(h: &baton::pack::Header) -> Option<String> {
+    h.forwarded
+        .as_ref()
+        .map(|f| f.original.header().pack_id.to_string())
 }
 
 /// A stored pack id.
@@ -91,6 +100,8 @@ pub fn pack_from_row(row: PackRow) -> Result<StoredPack> {
         deleted_at_ms: row.deleted_at_ms,
         purged_at_ms: row.purged_at_ms,
         purge_reason: row.purge_reason,
+        forwards: pack_id(row.forwards, "forwards")?,
+        readdressed_as: pack_id(row.readdressed_as, "readdressed_as")?,
     })
 }
 

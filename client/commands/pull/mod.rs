@@ -29,6 +29,7 @@ use crate::output::{json, now_ms, progress, time};
 use crate::packdir::Staging;
 use crate::pins::{Pins, refresh_once};
 
+mod forwarded;
 mod mis;
 
 /// Download, verify and decrypt packs.
@@ -131,6 +132,14 @@ pub struct PackJson {
     /// The pack this one corrects and replaces, as its signed header says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub supersedes: Option<String>,
+    /// Who forwarded it (the trust's escrow, `XXXXXXX`), when `from` is the
+    /// original sender of a pack held in escrow; `signing_key_id` is then
+    /// the original sender's key, and both signatures were checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
+    /// The id of the original pack the escrow forwarded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original_id: Option<String>,
 }
 
 /// One attachment as `pack.json` lists it.
@@ -467,8 +476,14 @@ async fn pull_one(
     let ciphertext = tempfile::NamedTempFile::new_in(&staging_root)?;
     let header = download(clients, id, ciphertext.path()).await?;
     let h = header.header().clone();
-    // The sender's keys as the directory lists them now, once a run (a key
-    // revoked since is known; a new key is refused if it is a change).
+    // Forwarded by the escrow: the record is the original sender's.
+    let author = match &h.forwarded {
+        Some(f) => forwarded::author(home, clients, pins, f, ciphertext.path()).await?,
+        None => h.from,
+    };
+    // The sender's keys (the escrow's, for a forwarded pack) as the
+    // directory lists them now, once a run (a key revoked since is known;
+    // a new key is refused if it is a change).
     refresh_once(home, clients, pins, &h.from).await?;
     let sender_keys = pins.verifying_keys(&h.from)?;
     if let Some(revoked) = pins.revoked_at(&h.from, h.sender_key_id)
@@ -527,13 +542,22 @@ async fn pull_one(
     create_private_file(&staging.path().join("record.json"))?.write_all(record_json.as_bytes())?;
     let pack_json = PackJson {
         id: id.to_string(),
-        from: h.from.to_string(),
+        from: author.to_string(),
         to: h.to.to_string(),
         kind: h.kind,
         created_at: time(h.created_at_ms),
         sent_at: time(uploaded_at_ms),
         pulled_at: time(now_ms()),
-        signing_key_id: h.sender_key_id.to_string(),
+        signing_key_id: h
+            .forwarded
+            .as_ref()
+            .map_or(h.sender_key_id, |f| f.original.header().sender_key_id)
+            .to_string(),
+        via: h.forwarded.as_ref().map(|_| h.from.to_string()),
+        original_id: h
+            .forwarded
+            .as_ref()
+            .map(|f| f.original.header().pack_id.to_string()),
         verified: true,
         attachments: manifest
             .attachments
@@ -552,7 +576,7 @@ async fn pull_one(
     f.write_all(serde_json::to_string_pretty(&pack_json)?.as_bytes())?;
 
     let upn = manifest.record.upn().map(|u| u.to_string());
-    let mut parent = out.join(h.from.as_str());
+    let mut parent = out.join(author.as_str());
     if h.kind == Kind::Safeguarding {
         parent = parent.join("safeguarding");
     }
@@ -561,7 +585,7 @@ async fn pull_one(
         staging.publish(&target)?;
     }
     Ok(PulledPack {
-        from: h.from.to_string(),
+        from: author.to_string(),
         kind: h.kind,
         ciphertext_sha256: hex::encode(h.ciphertext_sha256),
         pulled_at_ms: now_ms(),
@@ -576,7 +600,11 @@ async fn pull_one(
 }
 
 /// Streams a pack's ciphertext into `path`, returning its header.
-async fn download(clients: &mut Clients, id: PackId, path: &Path) -> Result<SignedHeader> {
+pub(crate) async fn download(
+    clients: &mut Clients,
+    id: PackId,
+    path: &Path,
+) -> Result<SignedHeader> {
     let mut stream = clients
         .exchange
         .download(v1::DownloadRequest {

@@ -236,7 +236,7 @@ impl Job {
 }
 
 /// Uploads a sealed outbox entry and marks it sent.
-async fn upload(
+pub(crate) async fn upload(
     outbox: &Outbox,
     mut exchange: v1::exchange_client::ExchangeClient<Authed>,
     mut entry: Entry,

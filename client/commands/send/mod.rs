@@ -25,7 +25,7 @@ use crate::output::{UsageError, json, progress};
 use crate::pins::{KeysChanged, NotEnrolled, Pins, refresh};
 use crate::sources::{Gathered, Item, Options};
 
-mod job;
+pub(crate) mod job;
 
 use job::{ByPupil, Job, Outcome};
 

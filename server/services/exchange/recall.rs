@@ -19,6 +19,11 @@ use crate::store::{PackStatus, Store, StoredPack, Withdrawal, Withdrawn, now_ms}
 /// server holds it. Says what the sender said and when; never more.
 pub(super) fn gone(pack: &StoredPack, id: baton::pack::PackId) -> Option<String> {
     pack.deleted_at_ms?;
+    if let Some(by) = pack.readdressed_as {
+        return Some(format!(
+            "pack {id} was re-addressed by the trust's escrow as pack {by}: it is no longer held"
+        ));
+    }
     if let Some(by) = pack.superseded_by {
         return Some(format!(
             "pack {id} was superseded by pack {by}, which corrects it: pull that one instead"

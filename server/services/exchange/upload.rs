@@ -131,6 +131,7 @@ impl<S: Store> Service<S> {
         if let Some(old) = h.supersedes {
             Self::check_supersedes(app, signed, old).await?;
         }
+        super::readdress::check_forwarding(app, caller, signed).await?;
         let waiting = app
             .store
             .outstanding_bytes(caller)
@@ -212,6 +213,7 @@ impl<S: Store> Service<S> {
     /// does not fail the upload (the correction is stored): the daemon's
     /// hourly run finishes it.
     async fn supersede_after_commit(app: &App<S>, signed: &SignedHeader) {
+        super::readdress::after_commit(app, signed).await;
         let h = signed.header();
         let Some(old) = h.supersedes else { return };
         match crate::retention::supersede(&app.store, &h.from, h.pack_id, old).await {

@@ -14,6 +14,7 @@ use super::chain::append;
 use super::events;
 use crate::store::group::{self, CommitRequest, GroupWriter, ROWS_PER_STATEMENT};
 use crate::store::rows::corrupt;
+use crate::store::rows::forwards;
 use crate::store::{Committed, DIRECTORY_VERSION_SQL, Result};
 
 /// The PostgreSQL group writer.
@@ -103,7 +104,7 @@ async fn batched(pool: &PgPool, batch: &[CommitRequest]) -> Result<Vec<Result<Co
         let mut q = QueryBuilder::<Db>::new(
             "INSERT INTO packs (pack_id, from_laestab, to_laestab, kind, created_at_ms, \
              ciphertext_length, ciphertext_sha256, sender_key_id, header, upload_id, chunks, \
-             status, uploaded_at_ms, supersedes) ",
+             status, uploaded_at_ms, supersedes, forwards) ",
         );
         q.push_values(part, |mut row, (i, chunks, length)| {
             let r = &batch[*i];
@@ -121,7 +122,8 @@ async fn batched(pool: &PgPool, batch: &[CommitRequest]) -> Result<Vec<Result<Co
                 .push_bind(*chunks)
                 .push_bind("pending")
                 .push_bind(r.now_ms)
-                .push_bind(h.supersedes.map(|id| id.to_string()));
+                .push_bind(h.supersedes.map(|id| id.to_string()))
+                .push_bind(forwards(h));
         });
         q.push(" ON CONFLICT (pack_id) DO NOTHING RETURNING upload_id");
         let rows: Vec<(String,)> = q.build_query_as().fetch_all(&mut *conn).await?;
@@ -327,8 +329,8 @@ async fn commit_alone(pool: &PgPool, request: &CommitRequest) -> Result<Committe
     let inserted: Option<(i64,)> = sqlx::query_as(
         "INSERT INTO packs (pack_id, from_laestab, to_laestab, kind, created_at_ms, \
          ciphertext_length, ciphertext_sha256, sender_key_id, header, upload_id, chunks, \
-         status, uploaded_at_ms, supersedes) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'pending', $12, $13) \
+         status, uploaded_at_ms, supersedes, forwards) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'pending', $12, $13, $14) \
          ON CONFLICT (pack_id) DO NOTHING RETURNING seq",
     )
     .bind(h.pack_id.to_string())
@@ -344,6 +346,7 @@ async fn commit_alone(pool: &PgPool, request: &CommitRequest) -> Result<Committe
     .bind(chunks)
     .bind(now_ms)
     .bind(h.supersedes.map(|id| id.to_string()))
+    .bind(forwards(h))
     .fetch_optional(&mut *tx)
     .await?;
     if inserted.is_none() {

@@ -20,6 +20,7 @@ use super::chain::append;
 use super::checkpoint::Checkpointer;
 use crate::store::group::{self, CommitRequest, GroupWriter, ROWS_PER_STATEMENT};
 use crate::store::rows::corrupt;
+use crate::store::rows::forwards;
 use crate::store::{Arrival, Committed, DIRECTORY_VERSION_SQL, Result};
 
 /// The SQLite group writer: one write transaction a group, on a connection
@@ -298,7 +299,7 @@ async fn insert_packs(conn: &mut SqliteConnection, to_store: &[ToStore<'_>]) -> 
         let mut q = QueryBuilder::<Db>::new(
             "INSERT INTO packs (pack_id, from_laestab, to_laestab, kind, created_at_ms, \
              ciphertext_length, ciphertext_sha256, sender_key_id, header, upload_id, chunks, \
-             status, uploaded_at_ms, supersedes) ",
+             status, uploaded_at_ms, supersedes, forwards) ",
         );
         q.push_values(rows, |mut row, (request, h, len, chunks)| {
             row.push_bind(h.pack_id.to_string())
@@ -314,7 +315,8 @@ async fn insert_packs(conn: &mut SqliteConnection, to_store: &[ToStore<'_>]) -> 
                 .push_bind(chunks)
                 .push_bind("pending")
                 .push_bind(request.now_ms)
-                .push_bind(h.supersedes.map(|id| id.to_string()));
+                .push_bind(h.supersedes.map(|id| id.to_string()))
+                .push_bind(forwards(h));
         });
         q.build().execute(&mut *conn).await?;
     }
@@ -436,8 +438,8 @@ async fn commit_one(conn: &mut SqliteConnection, request: &CommitRequest) -> Res
     sqlx::query(
         "INSERT INTO packs (pack_id, from_laestab, to_laestab, kind, created_at_ms, \
              ciphertext_length, ciphertext_sha256, sender_key_id, header, upload_id, chunks, \
-             status, uploaded_at_ms, supersedes) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
+             status, uploaded_at_ms, supersedes, forwards) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
     )
     .bind(h.pack_id.to_string())
     .bind(route.from.as_str())
@@ -452,6 +454,7 @@ async fn commit_one(conn: &mut SqliteConnection, request: &CommitRequest) -> Res
     .bind(chunks)
     .bind(now_ms)
     .bind(h.supersedes.map(|id| id.to_string()))
+    .bind(forwards(h))
     .execute(&mut *conn)
     .await?;
     append(conn, now_ms, event).await?;

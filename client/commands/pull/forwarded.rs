@@ -1,0 +1,66 @@
+//! A pack the trust's escrow forwarded (re-addressed): the forwarding
+//! header is the escrow's, the record is the original sender's. Before it
+//! is opened, the original's signature is checked against the original
+//! sender's pinned keys and the ciphertext against the original's signed
+//! length and hash (the escrow re-wrapped the key; it cannot have changed
+//! a byte of the record).
+
+use std::path::Path;
+
+use anyhow::{Context as _, Result, bail};
+use baton::Laestab;
+use baton::crypto::forward;
+use baton::pack::Forwarded;
+
+use crate::connect::Clients;
+use crate::home::Home;
+use crate::output::time;
+use crate::pins::{Pins, refresh_once};
+
+/// Checks a forwarded pack's original (see the module) and returns who
+/// wrote it.
+pub async fn author(
+    home: &Home,
+    clients: &mut Clients,
+    pins: &mut Pins,
+    forwarded: &Forwarded,
+    ciphertext: &Path,
+) -> Result<Laestab> {
+    let original = forwarded.original.header();
+    if !original.to.is_escrow() {
+        bail!(
+            "forwarded by the escrow, but its original was addressed to {}, not held in escrow; not pulled",
+            original.to
+        );
+    }
+    refresh_once(home, clients, pins, &original.from).await?;
+    if let Some(revoked) = pins.revoked_at(&original.from, original.sender_key_id)
+        && original.created_at_ms > revoked
+    {
+        bail!(
+            "its original was signed by key {} of {} after that key was revoked ({}); not pulled",
+            original.sender_key_id.grouped(),
+            original.from,
+            time(revoked)
+        );
+    }
+    let signed = pins
+        .verifying_keys(&original.from)?
+        .iter()
+        .any(|k| k.key_id() == original.sender_key_id && forwarded.original.verify(k).is_ok());
+    if !signed {
+        bail!(
+            "the escrow forwarded it as a pack from {}, but that school's pinned keys did not sign the original; not pulled",
+            original.from
+        );
+    }
+    let file = std::fs::File::open(ciphertext)
+        .with_context(|| format!("reading {}", ciphertext.display()))?;
+    forward::check_forwarded(forwarded, std::io::BufReader::new(file)).with_context(|| {
+        format!(
+            "the record is not the one {} sealed; not pulled",
+            original.from
+        )
+    })?;
+    Ok(original.from)
+}

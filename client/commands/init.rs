@@ -25,7 +25,8 @@ pub struct Args {
     /// The CA certificate the operator gave you (batond's DATA_DIR/tls/ca.pem).
     #[arg(long)]
     ca: PathBuf,
-    /// This school's LAESTAB (7 digits).
+    /// This school's LAESTAB (7 digits), or XXXXXXX for the trust's escrow
+    /// holder (`batond admin escrow add`).
     #[arg(long)]
     school: Laestab,
     /// The one-time enrolment code from the operator. Leave it out to be

@@ -10,6 +10,31 @@ use crate::common::cli::{enrol, init};
 use crate::common::reliability::{assert_daemon_holds_no_plaintext, distinctive_record, needles};
 use crate::common::{Daemon, upload_messages, with_token};
 
+/// A key holder of the trust's escrow, enrolled with `batond admin escrow
+/// add` and `baton init --school XXXXXXX`.
+async fn enrol_escrow(
+    daemon: &Daemon,
+    root: &std::path::Path,
+    roles: &[&str],
+) -> crate::common::cli::Home {
+    let added = daemon
+        .admin(&[
+            "admin",
+            "escrow",
+            "add",
+            "--name",
+            "Trust data lead",
+            "--json",
+        ])
+        .await;
+    assert!(added.status.success(), "{}", stderr(&added));
+    let code = serde_json::from_slice::<serde_json::Value>(&added.stdout).unwrap()["code"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    init(daemon, root, "XXXXXXX", &code, roles).await
+}
+
 /// A one-row class spreadsheet sending `record` to `to`.
 fn spreadsheet(
     root: &std::path::Path,
@@ -80,22 +105,7 @@ async fn issue19_escrow_holds_unknown_destinations(daemon: Daemon) {
         stderr(&refused)
     );
 
-    let added = daemon
-        .admin(&[
-            "admin",
-            "escrow",
-            "add",
-            "--name",
-            "Trust data lead",
-            "--json",
-        ])
-        .await;
-    assert!(added.status.success(), "{}", stderr(&added));
-    let code = serde_json::from_slice::<serde_json::Value>(&added.stdout).unwrap()["code"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let escrow = init(&daemon, root.path(), "XXXXXXX", &code, &["dsl", "staff"]).await;
+    let escrow = enrol_escrow(&daemon, root.path(), &["dsl", "staff"]).await;
 
     primary.ok(&["send", "--to", "XXXXXXX", &lost_dir]).await;
     primary.ok(&["send", "--csv", &sheet]).await;
@@ -221,22 +231,7 @@ async fn issue19_readdress(daemon: Daemon) {
     .await;
     let mut escrows = Vec::new();
     for roles in [&["dsl", "staff"][..], &["dsl"][..]] {
-        let added = daemon
-            .admin(&[
-                "admin",
-                "escrow",
-                "add",
-                "--name",
-                "Trust data lead",
-                "--json",
-            ])
-            .await;
-        assert!(added.status.success(), "{}", stderr(&added));
-        let code = serde_json::from_slice::<serde_json::Value>(&added.stdout).unwrap()["code"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        escrows.push(init(&daemon, root.path(), "XXXXXXX", &code, roles).await);
+        escrows.push(enrol_escrow(&daemon, root.path(), roles).await);
     }
     let (lost, abroad) = (
         distinctive_record("Lost", 2002, 1),

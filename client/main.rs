@@ -64,6 +64,19 @@ enum Command {
     /// for the trust's data protection officer to hold the server's audit
     /// log to (`batond admin audit verify --checkpoint FILE`).
     Checkpoint,
+    /// Print a shell completion script, e.g. `baton completions bash >
+    /// /etc/bash_completion.d/baton`.
+    Completions {
+        /// The shell: bash, zsh, fish, powershell or elvish.
+        shell: baton::cli_docs::Shell,
+    },
+    /// Write man pages for baton and every subcommand (`baton.1`,
+    /// `baton-send.1`, …) into a folder, e.g. for `/usr/local/share/man/man1`.
+    Man {
+        /// The folder to write them into (created if need be).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -104,6 +117,21 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    use clap::CommandFactory as _;
+    match &cli.command {
+        Command::Completions { shell } => {
+            let mut out = std::io::stdout().lock();
+            baton::cli_docs::completions(&mut Cli::command(), "baton", *shell, &mut out);
+            return Ok(());
+        }
+        Command::Man { out } => {
+            let pages = baton::cli_docs::man_pages(Cli::command(), out)
+                .map_err(|e| anyhow::anyhow!("writing man pages into {}: {e}", out.display()))?;
+            println!("{} man pages in {}", pages.len(), out.display());
+            return Ok(());
+        }
+        _ => {}
+    }
     if let Command::Template(args) = cli.command {
         commands::template::run(args);
         return Ok(());
@@ -117,7 +145,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let home = home::Home::locate(cli.home)?;
     match cli.command {
-        Command::Check(_) | Command::Template(_) => Ok(()),
+        Command::Check(_)
+        | Command::Template(_)
+        | Command::Completions { .. }
+        | Command::Man { .. } => Ok(()),
         Command::Init(args) => commands::init::run(&home, *args).await,
         Command::Schools(args) => commands::schools::run(&home, args).await,
         Command::Send(args) => commands::send::run(&home, args).await,

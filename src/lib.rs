@@ -32,6 +32,8 @@
 pub mod api;
 pub mod bech32;
 pub mod checkpoint;
+#[cfg(feature = "runtime")]
+pub mod cli_docs;
 #[cfg(feature = "client")]
 pub mod crypto;
 #[cfg(feature = "records")]

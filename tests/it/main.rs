@@ -12,6 +12,7 @@ mod age_interop;
 mod client_at_rest;
 mod client_clocks;
 mod client_ctf_csv;
+mod client_docs;
 mod client_escrow;
 mod client_journey;
 mod client_lifecycle;

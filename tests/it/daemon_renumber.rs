@@ -61,7 +61,26 @@ async fn issue19_renumber(daemon: Daemon) {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(!stderr(&out).contains("CHANGED"), "{}", stderr(&out));
 
-    // The academy (its home still says 8614001) receives all three.
+    // A correction of a pack sent to the old number, addressed as before.
+    let first = ids_of(&sent(&primary).await, &a.upn)[0].clone();
+    let mut corrected = a.clone();
+    corrected.notes = "corrected after the conversion".into();
+    let dir = root.path().join("corrected");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("record.json"), corrected.to_json()).unwrap();
+    primary
+        .ok(&[
+            "send",
+            "--to",
+            "8614001",
+            "--supersedes",
+            &first,
+            &dir.display().to_string(),
+        ])
+        .await;
+
+    // The academy (its home still says 8614001) receives all three (the
+    // first as its correction).
     let inbox = academy.json(&["inbox", "--json"]).await;
     let mut to: Vec<&str> = inbox.iter().map(|e| e["to"].as_str().unwrap()).collect();
     to.sort_unstable();
@@ -92,7 +111,7 @@ async fn issue19_renumber(daemon: Daemon) {
     for p in [&a, &b, &c] {
         let e = listing
             .iter()
-            .find(|e| e["id"] == ids_of(&listing, &p.upn)[0].as_str())
+            .find(|e| e["id"] == ids_of(&listing, &p.upn).last().unwrap().as_str())
             .unwrap();
         assert_eq!(e["state"], "acknowledged", "{e}");
         assert_eq!(e["receipt_verified"], true, "{e}");

@@ -129,7 +129,7 @@ impl<S: Store> Service<S> {
             .verify(&key.public)
             .map_err(|e| Status::invalid_argument(format!("field `header.signature`: {e}")))?;
         if let Some(old) = h.supersedes {
-            Self::check_supersedes(app, signed, old).await?;
+            Self::check_supersedes(app, caller, signed, old).await?;
         }
         super::readdress::check_forwarding(app, caller, signed).await?;
         let waiting = app
@@ -171,22 +171,26 @@ impl<S: Store> Service<S> {
     /// the same pupil only the sender can check: the server never knew.)
     async fn check_supersedes(
         app: &App<S>,
+        caller: &Laestab,
         signed: &SignedHeader,
         old: baton::pack::PackId,
     ) -> Result<(), Status> {
         let h = signed.header();
+        // Stored packs carry both schools' current numbers, whatever former
+        // number a header names.
+        let to_now = Self::route(app, caller, &h.to).await?.to;
         let original = app
             .store
             .pack(old)
             .await
             .map_err(store_status)?
-            .filter(|p| p.from == h.from)
+            .filter(|p| p.from == *caller)
             .ok_or_else(|| {
                 Status::invalid_argument(format!(
                     "field `header.supersedes`: your school sent no pack {old}"
                 ))
             })?;
-        if original.to != h.to {
+        if original.to != to_now {
             return Err(Status::invalid_argument(format!(
                 "field `header.supersedes`: pack {old} went to {}, not {}: a correction goes to the same school",
                 original.to, h.to

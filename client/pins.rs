@@ -197,6 +197,7 @@ impl Pins {
     /// keys when a directory key is pinned).
     pub fn trust(&mut self, school: &v1::School) -> Result<()> {
         self.follow_renumbering(school);
+        self.aliases.remove(&school.laestab);
         let keys = self.listed(school)?.keys;
         let mut pinned: Vec<PinnedKey> = keys.iter().map(PinnedKey::from_key).collect();
         if let Some(old) = self.schools.get(&school.laestab) {
@@ -235,6 +236,25 @@ impl Pins {
     /// Compares the directory's view of a school with the pin, and pins
     /// it unless something changed that needs confirming.
     pub fn check(&mut self, school: &v1::School) -> Result<Check> {
+        // A renumbering is applied to the pins only if the keys then check.
+        let before = (self.schools.clone(), self.aliases.clone());
+        let check = self.check_renumbered(school);
+        if !matches!(check, Ok(Check::Same | Check::New)) {
+            (self.schools, self.aliases) = before;
+        }
+        check
+    }
+
+    fn check_renumbered(&mut self, school: &v1::School) -> Result<Check> {
+        // A number pinned as a former one, listed as a school again.
+        if let Some(now) = self.aliases.get(&school.laestab)
+            && !self.schools.contains_key(&school.laestab)
+        {
+            return Ok(Check::Changed(vec![format!(
+                "{} was renumbered to {now}, and the directory now lists {} as a school again",
+                school.laestab, school.laestab
+            )]));
+        }
         self.follow_renumbering(school);
         let Some(old) = self.schools.get(&school.laestab) else {
             self.trust(school)?;
@@ -405,6 +425,20 @@ pub async fn refresh_once(
     Ok(())
 }
 
+/// Says, loudly, that a school's keys (or its number) changed and how to
+/// check and confirm.
+fn warn_changed(laestab: &Laestab, changes: &[String]) {
+    eprintln!("@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@");
+    eprintln!("@  WARNING: THE KEYS OF SCHOOL {laestab} HAVE CHANGED         @");
+    eprintln!("@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@");
+    for c in changes {
+        eprintln!("  - {c}");
+    }
+    eprintln!("Someone may be trying to read packs meant for {laestab}. Check the fingerprints");
+    eprintln!("with the school by phone (`baton schools show {laestab}`), then run");
+    eprintln!("`baton schools trust {laestab}` to accept them.");
+}
+
 /// The directory does not list the school: it is not enrolled (yet).
 #[derive(Debug, thiserror::Error)]
 #[error(
@@ -439,21 +473,40 @@ pub async fn refresh(
         Err(s) => bail!("looking up school {laestab}: {}", explain(&s)),
     };
     // Asked for a former number, the directory answers with the school it
-    // now belongs to, which must say so.
-    if school.laestab != laestab.as_str() && !school.aliases.iter().any(|a| a == laestab.as_str()) {
-        bail!(
-            "asked for school {laestab}, the directory answered with {} instead: not believed",
-            school.laestab
-        );
-    }
-    if school.laestab != laestab.as_str()
-        && !laestab.is_escrow()
-        && pins.aliases.get(laestab.as_str()) != Some(&school.laestab)
-    {
-        eprintln!(
-            "note: {laestab} is now {} ({}): packs addressed to {laestab} reach it",
-            school.laestab, school.name
-        );
+    // now belongs to, which must say so. The escrow answers for both of its
+    // codes; no other school may answer for them, nor they for a school.
+    if school.laestab != laestab.as_str() {
+        let escrow_pair =
+            *laestab == Laestab::ESCROW_ABROAD && school.laestab == Laestab::ESCROW.as_str();
+        let listed = school.aliases.iter().any(|a| a == laestab.as_str());
+        let escrow_mixup = !escrow_pair
+            && (laestab.is_escrow()
+                || school.laestab == Laestab::ESCROW.as_str()
+                || school.laestab == Laestab::ESCROW_ABROAD.as_str());
+        if !listed || escrow_mixup {
+            bail!(
+                "asked for school {laestab}, the directory answered with {} instead: not believed",
+                school.laestab
+            );
+        }
+        // A renumbering of a school never pinned cannot be checked against
+        // a pin: it is a change to confirm, like a key change.
+        if !escrow_pair && pins.get(laestab).is_none() {
+            warn_changed(
+                laestab,
+                &[format!(
+                    "the directory says {laestab} is now {} ({}), a school this home has not pinned",
+                    school.laestab, school.name
+                )],
+            );
+            return Err(KeysChanged(*laestab).into());
+        }
+        if !escrow_pair && pins.aliases.get(laestab.as_str()) != Some(&school.laestab) {
+            eprintln!(
+                "note: {laestab} is now {} ({}): packs addressed to {laestab} reach it",
+                school.laestab, school.name
+            );
+        }
     }
     let unapproved = pins.listed(&school)?.unapproved;
     for k in &unapproved {
@@ -474,17 +527,7 @@ pub async fn refresh(
         }
         Check::Same => pins.save(home)?,
         Check::Changed(changes) => {
-            eprintln!("@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@");
-            eprintln!("@  WARNING: THE KEYS OF SCHOOL {laestab} HAVE CHANGED         @");
-            eprintln!("@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@");
-            for c in &changes {
-                eprintln!("  - {c}");
-            }
-            eprintln!(
-                "Someone may be trying to read packs meant for {laestab}. Check the fingerprints"
-            );
-            eprintln!("with the school by phone (`baton schools show {laestab}`), then run");
-            eprintln!("`baton schools trust {laestab}` to accept them.");
+            warn_changed(laestab, &changes);
             return Err(KeysChanged(*laestab).into());
         }
     }
@@ -542,5 +585,17 @@ mod tests {
         pins.check(&school("8614001", &[], &[&key])).unwrap();
         let swap = school("8614777", &["8614001"], &[&other]);
         assert!(matches!(pins.check(&swap).unwrap(), Check::Changed(_)));
+        // The refused "renumbering" left the pin where it was.
+        assert_eq!(pins.verifying_keys(&old).unwrap()[0].key_id(), key.key_id());
+        assert!(pins.get(&"8614777".parse().unwrap()).is_none());
+
+        // Renumbered, then the old number listed as a school again (with
+        // other keys): a change, not a first contact.
+        let mut pins = Pins::default();
+        pins.check(&school("8614001", &[], &[&key])).unwrap();
+        pins.check(&school("8614009", &["8614001"], &[&key]))
+            .unwrap();
+        let again = school("8614001", &[], &[&other]);
+        assert!(matches!(pins.check(&again).unwrap(), Check::Changed(_)));
     }
 }

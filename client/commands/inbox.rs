@@ -186,8 +186,10 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
                     "left": h.left_on.map(baton::dates::format_ymd), "due": w.due.map(baton::dates::format_ymd),
                     "overdue": w.overdue(), "supersedes": h.supersedes.map(|id| id.to_string()),
                     "recalled": w.recall.is_some() && w.notice_verified == Some(true),
-                    "recall_reason": w.recall.as_ref().map(|r| r.recall().reason.clone()),
-                    "recalled_at": w.recall.as_ref().map(|r| time(r.recall().recalled_at_ms)),
+                    "recall_reason": w.recall.as_ref().filter(|_| w.notice_verified == Some(true))
+                        .map(|r| r.recall().reason.clone()),
+                    "recalled_at": w.recall.as_ref().filter(|_| w.notice_verified == Some(true))
+                        .map(|r| time(r.recall().recalled_at_ms)),
                     "superseded_by": w.superseded_by.map(|id| id.to_string()),
                     "withdrawal_verified": w.withdrawn().then_some(w.notice_verified).flatten()})
             })

@@ -37,7 +37,8 @@ pub struct Args {
 }
 
 /// Reads attachments and drops them: the escrow checks a pack whole
-/// before forwarding it, and keeps nothing of it.
+/// before forwarding it and writes none of it to disk (its outbox journal
+/// names the pupil, as a sender's does, until the forward is settled).
 struct Discard;
 
 impl crypto::Sink for Discard {

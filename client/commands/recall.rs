@@ -152,9 +152,12 @@ fn names_a_pupil(text: &str) -> bool {
 }
 
 /// How a destination should take a recall the server shows it for a pack
-/// from `from`: believed only when it names the pack and its ciphertext and
-/// one of the sender's pinned keys signed it (not after that key's
-/// revocation). The server can delete a pack, but not make up a recall.
+/// from `from`: believed only when the pack's own header was signed by the
+/// sender's pinned keys, the recall names that pack and its ciphertext, is
+/// dated after it was sealed, and is signed by one of the sender's pinned
+/// keys (not after that key's revocation) holding the role the kind needs
+/// (`dsl` for a child-protection file), as the server requires. The server
+/// can delete a pack, but not make up a recall.
 pub async fn verified(
     home: &Home,
     clients: &mut Clients,
@@ -163,7 +166,10 @@ pub async fn verified(
     recall: &SignedRecall,
 ) -> bool {
     let (h, r) = (header.header(), recall.recall());
-    if r.pack_id != h.pack_id || r.ciphertext_sha256 != h.ciphertext_sha256 {
+    if r.pack_id != h.pack_id
+        || r.ciphertext_sha256 != h.ciphertext_sha256
+        || r.recalled_at_ms < h.created_at_ms
+    {
         return false;
     }
     if refresh_once(home, clients, pins, &h.from).await.is_err() {
@@ -175,12 +181,22 @@ pub async fn verified(
     {
         return false;
     }
-    pins.verifying_keys(&h.from)
-        .map(|keys| {
-            keys.iter()
-                .any(|k| k.key_id() == r.signer_key_id && recall.verify(k).is_ok())
-        })
-        .unwrap_or(false)
+    let Ok(keys) = pins.verifying_keys(&h.from) else {
+        return false;
+    };
+    let header_signed = keys
+        .iter()
+        .any(|k| k.key_id() == h.sender_key_id && header.verify(k).is_ok());
+    let recall_signed = keys
+        .iter()
+        .any(|k| k.key_id() == r.signer_key_id && recall.verify(k).is_ok());
+    let role_ok = h.kind != baton::pack::Kind::Safeguarding
+        || pins.get(&h.from).is_some_and(|school| {
+            school.keys.iter().any(|k| {
+                k.key_id == r.signer_key_id.to_string() && k.roles.contains(&baton::keys::Role::Dsl)
+            })
+        });
+    header_signed && recall_signed && role_ok
 }
 
 #[cfg(test)]

@@ -435,7 +435,8 @@ impl End {
     }
 }
 
-/// Whether the escrow's pinned keys signed a forwarding header.
+/// Whether a forwarding header comes from the trust's escrow, to a school,
+/// signed by one of the escrow's pinned keys.
 async fn forwarder_signed(
     home: &Home,
     clients: &mut crate::connect::Clients,
@@ -443,6 +444,9 @@ async fn forwarder_signed(
     forwarding: &SignedHeader,
 ) -> bool {
     let by = forwarding.header().from;
+    if by != baton::Laestab::ESCROW || forwarding.header().to.is_escrow() {
+        return false;
+    }
     if refresh_once(home, clients, pins, &by).await.is_err() {
         return false;
     }

@@ -39,6 +39,8 @@ pub enum Withdrawn {
     Superseded(PackId),
     /// Nothing done: retention already purged it.
     Purged,
+    /// Nothing done: the escrow forwarded it already, as this pack.
+    Readdressed(PackId),
 }
 
 /// What retention keeps, as cut-off times: a pack acknowledged before
@@ -102,8 +104,9 @@ pub trait Lifecycle: Send + Sync {
 
     /// Records that pack `id`, held in escrow, was forwarded as pack `by`
     /// and deletes the held ciphertext, appending `event`. `Some(other)`
-    /// (nothing done) when another pack forwards it already; `NotFound` if
-    /// there is no such pack.
+    /// (nothing done) when another pack forwards it already; `Conflict`
+    /// when its sender recalled or superseded it, or retention purged it,
+    /// first; `NotFound` if there is no such pack.
     fn readdress(
         &self,
         id: PackId,
@@ -137,12 +140,13 @@ macro_rules! lifecycle_store {
         use $crate::store::lifecycle::{Cutoffs, Withdrawal, Withdrawn, deletion_record, reason};
 
         /// The row a withdrawal or purge decides on, locked.
-        type LifeRow = (String, Option<String>, Option<i64>, Vec<u8>, String, Option<i64>, Option<i64>, i64);
+        type LifeRow = (String, Option<String>, Option<i64>, Vec<u8>, String, Option<i64>, Option<i64>, i64, Option<String>);
 
         async fn life_row(conn: &mut $conn, id: PackId) -> Result<Option<LifeRow>> {
             Ok(sqlx::query_as(concat!(
                 "SELECT status, superseded_by, recalled_at_ms, ciphertext_sha256, upload_id, \
-                 downloaded_at_ms, acknowledged_at_ms, uploaded_at_ms FROM packs WHERE pack_id = $1",
+                 downloaded_at_ms, acknowledged_at_ms, uploaded_at_ms, readdressed_as \
+                 FROM packs WHERE pack_id = $1",
                 $lock
             ))
             .bind(id.to_string())
@@ -169,11 +173,17 @@ macro_rules! lifecycle_store {
                 event: audit::Event,
             ) -> Result<Withdrawn> {
                 let mut tx = begin(&self.pool).await?;
-                let Some((status, superseded_by, recalled_at, _, upload_id, downloaded, ..)) =
+                let Some((status, superseded_by, recalled_at, _, upload_id, downloaded, _, _, forwarded)) =
                     life_row(&mut tx, id).await?
                 else {
                     return Err(StoreError::NotFound("pack"));
                 };
+                // Forwarded by the escrow: the school that holds it now is
+                // not the one this pack was addressed to.
+                if let Some(by) = forwarded {
+                    let by = by.parse::<PackId>().map_err(|_| corrupt(format!("readdressed_as {by:?}")))?;
+                    return Ok(Withdrawn::Readdressed(by));
+                }
                 let superseded_by = superseded_by
                     .map(|s| s.parse::<PackId>().map_err(|_| corrupt(format!("superseded_by {s:?}"))))
                     .transpose()?;
@@ -247,7 +257,7 @@ macro_rules! lifecycle_store {
                 actor: &str,
             ) -> Result<Option<&'static str>> {
                 let mut tx = begin(&self.pool).await?;
-                let Some((status, _, _, sha, upload_id, downloaded, acked, uploaded)) =
+                let Some((status, _, _, sha, upload_id, downloaded, acked, uploaded, _)) =
                     life_row(&mut tx, id).await?
                 else {
                     return Ok(None);
@@ -305,16 +315,21 @@ macro_rules! lifecycle_store {
                 event: audit::Event,
             ) -> Result<Option<PackId>> {
                 let mut tx = begin(&self.pool).await?;
-                let row: Option<(Option<String>, String)> = sqlx::query_as(concat!(
-                    "SELECT readdressed_as, upload_id FROM packs WHERE pack_id = $1",
+                let row: Option<(Option<String>, String, String, Option<i64>)> = sqlx::query_as(concat!(
+                    "SELECT readdressed_as, upload_id, status, recalled_at_ms FROM packs WHERE pack_id = $1",
                     $lock
                 ))
                 .bind(id.to_string())
                 .fetch_optional(&mut *tx)
                 .await?;
-                let Some((done, upload_id)) = row else {
+                let Some((done, upload_id, status, recalled)) = row else {
                     return Err(StoreError::NotFound("pack"));
                 };
+                // Withdrawn by its sender (or purged) since the forwarding
+                // was admitted: the sender's word stands.
+                if done.is_none() && (recalled.is_some() || status == "purged") {
+                    return Err(StoreError::Conflict("pack withdrawn"));
+                }
                 if let Some(done) = done {
                     let done = done
                         .parse::<PackId>()
@@ -340,7 +355,8 @@ macro_rules! lifecycle_store {
                 let rows: Vec<(String, String)> = sqlx::query_as(
                     "SELECT n.pack_id, n.forwards FROM packs n JOIN packs o \
                      ON o.pack_id = n.forwards WHERE n.forwards IS NOT NULL \
-                     AND o.readdressed_as IS NULL ORDER BY n.seq",
+                     AND o.readdressed_as IS NULL AND o.recalled_at_ms IS NULL \
+                     AND o.status != 'purged' ORDER BY n.seq",
                 )
                 .fetch_all(&self.pool)
                 .await?;

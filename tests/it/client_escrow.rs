@@ -348,6 +348,16 @@ async fn issue19_readdress(daemon: Daemon) {
     );
     secondary.ok(&["ack", "--all-pulled"]).await;
 
+    // Once forwarded, the sender cannot recall it from the escrow: it is
+    // told where the record went.
+    let out = primary.baton(&["recall", &id_lost]).await;
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("re-addressed by the trust's escrow"),
+        "{}",
+        stderr(&out)
+    );
+
     let listing = sent(&primary).await;
     for id in [&id_lost, &id_abroad] {
         let e = listing.iter().find(|e| e["id"] == id.as_str()).unwrap();

@@ -10,7 +10,7 @@ use std::path::Path;
 use anyhow::{Context as _, Result, bail};
 use baton::Laestab;
 use baton::crypto::forward;
-use baton::pack::Forwarded;
+use baton::pack::{Forwarded, Header};
 
 use crate::connect::Clients;
 use crate::home::Home;
@@ -18,15 +18,33 @@ use crate::output::time;
 use crate::pins::{Pins, refresh_once};
 
 /// Checks a forwarded pack's original (see the module) and returns who
-/// wrote it.
+/// wrote it. `header` is the forwarding pack's: only the escrow forwards,
+/// and a forward keeps the original's kind, leaving date and framing.
 pub async fn author(
     home: &Home,
     clients: &mut Clients,
     pins: &mut Pins,
+    header: &Header,
     forwarded: &Forwarded,
     ciphertext: &Path,
 ) -> Result<Laestab> {
     let original = forwarded.original.header();
+    if header.from != Laestab::ESCROW {
+        bail!(
+            "it says it forwards a pack of {}, but only the trust's escrow forwards packs and this one comes from {}; not pulled",
+            original.from,
+            header.from
+        );
+    }
+    if original.kind != header.kind
+        || (original.left_on.is_some() && original.left_on != header.left_on)
+        || original.format_version < 2
+    {
+        bail!(
+            "forwarded by the escrow with another kind, leaving date or framing than {}'s original; not pulled",
+            original.from
+        );
+    }
     if !original.to.is_escrow() {
         bail!(
             "forwarded by the escrow, but its original was addressed to {}, not held in escrow; not pulled",

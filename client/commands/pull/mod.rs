@@ -368,7 +368,7 @@ async fn pull_one(
     let h = header.header().clone();
     // Forwarded by the escrow: the record is the original sender's.
     let author = match &h.forwarded {
-        Some(f) => forwarded::author(home, clients, pins, f, ciphertext.path()).await?,
+        Some(f) => forwarded::author(home, clients, pins, &h, f, ciphertext.path()).await?,
         None => h.from,
     };
     // The sender's keys (the escrow's, for a forwarded pack) as the

@@ -127,6 +127,11 @@ impl<S: Store> Service<S> {
                     "pack {id} is already superseded by pack {by}: recall that one if it is wrong too"
                 )));
             }
+            Withdrawn::Readdressed(by) => {
+                return Err(Status::failed_precondition(format!(
+                    "pack {id} was re-addressed by the trust's escrow as pack {by}, to the school the pupil joined: `baton sent` names it; ask that school to set it aside"
+                )));
+            }
             Withdrawn::Purged => {
                 return Err(Status::failed_precondition(format!(
                     "pack {id} was purged on {}: its destination acknowledged it long ago and holds the record; contact the school",

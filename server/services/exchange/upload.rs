@@ -203,6 +203,11 @@ impl<S: Store> Service<S> {
                 h.kind
             )));
         }
+        if let Some(by) = original.readdressed_as {
+            return Err(Status::failed_precondition(format!(
+                "pack {old} was re-addressed by the trust's escrow as pack {by}: send the corrected pack to the school it went to, as a new pack"
+            )));
+        }
         if let Some(by) = original.superseded_by
             && by != h.pack_id
         {

@@ -14,6 +14,7 @@ mod output;
 mod packdir;
 mod pins;
 mod sources;
+mod ui;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -64,6 +65,9 @@ enum Command {
     /// for the trust's data protection officer to hold the server's audit
     /// log to (`batond admin audit verify --checkpoint FILE`).
     Checkpoint,
+    /// Open the local page (this computer only) to send, receive and follow
+    /// records without the command line.
+    Ui(ui::Args),
     /// Print a shell completion script, e.g. `baton completions bash >
     /// /etc/bash_completion.d/baton`.
     Completions {
@@ -158,6 +162,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Sent(args) => commands::sent::run(&home, args).await,
         Command::Recall(args) => commands::recall::run(&home, args).await,
         Command::Readdress(args) => commands::readdress::run(&home, args).await,
+        Command::Ui(args) => ui::run(&home, args).await,
         Command::Keys(args) => commands::keys::run(&home, args).await,
         Command::Checkpoint => checkpoint::print(&home),
     }

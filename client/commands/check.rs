@@ -34,27 +34,34 @@ pub struct Args {
     json: bool,
 }
 
-/// Runs `baton check`; `home` is the enrolled home, if there is one.
-pub async fn run(home: Option<&Home>, args: Args) -> Result<()> {
+/// What `check` finds in `files`: every pupil read and every problem, and,
+/// in an enrolled home asked online, whether destinations and sizes were
+/// checked. The local page's check runs this too.
+pub(crate) async fn gather(
+    home: Option<&Home>,
+    files: &[PathBuf],
+    attachments: Option<&Path>,
+    offline: bool,
+) -> Result<(Gathered, Option<String>)> {
     let school = match home {
         Some(h) => Some(h.config()?.school),
         None => None,
     };
     let opts = Options {
         to: None,
-        attachments: args.attachments.as_deref(),
+        attachments,
         school,
         today: time::OffsetDateTime::now_utc().date(),
     };
     let mut gathered = Gathered::default();
-    for file in &args.files {
+    for file in files {
         read(&mut gathered, file, &opts, true);
     }
     gathered.check_duplicates(0);
     let mut online = None;
     if let Some(school) = school {
         gathered.check_addresses(school);
-        if let (Some(home), false) = (home, args.offline) {
+        if let (Some(home), false) = (home, offline) {
             online = Some(match check_online(home, &mut gathered).await {
                 Ok(()) => "checked".to_string(),
                 Err(e) => format!("not checked: {e:#}"),
@@ -64,6 +71,13 @@ pub async fn run(home: Option<&Home>, args: Args) -> Result<()> {
     if online.as_deref() != Some("checked") {
         gathered.escrow_unknown();
     }
+    Ok((gathered, online))
+}
+
+/// Runs `baton check`; `home` is the enrolled home, if there is one.
+pub async fn run(home: Option<&Home>, args: Args) -> Result<()> {
+    let (gathered, online) =
+        gather(home, &args.files, args.attachments.as_deref(), args.offline).await?;
     if args.json {
         json(&serde_json::json!({
             "pupils_ok": gathered.items.len(),

@@ -33,41 +33,52 @@ pub struct Args {
     overdue: bool,
 }
 
-struct Row {
-    id: String,
-    to: String,
-    kind: String,
-    upn: String,
-    name: String,
-    state: &'static str,
-    sent_at: i64,
-    downloaded_at: i64,
-    receipt: Option<SignedReceipt>,
-    verified: bool,
+/// One pack in the listing.
+pub(crate) struct Row {
+    /// The pack id.
+    pub(crate) id: String,
+    /// The destination school.
+    pub(crate) to: String,
+    /// Transfer or safeguarding.
+    pub(crate) kind: String,
+    /// The pupil's UPN, from the journal (empty once forgotten).
+    pub(crate) upn: String,
+    /// The pupil's name, likewise.
+    pub(crate) name: String,
+    /// Where it is in its life, as shown.
+    pub(crate) state: &'static str,
+    /// When the server stored it.
+    pub(crate) sent_at: i64,
+    /// When the destination first downloaded it (0: not yet).
+    pub(crate) downloaded_at: i64,
+    /// The destination's receipt, if any.
+    pub(crate) receipt: Option<SignedReceipt>,
+    /// Whether that receipt verifies against the destination's pinned keys.
+    pub(crate) verified: bool,
     /// Why a pack is not on the server.
-    error: Option<String>,
+    pub(crate) error: Option<String>,
     /// The signed leaving date (format version 3 on).
-    left: Option<time::Date>,
+    pub(crate) left: Option<time::Date>,
     /// The due date, from the trust's calendar.
-    due: Option<time::Date>,
+    pub(crate) due: Option<time::Date>,
     /// How the pack ended early or late: withdrawn or purged.
-    end: End,
+    pub(crate) end: End,
 }
 
 /// What became of a pack after it was sent, besides its receipt.
 #[derive(Default)]
-struct End {
+pub(crate) struct End {
     /// The pack that corrects it.
-    superseded_by: Option<String>,
+    pub(crate) superseded_by: Option<String>,
     /// This school's recall, verified: its reason and time.
-    recall: Option<(String, i64)>,
+    pub(crate) recall: Option<(String, i64)>,
     /// Why retention purged it.
-    purge_reason: Option<String>,
+    pub(crate) purge_reason: Option<String>,
     /// When the server deleted its ciphertext.
-    deleted_at: Option<i64>,
+    pub(crate) deleted_at: Option<i64>,
     /// The school the escrow forwarded it to (a pack sent to `XXXXXXX` or
     /// `MMMMMMM`), when the forwarding header names this pack.
-    readdressed_to: Option<String>,
+    pub(crate) readdressed_to: Option<String>,
 }
 
 impl Row {
@@ -83,11 +94,11 @@ impl Row {
         matches!(self.state, "pending" | "downloaded" | "acknowledged")
     }
 
-    fn overdue(&self) -> bool {
+    pub(crate) fn overdue(&self) -> bool {
         self.open() && clock::overdue(self.due, self.acknowledged())
     }
 
-    fn on_time(&self) -> Option<bool> {
+    pub(crate) fn on_time(&self) -> Option<bool> {
         if !self.acknowledged() {
             return None;
         }
@@ -158,8 +169,10 @@ async fn listing(clients: &mut Clients) -> Result<(Vec<v1::SentEntry>, bool)> {
     }
 }
 
-/// Runs `baton sent`.
-pub async fn run(home: &Home, args: Args) -> Result<()> {
+/// Every pack this school sent, checked: its pupil (from the journal), its
+/// state, whether its receipt verifies; and whether the trust has no
+/// calendar. What `baton sent` prints and the local page shows.
+pub(crate) async fn collect(home: &Home) -> Result<(Vec<Row>, bool)> {
     let mut clients = connect(home).await?;
     let config = home.config()?;
     let keep_ms = i64::from(config.keep_pupil_names_days) * 86_400_000;
@@ -335,6 +348,12 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
             end: End::default(),
         });
     }
+    Ok((rows, no_calendar))
+}
+
+/// Runs `baton sent`.
+pub async fn run(home: &Home, args: Args) -> Result<()> {
+    let (mut rows, no_calendar) = collect(home).await?;
     if let Some(dir) = &args.receipts {
         write_receipts(dir, &rows)?;
     }
@@ -411,7 +430,7 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
 
 impl End {
     /// A word on how it ended, where a receipt would be.
-    fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         if let Some(to) = &self.readdressed_to {
             return format!("re-addressed to {to}, not acknowledged yet");
         }

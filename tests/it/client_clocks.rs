@@ -227,7 +227,7 @@ async fn issue17_overdue_packs_and_receipts_on_time(daemon: Daemon) {
         assert!(!html.contains(&p.upn) && !html.contains(&p.surname));
     }
     // As a browser shows it: the table with the schools and the totals.
-    if let Some(text) = browser_text(&page).await {
+    if let Some(text) = crate::common::browser_dom(&format!("file://{}", page.display())).await {
         assert!(text.contains("Transfers between schools"), "{text}");
         assert!(text.contains("All schools"), "{text}");
         assert!(text.contains("School <small>8612001</small>"), "{text}");
@@ -261,27 +261,6 @@ async fn issue17_overdue_packs_and_receipts_on_time(daemon: Daemon) {
     assert_eq!(by(&sent, 2)["due"], serde_json::Value::Null, "{sent:?}");
     let table = primary.baton(&["sent"]).await;
     assert!(!String::from_utf8_lossy(&table.stderr).contains("the trust has no calendar"));
-}
-
-/// The page's rendered DOM as headless Chromium builds it; `None` (said on
-/// stderr) where no Chromium is installed, a failure in CI.
-async fn browser_text(page: &std::path::Path) -> Option<String> {
-    let out = tokio::process::Command::new("chromium")
-        .args(["--headless", "--no-sandbox", "--disable-gpu", "--dump-dom"])
-        .arg(format!("file://{}", page.display()))
-        .output()
-        .await;
-    match out {
-        Ok(out) if out.status.success() => Some(String::from_utf8_lossy(&out.stdout).into_owned()),
-        other => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI needs chromium: {other:?}"
-            );
-            eprintln!("SKIPPED: no chromium for the report page");
-            None
-        }
-    }
 }
 
 async fn report(daemon: &Daemon) -> serde_json::Value {

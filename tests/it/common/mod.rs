@@ -506,3 +506,25 @@ pub async fn open_db(path: &Path) -> sqlx::SqlitePool {
         .busy_timeout(std::time::Duration::from_secs(15));
     sqlx::SqlitePool::connect_with(options).await.unwrap()
 }
+
+/// The DOM headless Chromium builds for `url` (it follows redirects and
+/// keeps cookies within the load); `None` (said on stderr) where no
+/// Chromium is installed, a failure in CI.
+pub async fn browser_dom(url: &str) -> Option<String> {
+    let out = tokio::process::Command::new("chromium")
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--dump-dom"])
+        .arg(url)
+        .output()
+        .await;
+    match out {
+        Ok(out) if out.status.success() => Some(String::from_utf8_lossy(&out.stdout).into_owned()),
+        other => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI needs chromium: {other:?}"
+            );
+            eprintln!("SKIPPED: no chromium for a page test");
+            None
+        }
+    }
+}

@@ -1,0 +1,399 @@
+//! The pages of `baton ui`. Each reads what the matching command reads,
+//! through the same functions (`inbox::list`, `sent::collect`,
+//! `check::gather`), and says the same things in a teacher's words; a
+//! failure (the server down, keys changed) is shown on the page, not hidden.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use askama::Template;
+use axum::Form;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+
+use super::session::{Sessions, check_csrf};
+use crate::commands::{check, inbox, sent};
+use crate::home::Home;
+use crate::output::{size, time};
+use crate::pins::Pins;
+
+/// What every page shares.
+#[derive(Clone)]
+pub struct Ctx {
+    /// This school's home.
+    pub home: Arc<Home>,
+    /// Sessions and their CSRF tokens.
+    pub sessions: Arc<Sessions>,
+}
+
+impl Ctx {
+    /// "Name (LAESTAB)" of this school, as pinned, or its number.
+    fn school(&self) -> String {
+        let Ok(config) = self.home.config() else {
+            return "this school".into();
+        };
+        let name = Pins::load(&self.home)
+            .ok()
+            .and_then(|p| p.get(&config.school).map(|s| s.name.clone()))
+            .filter(|n| !n.is_empty());
+        match name {
+            Some(name) => format!("{name} ({})", config.school),
+            None => config.school.to_string(),
+        }
+    }
+}
+
+fn render(page: &impl Template) -> Response {
+    match page.render() {
+        Ok(html) => Html(html).into_response(),
+        Err(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the page could not be drawn",
+        )
+            .into_response(),
+    }
+}
+
+/// What a pack carries, in a teacher's words.
+fn what(kind: baton::pack::Kind) -> &'static str {
+    match kind {
+        baton::pack::Kind::Transfer => "pupil record",
+        baton::pack::Kind::Safeguarding => "child-protection file",
+    }
+}
+
+/// A pack's state in a teacher's words.
+fn plain(state: &str) -> String {
+    match state {
+        "pending" => "waiting to be collected".into(),
+        "downloaded" => "collected, receipt not confirmed yet".into(),
+        "acknowledged" => "receipt confirmed".into(),
+        "readdressed" => "forwarded by the trust".into(),
+        "superseded" => "replaced by a correction".into(),
+        "recall_requested" => "recalled after it was collected".into(),
+        "purged" => "removed from the server (kept no longer)".into(),
+        other => other.replace('_', " "),
+    }
+}
+
+/// A destination in a teacher's words (the escrow codes are not schools).
+fn school_word(to: &str) -> String {
+    match to {
+        "XXXXXXX" => "held by the trust (next school not known)".into(),
+        "MMMMMMM" => "held by the trust (independent school or abroad)".into(),
+        other => other.to_string(),
+    }
+}
+
+/// The stylesheet (served here: nothing comes from other hosts).
+pub async fn style() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        include_str!("templates/style.css"),
+    )
+        .into_response()
+}
+
+#[derive(Template)]
+#[template(path = "ui/home.html")]
+struct HomePage {
+    school: String,
+    key: String,
+    roles: String,
+    server: String,
+    problem: Option<String>,
+    waiting: usize,
+    overdue_in: usize,
+    sent: usize,
+    overdue_out: usize,
+}
+
+/// `/`: this school and key holder, and what needs doing.
+pub async fn home(State(ctx): State<Ctx>) -> Response {
+    let school = ctx.school();
+    let config = match ctx.home.config() {
+        Ok(c) => c,
+        Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")).into_response(),
+    };
+    let mut page = HomePage {
+        school,
+        key: crate::pins::grouped_id(&config.key_id),
+        roles: Pins::load(&ctx.home)
+            .ok()
+            .and_then(|p| {
+                p.get(&config.school).and_then(|s| {
+                    s.keys
+                        .iter()
+                        .find(|k| k.key_id == config.key_id)
+                        .map(|k| baton::keys::role_names(&k.roles, ", "))
+                })
+            })
+            .unwrap_or_else(|| "roles not known yet".into()),
+        server: config.server.clone(),
+        problem: None,
+        waiting: 0,
+        overdue_in: 0,
+        sent: 0,
+        overdue_out: 0,
+    };
+    let counts = async {
+        let mut clients = crate::connect::connect(&ctx.home).await?;
+        let waiting = inbox::list(&mut clients).await?;
+        let (rows, _) = sent::collect(&ctx.home).await?;
+        anyhow::Ok((waiting, rows))
+    };
+    match counts.await {
+        Ok((waiting, rows)) => {
+            page.waiting = waiting.iter().filter(|w| !w.withdrawn()).count();
+            page.overdue_in = waiting.iter().filter(|w| w.overdue()).count();
+            page.sent = rows.len();
+            page.overdue_out = rows.iter().filter(|r| r.overdue()).count();
+        }
+        Err(e) => page.problem = Some(format!("{e:#}")),
+    }
+    render(&page)
+}
+
+/// One row of the received page.
+struct InboxRow {
+    from: String,
+    what: &'static str,
+    size: String,
+    sent: String,
+    state: String,
+    due: String,
+    overdue: bool,
+}
+
+#[derive(Template)]
+#[template(path = "ui/inbox.html")]
+struct InboxPage {
+    school: String,
+    problem: Option<String>,
+    notices: Vec<String>,
+    rows: Vec<InboxRow>,
+}
+
+/// `/inbox`: what is waiting for this school, overdue first.
+pub async fn inbox(State(ctx): State<Ctx>) -> Response {
+    let mut page = InboxPage {
+        school: ctx.school(),
+        problem: None,
+        notices: Vec::new(),
+        rows: Vec::new(),
+    };
+    let listed = async {
+        let mut clients = crate::connect::connect(&ctx.home).await?;
+        let mut waiting = inbox::list(&mut clients).await?;
+        let mut pins = Pins::load(&ctx.home)?;
+        inbox::check_notices(&ctx.home, &mut clients, &mut pins, &mut waiting).await;
+        anyhow::Ok(waiting)
+    };
+    match listed.await {
+        Ok(mut waiting) => {
+            waiting.sort_by_key(|w| (!w.overdue(), w.overdue().then_some(w.due).flatten()));
+            page.notices = waiting
+                .iter()
+                .filter(|w| w.withdrawn())
+                .map(inbox::notice_line)
+                .collect();
+            page.rows = waiting
+                .iter()
+                .map(|w| {
+                    let h = w.header.header();
+                    InboxRow {
+                        from: match w.via() {
+                            Some(via) => format!("{} (forwarded by {via})", w.author()),
+                            None => h.from.to_string(),
+                        },
+                        what: what(h.kind),
+                        size: size(h.ciphertext_len),
+                        sent: time(w.uploaded_at_ms),
+                        state: plain(w.shown_state()),
+                        due: w.due.map(baton::dates::format_ymd).unwrap_or_default(),
+                        overdue: w.overdue(),
+                    }
+                })
+                .collect();
+        }
+        Err(e) => page.problem = Some(format!("{e:#}")),
+    }
+    render(&page)
+}
+
+/// One row of the sent page.
+struct SentRow {
+    pupil: String,
+    to: String,
+    what: String,
+    state: String,
+    due: String,
+    overdue: bool,
+    receipt: String,
+}
+
+#[derive(Template)]
+#[template(path = "ui/sent.html")]
+struct SentPage {
+    school: String,
+    problem: Option<String>,
+    rows: Vec<SentRow>,
+}
+
+/// `/sent`: every pack this school sent, with its pupil and receipt.
+pub async fn sent(State(ctx): State<Ctx>) -> Response {
+    let mut page = SentPage {
+        school: ctx.school(),
+        problem: None,
+        rows: Vec::new(),
+    };
+    match sent::collect(&ctx.home).await {
+        Ok((rows, _)) => {
+            page.rows = rows
+                .iter()
+                .map(|r| SentRow {
+                    pupil: match (r.name.is_empty(), r.upn.is_empty()) {
+                        (true, true) => "(no longer recorded here)".into(),
+                        _ => format!("{} ({})", r.name, r.upn),
+                    },
+                    to: match &r.end.readdressed_to {
+                        Some(to) => format!("{} → {to}", school_word(&r.to)),
+                        None => school_word(&r.to),
+                    },
+                    what: r
+                        .kind
+                        .parse()
+                        .map_or(String::new(), |k| what(k).to_string()),
+                    state: plain(r.state),
+                    due: r.due.map(baton::dates::format_ymd).unwrap_or_default(),
+                    overdue: r.overdue(),
+                    receipt: match (&r.receipt, r.verified) {
+                        (None, _) => r.error.clone().unwrap_or_else(|| r.end.describe()),
+                        (Some(x), true) => {
+                            format!("confirmed {}", time(x.receipt().received_at_ms))
+                        }
+                        (Some(_), false) => "DOES NOT CHECK: ask the receiving school".into(),
+                    },
+                })
+                .collect();
+        }
+        Err(e) => page.problem = Some(format!("{e:#}")),
+    }
+    render(&page)
+}
+
+/// One row of the schools page.
+struct SchoolRow {
+    laestab: String,
+    name: String,
+    phase: String,
+    keys: usize,
+    formerly: String,
+}
+
+#[derive(Template)]
+#[template(path = "ui/schools.html")]
+struct SchoolsPage {
+    school: String,
+    problem: Option<String>,
+    rows: Vec<SchoolRow>,
+}
+
+/// `/schools`: the trust's directory.
+pub async fn schools(State(ctx): State<Ctx>) -> Response {
+    let mut page = SchoolsPage {
+        school: ctx.school(),
+        problem: None,
+        rows: Vec::new(),
+    };
+    let listed = async {
+        let mut clients = crate::connect::connect(&ctx.home).await?;
+        let schools = clients
+            .directory
+            .list_schools(baton::api::v1::ListSchoolsRequest {})
+            .await
+            .map_err(|s| anyhow::anyhow!("{}", crate::connect::explain(&s)))?
+            .into_inner()
+            .schools;
+        anyhow::Ok(schools)
+    };
+    match listed.await {
+        Ok(schools) => {
+            page.rows = schools
+                .into_iter()
+                .map(|s| SchoolRow {
+                    keys: s.keys.len(),
+                    formerly: s.aliases.join(", "),
+                    laestab: s.laestab,
+                    name: s.name,
+                    phase: s.phase,
+                })
+                .collect();
+        }
+        Err(e) => page.problem = Some(format!("{e:#}")),
+    }
+    render(&page)
+}
+
+#[derive(Template)]
+#[template(path = "ui/send.html")]
+struct SendPage {
+    school: String,
+    csrf: String,
+    path: String,
+    checked: bool,
+    ok: usize,
+    problems: Vec<String>,
+    unaddressed: Vec<String>,
+}
+
+/// `/send`: the check form.
+pub async fn send(State(ctx): State<Ctx>, headers: HeaderMap) -> Response {
+    render(&SendPage {
+        school: ctx.school(),
+        csrf: ctx.sessions.csrf(&headers).unwrap_or_default(),
+        path: String::new(),
+        checked: false,
+        ok: 0,
+        problems: Vec::new(),
+        unaddressed: Vec::new(),
+    })
+}
+
+/// The check form's fields.
+#[derive(serde::Deserialize)]
+pub struct CheckForm {
+    csrf: String,
+    path: String,
+}
+
+/// `POST /send/check`: what `baton check` says of a file or folder.
+pub async fn send_check(
+    State(ctx): State<Ctx>,
+    headers: HeaderMap,
+    Form(form): Form<CheckForm>,
+) -> Response {
+    if let Some(refused) = check_csrf(&ctx.sessions, &headers, &form.csrf) {
+        return refused;
+    }
+    let path = PathBuf::from(form.path.trim());
+    let mut page = SendPage {
+        school: ctx.school(),
+        csrf: form.csrf.clone(),
+        path: form.path.clone(),
+        checked: true,
+        ok: 0,
+        problems: Vec::new(),
+        unaddressed: Vec::new(),
+    };
+    match check::gather(Some(&ctx.home), std::slice::from_ref(&path), None, false).await {
+        Ok((gathered, _)) => {
+            page.ok = gathered.items.len();
+            page.problems = gathered.problems;
+            page.unaddressed = gathered.unaddressed;
+        }
+        Err(e) => page.problems = vec![format!("{e:#}")],
+    }
+    render(&page)
+}

@@ -202,3 +202,110 @@ async fn issue20_the_local_page_admits_only_its_link_and_shows_the_schools_data(
         assert!(dom.contains("Records you sent"), "{dom}");
     }
 }
+
+/// The WebDriver journey, in Python with Debian's `python3-selenium` and
+/// `chromium-driver`: argv = link, spreadsheet path, screenshot folder.
+const JOURNEY: &str = r#"
+import sys
+from selenium import webdriver
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.chrome.service import Service
+
+link, sheet, shots = sys.argv[1], sys.argv[2], sys.argv[3]
+options = webdriver.ChromeOptions()
+options.binary_location = "/usr/bin/chromium"
+for arg in ["--headless", "--no-sandbox", "--disable-gpu", "--window-size=1200,900"]:
+    options.add_argument(arg)
+driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+try:
+    driver.get(link)
+    assert "Hulton" in driver.title or "8614001" in driver.page_source, driver.page_source
+    driver.save_screenshot(shots + "/home.png")
+    # Keyboard first: the first Tab reaches the skip link.
+    driver.find_element(By.TAG_NAME, "body").send_keys(Keys.TAB)
+    assert driver.switch_to.active_element.text == "Skip to the page", driver.switch_to.active_element.text
+    driver.find_element(By.LINK_TEXT, "Received").click()
+    assert "Records waiting for you" in driver.page_source
+    assert "8612001" in driver.find_element(By.TAG_NAME, "table").text
+    driver.save_screenshot(shots + "/received.png")
+    driver.find_element(By.LINK_TEXT, "Schools").click()
+    assert "8612001" in driver.page_source
+    driver.save_screenshot(shots + "/schools.png")
+    driver.find_element(By.LINK_TEXT, "Send").click()
+    field = driver.find_element(By.ID, "path")
+    assert driver.find_element(By.CSS_SELECTOR, "label[for=path]").text == "File or folder"
+    field.send_keys(sheet)
+    field.send_keys(Keys.ENTER)
+    assert "line 2" in driver.page_source, driver.page_source
+    driver.save_screenshot(shots + "/send.png")
+    driver.find_element(By.LINK_TEXT, "Sent").click()
+    assert "Records you sent" in driver.page_source
+    driver.save_screenshot(shots + "/sent.png")
+    # 200 % zoom: still one column, nothing cut off.
+    driver.execute_script("document.body.style.zoom='200%'")
+    driver.save_screenshot(shots + "/sent-200.png")
+    print("JOURNEY OK")
+finally:
+    driver.quit()
+"#;
+
+/// A real browser driven through the pages: home, received, schools, the
+/// check form (its problem named by line), sent; keyboard and zoom.
+/// Screenshots go to `BATON_UI_SCREENSHOTS` when set (docs/ui/ holds the
+/// last ones looked at), else a temporary folder.
+#[tokio::test]
+async fn issue20_a_browser_walks_the_pages() {
+    let driver = std::path::Path::new("/usr/bin/chromedriver");
+    let selenium = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", "import selenium"])
+        .output();
+    if !driver.exists() || !selenium.is_ok_and(|o| o.status.success()) {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI needs chromium-driver and python3-selenium"
+        );
+        eprintln!("SKIPPED: no chromium-driver or python3-selenium");
+        return;
+    }
+    let daemon = Daemon::start_sqlite(&[]).await;
+    let root = tempfile::tempdir().unwrap();
+    let primary = enrol(&daemon, root.path(), "8612001", "primary", &["staff"]).await;
+    let secondary = enrol(&daemon, root.path(), "8614001", "secondary", &["staff"]).await;
+    let out = send_records(&primary, root.path(), "8614001", &[pupil("Walk", 1)]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let sheet = root.path().join("class.csv");
+    std::fs::write(
+        &sheet,
+        format!(
+            "{}\nH801200001001,,Smith,Ann,,,2015-02-30,F,,,,,,,,,,,,,,,,,8612001,\n",
+            baton::csv::COLUMNS.join(",")
+        ),
+    )
+    .unwrap();
+    let shots = match std::env::var_os("BATON_UI_SCREENSHOTS") {
+        Some(dir) => std::path::PathBuf::from(dir),
+        None => root.path().join("shots"),
+    };
+    std::fs::create_dir_all(&shots).unwrap();
+    let script = root.path().join("journey.py");
+    std::fs::write(&script, JOURNEY).unwrap();
+    let page = ui(&secondary).await;
+    let out = tokio::process::Command::new("/usr/bin/python3")
+        .arg(&script)
+        .arg(&page.link)
+        .arg(&sheet)
+        .arg(&shots)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("JOURNEY OK"),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for shot in ["home", "received", "schools", "send", "sent", "sent-200"] {
+        assert!(shots.join(format!("{shot}.png")).exists(), "no {shot}.png");
+    }
+}

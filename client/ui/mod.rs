@@ -14,6 +14,7 @@ use axum::routing::{get, post};
 
 use crate::home::Home;
 
+mod actions;
 mod pages;
 mod session;
 
@@ -55,6 +56,8 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
         .route("/schools", get(pages::schools))
         .route("/send", get(pages::send))
         .route("/send/check", post(pages::send_check))
+        .route("/send/go", post(pages::send_go))
+        .route("/inbox/pull", post(pages::inbox_pull))
         .route("/style.css", get(pages::style))
         .with_state(ctx)
         .layer(axum::middleware::from_fn_with_state(

@@ -28,6 +28,21 @@ pub struct Ctx {
 }
 
 impl Ctx {
+    /// Whether this device's key holds the `dsl` role (it may send a
+    /// child-protection file).
+    fn is_dsl(&self) -> bool {
+        let Ok(config) = self.home.config() else {
+            return false;
+        };
+        Pins::load(&self.home).ok().is_some_and(|p| {
+            p.get(&config.school).is_some_and(|s| {
+                s.keys
+                    .iter()
+                    .any(|k| k.key_id == config.key_id && k.roles.contains(&baton::keys::Role::Dsl))
+            })
+        })
+    }
+
     /// "Name (LAESTAB)" of this school, as pinned, or its number.
     fn school(&self) -> String {
         let Ok(config) = self.home.config() else {
@@ -170,18 +185,37 @@ struct InboxRow {
 #[template(path = "ui/inbox.html")]
 struct InboxPage {
     school: String,
+    csrf: String,
+    out: String,
+    ctf: String,
     problem: Option<String>,
     notices: Vec<String>,
     rows: Vec<InboxRow>,
+    pulled_done: bool,
+    summary: String,
+    pulled: Vec<(String, String, String)>,
+    messages: Vec<String>,
 }
 
 /// `/inbox`: what is waiting for this school, overdue first.
-pub async fn inbox(State(ctx): State<Ctx>) -> Response {
+pub async fn inbox(State(ctx): State<Ctx>, headers: HeaderMap) -> Response {
+    render(&inbox_page(&ctx, &headers).await)
+}
+
+async fn inbox_page(ctx: &Ctx, headers: &HeaderMap) -> InboxPage {
+    let out = super::actions::default_out(&ctx.home);
     let mut page = InboxPage {
         school: ctx.school(),
+        csrf: ctx.sessions.csrf(headers).unwrap_or_default(),
+        ctf: format!("{out}-for-mis"),
+        out,
         problem: None,
         notices: Vec::new(),
         rows: Vec::new(),
+        pulled_done: false,
+        summary: String::new(),
+        pulled: Vec::new(),
+        messages: Vec::new(),
     };
     let listed = async {
         let mut clients = crate::connect::connect(&ctx.home).await?;
@@ -219,6 +253,74 @@ pub async fn inbox(State(ctx): State<Ctx>) -> Response {
         }
         Err(e) => page.problem = Some(format!("{e:#}")),
     }
+    page
+}
+
+/// The collect form's fields.
+#[derive(serde::Deserialize)]
+pub struct PullForm {
+    csrf: String,
+    out: String,
+    #[serde(default)]
+    ctf: String,
+}
+
+/// `POST /inbox/pull`: `baton pull --all` into the chosen folders, then
+/// `baton ack --all-pulled`; the page says what each did.
+pub async fn inbox_pull(
+    State(ctx): State<Ctx>,
+    headers: HeaderMap,
+    Form(form): Form<PullForm>,
+) -> Response {
+    if let Some(refused) = check_csrf(&ctx.sessions, &headers, &form.csrf) {
+        return refused;
+    }
+    let mut args = vec!["pull", "--all", "--out", form.out.trim()];
+    if !form.ctf.trim().is_empty() {
+        args.extend(["--ctf-dir", form.ctf.trim()]);
+    }
+    let (summary, pulled, mut messages) = match super::actions::baton(&ctx.home, &args).await {
+        Ok(ran) => {
+            let rows: Vec<(String, String, String)> = ran
+                .json
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|o| {
+                    let text = |k: &str| o[k].as_str().unwrap_or_default().to_string();
+                    let result = match text("state").as_str() {
+                        "pulled" => "saved".to_string(),
+                        "already-pulled" => "saved before".to_string(),
+                        _ => format!("not saved: {}", text("error")),
+                    };
+                    (text("from"), result, text("folder"))
+                })
+                .collect();
+            let summary = if ran.ok {
+                format!("{} record(s) collected.", rows.len())
+            } else {
+                "Some records could not be collected (see below).".to_string()
+            };
+            (summary, rows, ran.messages)
+        }
+        Err(e) => (format!("{e:#}"), Vec::new(), Vec::new()),
+    };
+    // Receipts for what was saved (and anything saved before, not yet confirmed).
+    match super::actions::baton(&ctx.home, &["ack", "--all-pulled"]).await {
+        Ok(ran) => {
+            let confirmed = ran.json.as_array().map_or(0, Vec::len);
+            messages.push(format!(
+                "Receipt confirmed to the sending school for {confirmed} record(s)."
+            ));
+            messages.extend(ran.messages);
+        }
+        Err(e) => messages.push(format!("{e:#}")),
+    }
+    let mut page = inbox_page(&ctx, &headers).await;
+    page.pulled_done = true;
+    page.summary = summary;
+    page.pulled = pulled;
+    page.messages = messages;
     render(&page)
 }
 
@@ -341,59 +443,164 @@ pub async fn schools(State(ctx): State<Ctx>) -> Response {
 struct SendPage {
     school: String,
     csrf: String,
+    dsl: bool,
     path: String,
+    attachments: String,
+    to: String,
+    kind: String,
     checked: bool,
     ok: usize,
     problems: Vec<String>,
     unaddressed: Vec<String>,
+    sent_done: bool,
+    summary: String,
+    results: Vec<(String, String, String)>,
+    messages: Vec<String>,
 }
 
-/// `/send`: the check form.
+impl SendPage {
+    fn new(ctx: &Ctx, headers: &HeaderMap) -> Self {
+        Self {
+            school: ctx.school(),
+            csrf: ctx.sessions.csrf(headers).unwrap_or_default(),
+            dsl: ctx.is_dsl(),
+            path: String::new(),
+            attachments: String::new(),
+            to: String::new(),
+            kind: "transfer".into(),
+            checked: false,
+            ok: 0,
+            problems: Vec::new(),
+            unaddressed: Vec::new(),
+            sent_done: false,
+            summary: String::new(),
+            results: Vec::new(),
+            messages: Vec::new(),
+        }
+    }
+
+    fn keep(&mut self, form: &SendForm) {
+        self.path.clone_from(&form.path);
+        self.attachments.clone_from(&form.attachments);
+        self.to.clone_from(&form.to);
+        self.kind.clone_from(&form.kind);
+    }
+}
+
+/// `/send`: the form.
 pub async fn send(State(ctx): State<Ctx>, headers: HeaderMap) -> Response {
-    render(&SendPage {
-        school: ctx.school(),
-        csrf: ctx.sessions.csrf(&headers).unwrap_or_default(),
-        path: String::new(),
-        checked: false,
-        ok: 0,
-        problems: Vec::new(),
-        unaddressed: Vec::new(),
-    })
+    render(&SendPage::new(&ctx, &headers))
 }
 
-/// The check form's fields.
+/// The send form's fields.
 #[derive(serde::Deserialize)]
-pub struct CheckForm {
+pub struct SendForm {
     csrf: String,
     path: String,
+    #[serde(default)]
+    attachments: String,
+    #[serde(default)]
+    to: String,
+    #[serde(default)]
+    kind: String,
 }
 
 /// `POST /send/check`: what `baton check` says of a file or folder.
 pub async fn send_check(
     State(ctx): State<Ctx>,
     headers: HeaderMap,
-    Form(form): Form<CheckForm>,
+    Form(form): Form<SendForm>,
 ) -> Response {
     if let Some(refused) = check_csrf(&ctx.sessions, &headers, &form.csrf) {
         return refused;
     }
+    let mut page = SendPage::new(&ctx, &headers);
+    page.keep(&form);
+    page.checked = true;
     let path = PathBuf::from(form.path.trim());
-    let mut page = SendPage {
-        school: ctx.school(),
-        csrf: form.csrf.clone(),
-        path: form.path.clone(),
-        checked: true,
-        ok: 0,
-        problems: Vec::new(),
-        unaddressed: Vec::new(),
-    };
-    match check::gather(Some(&ctx.home), std::slice::from_ref(&path), None, false).await {
+    let attachments = Some(form.attachments.trim())
+        .filter(|a| !a.is_empty())
+        .map(PathBuf::from);
+    match check::gather(
+        Some(&ctx.home),
+        std::slice::from_ref(&path),
+        attachments.as_deref(),
+        false,
+    )
+    .await
+    {
         Ok((gathered, _)) => {
             page.ok = gathered.items.len();
             page.problems = gathered.problems;
             page.unaddressed = gathered.unaddressed;
         }
         Err(e) => page.problems = vec![format!("{e:#}")],
+    }
+    render(&page)
+}
+
+/// `POST /send/go`: `baton send` for the file or folder; nothing is sent
+/// if anything is invalid, as on the command line.
+pub async fn send_go(
+    State(ctx): State<Ctx>,
+    headers: HeaderMap,
+    Form(form): Form<SendForm>,
+) -> Response {
+    if let Some(refused) = check_csrf(&ctx.sessions, &headers, &form.csrf) {
+        return refused;
+    }
+    let mut page = SendPage::new(&ctx, &headers);
+    page.keep(&form);
+    page.sent_done = true;
+    let path = form.path.trim();
+    let kind = if form.kind == "safeguarding" {
+        "safeguarding"
+    } else {
+        "transfer"
+    };
+    let mut args = vec!["send", "--kind", kind];
+    let lower = path.to_ascii_lowercase();
+    if lower.ends_with(".xml") {
+        args.extend(["--ctf", path]);
+    } else if lower.ends_with(".csv") {
+        args.extend(["--csv", path]);
+    } else {
+        if !form.to.trim().is_empty() {
+            args.extend(["--to", form.to.trim()]);
+        }
+        args.push(path);
+    }
+    if !form.attachments.trim().is_empty() {
+        args.extend(["--attachments", form.attachments.trim()]);
+    }
+    match super::actions::baton(&ctx.home, &args).await {
+        Ok(ran) => {
+            let j = &ran.json;
+            page.summary = if j.is_null() {
+                "Nothing was sent.".to_string()
+            } else {
+                format!(
+                    "Sent {}, sent before {}, not sent {}, failed {}.",
+                    j["sent"], j["already_sent"], j["not_sent"], j["failed"]
+                )
+            };
+            page.results = j["packs"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|p| {
+                    let text = |k: &str| p[k].as_str().unwrap_or_default().to_string();
+                    let result = match text("state").as_str() {
+                        "sent" => "sent".to_string(),
+                        "already-sent" => "sent before".to_string(),
+                        other => format!("{}: {}", other.replace('-', " "), text("error")),
+                    };
+                    (text("source"), school_word(&text("to")), result)
+                })
+                .collect();
+            page.messages = ran.messages;
+        }
+        Err(e) => page.summary = format!("{e:#}"),
     }
     render(&page)
 }

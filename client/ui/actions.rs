@@ -20,14 +20,14 @@ pub struct Ran {
     pub messages: Vec<String>,
 }
 
-/// Runs `baton ARGS --json` in `home`, with no terminal: a key that needs
-/// a passphrase takes it from `BATON_PASSPHRASE`, as the page's own did.
+/// Runs `baton ARGS` in `home` (callers ask for `--json` where the command
+/// has it), with no terminal: a key that needs a passphrase takes it from
+/// `BATON_PASSPHRASE`, as the page's own did.
 pub async fn baton(home: &Home, args: &[&str]) -> Result<Ran> {
     let exe = std::env::current_exe().context("finding this program")?;
     let out = tokio::process::Command::new(exe)
         .env("BATON_HOME", home.root())
         .args(args)
-        .arg("--json")
         .stdin(std::process::Stdio::null())
         .output()
         .await

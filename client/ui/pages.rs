@@ -172,6 +172,8 @@ pub async fn home(State(ctx): State<Ctx>) -> Response {
 
 /// One row of the received page.
 struct InboxRow {
+    id: String,
+    withdrawn: bool,
     from: String,
     what: &'static str,
     size: String,
@@ -237,6 +239,8 @@ async fn inbox_page(ctx: &Ctx, headers: &HeaderMap) -> InboxPage {
                 .map(|w| {
                     let h = w.header.header();
                     InboxRow {
+                        id: h.pack_id.to_string(),
+                        withdrawn: w.withdrawn(),
                         from: match w.via() {
                             Some(via) => format!("{} (forwarded by {via})", w.author()),
                             None => h.from.to_string(),
@@ -256,28 +260,38 @@ async fn inbox_page(ctx: &Ctx, headers: &HeaderMap) -> InboxPage {
     page
 }
 
-/// The collect form's fields.
-#[derive(serde::Deserialize)]
-pub struct PullForm {
-    csrf: String,
-    out: String,
-    #[serde(default)]
-    ctf: String,
-}
-
-/// `POST /inbox/pull`: `baton pull --all` into the chosen folders, then
-/// `baton ack --all-pulled`; the page says what each did.
+/// `POST /inbox/pull`: `baton pull` (the ticked packs, `pack_ID`, or all)
+/// into the chosen folders, then `baton ack --all-pulled`; the page says
+/// what each did.
 pub async fn inbox_pull(
     State(ctx): State<Ctx>,
     headers: HeaderMap,
-    Form(form): Form<PullForm>,
+    Form(form): Form<std::collections::HashMap<String, String>>,
 ) -> Response {
-    if let Some(refused) = check_csrf(&ctx.sessions, &headers, &form.csrf) {
+    let field = |name: &str| {
+        form.get(name)
+            .map(|v| v.trim().to_string())
+            .unwrap_or_default()
+    };
+    if let Some(refused) = check_csrf(&ctx.sessions, &headers, &field("csrf")) {
         return refused;
     }
-    let mut args = vec!["pull", "--all", "--out", form.out.trim()];
-    if !form.ctf.trim().is_empty() {
-        args.extend(["--ctf-dir", form.ctf.trim()]);
+    let (out, ctf) = (field("out"), field("ctf"));
+    let mut ticked: Vec<String> = form
+        .keys()
+        .filter_map(|k| k.strip_prefix("pack_"))
+        .filter(|id| id.parse::<baton::pack::PackId>().is_ok())
+        .map(str::to_string)
+        .collect();
+    ticked.sort();
+    let mut args = vec!["pull", "--json", "--out", out.as_str()];
+    if !ctf.is_empty() {
+        args.extend(["--ctf-dir", ctf.as_str()]);
+    }
+    if ticked.is_empty() {
+        args.push("--all");
+    } else {
+        args.extend(ticked.iter().map(String::as_str));
     }
     let (summary, pulled, mut messages) = match super::actions::baton(&ctx.home, &args).await {
         Ok(ran) => {
@@ -306,7 +320,7 @@ pub async fn inbox_pull(
         Err(e) => (format!("{e:#}"), Vec::new(), Vec::new()),
     };
     // Receipts for what was saved (and anything saved before, not yet confirmed).
-    match super::actions::baton(&ctx.home, &["ack", "--all-pulled"]).await {
+    match super::actions::baton(&ctx.home, &["ack", "--all-pulled", "--json"]).await {
         Ok(ran) => {
             let confirmed = ran.json.as_array().map_or(0, Vec::len);
             messages.push(format!(
@@ -558,7 +572,7 @@ pub async fn send_go(
     } else {
         "transfer"
     };
-    let mut args = vec!["send", "--kind", kind];
+    let mut args = vec!["send", "--json", "--kind", kind];
     let lower = path.to_ascii_lowercase();
     if lower.ends_with(".xml") {
         args.extend(["--ctf", path]);
@@ -603,4 +617,152 @@ pub async fn send_go(
         Err(e) => page.summary = format!("{e:#}"),
     }
     render(&page)
+}
+
+#[derive(Template)]
+#[template(path = "ui/school.html")]
+struct SchoolPage {
+    school: String,
+    csrf: String,
+    laestab: String,
+    name: String,
+    pin: String,
+    changes: Vec<String>,
+    keys: Vec<(String, String, String, String, String)>,
+    problem: Option<String>,
+    done: Option<String>,
+}
+
+/// `/schools/{laestab}`: one school's keys, as `baton schools show`
+/// compares them with the pins, and the confirm step when they changed.
+pub async fn school(
+    State(ctx): State<Ctx>,
+    headers: HeaderMap,
+    axum::extract::Path(laestab): axum::extract::Path<String>,
+) -> Response {
+    render(&school_page(&ctx, &headers, &laestab, None).await)
+}
+
+async fn school_page(
+    ctx: &Ctx,
+    headers: &HeaderMap,
+    laestab: &str,
+    done: Option<String>,
+) -> SchoolPage {
+    let mut page = SchoolPage {
+        school: ctx.school(),
+        csrf: ctx.sessions.csrf(headers).unwrap_or_default(),
+        laestab: laestab.to_string(),
+        name: String::new(),
+        pin: String::new(),
+        changes: Vec::new(),
+        keys: Vec::new(),
+        problem: None,
+        done,
+    };
+    let Ok(number) = laestab.parse::<baton::Laestab>() else {
+        page.problem = Some(format!("{laestab:?} is not a school's number"));
+        return page;
+    };
+    let number = number.to_string();
+    match super::actions::baton(&ctx.home, &["schools", "show", &number, "--json"]).await {
+        Ok(ran) if ran.ok => {
+            let j = &ran.json;
+            let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+            page.name = text(&j["name"]);
+            page.pin = text(&j["pin"]);
+            page.changes = j["changes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(text)
+                .collect();
+            page.keys = j["keys"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|k| {
+                    let roles: Vec<String> = k["roles"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(text)
+                        .collect();
+                    (
+                        crate::pins::grouped_id(&text(&k["id"])),
+                        text(&k["label"]),
+                        roles.join(", "),
+                        if k["active"] == true {
+                            "yes"
+                        } else {
+                            "no (revoked)"
+                        }
+                        .to_string(),
+                        text(&k["pin"]),
+                    )
+                })
+                .collect();
+        }
+        Ok(ran) => page.problem = Some(ran.messages.join(" ")),
+        Err(e) => page.problem = Some(format!("{e:#}")),
+    }
+    page
+}
+
+/// The confirm form's fields.
+#[derive(serde::Deserialize)]
+pub struct TrustForm {
+    csrf: String,
+    laestab: String,
+}
+
+/// `POST /schools/trust`: `baton schools trust`, after the user said they
+/// compared the fingerprints with the school.
+pub async fn school_trust(
+    State(ctx): State<Ctx>,
+    headers: HeaderMap,
+    Form(form): Form<TrustForm>,
+) -> Response {
+    if let Some(refused) = check_csrf(&ctx.sessions, &headers, &form.csrf) {
+        return refused;
+    }
+    let Ok(number) = form.laestab.parse::<baton::Laestab>() else {
+        return (StatusCode::BAD_REQUEST, "not a school's number").into_response();
+    };
+    let number = number.to_string();
+    let done = match super::actions::baton(&ctx.home, &["schools", "trust", &number]).await {
+        Ok(ran) if ran.ok => format!("This computer now trusts the keys {number} has today."),
+        Ok(ran) => format!("Not trusted: {}", ran.messages.join(" ")),
+        Err(e) => format!("Not trusted: {e:#}"),
+    };
+    render(&school_page(&ctx, &headers, &number, Some(done)).await)
+}
+
+/// `/sent/receipts.csv`: every receipt as `baton sent --receipts` files it
+/// (the CSV of pupils, schools, times and whether each receipt verifies).
+pub async fn receipts_csv(State(ctx): State<Ctx>) -> Response {
+    let Ok(dir) = tempfile::tempdir() else {
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "no room for the receipts",
+        )
+            .into_response();
+    };
+    let folder = dir.path().display().to_string();
+    let ran = super::actions::baton(&ctx.home, &["sent", "--receipts", &folder, "--json"]).await;
+    match (ran, std::fs::read(dir.path().join("receipts.csv"))) {
+        (Ok(ran), Ok(csv)) if ran.ok => (
+            [
+                (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+                (
+                    header::CONTENT_DISPOSITION,
+                    "attachment; filename=\"receipts.csv\"",
+                ),
+            ],
+            csv,
+        )
+            .into_response(),
+        (Ok(ran), _) => (StatusCode::BAD_GATEWAY, ran.messages.join(" ")).into_response(),
+        (Err(e), _) => (StatusCode::BAD_GATEWAY, format!("{e:#}")).into_response(),
+    }
 }

@@ -194,6 +194,60 @@ async fn issue20_the_local_page_admits_only_its_link_and_shows_the_schools_data(
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("line 2"), "{body}");
 
+    // The receipts file, and a school's keys with the confirm step: a new
+    // device of the primary is a change the page shows and confirms.
+    let (status, head, body) = http(
+        port,
+        &get(port, "/sent/receipts.csv", "127.0.0.1", Some(&cookie)),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        head.contains("attachment; filename=\"receipts.csv\""),
+        "{head}"
+    );
+    assert!(body.starts_with("pack_id,"), "{body}");
+    let (_, _, body) = http(
+        port,
+        &get(port, "/schools/8612001", "127.0.0.1", Some(&cookie)),
+    )
+    .await;
+    assert!(
+        body.contains(&crate::common::cli::grouped(&primary.key_id())),
+        "{body}"
+    );
+    assert!(!body.contains("have changed"), "{body}");
+    let laptop = crate::common::cli::init(
+        &daemon,
+        &root.path().join("laptop"),
+        "8612001",
+        &crate::common::cli::code(&daemon, "8612001").await,
+        &["staff"],
+    )
+    .await;
+    let (_, _, body) = http(
+        port,
+        &get(port, "/schools/8612001", "127.0.0.1", Some(&cookie)),
+    )
+    .await;
+    assert!(body.contains("have changed"), "{body}");
+    assert!(
+        body.contains(&crate::common::cli::grouped(&laptop.key_id())),
+        "{body}"
+    );
+    let trust = |csrf: &str| {
+        let body = format!("csrf={csrf}&laestab=8612001");
+        format!(
+            "POST /schools/trust HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nCookie: {cookie}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    assert_eq!(http(port, &trust("forged")).await.0, 403);
+    let (status, _, body) = http(port, &trust(&csrf)).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("now trusts"), "{body}");
+    assert!(!body.contains("have changed"), "{body}");
+
     // A real browser: the sender's page, through its own link.
     let sender_page = ui(&primary).await;
     let sent_link = sender_page.link.replacen("/?token", "/sent?token", 1);
@@ -260,20 +314,31 @@ try:
         wait_for("Records waiting for you")
         assert "8612001" in driver.find_element(By.TAG_NAME, "table").text
         driver.save_screenshot(shots + "/received.png")
-        out = driver.find_element(By.ID, "out")
-        out.clear()
-        out.send_keys(first)
-        ctf = driver.find_element(By.ID, "ctf")
-        ctf.clear()
-        ctf.send_keys(second)
-        driver.find_element(By.XPATH, "//button[text()='Collect all and confirm receipt']").click()
-        wait_for("2 record(s) collected")
-        wait_for("Receipt confirmed to the sending school for 2")
+        def collect(tick):
+            if tick:
+                driver.find_element(By.CSS_SELECTOR, "input[type=checkbox]").click()
+            out = driver.find_element(By.ID, "out")
+            out.clear()
+            out.send_keys(first)
+            ctf = driver.find_element(By.ID, "ctf")
+            ctf.clear()
+            ctf.send_keys(second)
+            driver.find_element(By.XPATH, "//button[text()='Collect and confirm receipt']").click()
+            wait_for("1 record(s) collected")
+            wait_for("Receipt confirmed to the sending school for 1 record")
+        # One ticked, then the rest (none ticked: everything).
+        collect(True)
+        driver.find_element(By.LINK_TEXT, "Received").click()
+        wait_for("Records waiting for you")
+        collect(False)
         driver.save_screenshot(shots + "/collected.png")
         driver.find_element(By.LINK_TEXT, "Schools").click()
         wait_for("Schools in your trust's directory")
-        assert "8612001" in page()
         driver.save_screenshot(shots + "/schools.png")
+        driver.find_element(By.LINK_TEXT, "8612001").click()
+        wait_for("Read the fingerprint in groups of four")
+        assert "matches" in page(), page()
+        driver.save_screenshot(shots + "/school.png")
     elif journey == "receipts":
         driver.find_element(By.LINK_TEXT, "Sent").click()
         wait_for("Records you sent")
@@ -362,7 +427,8 @@ async fn issue20_a_browser_sends_collects_and_confirms_through_the_pages() {
         std::fs::read_dir(received.join("8612001")).unwrap().count(),
         2
     );
-    assert_eq!(std::fs::read_dir(&mis).unwrap().count(), 1);
+    // One CTF for the MIS per collection from the sending school.
+    assert_eq!(std::fs::read_dir(&mis).unwrap().count(), 2);
     let page = ui(&primary).await;
     journey(&script, "receipts", &page.link, [&ctf, &sheet, &shots]).await;
     for shot in [

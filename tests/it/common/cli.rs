@@ -199,3 +199,13 @@ pub async fn code(daemon: &Daemon, laestab: &str) -> String {
         .unwrap()
         .to_string()
 }
+
+/// A key id as people read it: groups of four hex digits.
+pub fn grouped(key_id: &str) -> String {
+    key_id
+        .as_bytes()
+        .chunks(4)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}

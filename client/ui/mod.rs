@@ -48,6 +48,7 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
     let ctx = pages::Ctx {
         home: Arc::new(home.clone()),
         sessions: Arc::clone(&sessions),
+        jobs: Arc::default(),
     };
     let app = Router::new()
         .route("/", get(pages::home))
@@ -60,6 +61,7 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
         .route("/send", get(pages::send))
         .route("/send/check", post(pages::send_check))
         .route("/send/go", post(pages::send_go))
+        .route("/send/job/{id}", get(pages::send_job))
         .route("/inbox/pull", post(pages::inbox_pull))
         .route("/style.css", get(pages::style))
         .with_state(ctx)

@@ -25,6 +25,8 @@ pub struct Ctx {
     pub home: Arc<Home>,
     /// Sessions and their CSRF tokens.
     pub sessions: Arc<Sessions>,
+    /// Sends under way or done, by a random id.
+    pub jobs: Arc<std::sync::Mutex<std::collections::HashMap<String, super::actions::Shared>>>,
 }
 
 impl Ctx {
@@ -467,6 +469,7 @@ struct SendPage {
     problems: Vec<String>,
     unaddressed: Vec<String>,
     sent_done: bool,
+    progress: Option<(usize, usize)>,
     summary: String,
     results: Vec<(String, String, String)>,
     messages: Vec<String>,
@@ -487,6 +490,7 @@ impl SendPage {
             problems: Vec::new(),
             unaddressed: Vec::new(),
             sent_done: false,
+            progress: None,
             summary: String::new(),
             results: Vec::new(),
             messages: Vec::new(),
@@ -553,8 +557,9 @@ pub async fn send_check(
     render(&page)
 }
 
-/// `POST /send/go`: `baton send` for the file or folder; nothing is sent
-/// if anything is invalid, as on the command line.
+/// `POST /send/go`: starts `baton send` for the file or folder (nothing is
+/// sent if anything is invalid, as on the command line) and shows its
+/// progress page.
 pub async fn send_go(
     State(ctx): State<Ctx>,
     headers: HeaderMap,
@@ -563,9 +568,6 @@ pub async fn send_go(
     if let Some(refused) = check_csrf(&ctx.sessions, &headers, &form.csrf) {
         return refused;
     }
-    let mut page = SendPage::new(&ctx, &headers);
-    page.keep(&form);
-    page.sent_done = true;
     let path = form.path.trim();
     let kind = if form.kind == "safeguarding" {
         "safeguarding"
@@ -587,35 +589,71 @@ pub async fn send_go(
     if !form.attachments.trim().is_empty() {
         args.extend(["--attachments", form.attachments.trim()]);
     }
-    match super::actions::baton(&ctx.home, &args).await {
-        Ok(ran) => {
-            let j = &ran.json;
-            page.summary = if j.is_null() {
-                "Nothing was sent.".to_string()
-            } else {
-                format!(
-                    "Sent {}, sent before {}, not sent {}, failed {}.",
-                    j["sent"], j["already_sent"], j["not_sent"], j["failed"]
-                )
-            };
-            page.results = j["packs"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|p| {
-                    let text = |k: &str| p[k].as_str().unwrap_or_default().to_string();
-                    let result = match text("state").as_str() {
-                        "sent" => "sent".to_string(),
-                        "already-sent" => "sent before".to_string(),
-                        other => format!("{}: {}", other.replace('-', " "), text("error")),
-                    };
-                    (text("source"), school_word(&text("to")), result)
-                })
-                .collect();
-            page.messages = ran.messages;
-        }
-        Err(e) => page.summary = format!("{e:#}"),
+    let job = super::actions::start(&ctx.home, args.iter().map(ToString::to_string).collect());
+    let id = hex::encode(rand::random::<[u8; 16]>());
+    let mut jobs = ctx
+        .jobs
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    // A page open all term keeps only recent sends' results.
+    if jobs.len() >= 64 {
+        jobs.retain(|_, j| super::actions::lock(j).finished.is_none());
     }
+    jobs.insert(id.clone(), job);
+    drop(jobs);
+    (
+        StatusCode::SEE_OTHER,
+        [(header::LOCATION, format!("/send/job/{id}"))],
+    )
+        .into_response()
+}
+
+/// `/send/job/{id}`: a send's progress, then its result per pupil.
+pub async fn send_job(
+    State(ctx): State<Ctx>,
+    headers: HeaderMap,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    let job = ctx
+        .jobs
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(&id)
+        .cloned();
+    let Some(job) = job else {
+        return (StatusCode::NOT_FOUND, "no such send on this page").into_response();
+    };
+    let mut page = SendPage::new(&ctx, &headers);
+    let job = super::actions::lock(&job);
+    let Some(ran) = &job.finished else {
+        page.progress = Some((job.done, job.total));
+        return render(&page);
+    };
+    page.sent_done = true;
+    let j = &ran.json;
+    page.summary = if j.is_null() {
+        "Nothing was sent.".to_string()
+    } else {
+        format!(
+            "Sent {}, sent before {}, not sent {}, failed {}.",
+            j["sent"], j["already_sent"], j["not_sent"], j["failed"]
+        )
+    };
+    page.results = j["packs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            let text = |k: &str| p[k].as_str().unwrap_or_default().to_string();
+            let result = match text("state").as_str() {
+                "sent" => "sent".to_string(),
+                "already-sent" => "sent before".to_string(),
+                other => format!("{}: {}", other.replace('-', " "), text("error")),
+            };
+            (text("source"), school_word(&text("to")), result)
+        })
+        .collect();
+    page.messages.clone_from(&ran.messages);
     render(&page)
 }
 

@@ -229,6 +229,11 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
     let earlier = Arc::new(by_pupil(&outbox, &journal));
     let stranded_ids = Arc::new(stranded(&mut clients, &journal, &recipients).await?);
     let bar = progress(items.len() as u64, "sending");
+    // For the local page (`baton ui`), which runs this command: one line
+    // per pack done, on standard error.
+    let report_progress = std::env::var_os("BATON_PROGRESS_LINES").is_some();
+    let total = items.len();
+    let mut done = 0usize;
     let limit = Arc::new(tokio::sync::Semaphore::new(CONCURRENCY));
     let mut tasks = tokio::task::JoinSet::new();
     let mut tally: BTreeMap<Laestab, Tally> = BTreeMap::new();
@@ -274,6 +279,10 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
     while let Some(joined) = tasks.join_next().await {
         let (source, to, result) = joined.context("a send task failed")?;
         bar.inc(1);
+        done += 1;
+        if report_progress {
+            eprintln!("progress {done}/{total}");
+        }
         let t = tally.entry(to).or_default();
         let (state, error) = match result {
             Ok(Outcome::Sent(checkpoint)) => {

@@ -147,6 +147,11 @@ impl Pins {
             .transpose()
     }
 
+    /// The LAESTABs of every pinned school.
+    pub fn pinned(&self) -> Vec<Laestab> {
+        self.schools.keys().filter_map(|k| k.parse().ok()).collect()
+    }
+
     /// The pinned school, if any, by its LAESTAB or a former one.
     pub fn get(&self, laestab: &Laestab) -> Option<&PinnedSchool> {
         self.schools.get(laestab.as_str()).or_else(|| {

@@ -120,6 +120,7 @@ struct HomePage {
     roles: String,
     server: String,
     problem: Option<String>,
+    warnings: Vec<(String, String)>,
     waiting: usize,
     overdue_in: usize,
     sent: usize,
@@ -149,6 +150,7 @@ pub async fn home(State(ctx): State<Ctx>) -> Response {
             .unwrap_or_else(|| "roles not known yet".into()),
         server: config.server.clone(),
         problem: None,
+        warnings: Vec::new(),
         waiting: 0,
         overdue_in: 0,
         sent: 0,
@@ -158,10 +160,12 @@ pub async fn home(State(ctx): State<Ctx>) -> Response {
         let mut clients = crate::connect::connect(&ctx.home).await?;
         let waiting = inbox::list(&mut clients).await?;
         let (rows, _) = sent::collect(&ctx.home).await?;
-        anyhow::Ok((waiting, rows))
+        let warnings = changed_keys(&ctx.home, &mut clients).await?;
+        anyhow::Ok((waiting, rows, warnings))
     };
     match counts.await {
-        Ok((waiting, rows)) => {
+        Ok((waiting, rows, warnings)) => {
+            page.warnings = warnings;
             page.waiting = waiting.iter().filter(|w| !w.withdrawn()).count();
             page.overdue_in = waiting.iter().filter(|w| w.overdue()).count();
             page.sent = rows.len();
@@ -170,6 +174,33 @@ pub async fn home(State(ctx): State<Ctx>) -> Response {
         Err(e) => page.problem = Some(format!("{e:#}")),
     }
     render(&page)
+}
+
+/// The pinned schools whose keys the directory now lists otherwise (the
+/// same comparison `send` makes), as (LAESTAB, name); the pins on disk are
+/// not touched.
+async fn changed_keys(
+    home: &Home,
+    clients: &mut crate::connect::Clients,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let mut pins = Pins::load(home)?;
+    let mut changed = Vec::new();
+    for laestab in pins.pinned() {
+        let Ok(school) = clients
+            .directory
+            .get_school(baton::api::v1::GetSchoolRequest {
+                laestab: laestab.to_string(),
+            })
+            .await
+        else {
+            continue;
+        };
+        let school = school.into_inner();
+        if matches!(pins.check(&school), Ok(crate::pins::Check::Changed(_))) {
+            changed.push((laestab.to_string(), school.name));
+        }
+    }
+    Ok(changed)
 }
 
 /// One row of the received page.

@@ -247,6 +247,8 @@ async fn issue20_the_local_page_admits_only_its_link_and_shows_the_schools_data(
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("now trusts"), "{body}");
     assert!(!body.contains("have changed"), "{body}");
+    let (_, _, body) = http(port, &get(port, "/", "127.0.0.1", Some(&cookie))).await;
+    assert!(!body.contains("have changed"), "{body}");
 
     // A real browser: the sender's page, through its own link.
     let sender_page = ui(&primary).await;

@@ -14,9 +14,9 @@ use axum::routing::{get, post};
 
 use crate::home::Home;
 
-mod actions;
+pub(crate) mod actions;
 mod pages;
-mod session;
+pub(crate) mod session;
 
 /// Open the local page (this computer only).
 #[derive(Debug, clap::Args)]

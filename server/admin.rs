@@ -14,6 +14,7 @@ use baton::keys::KeyId;
 use clap::Subcommand;
 
 mod audit;
+mod backup;
 mod calendar;
 mod escrow;
 pub mod keys;
@@ -85,6 +86,15 @@ pub enum Command {
         /// Print JSON: one object per pack.
         #[arg(long)]
         json: bool,
+    },
+    /// Write a copy of this server that restores into a new folder DIR,
+    /// while the daemon serves: the database (SQLite; PostgreSQL is backed
+    /// up with pg_dump), the generated TLS files, the audit key and the
+    /// config file; the copy's audit log is verified. `batond serve
+    /// --data-dir DIR` serves the same trust from it.
+    Backup {
+        /// A new (or empty) folder.
+        dir: PathBuf,
     },
     /// Apply database migrations and exit.
     Migrate,
@@ -533,6 +543,9 @@ pub async fn run<S: Store>(store: &S, config: &Config, command: Command) -> anyh
                     retention.unacknowledged_days
                 )?;
             }
+        }
+        Command::Backup { dir } => {
+            backup::run(store, config, &dir, &mut out).await?;
         }
         Command::Audit(AuditCommand::Checkpoint) => {
             let notary = Notary::load_or_create(&config.data_dir)?;

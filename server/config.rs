@@ -222,6 +222,8 @@ pub struct Config {
     pub limits: Limits,
     /// How long packs' ciphertext is kept.
     pub retention: Retention,
+    /// The configuration file read, if any (a backup keeps a copy).
+    pub config_file: Option<PathBuf>,
 }
 
 /// Hides the password of a `scheme://user:password@host` URL.
@@ -382,6 +384,7 @@ impl Config {
                 .transpose()?,
             limits: Limits::resolve(&serve.limits, &file.limits.unwrap_or_default())?,
             retention: Retention::resolve(&serve.retention, &file.retention.unwrap_or_default()),
+            config_file: common.config.clone(),
         };
         if config.attempt_window_secs == 0 {
             bail!("attempt_window_secs must be at least 1");
@@ -597,6 +600,7 @@ mod tests {
             directory_key: None,
             limits: Limits::resolve(&LimitArgs::default(), &LimitArgs::default()).unwrap(),
             retention: Retention::resolve(&RetentionArgs::default(), &RetentionArgs::default()),
+            config_file: None,
         };
         let text = format!("{config:?}");
         assert!(!text.contains("s3cret"), "{text}");

@@ -66,6 +66,17 @@ enum Command {
     /// Operator commands; they work while `serve` runs.
     #[command(subcommand)]
     Admin(admin::Command),
+    /// Print a shell completion script (bash, zsh, fish, powershell, elvish).
+    Completions {
+        /// The shell.
+        shell: baton::cli_docs::Shell,
+    },
+    /// Write man pages for batond and every subcommand into a folder.
+    Man {
+        /// The folder to write them into (created if need be).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
 }
 
 fn init_logging(format: LogFormat) {
@@ -132,12 +143,16 @@ async fn with_store(config: Config, command: Command) -> anyhow::Result<()> {
 
 async fn dispatch<S: Store>(store: S, config: Config, command: Command) -> anyhow::Result<()> {
     match command {
-        Command::DefaultConfig | Command::NewDirectoryKey { .. } => Ok(()),
+        Command::DefaultConfig
+        | Command::NewDirectoryKey { .. }
+        | Command::Completions { .. }
+        | Command::Man { .. } => Ok(()),
         Command::Serve(_) => serve(config, store).await,
         Command::Admin(command) => admin::run(&store, &config, command).await,
     }
 }
 
+/// Creates `dir` (and its parents), readable by its owner only.
 fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
     if dir.as_os_str().is_empty() || dir.exists() {
         return Ok(());
@@ -168,6 +183,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::NewDirectoryKey { out } => {
             return admin::keys::new_directory_key(out, &mut std::io::stdout().lock());
+        }
+        Command::Completions { shell } => {
+            use clap::CommandFactory as _;
+            let mut out = std::io::stdout().lock();
+            baton::cli_docs::completions(&mut Cli::command(), "batond", *shell, &mut out);
+            return Ok(());
+        }
+        Command::Man { out } => {
+            use clap::CommandFactory as _;
+            let pages = baton::cli_docs::man_pages(Cli::command(), out)
+                .with_context(|| format!("writing man pages into {}", out.display()))?;
+            println!("{} man pages in {}", pages.len(), out.display());
+            return Ok(());
         }
         Command::Serve(serve) => ConfigArgs {
             common,

@@ -114,6 +114,16 @@ pub async fn verify<S: Store>(
     Ok(())
 }
 
+/// Verifies the whole chain of `store`'s audit log; its number of entries.
+pub async fn chain<S: Store>(store: &S) -> anyhow::Result<u64> {
+    let mut log = store.audit_log();
+    let mut verifier = audit::Verifier::default();
+    while let Some(entry) = log.next().await {
+        verifier.push(&entry.context("reading the audit log")?)?;
+    }
+    Ok(verifier.count())
+}
+
 /// Prints every entry as a JSON line; with `checkpoint`, writes there the
 /// signed checkpoint of the last entry exported.
 pub async fn export<S: Store>(

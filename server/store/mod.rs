@@ -44,9 +44,27 @@ pub use packs::{Acknowledged, Committed, PackStatus, Packs, Page, Route, StoredP
 /// must make each call atomic and durable before returning, and safe to
 /// call from several processes sharing the database (admin commands run
 /// beside `serve`).
-pub trait Store: Directory + Packs + Lifecycle + AuditLog + Events + Calendars + 'static {}
+pub trait Store:
+    Directory + Packs + Lifecycle + AuditLog + Events + Calendars + Backup + 'static
+{
+}
 
-impl<T: Directory + Packs + Lifecycle + AuditLog + Events + Calendars + 'static> Store for T {}
+impl<T: Directory + Packs + Lifecycle + AuditLog + Events + Calendars + Backup + 'static> Store
+    for T
+{
+}
+
+/// A consistent copy of the database while the daemon serves.
+pub trait Backup: Send + Sync {
+    /// Writes a consistent copy of the whole database to the new file
+    /// `path` (SQLite's `VACUUM INTO`: one read transaction, so writes
+    /// committed before it began are in, later ones are not). `false` where
+    /// the backend has its own tools instead (PostgreSQL: `pg_dump`).
+    fn backup_into(
+        &self,
+        path: &std::path::Path,
+    ) -> impl std::future::Future<Output = Result<bool>> + Send;
+}
 
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> i64 {

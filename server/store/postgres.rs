@@ -92,6 +92,12 @@ impl Postgres {
     }
 }
 
+impl super::Backup for Postgres {
+    async fn backup_into(&self, _path: &std::path::Path) -> Result<bool> {
+        Ok(false)
+    }
+}
+
 impl Events for Postgres {
     async fn listen(&self) -> Result<()> {
         if self.listening.swap(true, Ordering::SeqCst) {

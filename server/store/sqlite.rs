@@ -90,6 +90,19 @@ impl Sqlite {
     }
 }
 
+impl super::Backup for Sqlite {
+    async fn backup_into(&self, path: &Path) -> Result<bool> {
+        let target = path
+            .to_str()
+            .ok_or_else(|| super::StoreError::Corrupt("a backup path that is not UTF-8".into()))?;
+        sqlx::query("VACUUM INTO $1")
+            .bind(target)
+            .execute(&self.pool)
+            .await?;
+        Ok(true)
+    }
+}
+
 impl Events for Sqlite {
     async fn listen(&self) -> Result<()> {
         Ok(())

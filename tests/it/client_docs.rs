@@ -86,3 +86,59 @@ fn issue20_completions_parse_and_man_pages_render() {
         assert!(!out.stdout.is_empty(), "{page} renders empty");
     }
 }
+
+/// Issue 21 item 4: the daemon's completions and man pages, likewise.
+#[test]
+fn issue21_batond_completions_and_man_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let batond = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_batond"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = batond(&["completions", "bash"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let script = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        script.contains("purge") && script.contains("escrow"),
+        "subcommands missing"
+    );
+    let path = dir.path().join("batond.bash");
+    std::fs::write(&path, &script).unwrap();
+    assert!(
+        Command::new("bash")
+            .arg("-n")
+            .arg(&path)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let man = dir.path().join("man");
+    assert!(
+        batond(&["man", "--out", man.to_str().unwrap()])
+            .status
+            .success()
+    );
+    for page in [
+        "batond.1",
+        "batond-serve.1",
+        "batond-admin-purge.1",
+        "batond-admin-backup.1",
+    ] {
+        let out = Command::new("groff")
+            .args(["-k", "-man", "-Tutf8", "-ww"])
+            .arg(man.join(page))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success() && out.stderr.is_empty(),
+            "{page}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

@@ -22,6 +22,7 @@ mod client_words;
 mod daemon_abuse;
 mod daemon_audit;
 mod daemon_auth;
+mod daemon_backup;
 mod daemon_bench;
 mod daemon_calendar;
 mod daemon_checkpoints;

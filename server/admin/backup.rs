@@ -1,0 +1,83 @@
+//! `batond admin backup DIR`: a copy of the trust's server that restores,
+//! taken while the daemon serves and schools send. On SQLite: a consistent
+//! copy of the database (`VACUUM INTO`), the generated TLS files (schools
+//! pin the CA), the audit key (schools hold checkpoints it signed) and the
+//! configuration file; then the copy's audit chain is verified. `batond
+//! serve --data-dir DIR` serves the same trust from it. On PostgreSQL the
+//! database is `pg_dump`'s (docs/operations.md), the rest is the same.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{Context as _, bail};
+
+use crate::config::Config;
+use crate::store::Store;
+use crate::store::sqlite::Sqlite;
+
+/// Copies `from` (a file or folder) to `to`, keeping owner-only modes.
+fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<u64> {
+    if from.is_dir() {
+        std::fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
+        let mut n = 0;
+        for entry in
+            std::fs::read_dir(from).with_context(|| format!("reading {}", from.display()))?
+        {
+            let entry = entry?;
+            n += copy_tree(&entry.path(), &to.join(entry.file_name()))?;
+        }
+        Ok(n)
+    } else {
+        std::fs::copy(from, to)
+            .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
+        Ok(1)
+    }
+}
+
+/// Runs `batond admin backup DIR`.
+pub async fn run<S: Store>(
+    store: &S,
+    config: &Config,
+    dir: &Path,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    if dir.exists() && std::fs::read_dir(dir)?.next().is_some() {
+        bail!("{} is not empty: back up into a new folder", dir.display());
+    }
+    crate::create_private_dir(dir)?;
+    let database = dir.join("baton.db");
+    if !store
+        .backup_into(&database)
+        .await
+        .context("copying the database")?
+    {
+        bail!(
+            "the database is PostgreSQL: back it up with `pg_dump -Fc` (docs/operations.md, Backups); nothing was written to {}",
+            dir.display()
+        );
+    }
+    let mut files = 1;
+    let tls = config.data_dir.join("tls");
+    if tls.is_dir() {
+        files += copy_tree(&tls, &dir.join("tls"))?;
+    }
+    let audit_key = config.data_dir.join("audit-signing.key");
+    if audit_key.exists() {
+        files += copy_tree(&audit_key, &dir.join("audit-signing.key"))?;
+    }
+    if let Some(file) = &config.config_file {
+        files += copy_tree(file, &dir.join("batond.toml"))?;
+    }
+    // The copy must hold together on its own.
+    let copy = Sqlite::open(&database)
+        .await
+        .with_context(|| format!("opening the copy {}", database.display()))?;
+    let entries = crate::admin::audit::chain(&copy).await?;
+    writeln!(
+        out,
+        "backed up into {} ({files} files; audit log intact: {entries} entries). Restore: `batond serve --data-dir {}`",
+        dir.display(),
+        dir.display()
+    )?;
+    Ok(())
+}

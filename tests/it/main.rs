@@ -29,6 +29,7 @@ mod daemon_checkpoints;
 mod daemon_keys;
 mod daemon_multinode;
 mod daemon_operating;
+mod daemon_packaging;
 mod daemon_postgres;
 mod daemon_renumber;
 mod daemon_retention;

@@ -342,6 +342,18 @@ impl Pins {
             .collect()
     }
 
+    /// Whether `school`'s pinned key `key_id` exists and `check` accepts it
+    /// (e.g. a signature verifies with it).
+    pub fn signed_by(
+        &self,
+        school: &Laestab,
+        key_id: KeyId,
+        check: impl Fn(&PublicKey) -> bool,
+    ) -> bool {
+        self.verifying_keys(school)
+            .is_ok_and(|keys| keys.iter().any(|k| k.key_id() == key_id && check(k)))
+    }
+
     /// When a pinned key of a school was revoked, if it was: it verifies
     /// nothing created after that.
     pub fn revoked_at(&self, laestab: &Laestab, key_id: KeyId) -> Option<i64> {

@@ -99,11 +99,8 @@ pub async fn check_notices(
                     newer.header.header().supersedes == Some(w.header.header().pack_id)
                         && newer.header.header().from == from
                         && refresh_once(home, clients, pins, &from).await.is_ok()
-                        && pins.verifying_keys(&from).is_ok_and(|keys| {
-                            keys.iter().any(|k| {
-                                k.key_id() == newer.header.header().sender_key_id
-                                    && newer.header.verify(k).is_ok()
-                            })
+                        && pins.signed_by(&from, newer.header.header().sender_key_id, |k| {
+                            newer.header.verify(k).is_ok()
                         }),
                 ),
             }

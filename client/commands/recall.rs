@@ -181,15 +181,8 @@ pub async fn verified(
     {
         return false;
     }
-    let Ok(keys) = pins.verifying_keys(&h.from) else {
-        return false;
-    };
-    let header_signed = keys
-        .iter()
-        .any(|k| k.key_id() == h.sender_key_id && header.verify(k).is_ok());
-    let recall_signed = keys
-        .iter()
-        .any(|k| k.key_id() == r.signer_key_id && recall.verify(k).is_ok());
+    let header_signed = pins.signed_by(&h.from, h.sender_key_id, |k| header.verify(k).is_ok());
+    let recall_signed = pins.signed_by(&h.from, r.signer_key_id, |k| recall.verify(k).is_ok());
     let role_ok = h.kind != baton::pack::Kind::Safeguarding
         || pins.get(&h.from).is_some_and(|school| {
             school.keys.iter().any(|k| {

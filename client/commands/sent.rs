@@ -469,10 +469,8 @@ async fn forwarder_signed(
     if refresh_once(home, clients, pins, &by).await.is_err() {
         return false;
     }
-    pins.verifying_keys(&by).is_ok_and(|keys| {
-        keys.iter().any(|k| {
-            k.key_id() == forwarding.header().sender_key_id && forwarding.verify(k).is_ok()
-        })
+    pins.signed_by(&by, forwarding.header().sender_key_id, |k| {
+        forwarding.verify(k).is_ok()
     })
 }
 

@@ -22,27 +22,12 @@ pub struct Ran {
     pub messages: Vec<String>,
 }
 
-/// Runs `baton ARGS` in `home` (callers ask for `--json` where the command
-/// has it), with no terminal: a key that needs a passphrase takes it from
-/// `BATON_PASSPHRASE`, as the page's own did.
+/// Runs `baton ARGS` in `home` and waits for it (callers ask for `--json`
+/// where the command has it), with no terminal: a key that needs a
+/// passphrase takes it from `BATON_PASSPHRASE`, as the page's own did.
 pub async fn baton(home: &Home, args: &[&str]) -> Result<Ran> {
-    let exe = std::env::current_exe().context("finding this program")?;
-    let out = tokio::process::Command::new(exe)
-        .env("BATON_HOME", home.root())
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .context("running baton")?;
-    Ok(Ran {
-        ok: out.status.success(),
-        json: serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null),
-        messages: String::from_utf8_lossy(&out.stderr)
-            .lines()
-            .map(str::to_string)
-            .filter(|l| !l.trim().is_empty())
-            .collect(),
-    })
+    let args: Vec<String> = args.iter().map(ToString::to_string).collect();
+    run_reporting(home.root(), &args, &Shared::default()).await
 }
 
 /// Where pulled records go unless the user says otherwise: the user's
@@ -77,8 +62,8 @@ pub fn lock(job: &Shared) -> std::sync::MutexGuard<'_, Job> {
     job.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Starts `baton ARGS` in `home` in the background, asking it for
-/// progress lines; the job fills in as it runs.
+/// Starts `baton ARGS` in `home` in the background; the job fills in as
+/// it runs (from the progress lines `send` prints for the page).
 pub fn start(home: &Home, args: Vec<String>) -> Shared {
     let job: Shared = Arc::default();
     let shared = Arc::clone(&job);
@@ -96,6 +81,8 @@ pub fn start(home: &Home, args: Vec<String>) -> Shared {
     job
 }
 
+/// Runs `baton ARGS` in the home at `root`, asking for progress lines and
+/// counting them into `job`; its answer and its other messages.
 async fn run_reporting(root: &Path, args: &[String], job: &Shared) -> Result<Ran> {
     let exe = std::env::current_exe().context("finding this program")?;
     let mut child = tokio::process::Command::new(exe)

@@ -62,11 +62,9 @@ pub async fn author(
             time(revoked)
         );
     }
-    let signed = pins
-        .verifying_keys(&original.from)?
-        .iter()
-        .any(|k| k.key_id() == original.sender_key_id && forwarded.original.verify(k).is_ok());
-    if !signed {
+    if !pins.signed_by(&original.from, original.sender_key_id, |k| {
+        forwarded.original.verify(k).is_ok()
+    }) {
         bail!(
             "the escrow forwarded it as a pack from {}, but that school's pinned keys did not sign the original; not pulled",
             original.from

@@ -16,7 +16,7 @@ use crate::store::lifecycle::deletion_record;
 use crate::store::{PackStatus, Store, StoredPack, Withdrawal, Withdrawn, now_ms};
 
 /// Why a pack's ciphertext is gone, for its destination, or `None` while the
-/// server holds it. Says what the sender said and when; never more.
+/// server holds it: what happened and when, never the sender's free text.
 pub(super) fn gone(pack: &StoredPack, id: baton::pack::PackId) -> Option<String> {
     pack.deleted_at_ms?;
     if let Some(by) = pack.readdressed_as {
@@ -30,16 +30,10 @@ pub(super) fn gone(pack: &StoredPack, id: baton::pack::PackId) -> Option<String>
         ));
     }
     if let Some(at) = pack.recalled_at_ms {
-        let reason = pack
-            .recall
-            .as_deref()
-            .and_then(|b| v1::Recall::decode(b).ok())
-            .map(|r| r.reason)
-            .filter(|r| !r.is_empty())
-            .map(|r| format!(" (its reason: {r})"))
-            .unwrap_or_default();
+        // The sender's reason travels in its signed recall, which the
+        // receiver checks; the server's own words carry no free text.
         return Some(format!(
-            "pack {id} was recalled by its sender on {}{reason}: it is no longer available",
+            "pack {id} was recalled by its sender on {}: it is no longer available",
             time(at)
         ));
     }

@@ -16,9 +16,10 @@ use clap::Subcommand;
 mod audit;
 mod backup;
 mod calendar;
+mod dashboard;
 mod escrow;
 pub mod keys;
-mod report;
+pub mod report;
 
 use crate::audit::Event;
 use crate::auth;
@@ -96,8 +97,30 @@ pub enum Command {
         /// A new (or empty) folder.
         dir: PathBuf,
     },
+    /// Check that this database holds together, e.g. after a restore: the
+    /// audit chain verifies and every pack's ciphertext still held matches
+    /// the SHA-256 its sender signed. Reads every held pack.
+    Check,
+    /// The trust dashboard (`batond serve --http-listen`).
+    #[command(subcommand)]
+    Dashboard(DashboardCommand),
     /// Apply database migrations and exit.
     Migrate,
+}
+
+/// `batond admin dashboard …`
+#[derive(Debug, Subcommand)]
+pub enum DashboardCommand {
+    /// Print a one-time sign-in link to the dashboard (valid 15 minutes).
+    Link {
+        /// The dashboard's address as the browser reaches it
+        /// (https://HOST:PORT) [default: the one the serving daemon recorded].
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+        /// Print JSON: `{"url": …, "expires_at": …}`.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `batond admin school …`
@@ -305,6 +328,10 @@ pub async fn run<S: Store>(store: &S, config: &Config, command: Command) -> anyh
     let mut out = std::io::stdout().lock();
     match command {
         Command::Migrate => writeln!(out, "database is up to date")?,
+        Command::Check => backup::check(store, &mut out).await?,
+        Command::Dashboard(DashboardCommand::Link { url, json }) => {
+            dashboard::link(store, config, url.as_deref(), json, &mut out).await?;
+        }
         Command::School(SchoolCommand::Add {
             laestab,
             name,

@@ -119,6 +119,14 @@ pub struct ServeArgs {
     /// Serve plaintext gRPC, for development only; refused unless listening on loopback.
     #[arg(long, env = "BATON_INSECURE_LOOPBACK")]
     pub insecure_loopback: bool,
+    /// Serve Prometheus metrics (plain HTTP, no pupil data) on IP:PORT at
+    /// /metrics; keep it on loopback or a monitoring network [default: off].
+    #[arg(long, env = "BATON_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Serve the trust dashboard (HTTPS with the daemon's certificate) on
+    /// IP:PORT; `batond admin dashboard link` prints a sign-in link [default: off].
+    #[arg(long, env = "BATON_HTTP_LISTEN", value_name = "ADDR")]
+    pub http_listen: Option<SocketAddr>,
     /// Largest pack (ciphertext bytes) accepted [default: 268435456].
     #[arg(long, env = "BATON_MAX_PACK_BYTES", value_name = "BYTES")]
     pub max_pack_bytes: Option<u64>,
@@ -173,6 +181,8 @@ struct FileConfig {
     tls_key: Option<PathBuf>,
     tls_names: Option<Vec<String>>,
     insecure_loopback: Option<bool>,
+    metrics_listen: Option<SocketAddr>,
+    http_listen: Option<SocketAddr>,
     log_format: Option<LogFormat>,
     max_pack_bytes: Option<u64>,
     enrolment_code_hours: Option<u64>,
@@ -204,6 +214,10 @@ pub struct Config {
     pub tls_names: Vec<String>,
     /// Plaintext on loopback allowed.
     pub insecure_loopback: bool,
+    /// Where Prometheus metrics are served, if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Where the trust dashboard is served, if anywhere.
+    pub http_listen: Option<SocketAddr>,
     /// Log format.
     pub log_format: LogFormat,
     /// Largest pack accepted.
@@ -254,6 +268,8 @@ impl fmt::Debug for Config {
             .field("tls_key", &self.tls_key)
             .field("tls_names", &self.tls_names)
             .field("insecure_loopback", &self.insecure_loopback)
+            .field("metrics_listen", &self.metrics_listen)
+            .field("http_listen", &self.http_listen)
             .field("log_format", &self.log_format)
             .field("max_pack_bytes", &self.max_pack_bytes)
             .field("enrolment_code_hours", &self.enrolment_code_hours)
@@ -352,6 +368,8 @@ impl Config {
             tls_key: serve.tls_key.clone().or(file.tls_key),
             tls_names: normalise_tls_names(&tls_names)?,
             insecure_loopback: serve.insecure_loopback || file.insecure_loopback.unwrap_or(false),
+            metrics_listen: serve.metrics_listen.or(file.metrics_listen),
+            http_listen: serve.http_listen.or(file.http_listen),
             log_format: common.log_format.or(file.log_format).unwrap_or_default(),
             max_pack_bytes: serve
                 .max_pack_bytes
@@ -464,6 +482,16 @@ tls_names = []
 
 # Plaintext gRPC for development; refused unless listening on loopback.
 insecure_loopback = false
+
+# Prometheus metrics (plain HTTP at /metrics: call counts, pack states,
+# storage; never pupil data or school pairs). Off unless set; keep it on
+# loopback or a monitoring network.
+# metrics_listen = "127.0.0.1:9090"
+
+# The trust dashboard (HTTPS, the daemon's certificate), read-only, for the
+# operator and the data protection lead; `batond admin dashboard link`
+# prints a one-time sign-in link. Off unless set.
+# http_listen = "127.0.0.1:8443"
 
 # Log format on stderr: "text" or "json".
 log_format = "text"
@@ -591,6 +619,8 @@ mod tests {
             tls_key: None,
             tls_names: Vec::new(),
             insecure_loopback: false,
+            metrics_listen: None,
+            http_listen: None,
             log_format: LogFormat::Text,
             max_pack_bytes: 1,
             enrolment_code_hours: 1,

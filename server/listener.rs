@@ -3,7 +3,8 @@
 //! daemon no file descriptor), at most `max_connections_per_address` from
 //! one IP address (the rest are closed at once), and a failed `accept`
 //! (out of file descriptors) pauses the loop instead of spinning on it.
-//! TLS handshakes then run with their own timeout (`tls_handshake_timeout_secs`).
+//! TLS handshakes then run, each in a task of its own with its own timeout
+//! (`tls_handshake_timeout_secs`), so a slow client holds up no other.
 
 use std::collections::HashMap;
 use std::io;
@@ -16,6 +17,9 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
@@ -26,6 +30,7 @@ const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// closes.
 pub struct Admitted {
     stream: TcpStream,
+    peer: std::net::SocketAddr,
     _total: OwnedSemaphorePermit,
     _address: AddressPlace,
 }
@@ -96,6 +101,7 @@ pub fn incoming(
             let _ = stream.set_nodelay(true);
             let conn = Admitted {
                 stream,
+                peer,
                 _total: permit,
                 _address: AddressPlace {
                     ip,
@@ -105,6 +111,44 @@ pub fn incoming(
             if tx.send(Ok(conn)).await.is_err() {
                 return;
             }
+        }
+    });
+    ReceiverStream::new(rx)
+}
+
+impl Admitted {
+    /// The caller's address.
+    pub fn peer(&self) -> std::net::SocketAddr {
+        self.peer
+    }
+}
+
+/// Runs the TLS handshake of each connection `admitted` yields, and yields
+/// those that complete within `timeout`; the others are closed.
+pub fn handshakes(
+    mut admitted: ReceiverStream<io::Result<Admitted>>,
+    acceptor: TlsAcceptor,
+    timeout: Duration,
+) -> ReceiverStream<io::Result<TlsStream<Admitted>>> {
+    let (tx, rx) = mpsc::channel(16);
+    tokio::spawn(async move {
+        loop {
+            let next = tokio::select! {
+                () = tx.closed() => return,
+                next = admitted.next() => next,
+            };
+            let Some(Ok(conn)) = next else { return };
+            let acceptor = acceptor.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(timeout, acceptor.accept(conn)).await {
+                    Ok(Ok(tls)) => {
+                        let _ = tx.send(Ok(tls)).await;
+                    }
+                    Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::debug!("TLS handshake timed out"),
+                }
+            });
         }
     });
     ReceiverStream::new(rx)

@@ -14,8 +14,10 @@ mod auth;
 mod cache;
 mod clocks;
 mod config;
+mod dashboard;
 mod limits;
 mod listener;
+mod metrics;
 mod notary;
 mod retention;
 mod services;
@@ -52,7 +54,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve the gRPC API (TLS unless --insecure-loopback).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Print a commented example configuration file.
     DefaultConfig,
     /// Create the trust's directory key, on the operator's machine: its
@@ -199,7 +201,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Serve(serve) => ConfigArgs {
             common,
-            serve: serve.clone(),
+            serve: (**serve).clone(),
             ..ConfigArgs::default()
         },
         Command::Admin(admin) => ConfigArgs {
@@ -215,6 +217,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match &command {
         Command::Serve(_) => {
             let loopback = config.listen.ip().is_loopback();
+            if config.insecure_loopback && config.http_listen.is_some() {
+                bail!(
+                    "--http-listen serves the dashboard over TLS with the daemon's certificate: drop --insecure-loopback"
+                );
+            }
             if config.insecure_loopback && !loopback {
                 bail!(
                     "refusing plaintext gRPC on {}: --insecure-loopback is only allowed on a loopback address (127.0.0.1 or ::1); drop it to serve TLS",
@@ -343,36 +350,51 @@ async fn serve<S: Store>(config: Config, store: S) -> anyhow::Result<()> {
         .await
         .context("listening for packs stored by other nodes")?;
 
-    let mut builder = tonic::transport::Server::builder()
+    let builder = tonic::transport::Server::builder()
         .max_concurrent_streams(config.limits.max_concurrent_streams);
     let mut ca_path = None;
+    let mut certs = None;
     if !config.insecure_loopback {
-        let material = match (&config.tls_cert, &config.tls_key) {
-            (Some(cert), Some(key)) => tls::load(cert, key)?,
-            _ => tls::ensure_local(
-                &config.data_dir.join("tls"),
-                config.listen.ip(),
-                &config.tls_names,
-            )?,
+        let source = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => tls::live::Source::Given {
+                cert: cert.clone(),
+                key: key.clone(),
+            },
+            _ => tls::live::Source::Generated {
+                dir: config.data_dir.join("tls"),
+                listen: config.listen.ip(),
+                names: config.tls_names.clone(),
+            },
         };
-        ca_path = material.ca_path.clone();
-        let identity = tonic::transport::Identity::from_pem(material.cert_pem, material.key_pem);
-        let handshake = Duration::from_secs(config.limits.tls_handshake_timeout_secs);
-        builder = builder
-            .tls_config(
-                tonic::transport::ServerTlsConfig::new()
-                    .identity(identity)
-                    .timeout(handshake),
-            )
-            .context("configuring TLS")?;
+        let (live, ca) = tls::live::LiveCerts::load(source)?;
+        ca_path = ca;
+        certs = Some(live);
     }
 
+    // Before the first call, so the layer's first counts are kept.
+    let metrics_handle = match config.metrics_listen {
+        Some(_) => Some(metrics::install()?),
+        None => None,
+    };
     let shutdown = CancellationToken::new();
     let notary = notary::Notary::load_or_create(&config.data_dir)?;
     let app = app::App::new(store, &config, notary, shutdown.clone());
+    if let Some(certs) = &certs {
+        certs.keep_fresh(shutdown.clone())?;
+    }
     app.watch_directory();
     tokio::spawn(clocks::overdue::watch(app.clone()));
     tokio::spawn(retention::watch(app.clone()));
+    let metrics_at = match (config.metrics_listen, metrics_handle) {
+        (Some(address), Some(handle)) => Some(metrics::serve(address, handle, app.clone()).await?),
+        _ => None,
+    };
+    let dashboard_at = match (config.http_listen, &certs) {
+        (Some(address), Some(certs)) => {
+            Some(dashboard::serve(address, app.clone(), certs.clone(), &config).await?)
+        }
+        _ => None,
+    };
     let router = services::router(builder, app).await?;
 
     let terminated = terminate()?;
@@ -395,6 +417,12 @@ async fn serve<S: Store>(config: Config, store: S) -> anyhow::Result<()> {
             }
             None => writeln!(out, "CA certificate: the issuer of --tls-cert")?,
         }
+        if let Some(at) = metrics_at {
+            writeln!(out, "metrics on http://{at}/metrics")?;
+        }
+        if let Some(at) = dashboard_at {
+            writeln!(out, "dashboard on https://{at}/")?;
+        }
         out.flush()?;
     }
     tracing::info!(address = %local, tls = !config.insecure_loopback, "serving");
@@ -412,13 +440,24 @@ async fn serve<S: Store>(config: Config, store: S) -> anyhow::Result<()> {
             shutdown.cancel();
         }
     };
-    let serving = router.serve_with_incoming_shutdown(incoming, signal);
+    let grace = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    let serving = async {
+        match &certs {
+            Some(certs) => {
+                let handshake = Duration::from_secs(config.limits.tls_handshake_timeout_secs);
+                let tls = listener::handshakes(incoming, certs.acceptor(&[b"h2"])?, handshake);
+                router.serve_with_incoming_shutdown(tls, signal).await
+            }
+            None => router.serve_with_incoming_shutdown(incoming, signal).await,
+        }
+        .context("serving")
+    };
     tokio::select! {
-        result = serving => result.context("serving")?,
-        () = async {
-            shutdown.cancelled().await;
-            tokio::time::sleep(SHUTDOWN_GRACE).await;
-        } => tracing::warn!("calls still running after the grace period; stopping anyway"),
+        result = serving => result?,
+        () = grace => tracing::warn!("calls still running after the grace period; stopping anyway"),
     }
     Ok(())
 }

@@ -68,6 +68,9 @@ pub async fn purge<S: Store>(
         };
         // None: acknowledged, withdrawn or purged by another node since.
         if let Some(reason) = reason {
+            if !dry_run {
+                metrics::counter!("baton_purged_packs_total", "reason" => reason).increment(1);
+            }
             done.push(Purged {
                 pack_id: id.to_string(),
                 from: p.from.to_string(),

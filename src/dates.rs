@@ -29,11 +29,9 @@ fn switch(year: i32, month: Month) -> Option<OffsetDateTime> {
     Some(d.with_hms(1, 0, 0).ok()?.assume_utc())
 }
 
-/// The date in England at `ms` since the Unix epoch.
-pub fn england_date(ms: i64) -> Date {
-    let Ok(utc) = OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000) else {
-        return Date::MIN;
-    };
+/// The time in England (GMT or BST) at `ms` since the Unix epoch.
+fn england_time(ms: i64) -> Option<OffsetDateTime> {
+    let utc = OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()?;
     let summer = match (
         switch(utc.year(), Month::March),
         switch(utc.year(), Month::October),
@@ -41,10 +39,24 @@ pub fn england_date(ms: i64) -> Date {
         (Some(start), Some(end)) => start <= utc && utc < end,
         _ => false,
     };
-    if summer {
-        (utc + time::Duration::hours(1)).date()
+    Some(if summer {
+        utc + time::Duration::hours(1)
     } else {
-        utc.date()
+        utc
+    })
+}
+
+/// The date in England at `ms` since the Unix epoch.
+pub fn england_date(ms: i64) -> Date {
+    england_time(ms).map_or(Date::MIN, OffsetDateTime::date)
+}
+
+/// The date and time in England at `ms` since the Unix epoch, to the
+/// minute: `2026-07-20 14:05`.
+pub fn england_datetime(ms: i64) -> String {
+    match england_time(ms) {
+        Some(t) => format!("{} {:02}:{:02}", format_ymd(t.date()), t.hour(), t.minute()),
+        None => ms.to_string(),
     }
 }
 

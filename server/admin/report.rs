@@ -16,17 +16,22 @@ use crate::store::{PackStatus, Store, StoredPack};
 
 /// Counts for one (from, to, kind).
 #[derive(Debug, Default, Clone, PartialEq)]
-struct Counts {
-    sent: u64,
-    acknowledged: u64,
-    on_time: u64,
-    overdue: u64,
+pub struct Counts {
+    /// Packs stored.
+    pub sent: u64,
+    /// Packs with a receipt.
+    pub acknowledged: u64,
+    /// Packs whose receipt came by the due date.
+    pub on_time: u64,
+    /// Open packs past their due date.
+    pub overdue: u64,
     /// School days from the leaving date to each receipt.
-    days: Vec<u32>,
+    pub days: Vec<u32>,
 }
 
 impl Counts {
-    fn add(&mut self, other: &Self) {
+    /// Adds `other`'s counts to these.
+    pub fn add(&mut self, other: &Self) {
         self.sent += other.sent;
         self.acknowledged += other.acknowledged;
         self.on_time += other.on_time;
@@ -55,8 +60,8 @@ impl Counts {
     }
 }
 
-/// One pack's part in the counts.
-fn count(clocks: &Clocks, today: Date, p: &StoredPack) -> anyhow::Result<(String, Counts)> {
+/// One pack's part in the counts, and its kind.
+pub fn count(clocks: &Clocks, today: Date, p: &StoredPack) -> anyhow::Result<(String, Counts)> {
     let header = v1::PackHeader::decode(p.header.as_slice())
         .with_context(|| format!("stored header of pack {} does not decode", p.seq))?;
     let kind = crate::services::wire::kind_of(&header).as_str();

@@ -31,33 +31,55 @@ pub async fn watch<S: Store>(app: Arc<App<S>>) {
     }
 }
 
-/// Logs every overdue pack not logged before; returns how many it logged.
-async fn look<S: Store>(app: &App<S>, logged: &mut HashSet<i64>) -> anyhow::Result<usize> {
-    let packs = app.store.unacknowledged().await?;
-    let clocks = Clocks::load(&app.store).await?;
+/// A pack past its due date and not acknowledged.
+pub struct Overdue {
+    /// The stored pack (metadata).
+    pub pack: crate::store::StoredPack,
+    /// Its signed header, decoded.
+    pub header: v1::PackHeader,
+    /// The day it was due.
+    pub due: time::Date,
+}
+
+/// Every pack overdue today, in storage order.
+pub async fn overdue<S: Store>(store: &S) -> anyhow::Result<Vec<Overdue>> {
+    let packs = store.unacknowledged().await?;
+    let clocks = Clocks::load(store).await?;
     let today = baton::dates::england_today();
-    let mut new = 0;
+    let mut out = Vec::new();
     for p in packs {
-        if logged.contains(&p.seq) {
-            continue;
-        }
         let Ok(header) = v1::PackHeader::decode(p.header.as_slice()) else {
             continue;
         };
         if let Some(due) = clocks.due_of(&header)
             && today > due
         {
-            tracing::warn!(
-                pack = %header.pack_id,
-                from = %p.from,
-                to = %p.to,
-                kind = crate::services::wire::kind_of(&header).as_str(),
-                due = %baton::dates::format_ymd(due),
-                "pack overdue: not acknowledged by its due date"
-            );
-            logged.insert(p.seq);
-            new += 1;
+            out.push(Overdue {
+                pack: p,
+                header,
+                due,
+            });
         }
+    }
+    Ok(out)
+}
+
+/// Logs every overdue pack not logged before; returns how many it logged.
+async fn look<S: Store>(app: &App<S>, logged: &mut HashSet<i64>) -> anyhow::Result<usize> {
+    let mut new = 0;
+    for o in overdue(&app.store).await? {
+        if !logged.insert(o.pack.seq) {
+            continue;
+        }
+        tracing::warn!(
+            pack = %o.header.pack_id,
+            from = %o.pack.from,
+            to = %o.pack.to,
+            kind = crate::services::wire::kind_of(&o.header).as_str(),
+            due = %baton::dates::format_ymd(o.due),
+            "pack overdue: not acknowledged by its due date"
+        );
+        new += 1;
     }
     if new > 0 {
         tracing::info!(new, "overdue packs found");

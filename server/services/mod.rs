@@ -17,6 +17,8 @@ use tower_layer::{Identity, Stack};
 
 use refusals::RefusalLayer;
 
+use crate::metrics::grpc::{GrpcMetricsLayer, Methods};
+
 use crate::app::App;
 use crate::store::Store;
 
@@ -29,11 +31,21 @@ const STREAM_WINDOW_BYTES: u32 = 256 * 1024;
 /// HTTP/2 flow-control window of one connection (all its streams).
 const CONNECTION_WINDOW_BYTES: u32 = 1024 * 1024;
 
+/// Every method served, for the metrics' labels.
+fn served_methods() -> anyhow::Result<Methods> {
+    Methods::from_descriptor_sets(&[
+        baton::api::FILE_DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+    ])
+}
+
 /// All services, health and reflection on one router.
 pub async fn router<S: Store>(
     builder: tonic::transport::Server,
     app: Arc<App<S>>,
-) -> anyhow::Result<Router<Stack<RefusalLayer<S>, Identity>>> {
+) -> anyhow::Result<Router<Stack<RefusalLayer<S>, Stack<GrpcMetricsLayer, Identity>>>> {
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<v1::enrolment_server::EnrolmentServer<enrolment::Service<S>>>()
@@ -68,6 +80,7 @@ pub async fn router<S: Store>(
         .initial_stream_window_size(Some(STREAM_WINDOW_BYTES))
         .initial_connection_window_size(Some(CONNECTION_WINDOW_BYTES))
         .tcp_nodelay(true)
+        .layer(GrpcMetricsLayer::new(served_methods()?))
         .layer(RefusalLayer::new(app.clone()));
     let router = builder
         .add_service(health_service)

@@ -24,6 +24,13 @@ pub fn store_status(err: StoreError) -> Status {
         | StoreError::Database(_)
         | StoreError::Migrate(_)
         | StoreError::Unavailable(_) => {
+            let kind = match err {
+                StoreError::Corrupt(_) => "corrupt",
+                StoreError::Database(_) => "database",
+                StoreError::Migrate(_) => "migrate",
+                _ => "unavailable",
+            };
+            metrics::counter!("baton_store_errors_total", "kind" => kind).increment(1);
             tracing::error!(error = %err, "storage failure");
             Status::unavailable("storage failure; try again")
         }

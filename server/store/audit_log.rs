@@ -18,6 +18,12 @@ pub trait AuditLog: Send + Sync {
     /// Every entry in order, streamed.
     fn audit_log(&self) -> Entries<'_>;
 
+    /// The newest `limit` entries, newest first (for the dashboard).
+    fn recent_audit(
+        &self,
+        limit: u32,
+    ) -> impl std::future::Future<Output = Result<Vec<audit::Entry>>> + Send;
+
     /// Appends an event that comes with no write of its own (a refused
     /// attempt), through the audit queue; returns once it is committed.
     fn record(&self, event: audit::Event) -> impl std::future::Future<Output = Result<()>> + Send;

@@ -190,7 +190,11 @@ async fn run<W: GroupWriter>(writer: Arc<W>, mut queue: mpsc::Receiver<CommitReq
         }
         let writer = writer.clone();
         let group = tokio::spawn(async move {
+            let started = std::time::Instant::now();
             let outcomes = writer.write(&batch).await;
+            metrics::histogram!("baton_group_commit_packs").record(batch.len() as f64);
+            metrics::histogram!("baton_group_commit_seconds")
+                .record(started.elapsed().as_secs_f64());
             answer(&*writer, &mut batch, outcomes);
         });
         if group.await.is_err() {

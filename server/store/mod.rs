@@ -1,8 +1,9 @@
 //! Storage, by concern: the [`Directory`] (schools, keys, tokens, enrolment
 //! codes), [`Packs`] (staging, commit, listings, chunks, download marks,
 //! receipts), the [`Lifecycle`] (recall, supersede, retention purge), the
-//! [`AuditLog`], [`Events`] (arrivals for `Watch`) and [`Calendars`].
-//! [`Store`] is all six, which is what the services are written against.
+//! [`AuditLog`], [`Events`] (arrivals for `Watch`), [`Calendars`] and the
+//! dashboard's sign-in links ([`DashboardLinks`]). [`Store`] is all of
+//! them, which is what the services are written against.
 //!
 //! Two backends: SQLite (one node, the default) and PostgreSQL (several
 //! nodes on one database). Every statement the two dialects agree on is
@@ -16,6 +17,8 @@
 mod shared;
 #[macro_use]
 pub mod lifecycle;
+#[macro_use]
+pub mod dashboard;
 
 mod appender;
 pub mod audit_log;
@@ -34,6 +37,7 @@ pub(crate) mod conformance;
 
 pub use audit_log::{AuditLog, Entries};
 pub use calendars::{Calendars, StoredCalendar};
+pub use dashboard::DashboardLinks;
 pub use directory::{DIRECTORY_VERSION_SQL, Directory, NewSchool, School, TokenHolder};
 pub use error::{Result, StoreError};
 pub use events::{ARRIVALS_BUFFER, Arrival, Events};
@@ -45,12 +49,21 @@ pub use packs::{Acknowledged, Committed, PackStatus, Packs, Page, Route, StoredP
 /// call from several processes sharing the database (admin commands run
 /// beside `serve`).
 pub trait Store:
-    Directory + Packs + Lifecycle + AuditLog + Events + Calendars + Backup + 'static
+    Directory + Packs + Lifecycle + AuditLog + Events + Calendars + Backup + DashboardLinks + 'static
 {
 }
 
-impl<T: Directory + Packs + Lifecycle + AuditLog + Events + Calendars + Backup + 'static> Store
-    for T
+impl<
+    T: Directory
+        + Packs
+        + Lifecycle
+        + AuditLog
+        + Events
+        + Calendars
+        + Backup
+        + DashboardLinks
+        + 'static,
+> Store for T
 {
 }
 

@@ -30,6 +30,28 @@ pub enum PackStatus {
 }
 
 impl PackStatus {
+    /// Every state, in a pack's order of life.
+    pub const ALL: [Self; 6] = [
+        Self::Pending,
+        Self::Downloaded,
+        Self::Acknowledged,
+        Self::Recalled,
+        Self::Purged,
+        Self::Readdressed,
+    ];
+
+    /// The stored (and displayed) name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Downloaded => "downloaded",
+            Self::Acknowledged => "acknowledged",
+            Self::Recalled => "recalled",
+            Self::Purged => "purged",
+            Self::Readdressed => "readdressed",
+        }
+    }
+
     /// A stored status.
     pub fn from_text(text: &str) -> Option<Self> {
         Some(match text {
@@ -127,6 +149,17 @@ pub enum Acknowledged {
     Conflict,
 }
 
+/// Packs in one state, and the ciphertext they still hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusTotal {
+    /// The state.
+    pub status: PackStatus,
+    /// How many packs are in it.
+    pub packs: u64,
+    /// Bytes of ciphertext stored for them (0 once deleted).
+    pub bytes: u64,
+}
+
 /// A page of packs.
 pub struct Page {
     /// At most `limit` packs.
@@ -209,6 +242,10 @@ pub trait Packs: Send + Sync {
     /// Bytes of ciphertext `from` has sent that are stored and not yet
     /// acknowledged (what its storage quota counts).
     fn outstanding_bytes(&self, from: &Laestab) -> impl Future<Output = Result<u64>> + Send;
+
+    /// How many packs are in each state and the ciphertext bytes still
+    /// held in each (metadata only: for metrics and the dashboard).
+    fn totals(&self) -> impl Future<Output = Result<Vec<StatusTotal>>> + Send;
 
     /// One chunk of a visible pack's ciphertext.
     fn chunk(&self, upload_id: &str, idx: i64) -> impl Future<Output = Result<Vec<u8>>> + Send;

@@ -708,6 +708,26 @@ macro_rules! shared_store {
                 u64::try_from(bytes).map_err(|_| corrupt("a negative pack length"))
             }
 
+            async fn totals(&self) -> Result<Vec<$crate::store::packs::StatusTotal>> {
+                let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+                    "SELECT status, COUNT(*), CAST(COALESCE(SUM(CASE WHEN deleted_at_ms IS NULL \
+                     THEN ciphertext_length ELSE 0 END), 0) AS BIGINT) FROM packs GROUP BY status",
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                rows.into_iter()
+                    .map(|(status, packs, bytes)| {
+                        Ok($crate::store::packs::StatusTotal {
+                            status: $crate::store::PackStatus::from_text(&status)
+                                .ok_or_else(|| corrupt(format!("unknown pack status {status:?}")))?,
+                            packs: u64::try_from(packs).map_err(|_| corrupt("a negative count"))?,
+                            bytes: u64::try_from(bytes)
+                                .map_err(|_| corrupt("a negative pack length"))?,
+                        })
+                    })
+                    .collect()
+            }
+
             async fn chunk(&self, upload_id: &str, idx: i64) -> Result<Vec<u8>> {
                 let row: Option<(Vec<u8>,)> = sqlx::query_as(
                     "SELECT data FROM pack_chunks WHERE upload_id = $1 AND idx = $2 \
@@ -845,6 +865,17 @@ macro_rules! shared_store {
                     Ok((entries, hash))
                 })
                 .transpose()
+            }
+
+            async fn recent_audit(&self, limit: u32) -> Result<Vec<audit::Entry>> {
+                let rows: Vec<AuditRow> = sqlx::query_as(
+                    "SELECT seq, at_ms, actor, action, subject, prev_hash, hash FROM audit \
+                     ORDER BY seq DESC LIMIT $1",
+                )
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows.into_iter().map(entry_from_row).collect())
             }
 
             fn audit_log(&self) -> Entries<'_> {

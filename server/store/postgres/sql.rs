@@ -15,3 +15,4 @@ shared_store!(
     for_update = " FOR UPDATE"
 );
 lifecycle_store!(Postgres, PgConnection, for_update = " FOR UPDATE");
+dashboard_store!(Postgres);

@@ -7,3 +7,4 @@ use super::chain::{append, begin};
 
 shared_store!(Sqlite, SqliteConnection, SqlitePool, Db, for_update = "");
 lifecycle_store!(Sqlite, SqliteConnection, for_update = "");
+dashboard_store!(Sqlite);

@@ -36,6 +36,7 @@ macro_rules! on_both_backends {
 }
 
 pub mod reliability;
+pub mod web;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -70,6 +71,8 @@ pub struct Daemon {
     pub log: PathBuf,
     /// `--database-url`, when not the SQLite file in the data directory.
     pub database_url: Option<String>,
+    /// The lines it printed after the first two.
+    printed: tokio::sync::watch::Receiver<Vec<String>>,
     _db: Option<Arc<pgdb::TestDb>>,
     _dir: tempfile::TempDir,
 }
@@ -160,7 +163,12 @@ impl Daemon {
         let second = lines.next_line().await.unwrap().unwrap();
         let ca = PathBuf::from(second.strip_prefix("CA certificate: ").expect(&second));
         // Keep draining stdout so the daemon never blocks on it.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let (tx, printed) = tokio::sync::watch::channel(Vec::new());
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                tx.send_modify(|all| all.push(line));
+            }
+        });
         Self {
             child,
             url,
@@ -168,8 +176,37 @@ impl Daemon {
             data,
             log,
             database_url,
+            printed,
             _db: db,
             _dir: dir,
+        }
+    }
+
+    /// The rest of the line the daemon printed starting `prefix` (waiting
+    /// up to 10 s for it).
+    pub async fn printed(&self, prefix: &str) -> String {
+        let mut printed = self.printed.clone();
+        let found = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            loop {
+                let hit = printed
+                    .borrow_and_update()
+                    .iter()
+                    .find_map(|l| l.strip_prefix(prefix).map(str::to_string));
+                if let Some(hit) = hit {
+                    return Some(hit);
+                }
+                if printed.changed().await.is_err() {
+                    return None;
+                }
+            }
+        })
+        .await;
+        match found {
+            Ok(Some(rest)) => rest,
+            _ => panic!(
+                "the daemon never printed {prefix:?}: {:?}",
+                *self.printed.borrow()
+            ),
         }
     }
 

@@ -5,8 +5,10 @@
 //! The generated server certificate covers localhost, the loopback
 //! addresses, a specific listen address and the operator's `--tls-name`s.
 //! `server-names.txt` records the names it was issued for; when the wanted
-//! set differs, the server certificate is issued again by the same CA, so
-//! clients keep trusting `ca.pem`.
+//! set differs, or the certificate has less than [`RENEW_BEFORE_DAYS`] left,
+//! it is issued again by the same CA, so clients keep trusting `ca.pem`.
+//! [`live`] serves whichever certificate is current and re-reads it
+//! without dropping connections.
 
 use std::fs;
 use std::io::Write;
@@ -14,6 +16,8 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+pub mod live;
+
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose,
@@ -90,6 +94,30 @@ fn subject_alt_names(listen: IpAddr, extra: &[String]) -> Vec<String> {
     sans
 }
 
+/// The generated server certificate is issued again when it has fewer
+/// days left than this.
+pub const RENEW_BEFORE_DAYS: i64 = 30;
+
+/// Days a generated server certificate is valid (the most browsers accept
+/// is 825).
+const SERVER_CERT_DAYS: i64 = 825;
+
+/// When the first certificate in `pem` stops being valid, seconds since the
+/// Unix epoch; `None` if it does not parse.
+pub fn not_after(pem: &[u8]) -> Option<i64> {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(pem).ok()?;
+    let cert = pem.parse_x509().ok()?;
+    Some(cert.validity().not_after.timestamp())
+}
+
+/// Whether the server certificate at `path` is missing, unreadable or
+/// within [`RENEW_BEFORE_DAYS`] of its end.
+fn due_for_renewal(path: &Path) -> bool {
+    let Ok(pem) = fs::read(path) else { return true };
+    let renew_at = time::OffsetDateTime::now_utc() + time::Duration::days(RENEW_BEFORE_DAYS);
+    not_after(&pem).is_none_or(|end| end <= renew_at.unix_timestamp())
+}
+
 /// Creates (once) the CA and a server certificate for `listen` and the
 /// extra `names` in `dir`, re-issuing the server certificate (same CA)
 /// only when its names must change.
@@ -121,7 +149,8 @@ pub fn ensure_local(dir: &Path, listen: IpAddr, names: &[String]) -> anyhow::Res
     let sans = subject_alt_names(listen, names);
     let wanted = sans.join("\n");
     let current = fs::read_to_string(&sans_path).unwrap_or_default();
-    if current != wanted || !cert_path.exists() || !key_path.exists() {
+    let renew = due_for_renewal(&cert_path);
+    if current != wanted || renew || !key_path.exists() {
         // Forget the old names first: a crash part-way leaves a set that
         // matches nothing, so the next start issues the certificate again.
         match fs::remove_file(&sans_path) {
@@ -130,7 +159,7 @@ pub fn ensure_local(dir: &Path, listen: IpAddr, names: &[String]) -> anyhow::Res
             }
             _ => {}
         }
-        tracing::info!(names = ?sans, "issuing the server certificate");
+        tracing::info!(names = ?sans, renew, "issuing the server certificate");
         let issuer = Issuer::new(ca_params()?, ca_key);
         let mut params = CertificateParams::new(sans)
             .with_context(|| format!("server certificate names {wanted:?}"))?;
@@ -144,7 +173,7 @@ pub fn ensure_local(dir: &Path, listen: IpAddr, names: &[String]) -> anyhow::Res
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         let now = time::OffsetDateTime::now_utc();
         params.not_before = now - time::Duration::days(1);
-        params.not_after = now + time::Duration::days(825);
+        params.not_after = now + time::Duration::days(SERVER_CERT_DAYS);
         let key = KeyPair::generate().context("generating the server key")?;
         let cert = params
             .signed_by(&key, &issuer)

@@ -7,7 +7,9 @@
 //! The link's token is stored (hashed) in the database and works once,
 //! within [`LINK_MINUTES`]; it becomes a session cookie (HttpOnly, Secure,
 //! SameSite=Strict) kept in this process for [`SESSION_HOURS`]. Without one,
-//! every page answers 401 with how to get a link. Sign-ins are audited.
+//! every page answers 401 with how to get a link. Sign-ins are audited;
+//! an address with 10 failed sign-ins in a minute waits (429) before the
+//! store sees another.
 //!
 //! What it shows is metadata the daemon holds anyway (schools, keys,
 //! counts, times, audit actions): never a pupil, never a token or key
@@ -48,6 +50,9 @@ const SESSION_HOURS: u64 = 8;
 /// Most sessions held at once; the oldest go first.
 const MAX_SESSIONS: usize = 256;
 
+/// Failed sign-ins an address may make in a minute before it must wait.
+const MAX_FAILED_SIGNINS: usize = 10;
+
 /// The session cookie.
 const COOKIE: &str = "batond_dashboard";
 
@@ -66,6 +71,9 @@ pub struct Dashboard<S> {
     certs: Arc<LiveCerts>,
     /// Session id's SHA-256 → when it ends.
     sessions: Mutex<HashMap<[u8; 32], Instant>>,
+    /// Failed sign-ins per address: a guesser is slowed before the store
+    /// sees its attempts.
+    attempts: crate::attempts::Attempts,
 }
 
 impl<S> Dashboard<S> {
@@ -177,8 +185,19 @@ async fn sign_in<S: Store>(
     ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    let Some(token) = query.get("t") else {
-        return plain(StatusCode::UNAUTHORIZED, HOW_TO_SIGN_IN);
+    let address = Some(peer.ip());
+    if dash.attempts.check(address).is_err() {
+        return plain(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many failed sign-ins from this address; wait a minute.",
+        );
+    }
+    let token = match query.get("t") {
+        Some(t) if t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit()) => t,
+        _ => {
+            dash.attempts.failed(address);
+            return plain(StatusCode::UNAUTHORIZED, HOW_TO_SIGN_IN);
+        }
     };
     let event = Event::by_address(Some(peer.ip()), "dashboard.signin", "dashboard");
     match dash
@@ -189,6 +208,7 @@ async fn sign_in<S: Store>(
     {
         Ok(true) => {}
         Ok(false) => {
+            dash.attempts.failed(address);
             return plain(
                 StatusCode::UNAUTHORIZED,
                 "This link was used already or has expired. Run <code>batond admin dashboard link</code> on the server for a new one.",
@@ -309,6 +329,11 @@ pub async fn serve<S: Store>(
         app,
         certs,
         sessions: Mutex::new(HashMap::new()),
+        attempts: crate::attempts::Attempts::new(
+            "dashboard sign-ins",
+            MAX_FAILED_SIGNINS,
+            Duration::from_secs(60),
+        ),
     });
     let pages = pages::router::<S>().route_layer(axum::middleware::from_fn_with_state(
         dash.clone(),

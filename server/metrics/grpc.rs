@@ -9,6 +9,8 @@
 //! of both bodies. A call whose answer is dropped before its status (the
 //! client went away) counts as `Canceled`. Paths the daemon does not serve
 //! are counted under `unknown`, so a caller cannot invent label values.
+//! Each method's series are registered once, so a call costs a few atomic
+//! additions, and nothing at all when metrics are off.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -18,7 +20,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use std::sync::OnceLock;
+
 use http_body::{Body as HttpBody, Frame, SizeHint};
+use metrics::{Counter, Histogram};
 use prost::Message as _;
 use tonic::body::Body;
 
@@ -46,36 +51,57 @@ impl GrpcType {
     }
 }
 
-/// A served method's labels.
-#[derive(Debug, Clone)]
-struct Method {
-    service: Arc<str>,
-    method: Arc<str>,
-    kind: &'static str,
+/// A served method's series, registered once when the layer is built
+/// (after the recorder is installed; without one they are no-ops and cost
+/// nothing per call). Its `handled` counter for each code is registered on
+/// first use, so the page lists only codes that happened.
+struct Series {
+    labels: [(&'static str, String); 3],
+    started: Counter,
+    received: Counter,
+    sent: Counter,
+    seconds: Histogram,
+    handled: [OnceLock<Counter>; 17],
 }
 
-impl Method {
-    fn unknown() -> Self {
+impl Series {
+    fn new(service: &str, method: &str, kind: &'static str) -> Self {
+        let labels = [
+            ("grpc_type", kind.to_string()),
+            ("grpc_service", service.to_string()),
+            ("grpc_method", method.to_string()),
+        ];
         Self {
-            service: "unknown".into(),
-            method: "unknown".into(),
-            kind: "unknown",
+            started: metrics::counter!("grpc_server_started_total", &labels),
+            received: metrics::counter!("grpc_server_msg_received_total", &labels),
+            sent: metrics::counter!("grpc_server_msg_sent_total", &labels),
+            seconds: metrics::histogram!("grpc_server_handling_seconds", &labels),
+            handled: std::array::from_fn(|_| OnceLock::new()),
+            labels,
         }
     }
 
-    fn labels(&self) -> [(&'static str, String); 3] {
-        [
-            ("grpc_type", self.kind.to_string()),
-            ("grpc_service", self.service.to_string()),
-            ("grpc_method", self.method.to_string()),
-        ]
+    fn unknown() -> Self {
+        Self::new("unknown", "unknown", "unknown")
+    }
+
+    fn handled(&self, code: i32) -> &Counter {
+        let slot = usize::try_from(code).ok().filter(|c| *c < 17).unwrap_or(2);
+        self.handled[slot].get_or_init(|| {
+            let mut labels = self.labels.to_vec();
+            labels.push(("grpc_code", code_name(slot as i32).to_string()));
+            metrics::counter!("grpc_server_handled_total", &labels)
+        })
     }
 }
 
 /// Every served method by its path (`/baton.v1.Exchange/Upload`), read
-/// from encoded file descriptor sets.
-#[derive(Debug, Default, Clone)]
-pub struct Methods(Arc<HashMap<String, Method>>);
+/// from encoded file descriptor sets, with its series.
+#[derive(Clone)]
+pub struct Methods {
+    served: Arc<HashMap<String, Arc<Series>>>,
+    unknown: Arc<Series>,
+}
 
 impl Methods {
     /// The methods of every service in `sets` (encoded
@@ -88,13 +114,14 @@ impl Methods {
                 let package = file.package.unwrap_or_default();
                 for service in file.service {
                     let name = service.name.unwrap_or_default();
-                    let full: Arc<str> = if package.is_empty() {
-                        name.into()
+                    let full = if package.is_empty() {
+                        name
                     } else {
-                        format!("{package}.{name}").into()
+                        format!("{package}.{name}")
                     };
                     for m in service.method {
                         let method = m.name.unwrap_or_default();
+                        let path = format!("/{full}/{method}");
                         let kind = match (
                             m.client_streaming.unwrap_or(false),
                             m.server_streaming.unwrap_or(false),
@@ -104,23 +131,19 @@ impl Methods {
                             (false, true) => GrpcType::ServerStream,
                             (true, true) => GrpcType::BidiStream,
                         };
-                        map.insert(
-                            format!("/{full}/{method}"),
-                            Method {
-                                service: full.clone(),
-                                method: method.into(),
-                                kind: kind.as_str(),
-                            },
-                        );
+                        map.insert(path, Arc::new(Series::new(&full, &method, kind.as_str())));
                     }
                 }
             }
         }
-        Ok(Self(Arc::new(map)))
+        Ok(Self {
+            served: Arc::new(map),
+            unknown: Arc::new(Series::unknown()),
+        })
     }
 
-    fn get(&self, path: &str) -> Method {
-        self.0.get(path).cloned().unwrap_or_else(Method::unknown)
+    fn get(&self, path: &str) -> Arc<Series> {
+        self.served.get(path).unwrap_or(&self.unknown).clone()
     }
 }
 
@@ -158,7 +181,7 @@ fn status_in(headers: &http::HeaderMap) -> Option<i32> {
 
 /// One call being measured: counted as handled exactly once.
 struct Call {
-    method: Method,
+    series: Arc<Series>,
     start: Instant,
     handled: AtomicBool,
 }
@@ -168,18 +191,10 @@ impl Call {
         if self.handled.swap(true, Ordering::AcqRel) {
             return;
         }
-        let labels = self.method.labels();
-        let mut with_code = labels.to_vec();
-        with_code.push(("grpc_code", code_name(code).to_string()));
-        metrics::counter!("grpc_server_handled_total", &with_code).increment(1);
-        metrics::histogram!("grpc_server_handling_seconds", &labels)
+        self.series.handled(code).increment(1);
+        self.series
+            .seconds
             .record(self.start.elapsed().as_secs_f64());
-    }
-
-    fn messages(&self, name: &'static str, n: u64) {
-        if n > 0 {
-            metrics::counter!(name, &self.method.labels()).increment(n);
-        }
     }
 }
 
@@ -286,10 +301,10 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let method = self.methods.get(request.uri().path());
-        metrics::counter!("grpc_server_started_total", &method.labels()).increment(1);
+        let series = self.methods.get(request.uri().path());
+        series.started.increment(1);
         let call = Arc::new(Call {
-            method,
+            series,
             start: Instant::now(),
             handled: AtomicBool::new(false),
         });
@@ -298,8 +313,7 @@ where
                 inner: body,
                 call: call.clone(),
                 frames: Frames::default(),
-                metric: "grpc_server_msg_received_total",
-                trailers: false,
+                sent: false,
             })
         });
         let answer = self.inner.call(request);
@@ -313,22 +327,20 @@ where
                     inner: body,
                     call,
                     frames: Frames::default(),
-                    metric: "grpc_server_msg_sent_total",
-                    trailers: true,
+                    sent: true,
                 })
             }))
         })
     }
 }
 
-/// A body whose messages are counted under `metric`; a response body
-/// (`trailers`) also finishes the call with the status in its trailers.
+/// A body whose messages are counted as received, or as `sent`; a
+/// response body also finishes the call with the status in its trailers.
 struct Counted<B> {
     inner: B,
     call: Arc<Call>,
     frames: Frames,
-    metric: &'static str,
-    trailers: bool,
+    sent: bool,
 }
 
 impl<B> HttpBody for Counted<B>
@@ -348,8 +360,16 @@ where
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     let n = this.frames.feed(data);
-                    this.call.messages(this.metric, n);
-                } else if this.trailers
+                    if n > 0 {
+                        let series = &this.call.series;
+                        let counter = if this.sent {
+                            &series.sent
+                        } else {
+                            &series.received
+                        };
+                        counter.increment(n);
+                    }
+                } else if this.sent
                     && let Some(t) = frame.trailers_ref()
                 {
                     this.call.finish(status_in(t).unwrap_or(2));
@@ -401,12 +421,14 @@ mod tests {
     fn methods_and_types_come_from_the_descriptors() {
         let m = Methods::from_descriptor_sets(&[baton::api::FILE_DESCRIPTOR_SET])
             .expect("the built-in descriptor set decodes");
+        let kind = |path: &str| m.get(path).labels[0].1.clone();
         let upload = m.get("/baton.v1.Exchange/Upload");
-        assert_eq!(&*upload.service, "baton.v1.Exchange");
-        assert_eq!(upload.kind, "client_stream");
-        assert_eq!(m.get("/baton.v1.Exchange/Download").kind, "server_stream");
-        assert_eq!(m.get("/baton.v1.Exchange/Acknowledge").kind, "unary");
-        assert_eq!(m.get("/made.up/Path").kind, "unknown");
+        assert_eq!(upload.labels[1].1, "baton.v1.Exchange");
+        assert_eq!(upload.labels[2].1, "Upload");
+        assert_eq!(kind("/baton.v1.Exchange/Upload"), "client_stream");
+        assert_eq!(kind("/baton.v1.Exchange/Download"), "server_stream");
+        assert_eq!(kind("/baton.v1.Exchange/Acknowledge"), "unary");
+        assert_eq!(kind("/made.up/Path"), "unknown");
         assert_eq!(code_name(7), "PermissionDenied");
         assert_eq!(code_name(0), "OK");
     }

@@ -9,7 +9,7 @@ use common::{Daemon, ciphertext};
 use crate::common;
 
 /// `batond admin dashboard link --json`: the URL.
-async fn link(daemon: &Daemon) -> String {
+async fn new_link(daemon: &Daemon) -> String {
     let out = daemon
         .admin(&["admin", "dashboard", "link", "--json"])
         .await;
@@ -85,7 +85,7 @@ async fn issue21_the_dashboard_admits_only_its_link_and_shows_the_trust() {
     assert_eq!(answer.status, 401);
 
     // The link works once and becomes a strict session cookie.
-    let link = link(&daemon).await;
+    let link = new_link(&daemon).await;
     let path = path_of(&link, &address);
     let answer = get(&address, &ca, &path, None).await;
     assert_eq!(answer.status, 303, "{}", answer.head);
@@ -173,6 +173,15 @@ async fn issue21_the_dashboard_admits_only_its_link_and_shows_the_trust() {
     for body in [&overview, &schools, &deliveries, &overdue, &audit] {
         assert!(!body.contains(token), "a page shows the link's token");
     }
+    // A guesser is slowed down: after 10 failures a minute (2 above, 8
+    // here), 429 even for a good link (the store is not asked).
+    for _ in 0..8 {
+        let bad = get(&address, &ca, "/signin?t=nothex", None).await;
+        assert_eq!(bad.status, 401);
+    }
+    let fresh = path_of(&new_link(&daemon).await, &address);
+    assert_eq!(get(&address, &ca, &fresh, None).await.status, 429);
+
     // Signing out ends the session.
     let out = get(&address, &ca, "/signout", Some(&cookie)).await;
     assert_eq!(out.status, 200);
@@ -291,7 +300,7 @@ async fn issue21_the_dashboard_in_a_browser() {
         return;
     }
     let (daemon, _, headers) = journey().await;
-    let link = link(&daemon).await;
+    let link = new_link(&daemon).await;
     let root = tempfile::tempdir().unwrap();
     let shots = match std::env::var_os("BATON_UI_SCREENSHOTS") {
         Some(dir) => std::path::PathBuf::from(dir),

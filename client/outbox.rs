@@ -5,6 +5,15 @@
 //! journal is also the only place that knows which pupil a sent pack is for
 //! (the server never did), until the pack's verified receipt is older than
 //! `keep_pupil_names_days` (config.json, default 30): then it forgets.
+//!
+//! Beside it, source stamps let a re-run skip sealing what it sent before:
+//! a stamp is a hash of what a pupil's pack is made of as the file system
+//! describes it (the record, the CTF `<Pupil>` element, and each
+//! attachment's path, size, modification and change times and inode), and
+//! `STAMP.stamp` names the content key its pack was sealed under. Change
+//! any file (even keeping its size and modification time, since the change
+//! time moves) and the stamp differs, so the pack is sealed and looked up
+//! by content as before.
 
 use std::path::PathBuf;
 
@@ -182,6 +191,22 @@ impl Outbox {
     /// Where the sealed ciphertext of an entry lives until it is sent.
     pub fn sealed_path(&self, key: &str) -> PathBuf {
         self.dir.join(format!("{key}.age"))
+    }
+
+    /// The content key a source stamp was sealed under, if it was.
+    pub fn stamped(&self, stamp: &str) -> Option<String> {
+        let key = std::fs::read_to_string(self.dir.join(format!("{stamp}.stamp"))).ok()?;
+        let key = key.trim();
+        (key.len() == 64 && key.bytes().all(|b| b.is_ascii_hexdigit())).then(|| key.to_string())
+    }
+
+    /// Records that the pack of `stamp` has content key `key`.
+    pub fn stamp(&self, stamp: &str, key: &str) -> Result<()> {
+        let path = self.dir.join(format!("{stamp}.stamp"));
+        let tmp = self.dir.join(format!("{stamp}.stamp.tmp"));
+        std::fs::write(&tmp, key)
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .with_context(|| format!("writing {}", path.display()))
     }
 
     /// The outbox folder.

@@ -17,6 +17,7 @@ mod client_escrow;
 mod client_journey;
 mod client_lifecycle;
 mod client_pilot;
+mod client_rerun;
 mod client_ui;
 mod client_words;
 mod daemon_abuse;

@@ -29,6 +29,9 @@ pub enum Outcome {
     Sent(Option<v1::AuditCheckpoint>),
     /// The server already had this exact pack.
     AlreadySent,
+    /// Sent before from the very same files (by their source stamp), so
+    /// not even sealed again.
+    Unchanged,
     /// Already sent, but sealed only to keys the school has since revoked.
     Stranded,
     /// Not sent: another pack for the same pupil went (or, sealed but not
@@ -104,6 +107,78 @@ impl Job {
     /// sealed before but not sent is sent as it was sealed (same id, same
     /// bytes), so a rerun after any failure retries rather than duplicates.
     pub async fn run(self) -> Result<Outcome, Failure> {
+        // Sent before from the very same files: nothing to seal or send.
+        let stamp = self.stamp();
+        if let Some(stamp) = &stamp
+            && let Some(key) = self.outbox.stamped(stamp)
+            && let Some(e) = self.outbox.get(&key).map_err(Failure::retry)?
+            && e.state == State::Sent
+            && !self.stranded.contains(&e.pack_id)
+        {
+            return Ok(Outcome::Unchanged);
+        }
+        self.seal_and_send(stamp.as_deref()).await
+    }
+
+    /// A hash of what this pack is made of as the file system describes it
+    /// (see [`crate::outbox`]); `None` if an attachment cannot be looked at.
+    fn stamp(&self) -> Option<String> {
+        use sha2::{Digest as _, Sha256};
+        let mut h = Sha256::new();
+        // Each field with its length, so no two inputs run together.
+        let mut field = |bytes: &[u8]| {
+            h.update((bytes.len() as u64).to_le_bytes());
+            h.update(bytes);
+        };
+        field(b"baton-stamp-v1");
+        field(self.to.as_str().as_bytes());
+        field(self.kind.as_str().as_bytes());
+        field(
+            self.supersedes
+                .map(|old| old.to_string())
+                .unwrap_or_default()
+                .as_bytes(),
+        );
+        field(&serde_json::to_vec(&self.item.record).ok()?);
+        field(self.item.ctf_pupil_xml.as_deref().unwrap_or("").as_bytes());
+        for (path, meta) in &self.item.attachments {
+            let m = std::fs::metadata(path).ok()?;
+            field(path.as_os_str().as_encoded_bytes());
+            field(meta.name.as_bytes());
+            field(meta.media_type.as_bytes());
+            field(&m.len().to_le_bytes());
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::MetadataExt as _;
+                for n in [m.mtime(), m.mtime_nsec(), m.ctime(), m.ctime_nsec()] {
+                    field(&n.to_le_bytes());
+                }
+                field(&m.ino().to_le_bytes());
+                field(&m.dev().to_le_bytes());
+            }
+            #[cfg(not(unix))]
+            {
+                let modified = m.modified().ok()?;
+                let since = modified.duration_since(std::time::UNIX_EPOCH).ok()?;
+                field(&since.as_nanos().to_le_bytes());
+            }
+        }
+        Some(hex::encode(h.finalize()))
+    }
+
+    /// Seals the pack, then decides as [`Job::run`] says; records `stamp`
+    /// once the pack is known to be sent.
+    async fn seal_and_send(self, stamp: Option<&str>) -> Result<Outcome, Failure> {
+        let outbox = Arc::clone(&self.outbox);
+        let (key, outcome) = self.seal_and_decide().await?;
+        if let (Some(stamp), Ok(Outcome::Sent(_) | Outcome::AlreadySent)) = (stamp, &outcome) {
+            // Only a speed-up: a stamp not written costs a seal next time.
+            let _ = outbox.stamp(stamp, &key);
+        }
+        outcome
+    }
+
+    async fn seal_and_decide(self) -> Result<(String, Result<Outcome, Failure>), Failure> {
         let manifest = Manifest {
             record: self.item.record.clone(),
             ctf_pupil_xml: self.item.ctf_pupil_xml.clone(),
@@ -124,10 +199,10 @@ impl Job {
         match self.outbox.get(&key).map_err(Failure::retry)? {
             Some(e) if e.state == State::Sent => {
                 if !self.stranded.contains(&e.pack_id) {
-                    return Ok(Outcome::AlreadySent);
+                    return Ok((key, Ok(Outcome::AlreadySent)));
                 }
                 if !self.reseal {
-                    return Ok(Outcome::Stranded);
+                    return Ok((key, Ok(Outcome::Stranded)));
                 }
                 // The stranded pack keeps its own journal entry, so `sent`
                 // still names its pupil.
@@ -137,7 +212,7 @@ impl Job {
                 replaces = Some(e.pack_id.clone());
             }
             Some(e) if e.state == State::Sealed && self.outbox.sealed_path(&key).exists() => {
-                return upload(&self.outbox, self.exchange, e).await;
+                return Ok((key, upload(&self.outbox, self.exchange, e).await));
             }
             // A reseal that failed (or whose sealed file went) is still a
             // reseal: it keeps the pack it replaces.
@@ -154,10 +229,12 @@ impl Job {
                 .get(&(self.to.to_string(), self.kind, upn))
                 .and_then(|all| all.iter().find(|e| e.key != key))
         {
-            return Ok(Outcome::Duplicate(Box::new(first.clone())));
+            return Ok((key, Ok(Outcome::Duplicate(Box::new(first.clone())))));
         }
-        let entry = self.keep(key, sealed, replaces).map_err(Failure::retry)?;
-        upload(&self.outbox, self.exchange, entry).await
+        let entry = self
+            .keep(key.clone(), sealed, replaces)
+            .map_err(Failure::retry)?;
+        Ok((key, upload(&self.outbox, self.exchange, entry).await))
     }
 
     async fn seal(&self, mut manifest: Manifest) -> Result<Sealed> {

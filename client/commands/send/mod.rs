@@ -276,6 +276,7 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
     let mut book = crate::checkpoint::Book::load(home)?;
     let mut retry_helps = false;
     let (mut duplicates, mut stranded) = (Vec::new(), 0usize);
+    let mut unchanged = std::collections::HashSet::new();
     while let Some(joined) = tasks.join_next().await {
         let (source, to, result) = joined.context("a send task failed")?;
         bar.inc(1);
@@ -292,6 +293,11 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
             }
             Ok(Outcome::AlreadySent) => {
                 t.already_sent += 1;
+                ("already-sent", None)
+            }
+            Ok(Outcome::Unchanged) => {
+                t.already_sent += 1;
+                unchanged.insert(source.clone());
                 ("already-sent", None)
             }
             Ok(Outcome::Stranded) => {
@@ -324,8 +330,13 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
                 ("failed", Some(f.message))
             }
         };
-        results
-            .push(serde_json::json!({"source": source, "to": to, "state": state, "error": error}));
+        let mut result =
+            serde_json::json!({"source": source, "to": to, "state": state, "error": error});
+        if unchanged.contains(&source) {
+            // Recognised from the files' stamps, without sealing again.
+            result["unchanged"] = serde_json::Value::Bool(true);
+        }
+        results.push(result);
     }
     bar.finish_and_clear();
     let audit = book.finish(home);

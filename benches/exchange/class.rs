@@ -40,6 +40,10 @@ pub(crate) async fn class(daemon: &Daemon) -> Res<()> {
     let t = Instant::now();
     sender.ok(&args).await;
     let send_s = t.elapsed().as_secs_f64();
+    // The same command again on the unchanged class: nothing to seal or send.
+    let t = Instant::now();
+    sender.ok(&args).await;
+    let rerun_s = t.elapsed().as_secs_f64();
     let out = root.path().join("pulled");
     let out_s = out.display().to_string();
     let t = Instant::now();
@@ -47,6 +51,16 @@ pub(crate) async fn class(daemon: &Daemon) -> Res<()> {
     receiver.ok(&["ack", "--all-pulled"]).await;
     let receive_s = t.elapsed().as_secs_f64();
     println!("baton send (30 packs):                  {send_s:.2} s");
+    println!(
+        "baton send again, class unchanged:      {rerun_s:.3} s  (re-run / first = {:.2})",
+        rerun_s / send_s
+    );
+    let verdict = if rerun_s <= 0.3 * send_s {
+        "met"
+    } else {
+        "NOT met"
+    };
+    println!("BUDGET re-run of an unchanged class ≤ 0.3 × the first send: {verdict}");
     println!("baton pull --all + ack --all-pulled:    {receive_s:.2} s");
 
     let why = if !have("age") || !have("age-keygen") {

@@ -55,11 +55,17 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
         report.push(serde_json::json!({"id": id, "state": state, "error": error}));
     };
     let identity = home.identity()?;
-    let mut clients = connect(home).await?;
+    let clients = connect(home).await?;
     let mut failed = 0;
     let mut book = crate::checkpoint::Book::load(home)?;
+    // Receipts are signed here in order and sent a few at a time; the
+    // answers are taken in the same order.
+    let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(
+        crate::commands::pull::CONCURRENCY,
+    ));
+    let mut sending = Vec::new();
     for id in ids {
-        let Some(pack) = pulled.packs.get_mut(&id) else {
+        let Some(pack) = pulled.packs.get(&id) else {
             say(
                 &id,
                 "failed",
@@ -81,36 +87,55 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
             recipient_key_id: identity.key_id(),
         };
         let signed = identity.sign_receipt(receipt)?;
-        match clients
-            .exchange
-            .acknowledge(v1::AcknowledgeRequest {
-                receipt: Some(v1::Receipt::from(&signed)),
-            })
+        let (mut exchange, limit) = (clients.exchange.clone(), std::sync::Arc::clone(&limit));
+        let answer = tokio::spawn(async move {
+            let _permit = limit.acquire_owned().await;
+            exchange
+                .acknowledge(v1::AcknowledgeRequest {
+                    receipt: Some(v1::Receipt::from(&signed)),
+                })
+                .await
+        });
+        sending.push((id, answer));
+    }
+    let mut unreachable_server = None;
+    for (id, answer) in sending {
+        let answer = answer
             .await
-        {
+            .context("sending a receipt failed unexpectedly")?;
+        let acknowledged = match answer {
             Ok(response) => {
                 book.observe(response.into_inner().checkpoint.as_ref());
-                pack.acknowledged_at_ms = Some(now_ms());
                 say(&id, "acknowledged", None);
+                true
             }
             Err(s) if s.code() == tonic::Code::AlreadyExists => {
-                pack.acknowledged_at_ms = Some(now_ms());
                 say(&id, "already-acknowledged", None);
+                true
             }
             Err(s) if unreachable(&s) => {
-                bail!("acknowledging: {}", explain(&s));
+                unreachable_server.get_or_insert(s);
+                false
             }
             Err(s) => {
                 failed += 1;
                 say(&id, "failed", Some(explain(&s)));
+                false
             }
+        };
+        if acknowledged && let Some(pack) = pulled.packs.get_mut(&id) {
+            pack.acknowledged_at_ms = Some(now_ms());
         }
-        pulled.save(home)?;
+    }
+    // What was acknowledged is kept even if the server then went away.
+    pulled.save(home)?;
+    book.finish(home)?;
+    if let Some(s) = unreachable_server {
+        bail!("acknowledging: {}", explain(&s));
     }
     if args.json {
         json(&serde_json::Value::Array(report));
     }
-    book.finish(home)?;
     if failed > 0 {
         bail!("{failed} pack(s) were not acknowledged");
     }

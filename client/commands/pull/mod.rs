@@ -9,6 +9,7 @@
 //! hears that a pack was downloaded (`ConfirmDownload`) only once its folder
 //! is in place. `--ctf-dir` is in [`mis`].
 
+use std::collections::HashMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -20,9 +21,14 @@ use baton::keys::KeyId;
 use baton::pack::{AttachmentMeta, Kind, PackId, SignedHeader};
 use serde::Serialize;
 use tokio::io::AsyncWriteExt as _;
+use v1::exchange_client::ExchangeClient;
+
+/// Packs downloaded ahead of the one being opened, and receipts or
+/// confirmations in flight at once.
+pub(crate) const CONCURRENCY: usize = 4;
 
 use crate::commands::inbox::Waiting;
-use crate::connect::{Clients, connect, explain};
+use crate::connect::{Authed, Clients, connect, explain};
 use crate::home::{Home, create_private_dir_all, create_private_file, read_json};
 use crate::output::{json, now_ms, progress, time};
 use crate::packdir::Staging;
@@ -177,6 +183,37 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
             }
         })
     };
+    // Downloads run ahead of opening, a few at a time, each into its own
+    // file in the staging folder; packs are then opened and written in
+    // order, and the server told of each as it is written.
+    let staging_root = args.out.join(".baton-staging");
+    create_private_dir_all(&staging_root)?;
+    let mut fetches = HashMap::new();
+    let limit = Arc::new(tokio::sync::Semaphore::new(CONCURRENCY));
+    for (id, _) in &ids {
+        let key = id.to_string();
+        let wanted = match pulled.packs.get(&key) {
+            Some(before) => {
+                !holds(Path::new(&before.folder), *id)
+                    && (args.again || before.acknowledged_at_ms.is_none())
+            }
+            None => true,
+        };
+        if wanted {
+            let exchange = clients.exchange.clone();
+            let (limit, root, id) = (Arc::clone(&limit), staging_root.clone(), *id);
+            fetches.insert(
+                id,
+                tokio::spawn(async move {
+                    let _permit = limit.acquire_owned().await;
+                    let file = tempfile::NamedTempFile::new_in(&root)?;
+                    let header = download(exchange, id, file.path()).await?;
+                    Ok::<_, anyhow::Error>((file, header))
+                }),
+            );
+        }
+    }
+    let mut confirms = tokio::task::JoinSet::new();
     let mut outcomes = Vec::new();
     for (id, uploaded_at_ms) in ids {
         let key = id.to_string();
@@ -208,23 +245,32 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
             .filter(|p| holds(Path::new(&p.folder), id))
         {
             // A repeat pull: the folder already holds exactly this pack.
-            confirm(&mut clients, id, &done.ciphertext_sha256).await;
+            confirm(clients.exchange.clone(), id, &done.ciphertext_sha256).await;
             say(format!("{id}: already pulled into {}", done.folder));
             outcomes.push(Outcome::of(id, done, "already-pulled"));
             bar.inc(1);
             continue;
         }
-        match pull_one(
-            home,
-            &mut clients,
-            &mut pins,
-            &identity,
-            id,
-            uploaded_at_ms,
-            &args.out,
-        )
-        .await
-        {
+        let fetched = match fetches.remove(&id) {
+            Some(task) => task.await.context("a download failed unexpectedly")?,
+            None => Err(anyhow::anyhow!("not downloaded")),
+        };
+        let pulled_one = match fetched {
+            Ok(fetched) => {
+                pull_one(
+                    home,
+                    &mut clients,
+                    &mut pins,
+                    &identity,
+                    fetched,
+                    uploaded_at_ms,
+                    &args.out,
+                )
+                .await
+            }
+            Err(e) => Err(e),
+        };
+        match pulled_one {
             Ok(mut record) => {
                 // Pulled before into a folder that has since moved: keep what
                 // was recorded (the CTF it went into, its acknowledgement).
@@ -233,14 +279,10 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
                     record.acknowledged_at_ms = before.acknowledged_at_ms;
                     record.pulled_at_ms = before.pulled_at_ms;
                 }
-                // Only now, with the folder in place, is the pack downloaded.
-                if !confirm(&mut clients, id, &record.ciphertext_sha256).await {
-                    bar.suspend(|| {
-                        eprintln!(
-                            "{id}: written, but the server could not be told; `baton pull {id}` again tells it"
-                        )
-                    });
-                }
+                // Only now, with the folder in place, is the pack downloaded
+                // (told while the next pack is opened).
+                let (exchange, sha) = (clients.exchange.clone(), record.ciphertext_sha256.clone());
+                confirms.spawn(async move { (id, confirm(exchange, id, &sha).await) });
                 say(format!("{id} -> {}", record.folder));
                 if let Some(old) = &record.supersedes {
                     let before = pulled
@@ -270,6 +312,15 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
             }
         }
         bar.inc(1);
+    }
+    while let Some(told) = confirms.join_next().await {
+        if let Ok((id, false)) = told {
+            bar.suspend(|| {
+                eprintln!(
+                    "{id}: written, but the server could not be told; `baton pull {id}` again tells it"
+                )
+            });
+        }
     }
     bar.finish_and_clear();
     // Empty once every pack is published; a failed pack's files were dropped.
@@ -315,12 +366,11 @@ impl Outcome {
 }
 
 /// Tells the server the pack was written; false if it could not be told.
-async fn confirm(clients: &mut Clients, id: PackId, sha256_hex: &str) -> bool {
+async fn confirm(mut exchange: ExchangeClient<Authed>, id: PackId, sha256_hex: &str) -> bool {
     let Ok(sha) = hex::decode(sha256_hex) else {
         return false;
     };
-    clients
-        .exchange
+    exchange
         .confirm_download(v1::ConfirmDownloadRequest {
             pack_id: id.to_string(),
             ciphertext_sha256: sha,
@@ -352,20 +402,20 @@ fn folder_for(parent: &Path, name: &str, id: PackId) -> PathBuf {
     parent.join(format!("{name}-{text}"))
 }
 
+/// Opens a downloaded pack (`fetched`: its ciphertext and header) into a
+/// pack folder under `out`, checking it whole first.
 async fn pull_one(
     home: &Home,
     clients: &mut Clients,
     pins: &mut Pins,
     identity: &Arc<Vec<Identity>>,
-    id: PackId,
+    fetched: (tempfile::NamedTempFile, SignedHeader),
     uploaded_at_ms: i64,
     out: &Path,
 ) -> Result<PulledPack> {
-    let staging_root = out.join(".baton-staging");
-    create_private_dir_all(&staging_root)?;
-    let ciphertext = tempfile::NamedTempFile::new_in(&staging_root)?;
-    let header = download(clients, id, ciphertext.path()).await?;
+    let (ciphertext, header) = fetched;
     let h = header.header().clone();
+    let id = h.pack_id;
     // Forwarded by the escrow: the record is the original sender's.
     let author = match &h.forwarded {
         Some(f) => forwarded::author(home, clients, pins, &h, f, ciphertext.path()).await?,
@@ -491,12 +541,11 @@ async fn pull_one(
 
 /// Streams a pack's ciphertext into `path`, returning its header.
 pub(crate) async fn download(
-    clients: &mut Clients,
+    mut exchange: ExchangeClient<Authed>,
     id: PackId,
     path: &Path,
 ) -> Result<SignedHeader> {
-    let mut stream = clients
-        .exchange
+    let mut stream = exchange
         .download(v1::DownloadRequest {
             pack_id: id.to_string(),
         })

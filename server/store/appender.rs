@@ -1,32 +1,72 @@
-//! The audit queue: audit events that come with no write of their own (an
-//! inbox or sent listing) are queued and appended in groups, one write
-//! transaction for everything queued, instead of each listing opening a
-//! write transaction around its read. A listing is answered only once its
-//! entry is committed, so the chain means what it always meant: every
-//! answered call is in the log, in the order its entry was appended.
+//! The write queue: the small writes of delivery are queued and written in
+//! groups, one synced write transaction for everything queued, instead of
+//! each call opening a write transaction of its own: audit events that come
+//! with no write of their own (an inbox or sent listing), download marks
+//! (`ConfirmDownload`) and receipts (`Acknowledge`), each with its audit
+//! entry. A call is answered only once its write is committed, so the chain
+//! means what it always meant: every answered call is in the log, in the
+//! order its entry was appended. Should a group fail, its writes are tried
+//! again one transaction each, so one bad write fails alone.
 
 use std::future::Future;
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Result, StoreError};
+use baton::pack::PackId;
+
+use super::{Acknowledged, Result, StoreError};
 use crate::audit;
 
 /// The most events one transaction appends.
 const MAX_GROUP: usize = 512;
 
-/// Appends a group of events in one transaction.
-pub trait AppendWriter: Send + Sync + 'static {
-    /// Appends every `(at_ms, event)` of `events`, in order, in one
-    /// transaction; `Err` means none was appended.
-    fn append_all<'a>(
-        &'a self,
-        events: &'a [(i64, audit::Event)],
-    ) -> impl Future<Output = Result<()>> + Send + 'a;
+/// One queued write.
+#[derive(Debug, Clone)]
+pub enum Write {
+    /// An audit event with no write of its own.
+    Audit(audit::Event),
+    /// A download the destination confirmed: the pack moves to
+    /// `downloaded` (the first time), and `event` is appended.
+    Downloaded {
+        /// The pack.
+        id: PackId,
+        /// Its audit event.
+        event: audit::Event,
+    },
+    /// A receipt: recorded unless one is already (the same one again is a
+    /// retry; another is a conflict, recorded nowhere).
+    Acknowledge {
+        /// The pack.
+        id: PackId,
+        /// The signed receipt, protobuf bytes.
+        receipt: Vec<u8>,
+        /// Its audit event.
+        event: audit::Event,
+    },
 }
 
-type Queued = (i64, audit::Event, oneshot::Sender<Result<()>>);
+/// What a write did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    /// Done (an event, or a download mark).
+    Done,
+    /// A receipt's outcome.
+    Acknowledged(Acknowledged),
+}
+
+/// Writes a group in one transaction.
+pub trait AppendWriter: Send + Sync + 'static {
+    /// Makes every `(at_ms, write)` of `writes`, in order, in one
+    /// transaction, and returns each one's outcome (a pack that is not
+    /// there fails alone); `Err` means none was written.
+    fn write_all<'a>(
+        &'a self,
+        writes: &'a [(i64, Write)],
+    ) -> impl Future<Output = Result<Vec<Result<Written>>>> + Send + 'a;
+}
+
+type Queued = (i64, Write, oneshot::Sender<Result<Written>>);
 
 /// A handle that queues events for the appender task.
 #[derive(Debug, Clone)]
@@ -49,9 +89,14 @@ impl Appender {
 
     /// Queues `event` (at `now_ms`) and waits until it is committed.
     pub async fn append(&self, now_ms: i64, event: audit::Event) -> Result<()> {
+        self.write(now_ms, Write::Audit(event)).await.map(|_| ())
+    }
+
+    /// Queues `write` (at `now_ms`) and waits until it is committed.
+    pub async fn write(&self, now_ms: i64, write: Write) -> Result<Written> {
         let (reply, done) = oneshot::channel();
         self.queue
-            .send((now_ms, event, reply))
+            .send((now_ms, write, reply))
             .await
             .map_err(|_| gone())?;
         done.await.map_err(|_| gone())?
@@ -67,20 +112,31 @@ async fn run<W: AppendWriter>(writer: Arc<W>, mut queue: mpsc::Receiver<Queued>)
                 Err(_) => break,
             }
         }
-        let (events, replies): (Vec<_>, Vec<_>) =
-            group.into_iter().map(|(at, e, r)| ((at, e), r)).unzip();
-        let written = writer.append_all(&events).await;
-        let failure = written.as_ref().err().map(ToString::to_string);
-        if let Some(why) = &failure {
-            tracing::error!(error = %why, events = events.len(), "appending audit entries failed");
-        }
-        for reply in replies {
-            let _ = reply.send(match &failure {
-                None => Ok(()),
-                Some(why) => Err(StoreError::Unavailable(format!(
-                    "appending the audit entry failed: {why}"
-                ))),
-            });
+        let (writes, replies): (Vec<_>, Vec<_>) =
+            group.into_iter().map(|(at, w, r)| ((at, w), r)).unzip();
+        let outcomes = match writer.write_all(&writes).await {
+            Ok(outcomes) => outcomes,
+            Err(e) if writes.len() == 1 => vec![Err(failed(&e))],
+            Err(e) => {
+                tracing::warn!(error = %e, writes = writes.len(), "a group write failed; writing each alone");
+                let mut alone = Vec::with_capacity(writes.len());
+                for w in &writes {
+                    alone.push(match writer.write_all(std::slice::from_ref(w)).await {
+                        Ok(mut one) => one.pop().unwrap_or_else(|| Err(gone())),
+                        Err(e) => Err(failed(&e)),
+                    });
+                }
+                alone
+            }
+        };
+        for (reply, outcome) in replies.into_iter().zip(outcomes) {
+            let _ = reply.send(outcome);
         }
     }
+}
+
+/// A write that failed with the group (logged; the caller is told to retry).
+fn failed(e: &StoreError) -> StoreError {
+    tracing::error!(error = %e, "a queued write failed");
+    StoreError::Unavailable(format!("the write failed: {e}"))
 }

@@ -169,8 +169,9 @@ pub struct Page {
 }
 
 /// Sealed packs and their life on the server. Every call that changes a
-/// pack appends its audit event in the same transaction; a listing's event
-/// is appended through the store's audit queue (`store::appender`).
+/// pack appends its audit event in the same transaction. Download marks
+/// and receipts, like a listing's event, go through the store's write queue
+/// (`store::appender`): one synced transaction for what arrives together.
 pub trait Packs: Send + Sync {
     /// Removes staged chunks of uploads that never finished (call on start).
     fn clean_staging(&self) -> impl Future<Output = Result<u64>> + Send;

@@ -225,14 +225,85 @@ macro_rules! shared_store {
         }
 
         impl AppendWriter for $pool {
-            async fn append_all(&self, events: &[(i64, audit::Event)]) -> Result<()> {
+            async fn write_all(
+                &self,
+                writes: &[(i64, $crate::store::appender::Write)],
+            ) -> Result<Vec<Result<$crate::store::appender::Written>>> {
+                use $crate::store::appender::{Write, Written};
                 let mut tx = begin(self).await?;
-                for (at_ms, event) in events {
-                    append(&mut tx, *at_ms, event).await?;
+                let mut out = Vec::with_capacity(writes.len());
+                for (at_ms, write) in writes {
+                    out.push(match write {
+                        Write::Audit(event) => {
+                            append(&mut tx, *at_ms, event).await?;
+                            Ok(Written::Done)
+                        }
+                        Write::Downloaded { id, event } => {
+                            sqlx::query(
+                                "UPDATE packs SET downloaded_at_ms = COALESCE(downloaded_at_ms, $1), \
+                                 status = CASE status WHEN 'pending' THEN 'downloaded' ELSE status END \
+                                 WHERE pack_id = $2",
+                            )
+                            .bind(*at_ms)
+                            .bind(id.to_string())
+                            .execute(&mut *tx)
+                            .await?;
+                            append(&mut tx, *at_ms, event).await?;
+                            Ok(Written::Done)
+                        }
+                        Write::Acknowledge { id, receipt, event } => {
+                            acknowledge_in(&mut tx, *id, receipt, *at_ms, event)
+                                .await?
+                                .map(Written::Acknowledged)
+                        }
+                    });
                 }
                 tx.commit().await?;
-                Ok(())
+                Ok(out)
             }
+        }
+
+        /// Records a receipt inside the caller's transaction: the outer
+        /// `Err` is the database's, the inner one a pack that is not there.
+        async fn acknowledge_in(
+            conn: &mut $conn,
+            id: PackId,
+            receipt: &[u8],
+            now_ms: i64,
+            event: &audit::Event,
+        ) -> Result<Result<Acknowledged>> {
+            // Concurrent acknowledgements (through several nodes) take
+            // turns: the first receipt wins, the same one again is a retry.
+            let row: Option<(Option<Vec<u8>>, Option<i64>)> = sqlx::query_as(concat!(
+                "SELECT receipt, acknowledged_at_ms FROM packs WHERE pack_id = $1",
+                $lock
+            ))
+            .bind(id.to_string())
+            .fetch_optional(&mut *conn)
+            .await?;
+            let outcome = match row {
+                None => return Ok(Err(StoreError::NotFound("pack"))),
+                Some((Some(stored), at)) if stored == receipt => Acknowledged::At(at.unwrap_or(now_ms)),
+                Some((Some(_), _)) => Acknowledged::Conflict,
+                Some((None, _)) => {
+                    sqlx::query(
+                        "UPDATE packs SET receipt = $1, acknowledged_at_ms = $2, \
+                         status = CASE WHEN status IN ('pending', 'downloaded') \
+                         THEN 'acknowledged' ELSE status END, \
+                         downloaded_at_ms = COALESCE(downloaded_at_ms, $2) WHERE pack_id = $3",
+                    )
+                    .bind(receipt)
+                    .bind(now_ms)
+                    .bind(id.to_string())
+                    .execute(&mut *conn)
+                    .await?;
+                    Acknowledged::At(now_ms)
+                }
+            };
+            if outcome != Acknowledged::Conflict {
+                append(&mut *conn, now_ms, event).await?;
+            }
+            Ok(Ok(outcome))
         }
 
         impl Directory for $store {
@@ -748,19 +819,8 @@ macro_rules! shared_store {
                 now_ms: i64,
                 event: audit::Event,
             ) -> Result<()> {
-                let mut tx = begin(&self.pool).await?;
-                sqlx::query(
-                    "UPDATE packs SET downloaded_at_ms = COALESCE(downloaded_at_ms, $1), \
-                     status = CASE status WHEN 'pending' THEN 'downloaded' ELSE status END \
-                     WHERE pack_id = $2",
-                )
-                .bind(now_ms)
-                .bind(id.to_string())
-                .execute(&mut *tx)
-                .await?;
-                append(&mut tx, now_ms, &event).await?;
-                tx.commit().await?;
-                Ok(())
+                use $crate::store::appender::Write;
+                self.audit.write(now_ms, Write::Downloaded { id, event }).await.map(|_| ())
             }
 
             async fn acknowledge(
@@ -770,42 +830,12 @@ macro_rules! shared_store {
                 now_ms: i64,
                 event: audit::Event,
             ) -> Result<Acknowledged> {
-                let mut tx = begin(&self.pool).await?;
-                // Concurrent acknowledgements (through several nodes) take
-                // turns: the first receipt wins, the same one again is a retry.
-                let row: Option<(Option<Vec<u8>>, Option<i64>)> = sqlx::query_as(concat!(
-                    "SELECT receipt, acknowledged_at_ms FROM packs WHERE pack_id = $1",
-                    $lock
-                ))
-                .bind(id.to_string())
-                .fetch_optional(&mut *tx)
-                .await?;
-                let outcome = match row {
-                    None => return Err(StoreError::NotFound("pack")),
-                    Some((Some(stored), at)) if stored == receipt => {
-                        Acknowledged::At(at.unwrap_or(now_ms))
-                    }
-                    Some((Some(_), _)) => Acknowledged::Conflict,
-                    Some((None, _)) => {
-                        sqlx::query(
-                            "UPDATE packs SET receipt = $1, acknowledged_at_ms = $2, \
-                             status = CASE WHEN status IN ('pending', 'downloaded') \
-                             THEN 'acknowledged' ELSE status END, \
-                             downloaded_at_ms = COALESCE(downloaded_at_ms, $2) WHERE pack_id = $3",
-                        )
-                        .bind(receipt)
-                        .bind(now_ms)
-                        .bind(id.to_string())
-                        .execute(&mut *tx)
-                        .await?;
-                        Acknowledged::At(now_ms)
-                    }
-                };
-                if outcome != Acknowledged::Conflict {
-                    append(&mut tx, now_ms, &event).await?;
+                use $crate::store::appender::{Write, Written};
+                let write = Write::Acknowledge { id, receipt: receipt.to_vec(), event };
+                match self.audit.write(now_ms, write).await? {
+                    Written::Acknowledged(outcome) => Ok(outcome),
+                    Written::Done => Err(corrupt("a receipt's write answered without an outcome")),
                 }
-                tx.commit().await?;
-                Ok(outcome)
             }
         }
 

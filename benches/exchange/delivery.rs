@@ -1,4 +1,5 @@
-//! Delivery: receivers list, download, open and acknowledge.
+//! Delivery: receivers list, download, open, confirm the download and
+//! acknowledge, as `baton pull` and `baton ack` do.
 
 use crate::*;
 
@@ -44,6 +45,18 @@ pub(crate) async fn deliver(
                 break;
             }
             token = page.next_page_token;
+        }
+    }
+    // Interleaved across receivers, so each school has about its share of
+    // the clients in flight (a school may hold 16 downloads open at once).
+    let mut by_receiver: Vec<Vec<_>> = vec![Vec::new(); receivers.len()];
+    for (r, h) in work {
+        by_receiver[r].push((r, h));
+    }
+    let mut work = Vec::new();
+    while by_receiver.iter().any(|w| !w.is_empty()) {
+        for w in &mut by_receiver {
+            work.extend(w.pop());
         }
     }
     let packs = work.len();
@@ -93,6 +106,16 @@ pub(crate) async fn deliver(
                 })
                 .await??;
                 let h = signed.header();
+                // As `baton pull` does once the pack folder is written.
+                client
+                    .confirm_download(with_token(
+                        &school.token,
+                        v1::ConfirmDownloadRequest {
+                            pack_id: wire.pack_id.clone(),
+                            ciphertext_sha256: h.ciphertext_sha256.to_vec(),
+                        },
+                    ))
+                    .await?;
                 let receipt = school.identity.sign_receipt(Receipt {
                     pack_id: h.pack_id,
                     ciphertext_sha256: h.ciphertext_sha256,

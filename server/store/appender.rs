@@ -7,6 +7,8 @@
 //! means what it always meant: every answered call is in the log, in the
 //! order its entry was appended. Should a group fail, its writes are tried
 //! again one transaction each, so one bad write fails alone.
+//!
+//! [`queue_writer!`] writes the statements once for both backends.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -139,4 +141,96 @@ async fn run<W: AppendWriter>(writer: Arc<W>, mut queue: mpsc::Receiver<Queued>)
 fn failed(e: &StoreError) -> StoreError {
     tracing::error!(error = %e, "a queued write failed");
     StoreError::Unavailable(format!("the write failed: {e}"))
+}
+
+/// Implements [`AppendWriter`] for the backend's pool `$pool` (with `begin`
+/// and `append_all` of its backend in scope); `$lock` is the row lock a receipt
+/// takes (`FOR UPDATE` on PostgreSQL, where nodes write at once).
+macro_rules! queue_writer {
+    ($pool:ty, $conn:ty, for_update = $lock:literal) => {
+        impl $crate::store::appender::AppendWriter for $pool {
+            async fn write_all(
+                &self,
+                writes: &[(i64, $crate::store::appender::Write)],
+            ) -> $crate::store::Result<Vec<$crate::store::Result<$crate::store::appender::Written>>> {
+                use $crate::store::appender::{Write, Written};
+                let mut tx = begin(self).await?;
+                let mut out = Vec::with_capacity(writes.len());
+                // Every write's event, appended together at the end, in order.
+                let mut events = Vec::with_capacity(writes.len());
+                for (at_ms, write) in writes {
+                    out.push(match write {
+                        Write::Audit(event) => {
+                            events.push((*at_ms, event));
+                            Ok(Written::Done)
+                        }
+                        Write::Downloaded { id, event } => {
+                            sqlx::query(
+                                "UPDATE packs SET downloaded_at_ms = COALESCE(downloaded_at_ms, $1), \
+                                 status = CASE status WHEN 'pending' THEN 'downloaded' ELSE status END \
+                                 WHERE pack_id = $2",
+                            )
+                            .bind(*at_ms)
+                            .bind(id.to_string())
+                            .execute(&mut *tx)
+                            .await?;
+                            events.push((*at_ms, event));
+                            Ok(Written::Done)
+                        }
+                        Write::Acknowledge { id, receipt, event } => {
+                            let outcome = acknowledge_in(&mut tx, *id, receipt, *at_ms).await?;
+                            if outcome.as_ref().is_ok_and(|o| *o != $crate::store::Acknowledged::Conflict) {
+                                events.push((*at_ms, event));
+                            }
+                            outcome.map(Written::Acknowledged)
+                        }
+                    });
+                }
+                append_all(&mut tx, &events).await?;
+                tx.commit().await?;
+                Ok(out)
+            }
+        }
+
+        /// Records a receipt inside the caller's transaction (its event is
+        /// the caller's to append): the outer `Err` is the database's, the
+        /// inner one a pack that is not there.
+        async fn acknowledge_in(
+            conn: &mut $conn,
+            id: baton::pack::PackId,
+            receipt: &[u8],
+            now_ms: i64,
+        ) -> $crate::store::Result<$crate::store::Result<$crate::store::Acknowledged>> {
+            use $crate::store::{Acknowledged, StoreError};
+            // Concurrent acknowledgements (through several nodes) take
+            // turns: the first receipt wins, the same one again is a retry.
+            let row: Option<(Option<Vec<u8>>, Option<i64>)> = sqlx::query_as(concat!(
+                "SELECT receipt, acknowledged_at_ms FROM packs WHERE pack_id = $1",
+                $lock
+            ))
+            .bind(id.to_string())
+            .fetch_optional(&mut *conn)
+            .await?;
+            let outcome = match row {
+                None => return Ok(Err(StoreError::NotFound("pack"))),
+                Some((Some(stored), at)) if stored == receipt => Acknowledged::At(at.unwrap_or(now_ms)),
+                Some((Some(_), _)) => Acknowledged::Conflict,
+                Some((None, _)) => {
+                    sqlx::query(
+                        "UPDATE packs SET receipt = $1, acknowledged_at_ms = $2, \
+                         status = CASE WHEN status IN ('pending', 'downloaded') \
+                         THEN 'acknowledged' ELSE status END, \
+                         downloaded_at_ms = COALESCE(downloaded_at_ms, $2) WHERE pack_id = $3",
+                    )
+                    .bind(receipt)
+                    .bind(now_ms)
+                    .bind(id.to_string())
+                    .execute(&mut *conn)
+                    .await?;
+                    Acknowledged::At(now_ms)
+                }
+            };
+            Ok(Ok(outcome))
+        }
+    };
 }

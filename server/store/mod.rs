@@ -14,13 +14,14 @@
 //! writer, and how arrivals reach other nodes.
 
 #[macro_use]
+mod appender;
+#[macro_use]
 mod shared;
 #[macro_use]
 pub mod lifecycle;
 #[macro_use]
 pub mod dashboard;
 
-mod appender;
 pub mod audit_log;
 pub mod calendars;
 pub mod directory;

@@ -157,6 +157,25 @@ pub fn roles_from_text(text: &str, what: &str) -> Result<Vec<Role>> {
 }
 
 /// The entry that follows the chain head `last` (`None`: the log is empty).
+/// Audit rows one multi-row insert carries (7 binds each, well under
+/// both backends' bind limits).
+pub const AUDIT_ROWS_PER_STATEMENT: usize = 128;
+
+/// The entries that follow `last` for `events`, in order.
+pub fn chain_entries(
+    mut last: Option<(i64, Vec<u8>)>,
+    events: &[(i64, &audit::Event)],
+) -> Vec<audit::Entry> {
+    events
+        .iter()
+        .map(|(at_ms, event)| {
+            let entry = next_entry(last.take(), *at_ms, event);
+            last = Some((entry.seq, entry.hash.clone()));
+            entry
+        })
+        .collect()
+}
+
 pub fn next_entry(last: Option<(i64, Vec<u8>)>, now_ms: i64, event: &audit::Event) -> audit::Entry {
     let (seq, prev) = match last {
         Some((seq, hash)) => (seq + 1, hash),

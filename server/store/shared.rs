@@ -61,7 +61,6 @@ macro_rules! shared_store {
         use tokio_stream::StreamExt as _;
 
         use $crate::audit;
-        use $crate::store::appender::AppendWriter;
         use $crate::store::rows::{
             AuditRow, KeyRow, PackRow, corrupt, entry_from_row, key_from_row, laestab,
             pack_from_row, page_from_rows, roles_from_text, roles_text,
@@ -222,88 +221,6 @@ macro_rules! shared_store {
                 self.audit.append($crate::store::now_ms(), event).await?;
                 Ok(page)
             }
-        }
-
-        impl AppendWriter for $pool {
-            async fn write_all(
-                &self,
-                writes: &[(i64, $crate::store::appender::Write)],
-            ) -> Result<Vec<Result<$crate::store::appender::Written>>> {
-                use $crate::store::appender::{Write, Written};
-                let mut tx = begin(self).await?;
-                let mut out = Vec::with_capacity(writes.len());
-                for (at_ms, write) in writes {
-                    out.push(match write {
-                        Write::Audit(event) => {
-                            append(&mut tx, *at_ms, event).await?;
-                            Ok(Written::Done)
-                        }
-                        Write::Downloaded { id, event } => {
-                            sqlx::query(
-                                "UPDATE packs SET downloaded_at_ms = COALESCE(downloaded_at_ms, $1), \
-                                 status = CASE status WHEN 'pending' THEN 'downloaded' ELSE status END \
-                                 WHERE pack_id = $2",
-                            )
-                            .bind(*at_ms)
-                            .bind(id.to_string())
-                            .execute(&mut *tx)
-                            .await?;
-                            append(&mut tx, *at_ms, event).await?;
-                            Ok(Written::Done)
-                        }
-                        Write::Acknowledge { id, receipt, event } => {
-                            acknowledge_in(&mut tx, *id, receipt, *at_ms, event)
-                                .await?
-                                .map(Written::Acknowledged)
-                        }
-                    });
-                }
-                tx.commit().await?;
-                Ok(out)
-            }
-        }
-
-        /// Records a receipt inside the caller's transaction: the outer
-        /// `Err` is the database's, the inner one a pack that is not there.
-        async fn acknowledge_in(
-            conn: &mut $conn,
-            id: PackId,
-            receipt: &[u8],
-            now_ms: i64,
-            event: &audit::Event,
-        ) -> Result<Result<Acknowledged>> {
-            // Concurrent acknowledgements (through several nodes) take
-            // turns: the first receipt wins, the same one again is a retry.
-            let row: Option<(Option<Vec<u8>>, Option<i64>)> = sqlx::query_as(concat!(
-                "SELECT receipt, acknowledged_at_ms FROM packs WHERE pack_id = $1",
-                $lock
-            ))
-            .bind(id.to_string())
-            .fetch_optional(&mut *conn)
-            .await?;
-            let outcome = match row {
-                None => return Ok(Err(StoreError::NotFound("pack"))),
-                Some((Some(stored), at)) if stored == receipt => Acknowledged::At(at.unwrap_or(now_ms)),
-                Some((Some(_), _)) => Acknowledged::Conflict,
-                Some((None, _)) => {
-                    sqlx::query(
-                        "UPDATE packs SET receipt = $1, acknowledged_at_ms = $2, \
-                         status = CASE WHEN status IN ('pending', 'downloaded') \
-                         THEN 'acknowledged' ELSE status END, \
-                         downloaded_at_ms = COALESCE(downloaded_at_ms, $2) WHERE pack_id = $3",
-                    )
-                    .bind(receipt)
-                    .bind(now_ms)
-                    .bind(id.to_string())
-                    .execute(&mut *conn)
-                    .await?;
-                    Acknowledged::At(now_ms)
-                }
-            };
-            if outcome != Acknowledged::Conflict {
-                append(&mut *conn, now_ms, event).await?;
-            }
-            Ok(Ok(outcome))
         }
 
         impl Directory for $store {

@@ -3,7 +3,7 @@
 //! one chain-head row that every appending transaction locks, so the audit
 //! log stays a single hash chain across nodes.
 
-use sqlx::{PgConnection, PgPool, Postgres as Db, Transaction};
+use sqlx::{PgConnection, PgPool, Postgres as Db, QueryBuilder, Transaction};
 
 use crate::audit;
 use crate::store::Result;
@@ -29,5 +29,41 @@ pub async fn append(conn: &mut PgConnection, now_ms: i64, event: &audit::Event) 
         .bind(&entry.hash)
         .execute(&mut *conn)
         .await?;
+    Ok(())
+}
+
+/// Appends `events` (each with its time), in order, inside the caller's
+/// transaction: the head row locked and moved once, one insert for them all.
+pub async fn append_all(conn: &mut PgConnection, events: &[(i64, &audit::Event)]) -> Result<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let (seq, hash): (i64, Vec<u8>) =
+        sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE")
+            .fetch_one(&mut *conn)
+            .await?;
+    let entries = crate::store::rows::chain_entries((seq > 0).then_some((seq, hash)), events);
+    for rows in entries.chunks(crate::store::rows::AUDIT_ROWS_PER_STATEMENT) {
+        let mut insert = QueryBuilder::<Db>::new(
+            "INSERT INTO audit (seq, at_ms, actor, action, subject, prev_hash, hash) ",
+        );
+        insert.push_values(rows, |mut b, e| {
+            b.push_bind(e.seq)
+                .push_bind(e.at_ms)
+                .push_bind(&e.actor)
+                .push_bind(&e.action)
+                .push_bind(&e.subject)
+                .push_bind(&e.prev_hash)
+                .push_bind(&e.hash);
+        });
+        insert.build().execute(&mut *conn).await?;
+    }
+    if let Some(head) = entries.last() {
+        sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
+            .bind(head.seq)
+            .bind(&head.hash)
+            .execute(&mut *conn)
+            .await?;
+    }
     Ok(())
 }

@@ -5,7 +5,7 @@
 use sqlx::{PgConnection, PgPool, Postgres as Db};
 
 use super::Postgres;
-use super::chain::{append, begin};
+use super::chain::{append, append_all, begin};
 
 shared_store!(
     Postgres,
@@ -15,4 +15,5 @@ shared_store!(
     for_update = " FOR UPDATE"
 );
 lifecycle_store!(Postgres, PgConnection, for_update = " FOR UPDATE");
+queue_writer!(PgPool, PgConnection, for_update = " FOR UPDATE");
 dashboard_store!(Postgres);

@@ -149,6 +149,13 @@ pub enum Acknowledged {
     Conflict,
 }
 
+/// The bytes a school (`$1`) has stored and not yet acknowledged: what its
+/// quota counts, read on every upload, so an index-only scan of the
+/// partial index `packs_outstanding` (outstanding packs only).
+pub const OUTSTANDING_SQL: &str = "SELECT CAST(COALESCE(SUM(ciphertext_length), 0) AS BIGINT) \
+     FROM packs WHERE from_laestab = $1 AND status IN ('pending', 'downloaded') \
+     AND deleted_at_ms IS NULL";
+
 /// Packs in one state, and the ciphertext they still hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StatusTotal {

@@ -685,11 +685,7 @@ macro_rules! shared_store {
             }
 
             async fn outstanding_bytes(&self, from: &Laestab) -> Result<u64> {
-                let (bytes,): (i64,) = sqlx::query_as(
-                    "SELECT CAST(COALESCE(SUM(ciphertext_length), 0) AS BIGINT) FROM packs \
-                     WHERE from_laestab = $1 AND status IN ('pending', 'downloaded') \
-                     AND deleted_at_ms IS NULL",
-                )
+                let (bytes,): (i64,) = sqlx::query_as($crate::store::packs::OUTSTANDING_SQL)
                 .bind(from.as_str())
                 .fetch_one(&self.pool)
                 .await?;

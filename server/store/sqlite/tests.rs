@@ -140,6 +140,26 @@ async fn listings_are_index_range_scans_without_a_sort() {
 }
 
 #[tokio::test]
+async fn the_quota_is_read_from_outstanding_packs_only() {
+    let (store, _dir) = open().await.unwrap();
+    let sql = format!(
+        "EXPLAIN QUERY PLAN {}",
+        crate::store::packs::OUTSTANDING_SQL
+    );
+    let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind("8612001")
+        .fetch_all(&store.pool)
+        .await
+        .unwrap();
+    let text: Vec<&str> = plan.iter().map(|row| row.3.as_str()).collect();
+    let text = text.join("; ");
+    assert!(
+        text.contains("USING COVERING INDEX packs_outstanding"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
 async fn tokens_from_before_keys_are_bound_to_the_schools_first_key() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("old.db");

@@ -52,6 +52,7 @@ pub mod pack;
 pub mod record;
 pub mod trust;
 pub mod upn;
+pub mod web;
 
 pub use laestab::{Destination, Laestab};
 pub use upn::Upn;

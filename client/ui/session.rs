@@ -92,21 +92,12 @@ impl Sessions {
 
 /// The session id in the request's cookie, if any.
 fn session_id(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE)
-        .map(|(_, value)| value.to_string())
+    baton::web::cookie(headers, COOKIE)
 }
 
 /// A plain refusal page.
 fn refused(status: StatusCode, why: &str) -> Response {
-    let body = format!(
-        "<!doctype html><html lang=\"en\"><meta charset=\"utf-8\"><title>Baton</title><main><h1>Baton</h1><p>{why}</p></main></html>"
-    );
+    let body = baton::web::plain_page("Baton", why);
     (
         status,
         [(header::CONTENT_TYPE, "text/html; charset=utf-8")],

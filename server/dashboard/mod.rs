@@ -119,22 +119,12 @@ impl<S> Dashboard<S> {
 
 /// The session id in the request's cookie, if any.
 fn cookie(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE)
-        .map(|(_, value)| value.to_string())
+    baton::web::cookie(headers, COOKIE)
 }
 
 /// A plain page saying why nothing is shown.
 fn plain(status: StatusCode, why: &str) -> Response {
-    let body = format!(
-        "<!doctype html><html lang=\"en-GB\"><meta charset=\"utf-8\"><title>Baton trust dashboard</title>\
-         <main><h1>Baton trust dashboard</h1><p>{why}</p></main></html>"
-    );
+    let body = baton::web::plain_page("Baton trust dashboard", why);
     (
         status,
         [(header::CONTENT_TYPE, "text/html; charset=utf-8")],

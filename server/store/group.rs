@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use baton::pack::SignedHeader;
 use tokio::sync::{mpsc, oneshot};
 
-use super::rows::next_entry;
 use super::{Committed, Result, Route, StoreError};
 use crate::audit;
 
@@ -93,20 +92,6 @@ pub fn moved(request: &CommitRequest, current: Option<i64>) -> bool {
 /// Whether any request of `batch` asks for a directory check.
 pub fn wants_version(batch: &[CommitRequest]) -> bool {
     batch.iter().any(|r| r.directory_version.is_some())
-}
-
-/// The audit entries of `stored`, chained in order after the head `last`.
-pub fn chain<'a>(
-    mut last: Option<(i64, Vec<u8>)>,
-    stored: impl Iterator<Item = &'a CommitRequest>,
-) -> Vec<audit::Entry> {
-    stored
-        .map(|request| {
-            let entry = next_entry(last.take(), request.now_ms, &request.event);
-            last = Some((entry.seq, entry.hash.clone()));
-            entry
-        })
-        .collect()
 }
 
 /// Writes a group of commits in one transaction.

@@ -157,10 +157,6 @@ pub fn roles_from_text(text: &str, what: &str) -> Result<Vec<Role>> {
 }
 
 /// The entry that follows the chain head `last` (`None`: the log is empty).
-/// Audit rows one multi-row insert carries (7 binds each, well under
-/// both backends' bind limits).
-pub const AUDIT_ROWS_PER_STATEMENT: usize = 128;
-
 /// The entries that follow `last` for `events`, in order.
 pub fn chain_entries(
     mut last: Option<(i64, Vec<u8>)>,

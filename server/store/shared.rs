@@ -28,24 +28,32 @@ macro_rules! pack_columns {
     };
 }
 
-/// Inserts audit entry `$entry` (an [`audit::Entry`](crate::audit::Entry))
-/// on connection `$conn`: the statement both backends' chain appends end with.
-macro_rules! insert_audit_entry {
-    ($conn:expr, $entry:expr) => {{
-        let entry = $entry;
-        sqlx::query(
-            "INSERT INTO audit (seq, at_ms, actor, action, subject, prev_hash, hash) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(entry.seq)
-        .bind(entry.at_ms)
-        .bind(&entry.actor)
-        .bind(&entry.action)
-        .bind(&entry.subject)
-        .bind(&entry.prev_hash)
-        .bind(&entry.hash)
-        .execute($conn)
-        .await
+/// Inserts audit entries `$entries` (a slice of
+/// [`audit::Entry`](crate::audit::Entry)) on connection `$conn` of database
+/// `$db`, a multi-row statement per [`ROWS_PER_STATEMENT`](crate::store::group::ROWS_PER_STATEMENT):
+/// the statement both backends' chain appends end with.
+macro_rules! insert_audit_entries {
+    ($db:ty, $conn:expr, $entries:expr) => {{
+        let mut inserted: $crate::store::Result<()> = Ok(());
+        for rows in $entries.chunks($crate::store::group::ROWS_PER_STATEMENT) {
+            let mut insert = sqlx::QueryBuilder::<$db>::new(
+                "INSERT INTO audit (seq, at_ms, actor, action, subject, prev_hash, hash) ",
+            );
+            insert.push_values(rows, |mut b, e| {
+                b.push_bind(e.seq)
+                    .push_bind(e.at_ms)
+                    .push_bind(&e.actor)
+                    .push_bind(&e.action)
+                    .push_bind(&e.subject)
+                    .push_bind(&e.prev_hash)
+                    .push_bind(&e.hash);
+            });
+            if let Err(e) = insert.build().execute(&mut *$conn).await {
+                inserted = Err(e.into());
+                break;
+            }
+        }
+        inserted
     }};
 }
 

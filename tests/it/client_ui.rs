@@ -356,20 +356,18 @@ finally:
 
 /// Runs one WebDriver journey against `link`.
 async fn journey(script: &std::path::Path, name: &str, link: &str, args: [&std::path::Path; 3]) {
-    let out = tokio::process::Command::new("/usr/bin/python3")
-        .arg(script)
-        .arg(name)
-        .arg(link)
-        .args(args)
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("JOURNEY OK"),
-        "{name}: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let [a, b, c] = args;
+    crate::common::run_journey(
+        script,
+        &[
+            name.as_ref(),
+            link.as_ref(),
+            a.as_os_str(),
+            b.as_os_str(),
+            c.as_os_str(),
+        ],
+    )
+    .await;
 }
 
 /// A real browser, driven: a primary's teacher checks a spreadsheet (its
@@ -380,16 +378,7 @@ async fn journey(script: &std::path::Path, name: &str, link: &str, args: [&std::
 /// last ones looked at), else a temporary folder.
 #[tokio::test]
 async fn issue20_a_browser_sends_collects_and_confirms_through_the_pages() {
-    let driver = std::path::Path::new("/usr/bin/chromedriver");
-    let selenium = std::process::Command::new("/usr/bin/python3")
-        .args(["-c", "import selenium"])
-        .output();
-    if !driver.exists() || !selenium.is_ok_and(|o| o.status.success()) {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI needs chromium-driver and python3-selenium"
-        );
-        eprintln!("SKIPPED: no chromium-driver or python3-selenium");
+    if !crate::common::webdriver_ready() {
         return;
     }
     let daemon = Daemon::start_sqlite(&[]).await;
@@ -411,11 +400,7 @@ async fn issue20_a_browser_sends_collects_and_confirms_through_the_pages() {
         ),
     )
     .unwrap();
-    let shots = match std::env::var_os("BATON_UI_SCREENSHOTS") {
-        Some(dir) => std::path::PathBuf::from(dir),
-        None => root.path().join("shots"),
-    };
-    std::fs::create_dir_all(&shots).unwrap();
+    let shots = crate::common::screenshot_dir(root.path());
     let script = root.path().join("journey.py");
     std::fs::write(&script, JOURNEY).unwrap();
 

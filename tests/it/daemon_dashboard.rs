@@ -287,40 +287,22 @@ finally:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue21_the_dashboard_in_a_browser() {
-    let driver = std::path::Path::new("/usr/bin/chromedriver");
-    let selenium = std::process::Command::new("/usr/bin/python3")
-        .args(["-c", "import selenium"])
-        .output();
-    if !driver.exists() || !selenium.is_ok_and(|o| o.status.success()) {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI needs chromium-driver and python3-selenium"
-        );
-        eprintln!("SKIPPED: no chromium-driver or python3-selenium");
+    if !common::webdriver_ready() {
         return;
     }
     let (daemon, _, headers) = journey().await;
     let link = new_link(&daemon).await;
     let root = tempfile::tempdir().unwrap();
-    let shots = match std::env::var_os("BATON_UI_SCREENSHOTS") {
-        Some(dir) => std::path::PathBuf::from(dir),
-        None => root.path().join("shots"),
-    };
-    std::fs::create_dir_all(&shots).unwrap();
+    let shots = common::screenshot_dir(root.path());
     let script = root.path().join("dashboard.py");
     std::fs::write(&script, JOURNEY).unwrap();
-    let out = tokio::process::Command::new("/usr/bin/python3")
-        .arg(&script)
-        .arg(&link)
-        .arg(&shots)
-        .arg(&headers[1].pack_id)
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("JOURNEY OK"),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::run_journey(
+        &script,
+        &[
+            link.as_ref(),
+            shots.as_os_str(),
+            headers[1].pack_id.as_ref(),
+        ],
+    )
+    .await;
 }

@@ -3,11 +3,10 @@
 //! one chain-head row that every appending transaction locks, so the audit
 //! log stays a single hash chain across nodes.
 
-use sqlx::{PgConnection, PgPool, Postgres as Db, QueryBuilder, Transaction};
+use sqlx::{PgConnection, PgPool, Postgres as Db, Transaction};
 
 use crate::audit;
 use crate::store::Result;
-use crate::store::rows::next_entry;
 
 /// A write transaction on the pool.
 pub async fn begin(pool: &PgPool) -> Result<Transaction<'static, Db>> {
@@ -18,18 +17,7 @@ pub async fn begin(pool: &PgPool) -> Result<Transaction<'static, Db>> {
 /// lock on the head row is held until that transaction ends, so appends from
 /// every node queue here and the chain has no forks or gaps.
 pub async fn append(conn: &mut PgConnection, now_ms: i64, event: &audit::Event) -> Result<()> {
-    let (seq, hash): (i64, Vec<u8>) =
-        sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE")
-            .fetch_one(&mut *conn)
-            .await?;
-    let entry = next_entry((seq > 0).then_some((seq, hash)), now_ms, event);
-    insert_audit_entry!(&mut *conn, &entry)?;
-    sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
-        .bind(entry.seq)
-        .bind(&entry.hash)
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
+    append_all(conn, &[(now_ms, event)]).await
 }
 
 /// Appends `events` (each with its time), in order, inside the caller's
@@ -43,21 +31,7 @@ pub async fn append_all(conn: &mut PgConnection, events: &[(i64, &audit::Event)]
             .fetch_one(&mut *conn)
             .await?;
     let entries = crate::store::rows::chain_entries((seq > 0).then_some((seq, hash)), events);
-    for rows in entries.chunks(crate::store::rows::AUDIT_ROWS_PER_STATEMENT) {
-        let mut insert = QueryBuilder::<Db>::new(
-            "INSERT INTO audit (seq, at_ms, actor, action, subject, prev_hash, hash) ",
-        );
-        insert.push_values(rows, |mut b, e| {
-            b.push_bind(e.seq)
-                .push_bind(e.at_ms)
-                .push_bind(&e.actor)
-                .push_bind(&e.action)
-                .push_bind(&e.subject)
-                .push_bind(&e.prev_hash)
-                .push_bind(&e.hash);
-        });
-        insert.build().execute(&mut *conn).await?;
-    }
+    insert_audit_entries!(Db, conn, entries)?;
     if let Some(head) = entries.last() {
         sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
             .bind(head.seq)

@@ -10,7 +10,7 @@ use std::collections::{HashMap, HashSet};
 
 use sqlx::{PgConnection, PgPool, Postgres as Db, QueryBuilder};
 
-use super::chain::append;
+use super::chain::{append, append_all};
 use super::events;
 use crate::store::group::{self, CommitRequest, GroupWriter, ROWS_PER_STATEMENT};
 use crate::store::rows::corrupt;
@@ -174,7 +174,8 @@ async fn batched(pool: &PgPool, batch: &[CommitRequest]) -> Result<Vec<Result<Co
         .filter(|r| won.contains(&r.upload_id))
         .collect();
     if !stored.is_empty() {
-        append_all(conn, &stored).await?;
+        let events: Vec<_> = stored.iter().map(|r| (r.now_ms, &r.event)).collect();
+        append_all(conn, &events).await?;
         let ids: Vec<String> = stored
             .iter()
             .map(|r| r.header.header().pack_id.to_string())
@@ -228,39 +229,6 @@ async fn directory_version(
         .fetch_one(&mut *conn)
         .await?;
     Ok(Some(version))
-}
-
-/// Appends one audit entry per stored pack with one lock of the chain head.
-async fn append_all(conn: &mut PgConnection, stored: &[&CommitRequest]) -> Result<()> {
-    let (seq, hash): (i64, Vec<u8>) =
-        sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE")
-            .fetch_one(&mut *conn)
-            .await?;
-    let entries = group::chain((seq > 0).then_some((seq, hash)), stored.iter().copied());
-    let last = entries.last().map(|e| (e.seq, e.hash.clone()));
-    for part in entries.chunks(ROWS_PER_STATEMENT) {
-        let mut q = QueryBuilder::<Db>::new(
-            "INSERT INTO audit (seq, at_ms, actor, action, subject, prev_hash, hash) ",
-        );
-        q.push_values(part, |mut row, e| {
-            row.push_bind(e.seq)
-                .push_bind(e.at_ms)
-                .push_bind(e.actor.as_str())
-                .push_bind(e.action.as_str())
-                .push_bind(e.subject.as_str())
-                .push_bind(e.prev_hash.as_slice())
-                .push_bind(e.hash.as_slice());
-        });
-        q.build().execute(&mut *conn).await?;
-    }
-    if let Some((seq, hash)) = last {
-        sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
-            .bind(seq)
-            .bind(hash)
-            .execute(&mut *conn)
-            .await?;
-    }
-    Ok(())
 }
 
 /// Removes the staged chunks of an upload that will not be stored.

@@ -16,7 +16,7 @@ use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{Connection as _, QueryBuilder, Sqlite as Db, SqliteConnection};
 use tokio::sync::{Mutex, broadcast};
 
-use super::chain::append;
+use super::chain::{append, append_all};
 use super::checkpoint::Checkpointer;
 use crate::store::group::{self, CommitRequest, GroupWriter, ROWS_PER_STATEMENT};
 use crate::store::rows::corrupt;
@@ -203,7 +203,11 @@ async fn batched(
         .await?;
     }
     insert_packs(conn, &to_store).await?;
-    append_all(conn, &to_store).await?;
+    let events: Vec<_> = to_store
+        .iter()
+        .map(|t| (t.request.now_ms, &t.request.event))
+        .collect();
+    append_all(conn, &events).await?;
     Ok(outcomes)
 }
 
@@ -317,34 +321,6 @@ async fn insert_packs(conn: &mut SqliteConnection, to_store: &[ToStore<'_>]) -> 
                 .push_bind(request.now_ms)
                 .push_bind(h.supersedes.map(|id| id.to_string()))
                 .push_bind(forwards(h));
-        });
-        q.build().execute(&mut *conn).await?;
-    }
-    Ok(())
-}
-
-/// Appends one audit entry per stored pack, chained in queue order.
-async fn append_all(conn: &mut SqliteConnection, to_store: &[ToStore<'_>]) -> Result<()> {
-    if to_store.is_empty() {
-        return Ok(());
-    }
-    let last: Option<(i64, Vec<u8>)> =
-        sqlx::query_as("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
-            .fetch_optional(&mut *conn)
-            .await?;
-    let entries = group::chain(last, to_store.iter().map(|t| t.request));
-    for part in entries.chunks(ROWS_PER_STATEMENT) {
-        let mut q = QueryBuilder::<Db>::new(
-            "INSERT INTO audit (seq, at_ms, actor, action, subject, prev_hash, hash) ",
-        );
-        q.push_values(part, |mut row, e| {
-            row.push_bind(e.seq)
-                .push_bind(e.at_ms)
-                .push_bind(e.actor.as_str())
-                .push_bind(e.action.as_str())
-                .push_bind(e.subject.as_str())
-                .push_bind(e.prev_hash.as_slice())
-                .push_bind(e.hash.as_slice());
         });
         q.build().execute(&mut *conn).await?;
     }

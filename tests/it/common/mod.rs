@@ -565,3 +565,50 @@ pub async fn browser_dom(url: &str) -> Option<String> {
         }
     }
 }
+
+/// Whether Debian's `chromium-driver` and `python3-selenium` are here for
+/// the WebDriver journeys; `false` (said on stderr) where they are not, a
+/// failure in CI.
+pub fn webdriver_ready() -> bool {
+    let driver = Path::new("/usr/bin/chromedriver");
+    let selenium = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", "import selenium"])
+        .output();
+    if driver.exists() && selenium.is_ok_and(|o| o.status.success()) {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI needs chromium-driver and python3-selenium"
+    );
+    eprintln!("SKIPPED: no chromium-driver or python3-selenium");
+    false
+}
+
+/// Where a journey saves its screenshots: `BATON_UI_SCREENSHOTS` when set
+/// (docs/ui/ holds the last ones looked at), else `root/shots`; created.
+pub fn screenshot_dir(root: &Path) -> PathBuf {
+    let shots = match std::env::var_os("BATON_UI_SCREENSHOTS") {
+        Some(dir) => PathBuf::from(dir),
+        None => root.join("shots"),
+    };
+    std::fs::create_dir_all(&shots).unwrap();
+    shots
+}
+
+/// Runs the WebDriver journey `script` (Python) with `args`; it must print
+/// "JOURNEY OK".
+pub async fn run_journey(script: &Path, args: &[&std::ffi::OsStr]) {
+    let out = tokio::process::Command::new("/usr/bin/python3")
+        .arg(script)
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("JOURNEY OK"),
+        "{args:?}: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -51,6 +51,33 @@ pub(crate) async fn storage_ceiling(blobs: &[Arc<Vec<u8>>], batch: usize) -> Res
     Ok((one, batched))
 }
 
+/// The disk's own speed for big packs: `n` files of `size` bytes written
+/// one after another in 256 KiB writes, each synced (`fsync`) and its
+/// folder synced, as the daemon makes a pack durable; MB/s.
+pub(crate) async fn file_ceiling(size: usize, n: usize) -> Res<f64> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().to_path_buf();
+    let secs = tokio::task::spawn_blocking(move || -> std::io::Result<f64> {
+        use std::io::Write as _;
+        let chunk = vec![0x5au8; 256 * 1024];
+        let start = Instant::now();
+        for i in 0..n {
+            let mut file = std::fs::File::create(path.join(format!("pack-{i}")))?;
+            let mut left = size;
+            while left > 0 {
+                let take = left.min(chunk.len());
+                file.write_all(&chunk[..take])?;
+                left -= take;
+            }
+            file.sync_all()?;
+            std::fs::File::open(&path)?.sync_all()?;
+        }
+        Ok(start.elapsed().as_secs_f64())
+    })
+    .await??;
+    Ok((size * n) as f64 / 1e6 / secs)
+}
+
 /// Raw sqlx PostgreSQL inserts of `blobs` into the database at `url`
 /// (default durability: `synchronous_commit = on`, as the daemon uses):
 /// rows/s with one transaction per row, and with `batch` rows per transaction.

@@ -278,6 +278,7 @@ async fn backend(label: &str, daemon: &Daemon, packs: usize, clients: usize) -> 
                 body: Body::Bytes(body.clone()),
             });
         }
+        let drain_jobs = jobs.clone();
         let cpu0 = cpu_seconds(daemon.pid());
         reset_peak(daemon.pid());
         let run = upload_all(&channels, &tokens, jobs, k).await?;
@@ -289,6 +290,21 @@ async fn backend(label: &str, daemon: &Daemon, packs: usize, clients: usize) -> 
         println!(
             "  daemon CPU {:.2} s, peak RSS {peak:.1} MiB",
             cpu_seconds(daemon.pid()) - cpu0
+        );
+        // The same bytes, drained over the same TLS, and written to disk.
+        let drain = upload_all(&tchannels, &tokens, drain_jobs, k).await?.mb_s();
+        let disk = file_ceiling(size, n.min(32)).await?;
+        let ceiling = drain.min(disk);
+        let share = run.mb_s() / ceiling;
+        println!(
+            "big-pack ceiling ({}: slower of TLS drain {drain:.0} MB/s and fsync'd sequential write {disk:.0} MB/s): {ceiling:.0} MB/s",
+            human(size as u64)
+        );
+        println!(
+            "BUDGET ingest {} ≥ 0.5 × big-pack ceiling: {:.0} / {ceiling:.0} = {share:.2}, {}",
+            human(size as u64),
+            run.mb_s(),
+            if share >= 0.5 { "met" } else { "MISSED" }
         );
         if size == 10 << 20 {
             println!(

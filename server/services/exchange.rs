@@ -76,10 +76,7 @@ async fn inbox_pack<S: Store>(
     Ok((pack, header))
 }
 
-/// Ciphertext is stored and downloaded in pieces of at most this size. An
-/// upload holds one such piece (and the store's copy of it) while staging,
-/// so with many uploads at once this sets the daemon's memory.
-pub const CHUNK_BYTES: usize = 256 * 1024;
+pub use crate::store::CHUNK_BYTES;
 /// Inbox and sent pages: default and largest size.
 const PAGE_DEFAULT: u32 = 100;
 const PAGE_MAX: u32 = 1000;

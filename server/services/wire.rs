@@ -23,11 +23,13 @@ pub fn store_status(err: StoreError) -> Status {
         StoreError::Corrupt(_)
         | StoreError::Database(_)
         | StoreError::Migrate(_)
+        | StoreError::Files(_)
         | StoreError::Unavailable(_) => {
             let kind = match err {
                 StoreError::Corrupt(_) => "corrupt",
                 StoreError::Database(_) => "database",
                 StoreError::Migrate(_) => "migrate",
+                StoreError::Files(_) => "files",
                 _ => "unavailable",
             };
             metrics::counter!("baton_store_errors_total", "kind" => kind).increment(1);

@@ -56,6 +56,14 @@ pub fn key(n: u8) -> SchoolKey {
     }
 }
 
+/// A staged chunk as the service stages them: [`CHUNK_BYTES`](super::CHUNK_BYTES)
+/// long (every chunk of an upload but its last), starting with `tag`.
+pub fn full(tag: &[u8]) -> Vec<u8> {
+    let mut chunk = tag.to_vec();
+    chunk.resize(super::CHUNK_BYTES, b'.');
+    chunk
+}
+
 fn event() -> audit::Event {
     audit::Event::by_admin("test", "x")
 }
@@ -108,8 +116,14 @@ async fn put(store: &impl Store, h: &SignedHeader, data: &[u8]) -> Committed {
 /// the same id is a conflict.
 pub async fn upload_visibility(store: &impl Store) {
     let id = PackId::new();
-    let h = header(id, school_id(1), school_id(2), 1, 3);
-    store.stage_chunk("u1", 0, b"ab").await.unwrap();
+    let h = header(
+        id,
+        school_id(1),
+        school_id(2),
+        1,
+        super::CHUNK_BYTES as u64 + 1,
+    );
+    store.stage_chunk("u1", 0, &full(b"ab")).await.unwrap();
     assert!(store.pack(id).await.unwrap().is_none());
     assert!(
         store.chunk("u1", 0).await.is_err(),
@@ -125,22 +139,31 @@ pub async fn upload_visibility(store: &impl Store) {
     };
     let pack = store.pack(id).await.unwrap().unwrap();
     assert_eq!((pack.chunks, pack.status), (2, PackStatus::Pending));
-    assert_eq!(store.chunk("u1", 0).await.unwrap(), b"ab");
+    assert_eq!(store.chunk("u1", 0).await.unwrap(), full(b"ab"));
     assert_eq!(store.chunk("u1", 1).await.unwrap(), b"c");
 
-    store.stage_chunk("u2", 0, b"abc").await.unwrap();
+    store.stage_chunk("u2", 0, &full(b"abc")).await.unwrap();
     let again = store
-        .commit_upload("u2", &h, b"h1", vec![], 6, event(), None, None)
+        .commit_upload(
+            "u2",
+            &h,
+            b"h1",
+            vec![(1, b"c".to_vec())],
+            6,
+            event(),
+            None,
+            None,
+        )
         .await;
     assert_eq!(again.unwrap(), Committed::AlreadyStored(at));
     assert!(store.chunk("u2", 0).await.is_err());
-    store.stage_chunk("u3", 0, b"xyz").await.unwrap();
-    let other = header(id, school_id(1), school_id(2), 2, 3);
+    store.stage_chunk("u3", 0, &full(b"xyz")).await.unwrap();
+    let other = header(id, school_id(1), school_id(2), 2, super::CHUNK_BYTES as u64);
     let other = store
         .commit_upload("u3", &other, b"h2", vec![], 7, event(), None, None)
         .await;
     assert_eq!(other.unwrap(), Committed::Conflict);
-    store.stage_chunk("u4", 0, b"zz").await.unwrap();
+    store.stage_chunk("u4", 0, &full(b"zz")).await.unwrap();
     store.discard_upload("u4").await.unwrap();
     assert!(store.chunk("u4", 0).await.is_err());
     assert_eq!(verified(store).await, 1);
@@ -152,8 +175,14 @@ pub async fn upload_visibility(store: &impl Store) {
 pub async fn commit_against_a_moved_directory(store: &impl Store) {
     let now = store.directory_version().await.unwrap();
     let id = PackId::new();
-    let h = header(id, school_id(1), school_id(2), 1, 3);
-    store.stage_chunk("m1", 0, b"ab").await.unwrap();
+    let h = header(
+        id,
+        school_id(1),
+        school_id(2),
+        1,
+        super::CHUNK_BYTES as u64 + 1,
+    );
+    store.stage_chunk("m1", 0, &full(b"ab")).await.unwrap();
     let tail = vec![(1, b"c".to_vec())];
     let moved = store
         .commit_upload("m1", &h, b"hm", tail, 5, event(), Some(now - 1), None)
@@ -169,7 +198,7 @@ pub async fn commit_against_a_moved_directory(store: &impl Store) {
     assert_eq!(stored, Committed::Stored(6));
     let pack = store.pack(id).await.unwrap().unwrap();
     assert_eq!(pack.chunks, 2);
-    assert_eq!(store.chunk("m1", 0).await.unwrap(), b"ab");
+    assert_eq!(store.chunk("m1", 0).await.unwrap(), full(b"ab"));
     assert_eq!(store.chunk("m1", 1).await.unwrap(), b"c");
     assert_eq!(verified(store).await, 1);
 }
@@ -470,21 +499,27 @@ pub async fn cleaning_keeps_committed_packs(store: &impl Store) {
     let h = header(id, school_id(1), school_id(2), 3, 2);
     assert!(matches!(put(store, &h, b"ok").await, Committed::Stored(_)));
     let pack = store.pack(id).await.unwrap().unwrap();
-    store.stage_chunk("gone", 0, b"xx").await.unwrap();
+    store.stage_chunk("gone", 0, &full(b"xx")).await.unwrap();
     store.discard_upload("gone").await.unwrap();
-    store.stage_chunk("left", 0, b"yy").await.unwrap();
+    store.stage_chunk("left", 0, &full(b"yy")).await.unwrap();
     store.clean_staging().await.unwrap();
     assert_eq!(store.chunk(&pack.upload_id, 0).await.unwrap(), b"ok");
     assert_eq!(store.pack(id).await.unwrap().unwrap(), pack);
     // The discarded chunk is gone: the same upload id stages afresh.
-    store.stage_chunk("gone", 0, b"zz").await.unwrap();
-    let other = header(PackId::new(), school_id(1), school_id(2), 4, 2);
+    store.stage_chunk("gone", 0, &full(b"zz")).await.unwrap();
+    let other = header(
+        PackId::new(),
+        school_id(1),
+        school_id(2),
+        4,
+        super::CHUNK_BYTES as u64,
+    );
     let again = store
         .commit_upload("gone", &other, b"h", vec![], 9, event(), None, None)
         .await
         .unwrap();
     assert!(matches!(again, Committed::Stored(_)), "{again:?}");
-    assert_eq!(store.chunk("gone", 0).await.unwrap(), b"zz");
+    assert_eq!(store.chunk("gone", 0).await.unwrap(), full(b"zz"));
 }
 
 /// Every listing is in the audit log once it is answered, chained after

@@ -24,6 +24,9 @@ pub struct CommitRequest {
     pub header_bytes: Vec<u8>,
     /// Chunks not staged yet, by index.
     pub tail: Vec<(i64, Vec<u8>)>,
+    /// Chunks held in the upload's ciphertext file (SQLite, a pack of a
+    /// chunk or more: see `store::files`); 0 when its chunks are rows.
+    pub in_file: i64,
     /// When the upload finished, ms.
     pub now_ms: i64,
     /// The audit entry to append if the pack is stored.
@@ -135,6 +138,7 @@ impl Committer {
         header: &SignedHeader,
         header_bytes: &[u8],
         tail: Vec<(i64, Vec<u8>)>,
+        in_file: i64,
         now_ms: i64,
         event: audit::Event,
         directory_version: Option<i64>,
@@ -146,6 +150,7 @@ impl Committer {
             header: header.clone(),
             header_bytes: header_bytes.to_vec(),
             tail,
+            in_file,
             now_ms,
             event,
             directory_version,

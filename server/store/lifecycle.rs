@@ -154,8 +154,9 @@ macro_rules! lifecycle_store {
             .await?)
         }
 
-        /// Deletes a pack's stored ciphertext (staged chunks of a retry are
-        /// the committer's to drop).
+        /// Deletes a pack's stored ciphertext rows (staged chunks of a retry
+        /// are the committer's to drop; a ciphertext file goes once the
+        /// transaction is committed: see `erase_file`).
         async fn delete_chunks(conn: &mut $conn, upload_id: &str) -> Result<()> {
             sqlx::query("DELETE FROM pack_chunks WHERE upload_id = $1 AND NOT staged")
                 .bind(upload_id)
@@ -232,6 +233,7 @@ macro_rules! lifecycle_store {
                 delete_chunks(&mut tx, &upload_id).await?;
                 append(&mut tx, now_ms, &event).await?;
                 tx.commit().await?;
+                self.erase_file(&upload_id).await;
                 Ok(answer(recalled_at.unwrap_or(now_ms)))
             }
 
@@ -293,6 +295,7 @@ macro_rules! lifecycle_store {
                 };
                 append(&mut tx, now_ms, &event).await?;
                 tx.commit().await?;
+                self.erase_file(&upload_id).await;
                 Ok(Some(why))
             }
 
@@ -348,6 +351,7 @@ macro_rules! lifecycle_store {
                 delete_chunks(&mut tx, &upload_id).await?;
                 append(&mut tx, now_ms, &event).await?;
                 tx.commit().await?;
+                self.erase_file(&upload_id).await;
                 Ok(None)
             }
 

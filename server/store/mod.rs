@@ -27,6 +27,7 @@ pub mod calendars;
 pub mod directory;
 pub mod error;
 pub mod events;
+pub mod files;
 mod group;
 pub mod packs;
 pub mod postgres;
@@ -42,6 +43,7 @@ pub use dashboard::DashboardLinks;
 pub use directory::{DIRECTORY_VERSION_SQL, Directory, NewSchool, School, TokenHolder};
 pub use error::{Result, StoreError};
 pub use events::{ARRIVALS_BUFFER, Arrival, Events};
+pub use files::{CHUNK_BYTES, PackFiles};
 pub use lifecycle::{Cutoffs, Lifecycle, Withdrawal, Withdrawn};
 pub use packs::{Acknowledged, Committed, PackStatus, Packs, Page, Route, StoredPack};
 
@@ -72,8 +74,10 @@ impl<
 pub trait Backup: Send + Sync {
     /// Writes a consistent copy of the whole database to the new file
     /// `path` (SQLite's `VACUUM INTO`: one read transaction, so writes
-    /// committed before it began are in, later ones are not). `false` where
-    /// the backend has its own tools instead (PostgreSQL: `pg_dump`).
+    /// committed before it began are in, later ones are not), and the
+    /// ciphertext files beside it (`ciphertext/`, none removed meanwhile).
+    /// `false` where the backend has its own tools instead (PostgreSQL:
+    /// `pg_dump`).
     fn backup_into(
         &self,
         path: &std::path::Path,

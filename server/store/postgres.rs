@@ -32,6 +32,8 @@ pub struct Postgres {
     committer: Committer,
     /// The audit queue, for listings.
     audit: Appender,
+    /// Always `None`: nodes share no disk, so every chunk is a row.
+    files: Option<super::PackFiles>,
     options: PgConnectOptions,
     arrivals: broadcast::Sender<Arrival>,
     listening: Arc<AtomicBool>,
@@ -63,6 +65,7 @@ impl Postgres {
             pool,
             committer,
             audit,
+            files: None,
             options,
             arrivals,
             listening: Arc::new(AtomicBool::new(false)),

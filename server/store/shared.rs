@@ -13,8 +13,9 @@
 //! The expansion site provides what differs:
 //! - `begin(&pool)`: a write transaction (`BEGIN IMMEDIATE` on SQLite);
 //! - `append(&mut conn, now_ms, &event)`: the next link of the audit chain;
-//! - fields `pool`, `committer` (group commit) and `audit` (the audit
-//!   queue), and an inherent `clean_staged()` for start-up cleaning;
+//! - fields `pool`, `committer` (group commit), `audit` (the audit
+//!   queue) and `files` (ciphertext files, SQLite only: [`files`](super::files)),
+//!   and an inherent `clean_staged()` for start-up cleaning;
 //! - `for_update`: the row lock PostgreSQL takes on a pack being
 //!   acknowledged (SQLite's write transaction already excludes others).
 
@@ -585,6 +586,19 @@ macro_rules! shared_store {
             }
         }
 
+        impl $store {
+            /// Removes a pack's ciphertext file once its row no longer holds
+            /// it (nothing without files). A failure is logged: the row is
+            /// the truth, and the next sweep removes what is left.
+            async fn erase_file(&self, upload_id: &str) {
+                if let Some(files) = &self.files
+                    && let Err(error) = files.remove(upload_id).await
+                {
+                    tracing::warn!(%error, "a ciphertext file is left for the next sweep");
+                }
+            }
+        }
+
         impl Packs for $store {
             async fn clean_staging(&self) -> Result<u64> {
                 self.clean_staged().await
@@ -595,6 +609,9 @@ macro_rules! shared_store {
             }
 
             async fn stage_chunk(&self, upload_id: &str, idx: i64, data: &[u8]) -> Result<()> {
+                if let Some(files) = &self.files {
+                    return files.stage(upload_id, idx, data).await;
+                }
                 let mut tx = begin(&self.pool).await?;
                 sqlx::query(
                     "INSERT INTO pack_chunks (upload_id, idx, staged, staged_at_ms, data) \
@@ -611,6 +628,9 @@ macro_rules! shared_store {
             }
 
             async fn discard_upload(&self, upload_id: &str) -> Result<()> {
+                if let Some(files) = &self.files {
+                    files.remove(upload_id).await?;
+                }
                 let mut tx = begin(&self.pool).await?;
                 sqlx::query("DELETE FROM pack_chunks WHERE upload_id = $1 AND staged")
                     .bind(upload_id)
@@ -631,12 +651,19 @@ macro_rules! shared_store {
                 directory_version: Option<i64>,
                 route: Option<$crate::store::Route>,
             ) -> Result<Committed> {
-                self.committer
+                // A file is durable and in place before its row commits.
+                let in_file = match &self.files {
+                    Some(files) => files.seal(upload_id, &tail).await?,
+                    None => None,
+                };
+                let tail = if in_file.is_some() { Vec::new() } else { tail };
+                let committed = self.committer
                     .commit(
                         upload_id,
                         header,
                         header_bytes,
                         tail,
+                        in_file.unwrap_or(0),
                         now_ms,
                         event,
                         directory_version,
@@ -645,7 +672,18 @@ macro_rules! shared_store {
                             to: header.header().to,
                         }),
                     )
-                    .await
+                    .await;
+                if let Some(files) = &self.files && in_file.is_some() {
+                    match committed {
+                        Ok(Committed::Stored(_)) => {}
+                        // Staged again (invisible) for the commit after a
+                        // fresh check.
+                        Ok(Committed::DirectoryMoved) => files.unseal(upload_id).await?,
+                        // Not stored: its file goes.
+                        _ => self.erase_file(upload_id).await,
+                    }
+                }
+                committed
             }
 
             async fn inbox(
@@ -721,6 +759,11 @@ macro_rules! shared_store {
             }
 
             async fn chunk(&self, upload_id: &str, idx: i64) -> Result<Vec<u8>> {
+                if let Some(files) = &self.files
+                    && let Some(data) = files.read(upload_id, idx).await?
+                {
+                    return Ok(data);
+                }
                 let row: Option<(Vec<u8>,)> = sqlx::query_as(
                     "SELECT data FROM pack_chunks WHERE upload_id = $1 AND idx = $2 \
                      AND NOT staged",

@@ -5,9 +5,12 @@
 //! ([`committer`]): one task drains every commit request queued, writes them
 //! in one transaction with a few multi-row statements, and answers each
 //! only after that transaction is synced. Every acknowledged pack is on
-//! stable storage, and one fsync serves many uploads. The statements both
-//! backends share are in [`sql`].
+//! stable storage, and one fsync serves many uploads. A pack of a chunk or
+//! more is kept in a ciphertext file beside the database
+//! ([`super::files`]): its file is synced and in place before its row is
+//! committed. The statements both backends share are in [`sql`].
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::time::Duration;
 
@@ -17,7 +20,7 @@ use tokio::sync::broadcast;
 
 use super::appender::Appender;
 use super::group::Committer;
-use super::{ARRIVALS_BUFFER, Arrival, Events, Result};
+use super::{ARRIVALS_BUFFER, Arrival, CHUNK_BYTES, Events, PackFiles, Result};
 
 pub(super) mod chain;
 mod checkpoint;
@@ -34,11 +37,14 @@ pub struct Sqlite {
     committer: Committer,
     /// The audit queue, for listings.
     audit: Appender,
+    /// Ciphertext files of packs of a chunk or more (see [`super::files`]).
+    files: Option<PackFiles>,
 }
 
 impl Sqlite {
     /// Opens (creating if needed) the database file and applies migrations.
     pub async fn open(path: &Path) -> Result<Self> {
+        let files = PackFiles::beside(path)?;
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -64,18 +70,64 @@ impl Sqlite {
             arrivals,
             committer,
             audit,
+            files: Some(files),
         })
     }
 
-    /// Removes every staged chunk: uploads that never finished (one node
-    /// owns the file, so none is in flight when it starts).
+    /// Whether a pack row names `upload_id` and still holds its ciphertext.
+    async fn holds(&self, upload_id: &str) -> Result<bool> {
+        let (n,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM packs WHERE upload_id = $1 AND deleted_at_ms IS NULL",
+        )
+        .bind(upload_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n > 0)
+    }
+
+    /// The upload ids of packs whose ciphertext is held (`deleted` false)
+    /// or deleted (true) and large enough to be in a file.
+    async fn file_uploads(&self, deleted: bool) -> Result<HashSet<String>> {
+        let sql = if deleted {
+            "SELECT upload_id FROM packs WHERE ciphertext_length >= $1 AND deleted_at_ms IS NOT NULL"
+        } else {
+            "SELECT upload_id FROM packs WHERE ciphertext_length >= $1 AND deleted_at_ms IS NULL"
+        };
+        let rows: Vec<(String,)> = sqlx::query_as(sql)
+            .bind(CHUNK_BYTES as i64)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(|(id,)| id).collect())
+    }
+
+    /// Removes every staged chunk and staged file (uploads that never
+    /// finished: one node owns the file, so none is in flight when it
+    /// starts), and every ciphertext file no held pack names.
     async fn clean_staged(&self) -> Result<u64> {
         let mut tx = chain::begin(&self.pool).await?;
         let done = sqlx::query("DELETE FROM pack_chunks WHERE staged = 1")
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(done.rows_affected())
+        let mut cleaned = done.rows_affected();
+        if let Some(files) = &self.files {
+            cleaned += files.clear_staging().await?;
+            // The one recovery rule: a file no held pack names goes. (Held
+            // packs of a chunk or more are read at once; any other file is
+            // looked up on its own before it is removed.)
+            let held = self.file_uploads(false).await?;
+            let mut gone = HashSet::new();
+            for id in files.held_ids().await? {
+                if !held.contains(&id) && !self.holds(&id).await? {
+                    gone.insert(id);
+                }
+            }
+            let orphans = files.sweep_gone(&gone).await?;
+            if orphans > 0 {
+                tracing::info!(files = orphans, "removed ciphertext files no pack holds");
+            }
+        }
+        Ok(cleaned)
     }
 
     /// Checkpoints the write-ahead log into the database and truncates it:
@@ -83,6 +135,10 @@ impl Sqlite {
     /// deleted included) until then. False when a reader kept the log from
     /// being checkpointed whole.
     async fn reclaim_space(&self) -> Result<bool> {
+        if let Some(files) = &self.files {
+            // Files left while a backup held the lock.
+            files.sweep_gone(&self.file_uploads(true).await?).await?;
+        }
         let (busy, _, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
             .fetch_one(&self.pool)
             .await?;
@@ -95,10 +151,23 @@ impl super::Backup for Sqlite {
         let target = path
             .to_str()
             .ok_or_else(|| super::StoreError::Corrupt("a backup path that is not UTF-8".into()))?;
-        sqlx::query("VACUUM INTO $1")
-            .bind(target)
-            .execute(&self.pool)
-            .await?;
+        let copy = async {
+            sqlx::query("VACUUM INTO $1")
+                .bind(target)
+                .execute(&self.pool)
+                .await?;
+            Ok(())
+        };
+        match &self.files {
+            // No file is removed between the copy and the files' copy.
+            Some(files) => {
+                let beside = path.parent().unwrap_or_else(|| Path::new("."));
+                files
+                    .copy_while(&beside.join(super::files::FOLDER), copy)
+                    .await?;
+            }
+            None => copy.await?,
+        }
         Ok(true)
     }
 }

@@ -32,12 +32,16 @@ async fn ciphertext_needles(daemon: &Daemon) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// (pack id, status, chunks the row says, chunks stored, ciphertext deleted).
+/// (pack id, status, chunks the row says, chunks stored, ciphertext
+/// deleted). Chunks stored are rows, and on SQLite the chunks of the
+/// pack's ciphertext file (a pack of 256 KiB or more).
 async fn pack_rows(daemon: &Daemon) -> Vec<(String, String, i64, i64, i64)> {
     const SQL: &str = "SELECT p.pack_id, p.status, p.chunks, \
         (SELECT COUNT(*) FROM pack_chunks c WHERE c.upload_id = p.upload_id AND NOT c.staged), \
-        CAST(CASE WHEN p.deleted_at_ms IS NULL THEN 0 ELSE 1 END AS BIGINT) FROM packs p ORDER BY p.seq";
-    match &daemon.database_url {
+        CAST(CASE WHEN p.deleted_at_ms IS NULL THEN 0 ELSE 1 END AS BIGINT), p.upload_id \
+        FROM packs p ORDER BY p.seq";
+    type Row = (String, String, i64, i64, i64, String);
+    let rows: Vec<Row> = match &daemon.database_url {
         Some(url) => {
             let pool = sqlx::PgPool::connect(url).await.unwrap();
             let rows = sqlx::query_as(SQL).fetch_all(&pool).await.unwrap();
@@ -50,7 +54,15 @@ async fn pack_rows(daemon: &Daemon) -> Vec<(String, String, i64, i64, i64)> {
             pool.close().await;
             rows
         }
-    }
+    };
+    let files = daemon.data.join("ciphertext");
+    rows.into_iter()
+        .map(|(id, status, chunks, stored, deleted, upload)| {
+            let in_file = std::fs::metadata(files.join(&upload))
+                .map_or(0, |m| m.len().div_ceil(256 * 1024) as i64);
+            (id, status, chunks, stored + in_file, deleted)
+        })
+        .collect()
 }
 
 /// Every pack is whole or purged: all its chunks, or none and marked deleted.

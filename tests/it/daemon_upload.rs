@@ -29,14 +29,16 @@ async fn killed_upload_leaves_nothing_behind() {
     }
     // Wait until the server has staged the first chunk, then abort the call.
     let db = common::open_db(&daemon.db_path()).await;
-    loop {
+    // Chunk rows, or (SQLite, a pack of a chunk or more) ciphertext files.
+    let held = || async {
         let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM pack_chunks")
             .fetch_one(&db)
             .await
             .unwrap();
-        if n > 0 {
-            break;
-        }
+        let (staged, held) = crate::common::ciphertext_files(&daemon.data);
+        n + (staged + held) as i64
+    };
+    while held().await == 0 {
         tokio::task::yield_now().await;
     }
     call.abort();
@@ -46,10 +48,7 @@ async fn killed_upload_leaves_nothing_behind() {
     // The daemon notices the broken stream and removes the staged chunks.
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
-        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM pack_chunks")
-            .fetch_one(&db)
-            .await
-            .unwrap();
+        let n = held().await;
         if n == 0 {
             break;
         }

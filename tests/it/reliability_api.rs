@@ -89,7 +89,7 @@ async fn staged_chunks(daemon: &Daemon) -> i64 {
         .await
         .unwrap();
     pool.close().await;
-    n
+    n + common::ciphertext_files(&daemon.data).0 as i64
 }
 
 /// Opens an upload stream, sends `first`, then stalls with the stream

@@ -297,7 +297,9 @@ async fn insert_packs(conn: &mut SqliteConnection, to_store: &[ToStore<'_>]) -> 
         for t in part {
             let h = t.request.header.header();
             let len = i64::try_from(h.ciphertext_len).map_err(|_| corrupt("pack length"))?;
-            let chunks = t.staged + i64::try_from(t.request.tail.len()).unwrap_or(i64::MAX);
+            let chunks = t.staged
+                + t.request.in_file
+                + i64::try_from(t.request.tail.len()).unwrap_or(i64::MAX);
             rows.push((t.request, h, len, chunks));
         }
         let mut q = QueryBuilder::<Db>::new(
@@ -372,6 +374,7 @@ async fn commit_one(conn: &mut SqliteConnection, request: &CommitRequest) -> Res
         header,
         header_bytes,
         tail,
+        in_file,
         now_ms,
         event,
         route,
@@ -407,10 +410,11 @@ async fn commit_one(conn: &mut SqliteConnection, request: &CommitRequest) -> Res
         .bind(upload_id)
         .execute(&mut *conn)
         .await?;
-    let (chunks,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM pack_chunks WHERE upload_id = ?")
+    let (rows,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM pack_chunks WHERE upload_id = ?")
         .bind(upload_id)
         .fetch_one(&mut *conn)
         .await?;
+    let chunks = rows + in_file;
     sqlx::query(
         "INSERT INTO packs (pack_id, from_laestab, to_laestab, kind, created_at_ms, \
              ciphertext_length, ciphertext_sha256, sender_key_id, header, upload_id, chunks, \

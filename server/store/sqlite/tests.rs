@@ -25,8 +25,14 @@ fn event() -> audit::Event {
 #[tokio::test]
 async fn staging_is_cleaned_and_finished_uploads_leave_no_staged_chunks() {
     let (store, _dir) = open().await.unwrap();
-    store.stage_chunk("u1", 0, b"ab").await.unwrap();
-    store.stage_chunk("u1", 1, b"cd").await.unwrap();
+    store
+        .stage_chunk("u1", 0, &conformance::full(b"ab"))
+        .await
+        .unwrap();
+    store
+        .stage_chunk("u1", 1, &conformance::full(b"cd"))
+        .await
+        .unwrap();
     assert_eq!(store.clean_staging().await.unwrap(), 2);
 
     let id = PackId::new();
@@ -63,7 +69,10 @@ async fn concurrent_commits_are_grouped_all_visible_and_the_audit_chain_verifies
         let store = store.clone();
         tasks.push(tokio::spawn(async move {
             let upload = format!("u{i}");
-            store.stage_chunk(&upload, 0, b"staged").await.unwrap();
+            store
+                .stage_chunk(&upload, 0, &conformance::full(b"staged"))
+                .await
+                .unwrap();
             let (id, header_bytes) = if i >= N - 2 {
                 (contested, format!("contested {i}").into_bytes())
             } else {
@@ -96,7 +105,10 @@ async fn concurrent_commits_are_grouped_all_visible_and_the_audit_chain_verifies
                 stored += 1;
                 let pack = store.pack(id).await.unwrap().unwrap();
                 assert_eq!(pack.chunks, 2);
-                assert_eq!(store.chunk(&pack.upload_id, 0).await.unwrap(), b"staged");
+                assert_eq!(
+                    store.chunk(&pack.upload_id, 0).await.unwrap(),
+                    conformance::full(b"staged")
+                );
                 assert_eq!(store.chunk(&pack.upload_id, 1).await.unwrap(), b"tail");
             }
             Committed::Conflict => conflicts += 1,

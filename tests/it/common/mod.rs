@@ -612,3 +612,20 @@ pub async fn run_journey(script: &Path, args: &[&std::ffi::OsStr]) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// (files staged, files held) under a data directory's `ciphertext/`.
+pub fn ciphertext_files(data: &Path) -> (usize, usize) {
+    let count = |dir: &Path| {
+        std::fs::read_dir(dir).map_or(0, |entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter(|e| {
+                    e.file_type().is_ok_and(|t| t.is_file())
+                        && !e.file_name().to_string_lossy().starts_with('.')
+                })
+                .count()
+        })
+    };
+    let dir = data.join("ciphertext");
+    (count(&dir.join("staging")), count(&dir))
+}

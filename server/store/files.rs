@@ -1,0 +1,426 @@
+//! Ciphertext files: on SQLite (one node owns the data directory) a pack of
+//! one chunk or more is kept in a file of its own beside the database, not
+//! in chunk rows, so a large pack is written once, sequentially, near the
+//! disk's own speed (SQLite writes a blob twice, to the log and then to the
+//! database, a page at a time). Small packs (a single partial chunk) stay
+//! in rows, written with their pack row by the group committer.
+//!
+//! The life of a file, and the one recovery rule:
+//! - chunks are appended to `ciphertext/staging/UPLOAD_ID` as they arrive;
+//! - at commit the file is synced, renamed to `ciphertext/UPLOAD_ID` and
+//!   the folder synced, all *before* the pack row is committed, so a
+//!   committed row always has its file on stable storage;
+//! - when a pack's ciphertext is deleted (recall, supersede, forwarding,
+//!   retention) the row is committed first, then the file is overwritten
+//!   with zeros and removed;
+//! - **on start, everything in `staging/` is removed, and so is every file
+//!   no held pack row names** (a crash between rename and commit, or
+//!   between commit and removal). At run time only files whose rows say
+//!   deleted are swept (an upload in flight has a file and no row yet).
+//!
+//! A backup (`admin backup`, another process) holds `ciphertext/.lock`
+//! exclusively while it copies the database and the files; the daemon
+//! removes a file only if it can take that lock shared at once, and leaves
+//! it to the next sweep otherwise, so a copy never names a file it lacks.
+
+use std::collections::HashSet;
+use std::fs::{File, OpenOptions};
+use std::io::Write as _;
+use std::os::unix::fs::{DirBuilderExt as _, FileExt as _, OpenOptionsExt as _};
+use std::path::{Path, PathBuf};
+
+use super::error::{Result, StoreError};
+
+/// Ciphertext is stored and downloaded in pieces of at most this size. An
+/// upload holds one such piece (and the store's copy of it) while staging,
+/// so with many uploads at once this sets the daemon's memory.
+pub const CHUNK_BYTES: usize = 256 * 1024;
+
+/// The folder's name beside the database.
+pub const FOLDER: &str = "ciphertext";
+const STAGING: &str = "staging";
+const LOCK: &str = ".lock";
+
+/// The ciphertext files of one database (see the module documentation).
+#[derive(Debug, Clone)]
+pub struct PackFiles {
+    dir: PathBuf,
+}
+
+/// Runs blocking file work off the async threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|_| StoreError::Unavailable("a ciphertext file task failed".into()))?
+        .map_err(StoreError::from)
+}
+
+/// Upload ids are the daemon's own (hex); anything but letters, digits,
+/// `-` and `_` is refused before it can name a path (no `.`, no `/`).
+fn checked(upload_id: &str) -> Result<&str> {
+    if !upload_id.is_empty()
+        && upload_id.len() <= 64
+        && upload_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        Ok(upload_id)
+    } else {
+        Err(StoreError::Corrupt(format!(
+            "an upload id that cannot name a file: {upload_id:?}"
+        )))
+    }
+}
+
+/// Chunks in a file of `len` bytes.
+fn chunks_of(len: u64) -> i64 {
+    i64::try_from(len.div_ceil(CHUNK_BYTES as u64)).unwrap_or(i64::MAX)
+}
+
+/// Syncs a folder, so a rename or removal in it is on stable storage.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Opens a file for writing, owner-only.
+fn create(path: &Path, append: bool) -> std::io::Result<File> {
+    let mut options = OpenOptions::new();
+    options.create(true).mode(0o600);
+    if append {
+        options.append(true);
+    } else {
+        options.write(true).truncate(true);
+    }
+    options.open(path)
+}
+
+impl PackFiles {
+    /// The files beside `database` (a folder `ciphertext` next to it),
+    /// creating the folders owner-only if needed.
+    pub fn beside(database: &Path) -> Result<Self> {
+        let parent = database.parent().unwrap_or_else(|| Path::new("."));
+        let dir = parent.join(FOLDER);
+        let staging = dir.join(STAGING);
+        if !staging.is_dir() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&staging)?;
+            sync_dir(&dir)?;
+            sync_dir(parent)?;
+        }
+        Ok(Self { dir })
+    }
+
+    fn staged(&self, upload_id: &str) -> PathBuf {
+        self.dir.join(STAGING).join(upload_id)
+    }
+
+    fn held(&self, upload_id: &str) -> PathBuf {
+        self.dir.join(upload_id)
+    }
+
+    /// Appends chunk `idx` of an upload to its staging file (chunks come in
+    /// order, each but the last [`CHUNK_BYTES`] long).
+    pub async fn stage(&self, upload_id: &str, idx: i64, data: &[u8]) -> Result<()> {
+        let path = self.staged(checked(upload_id)?);
+        let data = data.to_vec();
+        let offset = u64::try_from(idx).unwrap_or(u64::MAX) * CHUNK_BYTES as u64;
+        blocking(move || {
+            let mut file = create(&path, idx != 0)?;
+            if file.metadata()?.len() != offset {
+                return Err(std::io::Error::other(format!(
+                    "chunk {idx} staged out of order"
+                )));
+            }
+            file.write_all(&data)
+        })
+        .await
+    }
+
+    /// Makes an upload's staged file durable and puts it in place, with the
+    /// `tail` chunks appended; returns the chunks it holds. `None` when the
+    /// upload staged nothing (a small pack: its tail goes to rows). An
+    /// upload committed again (the directory moved on) finds its file
+    /// already in place.
+    pub async fn seal(&self, upload_id: &str, tail: &[(i64, Vec<u8>)]) -> Result<Option<i64>> {
+        let id = checked(upload_id)?;
+        let (staged, held, dir) = (self.staged(id), self.held(id), self.dir.clone());
+        let tail: Vec<Vec<u8>> = tail.iter().map(|(_, data)| data.clone()).collect();
+        blocking(move || {
+            let mut file = match OpenOptions::new().append(true).open(&staged) {
+                Ok(file) => file,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return match std::fs::metadata(&held) {
+                        Ok(meta) if tail.is_empty() => Ok(Some(chunks_of(meta.len()))),
+                        Ok(_) => Err(std::io::Error::other("a tail for a sealed upload")),
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                        Err(e) => Err(e),
+                    };
+                }
+                Err(e) => return Err(e),
+            };
+            if !tail.is_empty() && !file.metadata()?.len().is_multiple_of(CHUNK_BYTES as u64) {
+                return Err(std::io::Error::other(
+                    "a tail after a staged chunk that is not full",
+                ));
+            }
+            for data in &tail {
+                file.write_all(data)?;
+            }
+            file.sync_all()?;
+            let len = file.metadata()?.len();
+            drop(file);
+            std::fs::rename(&staged, &held)?;
+            sync_dir(&dir)?;
+            Ok(Some(chunks_of(len)))
+        })
+        .await
+    }
+
+    /// Puts a sealed upload's file back in staging (its commit found the
+    /// directory moved on: it is invisible until committed again).
+    pub async fn unseal(&self, upload_id: &str) -> Result<()> {
+        let id = checked(upload_id)?;
+        let (staged, held) = (self.staged(id), self.held(id));
+        blocking(move || std::fs::rename(&held, &staged)).await
+    }
+
+    /// Chunk `idx` of a held file; `None` when the upload has no file (its
+    /// chunks are rows).
+    pub async fn read(&self, upload_id: &str, idx: i64) -> Result<Option<Vec<u8>>> {
+        let path = self.held(checked(upload_id)?);
+        let offset = u64::try_from(idx).unwrap_or(u64::MAX) * CHUNK_BYTES as u64;
+        blocking(move || {
+            let file = match File::open(&path) {
+                Ok(file) => file,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            let len = file.metadata()?.len();
+            if offset >= len {
+                return Err(std::io::Error::other(format!(
+                    "chunk {idx} is past the end of the file"
+                )));
+            }
+            let take = usize::try_from((len - offset).min(CHUNK_BYTES as u64)).unwrap_or(0);
+            let mut data = vec![0u8; take];
+            file.read_exact_at(&mut data, offset)?;
+            Ok(Some(data))
+        })
+        .await
+    }
+
+    /// Removes an upload's staged file and held file (an upload that will
+    /// not be stored, or a pack whose ciphertext is deleted). The held file
+    /// is overwritten with zeros first. Left for the next sweep while a
+    /// backup copies (see the module documentation).
+    pub async fn remove(&self, upload_id: &str) -> Result<()> {
+        let id = checked(upload_id)?;
+        let (staged, held, dir) = (self.staged(id), self.held(id), self.dir.clone());
+        blocking(move || {
+            remove_quietly(&staged)?;
+            let Some(_lock) = try_lock_shared(&dir)? else {
+                return Ok(());
+            };
+            erase(&held)?;
+            sync_dir(&dir)
+        })
+        .await
+    }
+
+    /// Removes every staged file (on start: nothing is in flight); how
+    /// many chunks they held.
+    pub async fn clear_staging(&self) -> Result<u64> {
+        let staging = self.dir.join(STAGING);
+        blocking(move || {
+            let mut n = 0;
+            for entry in std::fs::read_dir(&staging)? {
+                let entry = entry?;
+                n += u64::try_from(chunks_of(entry.metadata()?.len())).unwrap_or(0);
+                remove_quietly(&entry.path())?;
+            }
+            Ok(n)
+        })
+        .await
+    }
+
+    /// The upload ids of the held files.
+    pub async fn held_ids(&self) -> Result<Vec<String>> {
+        let dir = self.dir.clone();
+        blocking(move || {
+            let mut ids = Vec::new();
+            for entry in std::fs::read_dir(&dir)? {
+                let entry = entry?;
+                if !entry.file_type()?.is_file() {
+                    continue;
+                }
+                if let Some(name) = entry.file_name().to_str()
+                    && checked(name).is_ok()
+                {
+                    ids.push(name.to_string());
+                }
+            }
+            Ok(ids)
+        })
+        .await
+    }
+
+    /// Removes the held files whose upload ids are in `gone`; how many.
+    pub async fn sweep_gone(&self, gone: &HashSet<String>) -> Result<u64> {
+        let mut n = 0;
+        for id in self.held_ids().await? {
+            if gone.contains(&id) {
+                self.remove(&id).await?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Copies every held file into `to` (created), holding the lock
+    /// exclusively while `during` runs and the files are copied, so no
+    /// file is removed in between; returns `during`'s answer and the count.
+    pub async fn copy_while<T>(
+        &self,
+        to: &Path,
+        during: impl Future<Output = Result<T>>,
+    ) -> Result<(T, u64)> {
+        let dir = self.dir.clone();
+        let lock = blocking(move || {
+            let file = lock_file(&dir)?;
+            file.lock()?;
+            Ok(file)
+        })
+        .await?;
+        let answer = during.await?;
+        let (from, to) = (self.dir.clone(), to.to_path_buf());
+        let copied = blocking(move || {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(to.join(STAGING))?;
+            let mut n = 0;
+            for entry in std::fs::read_dir(&from)? {
+                let entry = entry?;
+                let name = entry.file_name();
+                if entry.file_type()?.is_file() && name.to_str().is_some_and(|n| checked(n).is_ok())
+                {
+                    std::fs::copy(entry.path(), to.join(&name))?;
+                    n += 1;
+                }
+            }
+            File::open(&to)?.sync_all()?;
+            drop(lock);
+            Ok(n)
+        })
+        .await?;
+        Ok((answer, copied))
+    }
+}
+
+/// The lock file of a ciphertext folder.
+fn lock_file(dir: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(dir.join(LOCK))
+}
+
+/// The lock taken shared, or `None` while a backup holds it.
+fn try_lock_shared(dir: &Path) -> std::io::Result<Option<File>> {
+    let file = lock_file(dir)?;
+    match file.try_lock_shared() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => Err(e),
+    }
+}
+
+/// Removes a file if it is there.
+fn remove_quietly(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Overwrites a file with zeros, syncs it and removes it, if it is there.
+fn erase(path: &Path) -> std::io::Result<()> {
+    let file = match OpenOptions::new().write(true).open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let len = file.metadata()?.len();
+    let zeros = vec![0u8; CHUNK_BYTES];
+    let mut at = 0;
+    while at < len {
+        let n = usize::try_from((len - at).min(CHUNK_BYTES as u64)).unwrap_or(0);
+        file.write_all_at(&zeros[..n], at)?;
+        at += n as u64;
+    }
+    file.sync_data()?;
+    drop(file);
+    remove_quietly(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_sealed_file_reads_back_by_chunk_and_staging_is_cleared() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = PackFiles::beside(&dir.path().join("baton.db")).unwrap();
+        let id = "00ff";
+        let big = vec![7u8; CHUNK_BYTES];
+        files.stage(id, 0, &big).await.unwrap();
+        // Out of order is refused.
+        assert!(files.stage(id, 2, &big).await.is_err());
+        assert_eq!(files.read(id, 0).await.unwrap(), None, "not visible staged");
+        let chunks = files.seal(id, &[(1, vec![9u8; 10])]).await.unwrap();
+        assert_eq!(chunks, Some(2));
+        assert_eq!(files.read(id, 0).await.unwrap(), Some(big));
+        assert_eq!(files.read(id, 1).await.unwrap(), Some(vec![9u8; 10]));
+        assert!(files.read(id, 2).await.is_err());
+        // Sealed again: the file is in place.
+        assert_eq!(files.seal(id, &[]).await.unwrap(), Some(2));
+        // The directory moved on: staged again, invisible, then sealed.
+        files.unseal(id).await.unwrap();
+        assert_eq!(files.read(id, 0).await.unwrap(), None);
+        assert_eq!(files.seal(id, &[]).await.unwrap(), Some(2));
+        // A tail after a partial chunk would misplace every later chunk.
+        files.stage("0b", 0, &[1, 2, 3]).await.unwrap();
+        assert!(files.seal("0b", &[(1, vec![4])]).await.is_err());
+        files.remove("0b").await.unwrap();
+        assert_eq!(files.seal("abcd", &[]).await.unwrap(), None);
+        assert!(files.seal("../x", &[]).await.is_err());
+
+        files.stage("0a", 0, &[1, 2, 3]).await.unwrap();
+        assert_eq!(files.clear_staging().await.unwrap(), 1);
+        assert_eq!(files.held_ids().await.unwrap(), vec![id.to_string()]);
+        files.remove(id).await.unwrap();
+        assert!(files.held_ids().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_backup_holding_the_lock_defers_removal() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = PackFiles::beside(&dir.path().join("baton.db")).unwrap();
+        files.stage("01", 0, &[5u8; 100]).await.unwrap();
+        files.seal("01", &[]).await.unwrap();
+        let held = lock_file(&files.dir).unwrap();
+        held.lock().unwrap();
+        files.remove("01").await.unwrap();
+        assert_eq!(files.held_ids().await.unwrap(), vec!["01".to_string()]);
+        drop(held);
+        let gone: HashSet<String> = ["01".to_string()].into();
+        assert_eq!(files.sweep_gone(&gone).await.unwrap(), 1);
+        assert!(files.held_ids().await.unwrap().is_empty());
+    }
+}

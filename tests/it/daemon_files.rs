@@ -1,0 +1,149 @@
+//! Issue 22 item 2: on SQLite a pack of a chunk or more is kept in a
+//! ciphertext file beside the database (`ciphertext/UPLOAD_ID`), synced and
+//! in place before its row commits. Small packs stay rows. Downloads read
+//! the files; retries store nothing twice; the start-up rule removes what a
+//! crash left (staged files, files no held pack names); a backup carries
+//! the files and `admin check` verifies them; a purge zeroes and removes
+//! them.
+
+use baton::api::v1;
+
+use crate::client_lifecycle::stderr;
+use crate::common::reliability::byte_hits;
+use crate::common::{Daemon, ciphertext, ciphertext_files, open_db};
+
+const CHUNK: usize = 256 * 1024;
+
+/// (chunks the row says, chunk rows stored) for a pack.
+async fn chunk_counts(daemon: &Daemon, id: &str) -> (i64, i64) {
+    let pool = open_db(&daemon.db_path()).await;
+    let counts = sqlx::query_as(
+        "SELECT p.chunks, (SELECT COUNT(*) FROM pack_chunks c WHERE c.upload_id = p.upload_id) \
+         FROM packs p WHERE p.pack_id = ?",
+    )
+    .bind(id)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    counts
+}
+
+#[tokio::test]
+async fn issue22_large_packs_are_files_that_recover_back_up_and_purge() {
+    let mut daemon = Daemon::start_sqlite(&[]).await;
+    let a = daemon.enrol("8612001").await;
+    let b = daemon.enrol("8614001").await;
+    let keys = a.keys_of(&b.laestab).await;
+    // Four chunks and a bit, exactly one chunk, and a small pack.
+    let mut sent = Vec::new();
+    for len in [4 * CHUNK + 1000, CHUNK, 20_000] {
+        let data = ciphertext(len);
+        let header = v1::PackHeader::from(&a.header_for(&b.laestab, &keys, &data));
+        let stored = a.upload(&header, &data, 64 * 1024).await.unwrap();
+        assert!(!stored.already_stored);
+        sent.push((header, data));
+    }
+    assert_eq!(ciphertext_files(&daemon.data), (0, 2), "two packs in files");
+    assert_eq!(chunk_counts(&daemon, &sent[0].0.pack_id).await, (5, 0));
+    assert_eq!(chunk_counts(&daemon, &sent[1].0.pack_id).await, (1, 0));
+    assert_eq!(chunk_counts(&daemon, &sent[2].0.pack_id).await, (1, 1));
+    for (header, data) in &sent {
+        let (_, got) = b.download(&header.pack_id).await.unwrap();
+        assert!(got == *data, "pack {} changed", header.pack_id);
+    }
+    // A retry stores nothing twice and leaves no file behind.
+    let (header, data) = &sent[0];
+    assert!(
+        a.upload(header, data, 64 * 1024)
+            .await
+            .unwrap()
+            .already_stored
+    );
+    assert_eq!(ciphertext_files(&daemon.data), (0, 2));
+
+    // What a crash leaves: a staged file, and a file put in place whose row
+    // never committed. The start-up rule removes both and nothing else.
+    let dir = daemon.data.join("ciphertext");
+    std::fs::write(dir.join("staging/00aa"), b"half an upload").unwrap();
+    std::fs::write(dir.join("00bb"), b"renamed, never committed").unwrap();
+    daemon.kill9().await;
+    daemon.restart(&[]).await;
+    assert_eq!(ciphertext_files(&daemon.data), (0, 2), "leftovers removed");
+    for (header, data) in &sent {
+        let (_, got) = b.download(&header.pack_id).await.unwrap();
+        assert!(
+            got == *data,
+            "pack {} changed by the restart",
+            header.pack_id
+        );
+    }
+
+    // A backup carries the files; `admin check` re-hashes them, and names a
+    // damaged one.
+    let backups = tempfile::tempdir().unwrap();
+    let backup = backups.path().join("backup");
+    let out = daemon
+        .admin(&["admin", "backup", backup.to_str().unwrap()])
+        .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        ciphertext_files(&backup),
+        (0, 2),
+        "the files are in the copy"
+    );
+    let check = || async {
+        crate::common::batond()
+            .arg("--data-dir")
+            .arg(&backup)
+            .args(["admin", "check"])
+            .output()
+            .await
+            .unwrap()
+    };
+    let out = check().await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("3 packs held and whole"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let copied = std::fs::read_dir(backup.join("ciphertext"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .find(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .unwrap()
+        .path();
+    let mut damaged = std::fs::read(&copied).unwrap();
+    damaged[100] ^= 1;
+    std::fs::write(&copied, damaged).unwrap();
+    let out = check().await;
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("1 packs' ciphertext is missing or altered"));
+
+    // Purged: the files are overwritten and removed; no piece of them is
+    // left anywhere in the data directory.
+    let needles: Vec<Vec<u8>> = sent[..2]
+        .iter()
+        .flat_map(|(_, data)| [data[..48].to_vec(), data[data.len() - 48..].to_vec()])
+        .collect();
+    assert!(!byte_hits(&[&daemon.data], &needles).1.is_empty());
+    let out = daemon
+        .admin(&[
+            "admin",
+            "purge",
+            "--acknowledged-days",
+            "0",
+            "--unacknowledged-days",
+            "0",
+            "--json",
+        ])
+        .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(ciphertext_files(&daemon.data), (0, 0));
+    let (scanned, hits) = byte_hits(&[&daemon.data], &needles);
+    assert!(scanned.files >= 2);
+    assert!(hits.is_empty(), "purged ciphertext is still in {hits:?}");
+    let gone = b.download(&sent[0].0.pack_id).await.unwrap_err();
+    assert_eq!(gone.code(), tonic::Code::NotFound, "{gone:?}");
+}

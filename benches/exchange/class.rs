@@ -85,6 +85,15 @@ pub(crate) async fn class(daemon: &Daemon) -> Res<()> {
         "sftp get + age -d + untar:              {receive_sftp:.2} s  (baton / script = {:.2})",
         receive_s / receive_sftp
     );
+    for (what, ratio) in [
+        ("sent", send_s / send_sftp),
+        ("pulled + acknowledged", receive_s / receive_sftp),
+    ] {
+        println!(
+            "BUDGET a class {what} ≤ 0.5 × the age CLI + SFTP script: {ratio:.2}, {}",
+            if ratio <= 0.5 { "met" } else { "MISSED" }
+        );
+    }
     Ok(())
 }
 

@@ -80,8 +80,8 @@ const BIG_PACKS: &[&str] = &[
 type BoxError = Box<dyn Error + Send + Sync>;
 type Res<T> = Result<T, BoxError>;
 
-/// Upload chunk size, as the CLI sends.
-const CHUNK: usize = 64 * 1024;
+/// Upload message size, as `baton send` sends (`client/commands/send/job.rs`).
+const CHUNK: usize = 256 * 1024;
 /// Message size limit for the bench's own clients and server.
 const MAX_MESSAGE: usize = 8 * 1024 * 1024;
 

@@ -187,11 +187,14 @@ pub trait Packs: Send + Sync {
     fn pack(&self, id: PackId) -> impl Future<Output = Result<Option<StoredPack>>> + Send;
 
     /// Stores one chunk of an upload in flight (invisible until committed).
+    /// Chunks come in order, and every one but an upload's last is
+    /// [`CHUNK_BYTES`](super::CHUNK_BYTES) long (SQLite keeps such uploads
+    /// in a file and finds chunk `idx` at `idx × CHUNK_BYTES`).
     fn stage_chunk(
         &self,
         upload_id: &str,
         idx: i64,
-        data: &[u8],
+        data: Vec<u8>,
     ) -> impl Future<Output = Result<()>> + Send;
 
     /// Drops every chunk of an upload that will not be committed.

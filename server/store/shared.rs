@@ -608,7 +608,7 @@ macro_rules! shared_store {
                 pack_by_id(&self.pool, &id.to_string()).await
             }
 
-            async fn stage_chunk(&self, upload_id: &str, idx: i64, data: &[u8]) -> Result<()> {
+            async fn stage_chunk(&self, upload_id: &str, idx: i64, data: Vec<u8>) -> Result<()> {
                 if let Some(files) = &self.files {
                     return files.stage(upload_id, idx, data).await;
                 }

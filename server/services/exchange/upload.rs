@@ -430,20 +430,30 @@ impl<S: Store> Service<S> {
                 )));
             }
             hasher.update(&data);
-            // Fill one buffer of exactly CHUNK_BYTES and reuse it, so an
-            // upload holds at most one chunk however large the pack is.
+            // A message that is exactly a chunk (as `baton send` sends
+            // them) is staged as it is; others fill a buffer of exactly
+            // CHUNK_BYTES, handed over when full. An upload holds about one
+            // chunk however large the pack is.
+            if buf.is_empty() && data.len() == CHUNK_BYTES {
+                app.store
+                    .stage_chunk(upload_id, idx, data)
+                    .await
+                    .map_err(store_status)?;
+                idx += 1;
+                continue;
+            }
             let mut rest: &[u8] = &data;
             while !rest.is_empty() {
                 let take = (CHUNK_BYTES - buf.len()).min(rest.len());
                 buf.extend_from_slice(&rest[..take]);
                 rest = &rest[take..];
                 if buf.len() == CHUNK_BYTES {
+                    let full = std::mem::replace(&mut buf, Vec::with_capacity(CHUNK_BYTES));
                     app.store
-                        .stage_chunk(upload_id, idx, &buf)
+                        .stage_chunk(upload_id, idx, full)
                         .await
                         .map_err(store_status)?;
                     idx += 1;
-                    buf.clear();
                 }
             }
         }

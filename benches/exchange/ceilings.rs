@@ -174,6 +174,12 @@ impl Exchange for Drain {
     ) -> Result<Response<v1::AcknowledgeResponse>, Status> {
         Err(Status::unimplemented("bench"))
     }
+    async fn acknowledge_many(
+        &self,
+        _: Request<v1::AcknowledgeManyRequest>,
+    ) -> Result<Response<v1::AcknowledgeManyResponse>, Status> {
+        Err(Status::unimplemented("bench"))
+    }
     async fn sent(
         &self,
         _: Request<v1::SentRequest>,

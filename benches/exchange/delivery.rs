@@ -12,6 +12,25 @@ impl Sink for Discard {
     }
 }
 
+/// Receipts sent in one `AcknowledgeMany` call, as `baton ack` sends them.
+const RECEIPTS_PER_CALL: usize = 100;
+
+/// Sends `receipts` in one call; every one must be recorded.
+async fn acknowledge(
+    client: &mut ExchangeClient<Channel>,
+    token: &str,
+    receipts: Vec<v1::Receipt>,
+) -> Res<()> {
+    let answer = client
+        .acknowledge_many(with_token(token, v1::AcknowledgeManyRequest { receipts }))
+        .await?
+        .into_inner();
+    if let Some(refused) = answer.outcomes.iter().find(|o| o.code != 0) {
+        return Err(format!("a receipt was refused: {}", refused.message).into());
+    }
+    Ok(())
+}
+
 /// Every receiver lists, downloads, opens and acknowledges all its packs.
 pub(crate) async fn deliver(
     url: &str,
@@ -70,6 +89,7 @@ pub(crate) async fn deliver(
         let mut client = exchange(&chan);
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
+            let mut pending: HashMap<usize, Vec<v1::Receipt>> = HashMap::new();
             loop {
                 let Some((r, wire)) = queue.lock().await.pop() else {
                     break;
@@ -122,15 +142,19 @@ pub(crate) async fn deliver(
                     received_at_ms: 2,
                     recipient_key_id: school.identity.key_id(),
                 })?;
-                client
-                    .acknowledge(with_token(
-                        &school.token,
-                        v1::AcknowledgeRequest {
-                            receipt: Some(v1::Receipt::from(&receipt)),
-                        },
-                    ))
-                    .await?;
+                // As `baton ack` does: receipts many to a call.
+                let batch = pending.entry(r).or_default();
+                batch.push(v1::Receipt::from(&receipt));
+                if batch.len() >= RECEIPTS_PER_CALL {
+                    let receipts = std::mem::take(batch);
+                    acknowledge(&mut client, &school.token, receipts).await?;
+                }
                 latencies.push(t.elapsed());
+            }
+            for (r, receipts) in pending {
+                if !receipts.is_empty() {
+                    acknowledge(&mut client, &receivers[r].token, receipts).await?;
+                }
             }
             Ok::<_, BoxError>(latencies)
         }));

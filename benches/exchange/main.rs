@@ -28,6 +28,7 @@
 //! (concurrent uploads, default 32), `BATON_BENCH_SCALE` (packs in the store
 //! for the listing figures, default 1,000,000; 0 skips them).
 
+use std::collections::HashMap;
 use std::error::Error;
 use std::io::{Cursor, Write};
 use std::path::Path;
@@ -157,18 +158,20 @@ async fn backend(label: &str, daemon: &Daemon, packs: usize, clients: usize) -> 
     let pack_bytes = blobs.first().map_or(0, |b| b.len());
     let transport_jobs = jobs.clone();
 
-    let cpu0 = cpu_seconds(daemon.pid());
+    let (cpu0, own0) = (cpu_seconds(daemon.pid()), cpu_seconds(std::process::id()));
     reset_peak(daemon.pid());
     let ingest = upload_all(&channels, &tokens, jobs, clients).await?;
     let cpu = cpu_seconds(daemon.pid()) - cpu0;
+    let senders_cpu = cpu_seconds(std::process::id()) - own0;
     println!(
         "{} (packs of {pack_bytes} bytes, {clients} in flight, {s} senders)",
         ingest.line("ingest 20 KB")
     );
     println!(
-        "  daemon CPU {cpu:.2} s ({:.0} µs a pack), peak RSS {:.1} MiB",
+        "  daemon CPU {cpu:.2} s ({:.0} µs a pack), peak RSS {:.1} MiB; senders (this process) {:.0} µs a pack",
         cpu / packs as f64 * 1e6,
-        peak_rss_mib(daemon.pid())
+        peak_rss_mib(daemon.pid()),
+        senders_cpu / packs as f64 * 1e6
     );
     let ingest_cpu_per_pack = cpu / packs as f64;
 
@@ -178,7 +181,7 @@ async fn backend(label: &str, daemon: &Daemon, packs: usize, clients: usize) -> 
             .map(|s| s.identity.public())
             .collect::<Vec<_>>(),
     );
-    let cpu0 = cpu_seconds(daemon.pid());
+    let (cpu0, own0) = (cpu_seconds(daemon.pid()), cpu_seconds(std::process::id()));
     let delivery = deliver(
         &daemon.url,
         &daemon.ca,
@@ -192,11 +195,13 @@ async fn backend(label: &str, daemon: &Daemon, packs: usize, clients: usize) -> 
         delivery.line("delivery 20 KB")
     );
     let delivery_cpu = cpu_seconds(daemon.pid()) - cpu0;
+    let receivers_cpu = cpu_seconds(std::process::id()) - own0;
     let delivery_cpu_per_pack = delivery_cpu / delivery.packs.max(1) as f64;
     println!(
-        "  daemon CPU {delivery_cpu:.2} s ({:.0} µs a pack, {:.2} × ingest's)",
+        "  daemon CPU {delivery_cpu:.2} s ({:.0} µs a pack, {:.2} × ingest's); receivers (this process: TLS, open, sign) {:.0} µs a pack",
         delivery_cpu_per_pack * 1e6,
-        delivery_cpu_per_pack / ingest_cpu_per_pack
+        delivery_cpu_per_pack / ingest_cpu_per_pack,
+        receivers_cpu / delivery.packs.max(1) as f64 * 1e6
     );
     let speed = delivery.rate() / ingest.rate();
     println!(

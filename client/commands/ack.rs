@@ -10,6 +10,61 @@ use crate::connect::{connect, explain, unreachable};
 use crate::home::Home;
 use crate::output::{json, now_ms};
 
+/// Receipts sent in one `AcknowledgeMany` call.
+const RECEIPTS_PER_CALL: usize = 100;
+
+/// One answer a receipt, and the checkpoint the server signed.
+type Answers = (Vec<Result<(), tonic::Status>>, Option<v1::AuditCheckpoint>);
+
+/// Sends `batch` in one call; from a server without `AcknowledgeMany`, one
+/// `Acknowledge` a receipt instead.
+async fn send(
+    exchange: &baton::api::v1::exchange_client::ExchangeClient<crate::connect::Authed>,
+    batch: &[(String, v1::Receipt)],
+) -> Result<Answers, tonic::Status> {
+    let request = v1::AcknowledgeManyRequest {
+        receipts: batch.iter().map(|(_, r)| r.clone()).collect(),
+    };
+    match exchange.clone().acknowledge_many(request).await {
+        Ok(response) => {
+            let response = response.into_inner();
+            if response.outcomes.len() != batch.len() {
+                return Err(tonic::Status::internal(
+                    "the server answered a different number of receipts",
+                ));
+            }
+            let answers = response
+                .outcomes
+                .into_iter()
+                .map(|o| match tonic::Code::from_i32(o.code) {
+                    tonic::Code::Ok => Ok(()),
+                    code => Err(tonic::Status::new(code, o.message)),
+                })
+                .collect();
+            Ok((answers, response.checkpoint))
+        }
+        Err(s) if s.code() == tonic::Code::Unimplemented => {
+            let mut answers = Vec::with_capacity(batch.len());
+            let mut checkpoint = None;
+            for (_, receipt) in batch {
+                let one = v1::AcknowledgeRequest {
+                    receipt: Some(receipt.clone()),
+                };
+                match exchange.clone().acknowledge(one).await {
+                    Ok(r) => {
+                        checkpoint = r.into_inner().checkpoint.or(checkpoint);
+                        answers.push(Ok(()));
+                    }
+                    Err(s) if unreachable(&s) => return Err(s),
+                    Err(s) => answers.push(Err(s)),
+                }
+            }
+            Ok((answers, checkpoint))
+        }
+        Err(s) => Err(s),
+    }
+}
+
 /// Acknowledge pulled packs with signed receipts.
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -58,12 +113,9 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
     let clients = connect(home).await?;
     let mut failed = 0;
     let mut book = crate::checkpoint::Book::load(home)?;
-    // Receipts are signed here in order and sent a few at a time; the
-    // answers are taken in the same order.
-    let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(
-        crate::commands::pull::CONCURRENCY,
-    ));
-    let mut sending = Vec::new();
+    // Receipts are signed here in order and sent many to a call
+    // (`AcknowledgeMany`), each answered on its own, in order.
+    let mut signed = Vec::new();
     for id in ids {
         let Some(pack) = pulled.packs.get(&id) else {
             say(
@@ -86,45 +138,40 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
             received_at_ms: pack.pulled_at_ms,
             recipient_key_id: identity.key_id(),
         };
-        let signed = identity.sign_receipt(receipt)?;
-        let (mut exchange, limit) = (clients.exchange.clone(), std::sync::Arc::clone(&limit));
-        let answer = tokio::spawn(async move {
-            let _permit = limit.acquire_owned().await;
-            exchange
-                .acknowledge(v1::AcknowledgeRequest {
-                    receipt: Some(v1::Receipt::from(&signed)),
-                })
-                .await
-        });
-        sending.push((id, answer));
+        signed.push((id, v1::Receipt::from(&identity.sign_receipt(receipt)?)));
     }
     let mut unreachable_server = None;
-    for (id, answer) in sending {
-        let answer = answer
-            .await
-            .context("sending a receipt failed unexpectedly")?;
-        let acknowledged = match answer {
-            Ok(response) => {
-                book.observe(response.into_inner().checkpoint.as_ref());
-                say(&id, "acknowledged", None);
-                true
-            }
-            Err(s) if s.code() == tonic::Code::AlreadyExists => {
-                say(&id, "already-acknowledged", None);
-                true
+    for batch in signed.chunks(RECEIPTS_PER_CALL) {
+        let answers = match send(&clients.exchange, batch).await {
+            Ok((answers, checkpoint)) => {
+                book.observe(checkpoint.as_ref());
+                answers
             }
             Err(s) if unreachable(&s) => {
-                unreachable_server.get_or_insert(s);
-                false
+                unreachable_server = Some(s);
+                break;
             }
-            Err(s) => {
-                failed += 1;
-                say(&id, "failed", Some(explain(&s)));
-                false
-            }
+            Err(s) => batch.iter().map(|_| Err(s.clone())).collect(),
         };
-        if acknowledged && let Some(pack) = pulled.packs.get_mut(&id) {
-            pack.acknowledged_at_ms = Some(now_ms());
+        for ((id, _), answer) in batch.iter().zip(answers) {
+            let acknowledged = match answer {
+                Ok(()) => {
+                    say(id, "acknowledged", None);
+                    true
+                }
+                Err(s) if s.code() == tonic::Code::AlreadyExists => {
+                    say(id, "already-acknowledged", None);
+                    true
+                }
+                Err(s) => {
+                    failed += 1;
+                    say(id, "failed", Some(explain(&s)));
+                    false
+                }
+            };
+            if acknowledged && let Some(pack) = pulled.packs.get_mut(id) {
+                pack.acknowledged_at_ms = Some(now_ms());
+            }
         }
     }
     // What was acknowledged is kept even if the server then went away.

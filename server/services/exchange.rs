@@ -14,20 +14,20 @@ use baton::api::v1;
 use baton::api::v1::download_response::Part as DownPart;
 use baton::api::v1::exchange_server::Exchange;
 use baton::keys::{KeyId, SchoolKey};
-use baton::pack::{PackId, SignedReceipt};
+use baton::pack::PackId;
 use prost::Message as _;
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::wire::{kind_of, store_status, wire_status};
+use super::wire::{kind_of, store_status};
 use crate::app::App;
 use crate::audit::Event;
 use crate::auth::{self, KeyHolder};
 use crate::cache::View;
 use crate::limits::Stream as LongCall;
-use crate::store::{Acknowledged, PackStatus, Page, Store, StoredPack, now_ms};
+use crate::store::{PackStatus, Page, Store, StoredPack, now_ms};
 
 /// The active key `key_id` of `school`, or `PermissionDenied` naming `field`.
 async fn active_key<S: Store>(
@@ -83,6 +83,7 @@ const PAGE_MAX: u32 = 1000;
 
 pub mod readdress;
 mod recall;
+mod receipts;
 mod upload;
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -323,61 +324,22 @@ impl<S: Store> Exchange for Service<S> {
         request: Request<v1::AcknowledgeRequest>,
     ) -> Result<Response<v1::AcknowledgeResponse>, Status> {
         let (holder, directory) = auth::key_holder(&self.app, &request).await?;
-        let caller = holder.school;
         let wire = request
             .into_inner()
             .receipt
             .ok_or_else(|| Status::invalid_argument("field `receipt`: missing"))?;
-        let signed = SignedReceipt::try_from(&wire).map_err(wire_status)?;
-        let r = signed.receipt();
-        let store = &self.app.store;
-        let (pack, header) = inbox_pack(&self.app, &holder, r.pack_id).await?;
-        if recall::closed_to_destination(&pack)
-            && let Some(why) = recall::gone(&pack, r.pack_id)
-        {
-            return Err(Status::not_found(why));
-        }
-        // Only a key the pack was sealed to can have opened it.
-        let sealed_to_caller = holder
-            .key_id
-            .is_some_and(|k| header.recipient_key_ids.contains(&k.to_string()));
-        if !sealed_to_caller {
-            return Err(Status::permission_denied(format!(
-                "pack {} was not sealed to your key: acknowledge it from a device it was sealed to",
-                r.pack_id
-            )));
-        }
-        if pack.ciphertext_sha256 != r.ciphertext_sha256 {
-            return Err(Status::invalid_argument(
-                "field `receipt.ciphertext_sha256`: does not match the stored pack",
-            ));
-        }
-        let key = active_key(
-            &directory,
-            &caller,
-            r.recipient_key_id,
-            "receipt.recipient_key_id",
-        )
-        .await?;
-        signed
-            .verify(&key.public)
-            .map_err(|e| Status::invalid_argument(format!("field `receipt.signature`: {e}")))?;
-        let bytes = v1::Receipt::from(&signed).encode_to_vec();
-        let event = Event::by_school(&caller, "pack.acknowledge", r.pack_id);
-        match store
-            .acknowledge(r.pack_id, &bytes, now_ms(), event)
-            .await
-            .map_err(store_status)?
-        {
-            Acknowledged::At(at) => Ok(Response::new(v1::AcknowledgeResponse {
-                acknowledged_at_ms: at,
-                checkpoint: self.app.checkpoint().await,
-            })),
-            Acknowledged::Conflict => Err(Status::already_exists(format!(
-                "pack {} is already acknowledged with another receipt",
-                r.pack_id
-            ))),
-        }
+        let at = receipts::acknowledge_one(&self.app, &holder, &directory, &wire).await?;
+        Ok(Response::new(v1::AcknowledgeResponse {
+            acknowledged_at_ms: at,
+            checkpoint: self.app.checkpoint().await,
+        }))
+    }
+
+    async fn acknowledge_many(
+        &self,
+        request: Request<v1::AcknowledgeManyRequest>,
+    ) -> Result<Response<v1::AcknowledgeManyResponse>, Status> {
+        receipts::acknowledge_many(&self.app, request).await
     }
 
     async fn sent(

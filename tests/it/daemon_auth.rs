@@ -22,12 +22,13 @@ enum Method {
     Download,
     ConfirmDownload,
     Acknowledge,
+    AcknowledgeMany,
     Sent,
     Watch,
     Limits,
 }
 
-const ALL: [Method; 12] = [
+const ALL: [Method; 13] = [
     Method::ListSchools,
     Method::GetSchool,
     Method::AddKey,
@@ -37,6 +38,7 @@ const ALL: [Method; 12] = [
     Method::Download,
     Method::ConfirmDownload,
     Method::Acknowledge,
+    Method::AcknowledgeMany,
     Method::Sent,
     Method::Watch,
     Method::Limits,
@@ -190,6 +192,25 @@ async fn call(
                 .acknowledge(with_token(token, req))
                 .await?;
         }
+        Method::AcknowledgeMany => {
+            // A receipt refused within the call comes back as its error.
+            let req = v1::AcknowledgeManyRequest {
+                receipts: vec![caller.receipt(&w.pack)],
+            };
+            let resp = caller
+                .exchange()
+                .acknowledge_many(with_token(token, req))
+                .await?
+                .into_inner();
+            assert_eq!(resp.outcomes.len(), 1);
+            let outcome = &resp.outcomes[0];
+            if outcome.code != 0 {
+                return Err(Status::new(
+                    Code::from_i32(outcome.code),
+                    outcome.message.clone(),
+                ));
+            }
+        }
         Method::Sent => {
             let resp = caller
                 .exchange()
@@ -243,6 +264,7 @@ fn natural(w: &World, method: Method) -> &School {
         | Method::Download
         | Method::ConfirmDownload
         | Method::Acknowledge
+        | Method::AcknowledgeMany
         | Method::Watch => &w.b,
         _ => &w.a,
     }
@@ -301,6 +323,7 @@ async fn every_method_checks_the_caller(daemon: Daemon) {
         (Method::ConfirmDownload, &c, Code::NotFound),
         (Method::ConfirmDownload, &w.a, Code::NotFound),
         (Method::Acknowledge, &c, Code::NotFound),
+        (Method::AcknowledgeMany, &c, Code::NotFound),
         (Method::Sent, &c, Code::NotFound),
     ];
     for (method, caller, code) in expect_other {

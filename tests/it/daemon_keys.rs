@@ -319,6 +319,23 @@ async fn issue15_every_exchange_call_is_checked_per_key(daemon: Daemon) {
     let late = other_device(&daemon, "8614001", &["dsl", "staff"]).await;
     let err = ack(&late, &t1).await.unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    // The same, receipts many to a call: each answered as `Acknowledge`.
+    let many = |school: &School, hs: &[&v1::PackHeader]| {
+        let mut exchange = school.exchange();
+        let req = school.req(v1::AcknowledgeManyRequest {
+            receipts: hs.iter().map(|h| school.receipt(h)).collect(),
+        });
+        async move {
+            let answer = exchange.acknowledge_many(req).await.unwrap().into_inner();
+            answer
+                .outcomes
+                .iter()
+                .map(|o| Code::from_i32(o.code))
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(many(&staff, &[&s1, &t1]).await, [Code::NotFound, Code::Ok]);
+    assert_eq!(many(&late, &[&t1]).await, [Code::PermissionDenied]);
     ack(&staff, &t1).await.unwrap();
     ack(&dsl, &s1).await.unwrap();
 }

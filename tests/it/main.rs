@@ -36,6 +36,7 @@ mod daemon_multinode;
 mod daemon_operating;
 mod daemon_packaging;
 mod daemon_postgres;
+mod daemon_receipts;
 mod daemon_renumber;
 mod daemon_retention;
 mod daemon_start;

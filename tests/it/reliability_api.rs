@@ -149,6 +149,12 @@ async fn bad_input_gets_the_right_status_and_the_daemon_stays_up() {
     );
     check(
         &mut table,
+        "AcknowledgeMany: garbage protobuf",
+        raw_unary(&b, "/baton.v1.Exchange/AcknowledgeMany", garbage.clone()).await,
+        &[Code::Internal, Code::InvalidArgument],
+    );
+    check(
+        &mut table,
         "Upload: garbage frames",
         raw_upload(&a, vec![garbage.clone(), garbage]).await,
         &[Code::Internal, Code::InvalidArgument],

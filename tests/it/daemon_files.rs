@@ -128,17 +128,7 @@ async fn issue22_large_packs_are_files_that_recover_back_up_and_purge() {
         .flat_map(|(_, data)| [data[..48].to_vec(), data[data.len() - 48..].to_vec()])
         .collect();
     assert!(!byte_hits(&[&daemon.data], &needles).1.is_empty());
-    let out = daemon
-        .admin(&[
-            "admin",
-            "purge",
-            "--acknowledged-days",
-            "0",
-            "--unacknowledged-days",
-            "0",
-            "--json",
-        ])
-        .await;
+    let out = daemon.purge_now(&[]).await;
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(ciphertext_files(&daemon.data), (0, 0));
     let (scanned, hits) = byte_hits(&[&daemon.data], &needles);

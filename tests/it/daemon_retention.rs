@@ -117,18 +117,7 @@ async fn issue18_purge(daemon: Daemon) {
         Vec::new()
     };
 
-    let dry = daemon
-        .admin(&[
-            "admin",
-            "purge",
-            "--dry-run",
-            "--acknowledged-days",
-            "0",
-            "--unacknowledged-days",
-            "0",
-            "--json",
-        ])
-        .await;
+    let dry = daemon.purge_now(&["--dry-run"]).await;
     assert!(dry.status.success(), "{}", stderr(&dry));
     let listed: serde_json::Value = serde_json::from_slice(&dry.stdout).unwrap();
     assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
@@ -144,17 +133,7 @@ async fn issue18_purge(daemon: Daemon) {
         serde_json::json!([])
     );
 
-    let purged = daemon
-        .admin(&[
-            "admin",
-            "purge",
-            "--acknowledged-days",
-            "0",
-            "--unacknowledged-days",
-            "0",
-            "--json",
-        ])
-        .await;
+    let purged = daemon.purge_now(&[]).await;
     assert!(purged.status.success(), "{}", stderr(&purged));
     let purged: Vec<serde_json::Value> = serde_json::from_slice(&purged.stdout).unwrap();
     let reason_of =

@@ -224,6 +224,21 @@ impl Daemon {
             .unwrap()
     }
 
+    /// Runs `batond admin purge EXTRA... --acknowledged-days 0
+    /// --unacknowledged-days 0 --json`: every pack old enough at once.
+    pub async fn purge_now(&self, extra: &[&str]) -> std::process::Output {
+        let mut args = vec!["admin", "purge"];
+        args.extend_from_slice(extra);
+        args.extend([
+            "--acknowledged-days",
+            "0",
+            "--unacknowledged-days",
+            "0",
+            "--json",
+        ]);
+        self.admin(&args).await
+    }
+
     /// A TLS channel trusting the daemon's CA.
     pub async fn channel(&self) -> Channel {
         tls_channel(&self.url, &self.ca).await

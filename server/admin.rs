@@ -19,6 +19,7 @@ mod calendar;
 mod dashboard;
 mod escrow;
 pub mod keys;
+mod peer;
 pub mod report;
 
 use crate::audit::Event;
@@ -104,6 +105,9 @@ pub enum Command {
     /// The trust dashboard (`batond serve --http-listen`).
     #[command(subcommand)]
     Dashboard(DashboardCommand),
+    /// Peering with other trusts' daemons (federation), by descriptors.
+    #[command(subcommand)]
+    Peer(peer::PeerCommand),
     /// Apply database migrations and exit.
     Migrate,
 }
@@ -332,6 +336,7 @@ pub async fn run<S: Store>(store: &S, config: &Config, command: Command) -> anyh
         Command::Dashboard(DashboardCommand::Link { url, json }) => {
             dashboard::link(store, config, url.as_deref(), json, &mut out).await?;
         }
+        Command::Peer(command) => peer::run(store, config, command, &mut out).await?,
         Command::School(SchoolCommand::Add {
             laestab,
             name,

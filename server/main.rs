@@ -15,6 +15,7 @@ mod cache;
 mod clocks;
 mod config;
 mod dashboard;
+mod federation;
 mod limits;
 mod listener;
 mod metrics;

@@ -87,6 +87,26 @@ impl Notary {
         Checkpoint::sign(&self.key, entries, head, now_ms())
     }
 
+    /// This daemon's peer descriptor, signed with this key (see
+    /// `federation::descriptor`).
+    pub fn describe(
+        &self,
+        name: &str,
+        url: &str,
+        tls_cert_pem: &str,
+        issued_at_ms: i64,
+        valid_until_ms: i64,
+    ) -> anyhow::Result<crate::federation::descriptor::Descriptor> {
+        crate::federation::descriptor::Descriptor::sign(
+            &self.key,
+            name,
+            url,
+            tls_cert_pem,
+            issued_at_ms,
+            valid_until_ms,
+        )
+    }
+
     /// A checkpoint of the log's head as it is now (`None` if empty).
     pub async fn checkpoint<S: AuditLog>(&self, store: &S) -> anyhow::Result<Option<Checkpoint>> {
         let head = store

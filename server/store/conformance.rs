@@ -14,7 +14,9 @@ use super::{Acknowledged, Committed, NewSchool, PackStatus, Store, StoreError};
 use crate::audit;
 
 mod lifecycle;
+mod peers;
 pub use lifecycle::{purges, withdrawals};
+pub use peers::peers;
 
 /// `8612001` and so on.
 pub fn school_id(n: u16) -> Laestab {
@@ -616,6 +618,12 @@ pub async fn tokens_without_keys_are_bound_to_the_first_key(store: &impl Store) 
 /// fn returning `Option<(S, guard)>`; `None` means skipped.
 macro_rules! suite {
     ($open:path) => {
+        #[tokio::test]
+        async fn conformance_peers() {
+            if let Some((s, _g)) = $open().await {
+                $crate::store::conformance::peers(&s).await;
+            }
+        }
         #[tokio::test]
         async fn conformance_upload_visibility() {
             if let Some((s, _g)) = $open().await {

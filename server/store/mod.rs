@@ -2,7 +2,7 @@
 //! codes), [`Packs`] (staging, commit, listings, chunks, download marks,
 //! receipts), the [`Lifecycle`] (recall, supersede, retention purge), the
 //! [`AuditLog`], [`Events`] (arrivals for `Watch`), [`Calendars`] and the
-//! dashboard's sign-in links ([`DashboardLinks`]). [`Store`] is all of
+//! dashboard's sign-in links ([`DashboardLinks`]) and federation [`Peers`]. [`Store`] is all of
 //! them, which is what the services are written against.
 //!
 //! Two backends: SQLite (one node, the default) and PostgreSQL (several
@@ -21,6 +21,8 @@ mod shared;
 pub mod lifecycle;
 #[macro_use]
 pub mod dashboard;
+#[macro_use]
+pub mod peers;
 
 pub mod audit_log;
 pub mod calendars;
@@ -46,13 +48,23 @@ pub use events::{ARRIVALS_BUFFER, Arrival, Events};
 pub use files::{CHUNK_BYTES, PackFiles};
 pub use lifecycle::{Cutoffs, Lifecycle, Withdrawal, Withdrawn};
 pub use packs::{Acknowledged, Committed, PackStatus, Packs, Page, Route, StoredPack};
+pub use peers::{Peer, Peers};
 
 /// Persistent state of the daemon: every concern at once. Implementations
 /// must make each call atomic and durable before returning, and safe to
 /// call from several processes sharing the database (admin commands run
 /// beside `serve`).
 pub trait Store:
-    Directory + Packs + Lifecycle + AuditLog + Events + Calendars + Backup + DashboardLinks + 'static
+    Directory
+    + Packs
+    + Lifecycle
+    + AuditLog
+    + Events
+    + Calendars
+    + Backup
+    + DashboardLinks
+    + Peers
+    + 'static
 {
 }
 
@@ -65,6 +77,7 @@ impl<
         + Calendars
         + Backup
         + DashboardLinks
+        + Peers
         + 'static,
 > Store for T
 {

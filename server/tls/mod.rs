@@ -44,7 +44,7 @@ pub fn load(cert: &Path, key: &Path) -> anyhow::Result<Material> {
 }
 
 /// Writes a file readable only by its owner.
-fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
+pub fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
     let mut options = fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]

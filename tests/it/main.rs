@@ -35,6 +35,7 @@ mod daemon_metrics;
 mod daemon_multinode;
 mod daemon_operating;
 mod daemon_packaging;
+mod daemon_peers;
 mod daemon_postgres;
 mod daemon_receipts;
 mod daemon_renumber;

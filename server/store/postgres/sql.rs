@@ -17,3 +17,4 @@ shared_store!(
 lifecycle_store!(Postgres, PgConnection, for_update = " FOR UPDATE");
 queue_writer!(PgPool, PgConnection, for_update = " FOR UPDATE");
 dashboard_store!(Postgres);
+peers_store!(Postgres);

@@ -9,3 +9,4 @@ shared_store!(Sqlite, SqliteConnection, SqlitePool, Db, for_update = "");
 queue_writer!(SqlitePool, SqliteConnection, for_update = "");
 lifecycle_store!(Sqlite, SqliteConnection, for_update = "");
 dashboard_store!(Sqlite);
+peers_store!(Sqlite);

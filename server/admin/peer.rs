@@ -1,0 +1,208 @@
+//! `batond admin peer export|add|list|remove`: peering with another trust's
+//! daemon by descriptors, both operators adding each other (there is no
+//! discovery). `export` writes this daemon's signed descriptor; `add`
+//! checks one (format, signature, validity, not this daemon's own) and
+//! prints the fingerprints the two operators read to each other before
+//! trusting it; every change is audited (`peer.add`, `peer.remove`).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+use clap::Subcommand;
+
+use crate::audit::Event;
+use crate::config::Config;
+use crate::federation::descriptor::{Descriptor, cert_sha256, fingerprint};
+use crate::notary::Notary;
+use crate::store::{Peer, Store, StoreError, now_ms};
+
+/// How long an exported descriptor may be added for, by default (days).
+const DEFAULT_VALID_DAYS: u32 = 30;
+
+/// `batond admin peer …`
+#[derive(Debug, Subcommand)]
+pub enum PeerCommand {
+    /// Write this daemon's signed peer descriptor to FILE, for the other
+    /// trust's operator (`batond admin peer add FILE` on their side).
+    Export {
+        /// Where to write the descriptor (JSON; it holds no secret).
+        file: PathBuf,
+        /// This daemon's name as the other trust will list it (lower-case
+        /// letters, digits and hyphens).
+        #[arg(long)]
+        name: String,
+        /// This daemon's federation listener as the other daemon reaches it
+        /// (https://HOST:PORT).
+        #[arg(long)]
+        url: String,
+        /// Days the other side has to add it.
+        #[arg(long, default_value_t = DEFAULT_VALID_DAYS, value_parser = clap::value_parser!(u32).range(1..=365))]
+        valid_days: u32,
+    },
+    /// Trust another trust's daemon from its descriptor, after checking
+    /// its fingerprints with its operator.
+    Add {
+        /// The descriptor file the other operator exported.
+        file: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the peers.
+    List {
+        /// Print a JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop trusting a peer.
+    Remove {
+        /// The peer's name, as `peer list` shows it.
+        name: String,
+    },
+}
+
+/// A peer as `list --json` and `add --json` print it.
+fn peer_json(p: &Peer) -> serde_json::Value {
+    serde_json::json!({
+        "name": p.name,
+        "url": p.url,
+        "tls_cert_sha256": hex::encode(p.tls_cert_sha256),
+        "daemon_key": hex::encode(p.daemon_key),
+        "valid_until": crate::audit::time(p.valid_until_ms),
+        "added_at": crate::audit::time(p.added_at_ms),
+    })
+}
+
+/// The two fingerprints, as the operators read them to each other.
+fn fingerprints(tls_cert_sha256: &[u8], daemon_key: &[u8]) -> String {
+    format!(
+        "  certificate  {}\n  daemon key   {}",
+        fingerprint(tls_cert_sha256),
+        fingerprint(daemon_key)
+    )
+}
+
+/// Reads and parses a descriptor file, naming it in every error.
+fn read(file: &Path) -> anyhow::Result<Descriptor> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("reading the descriptor {}", file.display()))?;
+    serde_json::from_str(&text)
+        .with_context(|| format!("{}: not a peer descriptor", file.display()))
+}
+
+/// Runs one `batond admin peer` command.
+pub async fn run<S: Store>(
+    store: &S,
+    config: &Config,
+    command: PeerCommand,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    match command {
+        PeerCommand::Export {
+            file,
+            name,
+            url,
+            valid_days,
+        } => {
+            let cert = crate::federation::ensure_identity(&config.data_dir)?;
+            let notary = Notary::load_or_create(&config.data_dir)?;
+            let now = now_ms();
+            let until = now + i64::from(valid_days) * 86_400_000;
+            let descriptor = notary.describe(&name, &url, &cert, now, until)?;
+            let json = serde_json::to_string_pretty(&descriptor)?;
+            std::fs::write(&file, json + "\n")
+                .with_context(|| format!("writing {}", file.display()))?;
+            writeln!(
+                out,
+                "wrote {} (valid until {}). Send it to the other trust's operator, then read them these \
+                 fingerprints by phone; they must see the same when they add it:\n{}",
+                file.display(),
+                crate::audit::time(until),
+                fingerprints(&cert_sha256(&cert)?, &notary.public())
+            )?;
+        }
+        PeerCommand::Add { file, json } => {
+            let descriptor = read(&file)?;
+            let now = now_ms();
+            let checked = descriptor
+                .check(now)
+                .with_context(|| format!("{}", file.display()))?;
+            let notary = Notary::load_or_create(&config.data_dir)?;
+            if checked.daemon_key == notary.public() {
+                bail!(
+                    "{}: this is this daemon's own descriptor; add the other trust's",
+                    file.display()
+                );
+            }
+            let peer = Peer {
+                name: checked.name,
+                url: checked.url,
+                tls_cert_pem: checked.tls_cert_pem,
+                tls_cert_sha256: checked.tls_cert_sha256,
+                daemon_key: checked.daemon_key,
+                valid_until_ms: checked.valid_until_ms,
+                added_at_ms: now,
+            };
+            let subject = format!("{} key={}", peer.name, hex::encode(peer.daemon_key));
+            match store
+                .add_peer(&peer, Event::by_admin("peer.add", subject))
+                .await
+            {
+                Ok(()) => {}
+                Err(StoreError::Conflict(_)) => bail!(
+                    "a peer named {:?} or with the same daemon key is already added: \
+                     `batond admin peer remove {}` first to replace it",
+                    peer.name,
+                    peer.name
+                ),
+                Err(e) => return Err(e).context("storing the peer"),
+            }
+            if json {
+                writeln!(out, "{}", peer_json(&peer))?;
+            } else {
+                writeln!(
+                    out,
+                    "added peer {} at {}. Check these fingerprints with its operator; if they differ, \
+                     remove it at once (`batond admin peer remove {}`):\n{}",
+                    peer.name,
+                    peer.url,
+                    peer.name,
+                    fingerprints(&peer.tls_cert_sha256, &peer.daemon_key)
+                )?;
+            }
+        }
+        PeerCommand::List { json } => {
+            let peers = store.peers().await.context("reading peers")?;
+            if json {
+                let list: Vec<_> = peers.iter().map(peer_json).collect();
+                writeln!(out, "{}", serde_json::Value::Array(list))?;
+            } else if peers.is_empty() {
+                writeln!(out, "no peers")?;
+            } else {
+                for p in &peers {
+                    writeln!(
+                        out,
+                        "{}  {}  added {}\n{}",
+                        p.name,
+                        p.url,
+                        crate::audit::time(p.added_at_ms),
+                        fingerprints(&p.tls_cert_sha256, &p.daemon_key)
+                    )?;
+                }
+            }
+        }
+        PeerCommand::Remove { name } => {
+            let event = Event::by_admin("peer.remove", name.clone());
+            if !store
+                .remove_peer(&name, now_ms(), event)
+                .await
+                .context("removing the peer")?
+            {
+                bail!("no peer named {name:?} (`batond admin peer list` shows them)");
+            }
+            writeln!(out, "removed peer {name}")?;
+        }
+    }
+    Ok(())
+}

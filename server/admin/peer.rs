@@ -125,25 +125,16 @@ pub async fn run<S: Store>(
         PeerCommand::Add { file, json } => {
             let descriptor = read(&file)?;
             let now = now_ms();
-            let checked = descriptor
+            let peer = descriptor
                 .check(now)
                 .with_context(|| format!("{}", file.display()))?;
             let notary = Notary::load_or_create(&config.data_dir)?;
-            if checked.daemon_key == notary.public() {
+            if peer.daemon_key == notary.public() {
                 bail!(
                     "{}: this is this daemon's own descriptor; add the other trust's",
                     file.display()
                 );
             }
-            let peer = Peer {
-                name: checked.name,
-                url: checked.url,
-                tls_cert_pem: checked.tls_cert_pem,
-                tls_cert_sha256: checked.tls_cert_sha256,
-                daemon_key: checked.daemon_key,
-                valid_until_ms: checked.valid_until_ms,
-                added_at_ms: now,
-            };
             let subject = format!("{} key={}", peer.name, hex::encode(peer.daemon_key));
             match store
                 .add_peer(&peer, Event::by_admin("peer.add", subject))

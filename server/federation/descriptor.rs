@@ -15,6 +15,8 @@ use ed25519_dalek::{Signature, Signer as _, SigningKey, Verifier as _, Verifying
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
+use crate::store::Peer;
+
 /// The descriptor format this daemon writes and reads.
 pub const VERSION: u32 = 1;
 /// What the signature covers starts with this, so no other statement the
@@ -41,23 +43,6 @@ pub struct Descriptor {
     pub valid_until_ms: i64,
     /// Ed25519 signature by `daemon_key` over the fields above (hex, 64 bytes).
     pub signature: String,
-}
-
-/// A checked descriptor's values, ready to store.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Checked {
-    /// The daemon's name.
-    pub name: String,
-    /// Its federation listener.
-    pub url: String,
-    /// The certificate it presents there (PEM).
-    pub tls_cert_pem: String,
-    /// SHA-256 of that certificate (DER), which the TLS layer pins.
-    pub tls_cert_sha256: [u8; 32],
-    /// The daemon's Ed25519 key.
-    pub daemon_key: [u8; 32],
-    /// Until when the descriptor could be added.
-    pub valid_until_ms: i64,
 }
 
 /// The bytes the signature covers.
@@ -150,8 +135,9 @@ impl Descriptor {
     }
 
     /// Checks the format, the fields, the signature and that it is still
-    /// valid at `now_ms`; each refusal names the field.
-    pub fn check(&self, now_ms: i64) -> anyhow::Result<Checked> {
+    /// valid at `now_ms`; each refusal names the field. The peer it
+    /// describes, as added at `now_ms`.
+    pub fn check(&self, now_ms: i64) -> anyhow::Result<Peer> {
         if self.version != VERSION {
             bail!(
                 "field `version`: {} (this daemon reads version {VERSION})",
@@ -180,13 +166,14 @@ impl Descriptor {
                 crate::audit::time(self.valid_until_ms)
             );
         }
-        Ok(Checked {
+        Ok(Peer {
             name: self.name.clone(),
             url: self.url.clone(),
             tls_cert_pem: self.tls_cert_pem.clone(),
             tls_cert_sha256,
             daemon_key,
             valid_until_ms: self.valid_until_ms,
+            added_at_ms: now_ms,
         })
     }
 }

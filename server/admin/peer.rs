@@ -67,7 +67,7 @@ fn peer_json(p: &Peer) -> serde_json::Value {
     serde_json::json!({
         "name": p.name,
         "url": p.url,
-        "tls_cert_sha256": hex::encode(p.tls_cert_sha256),
+        "ca_cert_sha256": hex::encode(p.ca_cert_sha256),
         "daemon_key": hex::encode(p.daemon_key),
         "valid_until": crate::audit::time(p.valid_until_ms),
         "added_at": crate::audit::time(p.added_at_ms),
@@ -75,10 +75,10 @@ fn peer_json(p: &Peer) -> serde_json::Value {
 }
 
 /// The two fingerprints, as the operators read them to each other.
-fn fingerprints(tls_cert_sha256: &[u8], daemon_key: &[u8]) -> String {
+fn fingerprints(ca_cert_sha256: &[u8], daemon_key: &[u8]) -> String {
     format!(
-        "  certificate  {}\n  daemon key   {}",
-        fingerprint(tls_cert_sha256),
+        "  federation CA  {}\n  daemon key     {}",
+        fingerprint(ca_cert_sha256),
         fingerprint(daemon_key)
     )
 }
@@ -159,7 +159,7 @@ pub async fn run<S: Store>(
                     peer.name,
                     peer.url,
                     peer.name,
-                    fingerprints(&peer.tls_cert_sha256, &peer.daemon_key)
+                    fingerprints(&peer.ca_cert_sha256, &peer.daemon_key)
                 )?;
             }
         }
@@ -178,7 +178,7 @@ pub async fn run<S: Store>(
                         p.name,
                         p.url,
                         crate::audit::time(p.added_at_ms),
-                        fingerprints(&p.tls_cert_sha256, &p.daemon_key)
+                        fingerprints(&p.ca_cert_sha256, &p.daemon_key)
                     )?;
                 }
             }

@@ -1,9 +1,10 @@
 //! A peer descriptor: what one trust's operator hands another so their
 //! daemons can peer. It names the daemon (`name`), where its federation
-//! listener is (`url`), the certificate it presents there (each side pins
-//! the other's, by SHA-256), the daemon's Ed25519 key (the trust's audit
-//! key, which will sign relay receipts) and how long the descriptor is
-//! good for, all signed by that key.
+//! listener is (`url`), its federation CA certificate (each side pins the
+//! other's CA, by SHA-256, and accepts only the certificates it signs), the
+//! daemon's Ed25519 key (the trust's audit key, which will sign relay
+//! receipts) and how long the descriptor is good for, all signed by that
+//! key.
 //!
 //! The signature proves the descriptor was made by the holder of the key
 //! and not altered since; it does not prove whose key it is. That comes
@@ -33,8 +34,9 @@ pub struct Descriptor {
     pub name: String,
     /// Its federation listener, `https://HOST:PORT`.
     pub url: String,
-    /// The certificate it presents there (PEM).
-    pub tls_cert_pem: String,
+    /// Its federation CA certificate (PEM), which signs the certificate
+    /// its federation connections present.
+    pub ca_cert_pem: String,
     /// The daemon's Ed25519 public key (hex, 32 bytes).
     pub daemon_key: String,
     /// When it was made, milliseconds since the Unix epoch.
@@ -52,7 +54,7 @@ fn statement(d: &Descriptor) -> Vec<u8> {
         d.version.to_string().as_str(),
         &d.name,
         &d.url,
-        &d.tls_cert_pem,
+        &d.ca_cert_pem,
         &d.daemon_key,
         &d.issued_at_ms.to_string(),
         &d.valid_until_ms.to_string(),
@@ -114,17 +116,17 @@ impl Descriptor {
         key: &SigningKey,
         name: &str,
         url: &str,
-        tls_cert_pem: &str,
+        ca_cert_pem: &str,
         issued_at_ms: i64,
         valid_until_ms: i64,
     ) -> anyhow::Result<Self> {
         check_name_and_url(name, url)?;
-        cert_sha256(tls_cert_pem)?;
+        cert_sha256(ca_cert_pem)?;
         let mut d = Self {
             version: VERSION,
             name: name.to_string(),
             url: url.to_string(),
-            tls_cert_pem: tls_cert_pem.to_string(),
+            ca_cert_pem: ca_cert_pem.to_string(),
             daemon_key: hex::encode(key.verifying_key().to_bytes()),
             issued_at_ms,
             valid_until_ms,
@@ -145,7 +147,7 @@ impl Descriptor {
             );
         }
         check_name_and_url(&self.name, &self.url).context("field `name` or `url`")?;
-        let tls_cert_sha256 = cert_sha256(&self.tls_cert_pem).context("field `tls_cert_pem`")?;
+        let ca_cert_sha256 = cert_sha256(&self.ca_cert_pem).context("field `ca_cert_pem`")?;
         let daemon_key: [u8; 32] = hex::decode(&self.daemon_key)
             .ok()
             .and_then(|b| b.try_into().ok())
@@ -169,8 +171,8 @@ impl Descriptor {
         Ok(Peer {
             name: self.name.clone(),
             url: self.url.clone(),
-            tls_cert_pem: self.tls_cert_pem.clone(),
-            tls_cert_sha256,
+            ca_cert_pem: self.ca_cert_pem.clone(),
+            ca_cert_sha256,
             daemon_key,
             valid_until_ms: self.valid_until_ms,
             added_at_ms: now_ms,
@@ -206,7 +208,7 @@ mod tests {
         .unwrap();
         let checked = d.check(50).unwrap();
         assert_eq!(checked.daemon_key, key.verifying_key().to_bytes());
-        assert_eq!(checked.tls_cert_sha256, cert_sha256(&pem).unwrap());
+        assert_eq!(checked.ca_cert_sha256, cert_sha256(&pem).unwrap());
 
         let expired = d.check(100).unwrap_err().to_string();
         assert!(expired.contains("valid_until_ms"), "{expired}");
@@ -222,7 +224,7 @@ mod tests {
             ),
             (
                 "signature",
-                Box::new(|d: &mut Descriptor| d.tls_cert_pem = cert()),
+                Box::new(|d: &mut Descriptor| d.ca_cert_pem = cert()),
             ),
             (
                 "daemon_key",

@@ -17,10 +17,10 @@ pub struct Peer {
     pub name: String,
     /// Its federation listener, `https://HOST:PORT`.
     pub url: String,
-    /// The certificate it presents there (PEM).
-    pub tls_cert_pem: String,
+    /// Its federation CA certificate (PEM).
+    pub ca_cert_pem: String,
     /// SHA-256 of that certificate (DER): the pin.
-    pub tls_cert_sha256: [u8; 32],
+    pub ca_cert_sha256: [u8; 32],
     /// Its daemon's Ed25519 key.
     pub daemon_key: [u8; 32],
     /// Until when its descriptor was valid.
@@ -53,14 +53,14 @@ pub type PeerRow = (String, String, String, Vec<u8>, Vec<u8>, i64, i64);
 
 /// A row as a [`Peer`].
 pub fn peer_from_row(row: PeerRow) -> Result<Peer> {
-    let (name, url, tls_cert_pem, pin, key, valid_until_ms, added_at_ms) = row;
+    let (name, url, ca_cert_pem, pin, key, valid_until_ms, added_at_ms) = row;
     let corrupt = |what: &str| super::rows::corrupt(format!("peer {name:?}: {what}"));
     Ok(Peer {
-        tls_cert_sha256: pin.try_into().map_err(|_| corrupt("pin length"))?,
+        ca_cert_sha256: pin.try_into().map_err(|_| corrupt("pin length"))?,
         daemon_key: key.try_into().map_err(|_| corrupt("key length"))?,
         name,
         url,
-        tls_cert_pem,
+        ca_cert_pem,
         valid_until_ms,
         added_at_ms,
     })
@@ -87,13 +87,13 @@ macro_rules! peers_store {
                     return Err($crate::store::StoreError::Conflict("peer"));
                 }
                 sqlx::query(
-                    "INSERT INTO peers (name, url, tls_cert_pem, tls_cert_sha256, daemon_key, \
+                    "INSERT INTO peers (name, url, ca_cert_pem, ca_cert_sha256, daemon_key, \
                      valid_until_ms, added_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)",
                 )
                 .bind(&peer.name)
                 .bind(&peer.url)
-                .bind(&peer.tls_cert_pem)
-                .bind(peer.tls_cert_sha256.as_slice())
+                .bind(&peer.ca_cert_pem)
+                .bind(peer.ca_cert_sha256.as_slice())
                 .bind(peer.daemon_key.as_slice())
                 .bind(peer.valid_until_ms)
                 .bind(peer.added_at_ms)
@@ -106,7 +106,7 @@ macro_rules! peers_store {
 
             async fn peers(&self) -> $crate::store::Result<Vec<$crate::store::peers::Peer>> {
                 let rows: Vec<$crate::store::peers::PeerRow> = sqlx::query_as(
-                    "SELECT name, url, tls_cert_pem, tls_cert_sha256, daemon_key, \
+                    "SELECT name, url, ca_cert_pem, ca_cert_sha256, daemon_key, \
                      valid_until_ms, added_at_ms FROM peers ORDER BY name",
                 )
                 .fetch_all(&self.pool)

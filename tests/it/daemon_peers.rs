@@ -11,11 +11,11 @@ fn stdout(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// The fingerprint lines (`certificate …`, `daemon key …`) of a message.
+/// The fingerprint lines (`federation CA …`, `daemon key …`) of a message.
 fn fingerprints(text: &str) -> Vec<String> {
     text.lines()
         .map(str::trim)
-        .filter(|l| l.starts_with("certificate ") || l.starts_with("daemon key "))
+        .filter(|l| l.starts_with("federation CA ") || l.starts_with("daemon key "))
         .map(str::to_string)
         .collect()
 }
@@ -46,9 +46,13 @@ async fn issue23_operators_peer_by_descriptors() {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt as _;
-        let key = a.data.join("federation/key.pem");
-        let mode = std::fs::metadata(&key).unwrap().permissions().mode();
-        assert_eq!(mode & 0o077, 0, "the federation key is owner-only");
+        for key in ["federation/key.pem", "federation/ca-key.pem"] {
+            let mode = std::fs::metadata(a.data.join(key))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o077, 0, "{key} is owner-only");
+        }
     }
     let descriptor: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();

@@ -9,8 +9,8 @@ fn peer(name: &str, key: u8) -> Peer {
     Peer {
         name: name.to_string(),
         url: format!("https://{name}.example:50052"),
-        tls_cert_pem: "-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n".into(),
-        tls_cert_sha256: [key ^ 0xff; 32],
+        ca_cert_pem: "-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n".into(),
+        ca_cert_sha256: [key ^ 0xff; 32],
         daemon_key: [key; 32],
         valid_until_ms: 1_000,
         added_at_ms: 10,

@@ -1,7 +1,7 @@
 //! `batond admin backup DIR`: a copy of the trust's server that restores,
 //! taken while the daemon serves and schools send. On SQLite: a consistent
 //! copy of the database (`VACUUM INTO`) and its ciphertext files (packs of
-//! 256 KiB or more, under `ciphertext/`), the generated TLS files (schools
+//! 256 KiB or more, under `baton.db-ciphertext/`), the generated TLS files (schools
 //! pin the CA), the audit key (schools hold checkpoints it signed) and the
 //! configuration file; then the copy's audit chain is verified. `batond
 //! serve --data-dir DIR` serves the same trust from it. On PostgreSQL the
@@ -59,7 +59,7 @@ pub async fn run<S: Store>(
         .context("copying the database")?;
     let mut files = u64::from(sqlite);
     // SQLite's ciphertext files for packs of 256 KiB or more, beside it.
-    if let Ok(entries) = std::fs::read_dir(dir.join(crate::store::files::FOLDER)) {
+    if let Ok(entries) = std::fs::read_dir(crate::store::PackFiles::folder_for(&database)) {
         files += entries
             .filter_map(Result::ok)
             .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))

@@ -1,9 +1,10 @@
 //! `batond admin peer export|add|list|remove`: peering with another trust's
 //! daemon by descriptors, both operators adding each other (there is no
-//! discovery). `export` writes this daemon's signed descriptor; `add`
-//! checks one (format, signature, validity, not this daemon's own) and
-//! prints the fingerprints the two operators read to each other before
-//! trusting it; every change is audited (`peer.add`, `peer.remove`).
+//! discovery). `export` writes this daemon's signed descriptor and prints
+//! its fingerprints, which its operator reads to the other; `add` checks
+//! one (format, signature, validity, not this daemon's own) and adds it
+//! only if its daemon key matches the fingerprint the operator was given;
+//! every change is audited (`peer.add`, `peer.remove`).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -40,11 +41,16 @@ pub enum PeerCommand {
         #[arg(long, default_value_t = DEFAULT_VALID_DAYS, value_parser = clap::value_parser!(u32).range(1..=365))]
         valid_days: u32,
     },
-    /// Trust another trust's daemon from its descriptor, after checking
-    /// its fingerprints with its operator.
+    /// Trust another trust's daemon from its descriptor. The daemon key's
+    /// fingerprint, as its operator read it to you (`peer export` printed
+    /// it), must match, or nothing is added.
     Add {
         /// The descriptor file the other operator exported.
         file: PathBuf,
+        /// The daemon key fingerprint the other operator read to you, e.g.
+        /// "1f2e 3d4c …" (spaces and case do not matter).
+        #[arg(long, value_name = "FINGERPRINT")]
+        fingerprint: String,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -122,12 +128,26 @@ pub async fn run<S: Store>(
                 fingerprints(&cert_sha256(&cert)?, &notary.public())
             )?;
         }
-        PeerCommand::Add { file, json } => {
+        PeerCommand::Add {
+            file,
+            fingerprint: expected,
+            json,
+        } => {
             let descriptor = read(&file)?;
             let now = now_ms();
             let peer = descriptor
                 .check(now)
                 .with_context(|| format!("{}", file.display()))?;
+            let plain = |text: &str| text.replace(' ', "").to_ascii_lowercase();
+            let found = fingerprint(&peer.daemon_key);
+            if plain(&expected) != plain(&found) {
+                bail!(
+                    "{}: its daemon key's fingerprint is {found}, not the {expected:?} you were given. \
+                     Nothing was added: check with the other trust's operator (a typo, an old \
+                     descriptor, or a file altered on its way)",
+                    file.display()
+                );
+            }
             let notary = Notary::load_or_create(&config.data_dir)?;
             if peer.daemon_key == notary.public() {
                 bail!(
@@ -154,11 +174,10 @@ pub async fn run<S: Store>(
             } else {
                 writeln!(
                     out,
-                    "added peer {} at {}. Check these fingerprints with its operator; if they differ, \
-                     remove it at once (`batond admin peer remove {}`):\n{}",
+                    "added peer {} at {}; its daemon key matches the fingerprint you were given. \
+                     Its federation CA, to compare too:\n{}",
                     peer.name,
                     peer.url,
-                    peer.name,
                     fingerprints(&peer.ca_cert_sha256, &peer.daemon_key)
                 )?;
             }

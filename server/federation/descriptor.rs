@@ -12,7 +12,7 @@
 //! video call) before `peer add`, as the data-sharing agreement says.
 
 use anyhow::{Context as _, bail};
-use ed25519_dalek::{Signature, Signer as _, SigningKey, Verifier as _, VerifyingKey};
+use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
@@ -66,15 +66,26 @@ fn statement(d: &Descriptor) -> Vec<u8> {
     out
 }
 
-/// SHA-256 of the first certificate in `pem` (its DER bytes).
+/// SHA-256 (of the DER bytes) of the one CA certificate `pem` must hold.
 pub fn cert_sha256(pem: &str) -> anyhow::Result<[u8; 32]> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject as _;
-    let der = CertificateDer::pem_slice_iter(pem.as_bytes())
-        .next()
-        .context("no certificate in the PEM")?
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<_, _>>()
         .ok()
         .context("the certificate PEM does not parse")?;
+    let [der] = certs.as_slice() else {
+        bail!(
+            "{} certificates in the PEM; expected the one federation CA",
+            certs.len()
+        );
+    };
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref())
+        .ok()
+        .context("the certificate does not parse")?;
+    if !cert.is_ca() {
+        bail!("the certificate is not a CA certificate");
+    }
     Ok(Sha256::digest(der.as_ref()).into())
 }
 
@@ -104,8 +115,14 @@ pub fn check_name_and_url(name: &str, url: &str) -> anyhow::Result<()> {
     let rest = url
         .strip_prefix("https://")
         .with_context(|| format!("url {url:?}: the federation listener is https://HOST:PORT"))?;
-    if rest.is_empty() || rest.contains('/') || rest.contains(char::is_whitespace) {
-        bail!("url {url:?}: give https://HOST:PORT, with no path");
+    let port_ok = rest
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
+    let plain = rest
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b));
+    if !port_ok || !plain {
+        bail!("url {url:?}: give https://HOST:PORT, with no user, path or query");
     }
     Ok(())
 }
@@ -154,14 +171,18 @@ impl Descriptor {
             .context("field `daemon_key`: not 64 hex digits")?;
         let key = VerifyingKey::from_bytes(&daemon_key)
             .ok()
-            .context("field `daemon_key`: not an Ed25519 key")?;
+            .filter(|k| !k.is_weak())
+            .context("field `daemon_key`: not an Ed25519 key (or a weak one)")?;
         let signature: [u8; 64] = hex::decode(&self.signature)
             .ok()
             .and_then(|b| b.try_into().ok())
             .context("field `signature`: not 128 hex digits")?;
-        key.verify(&statement(self), &Signature::from_bytes(&signature))
+        key.verify_strict(&statement(self), &Signature::from_bytes(&signature))
             .ok()
             .context("field `signature`: does not verify (the descriptor was altered, or not made by this key)")?;
+        if self.issued_at_ms >= self.valid_until_ms {
+            bail!("field `issued_at_ms`: not before `valid_until_ms`");
+        }
         if self.valid_until_ms <= now_ms {
             bail!(
                 "field `valid_until_ms`: the descriptor expired at {}; ask the other trust for a new one",
@@ -186,11 +207,9 @@ mod tests {
 
     fn cert() -> String {
         let key = rcgen::KeyPair::generate().unwrap();
-        rcgen::CertificateParams::new(vec!["fed.example".to_string()])
-            .unwrap()
-            .self_signed(&key)
-            .unwrap()
-            .pem()
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
+        params.self_signed(&key).unwrap().pem()
     }
 
     #[test]
@@ -271,6 +290,10 @@ mod tests {
             ("a", "https://"),
             ("a", "https://a:1/path"),
             ("a", "a:1"),
+            ("a", "https://user@a:1"),
+            ("a", "https://a:1?x=1"),
+            ("a", "https://a"),
+            ("a", "https://a:0"),
         ] {
             assert!(check_name_and_url(name, url).is_err(), "{name} {url}");
         }

@@ -53,6 +53,15 @@ async fn active_key<S: Store>(
         })
 }
 
+/// `NotFound` saying why, if pack `id` was withdrawn or purged since its
+/// download began.
+async fn withdrawn<S: Store>(app: &App<S>, id: PackId) -> Option<Status> {
+    match app.store.pack(id).await {
+        Ok(Some(now)) => recall::gone(&now, id).map(Status::not_found),
+        _ => None,
+    }
+}
+
 /// Pack `id` and its header if it is addressed to the caller's school and
 /// is for this key holder to see (a child-protection file only for a DSL
 /// key); `NotFound` otherwise, the same answer whether it exists or not.
@@ -261,18 +270,24 @@ impl<S: Store> Exchange for Service<S> {
                 return;
             }
             for idx in 0..pack.chunks {
-                let item = match app.store.chunk(&pack.upload_id, idx).await {
-                    Ok(data) => Ok(v1::DownloadResponse {
+                let read = app.store.chunk(&pack.upload_id, idx).await;
+                // A pack of several chunks may be a ciphertext file, removed
+                // only after its row records the deletion: each chunk read
+                // is checked against the row again. A failed read, or a
+                // single chunk (a row, deleted with the pack's), is checked
+                // once it fails.
+                let gone = if read.is_err() || pack.chunks > 1 {
+                    withdrawn(&app, id).await
+                } else {
+                    None
+                };
+                let item = match (read, gone) {
+                    // Recalled or purged while it streamed: say so.
+                    (_, Some(status)) => Err(status),
+                    (Ok(data), None) => Ok(v1::DownloadResponse {
                         part: Some(DownPart::Chunk(data)),
                     }),
-                    // Recalled or purged while it streamed: say so.
-                    Err(e) => Err(match app.store.pack(id).await {
-                        Ok(Some(now)) => match recall::gone(&now, id) {
-                            Some(why) => Status::not_found(why),
-                            None => store_status(e),
-                        },
-                        _ => store_status(e),
-                    }),
+                    (Err(e), None) => Err(store_status(e)),
                 };
                 let failed = item.is_err();
                 if tx.send(item).await.is_err() || failed {

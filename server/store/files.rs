@@ -6,8 +6,9 @@
 //! in rows, written with their pack row by the group committer.
 //!
 //! The life of a file, and the one recovery rule:
-//! - chunks are appended to `ciphertext/staging/UPLOAD_ID` as they arrive;
-//! - at commit the file is synced, renamed to `ciphertext/UPLOAD_ID` and
+//! - chunks are appended to `baton.db-ciphertext/staging/UPLOAD_ID` (the
+//!   folder is named after the database file) as they arrive;
+//! - at commit the file is synced, renamed to `baton.db-ciphertext/UPLOAD_ID` and
 //!   the folder synced, all *before* the pack row is committed, so a
 //!   committed row always has its file on stable storage;
 //! - when a pack's ciphertext is deleted (recall, supersede, forwarding,
@@ -18,7 +19,7 @@
 //!   between commit and removal). At run time only files whose rows say
 //!   deleted are swept (an upload in flight has a file and no row yet).
 //!
-//! A backup (`admin backup`, another process) holds `ciphertext/.lock`
+//! A backup (`admin backup`, another process) holds the folder's `.lock`
 //! exclusively while it copies the database and the files; the daemon
 //! removes a file only if it can take that lock shared at once, and leaves
 //! it to the next sweep otherwise, so a copy never names a file it lacks.
@@ -36,8 +37,10 @@ use super::error::{Result, StoreError};
 /// so with many uploads at once this sets the daemon's memory.
 pub const CHUNK_BYTES: usize = 256 * 1024;
 
-/// The folder's name beside the database.
-pub const FOLDER: &str = "ciphertext";
+/// What the folder's name adds to the database file's, as SQLite's own
+/// `-wal` and `-shm` do: one folder a database, however many share a
+/// directory.
+const SUFFIX: &str = "-ciphertext";
 const STAGING: &str = "staging";
 const LOCK: &str = ".lock";
 
@@ -58,10 +61,12 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// Upload ids are the daemon's own (hex); anything but letters, digits,
-/// `-` and `_` is refused before it can name a path (no `.`, no `/`).
+/// `-` and `_` is refused before it can name a path (no `.`, no `/`), and
+/// so is the staging folder's own name.
 fn checked(upload_id: &str) -> Result<&str> {
     if !upload_id.is_empty()
         && upload_id.len() <= 64
+        && upload_id != STAGING
         && upload_id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
@@ -97,11 +102,25 @@ fn create(path: &Path, append: bool) -> std::io::Result<File> {
 }
 
 impl PackFiles {
-    /// The files beside `database` (a folder `ciphertext` next to it),
-    /// creating the folders owner-only if needed.
+    /// The folder of `database`'s files: `DB-ciphertext` beside it
+    /// (`baton.db-ciphertext`).
+    pub fn folder_for(database: &Path) -> PathBuf {
+        let mut name = database
+            .file_name()
+            .map(std::ffi::OsStr::to_os_string)
+            .unwrap_or_else(|| "baton.db".into());
+        name.push(SUFFIX);
+        database.with_file_name(name)
+    }
+
+    /// The files beside `database` (see [`Self::folder_for`]), creating the
+    /// folders owner-only if needed.
     pub fn beside(database: &Path) -> Result<Self> {
-        let parent = database.parent().unwrap_or_else(|| Path::new("."));
-        let dir = parent.join(FOLDER);
+        let dir = Self::folder_for(database);
+        let parent = match dir.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
         let staging = dir.join(STAGING);
         if !staging.is_dir() {
             std::fs::DirBuilder::new()
@@ -109,7 +128,7 @@ impl PackFiles {
                 .mode(0o700)
                 .create(&staging)?;
             sync_dir(&dir)?;
-            sync_dir(parent)?;
+            sync_dir(&parent)?;
         }
         Ok(Self { dir })
     }
@@ -140,11 +159,14 @@ impl PackFiles {
     }
 
     /// Makes an upload's staged file durable and puts it in place, with the
-    /// `tail` chunks appended; returns the chunks it holds. `None` when the
-    /// upload staged nothing (a small pack: its tail goes to rows). An
-    /// upload committed again (the directory moved on) finds its file
-    /// already in place.
-    pub async fn seal(&self, upload_id: &str, tail: &[(i64, Vec<u8>)]) -> Result<Option<i64>> {
+    /// `tail` chunks appended; returns the chunks and bytes it holds.
+    /// `None` when the upload staged nothing (a small pack: its tail goes
+    /// to rows).
+    pub async fn seal(
+        &self,
+        upload_id: &str,
+        tail: &[(i64, Vec<u8>)],
+    ) -> Result<Option<(i64, u64)>> {
         let id = checked(upload_id)?;
         let (staged, held, dir) = (self.staged(id), self.held(id), self.dir.clone());
         let tail: Vec<Vec<u8>> = tail.iter().map(|(_, data)| data.clone()).collect();
@@ -153,7 +175,9 @@ impl PackFiles {
                 Ok(file) => file,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     return match std::fs::metadata(&held) {
-                        Ok(meta) if tail.is_empty() => Ok(Some(chunks_of(meta.len()))),
+                        Ok(meta) if tail.is_empty() => {
+                            Ok(Some((chunks_of(meta.len()), meta.len())))
+                        }
                         Ok(_) => Err(std::io::Error::other("a tail for a sealed upload")),
                         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
                         Err(e) => Err(e),
@@ -174,7 +198,7 @@ impl PackFiles {
             drop(file);
             std::fs::rename(&staged, &held)?;
             sync_dir(&dir)?;
-            Ok(Some(chunks_of(len)))
+            Ok(Some((chunks_of(len), len)))
         })
         .await
     }
@@ -183,8 +207,14 @@ impl PackFiles {
     /// directory moved on: it is invisible until committed again).
     pub async fn unseal(&self, upload_id: &str) -> Result<()> {
         let id = checked(upload_id)?;
-        let (staged, held) = (self.staged(id), self.held(id));
-        blocking(move || std::fs::rename(&held, &staged)).await
+        let (staged, held, dir) = (self.staged(id), self.held(id), self.dir.clone());
+        blocking(move || {
+            // Waits for a backup copying the folder, as a removal would not.
+            let lock = lock_file(&dir)?;
+            lock.lock_shared()?;
+            std::fs::rename(&held, &staged)
+        })
+        .await
     }
 
     /// Chunk `idx` of a held file; `None` when the upload has no file (its
@@ -212,10 +242,22 @@ impl PackFiles {
         .await
     }
 
-    /// Removes an upload's staged file and held file (an upload that will
-    /// not be stored, or a pack whose ciphertext is deleted). The held file
-    /// is overwritten with zeros first. Left for the next sweep while a
-    /// backup copies (see the module documentation).
+    /// Removes an upload's staged file (an upload that will not be stored).
+    pub async fn remove_staged(&self, upload_id: &str) -> Result<()> {
+        let staged = self.staged(checked(upload_id)?);
+        blocking(move || remove_quietly(&staged)).await
+    }
+
+    /// Whether an upload's file is in place (sealed).
+    pub async fn is_held(&self, upload_id: &str) -> Result<bool> {
+        let held = self.held(checked(upload_id)?);
+        blocking(move || Ok(held.exists())).await
+    }
+
+    /// Removes an upload's staged file and held file (a pack whose
+    /// ciphertext is deleted, or an upload known not to be stored). The
+    /// held file is overwritten with zeros first. Left for the next sweep
+    /// while a backup copies (see the module documentation).
     pub async fn remove(&self, upload_id: &str) -> Result<()> {
         let id = checked(upload_id)?;
         let (staged, held, dir) = (self.staged(id), self.held(id), self.dir.clone());
@@ -307,8 +349,15 @@ impl PackFiles {
                 let name = entry.file_name();
                 if entry.file_type()?.is_file() && name.to_str().is_some_and(|n| checked(n).is_ok())
                 {
-                    std::fs::copy(entry.path(), to.join(&name))?;
-                    n += 1;
+                    match std::fs::copy(entry.path(), to.join(&name)) {
+                        Ok(_) => {
+                            File::open(to.join(&name))?.sync_all()?;
+                            n += 1;
+                        }
+                        // Gone since the listing: never a committed pack's.
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(e),
+                    }
                 }
             }
             File::open(&to)?.sync_all()?;
@@ -383,16 +432,18 @@ mod tests {
         assert!(files.stage(id, 2, big.clone()).await.is_err());
         assert_eq!(files.read(id, 0).await.unwrap(), None, "not visible staged");
         let chunks = files.seal(id, &[(1, vec![9u8; 10])]).await.unwrap();
-        assert_eq!(chunks, Some(2));
+        assert_eq!(chunks, Some((2, CHUNK_BYTES as u64 + 10)));
         assert_eq!(files.read(id, 0).await.unwrap(), Some(big));
         assert_eq!(files.read(id, 1).await.unwrap(), Some(vec![9u8; 10]));
         assert!(files.read(id, 2).await.is_err());
         // Sealed again: the file is in place.
-        assert_eq!(files.seal(id, &[]).await.unwrap(), Some(2));
+        let sealed = Some((2, CHUNK_BYTES as u64 + 10));
+        assert_eq!(files.seal(id, &[]).await.unwrap(), sealed);
         // The directory moved on: staged again, invisible, then sealed.
         files.unseal(id).await.unwrap();
         assert_eq!(files.read(id, 0).await.unwrap(), None);
-        assert_eq!(files.seal(id, &[]).await.unwrap(), Some(2));
+        assert_eq!(files.seal(id, &[]).await.unwrap(), sealed);
+        assert!(files.seal("staging", &[]).await.is_err());
         // A tail after a partial chunk would misplace every later chunk.
         files.stage("0b", 0, [1, 2, 3].to_vec()).await.unwrap();
         assert!(files.seal("0b", &[(1, vec![4])]).await.is_err());

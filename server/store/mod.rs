@@ -88,7 +88,7 @@ pub trait Backup: Send + Sync {
     /// Writes a consistent copy of the whole database to the new file
     /// `path` (SQLite's `VACUUM INTO`: one read transaction, so writes
     /// committed before it began are in, later ones are not), and the
-    /// ciphertext files beside it (`ciphertext/`, none removed meanwhile).
+    /// ciphertext files beside it (`baton.db-ciphertext/`, none removed meanwhile).
     /// `false` where the backend has its own tools instead (PostgreSQL:
     /// `pg_dump`).
     fn backup_into(

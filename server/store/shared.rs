@@ -587,6 +587,18 @@ macro_rules! shared_store {
         }
 
         impl $store {
+            /// Whether a pack row names `upload_id` and still holds its
+            /// ciphertext (a scan: for clean-ups, not the upload path).
+            pub(crate) async fn holds_ciphertext(&self, upload_id: &str) -> Result<bool> {
+                let (n,): (i64,) = sqlx::query_as(
+                    "SELECT COUNT(*) FROM packs WHERE upload_id = $1 AND deleted_at_ms IS NULL",
+                )
+                .bind(upload_id)
+                .fetch_one(&self.pool)
+                .await?;
+                Ok(n > 0)
+            }
+
             /// Removes a pack's ciphertext file once its row no longer holds
             /// it (nothing without files). A failure is logged: the row is
             /// the truth, and the next sweep removes what is left.
@@ -629,7 +641,12 @@ macro_rules! shared_store {
 
             async fn discard_upload(&self, upload_id: &str) -> Result<()> {
                 if let Some(files) = &self.files {
-                    files.remove(upload_id).await?;
+                    files.remove_staged(upload_id).await?;
+                    // A file put in place whose commit seemed to fail: kept
+                    // if its row committed after all.
+                    if files.is_held(upload_id).await? && !self.holds_ciphertext(upload_id).await? {
+                        files.remove(upload_id).await?;
+                    }
                 }
                 let mut tx = begin(&self.pool).await?;
                 sqlx::query("DELETE FROM pack_chunks WHERE upload_id = $1 AND staged")
@@ -651,9 +668,24 @@ macro_rules! shared_store {
                 directory_version: Option<i64>,
                 route: Option<$crate::store::Route>,
             ) -> Result<Committed> {
-                // A file is durable and in place before its row commits.
+                // A file is durable and in place before its row commits,
+                // and holds what the header says, to the byte.
+                let expected = header.header().ciphertext_len;
                 let in_file = match &self.files {
-                    Some(files) => files.seal(upload_id, &tail).await?,
+                    Some(files) => match files.seal(upload_id, &tail).await? {
+                        Some((chunks, bytes)) if bytes == expected => Some(chunks),
+                        Some((_, bytes)) => {
+                            return Err(StoreError::Corrupt(format!(
+                                "upload {upload_id}: {bytes} bytes in its file, header says {expected}"
+                            )));
+                        }
+                        None if expected >= $crate::store::CHUNK_BYTES as u64 => {
+                            return Err(StoreError::Corrupt(format!(
+                                "upload {upload_id}: no staged file for {expected} bytes"
+                            )));
+                        }
+                        None => None,
+                    },
                     None => None,
                 };
                 let tail = if in_file.is_some() { Vec::new() } else { tail };
@@ -675,12 +707,16 @@ macro_rules! shared_store {
                     .await;
                 if let Some(files) = &self.files && in_file.is_some() {
                     match committed {
-                        Ok(Committed::Stored(_)) => {}
                         // Staged again (invisible) for the commit after a
                         // fresh check.
                         Ok(Committed::DirectoryMoved) => files.unseal(upload_id).await?,
-                        // Not stored: its file goes.
-                        _ => self.erase_file(upload_id).await,
+                        // Known not stored: its file goes.
+                        Ok(Committed::Conflict | Committed::AlreadyStored(_)) => {
+                            self.erase_file(upload_id).await;
+                        }
+                        // Stored, or unknown (an error may follow a commit
+                        // that happened): `discard_upload` decides.
+                        Ok(Committed::Stored(_)) | Err(_) => {}
                     }
                 }
                 committed

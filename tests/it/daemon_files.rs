@@ -1,5 +1,5 @@
 //! Issue 22 item 2: on SQLite a pack of a chunk or more is kept in a
-//! ciphertext file beside the database (`ciphertext/UPLOAD_ID`), synced and
+//! ciphertext file beside the database (`baton.db-ciphertext/UPLOAD_ID`), synced and
 //! in place before its row commits. Small packs stay rows. Downloads read
 //! the files; retries store nothing twice; the start-up rule removes what a
 //! crash left (staged files, files no held pack names); a backup carries
@@ -64,7 +64,7 @@ async fn issue22_large_packs_are_files_that_recover_back_up_and_purge() {
 
     // What a crash leaves: a staged file, and a file put in place whose row
     // never committed. The start-up rule removes both and nothing else.
-    let dir = daemon.data.join("ciphertext");
+    let dir = daemon.data.join("baton.db-ciphertext");
     std::fs::write(dir.join("staging/00aa"), b"half an upload").unwrap();
     std::fs::write(dir.join("00bb"), b"renamed, never committed").unwrap();
     daemon.kill9().await;
@@ -108,7 +108,7 @@ async fn issue22_large_packs_are_files_that_recover_back_up_and_purge() {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
-    let copied = std::fs::read_dir(backup.join("ciphertext"))
+    let copied = std::fs::read_dir(backup.join("baton.db-ciphertext"))
         .unwrap()
         .filter_map(Result::ok)
         .find(|e| e.file_type().is_ok_and(|t| t.is_file()))
@@ -136,4 +136,64 @@ async fn issue22_large_packs_are_files_that_recover_back_up_and_purge() {
     assert!(hits.is_empty(), "purged ciphertext is still in {hits:?}");
     let gone = b.download(&sent[0].0.pack_id).await.unwrap_err();
     assert_eq!(gone.code(), tonic::Code::NotFound, "{gone:?}");
+}
+
+/// A pack purged while it downloads, its file kept meanwhile (a backup
+/// holds the folder's lock): the stream ends with `NotFound` instead of
+/// the rest of the pack, because each chunk read from a file is checked
+/// against the pack's row again. The file goes at the next purge sweep.
+#[tokio::test]
+async fn issue22_a_file_backed_pack_withdrawn_mid_download_stops_streaming() {
+    let daemon = Daemon::start_sqlite(&[]).await;
+    let a = daemon.enrol("8612001").await;
+    let b = daemon.enrol("8614001").await;
+    let keys = a.keys_of(&b.laestab).await;
+    // Larger than what HTTP/2 windows and socket buffers hold unread.
+    const CHUNKS: usize = 64;
+    let data = ciphertext(CHUNKS * CHUNK);
+    let header = v1::PackHeader::from(&a.header_for(&b.laestab, &keys, &data));
+    a.upload(&header, &data, CHUNK).await.unwrap();
+
+    let mut stream = b
+        .exchange()
+        .download(b.req(v1::DownloadRequest {
+            pack_id: header.pack_id.clone(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    // The header and the first chunk arrive.
+    for _ in 0..2 {
+        stream.message().await.unwrap().unwrap();
+    }
+    // A backup holds the lock, so the purge cannot remove the file.
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(daemon.data.join("baton.db-ciphertext/.lock"))
+        .unwrap();
+    lock.lock().unwrap();
+    let out = daemon.purge_now(&[]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(ciphertext_files(&daemon.data), (0, 1), "the file waits");
+    let mut chunks = 1;
+    let ended = loop {
+        match stream.message().await {
+            Ok(Some(_)) => chunks += 1,
+            Ok(None) => panic!("the whole purged pack was streamed ({chunks} chunks)"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(ended.code(), tonic::Code::NotFound, "{ended:?}");
+    assert!(ended.message().contains("purged"), "{ended:?}");
+    assert!(chunks < CHUNKS, "{chunks} of {CHUNKS} chunks streamed");
+    // The lock released, the next purge sweep removes the file.
+    drop(lock);
+    let data2 = ciphertext(1000);
+    let h2 = v1::PackHeader::from(&a.header_for(&b.laestab, &keys, &data2));
+    a.upload(&h2, &data2, CHUNK).await.unwrap();
+    let out = daemon.purge_now(&[]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(ciphertext_files(&daemon.data), (0, 0));
 }

@@ -1,8 +1,9 @@
 //! Issue 23 item 1, its first half: peering by descriptors. Two trusts'
 //! operators export and add each other's signed descriptors with `batond
-//! admin peer`; an altered, expired, foreign-signed or own descriptor is
-//! refused naming what is wrong; the fingerprints both sides print match;
-//! every change is audited.
+//! admin peer`; nothing is added unless the daemon key matches the
+//! fingerprint read over the phone; an altered, foreign-signed or own
+//! descriptor is refused naming what is wrong; the fingerprints both sides
+//! print match; every change is audited.
 
 use crate::client_lifecycle::stderr;
 use crate::common::{Daemon, open_db};
@@ -59,8 +60,36 @@ async fn issue23_operators_peer_by_descriptors() {
     assert_eq!(descriptor["name"], "trust-a");
     assert!(!descriptor.to_string().contains("PRIVATE KEY"));
 
-    // B adds it and prints the same fingerprints A's operator read out.
-    let out = b.admin(&["admin", "peer", "add", file_s]).await;
+    // What A's operator reads out on the phone: the daemon key's fingerprint.
+    let key_fingerprint = exported[1]
+        .strip_prefix("daemon key")
+        .unwrap()
+        .trim()
+        .to_string();
+    let add = |path: &str, fingerprint: &str| {
+        let args = ["admin", "peer", "add", path, "--fingerprint", fingerprint];
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let b = &b;
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            b.admin(&args).await
+        }
+    };
+    // A fingerprint that does not match (misheard, or another descriptor):
+    // nothing is added.
+    let out = add(file_s, "0000 0000 0000 0000 0000 0000 0000 0000").await;
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("Nothing was added"),
+        "{}",
+        stderr(&out)
+    );
+    let out = b.admin(&["admin", "peer", "list"]).await;
+    assert_eq!(stdout(&out).trim(), "no peers");
+
+    // B adds it with the fingerprint heard (case and spaces do not matter)
+    // and prints the same fingerprints A's operator read out.
+    let out = add(file_s, &key_fingerprint.to_uppercase().replace(' ', "")).await;
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(fingerprints(&stdout(&out)), exported);
     let out = b.admin(&["admin", "peer", "list", "--json"]).await;
@@ -71,7 +100,7 @@ async fn issue23_operators_peer_by_descriptors() {
     assert_eq!(list[0]["daemon_key"], descriptor["daemon_key"]);
 
     // Twice: refused, saying how to replace it.
-    let out = b.admin(&["admin", "peer", "add", file_s]).await;
+    let out = add(file_s, &key_fingerprint).await;
     assert!(!out.status.success());
     assert!(stderr(&out).contains("already added"), "{}", stderr(&out));
 
@@ -80,9 +109,7 @@ async fn issue23_operators_peer_by_descriptors() {
     altered["url"] = "https://evil.example:50052".into();
     let altered_file = dir.path().join("altered.json");
     std::fs::write(&altered_file, altered.to_string()).unwrap();
-    let out = b
-        .admin(&["admin", "peer", "add", altered_file.to_str().unwrap()])
-        .await;
+    let out = add(altered_file.to_str().unwrap(), &key_fingerprint).await;
     assert!(!out.status.success());
     assert!(stderr(&out).contains("signature"), "{}", stderr(&out));
     assert!(stderr(&out).contains("altered.json"), "{}", stderr(&out));
@@ -94,13 +121,22 @@ async fn issue23_operators_peer_by_descriptors() {
         (junk.to_str().unwrap(), "not a peer descriptor"),
         ("/nonexistent/peer.json", "/nonexistent/peer.json"),
     ] {
-        let out = b.admin(&["admin", "peer", "add", path]).await;
+        let out = add(path, &key_fingerprint).await;
         assert!(!out.status.success());
         assert!(stderr(&out).contains(says), "{}", stderr(&out));
     }
 
     // A's own descriptor, added on A: refused.
-    let out = a.admin(&["admin", "peer", "add", file_s]).await;
+    let out = a
+        .admin(&[
+            "admin",
+            "peer",
+            "add",
+            file_s,
+            "--fingerprint",
+            &key_fingerprint,
+        ])
+        .await;
     assert!(!out.status.success());
     assert!(stderr(&out).contains("own descriptor"), "{}", stderr(&out));
 

@@ -55,7 +55,7 @@ async fn pack_rows(daemon: &Daemon) -> Vec<(String, String, i64, i64, i64)> {
             rows
         }
     };
-    let files = daemon.data.join("ciphertext");
+    let files = daemon.data.join("baton.db-ciphertext");
     rows.into_iter()
         .map(|(id, status, chunks, stored, deleted, upload)| {
             let in_file = std::fs::metadata(files.join(&upload))

@@ -1,11 +1,12 @@
 //! `Exchange.Acknowledge` and `Exchange.AcknowledgeMany`: checking a
 //! school's signed receipt against the pack, the caller's key and the
 //! directory, and recording it. Many receipts in one call are checked and
-//! recorded concurrently, so the store's write queue commits them together,
-//! and each is answered on its own.
+//! recorded a few at a time, so the store's write queue commits them
+//! together, and each is answered on its own.
 
 use baton::api::v1;
 use baton::pack::SignedReceipt;
+use futures_util::StreamExt as _;
 use prost::Message as _;
 use tonic::{Request, Response, Status};
 
@@ -19,6 +20,8 @@ use crate::store::{Acknowledged, Store, now_ms};
 
 /// The most receipts one `AcknowledgeMany` call may carry.
 pub const MAX_RECEIPTS: usize = 500;
+/// Receipts of one call checked and recorded at once.
+const AT_ONCE: usize = 16;
 
 /// Checks and records one receipt from `holder`; when it was recorded.
 pub(super) async fn acknowledge_one<S: Store>(
@@ -91,12 +94,16 @@ pub(super) async fn acknowledge_many<S: Store>(
             receipts.len()
         )));
     }
-    let answers = futures_util::future::join_all(
-        receipts
-            .iter()
-            .map(|wire| acknowledge_one(app, &holder, &directory, wire)),
-    )
-    .await;
+    // A few at a time: enough for the write queue to commit them together,
+    // not so many that one call takes every database connection.
+    let mut checks = Vec::with_capacity(receipts.len());
+    for wire in &receipts {
+        checks.push(acknowledge_one(app, &holder, &directory, wire));
+    }
+    let answers: Vec<_> = futures_util::stream::iter(checks)
+        .buffered(AT_ONCE)
+        .collect()
+        .await;
     let outcomes = receipts
         .iter()
         .zip(answers)

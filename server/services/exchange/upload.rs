@@ -316,6 +316,9 @@ impl<S: Store> Service<S> {
                         Self::admit_now(app, token_hash, caller, signed, header_bytes, false)
                             .await?;
                     if let Some(at) = admitted {
+                        // Stored by a retry meanwhile: this upload's staged
+                        // bytes are not needed.
+                        discard(&app.store, upload_id).await;
                         Self::supersede_after_commit(app, signed).await;
                         return Ok((true, at));
                     }

@@ -78,7 +78,7 @@ async fn concurrent_commits_are_grouped_all_visible_and_the_audit_chain_verifies
             } else {
                 (PackId::new(), format!("h{i}").into_bytes())
             };
-            let h = conformance::header(id, a, b, 1, 10);
+            let h = conformance::header(id, a, b, 1, crate::store::CHUNK_BYTES as u64 + 4);
             let event = audit::Event::by_school(&a, "pack.upload", id);
             let done = store
                 .commit_upload(

@@ -628,7 +628,7 @@ pub async fn run_journey(script: &Path, args: &[&std::ffi::OsStr]) {
     );
 }
 
-/// (files staged, files held) under a data directory's `ciphertext/`.
+/// (files staged, files held) under a data directory's `baton.db-ciphertext/`.
 pub fn ciphertext_files(data: &Path) -> (usize, usize) {
     let count = |dir: &Path| {
         std::fs::read_dir(dir).map_or(0, |entries| {
@@ -641,6 +641,6 @@ pub fn ciphertext_files(data: &Path) -> (usize, usize) {
                 .count()
         })
     };
-    let dir = data.join("ciphertext");
+    let dir = data.join("baton.db-ciphertext");
     (count(&dir.join("staging")), count(&dir))
 }

@@ -24,7 +24,6 @@
 //! removes a file only if it can take that lock shared at once, and leaves
 //! it to the next sweep otherwise, so a copy never names a file it lacks.
 
-use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
 use std::os::unix::fs::{DirBuilderExt as _, FileExt as _, OpenOptionsExt as _};
@@ -43,6 +42,20 @@ pub const CHUNK_BYTES: usize = 256 * 1024;
 const SUFFIX: &str = "-ciphertext";
 const STAGING: &str = "staging";
 const LOCK: &str = ".lock";
+
+/// Where a committing upload's ciphertext is.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Sealed {
+    /// In its file, synced and in place: this many chunks and bytes.
+    InFile {
+        /// Chunks of [`CHUNK_BYTES`] (the last may be shorter).
+        chunks: i64,
+        /// Bytes in the file.
+        bytes: u64,
+    },
+    /// Nothing was staged: the tail, given back, goes to rows.
+    Rows(Vec<(i64, Vec<u8>)>),
+}
 
 /// The ciphertext files of one database (see the module documentation).
 #[derive(Debug, Clone)]
@@ -159,27 +172,24 @@ impl PackFiles {
     }
 
     /// Makes an upload's staged file durable and puts it in place, with the
-    /// `tail` chunks appended; returns the chunks and bytes it holds.
-    /// `None` when the upload staged nothing (a small pack: its tail goes
-    /// to rows).
-    pub async fn seal(
-        &self,
-        upload_id: &str,
-        tail: &[(i64, Vec<u8>)],
-    ) -> Result<Option<(i64, u64)>> {
+    /// `tail` chunks appended. An upload that staged nothing (a small
+    /// pack) gets its tail back, for rows.
+    pub async fn seal(&self, upload_id: &str, tail: Vec<(i64, Vec<u8>)>) -> Result<Sealed> {
         let id = checked(upload_id)?;
         let (staged, held, dir) = (self.staged(id), self.held(id), self.dir.clone());
-        let tail: Vec<Vec<u8>> = tail.iter().map(|(_, data)| data.clone()).collect();
         blocking(move || {
             let mut file = match OpenOptions::new().append(true).open(&staged) {
                 Ok(file) => file,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     return match std::fs::metadata(&held) {
-                        Ok(meta) if tail.is_empty() => {
-                            Ok(Some((chunks_of(meta.len()), meta.len())))
-                        }
+                        Ok(meta) if tail.is_empty() => Ok(Sealed::InFile {
+                            chunks: chunks_of(meta.len()),
+                            bytes: meta.len(),
+                        }),
                         Ok(_) => Err(std::io::Error::other("a tail for a sealed upload")),
-                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                            Ok(Sealed::Rows(tail))
+                        }
                         Err(e) => Err(e),
                     };
                 }
@@ -190,15 +200,18 @@ impl PackFiles {
                     "a tail after a staged chunk that is not full",
                 ));
             }
-            for data in &tail {
+            for (_, data) in &tail {
                 file.write_all(data)?;
             }
             file.sync_all()?;
-            let len = file.metadata()?.len();
+            let bytes = file.metadata()?.len();
             drop(file);
             std::fs::rename(&staged, &held)?;
             sync_dir(&dir)?;
-            Ok(Some((chunks_of(len), len)))
+            Ok(Sealed::InFile {
+                chunks: chunks_of(bytes),
+                bytes,
+            })
         })
         .await
     }
@@ -309,14 +322,12 @@ impl PackFiles {
         .await
     }
 
-    /// Removes the held files whose upload ids are in `gone`; how many.
-    pub async fn sweep_gone(&self, gone: &HashSet<String>) -> Result<u64> {
+    /// Removes the held files of `ids`; how many.
+    pub async fn remove_each(&self, ids: impl IntoIterator<Item = String>) -> Result<u64> {
         let mut n = 0;
-        for id in self.held_ids().await? {
-            if gone.contains(&id) {
-                self.remove(&id).await?;
-                n += 1;
-            }
+        for id in ids {
+            self.remove(&id).await?;
+            n += 1;
         }
         Ok(n)
     }
@@ -431,25 +442,33 @@ mod tests {
         // Out of order is refused.
         assert!(files.stage(id, 2, big.clone()).await.is_err());
         assert_eq!(files.read(id, 0).await.unwrap(), None, "not visible staged");
-        let chunks = files.seal(id, &[(1, vec![9u8; 10])]).await.unwrap();
-        assert_eq!(chunks, Some((2, CHUNK_BYTES as u64 + 10)));
+        let chunks = files.seal(id, vec![(1, vec![9u8; 10])]).await.unwrap();
+        let sealed = Sealed::InFile {
+            chunks: 2,
+            bytes: CHUNK_BYTES as u64 + 10,
+        };
+        assert_eq!(chunks, sealed);
         assert_eq!(files.read(id, 0).await.unwrap(), Some(big));
         assert_eq!(files.read(id, 1).await.unwrap(), Some(vec![9u8; 10]));
         assert!(files.read(id, 2).await.is_err());
         // Sealed again: the file is in place.
-        let sealed = Some((2, CHUNK_BYTES as u64 + 10));
-        assert_eq!(files.seal(id, &[]).await.unwrap(), sealed);
+        assert_eq!(files.seal(id, Vec::new()).await.unwrap(), sealed);
         // The directory moved on: staged again, invisible, then sealed.
         files.unseal(id).await.unwrap();
         assert_eq!(files.read(id, 0).await.unwrap(), None);
-        assert_eq!(files.seal(id, &[]).await.unwrap(), sealed);
-        assert!(files.seal("staging", &[]).await.is_err());
+        assert_eq!(files.seal(id, Vec::new()).await.unwrap(), sealed);
+        assert!(files.seal("staging", Vec::new()).await.is_err());
         // A tail after a partial chunk would misplace every later chunk.
         files.stage("0b", 0, [1, 2, 3].to_vec()).await.unwrap();
-        assert!(files.seal("0b", &[(1, vec![4])]).await.is_err());
+        assert!(files.seal("0b", vec![(1, vec![4])]).await.is_err());
         files.remove("0b").await.unwrap();
-        assert_eq!(files.seal("abcd", &[]).await.unwrap(), None);
-        assert!(files.seal("../x", &[]).await.is_err());
+        let small = vec![(0, vec![1u8; 5])];
+        assert_eq!(
+            files.seal("abcd", small.clone()).await.unwrap(),
+            Sealed::Rows(small),
+            "nothing staged: the tail comes back"
+        );
+        assert!(files.seal("../x", Vec::new()).await.is_err());
 
         files.stage("0a", 0, [1, 2, 3].to_vec()).await.unwrap();
         assert_eq!(files.clear_staging().await.unwrap(), 1);
@@ -463,14 +482,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let files = PackFiles::beside(&dir.path().join("baton.db")).unwrap();
         files.stage("01", 0, [5u8; 100].to_vec()).await.unwrap();
-        files.seal("01", &[]).await.unwrap();
+        files.seal("01", Vec::new()).await.unwrap();
         let held = lock_file(&files.dir).unwrap();
         held.lock().unwrap();
         files.remove("01").await.unwrap();
         assert_eq!(files.held_ids().await.unwrap(), vec!["01".to_string()]);
         drop(held);
-        let gone: HashSet<String> = ["01".to_string()].into();
-        assert_eq!(files.sweep_gone(&gone).await.unwrap(), 1);
+        assert_eq!(
+            files
+                .remove_each(files.held_ids().await.unwrap())
+                .await
+                .unwrap(),
+            1
+        );
         assert!(files.held_ids().await.unwrap().is_empty());
     }
 }

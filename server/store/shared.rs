@@ -669,26 +669,32 @@ macro_rules! shared_store {
                 route: Option<$crate::store::Route>,
             ) -> Result<Committed> {
                 // A file is durable and in place before its row commits,
-                // and holds what the header says, to the byte.
+                // and holds what the header says, to the byte. A tail that
+                // starts at chunk 0 staged nothing: rows, no file to look for.
                 let expected = header.header().ciphertext_len;
-                let in_file = match &self.files {
-                    Some(files) => match files.seal(upload_id, &tail).await? {
-                        Some((chunks, bytes)) if bytes == expected => Some(chunks),
-                        Some((_, bytes)) => {
-                            return Err(StoreError::Corrupt(format!(
-                                "upload {upload_id}: {bytes} bytes in its file, header says {expected}"
-                            )));
+                let staged_nothing = tail.first().is_some_and(|(idx, _)| *idx == 0);
+                let (tail, in_file) = match &self.files {
+                    Some(files) if !staged_nothing => {
+                        use $crate::store::files::Sealed;
+                        match files.seal(upload_id, tail).await? {
+                            Sealed::InFile { chunks, bytes } if bytes == expected => {
+                                (Vec::new(), Some(chunks))
+                            }
+                            Sealed::InFile { bytes, .. } => {
+                                return Err(StoreError::Corrupt(format!(
+                                    "upload {upload_id}: {bytes} bytes in its file, header says {expected}"
+                                )));
+                            }
+                            Sealed::Rows(_) if expected >= $crate::store::CHUNK_BYTES as u64 => {
+                                return Err(StoreError::Corrupt(format!(
+                                    "upload {upload_id}: no staged file for {expected} bytes"
+                                )));
+                            }
+                            Sealed::Rows(tail) => (tail, None),
                         }
-                        None if expected >= $crate::store::CHUNK_BYTES as u64 => {
-                            return Err(StoreError::Corrupt(format!(
-                                "upload {upload_id}: no staged file for {expected} bytes"
-                            )));
-                        }
-                        None => None,
-                    },
-                    None => None,
+                    }
+                    _ => (tail, None),
                 };
-                let tail = if in_file.is_some() { Vec::new() } else { tail };
                 let committed = self.committer
                     .commit(
                         upload_id,
@@ -795,11 +801,6 @@ macro_rules! shared_store {
             }
 
             async fn chunk(&self, upload_id: &str, idx: i64) -> Result<Vec<u8>> {
-                if let Some(files) = &self.files
-                    && let Some(data) = files.read(upload_id, idx).await?
-                {
-                    return Ok(data);
-                }
                 let row: Option<(Vec<u8>,)> = sqlx::query_as(
                     "SELECT data FROM pack_chunks WHERE upload_id = $1 AND idx = $2 \
                      AND NOT staged",
@@ -808,9 +809,17 @@ macro_rules! shared_store {
                 .bind(idx)
                 .fetch_optional(&self.pool)
                 .await?;
-                row.map(|(d,)| d).ok_or_else(|| {
-                    corrupt(format!("chunk {idx} of upload {upload_id} is missing"))
-                })
+                // Rows first: the small packs of the busy path never touch
+                // the file system; a large pack's chunks are in its file.
+                if let Some((data,)) = row {
+                    return Ok(data);
+                }
+                if let Some(files) = &self.files
+                    && let Some(data) = files.read(upload_id, idx).await?
+                {
+                    return Ok(data);
+                }
+                Err(corrupt(format!("chunk {idx} of upload {upload_id} is missing")))
             }
 
             async fn mark_downloaded(

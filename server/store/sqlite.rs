@@ -105,13 +105,13 @@ impl Sqlite {
             // packs of a chunk or more are read at once; any other file is
             // looked up on its own before it is removed.)
             let held = self.file_uploads(false).await?;
-            let mut gone = HashSet::new();
+            let mut gone = Vec::new();
             for id in files.held_ids().await? {
                 if !held.contains(&id) && !self.holds_ciphertext(&id).await? {
-                    gone.insert(id);
+                    gone.push(id);
                 }
             }
-            let orphans = files.sweep_gone(&gone).await?;
+            let orphans = files.remove_each(gone).await?;
             if orphans > 0 {
                 tracing::info!(files = orphans, "removed ciphertext files no pack holds");
             }
@@ -124,16 +124,20 @@ impl Sqlite {
     /// deleted included) until then. False when a reader kept the log from
     /// being checkpointed whole.
     async fn reclaim_space(&self) -> Result<bool> {
-        if let Some(files) = &self.files
-            && !files.held_ids().await?.is_empty()
-        {
+        if let Some(files) = &self.files {
             // Files left while a backup held the lock (a failure is logged:
             // the log below is still checkpointed, the next purge retries).
-            let swept = match self.file_uploads(true).await {
-                Ok(gone) => files.sweep_gone(&gone).await,
-                Err(e) => Err(e),
+            let swept = async {
+                let ids = files.held_ids().await?;
+                if ids.is_empty() {
+                    return Ok(0);
+                }
+                let gone = self.file_uploads(true).await?;
+                files
+                    .remove_each(ids.into_iter().filter(|id| gone.contains(id)))
+                    .await
             };
-            if let Err(error) = swept {
+            if let Err(error) = swept.await {
                 tracing::warn!(%error, "ciphertext files of deleted packs are left for the next purge");
             }
         }

@@ -12,6 +12,7 @@ const PROTOS: &[&str] = &[
     "baton/v1/enrolment.proto",
     "baton/v1/directory.proto",
     "baton/v1/exchange.proto",
+    "baton/v1/federation.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -176,6 +176,18 @@ impl Pins {
         }
     }
 
+    /// The directory key that vouches for `school`'s keys: the pinned one,
+    /// except for a school another trust's daemon serves (`peer` set),
+    /// whose keys that trust endorses, not this one: those are checked
+    /// first-hand (see [`Pins::check`]).
+    fn directory_key_for(&self, school: &v1::School) -> Result<Option<DirectoryKey>> {
+        if school.peer.is_empty() {
+            self.directory_key()
+        } else {
+            Ok(None)
+        }
+    }
+
     /// The directory's keys for a school, split by endorsement.
     pub fn listed(&self, school: &v1::School) -> Result<Listed> {
         let laestab: Laestab = school.laestab.parse().with_context(|| {
@@ -185,7 +197,7 @@ impl Pins {
             )
         })?;
         let all = parse_keys(school)?;
-        let Some(directory) = self.directory_key()? else {
+        let Some(directory) = self.directory_key_for(school)? else {
             return Ok(Listed {
                 keys: all,
                 unapproved: Vec::new(),
@@ -262,6 +274,15 @@ impl Pins {
         }
         self.follow_renumbering(school);
         let Some(old) = self.schools.get(&school.laestab) else {
+            // With a directory key pinned, no key is taken on the server's
+            // word: a peer's school, which this trust's key cannot vouch
+            // for, is confirmed by phone first, as a change is.
+            if !school.peer.is_empty() && self.directory_key()?.is_some() {
+                return Ok(Check::Changed(vec![format!(
+                    "{} is served by another trust ({}), whose keys your trust's directory key does not endorse: compare its key fingerprints (`baton schools show {}`) with the school by phone",
+                    school.laestab, school.peer, school.laestab
+                )]));
+            }
             self.trust(school)?;
             return Ok(Check::New);
         };
@@ -271,7 +292,7 @@ impl Pins {
                 school.laestab
             )
         })?;
-        let directory = self.directory_key()?;
+        let directory = self.directory_key_for(school)?;
         let endorsed = directory.is_some();
         let listed = self.listed(school)?.keys;
         let mut changes = Vec::new();
@@ -578,6 +599,7 @@ mod tests {
                 })
                 .collect(),
             aliases: aliases.iter().map(ToString::to_string).collect(),
+            peer: String::new(),
         }
     }
 

@@ -27,6 +27,8 @@ pub const DEFAULT_ENROLMENT_CODE_HOURS: u64 = 7 * 24;
 pub const DEFAULT_DATABASE_POOL_SIZE: u32 = 8;
 /// Default longest wait for the next message of an upload stream: 60 s.
 pub const DEFAULT_UPLOAD_IDLE_TIMEOUT_SECS: u64 = 60;
+/// Default seconds between reads of each peer's directory.
+pub const DEFAULT_FEDERATION_SYNC_SECS: u64 = 60;
 
 /// The database a configuration names.
 #[derive(Clone, PartialEq, Eq)]
@@ -127,6 +129,14 @@ pub struct ServeArgs {
     /// IP:PORT; `batond admin dashboard link` prints a sign-in link [default: off].
     #[arg(long, env = "BATON_HTTP_LISTEN", value_name = "ADDR")]
     pub http_listen: Option<SocketAddr>,
+    /// Serve the federation listener (mutual TLS; only peers added with
+    /// `batond admin peer add` get past the handshake) on IP:PORT, and read
+    /// the peers' directories [default: off].
+    #[arg(long, env = "BATON_FEDERATION_LISTEN", value_name = "ADDR")]
+    pub federation_listen: Option<SocketAddr>,
+    /// Seconds between reads of each peer's directory [default: 60].
+    #[arg(long, env = "BATON_FEDERATION_SYNC_SECS", value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub federation_sync_secs: Option<u64>,
     /// Largest pack (ciphertext bytes) accepted [default: 268435456].
     #[arg(long, env = "BATON_MAX_PACK_BYTES", value_name = "BYTES")]
     pub max_pack_bytes: Option<u64>,
@@ -183,6 +193,8 @@ struct FileConfig {
     insecure_loopback: Option<bool>,
     metrics_listen: Option<SocketAddr>,
     http_listen: Option<SocketAddr>,
+    federation_listen: Option<SocketAddr>,
+    federation_sync_secs: Option<u64>,
     log_format: Option<LogFormat>,
     max_pack_bytes: Option<u64>,
     enrolment_code_hours: Option<u64>,
@@ -218,6 +230,10 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// Where the trust dashboard is served, if anywhere.
     pub http_listen: Option<SocketAddr>,
+    /// Where the federation listener is served, if anywhere.
+    pub federation_listen: Option<SocketAddr>,
+    /// Seconds between reads of each peer's directory.
+    pub federation_sync_secs: u64,
     /// Log format.
     pub log_format: LogFormat,
     /// Largest pack accepted.
@@ -270,6 +286,8 @@ impl fmt::Debug for Config {
             .field("insecure_loopback", &self.insecure_loopback)
             .field("metrics_listen", &self.metrics_listen)
             .field("http_listen", &self.http_listen)
+            .field("federation_listen", &self.federation_listen)
+            .field("federation_sync_secs", &self.federation_sync_secs)
             .field("log_format", &self.log_format)
             .field("max_pack_bytes", &self.max_pack_bytes)
             .field("enrolment_code_hours", &self.enrolment_code_hours)
@@ -370,6 +388,12 @@ impl Config {
             insecure_loopback: serve.insecure_loopback || file.insecure_loopback.unwrap_or(false),
             metrics_listen: serve.metrics_listen.or(file.metrics_listen),
             http_listen: serve.http_listen.or(file.http_listen),
+            federation_listen: serve.federation_listen.or(file.federation_listen),
+            federation_sync_secs: serve
+                .federation_sync_secs
+                .or(file.federation_sync_secs)
+                .unwrap_or(DEFAULT_FEDERATION_SYNC_SECS)
+                .max(1),
             log_format: common.log_format.or(file.log_format).unwrap_or_default(),
             max_pack_bytes: serve
                 .max_pack_bytes
@@ -492,6 +516,12 @@ insecure_loopback = false
 # operator and the data protection lead; `batond admin dashboard link`
 # prints a one-time sign-in link. Off unless set.
 # http_listen = "127.0.0.1:8443"
+
+# The federation listener (mutual TLS with the peers added by `batond
+# admin peer add`; docs/federation.md), and how often each peer's
+# directory is read, seconds. Off unless set.
+# federation_listen = "0.0.0.0:50052"
+federation_sync_secs = 60
 
 # Log format on stderr: "text" or "json".
 log_format = "text"
@@ -621,6 +651,8 @@ mod tests {
             insecure_loopback: false,
             metrics_listen: None,
             http_listen: None,
+            federation_listen: None,
+            federation_sync_secs: 60,
             log_format: LogFormat::Text,
             max_pack_bytes: 1,
             enrolment_code_hours: 1,

@@ -396,6 +396,10 @@ async fn serve<S: Store>(config: Config, store: S) -> anyhow::Result<()> {
         }
         _ => None,
     };
+    let federation_at = match config.federation_listen {
+        Some(address) => Some(federation::serve(address, app.clone(), &config).await?),
+        None => None,
+    };
     let router = services::router(builder, app).await?;
 
     let terminated = terminate()?;
@@ -423,6 +427,9 @@ async fn serve<S: Store>(config: Config, store: S) -> anyhow::Result<()> {
         }
         if let Some(at) = dashboard_at {
             writeln!(out, "dashboard on https://{at}/")?;
+        }
+        if let Some(at) = federation_at {
+            writeln!(out, "federation on https://{at}")?;
         }
         out.flush()?;
     }

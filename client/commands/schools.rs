@@ -54,7 +54,7 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
                 let items: Vec<_> = schools
                     .iter()
                     .map(|s| {
-                        serde_json::json!({"id": s.laestab, "laestab": s.laestab, "name": s.name, "phase": s.phase, "urn": s.urn, "keys": s.keys.len(), "aliases": s.aliases})
+                        serde_json::json!({"id": s.laestab, "laestab": s.laestab, "name": s.name, "phase": s.phase, "urn": s.urn, "keys": s.keys.len(), "aliases": s.aliases, "peer": (!s.peer.is_empty()).then_some(&s.peer)})
                     })
                     .collect();
                 json(&serde_json::Value::Array(items));
@@ -68,10 +68,18 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
                             s.phase.clone(),
                             s.keys.len().to_string(),
                             s.aliases.join(", "),
+                            if s.peer.is_empty() {
+                                "-".to_string()
+                            } else {
+                                s.peer.clone()
+                            },
                         ]
                     })
                     .collect();
-                table(&["LAESTAB", "NAME", "PHASE", "KEYS", "FORMERLY"], &rows);
+                table(
+                    &["LAESTAB", "NAME", "PHASE", "KEYS", "FORMERLY", "PEER"],
+                    &rows,
+                );
             }
         }
         Some(Action::Show {
@@ -105,11 +113,14 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
                 };
                 json(
                     &serde_json::json!({"id": school.laestab, "name": school.name, "phase": school.phase,
-                    "urn": school.urn, "aliases": school.aliases, "keys": items, "pin": pin_state(before.is_some(), &check, pinned_count),
+                    "urn": school.urn, "aliases": school.aliases, "peer": (!school.peer.is_empty()).then_some(&school.peer), "keys": items, "pin": pin_state(before.is_some(), &check, pinned_count),
                     "changes": changes, "directory_key": directory.map(|d| d.fingerprint())}),
                 );
             } else {
                 println!("{} {} ({})", school.laestab, school.name, school.phase);
+                if !school.peer.is_empty() {
+                    println!("served by another trust's daemon: {}", school.peer);
+                }
                 let table_rows: Vec<Vec<String>> = rows
                     .iter()
                     .map(|r| {

@@ -4,7 +4,9 @@
 //! its fingerprints, which its operator reads to the other; `add` checks
 //! one (format, signature, validity, not this daemon's own) and adds it
 //! only if its daemon key matches the fingerprint the operator was given;
-//! every change is audited (`peer.add`, `peer.remove`).
+//! every change is audited (`peer.add`, `peer.remove`). `check` reaches a
+//! peer over mutual TLS now; `list` shows how each peer's directory was
+//! last read and the school numbers in conflict.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -15,8 +17,9 @@ use clap::Subcommand;
 use crate::audit::Event;
 use crate::config::Config;
 use crate::federation::descriptor::{Descriptor, cert_sha256, fingerprint};
+use crate::federation::directory::Conflict;
 use crate::notary::Notary;
-use crate::store::{Peer, Store, StoreError, now_ms};
+use crate::store::{Peer, PeerSync, Store, StoreError, now_ms};
 
 /// How long an exported descriptor may be added for, by default (days).
 const DEFAULT_VALID_DAYS: u32 = 30;
@@ -61,6 +64,12 @@ pub enum PeerCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Reach a peer's federation listener now (mutual TLS), check it
+    /// answers with its descriptor's daemon key, and read its directory.
+    Check {
+        /// The peer's name, as `peer list` shows it.
+        name: String,
+    },
     /// Stop trusting a peer.
     Remove {
         /// The peer's name, as `peer list` shows it.
@@ -68,9 +77,16 @@ pub enum PeerCommand {
     },
 }
 
-/// A peer as `list --json` and `add --json` print it.
-fn peer_json(p: &Peer) -> serde_json::Value {
+/// A peer as `list --json` and `add --json` print it, with how its last
+/// directory sync went and the numbers it claims that conflict.
+fn peer_json(p: &Peer, sync: Option<&PeerSync>, conflicts: &[&Conflict]) -> serde_json::Value {
+    let time = |t: Option<i64>| t.map(crate::audit::time);
     serde_json::json!({
+        "synced_at": time(sync.and_then(|s| s.synced_at_ms)),
+        "sync_tried_at": time(sync.and_then(|s| s.tried_at_ms)),
+        "sync_error": sync.and_then(|s| s.error.clone()),
+        "schools": sync.map_or(0, |s| s.schools),
+        "conflicts": conflicts.iter().map(|c| serde_json::json!({"laestab": c.laestab, "claimed_by": c.claimed_by})).collect::<Vec<_>>(),
         "name": p.name,
         "url": p.url,
         "ca_cert_sha256": hex::encode(p.ca_cert_sha256),
@@ -87,6 +103,33 @@ fn fingerprints(ca_cert_sha256: &[u8], daemon_key: &[u8]) -> String {
         fingerprint(ca_cert_sha256),
         fingerprint(daemon_key)
     )
+}
+
+/// How a peer's directory sync went, in words.
+fn sync_line(sync: Option<&PeerSync>) -> String {
+    let Some(sync) = sync else {
+        return "never read".into();
+    };
+    let read = match sync.synced_at_ms {
+        Some(at) => format!(
+            "{} school(s), read {}",
+            sync.schools,
+            crate::audit::time(at)
+        ),
+        None => "never read".into(),
+    };
+    match (&sync.error, sync.tried_at_ms) {
+        (Some(error), Some(at)) => format!("{read}; at {}: {error}", crate::audit::time(at)),
+        _ => read,
+    }
+}
+
+/// The numbers claimed by more than one of this daemon and its peers.
+async fn conflicts<S: Store>(store: &S) -> anyhow::Result<Vec<Conflict>> {
+    let local = store.list_schools().await.context("reading schools")?;
+    let numbers = crate::federation::directory::local_numbers(&local);
+    let stored = store.peer_schools().await.context("reading peer schools")?;
+    Ok(crate::federation::directory::merge(&numbers, &stored).1)
 }
 
 /// Reads and parses a descriptor file, naming it in every error.
@@ -170,7 +213,7 @@ pub async fn run<S: Store>(
                 Err(e) => return Err(e).context("storing the peer"),
             }
             if json {
-                writeln!(out, "{}", peer_json(&peer))?;
+                writeln!(out, "{}", peer_json(&peer, None, &[]))?;
             } else {
                 writeln!(
                     out,
@@ -184,22 +227,67 @@ pub async fn run<S: Store>(
         }
         PeerCommand::List { json } => {
             let peers = store.peers().await.context("reading peers")?;
+            let syncs = store.peer_syncs().await.context("reading peer syncs")?;
+            let conflicts = conflicts(store).await?;
+            let of = |p: &Peer| {
+                let sync = syncs.iter().find(|s| s.name == p.name);
+                let mine: Vec<&Conflict> = conflicts
+                    .iter()
+                    .filter(|c| c.claimed_by.contains(&p.name))
+                    .collect();
+                (sync, mine)
+            };
             if json {
-                let list: Vec<_> = peers.iter().map(peer_json).collect();
+                let list: Vec<_> = peers
+                    .iter()
+                    .map(|p| {
+                        let (sync, mine) = of(p);
+                        peer_json(p, sync, &mine)
+                    })
+                    .collect();
                 writeln!(out, "{}", serde_json::Value::Array(list))?;
             } else if peers.is_empty() {
                 writeln!(out, "no peers")?;
             } else {
                 for p in &peers {
+                    let (sync, mine) = of(p);
                     writeln!(
                         out,
-                        "{}  {}  added {}\n{}",
+                        "{}  {}  added {}\n{}\n  directory      {}",
                         p.name,
                         p.url,
                         crate::audit::time(p.added_at_ms),
-                        fingerprints(&p.ca_cert_sha256, &p.daemon_key)
+                        fingerprints(&p.ca_cert_sha256, &p.daemon_key),
+                        sync_line(sync)
                     )?;
+                    for c in mine {
+                        writeln!(
+                            out,
+                            "  CONFLICT       {} is claimed by {}: listed by no peer until one operator withdraws it",
+                            c.laestab,
+                            c.claimed_by.join(" and ")
+                        )?;
+                    }
                 }
+            }
+        }
+        PeerCommand::Check { name } => {
+            let peers = store.peers().await.context("reading peers")?;
+            let Some(peer) = peers.iter().find(|p| p.name == name) else {
+                bail!("no peer named {name:?} (`batond admin peer list` shows them)");
+            };
+            let answer = crate::federation::sync::sync_one(store, peer, &config.data_dir)
+                .await
+                .with_context(|| format!("peer {name} at {}", peer.url))?;
+            writeln!(
+                out,
+                "reached {name} at {}: it presented a certificate of the pinned federation CA, \
+                 answered with its descriptor's daemon key, and knows this daemon as {:?}; \
+                 {} school(s) read from its directory",
+                peer.url, answer.caller_name, answer.schools
+            )?;
+            for problem in &answer.problems {
+                writeln!(out, "  left out: {problem}")?;
             }
         }
         PeerCommand::Remove { name } => {

@@ -7,8 +7,10 @@
 //! pins, and the certificate its federation connections present, as
 //! server and as client (`cert.pem`, `key.pem`), signed by that CA. Keys
 //! are owner-only; every node of one trust needs the same files, as with
-//! the audit key. Relaying packs over mutual TLS between peers is not
-//! built yet: see docs/federation.md.
+//! the audit key. [`tls`] serves and dials mutual TLS with the peers,
+//! [`service`] answers them, [`sync`] reads their directories and
+//! [`directory`] checks and merges them. Relaying packs between peers is
+//! not built yet: see docs/federation.md.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -20,6 +22,10 @@ use rcgen::{
 };
 
 pub mod descriptor;
+pub mod directory;
+pub mod service;
+pub mod sync;
+pub mod tls;
 
 /// The folder under the data directory.
 pub const FOLDER: &str = "federation";
@@ -29,6 +35,55 @@ const CERT_DAYS: i64 = 5 * 365;
 /// The name the federation certificate is issued for; peers connect by
 /// address and check the certificate against the pinned CA and this name.
 pub const SERVER_NAME: &str = "batond-federation";
+
+/// Serves the `Federation` service on `address` (mutual TLS with the
+/// peers only, under the same connection caps as the gRPC listener) and
+/// starts [`sync::watch`]; returns the bound address.
+pub async fn serve<S: crate::store::Store>(
+    address: std::net::SocketAddr,
+    app: std::sync::Arc<crate::app::App<S>>,
+    config: &crate::config::Config,
+) -> anyhow::Result<std::net::SocketAddr> {
+    let peers = app.store.peers().await.context("reading the peers")?;
+    let verifier = tls::PeerVerifier::new(&peers);
+    let acceptor = verifier.acceptor(&config.data_dir)?;
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("listening for peers on {address}"))?;
+    let local = listener
+        .local_addr()
+        .context("reading the federation listener's address")?;
+    let limits = &config.limits;
+    let incoming = crate::listener::incoming(
+        listener,
+        limits.max_connections,
+        limits.max_connections_per_address,
+    );
+    let handshake = std::time::Duration::from_secs(limits.tls_handshake_timeout_secs);
+    let tls = crate::listener::handshakes(incoming, acceptor, handshake);
+    let service = baton::api::v1::federation_server::FederationServer::new(service::Service::new(
+        app.clone(),
+        verifier.clone(),
+    ))
+    .max_decoding_message_size(crate::services::MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(crate::services::MAX_MESSAGE_BYTES);
+    let router = tonic::transport::Server::builder()
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .add_service(service);
+    let shutdown = app.shutdown.clone();
+    tokio::spawn(async move {
+        if let Err(e) = router
+            .serve_with_incoming_shutdown(tls, shutdown.cancelled_owned())
+            .await
+        {
+            tracing::error!(error = %e, "the federation listener stopped");
+        }
+    });
+    let every = std::time::Duration::from_secs(config.federation_sync_secs);
+    tokio::spawn(sync::watch(app, verifier, config.data_dir.clone(), every));
+    tracing::info!(address = %local, peers = peers.len(), "serving federation");
+    Ok(local)
+}
 
 /// The federation CA certificate (PEM) under `data_dir`, made with its
 /// key and the connection certificate it signs on first use.

@@ -103,6 +103,22 @@ impl<S: Store> Service<S> {
     }
 }
 
+impl<S: Store> Service<S> {
+    /// The peers' schools that may be listed beside `local` (see
+    /// [`crate::federation::directory::merge`]).
+    async fn peer_schools(
+        &self,
+        local: &[crate::store::School],
+    ) -> Result<Vec<v1::School>, Status> {
+        let stored = self.app.store.peer_schools().await.map_err(store_status)?;
+        if stored.is_empty() {
+            return Ok(Vec::new());
+        }
+        let numbers = crate::federation::directory::local_numbers(local);
+        Ok(crate::federation::directory::merge(&numbers, &stored).0)
+    }
+}
+
 #[tonic::async_trait]
 impl<S: Store> Directory for Service<S> {
     async fn list_schools(
@@ -111,14 +127,17 @@ impl<S: Store> Directory for Service<S> {
     ) -> Result<Response<v1::ListSchoolsResponse>, Status> {
         let caller = auth::caller(&self.app, &request).await?;
         let schools = self.app.store.list_schools().await.map_err(store_status)?;
+        let peers = self.peer_schools(&schools).await?;
         self.app
             .store
             .record(Event::by_school(&caller, "directory.list", caller))
             .await
             .map_err(store_status)?;
-        Ok(Response::new(v1::ListSchoolsResponse {
-            schools: schools.iter().map(|s| school_message(s, true)).collect(),
-        }))
+        let mut schools: Vec<v1::School> =
+            schools.iter().map(|s| school_message(s, true)).collect();
+        schools.extend(peers);
+        schools.sort_by(|a, b| a.laestab.cmp(&b.laestab));
+        Ok(Response::new(v1::ListSchoolsResponse { schools }))
     }
 
     async fn get_school(
@@ -127,19 +146,34 @@ impl<S: Store> Directory for Service<S> {
     ) -> Result<Response<v1::School>, Status> {
         let caller = auth::caller(&self.app, &request).await?;
         let laestab = parse_laestab("laestab", &request.get_ref().laestab)?;
-        let school = self
+        let school = match self
             .app
             .store
             .school(&laestab)
             .await
             .map_err(store_status)?
-            .ok_or_else(|| Status::not_found(format!("school {laestab} is not enrolled")))?;
+        {
+            Some(school) => school_message(&school, false),
+            None => {
+                let local = self.app.store.list_schools().await.map_err(store_status)?;
+                let number = laestab.to_string();
+                self.peer_schools(&local)
+                    .await?
+                    .into_iter()
+                    .find(|s| s.laestab == number || s.aliases.contains(&number))
+                    .ok_or_else(|| {
+                        Status::not_found(format!(
+                            "school {laestab} is not enrolled here nor at a peer"
+                        ))
+                    })?
+            }
+        };
         self.app
             .store
             .record(Event::by_school(&caller, "school.get", laestab))
             .await
             .map_err(store_status)?;
-        Ok(Response::new(school_message(&school, false)))
+        Ok(Response::new(school))
     }
 
     async fn add_key(

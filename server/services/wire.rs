@@ -63,6 +63,7 @@ pub fn school_message(school: &crate::store::School, active_only: bool) -> v1::S
             .map(v1::Key::from)
             .collect(),
         aliases: school.aliases.iter().map(ToString::to_string).collect(),
+        peer: String::new(),
     }
 }
 

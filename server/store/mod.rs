@@ -48,7 +48,7 @@ pub use events::{ARRIVALS_BUFFER, Arrival, Events};
 pub use files::{CHUNK_BYTES, PackFiles};
 pub use lifecycle::{Cutoffs, Lifecycle, Withdrawal, Withdrawn};
 pub use packs::{Acknowledged, Committed, PackStatus, Packs, Page, Route, StoredPack};
-pub use peers::{Peer, Peers};
+pub use peers::{Peer, PeerSchool, PeerSync, Peers};
 
 /// Persistent state of the daemon: every concern at once. Implementations
 /// must make each call atomic and durable before returning, and safe to

@@ -3,6 +3,11 @@
 //! change is audited in its transaction (`peer.add`, `peer.remove`, with
 //! the peer's name and key fingerprint).
 //!
+//! Each peer's directory (the schools it serves, as its daemon last
+//! answered `Federation.PeerSchools`) is kept here too, replaced whole at
+//! each sync, with how the last sync went ([`PeerSync`]), so the schools of
+//! a peer that is down stay known.
+//!
 //! [`peers_store!`] writes the statements once for both backends.
 
 use std::future::Future;
@@ -29,6 +34,32 @@ pub struct Peer {
     pub added_at_ms: i64,
 }
 
+/// How the directory sync with one peer last went.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeerSync {
+    /// The peer's name.
+    pub name: String,
+    /// When its directory was last read whole.
+    pub synced_at_ms: Option<i64>,
+    /// When it was last tried.
+    pub tried_at_ms: Option<i64>,
+    /// Why the last try failed; `None` if it did not.
+    pub error: Option<String>,
+    /// How many schools it serves, as last read.
+    pub schools: i64,
+}
+
+/// One school of a peer's directory as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerSchool {
+    /// The peer serving it.
+    pub peer: String,
+    /// Its LAESTAB.
+    pub laestab: String,
+    /// The `School` message, encoded.
+    pub school: Vec<u8>,
+}
+
 /// The trusts' daemons this one peers with.
 pub trait Peers: Send + Sync {
     /// Adds `peer` and audits `event`; `Conflict` if a peer of that name,
@@ -39,13 +70,39 @@ pub trait Peers: Send + Sync {
     /// Every peer, by name.
     fn peers(&self) -> impl Future<Output = Result<Vec<Peer>>> + Send;
 
-    /// Removes the peer `name` and audits `event`; `false` if there was none.
+    /// Removes the peer `name` and its directory, and audits `event`;
+    /// `false` if there was none.
     fn remove_peer(
         &self,
         name: &str,
         now_ms: i64,
         event: audit::Event,
     ) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Replaces the directory of `peer` with `schools` (LAESTAB, encoded
+    /// `School`) read at `now_ms`; `false` (nothing written) if the peer
+    /// has been removed meanwhile.
+    fn replace_peer_schools(
+        &self,
+        peer: &str,
+        schools: &[(String, Vec<u8>)],
+        now_ms: i64,
+    ) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Records that reading the directory of `peer` failed with `error`
+    /// at `now_ms`; its schools stay as last read.
+    fn peer_sync_failed(
+        &self,
+        peer: &str,
+        error: &str,
+        now_ms: i64,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Every peer's schools, by peer and LAESTAB.
+    fn peer_schools(&self) -> impl Future<Output = Result<Vec<PeerSchool>>> + Send;
+
+    /// How the last sync with each peer went, by name.
+    fn peer_syncs(&self) -> impl Future<Output = Result<Vec<PeerSync>>> + Send;
 }
 
 /// A stored row: name, url, certificate, pin, key, valid until, added at.
@@ -128,11 +185,111 @@ macro_rules! peers_store {
                     .execute(&mut *tx)
                     .await?;
                 let removed = done.rows_affected() > 0;
+                sqlx::query("DELETE FROM peer_schools WHERE peer = $1")
+                    .bind(name)
+                    .execute(&mut *tx)
+                    .await?;
                 if removed {
                     append(&mut tx, now_ms, &event).await?;
                 }
                 tx.commit().await?;
                 Ok(removed)
+            }
+
+            async fn replace_peer_schools(
+                &self,
+                peer: &str,
+                schools: &[(String, Vec<u8>)],
+                now_ms: i64,
+            ) -> $crate::store::Result<bool> {
+                let mut tx = begin(&self.pool).await?;
+                let found = sqlx::query(
+                    "UPDATE peers SET synced_at_ms = $1, sync_tried_at_ms = $1, \
+                     sync_error = NULL WHERE name = $2",
+                )
+                .bind(now_ms)
+                .bind(peer)
+                .execute(&mut *tx)
+                .await?;
+                if found.rows_affected() == 0 {
+                    return Ok(false);
+                }
+                sqlx::query("DELETE FROM peer_schools WHERE peer = $1")
+                    .bind(peer)
+                    .execute(&mut *tx)
+                    .await?;
+                for (laestab, school) in schools {
+                    sqlx::query(
+                        "INSERT INTO peer_schools (peer, laestab, school) VALUES ($1, $2, $3)",
+                    )
+                    .bind(peer)
+                    .bind(laestab)
+                    .bind(school.as_slice())
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn peer_sync_failed(
+                &self,
+                peer: &str,
+                error: &str,
+                now_ms: i64,
+            ) -> $crate::store::Result<()> {
+                sqlx::query(
+                    "UPDATE peers SET sync_tried_at_ms = $1, sync_error = $2 WHERE name = $3",
+                )
+                .bind(now_ms)
+                .bind(error)
+                .bind(peer)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn peer_schools(
+                &self,
+            ) -> $crate::store::Result<Vec<$crate::store::peers::PeerSchool>> {
+                let rows: Vec<(String, String, Vec<u8>)> = sqlx::query_as(
+                    "SELECT peer, laestab, school FROM peer_schools ORDER BY peer, laestab",
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(peer, laestab, school)| $crate::store::peers::PeerSchool {
+                        peer,
+                        laestab,
+                        school,
+                    })
+                    .collect())
+            }
+
+            async fn peer_syncs(
+                &self,
+            ) -> $crate::store::Result<Vec<$crate::store::peers::PeerSync>> {
+                let rows: Vec<(String, Option<i64>, Option<i64>, Option<String>, i64)> =
+                    sqlx::query_as(
+                        "SELECT p.name, p.synced_at_ms, p.sync_tried_at_ms, p.sync_error, \
+                         (SELECT COUNT(*) FROM peer_schools s WHERE s.peer = p.name) \
+                         FROM peers p ORDER BY p.name",
+                    )
+                    .fetch_all(&self.pool)
+                    .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(name, synced_at_ms, tried_at_ms, error, schools)| {
+                        $crate::store::peers::PeerSync {
+                            name,
+                            synced_at_ms,
+                            tried_at_ms,
+                            error,
+                            schools,
+                        }
+                    })
+                    .collect())
             }
         }
     };

@@ -45,8 +45,56 @@ pub async fn peers(store: &impl Store) {
         ["east", "north"]
     );
     assert_eq!(listed[1], north);
+
+    // A peer's directory: replaced whole, kept through a failed sync,
+    // dropped with the peer; a removed peer's sync writes nothing.
+    let school = |n: &str| (n.to_string(), n.as_bytes().to_vec());
+    assert!(
+        store
+            .replace_peer_schools("north", &[school("1112222"), school("1113333")], 11)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .replace_peer_schools("north", &[school("1113333")], 12)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .replace_peer_schools("south", &[school("1114444")], 12)
+            .await
+            .unwrap()
+    );
+    store
+        .peer_sync_failed("north", "connection refused", 13)
+        .await
+        .unwrap();
+    let held = store.peer_schools().await.unwrap();
+    assert_eq!(held.len(), 1);
+    assert_eq!(
+        (held[0].peer.as_str(), held[0].laestab.as_str()),
+        ("north", "1113333")
+    );
+    assert_eq!(held[0].school, b"1113333");
+    let syncs = store.peer_syncs().await.unwrap();
+    assert_eq!(syncs.len(), 2);
+    assert_eq!(syncs[0].name, "east");
+    assert_eq!(syncs[0].synced_at_ms, None);
+    assert_eq!(
+        (
+            syncs[1].synced_at_ms,
+            syncs[1].tried_at_ms,
+            syncs[1].error.as_deref(),
+            syncs[1].schools
+        ),
+        (Some(12), Some(13), Some("connection refused"), 1)
+    );
+
     let event = || Event::by_admin("peer.remove", "north");
     assert!(store.remove_peer("north", 20, event()).await.unwrap());
+    assert!(store.peer_schools().await.unwrap().is_empty());
     assert!(!store.remove_peer("north", 21, event()).await.unwrap());
     assert_eq!(store.peers().await.unwrap().len(), 1);
     assert_eq!(verified(store).await, 3);

@@ -1,0 +1,285 @@
+//! Peers' directories: checking what a peer answers to `PeerSchools`
+//! before it is stored ([`checked`]), and merging the stored schools with
+//! this daemon's own for `Directory.ListSchools` and `GetSchool`
+//! ([`merge`]). A LAESTAB (or former LAESTAB) that two sources claim is a
+//! conflict: a school enrolled here always wins over a peer's claim, and
+//! a number two peers both claim is listed by neither, so a pack is never
+//! sealed to the wrong trust's school. Conflicts are what the operators
+//! see in `batond admin peer list` and the daemon's log.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use baton::Laestab;
+use baton::api::v1;
+use baton::keys::SchoolKey;
+use prost::Message as _;
+
+use crate::store::PeerSchool;
+
+/// Most schools one peer may list.
+pub const MAX_PEER_SCHOOLS: usize = 20_000;
+
+/// A peer's answer, checked: each school's LAESTAB, name, aliases and
+/// active keys, encoded again for the store; and what was left out, and
+/// why, naming the school.
+pub fn checked(schools: &[v1::School]) -> (Vec<(String, Vec<u8>)>, Vec<String>) {
+    let mut kept = BTreeMap::new();
+    let mut problems = Vec::new();
+    if schools.len() > MAX_PEER_SCHOOLS {
+        problems.push(format!(
+            "{} schools listed; only the first {MAX_PEER_SCHOOLS} are kept",
+            schools.len()
+        ));
+    }
+    for school in schools.iter().take(MAX_PEER_SCHOOLS) {
+        match check_one(school) {
+            Ok((laestab, clean)) => {
+                if kept.insert(laestab.clone(), clean).is_some() {
+                    problems.push(format!("school {laestab}: listed twice"));
+                    kept.remove(&laestab);
+                }
+            }
+            Err(e) => problems.push(e),
+        }
+    }
+    let kept = kept
+        .into_iter()
+        .map(|(laestab, school)| (laestab, v1::School::encode_to_vec(&school)))
+        .collect();
+    (kept, problems)
+}
+
+/// One school of a peer's answer, checked and rebuilt from what was
+/// understood.
+fn check_one(school: &v1::School) -> Result<(String, v1::School), String> {
+    let laestab = Laestab::parse(&school.laestab).map_err(|e| {
+        format!(
+            "a school with LAESTAB {:?}: {e}",
+            truncated(&school.laestab)
+        )
+    })?;
+    let bad = |what: &str| format!("school {laestab}: {what}");
+    let text_ok = |t: &str| t.chars().count() <= 200 && !t.chars().any(char::is_control);
+    if !text_ok(&school.name) || !text_ok(&school.phase) || !text_ok(&school.urn) {
+        return Err(bad(
+            "name, phase or URN too long or with control characters",
+        ));
+    }
+    let mut aliases = Vec::new();
+    for alias in &school.aliases {
+        let alias = Laestab::parse(alias).map_err(|e| bad(&format!("former LAESTAB: {e}")))?;
+        aliases.push(alias.to_string());
+    }
+    let mut keys = Vec::new();
+    for key in &school.keys {
+        let key = SchoolKey::try_from(key).map_err(|e| bad(&e.to_string()))?;
+        if key.is_active() {
+            keys.push(v1::Key::from(&key));
+        }
+    }
+    if keys.is_empty() {
+        return Err(bad("no active key"));
+    }
+    let laestab = laestab.to_string();
+    Ok((
+        laestab.clone(),
+        v1::School {
+            laestab,
+            name: school.name.clone(),
+            phase: school.phase.clone(),
+            urn: school.urn.clone(),
+            keys,
+            aliases,
+            peer: String::new(),
+        },
+    ))
+}
+
+/// At most 20 characters of `text`, for an error message.
+fn truncated(text: &str) -> String {
+    text.chars().take(20).collect()
+}
+
+/// Every LAESTAB and former LAESTAB of the schools enrolled here.
+pub fn local_numbers(local: &[crate::store::School]) -> BTreeSet<String> {
+    local
+        .iter()
+        .flat_map(|s| std::iter::once(&s.info.laestab).chain(&s.aliases))
+        .map(ToString::to_string)
+        .collect()
+}
+
+/// A number claimed by more than one source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conflict {
+    /// The LAESTAB (or former LAESTAB).
+    pub laestab: String,
+    /// Who claims it: "this daemon" and peers' names.
+    pub claimed_by: Vec<String>,
+}
+
+/// The peers' schools that may be listed beside `local_numbers` (every
+/// LAESTAB and former LAESTAB enrolled here), each with `peer` set, and
+/// the conflicts that kept others out. Stored rows that no longer decode
+/// are skipped (logged).
+pub fn merge(
+    local_numbers: &BTreeSet<String>,
+    stored: &[PeerSchool],
+) -> (Vec<v1::School>, Vec<Conflict>) {
+    let mut schools = Vec::new();
+    for row in stored {
+        match v1::School::decode(row.school.as_slice()) {
+            Ok(mut school) => {
+                school.peer = row.peer.clone();
+                schools.push(school);
+            }
+            Err(e) => tracing::error!(
+                peer = %row.peer,
+                laestab = %row.laestab,
+                error = %e,
+                "a stored peer school does not decode; left out"
+            ),
+        }
+    }
+    // Who claims each number.
+    let mut claims: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for school in &schools {
+        for number in std::iter::once(&school.laestab).chain(&school.aliases) {
+            claims.entry(number).or_default().insert(&school.peer);
+        }
+    }
+    let mut conflicts = Vec::new();
+    let mut refused: BTreeSet<(String, String)> = BTreeSet::new();
+    for (number, peers) in &claims {
+        let here = local_numbers.contains(*number);
+        if peers.len() > 1 || here {
+            let mut claimed_by: Vec<String> = Vec::new();
+            if here {
+                claimed_by.push("this daemon".to_string());
+            }
+            claimed_by.extend(peers.iter().map(|p| (*p).to_string()));
+            conflicts.push(Conflict {
+                laestab: (*number).to_string(),
+                claimed_by,
+            });
+            for school in schools.iter().filter(|s| {
+                peers.contains(s.peer.as_str())
+                    && (s.laestab == *number || s.aliases.iter().any(|a| a == number))
+            }) {
+                refused.insert((school.peer.clone(), school.laestab.clone()));
+            }
+        }
+    }
+    schools.retain(|s| !refused.contains(&(s.peer.clone(), s.laestab.clone())));
+    (schools, conflicts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A well-formed key, a different one each call.
+    fn key() -> v1::Key {
+        static NEXT: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(1);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        v1::Key::from(&crate::store::conformance::key(n))
+    }
+
+    fn school(laestab: &str, aliases: &[&str]) -> v1::School {
+        v1::School {
+            laestab: laestab.into(),
+            name: format!("School {laestab}"),
+            phase: "secondary".into(),
+            urn: String::new(),
+            keys: vec![key()],
+            aliases: aliases.iter().map(|a| a.to_string()).collect(),
+            peer: String::new(),
+        }
+    }
+
+    fn stored(peer: &str, schools: &[v1::School]) -> Vec<PeerSchool> {
+        let (kept, problems) = checked(schools);
+        assert!(problems.is_empty(), "{problems:?}");
+        kept.into_iter()
+            .map(|(laestab, school)| PeerSchool {
+                peer: peer.into(),
+                laestab,
+                school,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_peers_answer_is_checked_school_by_school() {
+        let mut no_key = school("8881111", &[]);
+        no_key.keys.clear();
+        let mut bad_key = school("8882222", &[]);
+        bad_key.keys[0].signing_key = vec![1; 5];
+        let mut control = school("8883333", &[]);
+        control.name = "a\u{7}b".into();
+        let mut revoked = school("8884444", &[]);
+        revoked.keys.push(v1::Key {
+            revoked_at_ms: 5,
+            ..key()
+        });
+        revoked.peer = "forged".into();
+        let answer = [
+            school("not-a-number", &[]),
+            no_key,
+            bad_key,
+            control,
+            revoked,
+            school("8885555", &[]),
+            school("8885555", &[]),
+        ];
+        let (kept, problems) = checked(&answer);
+        assert_eq!(kept.len(), 1, "{problems:?}");
+        assert_eq!(kept[0].0, "8884444");
+        let school = v1::School::decode(kept[0].1.as_slice()).unwrap();
+        assert_eq!(school.keys.len(), 1, "revoked keys are not kept");
+        assert!(school.peer.is_empty(), "the peer's own label is dropped");
+        assert_eq!(problems.len(), 5, "{problems:?}");
+        for (problem, says) in problems.iter().zip([
+            "not-a-number",
+            "8881111: no active key",
+            "8882222: field `key.signing_key`",
+            "8883333: name",
+            "8885555: listed twice",
+        ]) {
+            assert!(problem.contains(says), "{problem} / {says}");
+        }
+    }
+
+    #[test]
+    fn a_number_claimed_twice_is_listed_by_no_peer() {
+        let local: BTreeSet<String> = ["1111111".to_string()].into();
+        let mut rows = stored(
+            "north",
+            &[
+                school("2222222", &[]),
+                school("3333333", &["1111111"]),
+                school("4444444", &[]),
+            ],
+        );
+        rows.extend(stored("south", &[school("5555555", &["4444444"])]));
+        let (schools, conflicts) = merge(&local, &rows);
+        let listed: Vec<(&str, &str)> = schools
+            .iter()
+            .map(|s| (s.peer.as_str(), s.laestab.as_str()))
+            .collect();
+        assert_eq!(listed, [("north", "2222222")]);
+        assert_eq!(
+            conflicts,
+            [
+                Conflict {
+                    laestab: "1111111".into(),
+                    claimed_by: vec!["this daemon".into(), "north".into()],
+                },
+                Conflict {
+                    laestab: "4444444".into(),
+                    claimed_by: vec!["north".into(), "south".into()],
+                },
+            ]
+        );
+    }
+}

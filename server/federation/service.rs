@@ -1,0 +1,67 @@
+//! The `Federation` gRPC service, served only on the federation listener
+//! (mutual TLS): every call first finds which peer's certificate the
+//! connection presented ([`PeerVerifier::peer_of`]), so a peer removed
+//! while its connection stays open is refused from its next call.
+
+use std::sync::Arc;
+
+use baton::api::v1;
+use baton::api::v1::federation_server::Federation;
+use tonic::{Request, Response, Status};
+
+use super::tls::PeerVerifier;
+use crate::app::App;
+use crate::services::wire::{school_message, store_status};
+use crate::store::{Store, now_ms};
+
+/// The service over `app`, admitting `verifier`'s peers.
+pub struct Service<S> {
+    app: Arc<App<S>>,
+    verifier: Arc<PeerVerifier>,
+}
+
+impl<S> Service<S> {
+    /// The service.
+    pub fn new(app: Arc<App<S>>, verifier: Arc<PeerVerifier>) -> Self {
+        Self { app, verifier }
+    }
+
+    /// The name of the calling peer.
+    fn caller<T>(&self, request: &Request<T>) -> Result<String, Status> {
+        let certs = request
+            .peer_certs()
+            .ok_or_else(|| Status::unauthenticated("a peer's certificate is required"))?;
+        certs
+            .first()
+            .and_then(|cert| self.verifier.peer_of(cert))
+            .ok_or_else(|| Status::permission_denied("not a peer of this daemon"))
+    }
+}
+
+#[tonic::async_trait]
+impl<S: Store> Federation for Service<S> {
+    async fn hello(
+        &self,
+        request: Request<v1::HelloRequest>,
+    ) -> Result<Response<v1::HelloResponse>, Status> {
+        let caller = self.caller(&request)?;
+        tracing::debug!(peer = %caller, "federation hello");
+        Ok(Response::new(v1::HelloResponse {
+            daemon_key: self.app.notary.public().to_vec(),
+            caller_name: caller,
+            now_ms: now_ms(),
+        }))
+    }
+
+    async fn peer_schools(
+        &self,
+        request: Request<v1::PeerSchoolsRequest>,
+    ) -> Result<Response<v1::PeerSchoolsResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let schools = self.app.store.list_schools().await.map_err(store_status)?;
+        tracing::debug!(peer = %caller, schools = schools.len(), "directory read by a peer");
+        Ok(Response::new(v1::PeerSchoolsResponse {
+            schools: schools.iter().map(|s| school_message(s, true)).collect(),
+        }))
+    }
+}

@@ -16,7 +16,7 @@ const CONTEXT: &[u8] = b"baton-audit-v1";
 /// Something to record: the store adds the sequence number, time and links.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
-    /// Who acted: `school:LAESTAB` or `admin`.
+    /// Who acted: `school:LAESTAB`, `peer:NAME` or `admin`.
     pub actor: String,
     /// What was done, e.g. `pack.upload`.
     pub action: &'static str,
@@ -47,6 +47,15 @@ impl Event {
     ) -> Self {
         Self {
             actor: addr.map_or_else(|| "address:unknown".into(), |a| format!("address:{a}")),
+            action,
+            subject: subject.to_string(),
+        }
+    }
+
+    /// An event by a peer daemon (federation), as `peer:NAME`.
+    pub fn by_peer(peer: &str, action: &'static str, subject: impl ToString) -> Self {
+        Self {
+            actor: format!("peer:{peer}"),
             action,
             subject: subject.to_string(),
         }

@@ -93,6 +93,13 @@ impl Notary {
         Checkpoint::sign(&self.key, entries, head, now_ms())
     }
 
+    /// Signs `statement`, which must begin with a context string of its
+    /// own (a relay receipt's, say) so it can pass for no other statement.
+    pub fn sign_statement(&self, statement: &[u8]) -> [u8; 64] {
+        use ed25519_dalek::Signer as _;
+        self.key.sign(statement).to_bytes()
+    }
+
     /// This daemon's peer descriptor, signed with this key (see
     /// `federation::descriptor`).
     pub fn describe(

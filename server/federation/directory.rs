@@ -100,6 +100,35 @@ fn truncated(text: &str) -> String {
     text.chars().take(20).collect()
 }
 
+/// The school a peer serves under `laestab` (its number or a former
+/// one), as schools see it listed: `None` if no peer does, or if the
+/// number is in conflict.
+pub async fn peer_school<S: crate::store::Store>(
+    store: &S,
+    laestab: &Laestab,
+) -> crate::store::Result<Option<v1::School>> {
+    let stored = store.peer_schools().await?;
+    if stored.is_empty() {
+        return Ok(None);
+    }
+    let local = store.list_schools().await?;
+    let number = laestab.to_string();
+    Ok(merge(&local_numbers(&local), &stored)
+        .0
+        .into_iter()
+        .find(|s| s.laestab == number || s.aliases.contains(&number)))
+}
+
+/// A peer school's keys (checked when stored; any that no longer parse
+/// are left out).
+pub fn keys_of(school: &v1::School) -> Vec<SchoolKey> {
+    school
+        .keys
+        .iter()
+        .filter_map(|k| SchoolKey::try_from(k).ok())
+        .collect()
+}
+
 /// Every LAESTAB and former LAESTAB of the schools enrolled here.
 pub fn local_numbers(local: &[crate::store::School]) -> BTreeSet<String> {
     local

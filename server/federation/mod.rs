@@ -23,6 +23,8 @@ use rcgen::{
 
 pub mod descriptor;
 pub mod directory;
+pub mod inbound;
+pub mod relay;
 pub mod service;
 pub mod sync;
 pub mod tls;
@@ -80,7 +82,13 @@ pub async fn serve<S: crate::store::Store>(
         }
     });
     let every = std::time::Duration::from_secs(config.federation_sync_secs);
-    tokio::spawn(sync::watch(app, verifier, config.data_dir.clone(), every));
+    tokio::spawn(sync::watch(
+        app.clone(),
+        verifier,
+        config.data_dir.clone(),
+        every,
+    ));
+    tokio::spawn(relay::watch(app, config.data_dir.clone()));
     tracing::info!(address = %local, peers = peers.len(), "serving federation");
     Ok(local)
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use baton::api::v1;
 use baton::api::v1::federation_server::Federation;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
 use super::tls::PeerVerifier;
 use crate::app::App;
@@ -62,6 +62,31 @@ impl<S: Store> Federation for Service<S> {
         tracing::debug!(peer = %caller, schools = schools.len(), "directory read by a peer");
         Ok(Response::new(v1::PeerSchoolsResponse {
             schools: schools.iter().map(|s| school_message(s, true)).collect(),
+        }))
+    }
+
+    async fn relay(
+        &self,
+        request: Request<Streaming<v1::RelayMessage>>,
+    ) -> Result<Response<v1::RelayReceipt>, Status> {
+        let caller = self.caller(&request)?;
+        let receipt = super::inbound::relay(&self.app, &caller, request.into_inner()).await?;
+        Ok(Response::new(receipt))
+    }
+
+    async fn return_receipt(
+        &self,
+        request: Request<v1::ReturnReceiptRequest>,
+    ) -> Result<Response<v1::ReturnReceiptResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let receipt = request
+            .get_ref()
+            .receipt
+            .as_ref()
+            .ok_or_else(|| Status::invalid_argument("field `receipt`: missing"))?;
+        let at = super::inbound::return_receipt(&self.app, &caller, receipt).await?;
+        Ok(Response::new(v1::ReturnReceiptResponse {
+            acknowledged_at_ms: at,
         }))
     }
 }

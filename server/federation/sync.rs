@@ -86,7 +86,7 @@ pub async fn sync_one<S: Store>(
 
 /// A peer's refusal in words: its code and message, and for a failed
 /// connection the cause underneath (a TLS alert, say) and what to check.
-fn status_text(status: &tonic::Status) -> String {
+pub fn status_text(status: &tonic::Status) -> String {
     let mut text = format!("{}: {}", status.code(), status.message());
     let mut source = std::error::Error::source(status);
     let connection = source.is_some();

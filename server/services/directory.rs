@@ -154,19 +154,14 @@ impl<S: Store> Directory for Service<S> {
             .map_err(store_status)?
         {
             Some(school) => school_message(&school, false),
-            None => {
-                let local = self.app.store.list_schools().await.map_err(store_status)?;
-                let number = laestab.to_string();
-                self.peer_schools(&local)
-                    .await?
-                    .into_iter()
-                    .find(|s| s.laestab == number || s.aliases.contains(&number))
-                    .ok_or_else(|| {
-                        Status::not_found(format!(
-                            "school {laestab} is not enrolled here nor at a peer"
-                        ))
-                    })?
-            }
+            None => crate::federation::directory::peer_school(&self.app.store, &laestab)
+                .await
+                .map_err(store_status)?
+                .ok_or_else(|| {
+                    Status::not_found(format!(
+                        "school {laestab} is not enrolled here nor at a peer"
+                    ))
+                })?,
         };
         self.app
             .store

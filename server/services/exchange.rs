@@ -93,7 +93,7 @@ const PAGE_MAX: u32 = 1000;
 pub mod readdress;
 mod recall;
 mod receipts;
-mod upload;
+pub(crate) mod upload;
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 

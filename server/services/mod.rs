@@ -68,6 +68,14 @@ pub async fn router<S: Store>(
             .register_encoded_file_descriptor_set(
                 tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
             )
+            // What this listener serves; `baton.v1.Federation`, in the same
+            // files, is served only on the federation listener.
+            .with_service_name("baton.v1.Enrolment")
+            .with_service_name("baton.v1.Directory")
+            .with_service_name("baton.v1.Exchange")
+            .with_service_name("grpc.health.v1.Health")
+            .with_service_name("grpc.reflection.v1.ServerReflection")
+            .with_service_name("grpc.reflection.v1alpha.ServerReflection")
     };
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;

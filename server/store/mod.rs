@@ -23,6 +23,8 @@ pub mod lifecycle;
 pub mod dashboard;
 #[macro_use]
 pub mod peers;
+#[macro_use]
+pub mod relays;
 
 pub mod audit_log;
 pub mod calendars;
@@ -47,8 +49,9 @@ pub use error::{Result, StoreError};
 pub use events::{ARRIVALS_BUFFER, Arrival, Events};
 pub use files::{CHUNK_BYTES, PackFiles};
 pub use lifecycle::{Cutoffs, Lifecycle, Withdrawal, Withdrawn};
-pub use packs::{Acknowledged, Committed, PackStatus, Packs, Page, Route, StoredPack};
+pub use packs::{Acknowledged, Committed, PackStatus, Packs, Page, PeerLink, Route, StoredPack};
 pub use peers::{Peer, PeerSchool, PeerSync, Peers};
+pub use relays::Relays;
 
 /// Persistent state of the daemon: every concern at once. Implementations
 /// must make each call atomic and durable before returning, and safe to
@@ -64,6 +67,7 @@ pub trait Store:
     + Backup
     + DashboardLinks
     + Peers
+    + Relays
     + 'static
 {
 }
@@ -78,6 +82,7 @@ impl<
         + Backup
         + DashboardLinks
         + Peers
+        + Relays
         + 'static,
 > Store for T
 {

@@ -117,12 +117,41 @@ pub struct StoredPack {
 /// The schools a pack is stored under, when its header names a former
 /// number of its sender or destination (see `Directory::renumber`): the
 /// signed header keeps the numbers it names, the row records the routing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
     /// The sending school, by its current number.
     pub from: Laestab,
     /// The destination school, by its current number.
     pub to: Laestab,
+    /// The peer daemon the pack crosses to or came from, if any.
+    pub peer: Option<PeerLink>,
+}
+
+/// A pack's link with another trust's daemon (docs/federation.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerLink {
+    /// Addressed to a school of this peer: relay it there.
+    RelayTo(String),
+    /// Relayed here by this peer: its school's receipt goes back there.
+    RelayedFrom(String),
+}
+
+impl Route {
+    /// The peer to relay to, for the `relay_to` column.
+    pub fn relay_to(&self) -> Option<&str> {
+        match &self.peer {
+            Some(PeerLink::RelayTo(p)) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// The peer relayed from, for the `relayed_from` column.
+    pub fn relayed_from(&self) -> Option<&str> {
+        match &self.peer {
+            Some(PeerLink::RelayedFrom(p)) => Some(p),
+            _ => None,
+        }
+    }
 }
 
 /// What happened to a finished upload.

@@ -708,6 +708,7 @@ macro_rules! shared_store {
                         route.unwrap_or($crate::store::Route {
                             from: header.header().from,
                             to: header.header().to,
+                            peer: None,
                         }),
                     )
                     .await;

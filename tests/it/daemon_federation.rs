@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use crate::client_lifecycle::stderr;
 use crate::common::Daemon;
-use crate::common::cli::{Home, enrol};
+use crate::common::cli::{Home, enrol, pupil, send_records};
+use crate::common::reliability::plaintext_hits;
 
 /// Flags of a daemon that federates, reading its peers' directories every
 /// second.
@@ -223,4 +224,169 @@ async fn issue23_peers_meet_over_mutual_tls_and_share_directories() {
     checked(&a, "trust-b", false).await;
     // B's schools no longer see A's.
     schools_until(&secondary, |l| peer_of(l, "8614001").is_none()).await;
+}
+
+/// Waits (up to 60 s) until `home`'s `baton ARGS --json` listing
+/// satisfies `done`, and returns it.
+async fn listed_until(
+    home: &Home,
+    args: &[&str],
+    done: impl Fn(&[serde_json::Value]) -> bool,
+) -> Vec<serde_json::Value> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let listed = home.json(args).await;
+        if done(&listed) {
+            return listed;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "baton {args:?} never as expected: {listed:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Audit actions of `daemon` starting `prefix`, in order (SQLite).
+async fn audited(daemon: &Daemon, prefix: &str) -> Vec<(String, String)> {
+    let pool = crate::common::open_db(&daemon.db_path()).await;
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT actor, action FROM audit WHERE action LIKE $1 ORDER BY seq")
+            .bind(format!("{prefix}%"))
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    pool.close().await;
+    rows
+}
+
+/// Two trusts peered both ways, each with one school; returns the daemons
+/// once A's school sees B's.
+async fn two_trusts(root: &std::path::Path) -> (Daemon, Daemon, Home, Home) {
+    let a = Daemon::start_sqlite(FEDERATING).await;
+    let b = Daemon::start_sqlite(FEDERATING).await;
+    let primary = enrol(&a, root, "8612001", "primary", &["staff"]).await;
+    let secondary = enrol(&b, root, "9264002", "secondary", &["staff", "dsl"]).await;
+    add_peer(&a, "trust-a", &b).await;
+    add_peer(&b, "trust-b", &a).await;
+    schools_until(&primary, |l| peer_of(l, "9264002").is_some()).await;
+    schools_until(&secondary, |l| peer_of(l, "8612001").is_some()).await;
+    (a, b, primary, secondary)
+}
+
+/// Pulls and acknowledges everything in `home`'s inbox; checks each pack
+/// verified as from `from`.
+async fn pull_and_ack(home: &Home, out: &std::path::Path, from: &str, count: usize) {
+    home.ok(&["pull", "--all", "--out", out.to_str().unwrap()])
+        .await;
+    let pulled: Vec<_> = std::fs::read_dir(out.join(from))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(pulled.len(), count);
+    for dir in &pulled {
+        let pack: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("pack.json")).unwrap()).unwrap();
+        assert_eq!(pack["verified"], true, "{pack}");
+        assert_eq!(pack["from"], from);
+    }
+    home.ok(&["ack", "--all-pulled"]).await;
+}
+
+#[tokio::test]
+async fn issue23_a_class_crosses_to_another_trust_and_its_receipts_come_back() {
+    let root = tempfile::tempdir().unwrap();
+    let (a, b, primary, secondary) = two_trusts(root.path()).await;
+    let records: Vec<_> = (1..=6).map(|n| pupil("Okonkwo", n)).collect();
+    let out = send_records(&primary, root.path(), "9264002", &records).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // B's school sees the class in its inbox, as from A's school.
+    let inbox = listed_until(&secondary, &["inbox", "--json"], |l| l.len() == 6).await;
+    assert!(inbox.iter().all(|p| p["from"] == "8612001"), "{inbox:?}");
+    pull_and_ack(&secondary, &root.path().join("pulled"), "8612001", 6).await;
+
+    // A's school sees every pack acknowledged, each receipt verified
+    // against B's school's key.
+    let sent = listed_until(&primary, &["sent", "--json"], |l| {
+        l.len() == 6 && l.iter().all(|p| p["state"] == "acknowledged")
+    })
+    .await;
+    assert!(
+        sent.iter().all(|p| p["receipt_verified"] == true),
+        "{sent:?}"
+    );
+
+    // Relaying is audited on both sides, each pack once, with the peer.
+    let out_a = audited(&a, "pack.relay").await;
+    assert_eq!(out_a.len(), 6, "{out_a:?}");
+    assert!(
+        out_a
+            .iter()
+            .all(|(actor, action)| actor == "peer:trust-b" && action == "pack.relay.out")
+    );
+    let in_b = audited(&b, "pack.relay").await;
+    assert_eq!(in_b.len(), 6, "{in_b:?}");
+    assert!(
+        in_b.iter()
+            .all(|(actor, action)| actor == "peer:trust-a" && action == "pack.relay.in")
+    );
+    let acks_a = audited(&a, "pack.acknowledge").await;
+    assert_eq!(acks_a.len(), 6, "{acks_a:?}");
+    assert!(acks_a.iter().all(|(actor, _)| actor == "peer:trust-b"));
+    for daemon in [&a, &b] {
+        let out = daemon.admin(&["admin", "audit", "verify"]).await;
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+
+    // Neither daemon can read a pack: no pupil's name or UPN in either's
+    // files.
+    let needles: Vec<String> = records
+        .iter()
+        .flat_map(|r| [r.upn.clone(), r.surname.clone()])
+        .collect();
+    let (scanned, hits) = plaintext_hits(&[a.data.as_path(), b.data.as_path()], &needles);
+    assert!(hits.is_empty(), "plaintext found: {hits:?}");
+    assert!(scanned.files > 0, "{scanned:?}");
+}
+
+#[tokio::test]
+async fn issue23_packs_wait_for_a_peer_that_is_down_and_survive_kill9() {
+    let root = tempfile::tempdir().unwrap();
+    let (mut a, mut b, primary, secondary) = two_trusts(root.path()).await;
+    let a_fed = a.printed("federation on https://").await;
+    let b_fed = b.printed("federation on https://").await;
+    let again = |listen: &str| {
+        vec![
+            "--federation-listen".to_string(),
+            listen.to_string(),
+            "--federation-sync-secs".to_string(),
+            "1".to_string(),
+        ]
+    };
+
+    // B goes down; A's school sends all the same (A holds the packs).
+    b.kill9().await;
+    let records: Vec<_> = (1..=5).map(|n| pupil("Nakamura", n)).collect();
+    let out = send_records(&primary, root.path(), "9264002", &records).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    // A tries, fails, and is killed with its queue full; both come back.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    a.kill9().await;
+    let args = again(&a_fed);
+    a.restart(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        .await;
+    let args = again(&b_fed);
+    b.restart(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        .await;
+
+    // Every pack arrives exactly once, and the receipts come back.
+    listed_until(&secondary, &["inbox", "--json"], |l| l.len() == 5).await;
+    pull_and_ack(&secondary, &root.path().join("pulled"), "8612001", 5).await;
+    listed_until(&primary, &["sent", "--json"], |l| {
+        l.len() == 5 && l.iter().all(|p| p["state"] == "acknowledged")
+    })
+    .await;
+    assert_eq!(audited(&b, "pack.relay.in").await.len(), 5);
+    assert_eq!(audited(&a, "pack.relay.out").await.len(), 5);
 }

@@ -393,6 +393,10 @@ async fn reflection_answers_v1_and_v1alpha_with_health_listed() {
                 "{version}: {service} not in {names:?}"
             );
         }
+        assert!(
+            !names.iter().any(|n| n == "baton.v1.Federation"),
+            "{version}: the federation service is not served here: {names:?}"
+        );
         assert!(health_files > 0, "{version}: no descriptor for Health");
     }
 }

@@ -22,24 +22,62 @@ use crate::auth;
 use crate::cache::View;
 use crate::limits::Stream as LongCall;
 use crate::services::wire::{store_status, wire_status};
-use crate::store::{Committed, Route, Store, now_ms};
+use crate::store::{Committed, PeerLink, Route, Store, now_ms};
 
 /// How many times an upload is checked again when the directory changes
 /// under it before it gives up (each change is an enrolment or a revocation).
 const MAX_RECHECKS: usize = 4;
 
-/// The next message of an upload stream, or `DeadlineExceeded` when the
-/// client sends nothing for `idle`: a stalled or slowloris upload must not
+/// One message of a pack's stream: `Exchange.Upload`'s from a school, or
+/// `Federation.Relay`'s from a peer daemon.
+pub(crate) enum Part {
+    /// The signed header (boxed: it comes once, the chunks many times).
+    Header(Box<v1::PackHeader>),
+    /// The next piece of ciphertext.
+    Chunk(Vec<u8>),
+    /// A message with neither.
+    Empty,
+}
+
+/// A stream of a pack's messages, header first.
+pub(crate) trait PackStream: Send {
+    /// The next message; `None` at the end.
+    fn next_part(&mut self) -> impl Future<Output = Result<Option<Part>, Status>> + Send;
+}
+
+impl PackStream for Streaming<v1::UploadRequest> {
+    async fn next_part(&mut self) -> Result<Option<Part>, Status> {
+        Ok(self.message().await?.map(|m| match m.part {
+            Some(UpPart::Header(h)) => Part::Header(Box::new(h)),
+            Some(UpPart::Chunk(c)) => Part::Chunk(c),
+            None => Part::Empty,
+        }))
+    }
+}
+
+impl PackStream for Streaming<v1::RelayMessage> {
+    async fn next_part(&mut self) -> Result<Option<Part>, Status> {
+        use v1::relay_message::Part as RelayPart;
+        Ok(self.message().await?.map(|m| match m.part {
+            Some(RelayPart::Header(h)) => Part::Header(Box::new(h)),
+            Some(RelayPart::Chunk(c)) => Part::Chunk(c),
+            None => Part::Empty,
+        }))
+    }
+}
+
+/// The next message of a pack stream, or `DeadlineExceeded` when the
+/// sender sends nothing for `idle`: a stalled or slowloris upload must not
 /// hold a task, a connection and staged chunks for ever.
-async fn next_message(
-    stream: &mut Streaming<v1::UploadRequest>,
+pub(crate) async fn next_message(
+    stream: &mut impl PackStream,
     idle: Duration,
     too_slow_at: Option<Instant>,
-) -> Result<Option<v1::UploadRequest>, Status> {
+) -> Result<Option<Part>, Status> {
     let wait = too_slow_at.map_or(idle, |at| {
         idle.min(at.saturating_duration_since(Instant::now()))
     });
-    match tokio::time::timeout(wait, stream.message()).await {
+    match tokio::time::timeout(wait, stream.next_part()).await {
         Ok(message) => message,
         Err(_) if too_slow_at.is_some_and(|at| Instant::now() >= at) => {
             Err(Status::deadline_exceeded(
@@ -62,7 +100,7 @@ fn too_slow_at(started: Instant, grace: Duration, total: u64, min_rate: u64) -> 
 }
 
 /// Removes an upload's staged chunks if it does not finish.
-async fn discard<S: Store>(store: &S, upload_id: &str) {
+pub(crate) async fn discard<S: Store>(store: &S, upload_id: &str) {
     if let Err(e) = store.discard_upload(upload_id).await {
         tracing::error!(error = %e, upload_id, "could not discard a failed upload");
     }
@@ -336,40 +374,67 @@ impl<S: Store> Service<S> {
     /// names.
     async fn route(app: &App<S>, caller: &Laestab, to: &Laestab) -> Result<Route, Status> {
         let directory = app.directory.cached_view(&app.store);
-        let to_now = directory
-            .school(to)
+        if let Some(school) = directory.school(to).await.map_err(store_status)? {
+            return Ok(Route {
+                from: *caller,
+                to: school.info.laestab,
+                peer: None,
+            });
+        }
+        // A peer's school: stored under its current number, queued for
+        // relaying to that peer in the same transaction.
+        let peer = crate::federation::directory::peer_school(&app.store, to)
             .await
-            .map_err(store_status)?
-            .map_or(*to, |s| s.info.laestab);
-        Ok(Route {
-            from: *caller,
-            to: to_now,
-        })
+            .map_err(store_status)?;
+        Ok(
+            match peer.and_then(|s| Some((s.laestab.parse::<Laestab>().ok()?, s.peer))) {
+                Some((to_now, peer)) => Route {
+                    from: *caller,
+                    to: to_now,
+                    peer: Some(PeerLink::RelayTo(peer)),
+                },
+                None => Route {
+                    from: *caller,
+                    to: *to,
+                    peer: None,
+                },
+            },
+        )
     }
 
     /// Checks the recipient set against the destination's current keys.
-    async fn check_recipients(
+    pub(crate) async fn check_recipients(
         app: &App<S>,
         directory: &View<'_, S>,
         signed: &SignedHeader,
     ) -> Result<(), Status> {
         let h = signed.header();
-        let dest = directory
-            .school(&h.to)
-            .await
-            .map_err(store_status)?
-            .ok_or_else(|| {
-                Status::not_found(format!(
-                    "field `header.to`: school {} is not enrolled",
-                    h.to
-                ))
-            })?;
-        // With a directory key, only keys it endorsed count.
-        let expected: Vec<_> = recipients_for(h.kind, &dest.keys)
-            .into_iter()
-            .filter(|k| app.endorsed(&h.to, k))
-            .map(|k| k.key_id())
-            .collect();
+        let expected: Vec<_> = match directory.school(&h.to).await.map_err(store_status)? {
+            // With a directory key, only keys it endorsed count.
+            Some(dest) => recipients_for(h.kind, &dest.keys)
+                .into_iter()
+                .filter(|k| app.endorsed(&h.to, k))
+                .map(|k| k.key_id())
+                .collect(),
+            // A peer's school: its keys as its trust lists them (this
+            // trust's directory key does not endorse them).
+            None => {
+                let school = crate::federation::directory::peer_school(&app.store, &h.to)
+                    .await
+                    .map_err(store_status)?
+                    .ok_or_else(|| {
+                        Status::not_found(format!(
+                            "field `header.to`: school {} is not enrolled",
+                            h.to
+                        ))
+                    })?;
+                let keys = crate::federation::directory::keys_of(&school);
+                recipients_for(h.kind, &keys)
+                    .into_iter()
+                    .map(|k| k.key_id())
+                    .collect()
+            }
+        };
         if expected.is_empty() {
             return Err(Status::failed_precondition(format!(
                 "school {} has no active key a {} pack can be sealed to",
@@ -383,99 +448,6 @@ impl<S: Store> Service<S> {
             )));
         }
         Ok(())
-    }
-
-    /// Receives the chunks after the header, staging them as they come.
-    async fn receive(
-        app: &App<S>,
-        signed: &SignedHeader,
-        upload_id: &str,
-        mut stream: Streaming<v1::UploadRequest>,
-    ) -> Result<Vec<(i64, Vec<u8>)>, Status> {
-        let h = signed.header();
-        let mut hasher = Sha256::new();
-        let mut total: u64 = 0;
-        let mut idx: i64 = 0;
-        let mut buf: Vec<u8> = Vec::with_capacity(
-            usize::try_from(h.ciphertext_len).map_or(CHUNK_BYTES, |n| n.min(CHUNK_BYTES)),
-        );
-        let started = Instant::now();
-        while let Some(msg) = next_message(
-            &mut stream,
-            app.upload_idle_timeout,
-            Some(too_slow_at(
-                started,
-                app.upload_idle_timeout,
-                total,
-                app.upload_min_bytes_per_sec,
-            )),
-        )
-        .await?
-        {
-            let data = match msg.part {
-                Some(UpPart::Chunk(data)) => data,
-                Some(UpPart::Header(_)) => {
-                    return Err(Status::invalid_argument("field `part`: header sent twice"));
-                }
-                None => return Err(Status::invalid_argument("field `part`: empty message")),
-            };
-            total = total.saturating_add(data.len() as u64);
-            if total > app.max_pack_bytes {
-                return Err(Status::resource_exhausted(format!(
-                    "pack is larger than this server accepts ({} bytes)",
-                    app.max_pack_bytes
-                )));
-            }
-            if total > h.ciphertext_len {
-                return Err(Status::invalid_argument(format!(
-                    "field `header.ciphertext_length`: more than {} bytes received",
-                    h.ciphertext_len
-                )));
-            }
-            hasher.update(&data);
-            // A message that is exactly a chunk (as `baton send` sends
-            // them) is staged as it is; others fill a buffer of exactly
-            // CHUNK_BYTES, handed over when full. An upload holds about one
-            // chunk however large the pack is.
-            if buf.is_empty() && data.len() == CHUNK_BYTES {
-                app.store
-                    .stage_chunk(upload_id, idx, data)
-                    .await
-                    .map_err(store_status)?;
-                idx += 1;
-                continue;
-            }
-            let mut rest: &[u8] = &data;
-            while !rest.is_empty() {
-                let take = (CHUNK_BYTES - buf.len()).min(rest.len());
-                buf.extend_from_slice(&rest[..take]);
-                rest = &rest[take..];
-                if buf.len() == CHUNK_BYTES {
-                    let full = std::mem::replace(&mut buf, Vec::with_capacity(CHUNK_BYTES));
-                    app.store
-                        .stage_chunk(upload_id, idx, full)
-                        .await
-                        .map_err(store_status)?;
-                    idx += 1;
-                }
-            }
-        }
-        if total != h.ciphertext_len {
-            return Err(Status::invalid_argument(format!(
-                "field `header.ciphertext_length`: header says {} bytes, {total} received",
-                h.ciphertext_len
-            )));
-        }
-        if <[u8; 32]>::from(hasher.finalize()) != h.ciphertext_sha256 {
-            return Err(Status::invalid_argument(
-                "field `header.ciphertext_sha256`: the ciphertext received does not match",
-            ));
-        }
-        Ok(if buf.is_empty() {
-            Vec::new()
-        } else {
-            vec![(idx, buf)]
-        })
     }
 
     /// `Exchange.Upload`: the header first, checked, then the chunks, staged
@@ -493,12 +465,8 @@ impl<S: Store> Service<S> {
         let permit = self.app.streams.acquire(caller, LongCall::Upload)?;
         let mut stream = request.into_inner();
         let wire = match next_message(&mut stream, self.app.upload_idle_timeout, None).await? {
-            Some(v1::UploadRequest {
-                part: Some(UpPart::Header(h)),
-            }) => h,
-            Some(v1::UploadRequest {
-                part: Some(UpPart::Chunk(_)),
-            }) => {
+            Some(Part::Header(h)) => *h,
+            Some(Part::Chunk(_)) => {
                 return Err(Status::invalid_argument(
                     "field `part`: a chunk came before the header",
                 ));
@@ -543,7 +511,7 @@ impl<S: Store> Service<S> {
         let task = tokio::spawn(async move {
             let _permit = permit;
             let upload_id = hex::encode(rand::random::<[u8; 16]>());
-            let tail = match Self::receive(&app, &signed, &upload_id, stream).await {
+            let tail = match receive(&app, &signed, &upload_id, stream).await {
                 Ok(tail) => tail,
                 Err(status) => {
                     discard(&app.store, &upload_id).await;
@@ -576,4 +544,99 @@ impl<S: Store> Service<S> {
             checkpoint: self.app.checkpoint().await,
         }))
     }
+}
+
+/// Receives the chunks after the header, staging them as they come
+/// (`upload_id`'s), checked against the header's length and hash; returns
+/// the tail not yet staged.
+pub(crate) async fn receive<S: Store>(
+    app: &App<S>,
+    signed: &SignedHeader,
+    upload_id: &str,
+    mut stream: impl PackStream,
+) -> Result<Vec<(i64, Vec<u8>)>, Status> {
+    let h = signed.header();
+    let mut hasher = Sha256::new();
+    let mut total: u64 = 0;
+    let mut idx: i64 = 0;
+    let mut buf: Vec<u8> = Vec::with_capacity(
+        usize::try_from(h.ciphertext_len).map_or(CHUNK_BYTES, |n| n.min(CHUNK_BYTES)),
+    );
+    let started = Instant::now();
+    while let Some(msg) = next_message(
+        &mut stream,
+        app.upload_idle_timeout,
+        Some(too_slow_at(
+            started,
+            app.upload_idle_timeout,
+            total,
+            app.upload_min_bytes_per_sec,
+        )),
+    )
+    .await?
+    {
+        let data = match msg {
+            Part::Chunk(data) => data,
+            Part::Header(_) => {
+                return Err(Status::invalid_argument("field `part`: header sent twice"));
+            }
+            Part::Empty => return Err(Status::invalid_argument("field `part`: empty message")),
+        };
+        total = total.saturating_add(data.len() as u64);
+        if total > app.max_pack_bytes {
+            return Err(Status::resource_exhausted(format!(
+                "pack is larger than this server accepts ({} bytes)",
+                app.max_pack_bytes
+            )));
+        }
+        if total > h.ciphertext_len {
+            return Err(Status::invalid_argument(format!(
+                "field `header.ciphertext_length`: more than {} bytes received",
+                h.ciphertext_len
+            )));
+        }
+        hasher.update(&data);
+        // A message that is exactly a chunk (as `baton send` sends
+        // them) is staged as it is; others fill a buffer of exactly
+        // CHUNK_BYTES, handed over when full. An upload holds about one
+        // chunk however large the pack is.
+        if buf.is_empty() && data.len() == CHUNK_BYTES {
+            app.store
+                .stage_chunk(upload_id, idx, data)
+                .await
+                .map_err(store_status)?;
+            idx += 1;
+            continue;
+        }
+        let mut rest: &[u8] = &data;
+        while !rest.is_empty() {
+            let take = (CHUNK_BYTES - buf.len()).min(rest.len());
+            buf.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+            if buf.len() == CHUNK_BYTES {
+                let full = std::mem::replace(&mut buf, Vec::with_capacity(CHUNK_BYTES));
+                app.store
+                    .stage_chunk(upload_id, idx, full)
+                    .await
+                    .map_err(store_status)?;
+                idx += 1;
+            }
+        }
+    }
+    if total != h.ciphertext_len {
+        return Err(Status::invalid_argument(format!(
+            "field `header.ciphertext_length`: header says {} bytes, {total} received",
+            h.ciphertext_len
+        )));
+    }
+    if <[u8; 32]>::from(hasher.finalize()) != h.ciphertext_sha256 {
+        return Err(Status::invalid_argument(
+            "field `header.ciphertext_sha256`: the ciphertext received does not match",
+        ));
+    }
+    Ok(if buf.is_empty() {
+        Vec::new()
+    } else {
+        vec![(idx, buf)]
+    })
 }

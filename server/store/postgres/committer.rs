@@ -104,7 +104,7 @@ async fn batched(pool: &PgPool, batch: &[CommitRequest]) -> Result<Vec<Result<Co
         let mut q = QueryBuilder::<Db>::new(
             "INSERT INTO packs (pack_id, from_laestab, to_laestab, kind, created_at_ms, \
              ciphertext_length, ciphertext_sha256, sender_key_id, header, upload_id, chunks, \
-             status, uploaded_at_ms, supersedes, forwards) ",
+             status, uploaded_at_ms, supersedes, forwards, relay_to, relayed_from) ",
         );
         q.push_values(part, |mut row, (i, chunks, length)| {
             let r = &batch[*i];
@@ -123,7 +123,9 @@ async fn batched(pool: &PgPool, batch: &[CommitRequest]) -> Result<Vec<Result<Co
                 .push_bind("pending")
                 .push_bind(r.now_ms)
                 .push_bind(h.supersedes.map(|id| id.to_string()))
-                .push_bind(forwards(h));
+                .push_bind(forwards(h))
+                .push_bind(r.route.relay_to())
+                .push_bind(r.route.relayed_from());
         });
         q.push(" ON CONFLICT (pack_id) DO NOTHING RETURNING upload_id");
         let rows: Vec<(String,)> = q.build_query_as().fetch_all(&mut *conn).await?;
@@ -297,8 +299,8 @@ async fn commit_alone(pool: &PgPool, request: &CommitRequest) -> Result<Committe
     let inserted: Option<(i64,)> = sqlx::query_as(
         "INSERT INTO packs (pack_id, from_laestab, to_laestab, kind, created_at_ms, \
          ciphertext_length, ciphertext_sha256, sender_key_id, header, upload_id, chunks, \
-         status, uploaded_at_ms, supersedes, forwards) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'pending', $12, $13, $14) \
+         status, uploaded_at_ms, supersedes, forwards, relay_to, relayed_from) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'pending', $12, $13, $14, $15, $16) \
          ON CONFLICT (pack_id) DO NOTHING RETURNING seq",
     )
     .bind(h.pack_id.to_string())
@@ -315,6 +317,8 @@ async fn commit_alone(pool: &PgPool, request: &CommitRequest) -> Result<Committe
     .bind(now_ms)
     .bind(h.supersedes.map(|id| id.to_string()))
     .bind(forwards(h))
+    .bind(route.relay_to())
+    .bind(route.relayed_from())
     .fetch_optional(&mut *tx)
     .await?;
     if inserted.is_none() {

@@ -18,3 +18,4 @@ lifecycle_store!(Postgres, PgConnection, for_update = " FOR UPDATE");
 queue_writer!(PgPool, PgConnection, for_update = " FOR UPDATE");
 dashboard_store!(Postgres);
 peers_store!(Postgres);
+relays_store!(Postgres);

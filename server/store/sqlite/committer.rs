@@ -305,7 +305,7 @@ async fn insert_packs(conn: &mut SqliteConnection, to_store: &[ToStore<'_>]) -> 
         let mut q = QueryBuilder::<Db>::new(
             "INSERT INTO packs (pack_id, from_laestab, to_laestab, kind, created_at_ms, \
              ciphertext_length, ciphertext_sha256, sender_key_id, header, upload_id, chunks, \
-             status, uploaded_at_ms, supersedes, forwards) ",
+             status, uploaded_at_ms, supersedes, forwards, relay_to, relayed_from) ",
         );
         q.push_values(rows, |mut row, (request, h, len, chunks)| {
             row.push_bind(h.pack_id.to_string())
@@ -322,7 +322,9 @@ async fn insert_packs(conn: &mut SqliteConnection, to_store: &[ToStore<'_>]) -> 
                 .push_bind("pending")
                 .push_bind(request.now_ms)
                 .push_bind(h.supersedes.map(|id| id.to_string()))
-                .push_bind(forwards(h));
+                .push_bind(forwards(h))
+                .push_bind(request.route.relay_to())
+                .push_bind(request.route.relayed_from());
         });
         q.build().execute(&mut *conn).await?;
     }
@@ -418,8 +420,8 @@ async fn commit_one(conn: &mut SqliteConnection, request: &CommitRequest) -> Res
     sqlx::query(
         "INSERT INTO packs (pack_id, from_laestab, to_laestab, kind, created_at_ms, \
              ciphertext_length, ciphertext_sha256, sender_key_id, header, upload_id, chunks, \
-             status, uploaded_at_ms, supersedes, forwards) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
+             status, uploaded_at_ms, supersedes, forwards, relay_to, relayed_from) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?)",
     )
     .bind(h.pack_id.to_string())
     .bind(route.from.as_str())
@@ -435,6 +437,8 @@ async fn commit_one(conn: &mut SqliteConnection, request: &CommitRequest) -> Res
     .bind(now_ms)
     .bind(h.supersedes.map(|id| id.to_string()))
     .bind(forwards(h))
+    .bind(route.relay_to())
+    .bind(route.relayed_from())
     .execute(&mut *conn)
     .await?;
     append(conn, now_ms, event).await?;

@@ -10,3 +10,4 @@ queue_writer!(SqlitePool, SqliteConnection, for_update = "");
 lifecycle_store!(Sqlite, SqliteConnection, for_update = "");
 dashboard_store!(Sqlite);
 peers_store!(Sqlite);
+relays_store!(Sqlite);

@@ -1,0 +1,236 @@
+//! Store and forward between peers, the receiving trust's side: what
+//! `Federation.Relay` and `Federation.ReturnReceipt` check before anything
+//! is stored. A relayed pack must come from a school the calling peer
+//! serves (as its directory was last read here), be signed by an active
+//! key of that school (a child-protection file by a DSL key), be addressed
+//! to a school of this daemon and sealed to exactly that school's current
+//! keys; it is stored once by pack id and answered with this daemon's
+//! signed relay receipt. A returned receipt must be for a pack this daemon
+//! relayed to that same peer, signed by a key of the destination school
+//! the pack was sealed to.
+
+use baton::api::v1;
+use baton::keys::Role;
+use baton::pack::{Kind, SignedHeader, SignedReceipt};
+use prost::Message as _;
+use tonic::Status;
+
+use super::directory::{keys_of, peer_school};
+use crate::app::App;
+use crate::audit::Event;
+use crate::services::exchange::Service as Exchange;
+use crate::services::exchange::upload::{PackStream, Part, discard, next_message, receive};
+use crate::services::wire::{store_status, wire_status};
+use crate::store::{Acknowledged, Committed, PeerLink, Route, Store, now_ms};
+
+/// Receives, checks and stores a pack `peer` relays; its relay receipt.
+pub async fn relay<S: Store>(
+    app: &std::sync::Arc<App<S>>,
+    peer: &str,
+    mut stream: impl PackStream + 'static,
+) -> Result<v1::RelayReceipt, Status> {
+    let wire = match next_message(&mut stream, app.upload_idle_timeout, None).await? {
+        Some(Part::Header(h)) => *h,
+        _ => {
+            return Err(Status::invalid_argument(
+                "field `part`: the header must come first",
+            ));
+        }
+    };
+    let signed = SignedHeader::try_from(&wire).map_err(wire_status)?;
+    let header_bytes = v1::PackHeader::from(&signed).encode_to_vec();
+    let h = signed.header();
+    if h.ciphertext_len > app.max_pack_bytes {
+        return Err(Status::resource_exhausted(format!(
+            "pack of {} bytes is larger than this daemon accepts ({} bytes)",
+            h.ciphertext_len, app.max_pack_bytes
+        )));
+    }
+    // The sender: a school this peer serves, and its key.
+    let sender = peer_school(&app.store, &h.from)
+        .await
+        .map_err(store_status)?
+        .filter(|s| s.peer == peer)
+        .ok_or_else(|| {
+            Status::permission_denied(format!(
+                "field `header.from`: school {} is not one that {peer} serves",
+                h.from
+            ))
+        })?;
+    let key = keys_of(&sender)
+        .into_iter()
+        .find(|k| k.key_id() == h.sender_key_id && k.is_active())
+        .ok_or_else(|| {
+            Status::permission_denied(format!(
+                "field `header.sender_key_id`: not an active key of school {}",
+                h.from
+            ))
+        })?;
+    if h.kind == Kind::Safeguarding && !key.roles.contains(&Role::Dsl) {
+        return Err(Status::permission_denied(
+            "a child-protection file is sent by the school's DSL: the key that signed this one does not hold the dsl role",
+        ));
+    }
+    signed
+        .verify(&key.public)
+        .map_err(|e| Status::invalid_argument(format!("field `header.signature`: {e}")))?;
+    // The destination: one of this daemon's schools, sealed to its keys.
+    let directory = app.directory.view(&app.store).await.map_err(store_status)?;
+    let dest = directory
+        .school(&h.to)
+        .await
+        .map_err(store_status)?
+        .ok_or_else(|| {
+            Status::not_found(format!(
+                "field `header.to`: school {} is not enrolled here",
+                h.to
+            ))
+        })?;
+    Exchange::check_recipients(app, &directory, &signed).await?;
+    let stored_receipt = |stored_at_ms: i64| {
+        let statement = super::relay::receipt_statement(
+            &h.pack_id.to_string(),
+            &h.ciphertext_sha256,
+            &h.to.to_string(),
+            stored_at_ms,
+        );
+        v1::RelayReceipt {
+            pack_id: h.pack_id.to_string(),
+            ciphertext_sha256: h.ciphertext_sha256.to_vec(),
+            to: h.to.to_string(),
+            stored_at_ms,
+            signature: app.notary.sign_statement(&statement).to_vec(),
+        }
+    };
+    if let Some(existing) = app.store.pack(h.pack_id).await.map_err(store_status)? {
+        if existing.header == header_bytes {
+            return Ok(stored_receipt(existing.uploaded_at_ms));
+        }
+        return Err(Status::already_exists(format!(
+            "another pack with id {} is stored",
+            h.pack_id
+        )));
+    }
+    let upload_id = hex::encode(rand::random::<[u8; 16]>());
+    let tail = match receive(app, &signed, &upload_id, stream).await {
+        Ok(tail) => tail,
+        Err(status) => {
+            discard(&app.store, &upload_id).await;
+            return Err(status);
+        }
+    };
+    let route = Route {
+        from: h.from,
+        to: dest.info.laestab,
+        peer: Some(PeerLink::RelayedFrom(peer.to_string())),
+    };
+    let event = Event::by_peer(peer, "pack.relay.in", h.pack_id);
+    let committed = app
+        .store
+        .commit_upload(
+            &upload_id,
+            &signed,
+            &header_bytes,
+            tail,
+            now_ms(),
+            event,
+            None,
+            Some(route),
+        )
+        .await;
+    let at = match committed {
+        Ok(Committed::Stored(at) | Committed::AlreadyStored(at)) => at,
+        Ok(Committed::Conflict) => {
+            return Err(Status::already_exists(format!(
+                "another pack with id {} is stored",
+                h.pack_id
+            )));
+        }
+        Ok(Committed::DirectoryMoved) => {
+            discard(&app.store, &upload_id).await;
+            return Err(Status::unavailable("the directory moved; relay again"));
+        }
+        Err(e) => {
+            discard(&app.store, &upload_id).await;
+            return Err(store_status(e));
+        }
+    };
+    tracing::info!(pack = %h.pack_id, peer, to = %h.to, bytes = h.ciphertext_len, "relayed pack stored");
+    Ok(stored_receipt(at))
+}
+
+/// Checks and records the receipt `peer` passes back for a pack this
+/// daemon relayed to it; when it was recorded.
+pub async fn return_receipt<S: Store>(
+    app: &App<S>,
+    peer: &str,
+    wire: &v1::Receipt,
+) -> Result<i64, Status> {
+    let signed = SignedReceipt::try_from(wire).map_err(wire_status)?;
+    let r = signed.receipt();
+    let pack = app
+        .store
+        .pack(r.pack_id)
+        .await
+        .map_err(store_status)?
+        .ok_or_else(|| Status::not_found(format!("no pack {}", r.pack_id)))?;
+    let state = app
+        .store
+        .relay_state(&r.pack_id.to_string())
+        .await
+        .map_err(store_status)?
+        .unwrap_or_default();
+    if state.relay_to.as_deref() != Some(peer) {
+        return Err(Status::permission_denied(format!(
+            "pack {} was not relayed to {peer}",
+            r.pack_id
+        )));
+    }
+    if pack.ciphertext_sha256 != r.ciphertext_sha256 {
+        return Err(Status::invalid_argument(
+            "field `receipt.ciphertext_sha256`: does not match the stored pack",
+        ));
+    }
+    let header = v1::PackHeader::decode(pack.header.as_slice())
+        .map_err(|_| Status::unavailable("storage failure"))?;
+    let key_id = r.recipient_key_id.to_string();
+    if !header.recipient_key_ids.contains(&key_id) {
+        return Err(Status::permission_denied(format!(
+            "pack {} was not sealed to key {key_id}",
+            r.pack_id
+        )));
+    }
+    let school = peer_school(&app.store, &pack.to)
+        .await
+        .map_err(store_status)?
+        .filter(|s| s.peer == peer)
+        .ok_or_else(|| {
+            Status::failed_precondition(format!("school {} is not listed by {peer} now", pack.to))
+        })?;
+    let key = keys_of(&school)
+        .into_iter()
+        .find(|k| k.key_id() == r.recipient_key_id)
+        .ok_or_else(|| {
+            Status::failed_precondition(format!(
+                "key {key_id} is not listed for school {} by {peer} now",
+                pack.to
+            ))
+        })?;
+    signed
+        .verify(&key.public)
+        .map_err(|e| Status::invalid_argument(format!("field `receipt.signature`: {e}")))?;
+    let bytes = v1::Receipt::from(&signed).encode_to_vec();
+    let event = Event::by_peer(peer, "pack.acknowledge", r.pack_id);
+    match app
+        .store
+        .acknowledge(r.pack_id, &bytes, now_ms(), event)
+        .await
+        .map_err(store_status)?
+    {
+        Acknowledged::At(at) => Ok(at),
+        Acknowledged::Conflict => Err(Status::already_exists(format!(
+            "pack {} is already acknowledged with another receipt",
+            r.pack_id
+        ))),
+    }
+}

@@ -1,0 +1,252 @@
+//! The relay queues between peer daemons, kept in the packs table so they
+//! survive restarts and kill -9 (docs/federation.md): on the sending
+//! trust's daemon, packs addressed to a peer's school wait (`relay_to`)
+//! until the peer's signed relay receipt is recorded, retried with backoff;
+//! on the receiving trust's daemon, packs relayed in (`relayed_from`) whose
+//! school has acknowledged them wait until the receipt is passed back.
+//! Both are written with the pack row by the commit, so nothing is queued
+//! that is not stored, and nothing stored misses its queue.
+//!
+//! [`relays_store!`] writes the statements once for both backends.
+
+use std::future::Future;
+
+use super::error::Result;
+use crate::audit;
+
+/// A pack waiting to be relayed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayJob {
+    /// The pack id.
+    pub pack_id: String,
+    /// The peer it goes to.
+    pub peer: String,
+    /// Tries so far.
+    pub attempts: i64,
+}
+
+/// A receipt waiting to be passed back to the peer a pack came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceiptJob {
+    /// The pack id.
+    pub pack_id: String,
+    /// The peer it came from.
+    pub peer: String,
+    /// The school's signed receipt (`baton.v1.Receipt`).
+    pub receipt: Vec<u8>,
+}
+
+/// A pack's relay state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RelayState {
+    /// The peer it is relayed to.
+    pub relay_to: Option<String>,
+    /// When the peer's relay receipt came.
+    pub relayed_at_ms: Option<i64>,
+    /// Why the last try failed.
+    pub error: Option<String>,
+    /// Tries so far.
+    pub attempts: i64,
+    /// The peer it was relayed from.
+    pub relayed_from: Option<String>,
+}
+
+/// The relay queues.
+pub trait Relays: Send + Sync {
+    /// Up to `limit` packs to relay whose next try is due at `now_ms`,
+    /// oldest first (withdrawn and purged ones are not relayed).
+    fn relays_due(
+        &self,
+        now_ms: i64,
+        limit: i64,
+    ) -> impl Future<Output = Result<Vec<RelayJob>>> + Send;
+
+    /// Records the peer's relay receipt for `pack_id` and audits `event`;
+    /// `false` if it was already recorded.
+    fn relay_done(
+        &self,
+        pack_id: &str,
+        receipt: &[u8],
+        now_ms: i64,
+        event: audit::Event,
+    ) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Records a failed try, and when to try again.
+    fn relay_failed(
+        &self,
+        pack_id: &str,
+        error: &str,
+        next_at_ms: i64,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Up to `limit` receipts to pass back, oldest first.
+    fn receipts_due(&self, limit: i64) -> impl Future<Output = Result<Vec<ReceiptJob>>> + Send;
+
+    /// Records that the peer took the receipt of `pack_id`, and audits
+    /// `event`.
+    fn receipt_returned(
+        &self,
+        pack_id: &str,
+        now_ms: i64,
+        event: audit::Event,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// The relay state of `pack_id`, `None` if no such pack.
+    fn relay_state(&self, pack_id: &str)
+    -> impl Future<Output = Result<Option<RelayState>>> + Send;
+}
+
+/// Implements [`Relays`] for `$store` (with `begin` and `append` of its
+/// backend in scope).
+macro_rules! relays_store {
+    ($store:ty) => {
+        impl $crate::store::relays::Relays for $store {
+            async fn relays_due(
+                &self,
+                now_ms: i64,
+                limit: i64,
+            ) -> $crate::store::Result<Vec<$crate::store::relays::RelayJob>> {
+                let rows: Vec<(String, String, i64)> = sqlx::query_as(
+                    "SELECT pack_id, relay_to, relay_attempts FROM packs \
+                     WHERE relay_to IS NOT NULL AND relayed_at_ms IS NULL \
+                     AND deleted_at_ms IS NULL AND recalled_at_ms IS NULL \
+                     AND (relay_next_at_ms IS NULL OR relay_next_at_ms <= $1) \
+                     ORDER BY seq LIMIT $2",
+                )
+                .bind(now_ms)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(
+                        |(pack_id, peer, attempts)| $crate::store::relays::RelayJob {
+                            pack_id,
+                            peer,
+                            attempts,
+                        },
+                    )
+                    .collect())
+            }
+
+            async fn relay_done(
+                &self,
+                pack_id: &str,
+                receipt: &[u8],
+                now_ms: i64,
+                event: $crate::audit::Event,
+            ) -> $crate::store::Result<bool> {
+                let mut tx = begin(&self.pool).await?;
+                let done = sqlx::query(
+                    "UPDATE packs SET relayed_at_ms = $1, relay_receipt = $2, \
+                     relay_error = NULL WHERE pack_id = $3 AND relayed_at_ms IS NULL",
+                )
+                .bind(now_ms)
+                .bind(receipt)
+                .bind(pack_id)
+                .execute(&mut *tx)
+                .await?;
+                let recorded = done.rows_affected() > 0;
+                if recorded {
+                    append(&mut tx, now_ms, &event).await?;
+                }
+                tx.commit().await?;
+                Ok(recorded)
+            }
+
+            async fn relay_failed(
+                &self,
+                pack_id: &str,
+                error: &str,
+                next_at_ms: i64,
+            ) -> $crate::store::Result<()> {
+                sqlx::query(
+                    "UPDATE packs SET relay_attempts = relay_attempts + 1, relay_error = $1, \
+                     relay_next_at_ms = $2 WHERE pack_id = $3",
+                )
+                .bind(error)
+                .bind(next_at_ms)
+                .bind(pack_id)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn receipts_due(
+                &self,
+                limit: i64,
+            ) -> $crate::store::Result<Vec<$crate::store::relays::ReceiptJob>> {
+                let rows: Vec<(String, String, Vec<u8>)> = sqlx::query_as(
+                    "SELECT pack_id, relayed_from, receipt FROM packs \
+                     WHERE relayed_from IS NOT NULL AND receipt_returned_at_ms IS NULL \
+                     AND receipt IS NOT NULL ORDER BY seq LIMIT $1",
+                )
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(
+                        |(pack_id, peer, receipt)| $crate::store::relays::ReceiptJob {
+                            pack_id,
+                            peer,
+                            receipt,
+                        },
+                    )
+                    .collect())
+            }
+
+            async fn receipt_returned(
+                &self,
+                pack_id: &str,
+                now_ms: i64,
+                event: $crate::audit::Event,
+            ) -> $crate::store::Result<()> {
+                let mut tx = begin(&self.pool).await?;
+                let done = sqlx::query(
+                    "UPDATE packs SET receipt_returned_at_ms = $1 \
+                     WHERE pack_id = $2 AND receipt_returned_at_ms IS NULL",
+                )
+                .bind(now_ms)
+                .bind(pack_id)
+                .execute(&mut *tx)
+                .await?;
+                if done.rows_affected() > 0 {
+                    append(&mut tx, now_ms, &event).await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn relay_state(
+                &self,
+                pack_id: &str,
+            ) -> $crate::store::Result<Option<$crate::store::relays::RelayState>> {
+                let row: Option<(
+                    Option<String>,
+                    Option<i64>,
+                    Option<String>,
+                    i64,
+                    Option<String>,
+                )> = sqlx::query_as(
+                    "SELECT relay_to, relayed_at_ms, relay_error, relay_attempts, relayed_from \
+                     FROM packs WHERE pack_id = $1",
+                )
+                .bind(pack_id)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(
+                    row.map(|(relay_to, relayed_at_ms, error, attempts, relayed_from)| {
+                        $crate::store::relays::RelayState {
+                            relay_to,
+                            relayed_at_ms,
+                            error,
+                            attempts,
+                            relayed_from,
+                        }
+                    }),
+                )
+            }
+        }
+    };
+}

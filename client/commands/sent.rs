@@ -91,7 +91,10 @@ impl Row {
 
     /// Still with the destination to act on: not withdrawn, purged or unsent.
     fn open(&self) -> bool {
-        matches!(self.state, "pending" | "downloaded" | "acknowledged")
+        matches!(
+            self.state,
+            "pending" | "downloaded" | "relayed" | "acknowledged"
+        )
     }
 
     pub(crate) fn overdue(&self) -> bool {
@@ -293,6 +296,7 @@ pub(crate) async fn collect(home: &Home) -> Result<(Vec<Row>, bool)> {
                 Ok(v1::PackState::Acknowledged) if verified => "acknowledged",
                 Ok(v1::PackState::Acknowledged) => "receipt does not verify",
                 Ok(v1::PackState::Downloaded) => "downloaded",
+                Ok(v1::PackState::Relayed) => "relayed",
                 Ok(v1::PackState::Superseded) => "superseded",
                 Ok(v1::PackState::Recalled) if recall.is_some() => "recalled",
                 Ok(v1::PackState::RecallRequested) if recall.is_some() => "recall_requested",

@@ -152,6 +152,9 @@ fn state(p: &StoredPack) -> v1::PackState {
         _ if p.superseded_by.is_some() => v1::PackState::Superseded,
         PackStatus::Recalled => v1::PackState::Recalled,
         _ if p.recalled_at_ms.is_some() => v1::PackState::RecallRequested,
+        PackStatus::Pending | PackStatus::Downloaded if p.relay_to.is_some() => {
+            v1::PackState::Relayed
+        }
         PackStatus::Pending => v1::PackState::Pending,
         PackStatus::Downloaded => v1::PackState::Downloaded,
         PackStatus::Acknowledged => v1::PackState::Acknowledged,

@@ -112,6 +112,12 @@ pub struct StoredPack {
     pub forwards: Option<PackId>,
     /// The pack that forwards this one to the school the pupil joined.
     pub readdressed_as: Option<PackId>,
+    /// The peer daemon it is relayed to (addressed to that peer's school).
+    pub relay_to: Option<String>,
+    /// When that peer confirmed it holds the pack (its relay receipt).
+    pub relayed_at_ms: Option<i64>,
+    /// The peer daemon it was relayed from (sent by that peer's school).
+    pub relayed_from: Option<String>,
 }
 
 /// The schools a pack is stored under, when its header names a former

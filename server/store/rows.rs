@@ -31,6 +31,9 @@ pub struct PackRow {
     purge_reason: Option<String>,
     forwards: Option<String>,
     readdressed_as: Option<String>,
+    relay_to: Option<String>,
+    relayed_at_ms: Option<i64>,
+    relayed_from: Option<String>,
 }
 
 /// A key row as both databases return it.
@@ -102,6 +105,9 @@ pub fn pack_from_row(row: PackRow) -> Result<StoredPack> {
         purge_reason: row.purge_reason,
         forwards: pack_id(row.forwards, "forwards")?,
         readdressed_as: pack_id(row.readdressed_as, "readdressed_as")?,
+        relay_to: row.relay_to,
+        relayed_at_ms: row.relayed_at_ms,
+        relayed_from: row.relayed_from,
     })
 }
 

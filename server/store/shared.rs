@@ -25,7 +25,7 @@ macro_rules! pack_columns {
         "seq, header, from_laestab, to_laestab, ciphertext_sha256, upload_id, chunks, status, \
          uploaded_at_ms, downloaded_at_ms, acknowledged_at_ms, receipt, supersedes, \
          superseded_by, recall, recalled_at_ms, deleted_at_ms, purged_at_ms, purge_reason, \
-         forwards, readdressed_as"
+         forwards, readdressed_as, relay_to, relayed_at_ms, relayed_from"
     };
 }
 

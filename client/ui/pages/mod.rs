@@ -94,6 +94,7 @@ pub(super) fn plain(state: &str) -> String {
     match state {
         "pending" => "waiting to be collected".into(),
         "downloaded" => "collected, receipt not confirmed yet".into(),
+        "relayed" => "passed to the other trust's server, receipt not confirmed yet".into(),
         "acknowledged" => "receipt confirmed".into(),
         "readdressed" => "forwarded by the trust".into(),
         "superseded" => "replaced by a correction".into(),

@@ -30,6 +30,17 @@ pub const DEFAULT_UPLOAD_IDLE_TIMEOUT_SECS: u64 = 60;
 /// Default seconds between reads of each peer's directory.
 pub const DEFAULT_FEDERATION_SYNC_SECS: u64 = 60;
 
+/// What one federation peer may relay to this daemon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerLimits {
+    /// Packs a minute.
+    pub packs_per_minute: u32,
+    /// Relays at once.
+    pub concurrent: u32,
+    /// Ciphertext waiting (relayed here, not acknowledged), bytes.
+    pub quota_bytes: u64,
+}
+
 /// The database a configuration names.
 #[derive(Clone, PartialEq, Eq)]
 pub enum Database {
@@ -137,6 +148,16 @@ pub struct ServeArgs {
     /// Seconds between reads of each peer's directory [default: 60].
     #[arg(long, env = "BATON_FEDERATION_SYNC_SECS", value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
     pub federation_sync_secs: Option<u64>,
+    /// Most packs one peer may relay here a minute [default: 600].
+    #[arg(long, env = "BATON_FEDERATION_PEER_PACKS_PER_MINUTE", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub federation_peer_packs_per_minute: Option<u32>,
+    /// Most relays from one peer at once [default: 4].
+    #[arg(long, env = "BATON_FEDERATION_PEER_CONCURRENT", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub federation_peer_concurrent: Option<u32>,
+    /// Most ciphertext one peer's schools may have waiting here for this
+    /// daemon's schools (relayed, not acknowledged) [default: 21474836480].
+    #[arg(long, env = "BATON_FEDERATION_PEER_QUOTA_BYTES", value_name = "BYTES")]
+    pub federation_peer_quota_bytes: Option<u64>,
     /// Largest pack (ciphertext bytes) accepted [default: 268435456].
     #[arg(long, env = "BATON_MAX_PACK_BYTES", value_name = "BYTES")]
     pub max_pack_bytes: Option<u64>,
@@ -195,6 +216,9 @@ struct FileConfig {
     http_listen: Option<SocketAddr>,
     federation_listen: Option<SocketAddr>,
     federation_sync_secs: Option<u64>,
+    federation_peer_packs_per_minute: Option<u32>,
+    federation_peer_concurrent: Option<u32>,
+    federation_peer_quota_bytes: Option<u64>,
     log_format: Option<LogFormat>,
     max_pack_bytes: Option<u64>,
     enrolment_code_hours: Option<u64>,
@@ -234,6 +258,8 @@ pub struct Config {
     pub federation_listen: Option<SocketAddr>,
     /// Seconds between reads of each peer's directory.
     pub federation_sync_secs: u64,
+    /// What one peer may relay here.
+    pub peer_limits: PeerLimits,
     /// Log format.
     pub log_format: LogFormat,
     /// Largest pack accepted.
@@ -288,6 +314,7 @@ impl fmt::Debug for Config {
             .field("http_listen", &self.http_listen)
             .field("federation_listen", &self.federation_listen)
             .field("federation_sync_secs", &self.federation_sync_secs)
+            .field("peer_limits", &self.peer_limits)
             .field("log_format", &self.log_format)
             .field("max_pack_bytes", &self.max_pack_bytes)
             .field("enrolment_code_hours", &self.enrolment_code_hours)
@@ -394,6 +421,22 @@ impl Config {
                 .or(file.federation_sync_secs)
                 .unwrap_or(DEFAULT_FEDERATION_SYNC_SECS)
                 .max(1),
+            peer_limits: PeerLimits {
+                packs_per_minute: serve
+                    .federation_peer_packs_per_minute
+                    .or(file.federation_peer_packs_per_minute)
+                    .unwrap_or(600)
+                    .max(1),
+                concurrent: serve
+                    .federation_peer_concurrent
+                    .or(file.federation_peer_concurrent)
+                    .unwrap_or(4)
+                    .max(1),
+                quota_bytes: serve
+                    .federation_peer_quota_bytes
+                    .or(file.federation_peer_quota_bytes)
+                    .unwrap_or(20 * 1024 * 1024 * 1024),
+            },
             log_format: common.log_format.or(file.log_format).unwrap_or_default(),
             max_pack_bytes: serve
                 .max_pack_bytes
@@ -522,6 +565,11 @@ insecure_loopback = false
 # directory is read, seconds. Off unless set.
 # federation_listen = "0.0.0.0:50052"
 federation_sync_secs = 60
+# What one peer may relay here: packs a minute, relays at once, and the
+# ciphertext its schools may have waiting for this trust's schools (20 GiB).
+federation_peer_packs_per_minute = 600
+federation_peer_concurrent = 4
+federation_peer_quota_bytes = 21474836480
 
 # Log format on stderr: "text" or "json".
 log_format = "text"
@@ -653,6 +701,11 @@ mod tests {
             http_listen: None,
             federation_listen: None,
             federation_sync_secs: 60,
+            peer_limits: PeerLimits {
+                packs_per_minute: 600,
+                concurrent: 4,
+                quota_bytes: 1,
+            },
             log_format: LogFormat::Text,
             max_pack_bytes: 1,
             enrolment_code_hours: 1,

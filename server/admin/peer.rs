@@ -205,7 +205,7 @@ pub async fn run<S: Store>(
             {
                 Ok(()) => {}
                 Err(StoreError::Conflict(_)) => bail!(
-                    "a peer named {:?} or with the same daemon key is already added: \
+                    "a peer named {:?}, or with the same daemon key or federation CA, is already added: \
                      `batond admin peer remove {}` first to replace it",
                     peer.name,
                     peer.name
@@ -287,7 +287,11 @@ pub async fn run<S: Store>(
                 peer.url, answer.caller_name, answer.schools
             )?;
             for problem in &answer.problems {
-                writeln!(out, "  left out: {problem}")?;
+                writeln!(
+                    out,
+                    "  left out: {}",
+                    crate::federation::sync::clean(problem)
+                )?;
             }
         }
         PeerCommand::Remove { name } => {

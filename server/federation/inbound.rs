@@ -27,6 +27,7 @@ use crate::store::{Acknowledged, Committed, PeerLink, Route, Store, now_ms};
 pub async fn relay<S: Store>(
     app: &std::sync::Arc<App<S>>,
     peer: &str,
+    quota_bytes: u64,
     mut stream: impl PackStream + 'static,
 ) -> Result<v1::RelayReceipt, Status> {
     let wire = match next_message(&mut stream, app.upload_idle_timeout, None).await? {
@@ -45,6 +46,14 @@ pub async fn relay<S: Store>(
             "pack of {} bytes is larger than this daemon accepts ({} bytes)",
             h.ciphertext_len, app.max_pack_bytes
         )));
+    }
+    // Corrections and the escrow's re-addressing name packs by id: they
+    // stay within one trust (a peer could otherwise withdraw packs it
+    // did not send).
+    if h.supersedes.is_some() || h.forwarded.is_some() || h.to.is_escrow() {
+        return Err(Status::failed_precondition(
+            "corrections, re-addressed packs and packs to the escrow do not cross between trusts",
+        ));
     }
     // The sender: a school this peer serves, and its key.
     let sender = peer_school(&app.store, &h.from)
@@ -111,6 +120,17 @@ pub async fn relay<S: Store>(
             h.pack_id
         )));
     }
+    let waiting = app
+        .store
+        .peer_outstanding_bytes(peer)
+        .await
+        .map_err(store_status)?;
+    if waiting.saturating_add(h.ciphertext_len) > quota_bytes {
+        return Err(Status::resource_exhausted(format!(
+            "{peer}'s schools already have {waiting} bytes waiting here for this trust's schools to collect, \
+             and its quota is {quota_bytes} bytes: relay again once they have acknowledged earlier packs"
+        )));
+    }
     let upload_id = hex::encode(rand::random::<[u8; 16]>());
     let tail = match receive(app, &signed, &upload_id, stream).await {
         Ok(tail) => tail,
@@ -141,6 +161,7 @@ pub async fn relay<S: Store>(
     let at = match committed {
         Ok(Committed::Stored(at) | Committed::AlreadyStored(at)) => at,
         Ok(Committed::Conflict) => {
+            discard(&app.store, &upload_id).await;
             return Err(Status::already_exists(format!(
                 "another pack with id {} is stored",
                 h.pack_id
@@ -180,7 +201,7 @@ pub async fn return_receipt<S: Store>(
         .await
         .map_err(store_status)?
         .unwrap_or_default();
-    if state.relay_to.as_deref() != Some(peer) {
+    if state.relay_to.as_deref() != Some(peer) || state.relayed_at_ms.is_none() {
         return Err(Status::permission_denied(format!(
             "pack {} was not relayed to {peer}",
             r.pack_id

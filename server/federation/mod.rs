@@ -24,6 +24,7 @@ use rcgen::{
 pub mod descriptor;
 pub mod directory;
 pub mod inbound;
+pub mod limits;
 pub mod relay;
 pub mod service;
 pub mod sync;
@@ -66,6 +67,7 @@ pub async fn serve<S: crate::store::Store>(
     let service = baton::api::v1::federation_server::FederationServer::new(service::Service::new(
         app.clone(),
         verifier.clone(),
+        limits::Limits::new(config.peer_limits),
     ))
     .max_decoding_message_size(crate::services::MAX_MESSAGE_BYTES)
     .max_encoding_message_size(crate::services::MAX_MESSAGE_BYTES);

@@ -100,12 +100,19 @@ struct Links {
 }
 
 impl Links {
-    /// A client for `peer`, connecting if needed; `None` while paused.
+    /// A client for `peer`, connecting if needed (a peer that cannot be
+    /// reached is paused).
     async fn client(&mut self, peer: &Peer) -> anyhow::Result<FederationClient<Channel>> {
         if let Some(ch) = self.channels.get(&peer.name) {
             return Ok(client(ch.clone()));
         }
-        let ch = channel(peer, &self.data_dir).await?;
+        let ch = match channel(peer, &self.data_dir).await {
+            Ok(ch) => ch,
+            Err(e) => {
+                self.failed(&peer.name);
+                return Err(e);
+            }
+        };
         self.channels.insert(peer.name.clone(), ch.clone());
         Ok(client(ch))
     }
@@ -197,15 +204,19 @@ async fn relay_due<S: Store>(app: &Arc<App<S>>, links: &mut Links, peers: &[Peer
         }
     };
     for job in jobs {
-        if links.is_paused(&job.peer) {
-            continue;
-        }
-        let outcome = match peers.iter().find(|p| p.name == job.peer) {
-            Some(peer) => relay_one(app, links, peer, &job.pack_id).await,
-            None => Err(anyhow::anyhow!(
-                "peer {} is no longer added here; the pack waits until it is added again or is withdrawn",
+        let outcome = if links.is_paused(&job.peer) {
+            Err(anyhow::anyhow!(
+                "peer {} could not be reached a moment ago",
                 job.peer
-            )),
+            ))
+        } else {
+            match peers.iter().find(|p| p.name == job.peer) {
+                Some(peer) => relay_one(app, links, peer, &job.pack_id).await,
+                None => Err(anyhow::anyhow!(
+                    "peer {} is no longer added here; the pack waits until it is added again",
+                    job.peer
+                )),
+            }
         };
         let now = now_ms();
         let written = match outcome {
@@ -218,7 +229,7 @@ async fn relay_due<S: Store>(app: &Arc<App<S>>, links: &mut Links, peers: &[Peer
                     .map(|_| ())
             }
             Err(e) => {
-                let error = format!("{e:#}");
+                let error = super::sync::clean(&format!("{e:#}"));
                 tracing::warn!(pack = %job.pack_id, peer = %job.peer, error = %error, "relaying a pack failed; will try again");
                 app.store
                     .relay_failed(&job.pack_id, &error, now + backoff_ms(job.attempts))
@@ -233,7 +244,7 @@ async fn relay_due<S: Store>(app: &Arc<App<S>>, links: &mut Links, peers: &[Peer
 
 /// One pass over the receipts to pass back.
 async fn return_due<S: Store>(app: &Arc<App<S>>, links: &mut Links, peers: &[Peer]) {
-    let jobs = match app.store.receipts_due(BATCH).await {
+    let jobs = match app.store.receipts_due(now_ms(), BATCH).await {
         Ok(jobs) => jobs,
         Err(e) => {
             tracing::error!(error = %e, "reading the receipts to return failed");
@@ -281,8 +292,12 @@ async fn return_due<S: Store>(app: &Arc<App<S>>, links: &mut Links, peers: &[Pee
                 }
             }
             Err(e) => {
-                tracing::warn!(pack = %job.pack_id, peer = %peer.name, error = format!("{e:#}"), "passing a receipt back failed; will try again");
-                links.failed(&peer.name);
+                let error = super::sync::clean(&format!("{e:#}"));
+                tracing::warn!(pack = %job.pack_id, peer = %peer.name, error = %error, "passing a receipt back failed; will try again");
+                let next = now_ms() + backoff_ms(job.attempts);
+                if let Err(e) = app.store.relay_failed(&job.pack_id, &error, next).await {
+                    tracing::error!(error = %e, pack = %job.pack_id, "recording a failed receipt return failed");
+                }
             }
         }
     }

@@ -9,6 +9,7 @@ use baton::api::v1;
 use baton::api::v1::federation_server::Federation;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::limits::Limits;
 use super::tls::PeerVerifier;
 use crate::app::App;
 use crate::services::wire::{school_message, store_status};
@@ -18,12 +19,17 @@ use crate::store::{Store, now_ms};
 pub struct Service<S> {
     app: Arc<App<S>>,
     verifier: Arc<PeerVerifier>,
+    limits: Limits,
 }
 
 impl<S> Service<S> {
     /// The service.
-    pub fn new(app: Arc<App<S>>, verifier: Arc<PeerVerifier>) -> Self {
-        Self { app, verifier }
+    pub fn new(app: Arc<App<S>>, verifier: Arc<PeerVerifier>, limits: Limits) -> Self {
+        Self {
+            app,
+            verifier,
+            limits,
+        }
     }
 
     /// The name of the calling peer.
@@ -60,8 +66,14 @@ impl<S: Store> Federation for Service<S> {
         let caller = self.caller(&request)?;
         let schools = self.app.store.list_schools().await.map_err(store_status)?;
         tracing::debug!(peer = %caller, schools = schools.len(), "directory read by a peer");
+        // The trust's escrow receives re-addressed packs of its own trust
+        // only: it is not offered to peers.
         Ok(Response::new(v1::PeerSchoolsResponse {
-            schools: schools.iter().map(|s| school_message(s, true)).collect(),
+            schools: schools
+                .iter()
+                .filter(|s| !s.info.laestab.is_escrow())
+                .map(|s| school_message(s, true))
+                .collect(),
         }))
     }
 
@@ -70,7 +82,19 @@ impl<S: Store> Federation for Service<S> {
         request: Request<Streaming<v1::RelayMessage>>,
     ) -> Result<Response<v1::RelayReceipt>, Status> {
         let caller = self.caller(&request)?;
-        let receipt = super::inbound::relay(&self.app, &caller, request.into_inner()).await?;
+        let permit = self.limits.admit(&caller)?;
+        let app = self.app.clone();
+        let quota = self.limits.quota_bytes();
+        let stream = request.into_inner();
+        // In a task of its own, so a peer going away mid-stream still runs
+        // the clean-up of what it staged.
+        let task = tokio::spawn(async move {
+            let _permit = permit;
+            super::inbound::relay(&app, &caller, quota, stream).await
+        });
+        let receipt = task
+            .await
+            .map_err(|_| Status::internal("relay task failed"))??;
         Ok(Response::new(receipt))
     }
 

@@ -23,6 +23,8 @@ use crate::store::{Peer, Store, now_ms};
 
 /// How often the peers are read from the store.
 const PEERS_POLL: Duration = Duration::from_secs(2);
+/// Longest one peer's directory read may take.
+const SYNC_DEADLINE: Duration = Duration::from_secs(30);
 
 /// What a peer said when asked.
 pub struct Answer {
@@ -71,7 +73,10 @@ pub async fn sync_one<S: Store>(
         bail!("it was removed meanwhile");
     }
     if !problems.is_empty() {
-        let text = format!("left out of its directory: {}", problems.join("; "));
+        let text = clean(&format!(
+            "left out of its directory: {}",
+            problems.join("; ")
+        ));
         store
             .peer_sync_failed(&peer.name, &text, now_ms())
             .await
@@ -82,6 +87,22 @@ pub async fn sync_one<S: Store>(
         schools: kept.len(),
         problems,
     })
+}
+
+/// Text a peer sent (its refusals, its schools' names in a problem) made
+/// safe to store, log and print: control characters replaced (no
+/// terminal escapes), at most 2,000 characters.
+pub fn clean(text: &str) -> String {
+    const MAX: usize = 2000;
+    let mut out: String = text
+        .chars()
+        .take(MAX)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    if text.chars().count() > MAX {
+        out.push('…');
+    }
+    out
 }
 
 /// A peer's refusal in words: its code and message, and for a failed
@@ -104,35 +125,41 @@ pub fn status_text(status: &tonic::Status) -> String {
     text
 }
 
-/// Re-pins `verifier` when the peers change, and syncs each peer's
-/// directory when added and every `every`, until shutdown.
+/// Re-pins `verifier` when the peers change (read every [`PEERS_POLL`],
+/// in a task of its own so no slow sync delays a removal), and syncs each
+/// peer's directory when added and every `every`, until shutdown.
 pub async fn watch<S: Store>(
     app: Arc<App<S>>,
     verifier: Arc<PeerVerifier>,
     data_dir: PathBuf,
     every: Duration,
 ) {
-    let mut known: Vec<Peer> = Vec::new();
+    tokio::spawn(pin(app.clone(), verifier));
     let mut due: BTreeMap<String, Instant> = BTreeMap::new();
     loop {
-        match app.store.peers().await {
-            Ok(peers) => {
-                if peers != known {
-                    verifier.pin(&peers);
-                    tracing::info!(peers = peers.len(), "federation peers read again");
-                    due.retain(|name, _| peers.iter().any(|p| &p.name == name));
-                    known = peers;
-                }
+        let peers = match app.store.peers().await {
+            Ok(peers) => peers,
+            Err(e) => {
+                tracing::error!(error = %e, "reading the federation peers failed");
+                Vec::new()
             }
-            Err(e) => tracing::error!(error = %e, "reading the federation peers failed"),
-        }
-        for peer in &known {
+        };
+        due.retain(|name, _| peers.iter().any(|p| &p.name == name));
+        for peer in &peers {
             let now = Instant::now();
             if due.get(&peer.name).is_some_and(|at| *at > now) {
                 continue;
             }
             due.insert(peer.name.clone(), now + every);
-            match sync_one(&app.store, peer, &data_dir).await {
+            let synced = tokio::time::timeout(SYNC_DEADLINE, sync_one(&app.store, peer, &data_dir))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(anyhow::anyhow!(
+                        "no answer within {} s",
+                        SYNC_DEADLINE.as_secs()
+                    ))
+                });
+            match synced {
                 Ok(answer) => tracing::info!(
                     peer = %peer.name,
                     schools = answer.schools,
@@ -140,7 +167,7 @@ pub async fn watch<S: Store>(
                     "peer directory read"
                 ),
                 Err(e) => {
-                    let error = format!("{e:#}");
+                    let error = clean(&format!("{e:#}"));
                     tracing::warn!(peer = %peer.name, error = %error, "reading a peer's directory failed");
                     if let Err(e) = app
                         .store
@@ -151,6 +178,26 @@ pub async fn watch<S: Store>(
                     }
                 }
             }
+        }
+        tokio::select! {
+            () = app.shutdown.cancelled() => return,
+            () = tokio::time::sleep(PEERS_POLL) => {}
+        }
+    }
+}
+
+/// Keeps `verifier`'s pins equal to the peers in the store.
+async fn pin<S: Store>(app: Arc<App<S>>, verifier: Arc<PeerVerifier>) {
+    let mut known: Option<Vec<Peer>> = None;
+    loop {
+        match app.store.peers().await {
+            Ok(peers) if known.as_ref() != Some(&peers) => {
+                verifier.pin(&peers);
+                tracing::info!(peers = peers.len(), "federation peers read again");
+                known = Some(peers);
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "reading the federation peers failed"),
         }
         tokio::select! {
             () = app.shutdown.cancelled() => return,

@@ -28,6 +28,9 @@ use crate::store::Peer;
 
 /// How long an outbound connection to a peer may take to open.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often an idle connection to a peer is checked, and how long its
+/// answer may take.
+const KEEPALIVE: Duration = Duration::from_secs(20);
 
 /// A peer as the listener pins it.
 struct Pinned {
@@ -120,6 +123,10 @@ impl PeerVerifier {
             .with_single_cert(chain, key)
             .context("the federation certificate")?;
         config.alpn_protocols = vec![b"h2".to_vec()];
+        // Every connection proves its certificate afresh: no resumed
+        // session lets a peer removed since its last handshake back in.
+        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        config.send_tls13_tickets = 0;
         Ok(TlsAcceptor::from(Arc::new(config)))
     }
 }
@@ -188,7 +195,11 @@ pub async fn channel(peer: &Peer, data_dir: &Path) -> anyhow::Result<Channel> {
     let endpoint = Endpoint::from_shared(peer.url.clone())
         .with_context(|| format!("peer {}: {} is not a URL", peer.name, peer.url))?
         .connect_timeout(CONNECT_TIMEOUT)
-        .timeout(Duration::from_secs(60))
+        // No whole-call timeout (a large relay takes as long as it takes):
+        // a dead connection is found by HTTP/2 keepalive instead.
+        .http2_keep_alive_interval(KEEPALIVE)
+        .keep_alive_timeout(KEEPALIVE)
+        .keep_alive_while_idle(true)
         .tls_config(tls)
         .context("configuring TLS")?;
     endpoint

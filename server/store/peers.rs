@@ -63,7 +63,7 @@ pub struct PeerSchool {
 /// The trusts' daemons this one peers with.
 pub trait Peers: Send + Sync {
     /// Adds `peer` and audits `event`; `Conflict` if a peer of that name,
-    /// or with that daemon key, is already added.
+    /// with that daemon key or with that federation CA, is already added.
     fn add_peer(&self, peer: &Peer, event: audit::Event)
     -> impl Future<Output = Result<()>> + Send;
 
@@ -134,12 +134,15 @@ macro_rules! peers_store {
                 event: $crate::audit::Event,
             ) -> $crate::store::Result<()> {
                 let mut tx = begin(&self.pool).await?;
-                let (taken,): (i64,) =
-                    sqlx::query_as("SELECT COUNT(*) FROM peers WHERE name = $1 OR daemon_key = $2")
-                        .bind(&peer.name)
-                        .bind(peer.daemon_key.as_slice())
-                        .fetch_one(&mut *tx)
-                        .await?;
+                let (taken,): (i64,) = sqlx::query_as(
+                    "SELECT COUNT(*) FROM peers WHERE name = $1 OR daemon_key = $2 \
+                         OR ca_cert_sha256 = $3",
+                )
+                .bind(&peer.name)
+                .bind(peer.daemon_key.as_slice())
+                .bind(peer.ca_cert_sha256.as_slice())
+                .fetch_one(&mut *tx)
+                .await?;
                 if taken > 0 {
                     return Err($crate::store::StoreError::Conflict("peer"));
                 }

@@ -34,6 +34,8 @@ pub struct ReceiptJob {
     pub peer: String,
     /// The school's signed receipt (`baton.v1.Receipt`).
     pub receipt: Vec<u8>,
+    /// Tries so far.
+    pub attempts: i64,
 }
 
 /// A pack's relay state.
@@ -71,7 +73,8 @@ pub trait Relays: Send + Sync {
         event: audit::Event,
     ) -> impl Future<Output = Result<bool>> + Send;
 
-    /// Records a failed try, and when to try again.
+    /// Records a failed try (of a relay, or of passing a receipt back), and
+    /// when to try again.
     fn relay_failed(
         &self,
         pack_id: &str,
@@ -79,8 +82,13 @@ pub trait Relays: Send + Sync {
         next_at_ms: i64,
     ) -> impl Future<Output = Result<()>> + Send;
 
-    /// Up to `limit` receipts to pass back, oldest first.
-    fn receipts_due(&self, limit: i64) -> impl Future<Output = Result<Vec<ReceiptJob>>> + Send;
+    /// Up to `limit` receipts to pass back to peers still added here whose
+    /// next try is due at `now_ms`, oldest first.
+    fn receipts_due(
+        &self,
+        now_ms: i64,
+        limit: i64,
+    ) -> impl Future<Output = Result<Vec<ReceiptJob>>> + Send;
 
     /// Records that the peer took the receipt of `pack_id`, and audits
     /// `event`.
@@ -90,6 +98,10 @@ pub trait Relays: Send + Sync {
         now_ms: i64,
         event: audit::Event,
     ) -> impl Future<Output = Result<()>> + Send;
+
+    /// The ciphertext `peer` relayed here that waits for this daemon's
+    /// schools (not acknowledged, not deleted), bytes.
+    fn peer_outstanding_bytes(&self, peer: &str) -> impl Future<Output = Result<u64>> + Send;
 
     /// The relay state of `pack_id`, `None` if no such pack.
     fn relay_state(&self, pack_id: &str)
@@ -174,23 +186,29 @@ macro_rules! relays_store {
 
             async fn receipts_due(
                 &self,
+                now_ms: i64,
                 limit: i64,
             ) -> $crate::store::Result<Vec<$crate::store::relays::ReceiptJob>> {
-                let rows: Vec<(String, String, Vec<u8>)> = sqlx::query_as(
-                    "SELECT pack_id, relayed_from, receipt FROM packs \
+                let rows: Vec<(String, String, Vec<u8>, i64)> = sqlx::query_as(
+                    "SELECT pack_id, relayed_from, receipt, relay_attempts FROM packs \
                      WHERE relayed_from IS NOT NULL AND receipt_returned_at_ms IS NULL \
-                     AND receipt IS NOT NULL ORDER BY seq LIMIT $1",
+                     AND receipt IS NOT NULL \
+                     AND relayed_from IN (SELECT name FROM peers) \
+                     AND (relay_next_at_ms IS NULL OR relay_next_at_ms <= $1) \
+                     ORDER BY seq LIMIT $2",
                 )
+                .bind(now_ms)
                 .bind(limit)
                 .fetch_all(&self.pool)
                 .await?;
                 Ok(rows
                     .into_iter()
                     .map(
-                        |(pack_id, peer, receipt)| $crate::store::relays::ReceiptJob {
+                        |(pack_id, peer, receipt, attempts)| $crate::store::relays::ReceiptJob {
                             pack_id,
                             peer,
                             receipt,
+                            attempts,
                         },
                     )
                     .collect())
@@ -216,6 +234,20 @@ macro_rules! relays_store {
                 }
                 tx.commit().await?;
                 Ok(())
+            }
+
+            async fn peer_outstanding_bytes(&self, peer: &str) -> $crate::store::Result<u64> {
+                let (bytes,): (i64,) = sqlx::query_as(
+                    "SELECT CAST(COALESCE(SUM(ciphertext_length), 0) AS BIGINT) FROM packs \
+                     WHERE relayed_from = $1 AND status IN ('pending', 'downloaded') \
+                     AND deleted_at_ms IS NULL",
+                )
+                .bind(peer)
+                .fetch_one(&self.pool)
+                .await?;
+                u64::try_from(bytes).map_err(|_| {
+                    $crate::store::StoreError::Corrupt("a negative pack length".into())
+                })
             }
 
             async fn relay_state(

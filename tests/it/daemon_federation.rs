@@ -263,7 +263,12 @@ async fn audited(daemon: &Daemon, prefix: &str) -> Vec<(String, String)> {
 /// Two trusts peered both ways, each with one school; returns the daemons
 /// once A's school sees B's.
 async fn two_trusts(root: &std::path::Path) -> (Daemon, Daemon, Home, Home) {
-    let a = Daemon::start_sqlite(FEDERATING).await;
+    two_trusts_with(root, &[]).await
+}
+
+/// [`two_trusts`], passing `extra` to A's daemon.
+async fn two_trusts_with(root: &std::path::Path, extra: &[&str]) -> (Daemon, Daemon, Home, Home) {
+    let a = Daemon::start_sqlite(&[FEDERATING, extra].concat()).await;
     let b = Daemon::start_sqlite(FEDERATING).await;
     let primary = enrol(&a, root, "8612001", "primary", &["staff"]).await;
     let secondary = enrol(&b, root, "9264002", "secondary", &["staff", "dsl"]).await;
@@ -305,6 +310,14 @@ async fn issue23_a_class_crosses_to_another_trust_and_its_receipts_come_back() {
     // inbox, as from A's school.
     let sent = primary.json(&["sent", "--json"]).await;
     assert!(sent.iter().all(|p| p["state"] == "relayed"), "{sent:?}");
+    // A recall does not cross to the other trust yet: refused, saying so,
+    // rather than claiming the pack was withdrawn.
+    let id = sent[0]["id"].as_str().unwrap();
+    let out = primary
+        .baton(&["recall", id, "--reason", "wrong school"])
+        .await;
+    let said = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(said.contains("does not cross"), "{said}");
     let inbox = listed_until(&secondary, &["inbox", "--json"], |l| l.len() == 6).await;
     assert!(inbox.iter().all(|p| p["from"] == "8612001"), "{inbox:?}");
     pull_and_ack(&secondary, &root.path().join("pulled"), "8612001", 6).await;
@@ -453,7 +466,9 @@ async fn issue23_a_hostile_peer_cannot_pass_off_packs_or_receipts() {
     use sha2::{Digest as _, Sha256};
 
     let root = tempfile::tempdir().unwrap();
-    let (a, b, primary, _secondary) = two_trusts(root.path()).await;
+    // A holds at most 5,000 bytes from B's schools waiting.
+    let quota = ["--federation-peer-quota-bytes", "5000"];
+    let (a, b, primary, _secondary) = two_trusts_with(root.path(), &quota).await;
     // A school of B's, enrolled through the API so the test holds its key.
     let sender = b.enrol("9264003").await;
     schools_until(&primary, |l| peer_of(l, "9264003").is_some()).await;
@@ -486,6 +501,12 @@ async fn issue23_a_hostile_peer_cannot_pass_off_packs_or_receipts() {
     };
     let mut client = as_peer(&b, &a).await;
 
+    // Bytes that are not the ones signed for: refused, nothing stored.
+    let status = relay(&mut client, header_from("9264003", &keys), &ciphertext[1..])
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+
     // A pack from B's school, signed by its key: stored, and A's signed
     // relay receipt comes back; relayed again, the same answer.
     let good = header_from("9264003", &keys);
@@ -493,6 +514,14 @@ async fn issue23_a_hostile_peer_cannot_pass_off_packs_or_receipts() {
     let again = relay(&mut client, good.clone(), &ciphertext).await.unwrap();
     assert_eq!(first, again);
     assert_eq!(first.pack_id, good.pack_id);
+
+    // A second pack would take B's schools past A's quota for them: refused
+    // until A's school acknowledges (B's queue tries again later).
+    let status = relay(&mut client, header_from("9264003", &keys), &ciphertext)
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("quota"), "{status:?}");
 
     // Claiming to come from A's own school: refused.
     let status = relay(&mut client, header_from("8612001", &keys), &ciphertext)
@@ -521,11 +550,21 @@ async fn issue23_a_hostile_peer_cannot_pass_off_packs_or_receipts() {
     .await
     .unwrap_err();
     assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
-    // Bytes that are not the ones signed for: refused, nothing stored.
-    let status = relay(&mut client, header_from("9264003", &keys), &ciphertext[1..])
+
+    // A correction names a pack by id: it does not cross between trusts
+    // (a peer could otherwise withdraw packs it never sent).
+    let mut correction = header_from("9264003", &keys);
+    correction.supersedes = good.pack_id.clone();
+    let status = relay(&mut client, correction, &ciphertext)
         .await
         .unwrap_err();
-    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(
+        matches!(
+            status.code(),
+            tonic::Code::FailedPrecondition | tonic::Code::InvalidArgument
+        ),
+        "{status:?}"
+    );
 
     // A receipt for a pack A never relayed to B (the one B relayed to A):
     // refused, whoever signed it.

@@ -82,6 +82,13 @@ impl<S: Store> Service<S> {
                 ))
             })?;
         let header = stored_header(&pack)?;
+        if let Some(peer) = &pack.relay_to {
+            return Err(Status::failed_precondition(format!(
+                "pack {id} is addressed to a school of another trust ({peer}): a recall does not cross \
+                 to another trust's daemon in this version; ask the school to delete it, and tell \
+                 your trust's operator"
+            )));
+        }
         if holder.key_id != Some(r.signer_key_id) {
             return Err(Status::permission_denied(
                 "field `recall.signer_key_id`: a recall is signed by the key of the device that sends it",

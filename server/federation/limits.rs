@@ -1,3 +1,7 @@
+        drop(limits.admit("north").unwrap());
+        // Three this minute: a fourth waits for the next, places or not.
+        let fourth = limits.admit("north").err().unwrap();
+        assert!(fourth.message().contains("this minute"), "{fourth:?}");
 //! What one peer may relay here: packs a minute and relays at once
 //! (`federation_peer_packs_per_minute`, `federation_peer_concurrent`),
 //! counted per peer in this process. Refused with `ResourceExhausted`; the

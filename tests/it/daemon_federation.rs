@@ -583,3 +583,63 @@ async fn issue23_a_hostile_peer_cannot_pass_off_packs_or_receipts() {
     assert_eq!(inbox[0]["from"], "9264003");
     assert_eq!(audited(&a, "pack.relay.in").await.len(), 1);
 }
+
+/// The count of audit entries of `action` in the PostgreSQL database at
+/// `url`.
+async fn audited_pg(url: &str, action: &str) -> i64 {
+    let pool = sqlx::PgPool::connect(url).await.unwrap();
+    let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM audit WHERE action = $1")
+        .bind(action)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    n
+}
+
+/// On PostgreSQL, two trusts of two nodes each: every node relays and
+/// answers relays; a class crosses once, each pack stored once, and the
+/// receipts come back, whichever nodes the schools use.
+#[tokio::test]
+async fn issue23_two_trusts_of_two_postgres_nodes_each() {
+    let what = "issue23_two_trusts_of_two_postgres_nodes_each";
+    let Some(a1) = Daemon::start_postgres(what, FEDERATING).await else {
+        return;
+    };
+    let Some(b1) = Daemon::start_postgres(what, FEDERATING).await else {
+        return;
+    };
+    let a2 = Daemon::start_node_of(&a1, FEDERATING).await;
+    let b2 = Daemon::start_node_of(&b1, FEDERATING).await;
+    let root = tempfile::tempdir().unwrap();
+    let primary = enrol(&a1, root.path(), "8612001", "primary", &["staff"]).await;
+    let secondary = enrol(&b2, root.path(), "9264002", "secondary", &["staff", "dsl"]).await;
+    // Each trust's descriptor names one node's listener (in practice the
+    // trust's load balancer): the other trust's nodes all reach it there.
+    add_peer(&a2, "trust-a", &b1).await;
+    add_peer(&b1, "trust-b", &a1).await;
+    schools_until(&primary, |l| peer_of(l, "9264002").is_some()).await;
+    schools_until(&secondary, |l| peer_of(l, "8612001").is_some()).await;
+
+    let records: Vec<_> = (1..=4).map(|n| pupil("Adeyemi", n)).collect();
+    let out = send_records(&primary, root.path(), "9264002", &records).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    listed_until(&secondary, &["inbox", "--json"], |l| l.len() == 4).await;
+    pull_and_ack(&secondary, &root.path().join("pulled"), "8612001", 4).await;
+    listed_until(&primary, &["sent", "--json"], |l| {
+        l.len() == 4
+            && l.iter()
+                .all(|p| p["state"] == "acknowledged" && p["receipt_verified"] == true)
+    })
+    .await;
+    // Both of A's nodes work the same queue: each pack relayed (and
+    // stored at B) once, each receipt recorded once.
+    let (a_url, b_url) = (
+        a1.database_url.clone().unwrap(),
+        b1.database_url.clone().unwrap(),
+    );
+    assert_eq!(audited_pg(&b_url, "pack.relay.in").await, 4);
+    assert_eq!(audited_pg(&a_url, "pack.relay.out").await, 4);
+    assert_eq!(audited_pg(&a_url, "pack.acknowledge").await, 4);
+    drop((a2, b2));
+}

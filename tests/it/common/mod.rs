@@ -125,13 +125,52 @@ impl Daemon {
         Self::launch(other.database_url.clone(), other._db.clone(), extra).await
     }
 
+    /// Starts another node of `other`'s trust: its database, and the keys
+    /// every node shares (the audit key, the federation identity) copied
+    /// into the new node's data directory, as an operator would.
+    pub async fn start_node_of(other: &Daemon, extra: &[&str]) -> Self {
+        Self::launch_seeded(
+            other.database_url.clone(),
+            other._db.clone(),
+            extra,
+            Some(&other.data),
+        )
+        .await
+    }
+
     async fn launch(
         database_url: Option<String>,
         db: Option<Arc<pgdb::TestDb>>,
         extra: &[&str],
     ) -> Self {
+        Self::launch_seeded(database_url, db, extra, None).await
+    }
+
+    async fn launch_seeded(
+        database_url: Option<String>,
+        db: Option<Arc<pgdb::TestDb>>,
+        extra: &[&str],
+        seed: Option<&Path>,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
+        if let Some(seed) = seed {
+            let federation = data.join("federation");
+            std::fs::create_dir_all(&federation).unwrap();
+            std::fs::copy(
+                seed.join("audit-signing.key"),
+                data.join("audit-signing.key"),
+            )
+            .unwrap();
+            for file in ["ca.pem", "ca-key.pem", "cert.pem", "key.pem"] {
+                std::fs::copy(seed.join("federation").join(file), federation.join(file)).unwrap();
+            }
+            #[cfg(unix)]
+            for dir in [&data, &federation] {
+                use std::os::unix::fs::PermissionsExt as _;
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+            }
+        }
         let log = dir.path().join("daemon.log");
         let mut cmd = batond();
         if let Some(url) = &database_url {

@@ -80,11 +80,22 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
                     "recalled"
                 };
                 if !args.json {
-                    println!("{}", said(*id, &h.to, state, a.recalled_at_ms));
+                    if a.relayed_to.is_empty() {
+                        println!("{}", said(*id, &h.to, state, a.recalled_at_ms));
+                    } else {
+                        println!(
+                            "{id}: recalled at {}; it had reached another trust's server ({}), which is passed your signed recall: it deletes the pack if {} has not downloaded it, else shows {} the recall and asks it to set it aside",
+                            time(a.recalled_at_ms),
+                            a.relayed_to,
+                            h.to,
+                            h.to
+                        );
+                    }
                 }
                 results.push(
                     serde_json::json!({"id": id.to_string(), "to": h.to.to_string(),
-                    "state": state, "recalled_at": time(a.recalled_at_ms), "error": null}),
+                    "state": state, "recalled_at": time(a.recalled_at_ms), "error": null,
+                    "relayed_to": (!a.relayed_to.is_empty()).then_some(&a.relayed_to)}),
                 );
             }
             Err(status) => {

@@ -11,7 +11,7 @@
 
 use baton::api::v1;
 use baton::keys::Role;
-use baton::pack::{Kind, SignedHeader, SignedReceipt};
+use baton::pack::{Kind, SignedHeader, SignedRecall, SignedReceipt};
 use prost::Message as _;
 use tonic::Status;
 
@@ -21,7 +21,10 @@ use crate::audit::Event;
 use crate::services::exchange::Service as Exchange;
 use crate::services::exchange::upload::{PackStream, Part, discard, next_message, receive};
 use crate::services::wire::{store_status, wire_status};
-use crate::store::{Acknowledged, Committed, PeerLink, Route, Store, now_ms};
+use crate::store::lifecycle::deletion_record;
+use crate::store::{
+    Acknowledged, Committed, PeerLink, Route, Store, Withdrawal, Withdrawn, now_ms,
+};
 
 /// Receives, checks and stores a pack `peer` relays; its relay receipt.
 pub async fn relay<S: Store>(
@@ -253,5 +256,77 @@ pub async fn return_receipt<S: Store>(
             "pack {} is already acknowledged with another receipt",
             r.pack_id
         ))),
+    }
+}
+
+/// Checks and applies the recall `peer` passes on for a pack it relayed
+/// here: signed by a key of the sending school as `peer` lists it (a DSL
+/// key for a child-protection file), naming the pack and its ciphertext.
+pub async fn relay_recall<S: Store>(
+    app: &App<S>,
+    peer: &str,
+    wire: &v1::Recall,
+) -> Result<v1::PackState, Status> {
+    let signed = SignedRecall::try_from(wire).map_err(wire_status)?;
+    let r = signed.recall();
+    let id = r.pack_id;
+    let pack = app
+        .store
+        .pack(id)
+        .await
+        .map_err(store_status)?
+        .filter(|p| p.relayed_from.as_deref() == Some(peer))
+        .ok_or_else(|| Status::not_found(format!("{peer} relayed no pack {id} here")))?;
+    if pack.ciphertext_sha256 != r.ciphertext_sha256 {
+        return Err(Status::invalid_argument(
+            "field `recall.ciphertext_sha256`: does not match the stored pack",
+        ));
+    }
+    let sender = peer_school(&app.store, &pack.from)
+        .await
+        .map_err(store_status)?
+        .filter(|s| s.peer == peer)
+        .ok_or_else(|| {
+            Status::failed_precondition(format!("school {} is not listed by {peer} now", pack.from))
+        })?;
+    let key = keys_of(&sender)
+        .into_iter()
+        .find(|k| k.key_id() == r.signer_key_id)
+        .ok_or_else(|| {
+            Status::permission_denied(format!(
+                "field `recall.signer_key_id`: not a key of school {}",
+                pack.from
+            ))
+        })?;
+    let header = v1::PackHeader::decode(pack.header.as_slice())
+        .map_err(|_| Status::unavailable("storage failure"))?;
+    if crate::services::wire::kind_of(&header) == Kind::Safeguarding
+        && !key.roles.contains(&Role::Dsl)
+    {
+        return Err(Status::permission_denied(
+            "a child-protection file is recalled by the school's DSL: this key does not hold the dsl role",
+        ));
+    }
+    signed
+        .verify(&key.public)
+        .map_err(|e| Status::invalid_argument(format!("field `recall.signature`: {e}")))?;
+    let bytes = v1::Recall::from(&signed).encode_to_vec();
+    let event = Event::by_peer(
+        peer,
+        "pack.recall",
+        deletion_record(id, &pack.ciphertext_sha256, "recalled"),
+    );
+    match app
+        .store
+        .withdraw(id, Withdrawal::Recall(&bytes), now_ms(), event)
+        .await
+        .map_err(store_status)?
+    {
+        Withdrawn::BeforeDownload(_) => Ok(v1::PackState::Recalled),
+        Withdrawn::AfterDownload(_) => Ok(v1::PackState::RecallRequested),
+        Withdrawn::Purged => Ok(v1::PackState::Purged),
+        Withdrawn::Superseded(_) | Withdrawn::Readdressed(_) => Err(Status::failed_precondition(
+            "the pack was withdrawn here already",
+        )),
     }
 }

@@ -6,7 +6,8 @@
 //! peer's pinned daemon key; a failed try is retried with backoff, the
 //! queue surviving restarts. The same task passes back to the peers the
 //! receipts of packs they relayed here, once this daemon's school has
-//! acknowledged them.
+//! acknowledged them, and passes on to the peers the sending schools'
+//! recalls of packs relayed to them.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -303,7 +304,61 @@ async fn return_due<S: Store>(app: &Arc<App<S>>, links: &mut Links, peers: &[Pee
     }
 }
 
-/// Works through both queues every second until shutdown.
+/// One pass over the recalls to pass on.
+async fn recall_due<S: Store>(app: &Arc<App<S>>, links: &mut Links, peers: &[Peer]) {
+    let jobs = match app.store.recalls_due(BATCH).await {
+        Ok(jobs) => jobs,
+        Err(e) => {
+            tracing::error!(error = %e, "reading the recalls to pass on failed");
+            return;
+        }
+    };
+    for job in jobs {
+        let Some(peer) = peers.iter().find(|p| p.name == job.peer) else {
+            continue;
+        };
+        if links.is_paused(&peer.name) {
+            continue;
+        }
+        let outcome = async {
+            let recall = v1::Recall::decode(job.receipt.as_slice()).context("the stored recall")?;
+            let mut client = links.client(peer).await?;
+            client
+                .relay_recall(v1::RelayRecallRequest {
+                    recall: Some(recall),
+                })
+                .await
+                .map_err(|s| anyhow::anyhow!("{}", super::sync::status_text(&s)))
+        }
+        .await;
+        match outcome {
+            Ok(answer) => {
+                let state = v1::PackState::try_from(answer.get_ref().state)
+                    .map_or("unknown", |s| s.as_str_name());
+                tracing::info!(pack = %job.pack_id, peer = %peer.name, state, "recall passed on");
+                let event = Event::by_peer(
+                    &peer.name,
+                    "pack.recall.relay.out",
+                    format!("{} {state}", job.pack_id),
+                );
+                if let Err(e) = app
+                    .store
+                    .recall_relayed(&job.pack_id, now_ms(), event)
+                    .await
+                {
+                    tracing::error!(error = %e, pack = %job.pack_id, "recording a passed-on recall failed");
+                }
+            }
+            Err(e) => {
+                let error = super::sync::clean(&format!("{e:#}"));
+                tracing::warn!(pack = %job.pack_id, peer = %peer.name, error = %error, "passing a recall on failed; will try again");
+                links.failed(&peer.name);
+            }
+        }
+    }
+}
+
+/// Works through the queues every second until shutdown.
 pub async fn watch<S: Store>(app: Arc<App<S>>, data_dir: PathBuf) {
     let mut links = Links {
         data_dir,
@@ -317,6 +372,7 @@ pub async fn watch<S: Store>(app: Arc<App<S>>, data_dir: PathBuf) {
                     .channels
                     .retain(|name, _| peers.iter().any(|p| &p.name == name));
                 relay_due(&app, &mut links, &peers).await;
+                recall_due(&app, &mut links, &peers).await;
                 return_due(&app, &mut links, &peers).await;
             }
             Err(e) => tracing::error!(error = %e, "reading the peers failed"),

@@ -113,4 +113,20 @@ impl<S: Store> Federation for Service<S> {
             acknowledged_at_ms: at,
         }))
     }
+
+    async fn relay_recall(
+        &self,
+        request: Request<v1::RelayRecallRequest>,
+    ) -> Result<Response<v1::RelayRecallResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let recall = request
+            .get_ref()
+            .recall
+            .as_ref()
+            .ok_or_else(|| Status::invalid_argument("field `recall`: missing"))?;
+        let state = super::inbound::relay_recall(&self.app, &caller, recall).await?;
+        Ok(Response::new(v1::RelayRecallResponse {
+            state: state as i32,
+        }))
+    }
 }

@@ -25,14 +25,16 @@ pub struct RelayJob {
     pub attempts: i64,
 }
 
-/// A receipt waiting to be passed back to the peer a pack came from.
+/// A receipt waiting to be passed back to the peer a pack came from (or a
+/// recall waiting to be passed on to the peer a pack went to).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReceiptJob {
     /// The pack id.
     pub pack_id: String,
     /// The peer it came from.
     pub peer: String,
-    /// The school's signed receipt (`baton.v1.Receipt`).
+    /// The school's signed receipt (`baton.v1.Receipt`), or recall
+    /// (`baton.v1.Recall`).
     pub receipt: Vec<u8>,
     /// Tries so far.
     pub attempts: i64,
@@ -93,6 +95,19 @@ pub trait Relays: Send + Sync {
     /// Records that the peer took the receipt of `pack_id`, and audits
     /// `event`.
     fn receipt_returned(
+        &self,
+        pack_id: &str,
+        now_ms: i64,
+        event: audit::Event,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Up to `limit` recalls of packs relayed to peers still added here,
+    /// to pass on (`(pack_id, peer, recall bytes)`), oldest first.
+    fn recalls_due(&self, limit: i64) -> impl Future<Output = Result<Vec<ReceiptJob>>> + Send;
+
+    /// Records that the peer took the recall of `pack_id`, and audits
+    /// `event`.
+    fn recall_relayed(
         &self,
         pack_id: &str,
         now_ms: i64,
@@ -224,6 +239,54 @@ macro_rules! relays_store {
                 let done = sqlx::query(
                     "UPDATE packs SET receipt_returned_at_ms = $1 \
                      WHERE pack_id = $2 AND receipt_returned_at_ms IS NULL",
+                )
+                .bind(now_ms)
+                .bind(pack_id)
+                .execute(&mut *tx)
+                .await?;
+                if done.rows_affected() > 0 {
+                    append(&mut tx, now_ms, &event).await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn recalls_due(
+                &self,
+                limit: i64,
+            ) -> $crate::store::Result<Vec<$crate::store::relays::ReceiptJob>> {
+                let rows: Vec<(String, String, Vec<u8>)> = sqlx::query_as(
+                    "SELECT pack_id, relay_to, recall FROM packs \
+                     WHERE relay_to IS NOT NULL AND recall IS NOT NULL \
+                     AND recall_relayed_at_ms IS NULL AND relayed_at_ms IS NOT NULL \
+                     AND relay_to IN (SELECT name FROM peers) ORDER BY seq LIMIT $1",
+                )
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(
+                        |(pack_id, peer, receipt)| $crate::store::relays::ReceiptJob {
+                            pack_id,
+                            peer,
+                            receipt,
+                            attempts: 0,
+                        },
+                    )
+                    .collect())
+            }
+
+            async fn recall_relayed(
+                &self,
+                pack_id: &str,
+                now_ms: i64,
+                event: $crate::audit::Event,
+            ) -> $crate::store::Result<()> {
+                let mut tx = begin(&self.pool).await?;
+                let done = sqlx::query(
+                    "UPDATE packs SET recall_relayed_at_ms = $1 \
+                     WHERE pack_id = $2 AND recall_relayed_at_ms IS NULL",
                 )
                 .bind(now_ms)
                 .bind(pack_id)

@@ -310,28 +310,41 @@ async fn issue23_a_class_crosses_to_another_trust_and_its_receipts_come_back() {
     // inbox, as from A's school.
     let sent = primary.json(&["sent", "--json"]).await;
     assert!(sent.iter().all(|p| p["state"] == "relayed"), "{sent:?}");
-    // A recall does not cross to the other trust yet: refused, saying so,
-    // rather than claiming the pack was withdrawn.
-    let id = sent[0]["id"].as_str().unwrap();
-    let out = primary
-        .baton(&["recall", id, "--reason", "wrong school"])
-        .await;
-    let said = format!("{}{}", stdout(&out), stderr(&out));
-    assert!(said.contains("does not cross"), "{said}");
     let inbox = listed_until(&secondary, &["inbox", "--json"], |l| l.len() == 6).await;
     assert!(inbox.iter().all(|p| p["from"] == "8612001"), "{inbox:?}");
-    pull_and_ack(&secondary, &root.path().join("pulled"), "8612001", 6).await;
 
-    // A's school sees every pack acknowledged, each receipt verified
-    // against B's school's key.
+    // A's school recalls one (wrong pupil): the recall is passed on, B
+    // withdraws it before its school collected it.
+    let id = sent[0]["id"].as_str().unwrap().to_string();
+    let recalled = primary
+        .json(&["recall", &id, "--reason", "wrong school", "--json"])
+        .await;
+    assert_eq!(recalled[0]["state"], "recall_requested", "{recalled:?}");
+    assert_eq!(recalled[0]["relayed_to"], "trust-b", "{recalled:?}");
+    let inbox = listed_until(&secondary, &["inbox", "--json"], |l| l.len() == 5).await;
+    assert!(inbox.iter().all(|p| p["id"] != id.as_str()), "{inbox:?}");
+    let recall_in_b = audited(&b, "pack.recall").await;
+    assert_eq!(
+        recall_in_b,
+        [("peer:trust-a".to_string(), "pack.recall".to_string())]
+    );
+
+    pull_and_ack(&secondary, &root.path().join("pulled"), "8612001", 5).await;
+
+    // A's school sees every other pack acknowledged, each receipt verified
+    // against B's school's key, and the recalled one as recalled.
     let sent = listed_until(&primary, &["sent", "--json"], |l| {
-        l.len() == 6 && l.iter().all(|p| p["state"] == "acknowledged")
+        l.len() == 6 && l.iter().filter(|p| p["state"] == "acknowledged").count() == 5
     })
     .await;
     assert!(
-        sent.iter().all(|p| p["receipt_verified"] == true),
+        sent.iter()
+            .filter(|p| p["id"] != id.as_str())
+            .all(|p| p["receipt_verified"] == true),
         "{sent:?}"
     );
+    let recalled = sent.iter().find(|p| p["id"] == id.as_str()).unwrap();
+    assert_eq!(recalled["state"], "recall_requested", "{recalled}");
 
     // Relaying is audited on both sides, each pack once, with the peer.
     let out_a = audited(&a, "pack.relay").await;
@@ -348,7 +361,7 @@ async fn issue23_a_class_crosses_to_another_trust_and_its_receipts_come_back() {
             .all(|(actor, action)| actor == "peer:trust-a" && action == "pack.relay.in")
     );
     let acks_a = audited(&a, "pack.acknowledge").await;
-    assert_eq!(acks_a.len(), 6, "{acks_a:?}");
+    assert_eq!(acks_a.len(), 5, "{acks_a:?}");
     assert!(acks_a.iter().all(|(actor, _)| actor == "peer:trust-b"));
     for daemon in [&a, &b] {
         let out = daemon.admin(&["admin", "audit", "verify"]).await;

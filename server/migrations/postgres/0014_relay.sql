@@ -4,15 +4,19 @@
 -- `relay_receipt`), retried at `relay_next_at_ms`. On the receiving
 -- trust's daemon, `relayed_from` names the peer it came from, and the
 -- school's receipt is passed back to it until `receipt_returned_at_ms`.
+-- A recall of a relayed pack is passed on until `recall_relayed_at_ms`.
 ALTER TABLE packs ADD COLUMN relay_to TEXT;
 ALTER TABLE packs ADD COLUMN relayed_at_ms BIGINT;
 ALTER TABLE packs ADD COLUMN relay_receipt BYTEA;
 ALTER TABLE packs ADD COLUMN relay_attempts BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE packs ADD COLUMN relay_next_at_ms BIGINT;
 ALTER TABLE packs ADD COLUMN relay_error TEXT;
+ALTER TABLE packs ADD COLUMN recall_relayed_at_ms BIGINT;
 ALTER TABLE packs ADD COLUMN relayed_from TEXT;
 ALTER TABLE packs ADD COLUMN receipt_returned_at_ms BIGINT;
 CREATE INDEX packs_relay_queue ON packs (seq)
     WHERE relay_to IS NOT NULL AND relayed_at_ms IS NULL;
+CREATE INDEX packs_recall_queue ON packs (seq)
+    WHERE relay_to IS NOT NULL AND recall IS NOT NULL AND recall_relayed_at_ms IS NULL;
 CREATE INDEX packs_receipt_queue ON packs (seq)
     WHERE relayed_from IS NOT NULL AND receipt_returned_at_ms IS NULL;

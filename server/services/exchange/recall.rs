@@ -82,13 +82,6 @@ impl<S: Store> Service<S> {
                 ))
             })?;
         let header = stored_header(&pack)?;
-        if let Some(peer) = &pack.relay_to {
-            return Err(Status::failed_precondition(format!(
-                "pack {id} is addressed to a school of another trust ({peer}): a recall does not cross \
-                 to another trust's daemon in this version; ask the school to delete it, and tell \
-                 your trust's operator"
-            )));
-        }
         if holder.key_id != Some(r.signer_key_id) {
             return Err(Status::permission_denied(
                 "field `recall.signer_key_id`: a recall is signed by the key of the device that sends it",
@@ -121,6 +114,11 @@ impl<S: Store> Service<S> {
             .await
             .map_err(store_status)?;
         let (state, at) = match withdrawn {
+            // Relayed to another trust: this daemon passes the recall on,
+            // and cannot say whether that trust's school had collected it.
+            Withdrawn::BeforeDownload(at) if pack.relayed_at_ms.is_some() => {
+                (v1::PackState::RecallRequested, at)
+            }
             Withdrawn::BeforeDownload(at) => (v1::PackState::Recalled, at),
             Withdrawn::AfterDownload(at) => (v1::PackState::RecallRequested, at),
             Withdrawn::Superseded(by) => {
@@ -146,6 +144,10 @@ impl<S: Store> Service<S> {
             state: state as i32,
             recalled_at_ms: at,
             checkpoint: self.app.checkpoint().await,
+            relayed_to: pack
+                .relayed_at_ms
+                .and(pack.relay_to.clone())
+                .unwrap_or_default(),
         }))
     }
 }

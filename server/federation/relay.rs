@@ -1,5 +1,5 @@
 //! Store and forward between peers, the sending trust's side: one task a
-//! daemon works through the relay queue in the store ([`crate::store::Relays`]),
+//! peer works through the relay queue in the store ([`crate::store::Relays`]),
 //! streaming each pack's header and ciphertext chunk by chunk from the
 //! store to the peer's `Federation.Relay` (never a whole pack in memory)
 //! and recording the peer's signed relay receipt, checked against the
@@ -37,6 +37,8 @@ const BATCH: i64 = 16;
 const MAX_BACKOFF_MS: i64 = 5 * 60 * 1000;
 /// How long a peer that could not be reached is left alone.
 const PEER_PAUSE: Duration = Duration::from_secs(5);
+/// How often the peers are read, to start and stop their workers.
+const PEERS_POLL: Duration = Duration::from_secs(2);
 
 /// The bytes a relay receipt's signature covers: its fields,
 /// length-prefixed, after [`RECEIPT_CONTEXT`].
@@ -93,42 +95,53 @@ fn backoff_ms(attempts: i64) -> i64 {
         .min(MAX_BACKOFF_MS)
 }
 
-/// Open connections to peers, and peers to leave alone for a while.
-struct Links {
+/// One peer's connection, and until when it is left alone after a failure.
+struct Link {
+    peer: Peer,
     data_dir: PathBuf,
-    channels: HashMap<String, Channel>,
-    paused: HashMap<String, Instant>,
+    channel: Option<Channel>,
+    paused_until: Option<Instant>,
 }
 
-impl Links {
-    /// A client for `peer`, connecting if needed (a peer that cannot be
+impl Link {
+    /// A client for the peer, connecting if needed (a peer that cannot be
     /// reached is paused).
-    async fn client(&mut self, peer: &Peer) -> anyhow::Result<FederationClient<Channel>> {
-        if let Some(ch) = self.channels.get(&peer.name) {
+    async fn client(&mut self) -> anyhow::Result<FederationClient<Channel>> {
+        if let Some(ch) = &self.channel {
             return Ok(client(ch.clone()));
         }
-        let ch = match channel(peer, &self.data_dir).await {
-            Ok(ch) => ch,
-            Err(e) => {
-                self.failed(&peer.name);
-                return Err(e);
+        match channel(&self.peer, &self.data_dir).await {
+            Ok(ch) => {
+                self.channel = Some(ch.clone());
+                Ok(client(ch))
             }
-        };
-        self.channels.insert(peer.name.clone(), ch.clone());
-        Ok(client(ch))
+            Err(e) => {
+                self.failed();
+                Err(e)
+            }
+        }
     }
 
-    /// Forgets `peer`'s connection and leaves it alone for [`PEER_PAUSE`].
-    fn failed(&mut self, peer: &str) {
-        self.channels.remove(peer);
-        self.paused
-            .insert(peer.to_string(), Instant::now() + PEER_PAUSE);
+    /// Forgets the connection and leaves the peer alone for [`PEER_PAUSE`].
+    fn failed(&mut self) {
+        self.channel = None;
+        self.paused_until = Some(Instant::now() + PEER_PAUSE);
     }
 
-    fn is_paused(&self, peer: &str) -> bool {
-        self.paused
-            .get(peer)
-            .is_some_and(|until| *until > Instant::now())
+    fn is_paused(&self) -> bool {
+        self.paused_until
+            .is_some_and(|until| until > Instant::now())
+    }
+
+    /// A failed call: a connection that broke is opened afresh next time.
+    fn call_failed(&mut self, status: &tonic::Status) -> anyhow::Error {
+        if matches!(
+            status.code(),
+            tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
+        ) {
+            self.failed();
+        }
+        anyhow::anyhow!("{}", super::sync::status_text(status))
     }
 }
 
@@ -138,11 +151,10 @@ fn client(ch: Channel) -> FederationClient<Channel> {
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
 }
 
-/// Relays one pack to `peer`; the relay receipt, checked.
+/// Relays one pack; the relay receipt, checked.
 async fn relay_one<S: Store>(
     app: &Arc<App<S>>,
-    links: &mut Links,
-    peer: &Peer,
+    link: &mut Link,
     pack_id: &str,
 ) -> anyhow::Result<v1::RelayReceipt> {
     let id = pack_id.parse().context("a queued pack id")?;
@@ -150,7 +162,7 @@ async fn relay_one<S: Store>(
         bail!("the pack is no longer stored");
     };
     let header = v1::PackHeader::decode(pack.header.as_slice()).context("the stored header")?;
-    let mut client = links.client(peer).await?;
+    let mut client = link.client().await?;
     let first = v1::RelayMessage {
         part: Some(v1::relay_message::Part::Header(header)),
     };
@@ -184,20 +196,16 @@ async fn relay_one<S: Store>(
     let stream = futures_util::StreamExt::chain(futures_util::stream::iter([first]), rest);
     let receipt = match client.relay(stream).await {
         Ok(r) => r.into_inner(),
-        Err(status) => {
-            if status.code() == tonic::Code::Unavailable || status.code() == tonic::Code::Unknown {
-                links.failed(&peer.name);
-            }
-            bail!("{}", super::sync::status_text(&status));
-        }
+        Err(status) => return Err(link.call_failed(&status)),
     };
-    check_receipt(peer, &receipt, pack_id, &pack.ciphertext_sha256)?;
+    check_receipt(&link.peer, &receipt, pack_id, &pack.ciphertext_sha256)?;
     Ok(receipt)
 }
 
-/// One pass over the relay queue.
-async fn relay_due<S: Store>(app: &Arc<App<S>>, links: &mut Links, peers: &[Peer]) {
-    let jobs = match app.store.relays_due(now_ms(), BATCH).await {
+/// One pass over the packs to relay to the link's peer.
+async fn relay_due<S: Store>(app: &Arc<App<S>>, link: &mut Link) {
+    let name = link.peer.name.clone();
+    let jobs = match app.store.relays_due(&name, now_ms(), BATCH).await {
         Ok(jobs) => jobs,
         Err(e) => {
             tracing::error!(error = %e, "reading the relay queue failed");
@@ -205,25 +213,18 @@ async fn relay_due<S: Store>(app: &Arc<App<S>>, links: &mut Links, peers: &[Peer
         }
     };
     for job in jobs {
-        let outcome = if links.is_paused(&job.peer) {
+        let outcome = if link.is_paused() {
             Err(anyhow::anyhow!(
-                "peer {} could not be reached a moment ago",
-                job.peer
+                "peer {name} could not be reached a moment ago"
             ))
         } else {
-            match peers.iter().find(|p| p.name == job.peer) {
-                Some(peer) => relay_one(app, links, peer, &job.pack_id).await,
-                None => Err(anyhow::anyhow!(
-                    "peer {} is no longer added here; the pack waits until it is added again",
-                    job.peer
-                )),
-            }
+            relay_one(app, link, &job.pack_id).await
         };
         let now = now_ms();
         let written = match outcome {
             Ok(receipt) => {
-                tracing::info!(pack = %job.pack_id, peer = %job.peer, "pack relayed");
-                let event = Event::by_peer(&job.peer, "pack.relay.out", &job.pack_id);
+                tracing::info!(pack = %job.pack_id, peer = %name, "pack relayed");
+                let event = Event::by_peer(&name, "pack.relay.out", &job.pack_id);
                 app.store
                     .relay_done(&job.pack_id, &receipt.encode_to_vec(), now, event)
                     .await
@@ -231,7 +232,7 @@ async fn relay_due<S: Store>(app: &Arc<App<S>>, links: &mut Links, peers: &[Peer
             }
             Err(e) => {
                 let error = super::sync::clean(&format!("{e:#}"));
-                tracing::warn!(pack = %job.pack_id, peer = %job.peer, error = %error, "relaying a pack failed; will try again");
+                tracing::warn!(pack = %job.pack_id, peer = %name, error = %error, "relaying a pack failed; will try again");
                 app.store
                     .relay_failed(&job.pack_id, &error, now + backoff_ms(job.attempts))
                     .await
@@ -243,9 +244,10 @@ async fn relay_due<S: Store>(app: &Arc<App<S>>, links: &mut Links, peers: &[Peer
     }
 }
 
-/// One pass over the receipts to pass back.
-async fn return_due<S: Store>(app: &Arc<App<S>>, links: &mut Links, peers: &[Peer]) {
-    let jobs = match app.store.receipts_due(now_ms(), BATCH).await {
+/// One pass over the receipts to pass back to the link's peer.
+async fn return_due<S: Store>(app: &Arc<App<S>>, link: &mut Link) {
+    let name = link.peer.name.clone();
+    let jobs = match app.store.receipts_due(&name, now_ms(), BATCH).await {
         Ok(jobs) => jobs,
         Err(e) => {
             tracing::error!(error = %e, "reading the receipts to return failed");
@@ -253,16 +255,13 @@ async fn return_due<S: Store>(app: &Arc<App<S>>, links: &mut Links, peers: &[Pee
         }
     };
     for job in jobs {
-        let Some(peer) = peers.iter().find(|p| p.name == job.peer) else {
-            continue;
-        };
-        if links.is_paused(&peer.name) {
-            continue;
+        if link.is_paused() {
+            return;
         }
         let outcome = async {
             let receipt =
                 v1::Receipt::decode(job.receipt.as_slice()).context("the stored receipt")?;
-            let mut client = links.client(peer).await?;
+            let mut client = link.client().await?;
             match client
                 .return_receipt(v1::ReturnReceiptRequest {
                     receipt: Some(receipt),
@@ -272,18 +271,13 @@ async fn return_due<S: Store>(app: &Arc<App<S>>, links: &mut Links, peers: &[Pee
                 Ok(_) => Ok(()),
                 // Already recorded there (a retry after a lost answer).
                 Err(s) if s.code() == tonic::Code::AlreadyExists => Ok(()),
-                Err(s) => {
-                    if s.code() == tonic::Code::Unavailable || s.code() == tonic::Code::Unknown {
-                        links.failed(&peer.name);
-                    }
-                    Err(anyhow::anyhow!("{}", super::sync::status_text(&s)))
-                }
+                Err(s) => Err(link.call_failed(&s)),
             }
         }
         .await;
         match outcome {
             Ok(()) => {
-                let event = Event::by_peer(&peer.name, "receipt.relay.out", &job.pack_id);
+                let event = Event::by_peer(&name, "receipt.relay.out", &job.pack_id);
                 if let Err(e) = app
                     .store
                     .receipt_returned(&job.pack_id, now_ms(), event)
@@ -294,7 +288,7 @@ async fn return_due<S: Store>(app: &Arc<App<S>>, links: &mut Links, peers: &[Pee
             }
             Err(e) => {
                 let error = super::sync::clean(&format!("{e:#}"));
-                tracing::warn!(pack = %job.pack_id, peer = %peer.name, error = %error, "passing a receipt back failed; will try again");
+                tracing::warn!(pack = %job.pack_id, peer = %name, error = %error, "passing a receipt back failed; will try again");
                 let next = now_ms() + backoff_ms(job.attempts);
                 if let Err(e) = app.store.relay_failed(&job.pack_id, &error, next).await {
                     tracing::error!(error = %e, pack = %job.pack_id, "recording a failed receipt return failed");
@@ -304,9 +298,10 @@ async fn return_due<S: Store>(app: &Arc<App<S>>, links: &mut Links, peers: &[Pee
     }
 }
 
-/// One pass over the recalls to pass on.
-async fn recall_due<S: Store>(app: &Arc<App<S>>, links: &mut Links, peers: &[Peer]) {
-    let jobs = match app.store.recalls_due(BATCH).await {
+/// One pass over the recalls to pass on to the link's peer.
+async fn recall_due<S: Store>(app: &Arc<App<S>>, link: &mut Link) {
+    let name = link.peer.name.clone();
+    let jobs = match app.store.recalls_due(&name, BATCH).await {
         Ok(jobs) => jobs,
         Err(e) => {
             tracing::error!(error = %e, "reading the recalls to pass on failed");
@@ -314,30 +309,27 @@ async fn recall_due<S: Store>(app: &Arc<App<S>>, links: &mut Links, peers: &[Pee
         }
     };
     for job in jobs {
-        let Some(peer) = peers.iter().find(|p| p.name == job.peer) else {
-            continue;
-        };
-        if links.is_paused(&peer.name) {
-            continue;
+        if link.is_paused() {
+            return;
         }
         let outcome = async {
             let recall = v1::Recall::decode(job.receipt.as_slice()).context("the stored recall")?;
-            let mut client = links.client(peer).await?;
+            let mut client = link.client().await?;
             client
                 .relay_recall(v1::RelayRecallRequest {
                     recall: Some(recall),
                 })
                 .await
-                .map_err(|s| anyhow::anyhow!("{}", super::sync::status_text(&s)))
+                .map_err(|s| link.call_failed(&s))
         }
         .await;
         match outcome {
             Ok(answer) => {
                 let state = v1::PackState::try_from(answer.get_ref().state)
                     .map_or("unknown", |s| s.as_str_name());
-                tracing::info!(pack = %job.pack_id, peer = %peer.name, state, "recall passed on");
+                tracing::info!(pack = %job.pack_id, peer = %name, state, "recall passed on");
                 let event = Event::by_peer(
-                    &peer.name,
+                    &name,
                     "pack.recall.relay.out",
                     format!("{} {state}", job.pack_id),
                 );
@@ -351,35 +343,65 @@ async fn recall_due<S: Store>(app: &Arc<App<S>>, links: &mut Links, peers: &[Pee
             }
             Err(e) => {
                 let error = super::sync::clean(&format!("{e:#}"));
-                tracing::warn!(pack = %job.pack_id, peer = %peer.name, error = %error, "passing a recall on failed; will try again");
-                links.failed(&peer.name);
+                tracing::warn!(pack = %job.pack_id, peer = %name, error = %error, "passing a recall on failed; will try again");
+                link.failed();
             }
         }
     }
 }
 
-/// Works through the queues every second until shutdown.
-pub async fn watch<S: Store>(app: Arc<App<S>>, data_dir: PathBuf) {
-    let mut links = Links {
+/// One peer's worker: its three queues every second, until aborted or
+/// shutdown. A slow or absent peer delays only its own packs.
+async fn worker<S: Store>(app: Arc<App<S>>, peer: Peer, data_dir: PathBuf) {
+    let mut link = Link {
+        peer,
         data_dir,
-        channels: HashMap::new(),
-        paused: HashMap::new(),
+        channel: None,
+        paused_until: None,
     };
+    loop {
+        relay_due(&app, &mut link).await;
+        recall_due(&app, &mut link).await;
+        return_due(&app, &mut link).await;
+        tokio::select! {
+            () = app.shutdown.cancelled() => return,
+            () = tokio::time::sleep(POLL) => {}
+        }
+    }
+}
+
+/// Keeps one [`worker`] a peer (started when a peer is added, stopped
+/// when it is removed or its descriptor replaced), until shutdown.
+pub async fn watch<S: Store>(app: Arc<App<S>>, data_dir: PathBuf) {
+    let mut workers: HashMap<String, (Peer, tokio::task::JoinHandle<()>)> = HashMap::new();
     loop {
         match app.store.peers().await {
             Ok(peers) => {
-                links
-                    .channels
-                    .retain(|name, _| peers.iter().any(|p| &p.name == name));
-                relay_due(&app, &mut links, &peers).await;
-                recall_due(&app, &mut links, &peers).await;
-                return_due(&app, &mut links, &peers).await;
+                workers.retain(|name, (known, task)| {
+                    let keep = peers.iter().any(|p| p == known && &p.name == name);
+                    if !keep {
+                        task.abort();
+                    }
+                    keep
+                });
+                for peer in peers {
+                    if !workers.contains_key(&peer.name) {
+                        let task =
+                            tokio::spawn(worker(app.clone(), peer.clone(), data_dir.clone()));
+                        workers.insert(peer.name.clone(), (peer, task));
+                    }
+                }
             }
             Err(e) => tracing::error!(error = %e, "reading the peers failed"),
         }
         tokio::select! {
-            () = app.shutdown.cancelled() => return,
-            () = tokio::time::sleep(POLL) => {}
+            () = app.shutdown.cancelled() => {
+                for (_, task) in workers.values() {
+                    task.abort();
+                }
+                return;
+            }
+            () = tokio::time::sleep(PEERS_POLL) => {}
         }
     }
 }

@@ -57,10 +57,11 @@ pub struct RelayState {
 
 /// The relay queues.
 pub trait Relays: Send + Sync {
-    /// Up to `limit` packs to relay whose next try is due at `now_ms`,
-    /// oldest first (withdrawn and purged ones are not relayed).
+    /// Up to `limit` packs to relay to `peer` whose next try is due at
+    /// `now_ms`, oldest first (withdrawn and purged ones are not relayed).
     fn relays_due(
         &self,
+        peer: &str,
         now_ms: i64,
         limit: i64,
     ) -> impl Future<Output = Result<Vec<RelayJob>>> + Send;
@@ -84,10 +85,11 @@ pub trait Relays: Send + Sync {
         next_at_ms: i64,
     ) -> impl Future<Output = Result<()>> + Send;
 
-    /// Up to `limit` receipts to pass back to peers still added here whose
-    /// next try is due at `now_ms`, oldest first.
+    /// Up to `limit` receipts to pass back to `peer` whose next try is due
+    /// at `now_ms`, oldest first.
     fn receipts_due(
         &self,
+        peer: &str,
         now_ms: i64,
         limit: i64,
     ) -> impl Future<Output = Result<Vec<ReceiptJob>>> + Send;
@@ -101,9 +103,13 @@ pub trait Relays: Send + Sync {
         event: audit::Event,
     ) -> impl Future<Output = Result<()>> + Send;
 
-    /// Up to `limit` recalls of packs relayed to peers still added here,
-    /// to pass on (`(pack_id, peer, recall bytes)`), oldest first.
-    fn recalls_due(&self, limit: i64) -> impl Future<Output = Result<Vec<ReceiptJob>>> + Send;
+    /// Up to `limit` recalls of packs relayed to `peer`, to pass on,
+    /// oldest first.
+    fn recalls_due(
+        &self,
+        peer: &str,
+        limit: i64,
+    ) -> impl Future<Output = Result<Vec<ReceiptJob>>> + Send;
 
     /// Records that the peer took the recall of `pack_id`, and audits
     /// `event`.
@@ -130,16 +136,18 @@ macro_rules! relays_store {
         impl $crate::store::relays::Relays for $store {
             async fn relays_due(
                 &self,
+                peer: &str,
                 now_ms: i64,
                 limit: i64,
             ) -> $crate::store::Result<Vec<$crate::store::relays::RelayJob>> {
                 let rows: Vec<(String, String, i64)> = sqlx::query_as(
                     "SELECT pack_id, relay_to, relay_attempts FROM packs \
-                     WHERE relay_to IS NOT NULL AND relayed_at_ms IS NULL \
+                     WHERE relay_to = $1 AND relayed_at_ms IS NULL \
                      AND deleted_at_ms IS NULL AND recalled_at_ms IS NULL \
-                     AND (relay_next_at_ms IS NULL OR relay_next_at_ms <= $1) \
-                     ORDER BY seq LIMIT $2",
+                     AND (relay_next_at_ms IS NULL OR relay_next_at_ms <= $2) \
+                     ORDER BY seq LIMIT $3",
                 )
+                .bind(peer)
                 .bind(now_ms)
                 .bind(limit)
                 .fetch_all(&self.pool)
@@ -201,17 +209,18 @@ macro_rules! relays_store {
 
             async fn receipts_due(
                 &self,
+                peer: &str,
                 now_ms: i64,
                 limit: i64,
             ) -> $crate::store::Result<Vec<$crate::store::relays::ReceiptJob>> {
                 let rows: Vec<(String, String, Vec<u8>, i64)> = sqlx::query_as(
                     "SELECT pack_id, relayed_from, receipt, relay_attempts FROM packs \
-                     WHERE relayed_from IS NOT NULL AND receipt_returned_at_ms IS NULL \
+                     WHERE relayed_from = $1 AND receipt_returned_at_ms IS NULL \
                      AND receipt IS NOT NULL \
-                     AND relayed_from IN (SELECT name FROM peers) \
-                     AND (relay_next_at_ms IS NULL OR relay_next_at_ms <= $1) \
-                     ORDER BY seq LIMIT $2",
+                     AND (relay_next_at_ms IS NULL OR relay_next_at_ms <= $2) \
+                     ORDER BY seq LIMIT $3",
                 )
+                .bind(peer)
                 .bind(now_ms)
                 .bind(limit)
                 .fetch_all(&self.pool)
@@ -253,14 +262,16 @@ macro_rules! relays_store {
 
             async fn recalls_due(
                 &self,
+                peer: &str,
                 limit: i64,
             ) -> $crate::store::Result<Vec<$crate::store::relays::ReceiptJob>> {
                 let rows: Vec<(String, String, Vec<u8>)> = sqlx::query_as(
                     "SELECT pack_id, relay_to, recall FROM packs \
-                     WHERE relay_to IS NOT NULL AND recall IS NOT NULL \
+                     WHERE relay_to = $1 AND recall IS NOT NULL \
                      AND recall_relayed_at_ms IS NULL AND relayed_at_ms IS NOT NULL \
-                     AND relay_to IN (SELECT name FROM peers) ORDER BY seq LIMIT $1",
+                     ORDER BY seq LIMIT $2",
                 )
+                .bind(peer)
                 .bind(limit)
                 .fetch_all(&self.pool)
                 .await?;

@@ -14,9 +14,9 @@ ALTER TABLE packs ADD COLUMN relay_error TEXT;
 ALTER TABLE packs ADD COLUMN recall_relayed_at_ms BIGINT;
 ALTER TABLE packs ADD COLUMN relayed_from TEXT;
 ALTER TABLE packs ADD COLUMN receipt_returned_at_ms BIGINT;
-CREATE INDEX packs_relay_queue ON packs (seq)
+CREATE INDEX packs_relay_queue ON packs (relay_to, seq)
     WHERE relay_to IS NOT NULL AND relayed_at_ms IS NULL;
-CREATE INDEX packs_recall_queue ON packs (seq)
+CREATE INDEX packs_recall_queue ON packs (relay_to, seq)
     WHERE relay_to IS NOT NULL AND recall IS NOT NULL AND recall_relayed_at_ms IS NULL;
-CREATE INDEX packs_receipt_queue ON packs (seq)
+CREATE INDEX packs_receipt_queue ON packs (relayed_from, seq)
     WHERE relayed_from IS NOT NULL AND receipt_returned_at_ms IS NULL;

@@ -54,6 +54,11 @@ pub enum PeerCommand {
         /// "1f2e 3d4c …" (spaces and case do not matter).
         #[arg(long, value_name = "FINGERPRINT")]
         fingerprint: String,
+        /// A local authority code (3 digits) the peer may list schools for,
+        /// as the data-sharing agreement says; repeat for more. Schools it
+        /// lists elsewhere are left out. Without it: any.
+        #[arg(long = "la", value_name = "CODE")]
+        la_codes: Vec<String>,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -93,6 +98,7 @@ fn peer_json(p: &Peer, sync: Option<&PeerSync>, conflicts: &[&Conflict]) -> serd
         "daemon_key": hex::encode(p.daemon_key),
         "valid_until": crate::audit::time(p.valid_until_ms),
         "added_at": crate::audit::time(p.added_at_ms),
+        "la_codes": p.la_codes,
     })
 }
 
@@ -174,13 +180,22 @@ pub async fn run<S: Store>(
         PeerCommand::Add {
             file,
             fingerprint: expected,
+            la_codes,
             json,
         } => {
+            for code in &la_codes {
+                if code.len() != 3 || !code.bytes().all(|b| b.is_ascii_digit()) {
+                    bail!("--la {code:?}: a local authority code is 3 digits, e.g. 926");
+                }
+            }
             let descriptor = read(&file)?;
             let now = now_ms();
-            let peer = descriptor
+            let mut peer = descriptor
                 .check(now)
                 .with_context(|| format!("{}", file.display()))?;
+            peer.la_codes = la_codes;
+            peer.la_codes.sort();
+            peer.la_codes.dedup();
             let plain = |text: &str| text.replace(' ', "").to_ascii_lowercase();
             let found = fingerprint(&peer.daemon_key);
             if plain(&expected) != plain(&found) {
@@ -251,9 +266,14 @@ pub async fn run<S: Store>(
             } else {
                 for p in &peers {
                     let (sync, mine) = of(p);
+                    let las = if p.la_codes.is_empty() {
+                        "any".to_string()
+                    } else {
+                        p.la_codes.join(", ")
+                    };
                     writeln!(
                         out,
-                        "{}  {}  added {}\n{}\n  directory      {}",
+                        "{}  {}  added {}\n{}\n  directory      {}\n  authorities    {las}",
                         p.name,
                         p.url,
                         crate::audit::time(p.added_at_ms),

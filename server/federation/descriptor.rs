@@ -197,6 +197,7 @@ impl Descriptor {
             daemon_key,
             valid_until_ms: self.valid_until_ms,
             added_at_ms: now_ms,
+            la_codes: Vec::new(),
         })
     }
 }

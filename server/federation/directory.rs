@@ -21,8 +21,12 @@ pub const MAX_PEER_SCHOOLS: usize = 20_000;
 
 /// A peer's answer, checked: each school's LAESTAB, name, aliases and
 /// active keys, encoded again for the store; and what was left out, and
-/// why, naming the school.
-pub fn checked(schools: &[v1::School]) -> (Vec<(String, Vec<u8>)>, Vec<String>) {
+/// why, naming the school. With `la_codes`, only schools whose numbers
+/// (former ones too) are in those local authorities are kept.
+pub fn checked(
+    schools: &[v1::School],
+    la_codes: &[String],
+) -> (Vec<(String, Vec<u8>)>, Vec<String>) {
     let mut kept = BTreeMap::new();
     let mut problems = Vec::new();
     if schools.len() > MAX_PEER_SCHOOLS {
@@ -32,7 +36,18 @@ pub fn checked(schools: &[v1::School]) -> (Vec<(String, Vec<u8>)>, Vec<String>) 
         ));
     }
     for school in schools.iter().take(MAX_PEER_SCHOOLS) {
-        match check_one(school) {
+        match check_one(school).and_then(|(laestab, clean)| {
+            let outside = std::iter::once(&clean.laestab)
+                .chain(&clean.aliases)
+                .find(|n| !la_codes.is_empty() && !la_codes.iter().any(|c| n.starts_with(c.as_str())));
+            match outside {
+                Some(n) => Err(format!(
+                    "school {laestab}: {n} is in local authority {}, which this peer is not agreed for (`batond admin peer add --la`)",
+                    &n[..3]
+                )),
+                None => Ok((laestab, clean)),
+            }
+        }) {
             Ok((laestab, clean)) => {
                 if kept.insert(laestab.clone(), clean).is_some() {
                     problems.push(format!("school {laestab}: listed twice"));
@@ -227,7 +242,7 @@ mod tests {
     }
 
     fn stored(peer: &str, schools: &[v1::School]) -> Vec<PeerSchool> {
-        let (kept, problems) = checked(schools);
+        let (kept, problems) = checked(schools, &[]);
         assert!(problems.is_empty(), "{problems:?}");
         kept.into_iter()
             .map(|(laestab, school)| PeerSchool {
@@ -261,7 +276,7 @@ mod tests {
             school("8885555", &[]),
             school("8885555", &[]),
         ];
-        let (kept, problems) = checked(&answer);
+        let (kept, problems) = checked(&answer, &[]);
         assert_eq!(kept.len(), 1, "{problems:?}");
         assert_eq!(kept[0].0, "8884444");
         let school = v1::School::decode(kept[0].1.as_slice()).unwrap();
@@ -277,6 +292,27 @@ mod tests {
         ]) {
             assert!(problem.contains(says), "{problem} / {says}");
         }
+    }
+
+    #[test]
+    fn a_peer_agreed_for_some_authorities_lists_schools_there_only() {
+        let answer = [
+            school("9261111", &[]),
+            school("9271111", &[]),
+            school("9262222", &["8612222"]),
+        ];
+        let (kept, problems) = checked(&answer, &["926".to_string()]);
+        let kept: Vec<&str> = kept.iter().map(|(l, _)| l.as_str()).collect();
+        assert_eq!(kept, ["9261111"]);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(
+            problems[0].contains("9271111 is in local authority 927"),
+            "{problems:?}"
+        );
+        assert!(
+            problems[1].contains("8612222 is in local authority 861"),
+            "{problems:?}"
+        );
     }
 
     #[test]

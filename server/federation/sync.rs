@@ -64,7 +64,7 @@ pub async fn sync_one<S: Store>(
         .map_err(|s| anyhow::anyhow!(status_text(&s)))
         .context("reading its directory")?
         .into_inner();
-    let (kept, problems) = super::directory::checked(&answer.schools);
+    let (kept, problems) = super::directory::checked(&answer.schools, &peer.la_codes);
     if !store
         .replace_peer_schools(&peer.name, &kept, now_ms())
         .await

@@ -32,6 +32,9 @@ pub struct Peer {
     pub valid_until_ms: i64,
     /// When it was added here.
     pub added_at_ms: i64,
+    /// The local authority codes (3 digits) it may list schools for, as
+    /// the data-sharing agreement says; empty: any.
+    pub la_codes: Vec<String>,
 }
 
 /// How the directory sync with one peer last went.
@@ -105,12 +108,13 @@ pub trait Peers: Send + Sync {
     fn peer_syncs(&self) -> impl Future<Output = Result<Vec<PeerSync>>> + Send;
 }
 
-/// A stored row: name, url, certificate, pin, key, valid until, added at.
-pub type PeerRow = (String, String, String, Vec<u8>, Vec<u8>, i64, i64);
+/// A stored row: name, url, certificate, pin, key, valid until, added at,
+/// local authority codes.
+pub type PeerRow = (String, String, String, Vec<u8>, Vec<u8>, i64, i64, String);
 
 /// A row as a [`Peer`].
 pub fn peer_from_row(row: PeerRow) -> Result<Peer> {
-    let (name, url, ca_cert_pem, pin, key, valid_until_ms, added_at_ms) = row;
+    let (name, url, ca_cert_pem, pin, key, valid_until_ms, added_at_ms, la_codes) = row;
     let corrupt = |what: &str| super::rows::corrupt(format!("peer {name:?}: {what}"));
     Ok(Peer {
         ca_cert_sha256: pin.try_into().map_err(|_| corrupt("pin length"))?,
@@ -120,6 +124,11 @@ pub fn peer_from_row(row: PeerRow) -> Result<Peer> {
         ca_cert_pem,
         valid_until_ms,
         added_at_ms,
+        la_codes: la_codes
+            .split(',')
+            .filter(|c| !c.is_empty())
+            .map(str::to_string)
+            .collect(),
     })
 }
 
@@ -148,7 +157,7 @@ macro_rules! peers_store {
                 }
                 sqlx::query(
                     "INSERT INTO peers (name, url, ca_cert_pem, ca_cert_sha256, daemon_key, \
-                     valid_until_ms, added_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                     valid_until_ms, added_at_ms, la_codes) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
                 )
                 .bind(&peer.name)
                 .bind(&peer.url)
@@ -157,6 +166,7 @@ macro_rules! peers_store {
                 .bind(peer.daemon_key.as_slice())
                 .bind(peer.valid_until_ms)
                 .bind(peer.added_at_ms)
+                .bind(peer.la_codes.join(","))
                 .execute(&mut *tx)
                 .await?;
                 append(&mut tx, peer.added_at_ms, &event).await?;
@@ -167,7 +177,7 @@ macro_rules! peers_store {
             async fn peers(&self) -> $crate::store::Result<Vec<$crate::store::peers::Peer>> {
                 let rows: Vec<$crate::store::peers::PeerRow> = sqlx::query_as(
                     "SELECT name, url, ca_cert_pem, ca_cert_sha256, daemon_key, \
-                     valid_until_ms, added_at_ms FROM peers ORDER BY name",
+                     valid_until_ms, added_at_ms, la_codes FROM peers ORDER BY name",
                 )
                 .fetch_all(&self.pool)
                 .await?;

@@ -29,6 +29,11 @@ fn stdout(out: &std::process::Output) -> String {
 /// Exports `from`'s descriptor as `name` (its federation listener's URL)
 /// and adds it on `to` with the daemon key fingerprint `export` printed.
 pub async fn add_peer(from: &Daemon, name: &str, to: &Daemon) {
+    add_peer_with(from, name, to, &[]).await;
+}
+
+/// [`add_peer`], passing `extra` to `peer add`.
+pub async fn add_peer_with(from: &Daemon, name: &str, to: &Daemon, extra: &[&str]) {
     let url = from.printed("federation on ").await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join(format!("{name}.json"));
@@ -43,9 +48,8 @@ pub async fn add_peer(from: &Daemon, name: &str, to: &Daemon) {
         .unwrap()
         .trim()
         .to_string();
-    let out = to
-        .admin(&["admin", "peer", "add", file, "--fingerprint", &fingerprint])
-        .await;
+    let add = ["admin", "peer", "add", file, "--fingerprint", &fingerprint];
+    let out = to.admin(&[&add[..], extra].concat()).await;
     assert!(out.status.success(), "{}", stderr(&out));
 }
 
@@ -112,8 +116,29 @@ async fn issue23_peers_meet_over_mutual_tls_and_share_directories() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("no peer named"), "{}", stderr(&out));
 
-    add_peer(&a, "trust-a", &b).await;
+    // B's agreement with A covers A's two local authorities.
+    add_peer_with(&a, "trust-a", &b, &["--la", "861", "--la", "926"]).await;
     add_peer(&b, "trust-b", &a).await;
+    let out = b.admin(&["admin", "peer", "list"]).await;
+    assert!(
+        stdout(&out).contains("authorities    861, 926"),
+        "{}",
+        stdout(&out)
+    );
+    let out = b
+        .admin(&[
+            "admin",
+            "peer",
+            "add",
+            "/nonexistent",
+            "--fingerprint",
+            "00",
+            "--la",
+            "86",
+        ])
+        .await;
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("3 digits"), "{}", stderr(&out));
 
     // The operator's check: through mutual TLS, B's key as pinned, and B
     // knows A by the name A exported (once B's daemon has read its new

@@ -14,6 +14,7 @@ fn peer(name: &str, key: u8) -> Peer {
         daemon_key: [key; 32],
         valid_until_ms: 1_000,
         added_at_ms: 10,
+        la_codes: vec!["861".into(), "926".into()],
     }
 }
 

@@ -65,9 +65,12 @@ pub async fn run<S: Store>(
             .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
             .count() as u64;
     }
-    let tls = config.data_dir.join("tls");
-    if tls.is_dir() {
-        files += copy_tree(&tls, &dir.join("tls"))?;
+    // The TLS files schools pin, and the federation identity peers pin.
+    for folder in ["tls", crate::federation::FOLDER] {
+        let from = config.data_dir.join(folder);
+        if from.is_dir() {
+            files += copy_tree(&from, &dir.join(folder))?;
+        }
     }
     let audit_key = config.data_dir.join("audit-signing.key");
     if audit_key.exists() {
@@ -79,7 +82,7 @@ pub async fn run<S: Store>(
     if !sqlite {
         writeln!(
             out,
-            "copied {files} files (TLS, audit key, config) into {dir}. The database is PostgreSQL: add it with \
+            "copied {files} files (TLS, federation identity, audit key, config) into {dir}. The database is PostgreSQL: add it with \
              `pg_dump -Fc -f {dir}/baton.dump \"$BATON_DATABASE_URL\"`; after restoring it (`pg_restore -d NEWDB {dir}/baton.dump`), \
              run `batond admin check` against it.",
             dir = dir.display()

@@ -173,6 +173,38 @@ async fn issue23_peers_meet_over_mutual_tls_and_share_directories() {
         .await;
     assert_eq!(shown["pin"], "matches the pinned keys");
 
+    // B's school enrols a second device: A's school is warned of the
+    // change, as for a school of its own trust, until it confirms it.
+    let code = crate::common::cli::code(&b, "9264002").await;
+    crate::common::cli::init(
+        &b,
+        &root.path().join("second"),
+        "9264002",
+        &code,
+        &["staff"],
+    )
+    .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let shown = primary
+            .json_value(&["schools", "show", "9264002", "--json"])
+            .await;
+        if shown["pin"] == "CHANGED since pinned" {
+            assert!(
+                shown["changes"][0].as_str().unwrap().contains("new key"),
+                "{shown}"
+            );
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{shown}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    primary.ok(&["schools", "trust", "9264002"]).await;
+    let shown = primary
+        .json_value(&["schools", "show", "9264002", "--json"])
+        .await;
+    assert_eq!(shown["pin"], "matches the pinned keys", "{shown}");
+
     // `peer list` says when the directory was read, and how many schools.
     let out = a.admin(&["admin", "peer", "list", "--json"]).await;
     let peers: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -443,6 +475,54 @@ async fn issue23_packs_wait_for_a_peer_that_is_down_and_survive_kill9() {
     .await;
     assert_eq!(audited(&b, "pack.relay.in").await.len(), 5);
     assert_eq!(audited(&a, "pack.relay.out").await.len(), 5);
+
+    // Now with B up, larger packs (kept in files), and A killed while it
+    // relays them: each arrives once all the same.
+    let mut folders = Vec::new();
+    for n in 11..=18 {
+        let record = pupil("Haddad", n);
+        let dir = root.path().join(format!("large-{n}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("record.json"), record.to_json()).unwrap();
+        std::fs::write(dir.join("scan.bin"), crate::common::ciphertext(3 << 20)).unwrap();
+        folders.push(dir.display().to_string());
+    }
+    let mut args = vec!["send".to_string(), "--to".into(), "9264002".into()];
+    args.extend(folders.iter().cloned());
+    let sending = {
+        let primary = primary.clone();
+        let args = args.clone();
+        tokio::spawn(async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            primary.baton(&args).await
+        })
+    };
+    // The moment B stages a relayed pack, A is killed: mid-relay.
+    let staging = b.data.join("baton.db-ciphertext").join("staging");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while std::fs::read_dir(&staging).map_or(0, |d| d.count()) == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "no relay began");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    a.kill9().await;
+    let _ = sending.await.unwrap();
+    let args_again = again(&a_fed);
+    a.restart(&args_again.iter().map(String::as_str).collect::<Vec<_>>())
+        .await;
+    // The teacher runs the send again: what A stored is not sent twice.
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    primary.ok(&args).await;
+    listed_until(&secondary, &["inbox", "--json"], |l| l.len() == 8).await;
+    pull_and_ack(&secondary, &root.path().join("pulled-large"), "8612001", 8).await;
+    listed_until(&primary, &["sent", "--json"], |l| {
+        l.len() == 13 && l.iter().all(|p| p["state"] == "acknowledged")
+    })
+    .await;
+    assert_eq!(audited(&b, "pack.relay.in").await.len(), 13);
+    // Nothing half-relayed is left staged on B.
+    let staging = b.data.join("baton.db-ciphertext").join("staging");
+    let staged = std::fs::read_dir(&staging).map_or(0, |d| d.count());
+    assert_eq!(staged, 0, "left in {}", staging.display());
 }
 
 /// A `Federation` client to `to`'s federation listener presenting

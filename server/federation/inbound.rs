@@ -330,3 +330,51 @@ pub async fn relay_recall<S: Store>(
         )),
     }
 }
+
+/// Records what `peer` reports of a pack this daemon relayed to it: its
+/// school collected it, or its retention purged it before a receipt.
+pub async fn report_state<S: Store>(
+    app: &App<S>,
+    peer: &str,
+    req: &v1::ReportStateRequest,
+) -> Result<(), Status> {
+    let id: baton::pack::PackId = req
+        .pack_id
+        .parse()
+        .map_err(|e| Status::invalid_argument(format!("field `pack_id`: {e}")))?;
+    let state = app
+        .store
+        .relay_state(&id.to_string())
+        .await
+        .map_err(store_status)?
+        .unwrap_or_default();
+    if state.relay_to.as_deref() != Some(peer) || state.relayed_at_ms.is_none() {
+        return Err(Status::permission_denied(format!(
+            "pack {id} was not relayed to {peer}"
+        )));
+    }
+    match v1::PackState::try_from(req.state) {
+        Ok(v1::PackState::Downloaded) => app
+            .store
+            .mark_downloaded(id, now_ms(), Event::by_peer(peer, "pack.download", id))
+            .await
+            .map_err(store_status),
+        Ok(v1::PackState::Purged) => {
+            // Purged there before a receipt: this daemon's copy goes too,
+            // whatever its own retention says (the reason from what it was
+            // told of the pack).
+            let everything = crate::store::Cutoffs {
+                acknowledged_before_ms: i64::MIN,
+                uploaded_before_ms: i64::MAX,
+            };
+            app.store
+                .purge(id, everything, now_ms(), &format!("peer:{peer}"))
+                .await
+                .map(|_| ())
+                .map_err(store_status)
+        }
+        _ => Err(Status::invalid_argument(
+            "field `state`: PACK_STATE_DOWNLOADED or PACK_STATE_PURGED",
+        )),
+    }
+}

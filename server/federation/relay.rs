@@ -6,8 +6,9 @@
 //! peer's pinned daemon key; a failed try is retried with backoff, the
 //! queue surviving restarts. The same task passes back to the peers the
 //! receipts of packs they relayed here, once this daemon's school has
-//! acknowledged them, and passes on to the peers the sending schools'
-//! recalls of packs relayed to them.
+//! acknowledged them (and, before that, their collection or purge), and
+//! passes on to the peers the sending schools' recalls of packs relayed to
+//! them.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -350,7 +351,53 @@ async fn recall_due<S: Store>(app: &Arc<App<S>>, link: &mut Link) {
     }
 }
 
-/// One peer's worker: its three queues every second, until aborted or
+/// One pass over the states to report back to the link's peer.
+async fn report_due<S: Store>(app: &Arc<App<S>>, link: &mut Link) {
+    let name = link.peer.name.clone();
+    let jobs = match app.store.states_due(&name, BATCH).await {
+        Ok(jobs) => jobs,
+        Err(e) => {
+            tracing::error!(error = %e, "reading the states to report failed");
+            return;
+        }
+    };
+    for job in jobs {
+        if link.is_paused() {
+            return;
+        }
+        let state = if job.status == "purged" {
+            v1::PackState::Purged
+        } else {
+            v1::PackState::Downloaded
+        };
+        let outcome = async {
+            let mut client = link.client().await?;
+            client
+                .report_state(v1::ReportStateRequest {
+                    pack_id: job.pack_id.clone(),
+                    state: state as i32,
+                    purge_reason: job.purge_reason.clone().unwrap_or_default(),
+                })
+                .await
+                .map_err(|s| link.call_failed(&s))
+        }
+        .await;
+        match outcome {
+            Ok(_) => {
+                if let Err(e) = app.store.state_reported(&job.pack_id, &job.status).await {
+                    tracing::error!(error = %e, pack = %job.pack_id, "recording a reported state failed");
+                }
+            }
+            Err(e) => {
+                let error = super::sync::clean(&format!("{e:#}"));
+                tracing::warn!(pack = %job.pack_id, peer = %name, error = %error, "reporting a state failed; will try again");
+                link.failed();
+            }
+        }
+    }
+}
+
+/// One peer's worker: its queues every second, until aborted or
 /// shutdown. A slow or absent peer delays only its own packs.
 async fn worker<S: Store>(app: Arc<App<S>>, peer: Peer, data_dir: PathBuf) {
     let mut link = Link {
@@ -362,6 +409,7 @@ async fn worker<S: Store>(app: Arc<App<S>>, peer: Peer, data_dir: PathBuf) {
     loop {
         relay_due(&app, &mut link).await;
         recall_due(&app, &mut link).await;
+        report_due(&app, &mut link).await;
         return_due(&app, &mut link).await;
         tokio::select! {
             () = app.shutdown.cancelled() => return,

@@ -129,4 +129,13 @@ impl<S: Store> Federation for Service<S> {
             state: state as i32,
         }))
     }
+
+    async fn report_state(
+        &self,
+        request: Request<v1::ReportStateRequest>,
+    ) -> Result<Response<v1::ReportStateResponse>, Status> {
+        let caller = self.caller(&request)?;
+        super::inbound::report_state(&self.app, &caller, request.get_ref()).await?;
+        Ok(Response::new(v1::ReportStateResponse {}))
+    }
 }

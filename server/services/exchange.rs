@@ -153,9 +153,8 @@ fn state(p: &StoredPack) -> v1::PackState {
         PackStatus::Recalled if p.relayed_at_ms.is_some() => v1::PackState::RecallRequested,
         PackStatus::Recalled => v1::PackState::Recalled,
         _ if p.recalled_at_ms.is_some() => v1::PackState::RecallRequested,
-        PackStatus::Pending | PackStatus::Downloaded if p.relay_to.is_some() => {
-            v1::PackState::Relayed
-        }
+        // Its collection by the other trust's school is reported back.
+        PackStatus::Pending if p.relay_to.is_some() => v1::PackState::Relayed,
         PackStatus::Pending => v1::PackState::Pending,
         PackStatus::Downloaded => v1::PackState::Downloaded,
         PackStatus::Acknowledged => v1::PackState::Acknowledged,

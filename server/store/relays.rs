@@ -40,6 +40,17 @@ pub struct ReceiptJob {
     pub attempts: i64,
 }
 
+/// A relayed pack's state to report back to the peer it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateJob {
+    /// The pack id.
+    pub pack_id: String,
+    /// `downloaded` or `purged`.
+    pub status: String,
+    /// Why it was purged, if it was.
+    pub purge_reason: Option<String>,
+}
+
 /// A pack's relay state.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RelayState {
@@ -118,6 +129,21 @@ pub trait Relays: Send + Sync {
         pack_id: &str,
         now_ms: i64,
         event: audit::Event,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Up to `limit` packs `peer` relayed here whose collection or purge
+    /// (before a receipt) is not yet reported back to it, oldest first.
+    fn states_due(
+        &self,
+        peer: &str,
+        limit: i64,
+    ) -> impl Future<Output = Result<Vec<StateJob>>> + Send;
+
+    /// Records that `status` of `pack_id` was reported back.
+    fn state_reported(
+        &self,
+        pack_id: &str,
+        status: &str,
     ) -> impl Future<Output = Result<()>> + Send;
 
     /// The ciphertext `peer` relayed here that waits for this daemon's
@@ -307,6 +333,47 @@ macro_rules! relays_store {
                     append(&mut tx, now_ms, &event).await?;
                 }
                 tx.commit().await?;
+                Ok(())
+            }
+
+            async fn states_due(
+                &self,
+                peer: &str,
+                limit: i64,
+            ) -> $crate::store::Result<Vec<$crate::store::relays::StateJob>> {
+                let rows: Vec<(String, String, Option<String>)> = sqlx::query_as(
+                    "SELECT pack_id, status, purge_reason FROM packs \
+                     WHERE relayed_from = $1 AND receipt IS NULL AND ( \
+                     (status = 'downloaded' AND state_reported IS NULL) \
+                     OR (status = 'purged' AND (state_reported IS NULL \
+                     OR state_reported <> 'purged'))) ORDER BY seq LIMIT $2",
+                )
+                .bind(peer)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(
+                        |(pack_id, status, purge_reason)| $crate::store::relays::StateJob {
+                            pack_id,
+                            status,
+                            purge_reason,
+                        },
+                    )
+                    .collect())
+            }
+
+            async fn state_reported(
+                &self,
+                pack_id: &str,
+                status: &str,
+            ) -> $crate::store::Result<()> {
+                sqlx::query("UPDATE packs SET state_reported = $1 WHERE pack_id = $2")
+                    .bind(status)
+                    .bind(pack_id)
+                    .execute(&self.pool)
+                    .await?;
                 Ok(())
             }
 

@@ -386,7 +386,20 @@ async fn issue23_a_class_crosses_to_another_trust_and_its_receipts_come_back() {
         [("peer:trust-a".to_string(), "pack.recall".to_string())]
     );
 
-    pull_and_ack(&secondary, &root.path().join("pulled"), "8612001", 5).await;
+    // Collected by B's school: A's school sees it (B reports it back).
+    secondary
+        .ok(&[
+            "pull",
+            "--all",
+            "--out",
+            root.path().join("pulled").to_str().unwrap(),
+        ])
+        .await;
+    listed_until(&primary, &["sent", "--json"], |l| {
+        l.iter().filter(|p| p["state"] == "downloaded").count() == 5
+    })
+    .await;
+    secondary.ok(&["ack", "--all-pulled"]).await;
 
     // A's school sees every other pack acknowledged, each receipt verified
     // against B's school's key, and the recalled one as recalled.
@@ -519,6 +532,25 @@ async fn issue23_packs_wait_for_a_peer_that_is_down_and_survive_kill9() {
     })
     .await;
     assert_eq!(audited(&b, "pack.relay.in").await.len(), 13);
+
+    // One more that B's school never collects: B's retention purges it,
+    // and A's school sees it purged, not collected (A's copy gone too).
+    let out = send_records(&primary, root.path(), "9264002", &[pupil("Quinn", 40)]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    listed_until(&secondary, &["inbox", "--json"], |l| l.len() == 1).await;
+    let out = b.purge_now(&[]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let sent = listed_until(&primary, &["sent", "--json"], |l| {
+        l.iter().any(|p| p["state"] == "purged")
+    })
+    .await;
+    let purged: Vec<_> = sent.iter().filter(|p| p["state"] == "purged").collect();
+    assert_eq!(purged.len(), 1, "{sent:?}");
+    assert_eq!(
+        sent.iter().filter(|p| p["state"] == "acknowledged").count(),
+        13,
+        "{sent:?}"
+    );
     // Nothing half-relayed is left staged on B.
     let staging = b.data.join("baton.db-ciphertext").join("staging");
     let staged = std::fs::read_dir(&staging).map_or(0, |d| d.count());

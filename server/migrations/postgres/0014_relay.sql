@@ -13,6 +13,8 @@ ALTER TABLE packs ADD COLUMN relay_next_at_ms BIGINT;
 ALTER TABLE packs ADD COLUMN relay_error TEXT;
 ALTER TABLE packs ADD COLUMN recall_relayed_at_ms BIGINT;
 ALTER TABLE packs ADD COLUMN relayed_from TEXT;
+-- The last state (downloaded, purged) reported back to the peer it came from.
+ALTER TABLE packs ADD COLUMN state_reported TEXT;
 ALTER TABLE packs ADD COLUMN receipt_returned_at_ms BIGINT;
 CREATE INDEX packs_relay_queue ON packs (relay_to, seq)
     WHERE relay_to IS NOT NULL AND relayed_at_ms IS NULL;

@@ -203,6 +203,27 @@ async fn relay_one<S: Store>(
     Ok(receipt)
 }
 
+/// Deletes this daemon's copy of a pack the peer confirmed it holds.
+async fn release<S: Store>(
+    app: &Arc<App<S>>,
+    peer: &str,
+    pack_id: &str,
+    sha256: &[u8],
+) -> crate::store::Result<()> {
+    let Ok(id) = pack_id.parse::<baton::pack::PackId>() else {
+        return Ok(());
+    };
+    let event = Event::by_peer(
+        peer,
+        "pack.relay.release",
+        crate::store::lifecycle::deletion_record(id, sha256, "relayed"),
+    );
+    app.store
+        .release_relayed(id, now_ms(), event)
+        .await
+        .map(|_| ())
+}
+
 /// One pass over the packs to relay to the link's peer.
 async fn relay_due<S: Store>(app: &Arc<App<S>>, link: &mut Link) {
     let name = link.peer.name.clone();
@@ -226,10 +247,15 @@ async fn relay_due<S: Store>(app: &Arc<App<S>>, link: &mut Link) {
             Ok(receipt) => {
                 tracing::info!(pack = %job.pack_id, peer = %name, "pack relayed");
                 let event = Event::by_peer(&name, "pack.relay.out", &job.pack_id);
-                app.store
+                match app
+                    .store
                     .relay_done(&job.pack_id, &receipt.encode_to_vec(), now, event)
                     .await
-                    .map(|_| ())
+                {
+                    // The peer holds it now: this daemon's copy goes.
+                    Ok(_) => release(app, &name, &job.pack_id, &receipt.ciphertext_sha256).await,
+                    Err(e) => Err(e),
+                }
             }
             Err(e) => {
                 let error = super::sync::clean(&format!("{e:#}"));

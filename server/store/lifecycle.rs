@@ -119,6 +119,17 @@ pub trait Lifecycle: Send + Sync {
     /// forwarded by them: (forwarding, forwarded).
     fn unlinked_readdresses(&self) -> impl Future<Output = Result<Vec<(PackId, PackId)>>> + Send;
 
+    /// Deletes the ciphertext of pack `id` once the peer it was relayed to
+    /// has confirmed holding it (its relay receipt is recorded), appending
+    /// `event`; the row stays, for the receipt and states to come. `false`
+    /// if it was not relayed or is already deleted.
+    fn release_relayed(
+        &self,
+        id: PackId,
+        now_ms: i64,
+        event: audit::Event,
+    ) -> impl Future<Output = Result<bool>> + Send;
+
     /// Makes deleted ciphertext unrecoverable from the database's own files
     /// where the backend can (SQLite: its write-ahead log checkpointed and
     /// truncated; deleted pages are zeroed by `secure_delete`). Whether it
@@ -242,7 +253,8 @@ macro_rules! lifecycle_store {
                     "SELECT ",
                     pack_columns!(),
                     " FROM packs WHERE (status = 'acknowledged' AND acknowledged_at_ms < $1) \
-                     OR (status IN ('pending', 'downloaded') AND uploaded_at_ms < $2) ORDER BY seq"
+                     OR (status IN ('pending', 'downloaded') AND uploaded_at_ms < $2 \
+                     AND relayed_at_ms IS NULL) ORDER BY seq"
                 ))
                 .bind(cutoffs.acknowledged_before_ms)
                 .bind(cutoffs.uploaded_before_ms)
@@ -297,6 +309,36 @@ macro_rules! lifecycle_store {
                 tx.commit().await?;
                 self.erase_file(&upload_id).await;
                 Ok(Some(why))
+            }
+
+            async fn release_relayed(
+                &self,
+                id: PackId,
+                now_ms: i64,
+                event: audit::Event,
+            ) -> Result<bool> {
+                let mut tx = begin(&self.pool).await?;
+                let row: Option<(String,)> = sqlx::query_as(concat!(
+                    "SELECT upload_id FROM packs WHERE pack_id = $1 \
+                     AND relayed_at_ms IS NOT NULL AND deleted_at_ms IS NULL",
+                    $lock
+                ))
+                .bind(id.to_string())
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some((upload_id,)) = row else {
+                    return Ok(false);
+                };
+                sqlx::query("UPDATE packs SET deleted_at_ms = $1 WHERE pack_id = $2")
+                    .bind(now_ms)
+                    .bind(id.to_string())
+                    .execute(&mut *tx)
+                    .await?;
+                delete_chunks(&mut tx, &upload_id).await?;
+                append(&mut tx, now_ms, &event).await?;
+                tx.commit().await?;
+                self.erase_file(&upload_id).await;
+                Ok(true)
             }
 
             async fn unlinked_supersedes(&self) -> Result<Vec<(PackId, PackId)>> {

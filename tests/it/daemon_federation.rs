@@ -417,13 +417,30 @@ async fn issue23_a_class_crosses_to_another_trust_and_its_receipts_come_back() {
     assert_eq!(recalled["state"], "recall_requested", "{recalled}");
 
     // Relaying is audited on both sides, each pack once, with the peer.
-    let out_a = audited(&a, "pack.relay").await;
+    let out_a = audited(&a, "pack.relay.out").await;
     assert_eq!(out_a.len(), 6, "{out_a:?}");
     assert!(
         out_a
             .iter()
             .all(|(actor, action)| actor == "peer:trust-b" && action == "pack.relay.out")
     );
+    // Once B holds a pack, A's copy of its ciphertext is deleted (its
+    // deletion record audited): one trust holds it at a time.
+    let released = audited(&a, "pack.relay.release").await;
+    assert_eq!(released.len(), 6, "{released:?}");
+    let pool = crate::common::open_db(&a.db_path()).await;
+    let (held,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM packs WHERE relay_to IS NOT NULL AND deleted_at_ms IS NULL",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let (chunks,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM pack_chunks")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    assert_eq!((held, chunks), (0, 0));
     let in_b = audited(&b, "pack.relay").await;
     assert_eq!(in_b.len(), 6, "{in_b:?}");
     assert!(
@@ -551,6 +568,15 @@ async fn issue23_packs_wait_for_a_peer_that_is_down_and_survive_kill9() {
         13,
         "{sent:?}"
     );
+    // A holds no file of the large packs now B has them.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while crate::common::ciphertext_files(&a.data).1 != 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "A still holds files"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     // Nothing half-relayed is left staged on B.
     let staging = b.data.join("baton.db-ciphertext").join("staging");
     let staged = std::fs::read_dir(&staging).map_or(0, |d| d.count());
@@ -791,5 +817,6 @@ async fn issue23_two_trusts_of_two_postgres_nodes_each() {
     assert_eq!(audited_pg(&b_url, "pack.relay.in").await, 4);
     assert_eq!(audited_pg(&a_url, "pack.relay.out").await, 4);
     assert_eq!(audited_pg(&a_url, "pack.acknowledge").await, 4);
+    assert_eq!(audited_pg(&a_url, "pack.relay.release").await, 4);
     drop((a2, b2));
 }

@@ -243,6 +243,10 @@ pub async fn run<S: Store>(
         PeerCommand::List { json } => {
             let peers = store.peers().await.context("reading peers")?;
             let syncs = store.peer_syncs().await.context("reading peer syncs")?;
+            let backlog = store
+                .relay_backlog()
+                .await
+                .context("reading the relay queue")?;
             let conflicts = conflicts(store).await?;
             let of = |p: &Peer| {
                 let sync = syncs.iter().find(|s| s.name == p.name);
@@ -257,7 +261,15 @@ pub async fn run<S: Store>(
                     .iter()
                     .map(|p| {
                         let (sync, mine) = of(p);
-                        peer_json(p, sync, &mine)
+                        let mut item = peer_json(p, sync, &mine);
+                        let waiting = backlog.iter().find(|b| b.peer == p.name);
+                        item["relay_waiting"] = waiting.map_or(0, |b| b.packs).into();
+                        item["relay_oldest"] = waiting
+                            .and_then(|b| b.oldest_ms)
+                            .map(crate::audit::time)
+                            .into();
+                        item["relay_error"] = waiting.and_then(|b| b.last_error.clone()).into();
+                        item
                     })
                     .collect();
                 writeln!(out, "{}", serde_json::Value::Array(list))?;
@@ -280,6 +292,20 @@ pub async fn run<S: Store>(
                         fingerprints(&p.ca_cert_sha256, &p.daemon_key),
                         sync_line(sync)
                     )?;
+                    match backlog.iter().find(|b| b.peer == p.name) {
+                        Some(b) => writeln!(
+                            out,
+                            "  relay queue    {} pack(s) waiting, oldest stored {}{}",
+                            b.packs,
+                            b.oldest_ms
+                                .map_or_else(|| "-".to_string(), crate::audit::time),
+                            b.last_error
+                                .as_deref()
+                                .map(|e| format!("; last error: {e}"))
+                                .unwrap_or_default()
+                        )?,
+                        None => writeln!(out, "  relay queue    empty")?,
+                    }
                     for c in mine {
                         writeln!(
                             out,

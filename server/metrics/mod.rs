@@ -83,6 +83,10 @@ fn describe() {
         "Bytes of ciphertext held, by pack state."
     );
     describe_gauge!(
+        "baton_relay_waiting_packs",
+        "Packs waiting to be relayed to another trust's daemon, by peer."
+    );
+    describe_gauge!(
         "baton_packs_overdue",
         "Packs not acknowledged by their statutory due date."
     );
@@ -176,6 +180,15 @@ async fn refresh<S: Store>(app: &App<S>) -> anyhow::Result<()> {
         let (packs, bytes) = t.map_or((0, 0), |t| (t.packs, t.bytes));
         metrics::gauge!("baton_packs", "state" => status.as_str()).set(packs as f64);
         metrics::gauge!("baton_stored_bytes", "state" => status.as_str()).set(bytes as f64);
+    }
+    let backlog = app.store.relay_backlog().await?;
+    for peers in app.store.peers().await? {
+        let waiting = backlog
+            .iter()
+            .find(|b| b.peer == peers.name)
+            .map_or(0, |b| b.packs);
+        metrics::gauge!("baton_relay_waiting_packs", "peer" => peers.name.clone())
+            .set(waiting as f64);
     }
     let overdue = crate::clocks::overdue::overdue(&app.store).await?;
     metrics::gauge!("baton_packs_overdue").set(overdue.len() as f64);

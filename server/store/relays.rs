@@ -51,6 +51,19 @@ pub struct StateJob {
     pub purge_reason: Option<String>,
 }
 
+/// The packs waiting to be relayed to one peer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Backlog {
+    /// The peer.
+    pub peer: String,
+    /// How many.
+    pub packs: i64,
+    /// When the oldest was stored.
+    pub oldest_ms: Option<i64>,
+    /// The latest error a try ended with.
+    pub last_error: Option<String>,
+}
+
 /// A pack's relay state.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RelayState {
@@ -145,6 +158,9 @@ pub trait Relays: Send + Sync {
         pack_id: &str,
         status: &str,
     ) -> impl Future<Output = Result<()>> + Send;
+
+    /// The packs waiting to be relayed, by peer (peers with none left out).
+    fn relay_backlog(&self) -> impl Future<Output = Result<Vec<Backlog>>> + Send;
 
     /// The ciphertext `peer` relayed here that waits for this daemon's
     /// schools (not acknowledged, not deleted), bytes.
@@ -375,6 +391,33 @@ macro_rules! relays_store {
                     .execute(&self.pool)
                     .await?;
                 Ok(())
+            }
+
+            async fn relay_backlog(
+                &self,
+            ) -> $crate::store::Result<Vec<$crate::store::relays::Backlog>> {
+                let rows: Vec<(String, i64, Option<i64>, Option<String>)> = sqlx::query_as(
+                    "SELECT q.relay_to, COUNT(*), MIN(q.uploaded_at_ms), \
+                     (SELECT e.relay_error FROM packs e WHERE e.relay_to = q.relay_to \
+                     AND e.relayed_at_ms IS NULL AND e.relay_error IS NOT NULL \
+                     ORDER BY e.seq DESC LIMIT 1) FROM packs q \
+                     WHERE q.relay_to IS NOT NULL AND q.relayed_at_ms IS NULL \
+                     AND q.deleted_at_ms IS NULL AND q.recalled_at_ms IS NULL \
+                     GROUP BY q.relay_to ORDER BY q.relay_to",
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(
+                        |(peer, packs, oldest_ms, last_error)| $crate::store::relays::Backlog {
+                            peer,
+                            packs,
+                            oldest_ms,
+                            last_error,
+                        },
+                    )
+                    .collect())
             }
 
             async fn peer_outstanding_bytes(&self, peer: &str) -> $crate::store::Result<u64> {

@@ -486,8 +486,25 @@ async fn issue23_packs_wait_for_a_peer_that_is_down_and_survive_kill9() {
     let records: Vec<_> = (1..=5).map(|n| pupil("Nakamura", n)).collect();
     let out = send_records(&primary, root.path(), "9264002", &records).await;
     assert!(out.status.success(), "{}", stderr(&out));
-    // A tries, fails, and is killed with its queue full; both come back.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // A tries, fails (its operator sees the queue and why), and is killed
+    // with its queue full; both come back.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = a.admin(&["admin", "peer", "list", "--json"]).await;
+        let peers: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        if peers[0]["relay_error"].is_string() {
+            assert_eq!(peers[0]["relay_waiting"], 5, "{peers}");
+            let out = a.admin(&["admin", "peer", "list"]).await;
+            assert!(
+                stdout(&out).contains("relay queue    5 pack(s) waiting"),
+                "{}",
+                stdout(&out)
+            );
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{peers}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     a.kill9().await;
     let args = again(&a_fed);
     a.restart(&args.iter().map(String::as_str).collect::<Vec<_>>())
@@ -818,5 +835,10 @@ async fn issue23_two_trusts_of_two_postgres_nodes_each() {
     assert_eq!(audited_pg(&a_url, "pack.relay.out").await, 4);
     assert_eq!(audited_pg(&a_url, "pack.acknowledge").await, 4);
     assert_eq!(audited_pg(&a_url, "pack.relay.release").await, 4);
+    let out = a2.admin(&["admin", "peer", "list", "--json"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let peers: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(peers[0]["relay_waiting"], 0, "{peers}");
+    assert_eq!(peers[0]["schools"], 1, "{peers}");
     drop((a2, b2));
 }

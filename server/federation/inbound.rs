@@ -16,6 +16,7 @@ use prost::Message as _;
 use tonic::Status;
 
 use super::directory::{keys_of, peer_school};
+use super::sync::Resync;
 use crate::app::App;
 use crate::audit::Event;
 use crate::services::exchange::Service as Exchange;
@@ -26,10 +27,37 @@ use crate::store::{
     Acknowledged, Committed, PeerLink, Route, Store, Withdrawal, Withdrawn, now_ms,
 };
 
+/// The active key `key_id` of `from`, a school `peer` serves.
+async fn sender_key<S: Store>(
+    app: &App<S>,
+    peer: &str,
+    from: &baton::Laestab,
+    key_id: baton::keys::KeyId,
+) -> Result<baton::keys::SchoolKey, Status> {
+    let sender = peer_school(&app.store, from)
+        .await
+        .map_err(store_status)?
+        .filter(|s| s.peer == peer)
+        .ok_or_else(|| {
+            Status::permission_denied(format!(
+                "field `header.from`: school {from} is not one that {peer} serves"
+            ))
+        })?;
+    keys_of(&sender)
+        .into_iter()
+        .find(|k| k.key_id() == key_id && k.is_active())
+        .ok_or_else(|| {
+            Status::permission_denied(format!(
+                "field `header.sender_key_id`: not an active key of school {from}"
+            ))
+        })
+}
+
 /// Receives, checks and stores a pack `peer` relays; its relay receipt.
 pub async fn relay<S: Store>(
     app: &std::sync::Arc<App<S>>,
     peer: &str,
+    resync: &Resync,
     quota_bytes: u64,
     mut stream: impl PackStream + 'static,
 ) -> Result<v1::RelayReceipt, Status> {
@@ -58,26 +86,14 @@ pub async fn relay<S: Store>(
             "corrections, re-addressed packs and packs to the escrow do not cross between trusts",
         ));
     }
-    // The sender: a school this peer serves, and its key.
-    let sender = peer_school(&app.store, &h.from)
-        .await
-        .map_err(store_status)?
-        .filter(|s| s.peer == peer)
-        .ok_or_else(|| {
-            Status::permission_denied(format!(
-                "field `header.from`: school {} is not one that {peer} serves",
-                h.from
-            ))
-        })?;
-    let key = keys_of(&sender)
-        .into_iter()
-        .find(|k| k.key_id() == h.sender_key_id && k.is_active())
-        .ok_or_else(|| {
-            Status::permission_denied(format!(
-                "field `header.sender_key_id`: not an active key of school {}",
-                h.from
-            ))
-        })?;
+    // The sender: a school this peer serves, and its key (its directory
+    // read again first if either is new here).
+    let key = match sender_key(app, peer, &h.from, h.sender_key_id).await {
+        Err(_) if resync.now(&app.store, peer).await => {
+            sender_key(app, peer, &h.from, h.sender_key_id).await
+        }
+        found => found,
+    }?;
     if h.kind == Kind::Safeguarding && !key.roles.contains(&Role::Dsl) {
         return Err(Status::permission_denied(
             "a child-protection file is sent by the school's DSL: the key that signed this one does not hold the dsl role",
@@ -360,9 +376,24 @@ pub async fn report_state<S: Store>(
             .await
             .map_err(store_status),
         Ok(v1::PackState::Purged) => {
-            // Purged there before a receipt: this daemon's copy goes too,
-            // whatever its own retention says (the reason from what it was
-            // told of the pack).
+            // Purged there before a receipt: this daemon's record says so
+            // too, whatever its own retention says. Its reason follows
+            // from whether the school collected it, which this report
+            // carries (a collection may not have been reported first).
+            match req.purge_reason.as_str() {
+                crate::store::lifecycle::reason::NOT_ACKNOWLEDGED => app
+                    .store
+                    .mark_downloaded(id, now_ms(), Event::by_peer(peer, "pack.download", id))
+                    .await
+                    .map_err(store_status)?,
+                crate::store::lifecycle::reason::NOT_COLLECTED => {}
+                other => {
+                    return Err(Status::invalid_argument(format!(
+                        "field `purge_reason`: {:?} is not a reason to purge before a receipt",
+                        super::sync::clean(other)
+                    )));
+                }
+            }
             let everything = crate::store::Cutoffs {
                 acknowledged_before_ms: i64::MIN,
                 uploaded_before_ms: i64::MAX,

@@ -54,6 +54,16 @@ impl Limits {
         }
     }
 
+    /// Counts of their own at `rate` times the packs a minute and
+    /// `concurrency` times the calls at once.
+    pub fn scaled(&self, rate: u32, concurrency: u32) -> Self {
+        Self::new(PeerLimits {
+            packs_per_minute: self.limits.packs_per_minute.saturating_mul(rate),
+            concurrent: self.limits.concurrent.saturating_mul(concurrency),
+            quota_bytes: self.limits.quota_bytes,
+        })
+    }
+
     /// The largest ciphertext `peer`'s schools may have waiting here.
     pub fn quota_bytes(&self) -> u64 {
         self.limits.quota_bytes

@@ -68,6 +68,7 @@ pub async fn serve<S: crate::store::Store>(
         app.clone(),
         verifier.clone(),
         limits::Limits::new(config.peer_limits),
+        sync::Resync::new(config.data_dir.clone()),
     ))
     .max_decoding_message_size(crate::services::MAX_MESSAGE_BYTES)
     .max_encoding_message_size(crate::services::MAX_MESSAGE_BYTES);

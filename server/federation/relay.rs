@@ -62,15 +62,16 @@ pub fn receipt_statement(
     out
 }
 
-/// Checks `receipt` is `peer`'s word for the pack with `pack_id` and
-/// `ciphertext_sha256`.
+/// Checks `receipt` is `peer`'s word for the pack `header` describes.
 fn check_receipt(
     peer: &Peer,
     receipt: &v1::RelayReceipt,
-    pack_id: &str,
-    ciphertext_sha256: &[u8],
+    header: &v1::PackHeader,
 ) -> anyhow::Result<()> {
-    if receipt.pack_id != pack_id || receipt.ciphertext_sha256 != ciphertext_sha256 {
+    if receipt.pack_id != header.pack_id
+        || receipt.ciphertext_sha256 != header.ciphertext_sha256
+        || receipt.to != header.to
+    {
         bail!("its relay receipt names another pack");
     }
     let key = VerifyingKey::from_bytes(&peer.daemon_key).context("the peer's daemon key")?;
@@ -165,7 +166,7 @@ async fn relay_one<S: Store>(
     let header = v1::PackHeader::decode(pack.header.as_slice()).context("the stored header")?;
     let mut client = link.client().await?;
     let first = v1::RelayMessage {
-        part: Some(v1::relay_message::Part::Header(header)),
+        part: Some(v1::relay_message::Part::Header(header.clone())),
     };
     // The chunks are read from the store one at a time as the stream is
     // polled: flow control, not the pack's size, bounds what is held.
@@ -199,7 +200,7 @@ async fn relay_one<S: Store>(
         Ok(r) => r.into_inner(),
         Err(status) => return Err(link.call_failed(&status)),
     };
-    check_receipt(&link.peer, &receipt, pack_id, &pack.ciphertext_sha256)?;
+    check_receipt(&link.peer, &receipt, &header)?;
     Ok(receipt)
 }
 
@@ -314,12 +315,15 @@ async fn return_due<S: Store>(app: &Arc<App<S>>, link: &mut Link) {
                 }
             }
             Err(e) => {
-                let error = super::sync::clean(&format!("{e:#}"));
-                tracing::warn!(pack = %job.pack_id, peer = %name, error = %error, "passing a receipt back failed; will try again");
-                let next = now_ms() + backoff_ms(job.attempts);
-                if let Err(e) = app.store.relay_failed(&job.pack_id, &error, next).await {
-                    tracing::error!(error = %e, pack = %job.pack_id, "recording a failed receipt return failed");
-                }
+                failed(
+                    app,
+                    &job.pack_id,
+                    &name,
+                    job.attempts,
+                    "passing a receipt back",
+                    &e,
+                )
+                .await
             }
         }
     }
@@ -328,7 +332,7 @@ async fn return_due<S: Store>(app: &Arc<App<S>>, link: &mut Link) {
 /// One pass over the recalls to pass on to the link's peer.
 async fn recall_due<S: Store>(app: &Arc<App<S>>, link: &mut Link) {
     let name = link.peer.name.clone();
-    let jobs = match app.store.recalls_due(&name, BATCH).await {
+    let jobs = match app.store.recalls_due(&name, now_ms(), BATCH).await {
         Ok(jobs) => jobs,
         Err(e) => {
             tracing::error!(error = %e, "reading the recalls to pass on failed");
@@ -342,18 +346,23 @@ async fn recall_due<S: Store>(app: &Arc<App<S>>, link: &mut Link) {
         let outcome = async {
             let recall = v1::Recall::decode(job.receipt.as_slice()).context("the stored recall")?;
             let mut client = link.client().await?;
-            client
+            match client
                 .relay_recall(v1::RelayRecallRequest {
                     recall: Some(recall),
                 })
                 .await
-                .map_err(|s| link.call_failed(&s))
+            {
+                Ok(answer) => Ok(v1::PackState::try_from(answer.get_ref().state)
+                    .map_or("unknown", |s| s.as_str_name())),
+                // It never reached the peer (a relay that failed, or was
+                // withdrawn before it went): nothing there to withdraw.
+                Err(s) if s.code() == tonic::Code::NotFound => Ok("not there"),
+                Err(s) => Err(link.call_failed(&s)),
+            }
         }
         .await;
         match outcome {
-            Ok(answer) => {
-                let state = v1::PackState::try_from(answer.get_ref().state)
-                    .map_or("unknown", |s| s.as_str_name());
+            Ok(state) => {
                 tracing::info!(pack = %job.pack_id, peer = %name, state, "recall passed on");
                 let event = Event::by_peer(
                     &name,
@@ -369,18 +378,42 @@ async fn recall_due<S: Store>(app: &Arc<App<S>>, link: &mut Link) {
                 }
             }
             Err(e) => {
-                let error = super::sync::clean(&format!("{e:#}"));
-                tracing::warn!(pack = %job.pack_id, peer = %name, error = %error, "passing a recall on failed; will try again");
-                link.failed();
+                failed(
+                    app,
+                    &job.pack_id,
+                    &name,
+                    job.attempts,
+                    "passing a recall on",
+                    &e,
+                )
+                .await
             }
         }
+    }
+}
+
+/// Records a failed try of `what` for `pack_id`, to try again after a
+/// backoff (the peer is paused only if the connection failed).
+async fn failed<S: Store>(
+    app: &Arc<App<S>>,
+    pack_id: &str,
+    peer: &str,
+    attempts: i64,
+    what: &str,
+    e: &anyhow::Error,
+) {
+    let error = super::sync::clean(&format!("{e:#}"));
+    tracing::warn!(pack = %pack_id, peer, error = %error, "{what} failed; will try again");
+    let next = now_ms() + backoff_ms(attempts);
+    if let Err(e) = app.store.relay_failed(pack_id, &error, next).await {
+        tracing::error!(error = %e, pack = %pack_id, "recording a failed try failed");
     }
 }
 
 /// One pass over the states to report back to the link's peer.
 async fn report_due<S: Store>(app: &Arc<App<S>>, link: &mut Link) {
     let name = link.peer.name.clone();
-    let jobs = match app.store.states_due(&name, BATCH).await {
+    let jobs = match app.store.states_due(&name, now_ms(), BATCH).await {
         Ok(jobs) => jobs,
         Err(e) => {
             tracing::error!(error = %e, "reading the states to report failed");
@@ -415,11 +448,33 @@ async fn report_due<S: Store>(app: &Arc<App<S>>, link: &mut Link) {
                 }
             }
             Err(e) => {
-                let error = super::sync::clean(&format!("{e:#}"));
-                tracing::warn!(pack = %job.pack_id, peer = %name, error = %error, "reporting a state failed; will try again");
-                link.failed();
+                failed(
+                    app,
+                    &job.pack_id,
+                    &name,
+                    job.attempts,
+                    "reporting a state",
+                    &e,
+                )
+                .await
             }
         }
+    }
+}
+
+/// Deletes this daemon's copy of packs the peer holds whose deletion did
+/// not follow the relay receipt (a daemon stopped in between).
+async fn release_due<S: Store>(app: &Arc<App<S>>, link: &Link) {
+    let name = &link.peer.name;
+    match app.store.unreleased(name, BATCH).await {
+        Ok(packs) => {
+            for (pack_id, sha256) in packs {
+                if let Err(e) = release(app, name, &pack_id, &sha256).await {
+                    tracing::error!(error = %e, pack = %pack_id, "deleting a relayed pack's copy failed");
+                }
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "reading the relayed packs still held failed"),
     }
 }
 
@@ -434,6 +489,7 @@ async fn worker<S: Store>(app: Arc<App<S>>, peer: Peer, data_dir: PathBuf) {
     };
     loop {
         relay_due(&app, &mut link).await;
+        release_due(&app, &link).await;
         recall_due(&app, &mut link).await;
         report_due(&app, &mut link).await;
         return_due(&app, &mut link).await;

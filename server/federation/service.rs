@@ -10,6 +10,7 @@ use baton::api::v1::federation_server::Federation;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::limits::Limits;
+use super::sync::Resync;
 use super::tls::PeerVerifier;
 use crate::app::App;
 use crate::services::wire::{school_message, store_status};
@@ -19,16 +20,29 @@ use crate::store::{Store, now_ms};
 pub struct Service<S> {
     app: Arc<App<S>>,
     verifier: Arc<PeerVerifier>,
+    /// Relays from one peer.
     limits: Limits,
+    /// Its other calls (receipts, recalls, reports): ten times the rate,
+    /// four times the concurrency.
+    calls: Limits,
+    resync: Arc<Resync>,
 }
 
 impl<S> Service<S> {
     /// The service.
-    pub fn new(app: Arc<App<S>>, verifier: Arc<PeerVerifier>, limits: Limits) -> Self {
+    pub fn new(
+        app: Arc<App<S>>,
+        verifier: Arc<PeerVerifier>,
+        limits: Limits,
+        resync: Resync,
+    ) -> Self {
+        let calls = limits.scaled(10, 4);
         Self {
             app,
             verifier,
             limits,
+            calls,
+            resync: Arc::new(resync),
         }
     }
 
@@ -85,12 +99,13 @@ impl<S: Store> Federation for Service<S> {
         let permit = self.limits.admit(&caller)?;
         let app = self.app.clone();
         let quota = self.limits.quota_bytes();
+        let resync = self.resync.clone();
         let stream = request.into_inner();
         // In a task of its own, so a peer going away mid-stream still runs
         // the clean-up of what it staged.
         let task = tokio::spawn(async move {
             let _permit = permit;
-            super::inbound::relay(&app, &caller, quota, stream).await
+            super::inbound::relay(&app, &caller, &resync, quota, stream).await
         });
         let receipt = task
             .await
@@ -103,6 +118,7 @@ impl<S: Store> Federation for Service<S> {
         request: Request<v1::ReturnReceiptRequest>,
     ) -> Result<Response<v1::ReturnReceiptResponse>, Status> {
         let caller = self.caller(&request)?;
+        let _permit = self.calls.admit(&caller)?;
         let receipt = request
             .get_ref()
             .receipt
@@ -119,6 +135,7 @@ impl<S: Store> Federation for Service<S> {
         request: Request<v1::RelayRecallRequest>,
     ) -> Result<Response<v1::RelayRecallResponse>, Status> {
         let caller = self.caller(&request)?;
+        let _permit = self.calls.admit(&caller)?;
         let recall = request
             .get_ref()
             .recall
@@ -135,6 +152,7 @@ impl<S: Store> Federation for Service<S> {
         request: Request<v1::ReportStateRequest>,
     ) -> Result<Response<v1::ReportStateResponse>, Status> {
         let caller = self.caller(&request)?;
+        let _permit = self.calls.admit(&caller)?;
         super::inbound::report_state(&self.app, &caller, request.get_ref()).await?;
         Ok(Response::new(v1::ReportStateResponse {}))
     }

@@ -25,6 +25,56 @@ use crate::store::{Peer, Store, now_ms};
 const PEERS_POLL: Duration = Duration::from_secs(2);
 /// Longest one peer's directory read may take.
 const SYNC_DEADLINE: Duration = Duration::from_secs(30);
+/// Least time between two reads of one peer's directory on demand.
+const RESYNC_EVERY: Duration = Duration::from_secs(10);
+
+/// Reading a peer's directory on demand: when a peer relays a pack from a
+/// school (or signed by a key) this daemon has not seen yet, because the
+/// school enrolled after the last regular read.
+pub struct Resync {
+    data_dir: PathBuf,
+    last: std::sync::Mutex<BTreeMap<String, Instant>>,
+}
+
+impl Resync {
+    /// For the federation identity under `data_dir`.
+    pub fn new(data_dir: PathBuf) -> Self {
+        Self {
+            data_dir,
+            last: std::sync::Mutex::default(),
+        }
+    }
+
+    /// Reads `peer`'s directory now, unless it was read on demand in the
+    /// last [`RESYNC_EVERY`]; whether it was read.
+    pub async fn now<S: Store>(&self, store: &S, peer: &str) -> bool {
+        {
+            let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+            let now = Instant::now();
+            if last
+                .get(peer)
+                .is_some_and(|at| now.duration_since(*at) < RESYNC_EVERY)
+            {
+                return false;
+            }
+            last.insert(peer.to_string(), now);
+        }
+        let Ok(peers) = store.peers().await else {
+            return false;
+        };
+        let Some(found) = peers.iter().find(|p| p.name == peer) else {
+            return false;
+        };
+        match tokio::time::timeout(SYNC_DEADLINE, sync_one(store, found, &self.data_dir)).await {
+            Ok(Ok(_)) => true,
+            Ok(Err(e)) => {
+                tracing::warn!(peer, error = %clean(&format!("{e:#}")), "reading a peer's directory on demand failed");
+                false
+            }
+            Err(_) => false,
+        }
+    }
+}
 
 /// What a peer said when asked.
 pub struct Answer {

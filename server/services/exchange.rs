@@ -150,7 +150,7 @@ fn state(p: &StoredPack) -> v1::PackState {
         PackStatus::Readdressed => v1::PackState::Readdressed,
         _ if p.readdressed_as.is_some() => v1::PackState::Readdressed,
         _ if p.superseded_by.is_some() => v1::PackState::Superseded,
-        PackStatus::Recalled if p.relayed_at_ms.is_some() => v1::PackState::RecallRequested,
+        PackStatus::Recalled if p.relay_to.is_some() => v1::PackState::RecallRequested,
         PackStatus::Recalled => v1::PackState::Recalled,
         _ if p.recalled_at_ms.is_some() => v1::PackState::RecallRequested,
         // Its collection by the other trust's school is reported back.

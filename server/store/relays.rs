@@ -49,6 +49,8 @@ pub struct StateJob {
     pub status: String,
     /// Why it was purged, if it was.
     pub purge_reason: Option<String>,
+    /// Tries so far.
+    pub attempts: i64,
 }
 
 /// The packs waiting to be relayed to one peer.
@@ -127,11 +129,13 @@ pub trait Relays: Send + Sync {
         event: audit::Event,
     ) -> impl Future<Output = Result<()>> + Send;
 
-    /// Up to `limit` recalls of packs relayed to `peer`, to pass on,
-    /// oldest first.
+    /// Up to `limit` recalls of packs addressed to `peer`'s schools (relayed,
+    /// or perhaps relayed: an answer may have been lost) to pass on, whose
+    /// next try is due at `now_ms`, oldest first.
     fn recalls_due(
         &self,
         peer: &str,
+        now_ms: i64,
         limit: i64,
     ) -> impl Future<Output = Result<Vec<ReceiptJob>>> + Send;
 
@@ -149,6 +153,7 @@ pub trait Relays: Send + Sync {
     fn states_due(
         &self,
         peer: &str,
+        now_ms: i64,
         limit: i64,
     ) -> impl Future<Output = Result<Vec<StateJob>>> + Send;
 
@@ -158,6 +163,15 @@ pub trait Relays: Send + Sync {
         pack_id: &str,
         status: &str,
     ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Up to `limit` packs relayed to `peer` whose copy here is not yet
+    /// deleted (a daemon stopped between the two steps), oldest first:
+    /// (pack id, ciphertext SHA-256).
+    fn unreleased(
+        &self,
+        peer: &str,
+        limit: i64,
+    ) -> impl Future<Output = Result<Vec<(String, Vec<u8>)>>> + Send;
 
     /// The packs waiting to be relayed, by peer (peers with none left out).
     fn relay_backlog(&self) -> impl Future<Output = Result<Vec<Backlog>>> + Send;
@@ -216,7 +230,9 @@ macro_rules! relays_store {
                 let mut tx = begin(&self.pool).await?;
                 let done = sqlx::query(
                     "UPDATE packs SET relayed_at_ms = $1, relay_receipt = $2, \
-                     relay_error = NULL WHERE pack_id = $3 AND relayed_at_ms IS NULL",
+                     relay_error = NULL, relay_attempts = 0, relay_next_at_ms = NULL, \
+                     recall_relayed_at_ms = NULL \
+                     WHERE pack_id = $3 AND relayed_at_ms IS NULL",
                 )
                 .bind(now_ms)
                 .bind(receipt)
@@ -305,26 +321,31 @@ macro_rules! relays_store {
             async fn recalls_due(
                 &self,
                 peer: &str,
+                now_ms: i64,
                 limit: i64,
             ) -> $crate::store::Result<Vec<$crate::store::relays::ReceiptJob>> {
-                let rows: Vec<(String, String, Vec<u8>)> = sqlx::query_as(
-                    "SELECT pack_id, relay_to, recall FROM packs \
+                let rows: Vec<(String, String, Vec<u8>, i64)> = sqlx::query_as(
+                    "SELECT pack_id, relay_to, recall, relay_attempts FROM packs \
                      WHERE relay_to = $1 AND recall IS NOT NULL \
-                     AND recall_relayed_at_ms IS NULL AND relayed_at_ms IS NOT NULL \
-                     ORDER BY seq LIMIT $2",
+                     AND recall_relayed_at_ms IS NULL \
+                     AND (relay_next_at_ms IS NULL OR relay_next_at_ms <= $2) \
+                     ORDER BY seq LIMIT $3",
                 )
                 .bind(peer)
+                .bind(now_ms)
                 .bind(limit)
                 .fetch_all(&self.pool)
                 .await?;
                 Ok(rows
                     .into_iter()
                     .map(
-                        |(pack_id, peer, receipt)| $crate::store::relays::ReceiptJob {
-                            pack_id,
-                            peer,
-                            receipt,
-                            attempts: 0,
+                        |(pack_id, peer, receipt, attempts)| {
+                            $crate::store::relays::ReceiptJob {
+                                pack_id,
+                                peer,
+                                receipt,
+                                attempts,
+                            }
                         },
                     )
                     .collect())
@@ -355,26 +376,32 @@ macro_rules! relays_store {
             async fn states_due(
                 &self,
                 peer: &str,
+                now_ms: i64,
                 limit: i64,
             ) -> $crate::store::Result<Vec<$crate::store::relays::StateJob>> {
-                let rows: Vec<(String, String, Option<String>)> = sqlx::query_as(
-                    "SELECT pack_id, status, purge_reason FROM packs \
-                     WHERE relayed_from = $1 AND receipt IS NULL AND ( \
-                     (status = 'downloaded' AND state_reported IS NULL) \
-                     OR (status = 'purged' AND (state_reported IS NULL \
-                     OR state_reported <> 'purged'))) ORDER BY seq LIMIT $2",
+                let rows: Vec<(String, String, Option<String>, i64)> = sqlx::query_as(
+                    "SELECT pack_id, status, purge_reason, relay_attempts FROM packs \
+                     WHERE relayed_from = $1 AND relayed_from IS NOT NULL AND receipt IS NULL \
+                     AND status IN ('downloaded', 'purged') \
+                     AND (state_reported IS NULL OR state_reported <> status) \
+                     AND (relay_next_at_ms IS NULL OR relay_next_at_ms <= $2) \
+                     ORDER BY seq LIMIT $3",
                 )
                 .bind(peer)
+                .bind(now_ms)
                 .bind(limit)
                 .fetch_all(&self.pool)
                 .await?;
                 Ok(rows
                     .into_iter()
                     .map(
-                        |(pack_id, status, purge_reason)| $crate::store::relays::StateJob {
-                            pack_id,
-                            status,
-                            purge_reason,
+                        |(pack_id, status, purge_reason, attempts)| {
+                            $crate::store::relays::StateJob {
+                                pack_id,
+                                status,
+                                purge_reason,
+                                attempts,
+                            }
                         },
                     )
                     .collect())
@@ -393,13 +420,32 @@ macro_rules! relays_store {
                 Ok(())
             }
 
+            async fn unreleased(
+                &self,
+                peer: &str,
+                limit: i64,
+            ) -> $crate::store::Result<Vec<(String, Vec<u8>)>> {
+                Ok(sqlx::query_as(
+                    "SELECT pack_id, ciphertext_sha256 FROM packs \
+                     WHERE relay_to = $1 AND relay_to IS NOT NULL \
+                     AND relayed_at_ms IS NOT NULL AND deleted_at_ms IS NULL \
+                     ORDER BY seq LIMIT $2",
+                )
+                .bind(peer)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
             async fn relay_backlog(
                 &self,
             ) -> $crate::store::Result<Vec<$crate::store::relays::Backlog>> {
                 let rows: Vec<(String, i64, Option<i64>, Option<String>)> = sqlx::query_as(
                     "SELECT q.relay_to, COUNT(*), MIN(q.uploaded_at_ms), \
                      (SELECT e.relay_error FROM packs e WHERE e.relay_to = q.relay_to \
-                     AND e.relayed_at_ms IS NULL AND e.relay_error IS NOT NULL \
+                     AND e.relay_to IS NOT NULL AND e.relayed_at_ms IS NULL \
+                     AND e.deleted_at_ms IS NULL AND e.recalled_at_ms IS NULL \
+                     AND e.relay_error IS NOT NULL \
                      ORDER BY e.seq DESC LIMIT 1) FROM packs q \
                      WHERE q.relay_to IS NOT NULL AND q.relayed_at_ms IS NULL \
                      AND q.deleted_at_ms IS NULL AND q.recalled_at_ms IS NULL \

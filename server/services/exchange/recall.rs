@@ -114,9 +114,10 @@ impl<S: Store> Service<S> {
             .await
             .map_err(store_status)?;
         let (state, at) = match withdrawn {
-            // Relayed to another trust: this daemon passes the recall on,
-            // and cannot say whether that trust's school had collected it.
-            Withdrawn::BeforeDownload(at) if pack.relayed_at_ms.is_some() => {
+            // Addressed to another trust's school: this daemon passes the
+            // recall on (the pack may have reached it even if the answer
+            // did not) and cannot say whether that school had collected it.
+            Withdrawn::BeforeDownload(at) if pack.relay_to.is_some() => {
                 (v1::PackState::RecallRequested, at)
             }
             Withdrawn::BeforeDownload(at) => (v1::PackState::Recalled, at),
@@ -144,10 +145,7 @@ impl<S: Store> Service<S> {
             state: state as i32,
             recalled_at_ms: at,
             checkpoint: self.app.checkpoint().await,
-            relayed_to: pack
-                .relayed_at_ms
-                .and(pack.relay_to.clone())
-                .unwrap_or_default(),
+            relayed_to: pack.relay_to.clone().unwrap_or_default(),
         }))
     }
 }

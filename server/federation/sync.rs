@@ -25,6 +25,8 @@ use crate::store::{Peer, Store, now_ms};
 const PEERS_POLL: Duration = Duration::from_secs(2);
 /// Longest one peer's directory read may take.
 const SYNC_DEADLINE: Duration = Duration::from_secs(30);
+/// How soon a failed read of a peer's directory is tried again.
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
 /// Least time between two reads of one peer's directory on demand.
 const RESYNC_EVERY: Duration = Duration::from_secs(10);
 
@@ -217,6 +219,12 @@ pub async fn watch<S: Store>(
                     "peer directory read"
                 ),
                 Err(e) => {
+                    // Soon again (a peer just added may not have taken
+                    // this daemon up yet), not a whole interval later.
+                    due.insert(
+                        peer.name.clone(),
+                        Instant::now() + every.min(RETRY_AFTER_FAILURE),
+                    );
                     let error = clean(&format!("{e:#}"));
                     tracing::warn!(peer = %peer.name, error = %error, "reading a peer's directory failed");
                     if let Err(e) = app

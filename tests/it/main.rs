@@ -39,6 +39,8 @@ mod daemon_packaging;
 mod daemon_peers;
 mod daemon_postgres;
 mod daemon_receipts;
+mod daemon_relay;
+mod daemon_relay_hostile;
 mod daemon_renumber;
 mod daemon_retention;
 mod daemon_start;

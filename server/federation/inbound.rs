@@ -27,6 +27,48 @@ use crate::store::{
     Acknowledged, Committed, PeerLink, Route, Store, Withdrawal, Withdrawn, now_ms,
 };
 
+/// A relayed correction may withdraw only a pack the same peer relayed
+/// here from the same school to the same school, of the same kind, not
+/// corrected already by another (a pack not here yet is fine: nothing to
+/// withdraw; if it arrives later, the hourly run links the two).
+async fn check_correction<S: Store>(
+    app: &App<S>,
+    peer: &str,
+    signed: &SignedHeader,
+    old: baton::pack::PackId,
+    to: &baton::Laestab,
+) -> Result<(), Status> {
+    let h = signed.header();
+    let Some(original) = app.store.pack(old).await.map_err(store_status)? else {
+        return Ok(());
+    };
+    let refused = || {
+        Status::permission_denied(format!(
+            "field `header.supersedes`: pack {old} is not one {peer} relayed here from {} to {to}",
+            h.from
+        ))
+    };
+    if original.relayed_from.as_deref() != Some(peer)
+        || original.from != h.from
+        || original.to != *to
+    {
+        return Err(refused());
+    }
+    let header = v1::PackHeader::decode(original.header.as_slice())
+        .map_err(|_| Status::unavailable("storage failure"))?;
+    if crate::services::wire::kind_of(&header) != h.kind {
+        return Err(refused());
+    }
+    if let Some(by) = original.superseded_by
+        && by != h.pack_id
+    {
+        return Err(Status::failed_precondition(format!(
+            "pack {old} is already superseded by pack {by}"
+        )));
+    }
+    Ok(())
+}
+
 /// The active key `key_id` of `from`, a school `peer` serves.
 async fn sender_key<S: Store>(
     app: &App<S>,
@@ -78,12 +120,10 @@ pub async fn relay<S: Store>(
             h.ciphertext_len, app.max_pack_bytes
         )));
     }
-    // Corrections and the escrow's re-addressing name packs by id: they
-    // stay within one trust (a peer could otherwise withdraw packs it
-    // did not send).
-    if h.supersedes.is_some() || h.forwarded.is_some() || h.to.is_escrow() {
+    // The escrow's re-addressing stays within one trust.
+    if h.forwarded.is_some() || h.to.is_escrow() {
         return Err(Status::failed_precondition(
-            "corrections, re-addressed packs and packs to the escrow do not cross between trusts",
+            "re-addressed packs and packs to the escrow do not cross between trusts",
         ));
     }
     // The sender: a school this peer serves, and its key (its directory
@@ -115,6 +155,9 @@ pub async fn relay<S: Store>(
             ))
         })?;
     Exchange::check_recipients(app, &directory, &signed).await?;
+    if let Some(old) = h.supersedes {
+        check_correction(app, peer, &signed, old, &dest.info.laestab).await?;
+    }
     let stored_receipt = |stored_at_ms: i64| {
         let statement = super::relay::receipt_statement(
             &h.pack_id.to_string(),
@@ -196,6 +239,11 @@ pub async fn relay<S: Store>(
         }
     };
     tracing::info!(pack = %h.pack_id, peer, to = %h.to, bytes = h.ciphertext_len, "relayed pack stored");
+    if let Some(old) = h.supersedes
+        && let Err(e) = crate::retention::supersede(&app.store, &h.from, h.pack_id, old).await
+    {
+        tracing::error!(error = %e, pack = %h.pack_id, "could not withdraw the pack a relayed correction supersedes; the hourly run will");
+    }
     Ok(stored_receipt(at))
 }
 

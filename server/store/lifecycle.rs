@@ -345,7 +345,8 @@ macro_rules! lifecycle_store {
                 let rows: Vec<(String, String)> = sqlx::query_as(
                     "SELECT n.pack_id, n.supersedes FROM packs n JOIN packs o \
                      ON o.pack_id = n.supersedes WHERE n.supersedes IS NOT NULL \
-                     AND o.superseded_by IS NULL ORDER BY n.seq",
+                     AND o.superseded_by IS NULL AND o.from_laestab = n.from_laestab \
+                     ORDER BY n.seq",
                 )
                 .fetch_all(&self.pool)
                 .await?;

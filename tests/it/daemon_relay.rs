@@ -48,6 +48,37 @@ async fn issue23_a_class_crosses_to_another_trust_and_its_receipts_come_back() {
         [("peer:trust-a".to_string(), "pack.recall".to_string())]
     );
 
+    // A's school corrects another pupil's record before B's school pulls
+    // it: the correction crosses, and B withdraws the pack it replaces.
+    let wrong = sent
+        .iter()
+        .find(|p| p["id"] != id.as_str())
+        .unwrap()
+        .clone();
+    let wrong_id = wrong["id"].as_str().unwrap();
+    let folder = root
+        .path()
+        .join(format!("pupil-{}", wrong["upn"].as_str().unwrap()));
+    let mut record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(folder.join("record.json")).unwrap()).unwrap();
+    record["forename"] = "Samuel".into();
+    std::fs::write(folder.join("record.json"), record.to_string()).unwrap();
+    primary
+        .ok(&[
+            "send",
+            "--to",
+            "9264002",
+            "--supersedes",
+            wrong_id,
+            folder.to_str().unwrap(),
+        ])
+        .await;
+    let inbox = listed_until(&secondary, &["inbox", "--json"], |l| {
+        l.len() == 5 && l.iter().any(|p| p["supersedes"] == wrong_id)
+    })
+    .await;
+    assert!(inbox.iter().all(|p| p["id"] != wrong_id), "{inbox:?}");
+
     // Collected by B's school: A's school sees it (B reports it back).
     secondary
         .ok(&[
@@ -66,21 +97,23 @@ async fn issue23_a_class_crosses_to_another_trust_and_its_receipts_come_back() {
     // A's school sees every other pack acknowledged, each receipt verified
     // against B's school's key, and the recalled one as recalled.
     let sent = listed_until(&primary, &["sent", "--json"], |l| {
-        l.len() == 6 && l.iter().filter(|p| p["state"] == "acknowledged").count() == 5
+        l.len() == 7 && l.iter().filter(|p| p["state"] == "acknowledged").count() == 5
     })
     .await;
     assert!(
         sent.iter()
-            .filter(|p| p["id"] != id.as_str())
+            .filter(|p| p["state"] == "acknowledged")
             .all(|p| p["receipt_verified"] == true),
         "{sent:?}"
     );
+    let corrected = sent.iter().find(|p| p["id"] == wrong_id).unwrap();
+    assert_eq!(corrected["state"], "superseded", "{corrected}");
     let recalled = sent.iter().find(|p| p["id"] == id.as_str()).unwrap();
     assert_eq!(recalled["state"], "recall_requested", "{recalled}");
 
     // Relaying is audited on both sides, each pack once, with the peer.
     let out_a = audited(&a, "pack.relay.out").await;
-    assert_eq!(out_a.len(), 6, "{out_a:?}");
+    assert_eq!(out_a.len(), 7, "{out_a:?}");
     assert!(
         out_a
             .iter()
@@ -89,7 +122,7 @@ async fn issue23_a_class_crosses_to_another_trust_and_its_receipts_come_back() {
     // Once B holds a pack, A's copy of its ciphertext is deleted (its
     // deletion record audited): one trust holds it at a time.
     let released = audited(&a, "pack.relay.release").await;
-    assert_eq!(released.len(), 6, "{released:?}");
+    assert_eq!(released.len(), 7, "{released:?}");
     let pool = crate::common::open_db(&a.db_path()).await;
     let (held,): (i64,) = sqlx::query_as(
         "SELECT COUNT(*) FROM packs WHERE relay_to IS NOT NULL AND deleted_at_ms IS NULL",
@@ -104,7 +137,7 @@ async fn issue23_a_class_crosses_to_another_trust_and_its_receipts_come_back() {
     pool.close().await;
     assert_eq!((held, chunks), (0, 0));
     let in_b = audited(&b, "pack.relay").await;
-    assert_eq!(in_b.len(), 6, "{in_b:?}");
+    assert_eq!(in_b.len(), 7, "{in_b:?}");
     assert!(
         in_b.iter()
             .all(|(actor, action)| actor == "peer:trust-a" && action == "pack.relay.in")

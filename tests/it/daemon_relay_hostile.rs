@@ -2,7 +2,9 @@
 //! its disk, holding its federation certificate) can and cannot relay or
 //! pass back, calling the federation listener directly.
 
+use crate::client_lifecycle::stderr;
 use crate::common::Daemon;
+use crate::common::cli::{pupil, send_records};
 use crate::daemon_federation::{audited, peer_of, schools_until, two_trusts_with};
 
 /// A `Federation` client to `to`'s federation listener presenting
@@ -73,30 +75,32 @@ async fn issue23_a_hostile_peer_cannot_pass_off_packs_or_receipts() {
     let to: baton::Laestab = "8612001".parse().unwrap();
     let keys = sender.keys_of(&to).await;
     let ciphertext = crate::common::ciphertext(3000);
-    let header_from = |from: &str, keys: &[baton::keys::SchoolKey]| {
-        let signed = sender
-            .identity
-            .sign_header(Header {
-                format_version: FORMAT_VERSION,
-                pack_id: PackId::new(),
-                from: from.parse().unwrap(),
-                to,
-                kind: Kind::Transfer,
-                created_at_ms: 1,
-                ciphertext_len: ciphertext.len() as u64,
-                ciphertext_sha256: Sha256::digest(&ciphertext).into(),
-                sender_key_id: sender.identity.key_id(),
-                recipient_key_ids: recipients_for(Kind::Transfer, keys)
-                    .iter()
-                    .map(|k| k.key_id())
-                    .collect(),
-                left_on: Some(time::macros::date!(2026 - 07 - 22)),
-                supersedes: None,
-                forwarded: None,
-            })
-            .unwrap();
-        v1::PackHeader::from(&signed)
-    };
+    let signed_header =
+        |from: &str, keys: &[baton::keys::SchoolKey], supersedes: Option<PackId>| {
+            let signed = sender
+                .identity
+                .sign_header(Header {
+                    format_version: FORMAT_VERSION,
+                    pack_id: PackId::new(),
+                    from: from.parse().unwrap(),
+                    to,
+                    kind: Kind::Transfer,
+                    created_at_ms: 1,
+                    ciphertext_len: ciphertext.len() as u64,
+                    ciphertext_sha256: Sha256::digest(&ciphertext).into(),
+                    sender_key_id: sender.identity.key_id(),
+                    recipient_key_ids: recipients_for(Kind::Transfer, keys)
+                        .iter()
+                        .map(|k| k.key_id())
+                        .collect(),
+                    left_on: Some(time::macros::date!(2026 - 07 - 22)),
+                    supersedes,
+                    forwarded: None,
+                })
+                .unwrap();
+            v1::PackHeader::from(&signed)
+        };
+    let header_from = |from: &str, keys: &[baton::keys::SchoolKey]| signed_header(from, keys, None);
     let mut client = as_peer(&b, &a).await;
 
     // Bytes that are not the ones signed for: refused, nothing stored.
@@ -149,20 +153,22 @@ async fn issue23_a_hostile_peer_cannot_pass_off_packs_or_receipts() {
     .unwrap_err();
     assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
 
-    // A correction names a pack by id: it does not cross between trusts
-    // (a peer could otherwise withdraw packs it never sent).
-    let mut correction = header_from("9264003", &keys);
-    correction.supersedes = good.pack_id.clone();
-    let status = relay(&mut client, correction, &ciphertext)
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            status.code(),
-            tonic::Code::FailedPrecondition | tonic::Code::InvalidArgument
-        ),
-        "{status:?}"
-    );
+    // A correction names a pack by id: B may correct only what it relayed
+    // here itself, not a pack A's own school sent (which B knows the id of,
+    // as that pack was addressed to B's school).
+    let out = send_records(&primary, root.path(), "9264002", &[pupil("Ward", 7)]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let sent = primary.json(&["sent", "--json"]).await;
+    let theirs: PackId = sent[0]["id"].as_str().unwrap().parse().unwrap();
+    let status = relay(
+        &mut client,
+        signed_header("9264003", &keys, Some(theirs)),
+        &ciphertext,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+    assert!(status.message().contains("supersedes"), "{status:?}");
 
     // A receipt for a pack A never relayed to B (the one B relayed to A):
     // refused, whoever signed it.

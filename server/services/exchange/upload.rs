@@ -419,10 +419,10 @@ impl<S: Store> Service<S> {
             // A peer's school: its keys as its trust lists them (this
             // trust's directory key does not endorse them).
             None => {
-                if h.supersedes.is_some() || h.forwarded.is_some() {
+                if h.forwarded.is_some() {
                     return Err(Status::failed_precondition(format!(
-                        "school {} is another trust's: corrections and re-addressed packs do not cross \
-                         between trusts in this version; send the corrected record as a new pack",
+                        "school {} is another trust's: the escrow's re-addressed packs do not cross \
+                         between trusts in this version",
                         h.to
                     )));
                 }

@@ -57,6 +57,24 @@ pub fn checked(
             Err(e) => problems.push(e),
         }
     }
+    // A number (current or former) two of its schools both claim: neither.
+    let mut claims: BTreeMap<String, usize> = BTreeMap::new();
+    for school in kept.values() {
+        for number in std::iter::once(&school.laestab).chain(&school.aliases) {
+            *claims.entry(number.clone()).or_default() += 1;
+        }
+    }
+    kept.retain(|laestab, school| {
+        let twice = std::iter::once(&school.laestab)
+            .chain(&school.aliases)
+            .find(|n| claims.get(*n).is_some_and(|c| *c > 1));
+        if let Some(n) = twice {
+            problems.push(format!(
+                "school {laestab}: {n} is claimed by another of its schools too"
+            ));
+        }
+        twice.is_none()
+    });
     let kept = kept
         .into_iter()
         .map(|(laestab, school)| (laestab, v1::School::encode_to_vec(&school)))
@@ -313,6 +331,19 @@ mod tests {
             problems[1].contains("8612222 is in local authority 861"),
             "{problems:?}"
         );
+    }
+
+    #[test]
+    fn a_number_two_schools_of_one_peer_claim_is_listed_for_neither() {
+        let answer = [
+            school("9261111", &[]),
+            school("9262222", &["9261111"]),
+            school("9263333", &[]),
+        ];
+        let (kept, problems) = checked(&answer, &[]);
+        let kept: Vec<&str> = kept.iter().map(|(l, _)| l.as_str()).collect();
+        assert_eq!(kept, ["9263333"]);
+        assert_eq!(problems.len(), 2, "{problems:?}");
     }
 
     #[test]

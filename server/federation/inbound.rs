@@ -75,7 +75,7 @@ async fn sender_key<S: Store>(
     peer: &str,
     from: &baton::Laestab,
     key_id: baton::keys::KeyId,
-) -> Result<baton::keys::SchoolKey, Status> {
+) -> Result<(baton::Laestab, baton::keys::SchoolKey), Status> {
     let sender = peer_school(&app.store, from)
         .await
         .map_err(store_status)?
@@ -85,14 +85,17 @@ async fn sender_key<S: Store>(
                 "field `header.from`: school {from} is not one that {peer} serves"
             ))
         })?;
-    keys_of(&sender)
+    let key = keys_of(&sender)
         .into_iter()
         .find(|k| k.key_id() == key_id && k.is_active())
         .ok_or_else(|| {
             Status::permission_denied(format!(
                 "field `header.sender_key_id`: not an active key of school {from}"
             ))
-        })
+        })?;
+    // Its current number, whatever former one the header names.
+    let number = sender.laestab.parse().unwrap_or(*from);
+    Ok((number, key))
 }
 
 /// Receives, checks and stores a pack `peer` relays; its relay receipt.
@@ -128,7 +131,7 @@ pub async fn relay<S: Store>(
     }
     // The sender: a school this peer serves, and its key (its directory
     // read again first if either is new here).
-    let key = match sender_key(app, peer, &h.from, h.sender_key_id).await {
+    let (from_now, key) = match sender_key(app, peer, &h.from, h.sender_key_id).await {
         Err(_) if resync.now(&app.store, peer).await => {
             sender_key(app, peer, &h.from, h.sender_key_id).await
         }
@@ -202,7 +205,7 @@ pub async fn relay<S: Store>(
         }
     };
     let route = Route {
-        from: h.from,
+        from: from_now,
         to: dest.info.laestab,
         peer: Some(PeerLink::RelayedFrom(peer.to_string())),
     };

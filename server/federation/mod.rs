@@ -1,16 +1,18 @@
-//! Federation between trusts: the first part, peering. A daemon's operator
-//! exports a signed [`descriptor`] (`batond admin peer export`), the other
-//! trust's operator checks its fingerprints with them and adds it (`batond
-//! admin peer add`); both are audited. This module owns the daemon's
-//! federation identity under `DATA_DIR/federation/`: a CA of its own
-//! (`ca.pem`, `ca-key.pem`), which the descriptor carries and the peer
-//! pins, and the certificate its federation connections present, as
-//! server and as client (`cert.pem`, `key.pem`), signed by that CA. Keys
-//! are owner-only; every node of one trust needs the same files, as with
-//! the audit key. [`tls`] serves and dials mutual TLS with the peers,
-//! [`service`] answers them, [`sync`] reads their directories and
-//! [`directory`] checks and merges them. Relaying packs between peers is
-//! not built yet: see docs/federation.md.
+//! Federation between trusts: a school sends to another trust's school
+//! through its own daemon, which relays to the other trust's daemon. A
+//! daemon's operator exports a signed [`descriptor`] (`batond admin peer
+//! export`), the other trust's operator checks its fingerprints with them
+//! and adds it (`batond admin peer add`); both are audited. This module
+//! owns the daemon's federation identity under `DATA_DIR/federation/`: a
+//! CA of its own (`ca.pem`, `ca-key.pem`), which the descriptor carries
+//! and the peer pins, and the certificate its federation connections
+//! present, as server and as client (`cert.pem`, `key.pem`), signed by
+//! that CA. Keys are owner-only; every node of one trust needs the same
+//! files, as with the audit key. [`tls`] serves and dials mutual TLS with
+//! the peers, [`service`] answers them (checks in [`inbound`], bounds in
+//! [`limits`]), [`sync`] reads their directories and [`directory`] checks
+//! and merges them, [`relay`] works the relay queues. See
+//! docs/federation.md.
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -23,9 +23,7 @@ use crate::services::exchange::Service as Exchange;
 use crate::services::exchange::upload::{PackStream, Part, discard, next_message, receive};
 use crate::services::wire::{store_status, wire_status};
 use crate::store::lifecycle::deletion_record;
-use crate::store::{
-    Acknowledged, Committed, PeerLink, Route, Store, Withdrawal, Withdrawn, now_ms,
-};
+use crate::store::{Committed, PeerLink, Route, Store, Withdrawal, Withdrawn, now_ms};
 
 /// A relayed correction may withdraw only a pack the same peer relayed
 /// here from the same school to the same school, of the same kind, not
@@ -307,23 +305,8 @@ pub async fn return_receipt<S: Store>(
                 pack.to
             ))
         })?;
-    signed
-        .verify(&key.public)
-        .map_err(|e| Status::invalid_argument(format!("field `receipt.signature`: {e}")))?;
-    let bytes = v1::Receipt::from(&signed).encode_to_vec();
     let event = Event::by_peer(peer, "pack.acknowledge", r.pack_id);
-    match app
-        .store
-        .acknowledge(r.pack_id, &bytes, now_ms(), event)
-        .await
-        .map_err(store_status)?
-    {
-        Acknowledged::At(at) => Ok(at),
-        Acknowledged::Conflict => Err(Status::already_exists(format!(
-            "pack {} is already acknowledged with another receipt",
-            r.pack_id
-        ))),
-    }
+    crate::services::exchange::receipts::record(app, &signed, &key.public, event).await
 }
 
 /// Checks and applies the recall `peer` passes on for a pack it relayed

@@ -225,16 +225,18 @@ async fn release<S: Store>(
         .map(|_| ())
 }
 
+/// A queue's due jobs, or none (logged) if it cannot be read.
+fn due<T>(queue: &str, read: crate::store::Result<Vec<T>>) -> Vec<T> {
+    read.unwrap_or_else(|e| {
+        tracing::error!(error = %e, queue, "reading a relay queue failed");
+        Vec::new()
+    })
+}
+
 /// One pass over the packs to relay to the link's peer.
 async fn relay_due<S: Store>(app: &Arc<App<S>>, link: &mut Link) {
     let name = link.peer.name.clone();
-    let jobs = match app.store.relays_due(&name, now_ms(), BATCH).await {
-        Ok(jobs) => jobs,
-        Err(e) => {
-            tracing::error!(error = %e, "reading the relay queue failed");
-            return;
-        }
-    };
+    let jobs = due("relay", app.store.relays_due(&name, now_ms(), BATCH).await);
     for job in jobs {
         let outcome = if link.is_paused() {
             Err(anyhow::anyhow!(
@@ -243,28 +245,31 @@ async fn relay_due<S: Store>(app: &Arc<App<S>>, link: &mut Link) {
         } else {
             relay_one(app, link, &job.pack_id).await
         };
-        let now = now_ms();
-        let written = match outcome {
-            Ok(receipt) => {
-                tracing::info!(pack = %job.pack_id, peer = %name, "pack relayed");
-                let event = Event::by_peer(&name, "pack.relay.out", &job.pack_id);
-                match app
-                    .store
-                    .relay_done(&job.pack_id, &receipt.encode_to_vec(), now, event)
-                    .await
-                {
-                    // The peer holds it now: this daemon's copy goes.
-                    Ok(_) => release(app, &name, &job.pack_id, &receipt.ciphertext_sha256).await,
-                    Err(e) => Err(e),
-                }
-            }
+        let receipt = match outcome {
+            Ok(receipt) => receipt,
             Err(e) => {
-                let error = super::sync::clean(&format!("{e:#}"));
-                tracing::warn!(pack = %job.pack_id, peer = %name, error = %error, "relaying a pack failed; will try again");
-                app.store
-                    .relay_failed(&job.pack_id, &error, now + backoff_ms(job.attempts))
-                    .await
+                failed(
+                    app,
+                    &job.pack_id,
+                    &name,
+                    job.attempts,
+                    "relaying a pack",
+                    &e,
+                )
+                .await;
+                continue;
             }
+        };
+        tracing::info!(pack = %job.pack_id, peer = %name, "pack relayed");
+        let event = Event::by_peer(&name, "pack.relay.out", &job.pack_id);
+        let written = match app
+            .store
+            .relay_done(&job.pack_id, &receipt.encode_to_vec(), now_ms(), event)
+            .await
+        {
+            // The peer holds it now: this daemon's copy goes.
+            Ok(_) => release(app, &name, &job.pack_id, &receipt.ciphertext_sha256).await,
+            Err(e) => Err(e),
         };
         if let Err(e) = written {
             tracing::error!(error = %e, pack = %job.pack_id, "recording a relay failed");
@@ -275,13 +280,10 @@ async fn relay_due<S: Store>(app: &Arc<App<S>>, link: &mut Link) {
 /// One pass over the receipts to pass back to the link's peer.
 async fn return_due<S: Store>(app: &Arc<App<S>>, link: &mut Link) {
     let name = link.peer.name.clone();
-    let jobs = match app.store.receipts_due(&name, now_ms(), BATCH).await {
-        Ok(jobs) => jobs,
-        Err(e) => {
-            tracing::error!(error = %e, "reading the receipts to return failed");
-            return;
-        }
-    };
+    let jobs = due(
+        "receipts",
+        app.store.receipts_due(&name, now_ms(), BATCH).await,
+    );
     for job in jobs {
         if link.is_paused() {
             return;
@@ -332,13 +334,10 @@ async fn return_due<S: Store>(app: &Arc<App<S>>, link: &mut Link) {
 /// One pass over the recalls to pass on to the link's peer.
 async fn recall_due<S: Store>(app: &Arc<App<S>>, link: &mut Link) {
     let name = link.peer.name.clone();
-    let jobs = match app.store.recalls_due(&name, now_ms(), BATCH).await {
-        Ok(jobs) => jobs,
-        Err(e) => {
-            tracing::error!(error = %e, "reading the recalls to pass on failed");
-            return;
-        }
-    };
+    let jobs = due(
+        "recalls",
+        app.store.recalls_due(&name, now_ms(), BATCH).await,
+    );
     for job in jobs {
         if link.is_paused() {
             return;
@@ -413,13 +412,7 @@ async fn failed<S: Store>(
 /// One pass over the states to report back to the link's peer.
 async fn report_due<S: Store>(app: &Arc<App<S>>, link: &mut Link) {
     let name = link.peer.name.clone();
-    let jobs = match app.store.states_due(&name, now_ms(), BATCH).await {
-        Ok(jobs) => jobs,
-        Err(e) => {
-            tracing::error!(error = %e, "reading the states to report failed");
-            return;
-        }
-    };
+    let jobs = due("states", app.store.states_due(&name, now_ms(), BATCH).await);
     for job in jobs {
         if link.is_paused() {
             return;

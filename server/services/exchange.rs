@@ -92,7 +92,7 @@ const PAGE_MAX: u32 = 1000;
 
 pub mod readdress;
 mod recall;
-mod receipts;
+pub(crate) mod receipts;
 pub(crate) mod upload;
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;

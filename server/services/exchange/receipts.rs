@@ -61,21 +61,34 @@ pub(super) async fn acknowledge_one<S: Store>(
         "receipt.recipient_key_id",
     )
     .await?;
-    signed
-        .verify(&key.public)
-        .map_err(|e| Status::invalid_argument(format!("field `receipt.signature`: {e}")))?;
-    let bytes = v1::Receipt::from(&signed).encode_to_vec();
     let event = Event::by_school(&caller, "pack.acknowledge", r.pack_id);
+    record(app, &signed, &key.public, event).await
+}
+
+/// Records `signed` once it verifies against `key`, the key of the
+/// destination it names (a school here, or one a peer serves); when it
+/// was recorded. The same receipt again is a retry; another one for the
+/// same pack is refused.
+pub(crate) async fn record<S: Store>(
+    app: &App<S>,
+    signed: &SignedReceipt,
+    key: &baton::keys::PublicKey,
+    event: Event,
+) -> Result<i64, Status> {
+    let id = signed.receipt().pack_id;
+    signed
+        .verify(key)
+        .map_err(|e| Status::invalid_argument(format!("field `receipt.signature`: {e}")))?;
+    let bytes = v1::Receipt::from(signed).encode_to_vec();
     match app
         .store
-        .acknowledge(r.pack_id, &bytes, now_ms(), event)
+        .acknowledge(id, &bytes, now_ms(), event)
         .await
         .map_err(store_status)?
     {
         Acknowledged::At(at) => Ok(at),
         Acknowledged::Conflict => Err(Status::already_exists(format!(
-            "pack {} is already acknowledged with another receipt",
-            r.pack_id
+            "pack {id} is already acknowledged with another receipt"
         ))),
     }
 }

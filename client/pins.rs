@@ -15,15 +15,17 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 use baton::Laestab;
 use baton::api::v1;
 use baton::keys::{KeyId, PublicKey, Role, SchoolKey};
 use baton::trust::{DirectoryKey, RevokedBy, revocation_statement};
 use serde::{Deserialize, Serialize};
 
-use crate::connect::{Clients, explain};
 use crate::home::{Home, read_json, write_json};
+
+mod refresh;
+pub use refresh::{KeysChanged, NotEnrolled, refresh, refresh_escrow_of, refresh_once};
 
 /// Every pinned school.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -39,6 +41,25 @@ pub struct Pins {
     /// Schools refreshed from the directory in this run (not saved).
     #[serde(skip)]
     fresh: std::collections::HashSet<Laestab>,
+    /// Other trusts' escrows refreshed in this run (not saved).
+    #[serde(skip)]
+    fresh_escrows: std::collections::HashSet<String>,
+}
+
+/// The name under which another trust's escrow (`peer`'s) is pinned: apart
+/// from this trust's own escrow, which has the same number.
+pub fn escrow_pin(peer: &str) -> String {
+    format!("{}@{peer}", Laestab::ESCROW)
+}
+
+/// The name under which a school the directory lists is pinned: its
+/// LAESTAB, or for a peer's escrow [`escrow_pin`].
+fn pin_name(school: &v1::School) -> String {
+    if school.peer.is_empty() || school.laestab != Laestab::ESCROW.as_str() {
+        school.laestab.clone()
+    } else {
+        escrow_pin(&school.peer)
+    }
 }
 
 /// One school as pinned.
@@ -48,6 +69,10 @@ pub struct PinnedSchool {
     pub name: String,
     /// Every key ever pinned, revoked ones included (they still verify old signatures).
     pub keys: Vec<PinnedKey>,
+    /// The other trust's daemon that serves it, as the directory last said
+    /// (empty: this trust's own school).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub peer: String,
 }
 
 /// One pinned key.
@@ -154,11 +179,20 @@ impl Pins {
 
     /// The pinned school, if any, by its LAESTAB or a former one.
     pub fn get(&self, laestab: &Laestab) -> Option<&PinnedSchool> {
-        self.schools.get(laestab.as_str()).or_else(|| {
-            self.aliases
-                .get(laestab.as_str())
-                .and_then(|now| self.schools.get(now))
-        })
+        self.get_pin(laestab.as_str())
+    }
+
+    /// The pin by its name ([`escrow_pin`], or a LAESTAB or former one).
+    pub fn get_pin(&self, name: &str) -> Option<&PinnedSchool> {
+        self.schools
+            .get(name)
+            .or_else(|| self.aliases.get(name).and_then(|now| self.schools.get(now)))
+    }
+
+    /// The pin of the school as the directory lists it ([`escrow_pin`] for
+    /// a peer's escrow).
+    pub fn get_listed(&self, school: &v1::School) -> Option<&PinnedSchool> {
+        self.schools.get(&pin_name(school))
     }
 
     /// Follows a renumbering the directory reports: a school pinned under
@@ -216,8 +250,9 @@ impl Pins {
         self.follow_renumbering(school);
         self.aliases.remove(&school.laestab);
         let keys = self.listed(school)?.keys;
+        let name = pin_name(school);
         let mut pinned: Vec<PinnedKey> = keys.iter().map(PinnedKey::from_key).collect();
-        if let Some(old) = self.schools.get(&school.laestab) {
+        if let Some(old) = self.schools.get(&name) {
             // A revocation pinned before keeps its time: the server cannot
             // move it earlier and so disown what the key signed.
             for p in &mut pinned {
@@ -241,10 +276,11 @@ impl Pins {
             }
         }
         self.schools.insert(
-            school.laestab.clone(),
+            name,
             PinnedSchool {
                 name: school.name.clone(),
                 keys: pinned,
+                peer: school.peer.clone(),
             },
         );
         Ok(())
@@ -273,14 +309,19 @@ impl Pins {
             )]));
         }
         self.follow_renumbering(school);
-        let Some(old) = self.schools.get(&school.laestab) else {
+        let Some(old) = self.schools.get(&pin_name(school)) else {
             // With a directory key pinned, no key is taken on the server's
             // word: a peer's school, which this trust's key cannot vouch
             // for, is confirmed by phone first, as a change is.
             if !school.peer.is_empty() && self.directory_key()?.is_some() {
+                let show = if pin_name(school) == school.laestab {
+                    school.laestab.clone()
+                } else {
+                    format!("{} --peer {}", school.laestab, school.peer)
+                };
                 return Ok(Check::Changed(vec![format!(
-                    "{} is served by another trust ({}), whose keys your trust's directory key does not endorse: compare its key fingerprints (`baton schools show {}`) with the school by phone",
-                    school.laestab, school.peer, school.laestab
+                    "{} is served by another trust ({}), whose keys your trust's directory key does not endorse: compare its key fingerprints (`baton schools show {show}`) with the school by phone",
+                    school.laestab, school.peer
                 )]));
             }
             self.trust(school)?;
@@ -353,9 +394,14 @@ impl Pins {
 
     /// Every pinned key of a school (revoked included), for verifying signatures.
     pub fn verifying_keys(&self, laestab: &Laestab) -> Result<Vec<PublicKey>> {
+        self.verifying_keys_of(laestab.as_str())
+    }
+
+    /// [`Pins::verifying_keys`] of a pin by its name ([`Pins::get_pin`]).
+    pub fn verifying_keys_of(&self, name: &str) -> Result<Vec<PublicKey>> {
         let school = self
-            .get(laestab)
-            .with_context(|| format!("school {laestab} is not pinned yet"))?;
+            .get_pin(name)
+            .with_context(|| format!("school {name} is not pinned yet"))?;
         school
             .keys
             .iter()
@@ -378,8 +424,13 @@ impl Pins {
     /// When a pinned key of a school was revoked, if it was: it verifies
     /// nothing created after that.
     pub fn revoked_at(&self, laestab: &Laestab, key_id: KeyId) -> Option<i64> {
+        self.revoked_at_of(laestab.as_str(), key_id)
+    }
+
+    /// [`Pins::revoked_at`] of a pin by its name ([`Pins::get_pin`]).
+    pub fn revoked_at_of(&self, name: &str, key_id: KeyId) -> Option<i64> {
         let id = key_id.to_string();
-        self.get(laestab)?
+        self.get_pin(name)?
             .keys
             .iter()
             .find(|k| k.key_id == id)?
@@ -448,130 +499,6 @@ fn parse_keys(school: &v1::School) -> Result<Vec<SchoolKey>> {
         .collect()
 }
 
-/// [`refresh`] once per run for each school: a pinned key revoked since
-/// the last run is known before anything it signed is believed.
-pub async fn refresh_once(
-    home: &Home,
-    clients: &mut Clients,
-    pins: &mut Pins,
-    laestab: &Laestab,
-) -> Result<()> {
-    if !pins.fresh.contains(laestab) {
-        refresh(home, clients, pins, laestab).await?;
-        pins.fresh.insert(*laestab);
-    }
-    Ok(())
-}
-
-/// Says, loudly, that a school's keys (or its number) changed and how to
-/// check and confirm.
-fn warn_changed(laestab: &Laestab, changes: &[String]) {
-    eprintln!("@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@");
-    eprintln!("@  WARNING: THE KEYS OF SCHOOL {laestab} HAVE CHANGED         @");
-    eprintln!("@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@");
-    for c in changes {
-        eprintln!("  - {c}");
-    }
-    eprintln!("Someone may be trying to read packs meant for {laestab}. Check the fingerprints");
-    eprintln!("with the school by phone (`baton schools show {laestab}`), then run");
-    eprintln!("`baton schools trust {laestab}` to accept them.");
-}
-
-/// The directory does not list the school: it is not enrolled (yet).
-#[derive(Debug, thiserror::Error)]
-#[error(
-    "school {0} is not enrolled in Baton on this server: check the LAESTAB, or ask the trust's operator to enrol it"
-)]
-pub struct NotEnrolled(pub Laestab);
-
-/// The school's keys changed since they were pinned.
-#[derive(Debug, thiserror::Error)]
-#[error("the keys of {0} changed since they were pinned; nothing was sealed to them")]
-pub struct KeysChanged(pub Laestab);
-
-/// Fetches a school from the directory and checks it against the pins,
-/// saving a first pin. Refuses, loudly, when its keys changed
-/// ([`KeysChanged`]); [`NotEnrolled`] when the directory does not know it.
-/// Returns how many of its keys await the directory key's approval.
-pub async fn refresh(
-    home: &Home,
-    clients: &mut Clients,
-    pins: &mut Pins,
-    laestab: &Laestab,
-) -> Result<usize> {
-    let school = match clients
-        .directory
-        .get_school(v1::GetSchoolRequest {
-            laestab: laestab.to_string(),
-        })
-        .await
-    {
-        Ok(s) => s.into_inner(),
-        Err(s) if s.code() == tonic::Code::NotFound => return Err(NotEnrolled(*laestab).into()),
-        Err(s) => bail!("looking up school {laestab}: {}", explain(&s)),
-    };
-    // Asked for a former number, the directory answers with the school it
-    // now belongs to, which must say so. The escrow answers for both of its
-    // codes; no other school may answer for them, nor they for a school.
-    if school.laestab != laestab.as_str() {
-        let escrow_pair =
-            *laestab == Laestab::ESCROW_ABROAD && school.laestab == Laestab::ESCROW.as_str();
-        let listed = school.aliases.iter().any(|a| a == laestab.as_str());
-        let escrow_mixup = !escrow_pair
-            && (laestab.is_escrow()
-                || school.laestab == Laestab::ESCROW.as_str()
-                || school.laestab == Laestab::ESCROW_ABROAD.as_str());
-        if !listed || escrow_mixup {
-            bail!(
-                "asked for school {laestab}, the directory answered with {} instead: not believed",
-                school.laestab
-            );
-        }
-        // A renumbering of a school never pinned cannot be checked against
-        // a pin: it is a change to confirm, like a key change.
-        if !escrow_pair && pins.get(laestab).is_none() {
-            warn_changed(
-                laestab,
-                &[format!(
-                    "the directory says {laestab} is now {} ({}), a school this home has not pinned",
-                    school.laestab, school.name
-                )],
-            );
-            return Err(KeysChanged(*laestab).into());
-        }
-        if !escrow_pair && pins.aliases.get(laestab.as_str()) != Some(&school.laestab) {
-            eprintln!(
-                "note: {laestab} is now {} ({}): packs addressed to {laestab} reach it",
-                school.laestab, school.name
-            );
-        }
-    }
-    let unapproved = pins.listed(&school)?.unapproved;
-    for k in &unapproved {
-        eprintln!(
-            "note: key {} ({}) of {laestab} is not approved by the trust's directory key, so nothing is sealed to it or verified with it (the operator approves it with `batond admin key approve`)",
-            k.key_id().grouped(),
-            k.label
-        );
-    }
-    match pins.check(&school)? {
-        Check::New if pins.directory_key()?.is_some() => pins.save(home)?,
-        Check::New => {
-            eprintln!(
-                "pinned the keys of {laestab} ({}) on first use, unverified (no directory key was pinned at `baton init`); compare them with the school: `baton schools show {laestab}`",
-                school.name
-            );
-            pins.save(home)?;
-        }
-        Check::Same => pins.save(home)?,
-        Check::Changed(changes) => {
-            warn_changed(laestab, &changes);
-            return Err(KeysChanged(*laestab).into());
-        }
-    }
-    Ok(unapproved.len())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -601,6 +528,41 @@ mod tests {
             aliases: aliases.iter().map(ToString::to_string).collect(),
             peer: String::new(),
         }
+    }
+
+    /// Issue 23: another trust's escrow is pinned apart from this trust's
+    /// own (both are `XXXXXXX`), each with its own keys, and a change of
+    /// either is a change of that one only.
+    #[test]
+    fn another_trusts_escrow_is_pinned_apart() {
+        let (own, theirs, other) = (
+            Identity::generate(),
+            Identity::generate(),
+            Identity::generate(),
+        );
+        let mut pins = Pins::default();
+        assert_eq!(
+            pins.check(&school("XXXXXXX", &[], &[&own])).unwrap(),
+            Check::New
+        );
+        let mut peer_escrow = school("XXXXXXX", &[], &[&theirs]);
+        peer_escrow.peer = "trust-a".into();
+        assert_eq!(pins.check(&peer_escrow).unwrap(), Check::New);
+        let key_of = |pins: &Pins, name: &str| pins.verifying_keys_of(name).unwrap()[0].key_id();
+        assert_eq!(key_of(&pins, "XXXXXXX"), own.key_id());
+        assert_eq!(key_of(&pins, &escrow_pin("trust-a")), theirs.key_id());
+        assert_eq!(pins.get_pin("XXXXXXX@trust-a").unwrap().peer, "trust-a");
+        // Escrows are not schools to send to.
+        assert_eq!(pins.pinned(), [Laestab::ESCROW]);
+
+        let mut swapped = school("XXXXXXX", &[], &[&other]);
+        swapped.peer = "trust-a".into();
+        assert!(matches!(pins.check(&swapped).unwrap(), Check::Changed(_)));
+        assert_eq!(
+            pins.check(&school("XXXXXXX", &[], &[&own])).unwrap(),
+            Check::Same
+        );
+        assert_eq!(key_of(&pins, &escrow_pin("trust-a")), theirs.key_id());
     }
 
     /// Issue 19: a school renumbered keeps its pin under the new number and

@@ -178,6 +178,7 @@ async fn check_online(home: &Home, gathered: &mut Gathered) -> Result<()> {
             .directory
             .get_school(v1::GetSchoolRequest {
                 laestab: to.to_string(),
+                peer: String::new(),
             })
             .await
         {

@@ -64,6 +64,7 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
                 .directory
                 .get_school(v1::GetSchoolRequest {
                     laestab: config.school.to_string(),
+                    peer: String::new(),
                 })
                 .await
                 .map_err(|s| anyhow::anyhow!("looking up {}: {}", config.school, explain(&s)))?
@@ -171,6 +172,7 @@ async fn stranded_by(
         .directory
         .get_school(v1::GetSchoolRequest {
             laestab: school.to_string(),
+            peer: String::new(),
         })
         .await
         .map_err(|s| anyhow::anyhow!("looking up {school}: {}", explain(&s)))?

@@ -25,16 +25,25 @@ pub struct Args {
 enum Action {
     /// Show one school's keys, roles and fingerprints (to compare by phone).
     Show {
-        /// The school's LAESTAB.
+        /// The school's LAESTAB (`XXXXXXX`: the escrow).
         laestab: Laestab,
+        /// Another trust's daemon (the PEER column): the school as it lists
+        /// it; with `XXXXXXX`, that trust's escrow, which signs the packs
+        /// it re-addresses to this school.
+        #[arg(long, value_name = "PEER")]
+        peer: Option<String>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
     },
     /// Accept a school's current keys after checking them out of band.
     Trust {
-        /// The school's LAESTAB.
+        /// The school's LAESTAB (`XXXXXXX`: the escrow).
         laestab: Laestab,
+        /// Another trust's daemon, as for `show` (`XXXXXXX --peer PEER`:
+        /// that trust's escrow).
+        #[arg(long, value_name = "PEER")]
+        peer: Option<String>,
     },
 }
 
@@ -84,18 +93,19 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
         }
         Some(Action::Show {
             laestab,
+            peer,
             json: as_json,
         }) => {
-            let school = get(&mut clients, &laestab).await?;
+            let school = get(&mut clients, &laestab, peer.as_deref()).await?;
             let mut pins = Pins::load(home)?;
-            let before = pins.get(&laestab).cloned();
+            let before = pinned(&pins, &laestab, &school).cloned();
             let check = pins.check(&school)?;
             if !matches!(check, Check::Changed(_)) {
                 pins.save(home)?;
             }
             let listed = pins.listed(&school)?;
             let directory = pins.directory_key()?;
-            let pinned_count = pins.get(&laestab).map_or(0, |p| p.keys.len());
+            let pinned_count = pinned(&pins, &laestab, &school).map_or(0, |p| p.keys.len());
             let rows = compare(&listed, before.as_ref(), directory.is_some());
             if as_json || args.json {
                 let items: Vec<_> = rows
@@ -161,14 +171,15 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
                     for c in changes {
                         println!("  - {c}");
                     }
+                    let named = peer.map_or(String::new(), |p| format!(" --peer {p}"));
                     println!(
-                        "check these with the school, then run `baton schools trust {laestab}`"
+                        "check these with the school, then run `baton schools trust {laestab}{named}`"
                     );
                 }
             }
         }
-        Some(Action::Trust { laestab }) => {
-            let school = get(&mut clients, &laestab).await?;
+        Some(Action::Trust { laestab, peer }) => {
+            let school = get(&mut clients, &laestab, peer.as_deref()).await?;
             let mut pins = Pins::load(home)?;
             pins.trust(&school)?;
             pins.save(home)?;
@@ -269,11 +280,25 @@ fn compare(listed: &Listed, pinned: Option<&PinnedSchool>, directory: bool) -> V
     rows
 }
 
-async fn get(clients: &mut crate::connect::Clients, laestab: &Laestab) -> Result<v1::School> {
+/// The pin of `school` as listed, asked for as `laestab` (a former number
+/// finds the pin it carried over).
+fn pinned<'a>(pins: &'a Pins, laestab: &Laestab, school: &v1::School) -> Option<&'a PinnedSchool> {
+    let peer_escrow = !school.peer.is_empty() && school.laestab == Laestab::ESCROW.as_str();
+    pins.get_listed(school)
+        .or_else(|| (!peer_escrow).then(|| pins.get(laestab)).flatten())
+}
+
+/// A school as the directory lists it (as `peer` lists it, if given).
+async fn get(
+    clients: &mut crate::connect::Clients,
+    laestab: &Laestab,
+    peer: Option<&str>,
+) -> Result<v1::School> {
     Ok(clients
         .directory
         .get_school(v1::GetSchoolRequest {
             laestab: laestab.to_string(),
+            peer: peer.unwrap_or_default().to_string(),
         })
         .await
         .map_err(|s| anyhow::anyhow!("looking up {laestab}: {}", explain(&s)))?

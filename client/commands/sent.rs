@@ -487,6 +487,7 @@ async fn this_device(
         .directory
         .get_school(v1::GetSchoolRequest {
             laestab: config.school.to_string(),
+            peer: String::new(),
         })
         .await
         .ok()?

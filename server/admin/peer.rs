@@ -91,6 +91,7 @@ fn peer_json(p: &Peer, sync: Option<&PeerSync>, conflicts: &[&Conflict]) -> serd
         "sync_tried_at": time(sync.and_then(|s| s.tried_at_ms)),
         "sync_error": sync.and_then(|s| s.error.clone()),
         "schools": sync.map_or(0, |s| s.schools),
+        "escrow": sync.is_some_and(|s| s.escrow),
         "conflicts": conflicts.iter().map(|c| serde_json::json!({"laestab": c.laestab, "claimed_by": c.claimed_by})).collect::<Vec<_>>(),
         "name": p.name,
         "url": p.url,
@@ -118,8 +119,9 @@ fn sync_line(sync: Option<&PeerSync>) -> String {
     };
     let read = match sync.synced_at_ms {
         Some(at) => format!(
-            "{} school(s), read {}",
+            "{} school(s){}, read {}",
             sync.schools,
+            if sync.escrow { " and its escrow" } else { "" },
             crate::audit::time(at)
         ),
         None => "never read".into(),

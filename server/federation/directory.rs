@@ -6,6 +6,11 @@
 //! a number two peers both claim is listed by neither, so a pack is never
 //! sealed to the wrong trust's school. Conflicts are what the operators
 //! see in `batond admin peer list` and the daemon's log.
+//!
+//! A peer's escrow (`XXXXXXX`) is kept apart ([`peer_escrow`]): every
+//! trust's escrow has that number, so it is never listed to schools nor a
+//! destination; its keys only verify the packs that escrow re-addresses to
+//! a school here.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -39,6 +44,7 @@ pub fn checked(
         match check_one(school).and_then(|(laestab, clean)| {
             let outside = std::iter::once(&clean.laestab)
                 .chain(&clean.aliases)
+                .filter(|n| !is_escrow(n))
                 .find(|n| !la_codes.is_empty() && !la_codes.iter().any(|c| n.starts_with(c.as_str())));
             match outside {
                 Some(n) => Err(format!(
@@ -59,7 +65,7 @@ pub fn checked(
     }
     // A number (current or former) two of its schools both claim: neither.
     let mut claims: BTreeMap<String, usize> = BTreeMap::new();
-    for school in kept.values() {
+    for school in kept.values().filter(|s| !is_escrow(&s.laestab)) {
         for number in std::iter::once(&school.laestab).chain(&school.aliases) {
             *claims.entry(number.clone()).or_default() += 1;
         }
@@ -85,12 +91,17 @@ pub fn checked(
 /// One school of a peer's answer, checked and rebuilt from what was
 /// understood.
 fn check_one(school: &v1::School) -> Result<(String, v1::School), String> {
-    let laestab = Laestab::parse(&school.laestab).map_err(|e| {
-        format!(
-            "a school with LAESTAB {:?}: {e}",
-            truncated(&school.laestab)
-        )
-    })?;
+    let escrow = is_escrow(&school.laestab);
+    let laestab = if escrow {
+        Laestab::ESCROW
+    } else {
+        Laestab::parse(&school.laestab).map_err(|e| {
+            format!(
+                "a school with LAESTAB {:?}: {e}",
+                truncated(&school.laestab)
+            )
+        })?
+    };
     let bad = |what: &str| format!("school {laestab}: {what}");
     let text_ok = |t: &str| t.chars().count() <= 200 && !t.chars().any(char::is_control);
     if !text_ok(&school.name) || !text_ok(&school.phase) || !text_ok(&school.urn) {
@@ -99,7 +110,8 @@ fn check_one(school: &v1::School) -> Result<(String, v1::School), String> {
         ));
     }
     let mut aliases = Vec::new();
-    for alias in &school.aliases {
+    // The escrow's one alias (`MMMMMMM`) is the same for every trust: not kept.
+    for alias in school.aliases.iter().filter(|_| !escrow) {
         let alias = Laestab::parse(alias).map_err(|e| bad(&format!("former LAESTAB: {e}")))?;
         aliases.push(alias.to_string());
     }
@@ -128,6 +140,11 @@ fn check_one(school: &v1::School) -> Result<(String, v1::School), String> {
     ))
 }
 
+/// Whether a stored or listed number is the escrow's (`XXXXXXX`).
+fn is_escrow(number: &str) -> bool {
+    number == Laestab::ESCROW.as_str()
+}
+
 /// At most 20 characters of `text`, for an error message.
 fn truncated(text: &str) -> String {
     text.chars().take(20).collect()
@@ -150,6 +167,41 @@ pub async fn peer_school<S: crate::store::Store>(
         .0
         .into_iter()
         .find(|s| s.laestab == number || s.aliases.contains(&number)))
+}
+
+/// `peer`'s escrow as that peer lists it (`peer` set): `None` if it lists
+/// none (a peer without an escrow, or of a version before escrows were
+/// offered).
+pub async fn peer_escrow<S: crate::store::Store>(
+    store: &S,
+    peer: &str,
+) -> crate::store::Result<Option<v1::School>> {
+    Ok(store
+        .peer_schools()
+        .await?
+        .into_iter()
+        .filter(|row| row.peer == peer && is_escrow(&row.laestab))
+        .find_map(|row| decoded(&row)))
+}
+
+/// A stored row's school with `peer` set; `None` (logged) if it no longer
+/// decodes.
+fn decoded(row: &PeerSchool) -> Option<v1::School> {
+    match v1::School::decode(row.school.as_slice()) {
+        Ok(mut school) => {
+            school.peer = row.peer.clone();
+            Some(school)
+        }
+        Err(e) => {
+            tracing::error!(
+                peer = %row.peer,
+                laestab = %row.laestab,
+                error = %e,
+                "a stored peer school does not decode; left out"
+            );
+            None
+        }
+    }
 }
 
 /// A peer school's keys (checked when stored; any that no longer parse
@@ -181,28 +233,20 @@ pub struct Conflict {
 }
 
 /// The peers' schools that may be listed beside `local_numbers` (every
-/// LAESTAB and former LAESTAB enrolled here), each with `peer` set, and
+/// LAESTAB and former LAESTAB enrolled here), each with `peer` set (their
+/// escrows left out), and
 /// the conflicts that kept others out. Stored rows that no longer decode
 /// are skipped (logged).
 pub fn merge(
     local_numbers: &BTreeSet<String>,
     stored: &[PeerSchool],
 ) -> (Vec<v1::School>, Vec<Conflict>) {
-    let mut schools = Vec::new();
-    for row in stored {
-        match v1::School::decode(row.school.as_slice()) {
-            Ok(mut school) => {
-                school.peer = row.peer.clone();
-                schools.push(school);
-            }
-            Err(e) => tracing::error!(
-                peer = %row.peer,
-                laestab = %row.laestab,
-                error = %e,
-                "a stored peer school does not decode; left out"
-            ),
-        }
-    }
+    // Peers' escrows are never listed (see the module).
+    let mut schools: Vec<v1::School> = stored
+        .iter()
+        .filter(|row| !is_escrow(&row.laestab))
+        .filter_map(decoded)
+        .collect();
     // Who claims each number.
     let mut claims: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
     for school in &schools {
@@ -344,6 +388,38 @@ mod tests {
         let kept: Vec<&str> = kept.iter().map(|(l, _)| l.as_str()).collect();
         assert_eq!(kept, ["9263333"]);
         assert_eq!(problems.len(), 2, "{problems:?}");
+    }
+
+    #[test]
+    fn a_peers_escrow_is_kept_apart_and_never_listed() {
+        // Whatever authorities the peer is agreed for, its escrow is kept,
+        // without the alias every trust's escrow has.
+        let answer = [school("XXXXXXX", &["MMMMMMM"]), school("9261111", &[])];
+        let (kept, problems) = checked(&answer, &["926".to_string()]);
+        assert!(problems.is_empty(), "{problems:?}");
+        let numbers: Vec<&str> = kept.iter().map(|(l, _)| l.as_str()).collect();
+        assert_eq!(numbers, ["9261111", "XXXXXXX"]);
+        let escrow = v1::School::decode(kept[1].1.as_slice()).unwrap();
+        assert!(escrow.aliases.is_empty(), "{escrow:?}");
+        // Another number may not pass as the escrow's alias.
+        let (kept, _) = checked(
+            &[school("XXXXXXX", &["9261111"]), school("9261111", &[])],
+            &[],
+        );
+        assert_eq!(kept.len(), 2, "the escrow claims no school's number");
+
+        // Listed beside a local escrow and another peer's: no conflict,
+        // and no escrow listed to schools.
+        let local: BTreeSet<String> = ["XXXXXXX".to_string(), "MMMMMMM".to_string()].into();
+        let mut rows = stored("north", &answer);
+        rows.extend(stored("south", &[school("XXXXXXX", &[])]));
+        let (schools, conflicts) = merge(&local, &rows);
+        let listed: Vec<(&str, &str)> = schools
+            .iter()
+            .map(|s| (s.peer.as_str(), s.laestab.as_str()))
+            .collect();
+        assert_eq!(listed, [("north", "9261111")]);
+        assert!(conflicts.is_empty(), "{conflicts:?}");
     }
 
     #[test]

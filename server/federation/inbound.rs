@@ -1,7 +1,8 @@
 //! Store and forward between peers, the receiving trust's side: what
 //! `Federation.Relay` and `Federation.ReturnReceipt` check before anything
 //! is stored. A relayed pack must come from a school the calling peer
-//! serves (as its directory was last read here), be signed by an active
+//! serves (or its escrow: see [`super::readdressed`]) (as its directory
+//! was last read here), be signed by an active
 //! key of that school (a child-protection file by a DSL key), be addressed
 //! to a school of this daemon and sealed to exactly that school's current
 //! keys; it is stored once by pack id and answered with this daemon's
@@ -96,6 +97,21 @@ async fn sender_key<S: Store>(
     Ok((number, key))
 }
 
+/// [`sender_key`], after reading `peer`'s directory again if it fails
+/// (at most every few seconds: [`Resync`]).
+pub(super) async fn sender_key_or_resync<S: Store>(
+    app: &App<S>,
+    resync: &Resync,
+    peer: &str,
+    from: &baton::Laestab,
+    key_id: baton::keys::KeyId,
+) -> Result<(baton::Laestab, baton::keys::SchoolKey), Status> {
+    match sender_key(app, peer, from, key_id).await {
+        Err(_) if resync.now(&app.store, peer).await => sender_key(app, peer, from, key_id).await,
+        found => found,
+    }
+}
+
 /// Receives, checks and stores a pack `peer` relays; its relay receipt.
 pub async fn relay<S: Store>(
     app: &std::sync::Arc<App<S>>,
@@ -121,20 +137,20 @@ pub async fn relay<S: Store>(
             h.ciphertext_len, app.max_pack_bytes
         )));
     }
-    // The escrow's re-addressing stays within one trust.
-    if h.forwarded.is_some() || h.to.is_escrow() {
+    // A trust's escrow holds its own schools' packs only.
+    if h.to.is_escrow() {
         return Err(Status::failed_precondition(
-            "re-addressed packs and packs to the escrow do not cross between trusts",
+            "packs to the escrow do not cross between trusts",
         ));
     }
-    // The sender: a school this peer serves, and its key (its directory
-    // read again first if either is new here).
-    let (from_now, key) = match sender_key(app, peer, &h.from, h.sender_key_id).await {
-        Err(_) if resync.now(&app.store, peer).await => {
-            sender_key(app, peer, &h.from, h.sender_key_id).await
-        }
-        found => found,
-    }?;
+    // The sender: a school this peer serves (for a re-addressed pack, its
+    // escrow, and the original's sender one of its schools), and its key
+    // (the peer's directory read again first if one is new here). A pack
+    // the escrow re-addressed is stored under its original sender.
+    let (from_now, key) = match &h.forwarded {
+        None => sender_key_or_resync(app, resync, peer, &h.from, h.sender_key_id).await?,
+        Some(forwarded) => super::readdressed::check(app, resync, peer, &signed, forwarded).await?,
+    };
     if h.kind == Kind::Safeguarding && !key.roles.contains(&Role::Dsl) {
         return Err(Status::permission_denied(
             "a child-protection file is sent by the school's DSL: the key that signed this one does not hold the dsl role",
@@ -310,8 +326,9 @@ pub async fn return_receipt<S: Store>(
 }
 
 /// Checks and applies the recall `peer` passes on for a pack it relayed
-/// here: signed by a key of the sending school as `peer` lists it (a DSL
-/// key for a child-protection file), naming the pack and its ciphertext.
+/// here: signed by a key of the sending school (of its escrow, for a pack
+/// the escrow re-addressed) as `peer` lists it (a DSL key for a
+/// child-protection file), naming the pack and its ciphertext.
 pub async fn relay_recall<S: Store>(
     app: &App<S>,
     peer: &str,
@@ -332,24 +349,35 @@ pub async fn relay_recall<S: Store>(
             "field `recall.ciphertext_sha256`: does not match the stored pack",
         ));
     }
-    let sender = peer_school(&app.store, &pack.from)
-        .await
-        .map_err(store_status)?
-        .filter(|s| s.peer == peer)
-        .ok_or_else(|| {
-            Status::failed_precondition(format!("school {} is not listed by {peer} now", pack.from))
-        })?;
-    let key = keys_of(&sender)
+    let header = v1::PackHeader::decode(pack.header.as_slice())
+        .map_err(|_| Status::unavailable("storage failure"))?;
+    // Its sender: the school, or for a re-addressed pack the peer's escrow.
+    let (keys, signer) = if header.forwarded.is_some() {
+        (
+            super::readdressed::escrow_keys(app, peer).await?,
+            format!("{peer}'s escrow"),
+        )
+    } else {
+        let sender = peer_school(&app.store, &pack.from)
+            .await
+            .map_err(store_status)?
+            .filter(|s| s.peer == peer)
+            .ok_or_else(|| {
+                Status::failed_precondition(format!(
+                    "school {} is not listed by {peer} now",
+                    pack.from
+                ))
+            })?;
+        (keys_of(&sender), format!("school {}", pack.from))
+    };
+    let key = keys
         .into_iter()
         .find(|k| k.key_id() == r.signer_key_id)
         .ok_or_else(|| {
             Status::permission_denied(format!(
-                "field `recall.signer_key_id`: not a key of school {}",
-                pack.from
+                "field `recall.signer_key_id`: not a key of {signer}"
             ))
         })?;
-    let header = v1::PackHeader::decode(pack.header.as_slice())
-        .map_err(|_| Status::unavailable("storage failure"))?;
     if crate::services::wire::kind_of(&header) == Kind::Safeguarding
         && !key.roles.contains(&Role::Dsl)
     {

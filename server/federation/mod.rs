@@ -10,8 +10,9 @@
 //! that CA. Keys are owner-only; every node of one trust needs the same
 //! files, as with the audit key. [`tls`] serves and dials mutual TLS with
 //! the peers, [`service`] answers them (checks in [`inbound`], bounds in
-//! [`limits`]), [`sync`] reads their directories and [`directory`] checks
-//! and merges them, [`relay`] works the relay queues. See
+//! [`limits`]; a pack another trust's escrow re-addressed in
+//! [`readdressed`]), [`sync`] reads their directories and [`directory`]
+//! checks and merges them, [`relay`] works the relay queues. See
 //! docs/federation.md.
 
 use std::fs;
@@ -27,6 +28,7 @@ pub mod descriptor;
 pub mod directory;
 pub mod inbound;
 pub mod limits;
+pub mod readdressed;
 pub mod relay;
 pub mod service;
 pub mod sync;

@@ -82,7 +82,7 @@ impl Resync {
 pub struct Answer {
     /// The name it knows this daemon by.
     pub caller_name: String,
-    /// Its schools, as checked and kept.
+    /// Its schools, as checked and kept (its escrow not counted).
     pub schools: usize,
     /// What was left out of its directory, and why.
     pub problems: Vec<String>,
@@ -136,7 +136,10 @@ pub async fn sync_one<S: Store>(
     }
     Ok(Answer {
         caller_name: hello.caller_name,
-        schools: kept.len(),
+        schools: kept
+            .iter()
+            .filter(|(laestab, _)| laestab != baton::Laestab::ESCROW.as_str())
+            .count(),
         problems,
     })
 }

@@ -36,6 +36,30 @@ fn roles_list(roles: &[Role]) -> String {
     baton::keys::role_names(roles, ", ")
 }
 
+/// A school as `peer` lists it, or with an escrow code that peer's escrow
+/// (`GetSchoolRequest.peer`).
+async fn as_peer_lists<S: Store>(
+    store: &S,
+    peer: &str,
+    laestab: &baton::Laestab,
+) -> Result<v1::School, Status> {
+    use crate::federation::directory::{peer_escrow, peer_school};
+    let found = if laestab.is_escrow() {
+        peer_escrow(store, peer).await
+    } else {
+        peer_school(store, laestab)
+            .await
+            .map(|s| s.filter(|s| s.peer == peer))
+    };
+    found.map_err(store_status)?.ok_or_else(|| {
+        Status::not_found(if laestab.is_escrow() {
+            format!("no peer {peer:?} listing an escrow")
+        } else {
+            format!("no peer {peer:?} listing school {laestab}")
+        })
+    })
+}
+
 fn own_school(caller: &baton::Laestab, asked: &baton::Laestab) -> Result<(), Status> {
     if caller == asked {
         Ok(())
@@ -146,22 +170,27 @@ impl<S: Store> Directory for Service<S> {
     ) -> Result<Response<v1::School>, Status> {
         let caller = auth::caller(&self.app, &request).await?;
         let laestab = parse_laestab("laestab", &request.get_ref().laestab)?;
-        let school = match self
-            .app
-            .store
-            .school(&laestab)
-            .await
-            .map_err(store_status)?
-        {
-            Some(school) => school_message(&school, false),
-            None => crate::federation::directory::peer_school(&self.app.store, &laestab)
+        let peer = request.get_ref().peer.as_str();
+        let school = if !peer.is_empty() {
+            as_peer_lists(&self.app.store, peer, &laestab).await?
+        } else {
+            match self
+                .app
+                .store
+                .school(&laestab)
                 .await
                 .map_err(store_status)?
-                .ok_or_else(|| {
-                    Status::not_found(format!(
-                        "school {laestab} is not enrolled here nor at a peer"
-                    ))
-                })?,
+            {
+                Some(school) => school_message(&school, false),
+                None => crate::federation::directory::peer_school(&self.app.store, &laestab)
+                    .await
+                    .map_err(store_status)?
+                    .ok_or_else(|| {
+                        Status::not_found(format!(
+                            "school {laestab} is not enrolled here nor at a peer"
+                        ))
+                    })?,
+            }
         };
         self.app
             .store

@@ -48,8 +48,10 @@ pub struct PeerSync {
     pub tried_at_ms: Option<i64>,
     /// Why the last try failed; `None` if it did not.
     pub error: Option<String>,
-    /// How many schools it serves, as last read.
+    /// How many schools it serves, as last read (its escrow not counted).
     pub schools: i64,
+    /// Whether it listed its escrow.
+    pub escrow: bool,
 }
 
 /// One school of a peer's directory as stored.
@@ -283,23 +285,27 @@ macro_rules! peers_store {
             async fn peer_syncs(
                 &self,
             ) -> $crate::store::Result<Vec<$crate::store::peers::PeerSync>> {
-                let rows: Vec<(String, Option<i64>, Option<i64>, Option<String>, i64)> =
-                    sqlx::query_as(
-                        "SELECT p.name, p.synced_at_ms, p.sync_tried_at_ms, p.sync_error, \
-                         (SELECT COUNT(*) FROM peer_schools s WHERE s.peer = p.name) \
-                         FROM peers p ORDER BY p.name",
-                    )
-                    .fetch_all(&self.pool)
-                    .await?;
+                type Row = (String, Option<i64>, Option<i64>, Option<String>, i64, i64);
+                let rows: Vec<Row> = sqlx::query_as(
+                    "SELECT p.name, p.synced_at_ms, p.sync_tried_at_ms, p.sync_error, \
+                     (SELECT COUNT(*) FROM peer_schools s WHERE s.peer = p.name \
+                      AND s.laestab <> 'XXXXXXX'), \
+                     (SELECT COUNT(*) FROM peer_schools s WHERE s.peer = p.name \
+                      AND s.laestab = 'XXXXXXX') \
+                     FROM peers p ORDER BY p.name",
+                )
+                .fetch_all(&self.pool)
+                .await?;
                 Ok(rows
                     .into_iter()
-                    .map(|(name, synced_at_ms, tried_at_ms, error, schools)| {
+                    .map(|(name, synced_at_ms, tried_at_ms, error, schools, escrow)| {
                         $crate::store::peers::PeerSync {
                             name,
                             synced_at_ms,
                             tried_at_ms,
                             error,
                             schools,
+                            escrow: escrow > 0,
                         }
                     })
                     .collect())

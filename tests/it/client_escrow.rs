@@ -12,7 +12,7 @@ use crate::common::{Daemon, upload_messages, with_token};
 
 /// A key holder of the trust's escrow, enrolled with `batond admin escrow
 /// add` and `baton init --school XXXXXXX`.
-async fn enrol_escrow(
+pub(crate) async fn enrol_escrow(
     daemon: &Daemon,
     root: &std::path::Path,
     roles: &[&str],
@@ -189,7 +189,10 @@ async fn forge_forwarding(
 }
 
 /// The original header `home` sealed as pack `id`, from its outbox journal.
-fn journal_header(home: &crate::common::cli::Home, id: &str) -> baton::pack::SignedHeader {
+pub(crate) fn journal_header(
+    home: &crate::common::cli::Home,
+    id: &str,
+) -> baton::pack::SignedHeader {
     use prost::Message as _;
     for entry in std::fs::read_dir(home.dir.join("outbox")).unwrap() {
         let path = entry.unwrap().path();

@@ -84,6 +84,7 @@ async fn call(
         Method::GetSchool => {
             let req = v1::GetSchoolRequest {
                 laestab: named.laestab.to_string(),
+                peer: String::new(),
             };
             caller
                 .directory()

@@ -10,7 +10,7 @@ use crate::daemon_federation::{audited, peer_of, schools_until, two_trusts_with}
 /// A `Federation` client to `to`'s federation listener presenting
 /// `from`'s federation certificate: what `from`'s daemon (or whoever holds
 /// its disk) can send.
-async fn as_peer(
+pub(crate) async fn as_peer(
     from: &Daemon,
     to: &Daemon,
 ) -> baton::api::v1::federation_client::FederationClient<tonic::transport::Channel> {
@@ -35,7 +35,7 @@ async fn as_peer(
 }
 
 /// Relays `header` and `ciphertext` through `client`.
-async fn relay(
+pub(crate) async fn relay(
     client: &mut baton::api::v1::federation_client::FederationClient<tonic::transport::Channel>,
     header: baton::api::v1::PackHeader,
     ciphertext: &[u8],

@@ -40,6 +40,7 @@ mod daemon_peers;
 mod daemon_postgres;
 mod daemon_receipts;
 mod daemon_relay;
+mod daemon_relay_escrow;
 mod daemon_relay_hostile;
 mod daemon_renumber;
 mod daemon_retention;

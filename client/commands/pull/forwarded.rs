@@ -3,7 +3,9 @@
 //! is opened, the original's signature is checked against the original
 //! sender's pinned keys and the ciphertext against the original's signed
 //! length and hash (the escrow re-wrapped the key; it cannot have changed
-//! a byte of the record).
+//! a byte of the record). The escrow is the original sender's trust's: this
+//! trust's own, or, for a school another trust serves, that trust's escrow
+//! (pinned apart, as `XXXXXXX --peer PEER`).
 
 use std::path::Path;
 
@@ -15,11 +17,13 @@ use baton::pack::{Forwarded, Header};
 use crate::connect::Clients;
 use crate::home::Home;
 use crate::output::time;
-use crate::pins::{Pins, refresh_once};
+use crate::pins::{Pins, refresh_escrow_of, refresh_once};
 
 /// Checks a forwarded pack's original (see the module) and returns who
-/// wrote it. `header` is the forwarding pack's: only the escrow forwards,
-/// and a forward keeps the original's kind, leaving date and framing.
+/// wrote it and the pin whose keys must have signed `header` (the escrow
+/// of the author's trust, refreshed). `header` is the forwarding pack's:
+/// only an escrow forwards, and a forward keeps the original's kind,
+/// leaving date and framing.
 pub async fn author(
     home: &Home,
     clients: &mut Clients,
@@ -27,7 +31,7 @@ pub async fn author(
     header: &Header,
     forwarded: &Forwarded,
     ciphertext: &Path,
-) -> Result<Laestab> {
+) -> Result<(Laestab, String)> {
     let original = forwarded.original.header();
     if header.from != Laestab::ESCROW {
         bail!(
@@ -78,5 +82,16 @@ pub async fn author(
             original.from
         )
     })?;
-    Ok(original.from)
+    // The escrow that forwarded it: the one of the trust serving its author.
+    let peer = pins
+        .get(&original.from)
+        .map(|p| p.peer.clone())
+        .unwrap_or_default();
+    let escrow = if peer.is_empty() {
+        refresh_once(home, clients, pins, &Laestab::ESCROW).await?;
+        Laestab::ESCROW.to_string()
+    } else {
+        refresh_escrow_of(home, clients, pins, &peer).await?
+    };
+    Ok((original.from, escrow))
 }

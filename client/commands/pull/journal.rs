@@ -82,8 +82,9 @@ pub struct PackJson {
     /// The pack this one corrects and replaces, as its signed header says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub supersedes: Option<String>,
-    /// Who forwarded it (the trust's escrow, `XXXXXXX`), when `from` is the
-    /// original sender of a pack held in escrow; `signing_key_id` is then
+    /// Who forwarded it (the trust's escrow, `XXXXXXX`, or another trust's,
+    /// `XXXXXXX@PEER`), when `from` is the original sender of a pack held
+    /// in escrow; `signing_key_id` is then
     /// the original sender's key, and both signatures were checked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub via: Option<String>,

@@ -416,17 +416,19 @@ async fn pull_one(
     let (ciphertext, header) = fetched;
     let h = header.header().clone();
     let id = h.pack_id;
-    // Forwarded by the escrow: the record is the original sender's.
-    let author = match &h.forwarded {
+    // The sender's keys (an escrow's, for a forwarded pack, whose record
+    // is the original sender's) as the directory lists them now, once a
+    // run (a key revoked since is known; a new key is refused if it is a
+    // change).
+    let (author, signer) = match &h.forwarded {
         Some(f) => forwarded::author(home, clients, pins, &h, f, ciphertext.path()).await?,
-        None => h.from,
+        None => {
+            refresh_once(home, clients, pins, &h.from).await?;
+            (h.from, h.from.to_string())
+        }
     };
-    // The sender's keys (the escrow's, for a forwarded pack) as the
-    // directory lists them now, once a run (a key revoked since is known;
-    // a new key is refused if it is a change).
-    refresh_once(home, clients, pins, &h.from).await?;
-    let sender_keys = pins.verifying_keys(&h.from)?;
-    if let Some(revoked) = pins.revoked_at(&h.from, h.sender_key_id)
+    let sender_keys = pins.verifying_keys_of(&signer)?;
+    if let Some(revoked) = pins.revoked_at_of(&signer, h.sender_key_id)
         && h.created_at_ms > revoked
     {
         bail!(
@@ -493,7 +495,7 @@ async fn pull_one(
             .as_ref()
             .map_or(h.sender_key_id, |f| f.original.header().sender_key_id)
             .to_string(),
-        via: h.forwarded.as_ref().map(|_| h.from.to_string()),
+        via: h.forwarded.as_ref().map(|_| signer.clone()),
         original_id: h
             .forwarded
             .as_ref()

@@ -89,6 +89,7 @@ async fn changed_keys(
             .directory
             .get_school(baton::api::v1::GetSchoolRequest {
                 laestab: laestab.to_string(),
+                peer: String::new(),
             })
             .await
         else {

@@ -419,13 +419,6 @@ impl<S: Store> Service<S> {
             // A peer's school: its keys as its trust lists them (this
             // trust's directory key does not endorse them).
             None => {
-                if h.forwarded.is_some() {
-                    return Err(Status::failed_precondition(format!(
-                        "school {} is another trust's: the escrow's re-addressed packs do not cross \
-                         between trusts in this version",
-                        h.to
-                    )));
-                }
                 let school = crate::federation::directory::peer_school(&app.store, &h.to)
                     .await
                     .map_err(store_status)?

@@ -58,7 +58,7 @@ pub async fn peers(store: &impl Store) {
     );
     assert!(
         store
-            .replace_peer_schools("north", &[school("1113333")], 12)
+            .replace_peer_schools("north", &[school("1113333"), school("XXXXXXX")], 12)
             .await
             .unwrap()
     );
@@ -73,12 +73,13 @@ pub async fn peers(store: &impl Store) {
         .await
         .unwrap();
     let held = store.peer_schools().await.unwrap();
-    assert_eq!(held.len(), 1);
+    assert_eq!(held.len(), 2);
     assert_eq!(
         (held[0].peer.as_str(), held[0].laestab.as_str()),
         ("north", "1113333")
     );
     assert_eq!(held[0].school, b"1113333");
+    assert_eq!(held[1].laestab, "XXXXXXX");
     let syncs = store.peer_syncs().await.unwrap();
     assert_eq!(syncs.len(), 2);
     assert_eq!(syncs[0].name, "east");
@@ -88,10 +89,13 @@ pub async fn peers(store: &impl Store) {
             syncs[1].synced_at_ms,
             syncs[1].tried_at_ms,
             syncs[1].error.as_deref(),
-            syncs[1].schools
+            syncs[1].schools,
+            syncs[1].escrow
         ),
-        (Some(12), Some(13), Some("connection refused"), 1)
+        (Some(12), Some(13), Some("connection refused"), 1, true),
+        "its escrow is not counted as a school"
     );
+    assert!(!syncs[0].escrow);
 
     let event = || Event::by_admin("peer.remove", "north");
     assert!(store.remove_peer("north", 20, event()).await.unwrap());

@@ -426,6 +426,7 @@ impl School {
             .directory()
             .get_school(self.req(v1::GetSchoolRequest {
                 laestab: to.to_string(),
+                peer: String::new(),
             }))
             .await
             .unwrap()

@@ -60,29 +60,64 @@ async fn issue23_an_escrow_readdresses_to_another_trusts_school() {
     assert_eq!(escrows.len(), 1, "{listed:?}");
     assert!(escrows[0]["peer"].is_null(), "{listed:?}");
 
-    // A's primary sends a pupil whose next school it does not know.
-    let lost = distinctive_record("Crossing", 2301, 1);
-    let dir = root.path().join("lost");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("record.json"), lost.to_json()).unwrap();
-    primary
-        .ok(&["send", "--to", "XXXXXXX", &dir.display().to_string()])
-        .await;
+    // A's primary sends two pupils whose next school it does not know.
+    let (lost, mistaken) = (
+        distinctive_record("Crossing", 2301, 1),
+        distinctive_record("Mistaken", 2301, 2),
+    );
+    for record in [&lost, &mistaken] {
+        let dir = root.path().join(&record.upn);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("record.json"), record.to_json()).unwrap();
+        primary
+            .ok(&["send", "--to", "XXXXXXX", &dir.display().to_string()])
+            .await;
+    }
     let held = escrow_a.json(&["inbox", "--json"]).await;
-    assert_eq!(held.len(), 1, "{held:?}");
-    let original_id = held[0]["id"].as_str().unwrap().to_string();
+    assert_eq!(held.len(), 2, "{held:?}");
+    // Oldest first: as sent.
+    let id_of = |i: usize| held[i]["id"].as_str().unwrap().to_string();
+    let (original_id, mistaken_id) = (id_of(0), id_of(1));
 
-    // The pupil joined B's secondary: A's escrow re-addresses the pack.
-    let said = escrow_a
-        .ok(&["readdress", &original_id, "--to", "9264002"])
+    // The pupils joined B's secondary, A's escrow thinks: it re-addresses
+    // both packs.
+    for id in [&original_id, &mistaken_id] {
+        let said = escrow_a.ok(&["readdress", id, "--to", "9264002"]).await;
+        assert!(said.contains("re-addressed to 9264002"), "{said}");
+    }
+    // B's school sees who wrote them and who forwarded them.
+    let inbox = listed_until(&secondary, &["inbox", "--json"], |l| l.len() == 2).await;
+    for e in &inbox {
+        assert_eq!(e["from"], "8612001", "{inbox:?}");
+        assert_eq!(e["via"], "XXXXXXX", "{inbox:?}");
+    }
+    // One was a mistake: A's escrow recalls its forwarding, and B's daemon
+    // withdraws it (checked against A's escrow's keys).
+    let forwarded = escrow_a.json(&["sent", "--json"]).await;
+    let forwarding_of = |upn: &str| {
+        forwarded
+            .iter()
+            .find(|e| e["upn"] == upn)
+            .unwrap_or_else(|| panic!("{forwarded:?}"))["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    escrow_a
+        .ok(&["recall", &forwarding_of(&mistaken.upn)])
         .await;
-    assert!(said.contains("re-addressed to 9264002"), "{said}");
-
-    // B's school sees who wrote it and who forwarded it, pulls and
-    // verifies both, and acknowledges.
     let inbox = listed_until(&secondary, &["inbox", "--json"], |l| l.len() == 1).await;
-    assert_eq!(inbox[0]["from"], "8612001", "{inbox:?}");
-    assert_eq!(inbox[0]["via"], "XXXXXXX", "{inbox:?}");
+    assert_eq!(
+        inbox[0]["id"],
+        forwarding_of(&lost.upn).as_str(),
+        "{inbox:?}"
+    );
+    assert_eq!(
+        audited(&b, "pack.recall").await,
+        [("peer:trust-a".to_string(), "pack.recall".to_string())]
+    );
+
+    // B's school pulls the other, verifies both signatures, acknowledges.
     let received = root.path().join("received");
     secondary
         .ok(&["pull", "--all", "--out", &received.display().to_string()])
@@ -118,7 +153,11 @@ async fn issue23_an_escrow_readdresses_to_another_trusts_school() {
     })
     .await;
     listed_until(&escrow_a, &["sent", "--json"], |l| {
-        l.len() == 1 && l[0]["state"] == "acknowledged" && l[0]["receipt_verified"] == true
+        l.iter().any(|e| {
+            e["upn"] == lost.upn.as_str()
+                && e["state"] == "acknowledged"
+                && e["receipt_verified"] == true
+        })
     })
     .await;
     // B's own escrow never sees A's forwarding as its own.
@@ -126,10 +165,10 @@ async fn issue23_an_escrow_readdresses_to_another_trusts_school() {
     assert!(escrow_b.json(&["inbox", "--json"]).await.is_empty());
     assert_eq!(
         audited(&b, "pack.relay.in").await,
-        [("peer:trust-a".to_string(), "pack.relay.in".to_string())]
+        vec![("peer:trust-a".to_string(), "pack.relay.in".to_string()); 2]
     );
     for daemon in [&a, &b] {
-        assert_daemon_holds_no_plaintext(daemon, &needles(&lost));
+        assert_daemon_holds_no_plaintext(daemon, &[needles(&lost), needles(&mistaken)].concat());
     }
 
     hostile_forwardings(&a, &b, &primary, &escrow_a, &original_id).await;

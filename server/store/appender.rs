@@ -5,7 +5,9 @@
 //! (`ConfirmDownload`) and receipts (`Acknowledge`), each with its audit
 //! entry. A call is answered only once its write is committed, so the chain
 //! means what it always meant: every answered call is in the log, in the
-//! order its entry was appended. Should a group fail, its writes are tried
+//! order its entry was appended (but a receipt is logged once, when it is
+//! recorded: the same receipt sent again is answered as before and changes
+//! nothing, so it is not logged again). Should a group fail, its writes are tried
 //! again one transaction each, so one bad write fails alone.
 //!
 //! [`queue_writer!`] writes the statements once for both backends.
@@ -36,6 +38,22 @@ pub enum Write {
         /// Its audit event.
         event: audit::Event,
     },
+    /// A download its destination confirmed, made only if the pack is
+    /// still pending for `to` with ciphertext `sha256` and, without
+    /// `safeguarding`, is a transfer pack: one write instead of a read
+    /// and a write (see [`Written::Confirmed`]).
+    Confirm {
+        /// The pack.
+        id: PackId,
+        /// The confirming school (its current LAESTAB).
+        to: String,
+        /// The ciphertext's SHA-256 the school read.
+        sha256: Vec<u8>,
+        /// Whether the confirming key may see child-protection files.
+        safeguarding: bool,
+        /// Its audit event, appended only if the pack moved.
+        event: audit::Event,
+    },
     /// A receipt: recorded unless one is already (the same one again is a
     /// retry; another is a conflict, recorded nowhere).
     Acknowledge {
@@ -55,6 +73,8 @@ pub enum Written {
     Done,
     /// A receipt's outcome.
     Acknowledged(Acknowledged),
+    /// Whether a [`Write::Confirm`] moved its pack to `downloaded`.
+    Confirmed(bool),
 }
 
 /// Writes a group in one transaction.
@@ -177,12 +197,36 @@ macro_rules! queue_writer {
                             events.push((*at_ms, event));
                             Ok(Written::Done)
                         }
-                        Write::Acknowledge { id, receipt, event } => {
-                            let outcome = acknowledge_in(&mut tx, *id, receipt, *at_ms).await?;
-                            if outcome.as_ref().is_ok_and(|o| *o != $crate::store::Acknowledged::Conflict) {
+                        Write::Confirm { id, to, sha256, safeguarding, event } => {
+                            let moved = sqlx::query(
+                                "UPDATE packs SET downloaded_at_ms = $1, status = 'downloaded' \
+                                 WHERE pack_id = $2 AND to_laestab = $3 AND ciphertext_sha256 = $4 \
+                                 AND status = 'pending' AND downloaded_at_ms IS NULL \
+                                 AND deleted_at_ms IS NULL AND (kind = 'transfer' OR $5)",
+                            )
+                            .bind(*at_ms)
+                            .bind(id.to_string())
+                            .bind(to)
+                            .bind(sha256)
+                            .bind(*safeguarding)
+                            .execute(&mut *tx)
+                            .await?
+                            .rows_affected()
+                                == 1;
+                            if moved {
                                 events.push((*at_ms, event));
                             }
-                            outcome.map(Written::Acknowledged)
+                            Ok(Written::Confirmed(moved))
+                        }
+                        Write::Acknowledge { id, receipt, event } => {
+                            // Logged when recorded: the same receipt again
+                            // (a retry, or two nodes passing it on at once)
+                            // is answered as before and not logged twice.
+                            let outcome = acknowledge_in(&mut tx, *id, receipt, *at_ms).await?;
+                            if outcome.as_ref().is_ok_and(|(_, recorded)| *recorded) {
+                                events.push((*at_ms, event));
+                            }
+                            outcome.map(|(o, _)| Written::Acknowledged(o))
                         }
                     });
                 }
@@ -193,17 +237,37 @@ macro_rules! queue_writer {
         }
 
         /// Records a receipt inside the caller's transaction (its event is
-        /// the caller's to append): the outer `Err` is the database's, the
-        /// inner one a pack that is not there.
+        /// the caller's to append, when the flag says it was recorded now):
+        /// the outer `Err` is the database's, the inner one a pack that is
+        /// not there.
         async fn acknowledge_in(
             conn: &mut $conn,
             id: baton::pack::PackId,
             receipt: &[u8],
             now_ms: i64,
-        ) -> $crate::store::Result<$crate::store::Result<$crate::store::Acknowledged>> {
+        ) -> $crate::store::Result<$crate::store::Result<($crate::store::Acknowledged, bool)>> {
             use $crate::store::{Acknowledged, StoreError};
-            // Concurrent acknowledgements (through several nodes) take
-            // turns: the first receipt wins, the same one again is a retry.
+            // The busy path in one statement: a pack with no receipt yet
+            // takes this one. Concurrent acknowledgements (through several
+            // nodes) take turns on the row: the first receipt wins, and a
+            // later one reads what is recorded.
+            let recorded = sqlx::query(
+                "UPDATE packs SET receipt = $1, acknowledged_at_ms = $2, \
+                 status = CASE WHEN status IN ('pending', 'downloaded') \
+                 THEN 'acknowledged' ELSE status END, \
+                 downloaded_at_ms = COALESCE(downloaded_at_ms, $2) \
+                 WHERE pack_id = $3 AND receipt IS NULL",
+            )
+            .bind(receipt)
+            .bind(now_ms)
+            .bind(id.to_string())
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+            if recorded == 1 {
+                return Ok(Ok((Acknowledged::At(now_ms), true)));
+            }
+            // The same receipt again is a retry; another is a conflict.
             let row: Option<(Option<Vec<u8>>, Option<i64>)> = sqlx::query_as(concat!(
                 "SELECT receipt, acknowledged_at_ms FROM packs WHERE pack_id = $1",
                 $lock
@@ -215,22 +279,14 @@ macro_rules! queue_writer {
                 None => return Ok(Err(StoreError::NotFound("pack"))),
                 Some((Some(stored), at)) if stored == receipt => Acknowledged::At(at.unwrap_or(now_ms)),
                 Some((Some(_), _)) => Acknowledged::Conflict,
+                // Not reachable: the update above takes a pack without one.
                 Some((None, _)) => {
-                    sqlx::query(
-                        "UPDATE packs SET receipt = $1, acknowledged_at_ms = $2, \
-                         status = CASE WHEN status IN ('pending', 'downloaded') \
-                         THEN 'acknowledged' ELSE status END, \
-                         downloaded_at_ms = COALESCE(downloaded_at_ms, $2) WHERE pack_id = $3",
-                    )
-                    .bind(receipt)
-                    .bind(now_ms)
-                    .bind(id.to_string())
-                    .execute(&mut *conn)
-                    .await?;
-                    Acknowledged::At(now_ms)
+                    return Err($crate::store::rows::corrupt(format!(
+                        "pack {id}: its receipt was neither recorded nor found"
+                    )));
                 }
             };
-            Ok(Ok(outcome))
+            Ok(Ok((outcome, false)))
         }
     };
 }

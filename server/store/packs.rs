@@ -221,6 +221,21 @@ pub trait Packs: Send + Sync {
     /// A visible pack by id.
     fn pack(&self, id: PackId) -> impl Future<Output = Result<Option<StoredPack>>> + Send;
 
+    /// The visible packs among `ids` (at most a few hundred), in one read;
+    /// those not found are left out.
+    fn packs(
+        &self,
+        ids: &[PackId],
+    ) -> impl Future<Output = Result<Vec<(PackId, StoredPack)>>> + Send;
+
+    /// [`Packs::pack`] for a download: with a pack of one chunk held as a
+    /// row (the small packs of the busy path), that chunk too, read in the
+    /// same query.
+    fn pack_for_download(
+        &self,
+        id: PackId,
+    ) -> impl Future<Output = Result<Option<(StoredPack, Option<Vec<u8>>)>>> + Send;
+
     /// Stores one chunk of an upload in flight (invisible until committed).
     /// Chunks come in order, and every one but an upload's last is
     /// [`CHUNK_BYTES`](super::CHUNK_BYTES) long (SQLite keeps such uploads
@@ -303,6 +318,21 @@ pub trait Packs: Send + Sync {
         now_ms: i64,
         event: audit::Event,
     ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Records the download its destination `to` confirmed, in one write,
+    /// if pack `id` is pending for `to` with ciphertext `sha256` and (unless
+    /// the key may see `safeguarding` files) a transfer pack: `true` when it
+    /// moved to `downloaded` (and `event` was appended), `false` when
+    /// nothing was written (the caller reads the pack to answer).
+    fn confirm_download(
+        &self,
+        id: PackId,
+        to: &Laestab,
+        sha256: &[u8],
+        safeguarding: bool,
+        now_ms: i64,
+        event: audit::Event,
+    ) -> impl Future<Output = Result<bool>> + Send;
 
     /// Records a receipt.
     fn acknowledge(

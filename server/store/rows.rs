@@ -36,6 +36,27 @@ pub struct PackRow {
     relayed_from: Option<String>,
 }
 
+/// A pack row with its pack id (`Packs::packs`).
+#[derive(Debug, sqlx::FromRow)]
+pub struct PackIdRow {
+    /// The pack's id.
+    pub pack_id: String,
+    /// The pack's row.
+    #[sqlx(flatten)]
+    pub pack: PackRow,
+}
+
+/// A pack row with its one chunk, if it is a pack of one chunk held as a
+/// row (`Packs::pack_for_download`).
+#[derive(Debug, sqlx::FromRow)]
+pub struct PackChunkRow {
+    /// The pack's row.
+    #[sqlx(flatten)]
+    pub pack: PackRow,
+    /// Its one chunk, when it has one held as a row.
+    pub first_chunk: Option<Vec<u8>>,
+}
+
 /// A key row as both databases return it.
 pub type KeyRow = (
     String,

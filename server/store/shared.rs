@@ -100,6 +100,15 @@ macro_rules! shared_store {
         /// A visible pack by id.
         const PACK_SQL: &str = concat!("SELECT ", pack_columns!(), " FROM packs WHERE pack_id = $1");
 
+        /// [`PACK_SQL`] with the pack's chunk, if it is one chunk held as a row.
+        const PACK_AND_CHUNK_SQL: &str = concat!(
+            "SELECT ",
+            pack_columns!(),
+            ", (SELECT c.data FROM pack_chunks c WHERE c.upload_id = packs.upload_id \
+             AND c.idx = 0 AND NOT c.staged AND packs.chunks = 1) AS first_chunk \
+             FROM packs WHERE pack_id = $1"
+        );
+
         /// A school's keys, in key id order.
         const KEYS_SQL: &str = "SELECT key_id, age_recipient, signing_key, label, roles, \
              created_at_ms, revoked_at_ms, endorsement, revoked_by, revocation_signature \
@@ -620,6 +629,46 @@ macro_rules! shared_store {
                 pack_by_id(&self.pool, &id.to_string()).await
             }
 
+            async fn packs(&self, ids: &[PackId]) -> Result<Vec<(PackId, StoredPack)>> {
+                if ids.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let mut query = sqlx::QueryBuilder::<$db>::new(concat!(
+                    "SELECT pack_id, ",
+                    pack_columns!(),
+                    " FROM packs WHERE pack_id IN ("
+                ));
+                let mut list = query.separated(", ");
+                for id in ids {
+                    list.push_bind(id.to_string());
+                }
+                query.push(")");
+                let rows: Vec<$crate::store::rows::PackIdRow> =
+                    query.build_query_as().fetch_all(&self.pool).await?;
+                rows.into_iter()
+                    .map(|r| {
+                        let id = r
+                            .pack_id
+                            .parse()
+                            .map_err(|_| corrupt(format!("pack id {:?}", r.pack_id)))?;
+                        Ok((id, pack_from_row(r.pack)?))
+                    })
+                    .collect()
+            }
+
+            async fn pack_for_download(
+                &self,
+                id: PackId,
+            ) -> Result<Option<(StoredPack, Option<Vec<u8>>)>> {
+                let row: Option<$crate::store::rows::PackChunkRow> =
+                    sqlx::query_as(PACK_AND_CHUNK_SQL)
+                        .bind(id.to_string())
+                        .fetch_optional(&self.pool)
+                        .await?;
+                row.map(|r| Ok((pack_from_row(r.pack)?, r.first_chunk)))
+                    .transpose()
+            }
+
             async fn stage_chunk(&self, upload_id: &str, idx: i64, data: Vec<u8>) -> Result<()> {
                 if let Some(files) = &self.files {
                     return files.stage(upload_id, idx, data).await;
@@ -833,6 +882,29 @@ macro_rules! shared_store {
                 self.audit.write(now_ms, Write::Downloaded { id, event }).await.map(|_| ())
             }
 
+            async fn confirm_download(
+                &self,
+                id: PackId,
+                to: &Laestab,
+                sha256: &[u8],
+                safeguarding: bool,
+                now_ms: i64,
+                event: audit::Event,
+            ) -> Result<bool> {
+                use $crate::store::appender::{Write, Written};
+                let write = Write::Confirm {
+                    id,
+                    to: to.to_string(),
+                    sha256: sha256.to_vec(),
+                    safeguarding,
+                    event,
+                };
+                match self.audit.write(now_ms, write).await? {
+                    Written::Confirmed(moved) => Ok(moved),
+                    _ => Err(corrupt("a download's write answered without an outcome")),
+                }
+            }
+
             async fn acknowledge(
                 &self,
                 id: PackId,
@@ -844,7 +916,7 @@ macro_rules! shared_store {
                 let write = Write::Acknowledge { id, receipt: receipt.to_vec(), event };
                 match self.audit.write(now_ms, write).await? {
                     Written::Acknowledged(outcome) => Ok(outcome),
-                    Written::Done => Err(corrupt("a receipt's write answered without an outcome")),
+                    _ => Err(corrupt("a receipt's write answered without an outcome")),
                 }
             }
         }

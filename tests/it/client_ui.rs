@@ -70,6 +70,24 @@ fn get(port: u16, path: &str, host: &str, cookie: Option<&str>) -> String {
     format!("GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n{cookie}Connection: close\r\n\r\n")
 }
 
+/// `home`'s page at `path`, signed in through a fresh `baton ui`'s link.
+pub(crate) async fn signed_in_page(home: &Home, path: &str) -> String {
+    let page = ui(home).await;
+    let port = page.port;
+    let link = page.link.split_once(&format!(":{port}")).unwrap().1;
+    let (status, head, _) = http(port, &get(port, link, "127.0.0.1", None)).await;
+    assert_eq!(status, 303, "{head}");
+    let cookie = head
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: "))
+        .and_then(|c| c.split(';').next())
+        .unwrap()
+        .to_string();
+    let (status, _, body) = http(port, &get(port, path, "127.0.0.1", Some(&cookie))).await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
 #[tokio::test]
 async fn issue20_the_local_page_admits_only_its_link_and_shows_the_schools_data() {
     let daemon = Daemon::start_sqlite(&[]).await;

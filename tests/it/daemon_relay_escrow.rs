@@ -59,6 +59,10 @@ async fn issue23_an_escrow_readdresses_to_another_trusts_school() {
         .collect();
     assert_eq!(escrows.len(), 1, "{listed:?}");
     assert!(escrows[0]["peer"].is_null(), "{listed:?}");
+    // The teacher's page says which trust serves each school.
+    let page = crate::client_ui::signed_in_page(&secondary, "/schools").await;
+    assert!(page.contains("another trust (trust-a)"), "{page}");
+    assert!(page.contains("your trust"), "{page}");
 
     // A's primary sends two pupils whose next school it does not know.
     let (lost, mistaken) = (

@@ -17,6 +17,8 @@ struct SchoolRow {
     phase: String,
     keys: usize,
     formerly: String,
+    /// The other trust's daemon that serves it; empty for this trust's.
+    peer: String,
 }
 
 #[derive(Template)]
@@ -52,6 +54,7 @@ pub async fn schools(State(ctx): State<Ctx>) -> Response {
                 .map(|s| SchoolRow {
                     keys: s.keys.len(),
                     formerly: s.aliases.join(", "),
+                    peer: s.peer,
                     laestab: s.laestab,
                     name: s.name,
                     phase: s.phase,

@@ -10,7 +10,7 @@ use futures_util::StreamExt as _;
 use prost::Message as _;
 use tonic::{Request, Response, Status};
 
-use super::{active_key, inbox_pack, recall};
+use super::{active_key, recall, visible};
 use crate::app::App;
 use crate::audit::Event;
 use crate::auth::{self, KeyHolder};
@@ -30,10 +30,27 @@ pub(super) async fn acknowledge_one<S: Store>(
     directory: &View<'_, S>,
     wire: &v1::Receipt,
 ) -> Result<i64, Status> {
-    let caller = holder.school;
     let signed = SignedReceipt::try_from(wire).map_err(wire_status)?;
+    let pack = app
+        .store
+        .pack(signed.receipt().pack_id)
+        .await
+        .map_err(store_status)?;
+    acknowledge_read(app, holder, directory, signed, pack).await
+}
+
+/// [`acknowledge_one`] of a receipt whose pack was read already (`None`:
+/// there is none).
+async fn acknowledge_read<S: Store>(
+    app: &App<S>,
+    holder: &KeyHolder,
+    directory: &View<'_, S>,
+    signed: SignedReceipt,
+    pack: Option<crate::store::StoredPack>,
+) -> Result<i64, Status> {
+    let caller = holder.school;
     let r = signed.receipt();
-    let (pack, header) = inbox_pack(app, holder, r.pack_id).await?;
+    let (pack, header) = visible(holder, r.pack_id, pack)?;
     if recall::closed_to_destination(&pack)
         && let Some(why) = recall::gone(&pack, r.pack_id)
     {
@@ -107,11 +124,34 @@ pub(super) async fn acknowledge_many<S: Store>(
             receipts.len()
         )));
     }
+    // Every pack named, in one read.
+    let ids: Vec<baton::pack::PackId> = receipts
+        .iter()
+        .filter_map(|r| r.pack_id.parse().ok())
+        .collect();
+    let packs: std::collections::HashMap<_, _> = app
+        .store
+        .packs(&ids)
+        .await
+        .map_err(store_status)?
+        .into_iter()
+        .collect();
     // A few at a time: enough for the write queue to commit them together,
     // not so many that one call takes every database connection.
     let mut checks = Vec::with_capacity(receipts.len());
     for wire in &receipts {
-        checks.push(acknowledge_one(app, &holder, &directory, wire));
+        let holder = &holder;
+        let directory = &directory;
+        let read = SignedReceipt::try_from(wire)
+            .map_err(wire_status)
+            .map(|signed| {
+                let pack = packs.get(&signed.receipt().pack_id).cloned();
+                (signed, pack)
+            });
+        checks.push(async move {
+            let (signed, pack) = read?;
+            acknowledge_read(app, holder, directory, signed, pack).await
+        });
     }
     let answers: Vec<_> = futures_util::stream::iter(checks)
         .buffered(AT_ONCE)

@@ -129,6 +129,15 @@ pub async fn key_holder<'a, S: Store, T>(
     request: &Request<T>,
 ) -> Result<(KeyHolder, View<'a, S>), Status> {
     let (holder, view) = authenticate(app, request).await?;
+    let holder = with_roles(&view, holder).await?;
+    Ok((holder, view))
+}
+
+/// The token holder with its key's roles, as `view` lists them.
+async fn with_roles<S: Store>(
+    view: &View<'_, S>,
+    holder: TokenHolder,
+) -> Result<KeyHolder, Status> {
     let roles = match holder.key_id {
         None => Vec::new(),
         Some(key_id) => view
@@ -139,14 +148,32 @@ pub async fn key_holder<'a, S: Store, T>(
             .map(|k| k.roles)
             .unwrap_or_default(),
     };
-    Ok((
-        KeyHolder {
-            school: holder.school,
-            key_id: holder.key_id,
-            roles,
-        },
-        view,
-    ))
+    Ok(KeyHolder {
+        school: holder.school,
+        key_id: holder.key_id,
+        roles,
+    })
+}
+
+/// The calling key holder as the directory cache last saw it, and that
+/// directory version, without reading the version now: for a call whose
+/// one statement reads the version itself and stands only if it is still
+/// this one (so a token revoked meanwhile is refused as at once). `None`
+/// when the cache cannot vouch for the token: the caller then
+/// authenticates with [`key_holder`], which reads the version and audits
+/// a refusal.
+pub async fn key_holder_as_last_seen<S: Store, T>(
+    app: &App<S>,
+    request: &Request<T>,
+) -> Result<Option<(KeyHolder, i64)>, Status> {
+    app.token_attempts
+        .check(request.remote_addr().map(|a| a.ip()))?;
+    let token_hash = bearer(request)?;
+    let view = app.directory.cached_view(&app.store);
+    let Ok(holder) = holder_for(&view, token_hash).await else {
+        return Ok(None);
+    };
+    Ok(Some((with_roles(&view, holder).await?, view.version())))
 }
 
 /// Who holds the token that hashes to `token_hash`, in `view`.

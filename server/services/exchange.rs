@@ -17,8 +17,8 @@ use baton::keys::{KeyId, SchoolKey};
 use baton::pack::{Kind, PackId};
 use prost::Message as _;
 use tokio::sync::{broadcast, mpsc};
-use tokio_stream::{Stream, StreamExt as _};
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt as _};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::wire::{kind_of, store_status};
@@ -72,6 +72,30 @@ async fn inbox_pack<S: Store>(
 ) -> Result<(StoredPack, v1::PackHeader), Status> {
     let pack = app.store.pack(id).await.map_err(store_status)?;
     visible(holder, id, pack)
+}
+
+/// [`Packs::confirm_download`](crate::store::Packs::confirm_download) of
+/// pack `id` by `holder`, who read ciphertext `sha256`.
+async fn confirm_as<S: Store>(
+    app: &App<S>,
+    id: PackId,
+    holder: &KeyHolder,
+    sha256: &[u8],
+    directory_version: Option<i64>,
+    now: i64,
+) -> Result<bool, Status> {
+    app.store
+        .confirm_download(
+            id,
+            &holder.school,
+            sha256,
+            holder.may_see(Kind::Safeguarding),
+            directory_version,
+            now,
+            Event::by_school(&holder.school, "pack.download", id),
+        )
+        .await
+        .map_err(store_status)
 }
 
 /// `pack` (pack `id` as read), if it is in `holder`'s inbox and of a kind
@@ -254,17 +278,24 @@ impl<S: Store> Exchange for Service<S> {
         &self,
         request: Request<v1::DownloadRequest>,
     ) -> Result<Response<Self::DownloadStream>, Status> {
-        let (holder, _) = auth::key_holder(&self.app, &request).await?;
         let id = parse_pack_id("pack_id", &request.get_ref().pack_id)?;
-        // A small pack's one chunk comes with its row, in one read.
-        let (pack, mut first_chunk) = match self
+        // The caller as the directory cache last saw it, and the pack read
+        // with the directory's version (a small pack's one chunk too), in
+        // one query; if the directory moved since, the caller is
+        // authenticated afresh (a token revoked meanwhile is refused).
+        let last_seen = auth::key_holder_as_last_seen(&self.app, &request).await?;
+        let read = self
             .app
             .store
             .pack_for_download(id)
             .await
-            .map_err(store_status)?
-        {
-            Some((pack, chunk)) => (Some(pack), chunk),
+            .map_err(store_status)?;
+        let holder = match (last_seen, &read) {
+            (Some((holder, seen)), Some(read)) if read.directory_version == seen => holder,
+            _ => auth::key_holder(&self.app, &request).await?.0,
+        };
+        let (pack, mut first_chunk) = match read {
+            Some(read) => (Some(read.pack), read.chunk),
             None => (None, None),
         };
         let (pack, header) = visible(&holder, id, pack)?;
@@ -338,32 +369,28 @@ impl<S: Store> Exchange for Service<S> {
         &self,
         request: Request<v1::ConfirmDownloadRequest>,
     ) -> Result<Response<v1::ConfirmDownloadResponse>, Status> {
+        let id = parse_pack_id("pack_id", request.get_ref().pack_id.as_str())?;
+        // The busy path, in one write: a pending pack of the caller's, of
+        // a kind its key may see, with the ciphertext it read, the caller
+        // as the directory cache last saw it and the directory still
+        // there. Anything else is authenticated afresh, read and answered
+        // below.
+        let now = now_ms();
+        let sha256 = request.get_ref().ciphertext_sha256.as_slice();
+        let confirmed = v1::ConfirmDownloadResponse {
+            downloaded_at_ms: now,
+        };
+        if let Some((holder, seen)) = auth::key_holder_as_last_seen(&self.app, &request).await?
+            && confirm_as(&self.app, id, &holder, sha256, Some(seen), now).await?
+        {
+            return Ok(Response::new(confirmed));
+        }
         let (holder, _) = auth::key_holder(&self.app, &request).await?;
+        if confirm_as(&self.app, id, &holder, sha256, None, now).await? {
+            return Ok(Response::new(confirmed));
+        }
         let caller = holder.school;
         let req = request.into_inner();
-        let id = parse_pack_id("pack_id", &req.pack_id)?;
-        // The busy path, in one write: a pending pack of the caller's, of
-        // a kind its key may see, with the ciphertext it read. Anything
-        // else is read and answered below.
-        let now = now_ms();
-        if self
-            .app
-            .store
-            .confirm_download(
-                id,
-                &caller,
-                &req.ciphertext_sha256,
-                holder.may_see(Kind::Safeguarding),
-                now,
-                Event::by_school(&caller, "pack.download", id),
-            )
-            .await
-            .map_err(store_status)?
-        {
-            return Ok(Response::new(v1::ConfirmDownloadResponse {
-                downloaded_at_ms: now,
-            }));
-        }
         let (pack, _) = inbox_pack(&self.app, &holder, id).await?;
         if recall::closed_to_destination(&pack)
             && let Some(why) = recall::gone(&pack, id)

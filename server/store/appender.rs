@@ -51,6 +51,9 @@ pub enum Write {
         sha256: Vec<u8>,
         /// Whether the confirming key may see child-protection files.
         safeguarding: bool,
+        /// The directory version the caller was authenticated against, if
+        /// it did not read it: the write is made only at that version.
+        directory_version: Option<i64>,
         /// Its audit event, appended only if the pack moved.
         event: audit::Event,
     },
@@ -197,18 +200,21 @@ macro_rules! queue_writer {
                             events.push((*at_ms, event));
                             Ok(Written::Done)
                         }
-                        Write::Confirm { id, to, sha256, safeguarding, event } => {
+                        Write::Confirm { id, to, sha256, safeguarding, directory_version, event } => {
                             let moved = sqlx::query(
                                 "UPDATE packs SET downloaded_at_ms = $1, status = 'downloaded' \
                                  WHERE pack_id = $2 AND to_laestab = $3 AND ciphertext_sha256 = $4 \
                                  AND status = 'pending' AND downloaded_at_ms IS NULL \
-                                 AND deleted_at_ms IS NULL AND (kind = 'transfer' OR $5)",
+                                 AND deleted_at_ms IS NULL AND (kind = 'transfer' OR $5) \
+                                 AND ($6 IS NULL OR $6 = (SELECT v.version FROM directory_version v \
+                                 WHERE v.id = 1))",
                             )
                             .bind(*at_ms)
                             .bind(id.to_string())
                             .bind(to)
                             .bind(sha256)
                             .bind(*safeguarding)
+                            .bind(*directory_version)
                             .execute(&mut *tx)
                             .await?
                             .rows_affected()

@@ -144,9 +144,11 @@ pub async fn upload_visibility(store: &impl Store) {
     assert_eq!(store.chunk("u1", 0).await.unwrap(), full(b"ab"));
     assert_eq!(store.chunk("u1", 1).await.unwrap(), b"c");
     // A pack of several chunks is read for a download without them.
+    let read = store.pack_for_download(id).await.unwrap().unwrap();
+    assert_eq!((read.pack, read.chunk), (pack.clone(), None));
     assert_eq!(
-        store.pack_for_download(id).await.unwrap(),
-        Some((pack.clone(), None))
+        read.directory_version,
+        store.directory_version().await.unwrap()
     );
 
     store.stage_chunk("u2", 0, full(b"abc")).await.unwrap();
@@ -515,8 +517,9 @@ pub async fn downloads_confirm_in_one_write(store: &impl Store) {
         .await
         .unwrap();
     assert!(matches!(committed, Committed::Stored(_)));
-    let (_, chunk) = store.pack_for_download(id).await.unwrap().unwrap();
-    assert_eq!(chunk.as_deref(), Some(&b"ok"[..]));
+    let read = store.pack_for_download(id).await.unwrap().unwrap();
+    assert_eq!(read.chunk.as_deref(), Some(&b"ok"[..]));
+    let version = read.directory_version;
     let mut safeguarding = header(cp, school_id(1), to, 8, 2).header().clone();
     safeguarding.kind = Kind::Safeguarding;
     let safeguarding = SignedHeader::from_parts(safeguarding, [0; 64]).unwrap();
@@ -526,10 +529,17 @@ pub async fn downloads_confirm_in_one_write(store: &impl Store) {
     ));
     let confirm = |id, to: Laestab, byte: u8, dsl| async move {
         store
-            .confirm_download(id, &to, &[byte; 32], dsl, 60, event())
+            .confirm_download(id, &to, &[byte; 32], dsl, Some(version), 60, event())
             .await
             .unwrap()
     };
+    // Not at another directory version than the caller was checked at.
+    assert!(
+        !store
+            .confirm_download(id, &to, &[7; 32], true, Some(version - 1), 60, event())
+            .await
+            .unwrap()
+    );
     assert!(!confirm(id, school_id(3), 7, true).await);
     assert!(!confirm(id, to, 9, true).await);
     assert!(!confirm(cp, to, 8, false).await);
@@ -570,9 +580,9 @@ pub async fn cleaning_keeps_committed_packs(store: &impl Store) {
     assert_eq!(store.pack(id).await.unwrap().unwrap(), pack);
     // Read for a download: its chunk with it if a row holds it (a staged
     // chunk is a file on SQLite).
-    let (read, chunk) = store.pack_for_download(id).await.unwrap().unwrap();
-    assert_eq!(read, pack);
-    assert!(chunk.is_none_or(|c| c == b"ok"));
+    let read = store.pack_for_download(id).await.unwrap().unwrap();
+    assert_eq!(read.pack, pack);
+    assert!(read.chunk.is_none_or(|c| c == b"ok"));
     assert_eq!(store.pack_for_download(PackId::new()).await.unwrap(), None);
     // The discarded chunk is gone: the same upload id stages afresh.
     store.stage_chunk("gone", 0, full(b"zz")).await.unwrap();

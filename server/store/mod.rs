@@ -49,7 +49,9 @@ pub use error::{Result, StoreError};
 pub use events::{ARRIVALS_BUFFER, Arrival, Events};
 pub use files::{CHUNK_BYTES, PackFiles};
 pub use lifecycle::{Cutoffs, Lifecycle, Withdrawal, Withdrawn};
-pub use packs::{Acknowledged, Committed, PackStatus, Packs, Page, PeerLink, Route, StoredPack};
+pub use packs::{
+    Acknowledged, Committed, ForDownload, PackStatus, Packs, Page, PeerLink, Route, StoredPack,
+};
 pub use peers::{Peer, PeerSchool, PeerSync, Peers};
 pub use relays::Relays;
 

@@ -191,6 +191,17 @@ pub const OUTSTANDING_SQL: &str = "SELECT CAST(COALESCE(SUM(ciphertext_length), 
      FROM packs WHERE from_laestab = $1 AND status IN ('pending', 'downloaded') \
      AND deleted_at_ms IS NULL";
 
+/// A pack read for a download ([`Packs::pack_for_download`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForDownload {
+    /// The pack.
+    pub pack: StoredPack,
+    /// Its one chunk, when it is one chunk held as a row.
+    pub chunk: Option<Vec<u8>>,
+    /// The directory version as of the same read.
+    pub directory_version: i64,
+}
+
 /// Packs in one state, and the ciphertext they still hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StatusTotal {
@@ -228,13 +239,13 @@ pub trait Packs: Send + Sync {
         ids: &[PackId],
     ) -> impl Future<Output = Result<Vec<(PackId, StoredPack)>>> + Send;
 
-    /// [`Packs::pack`] for a download: with a pack of one chunk held as a
-    /// row (the small packs of the busy path), that chunk too, read in the
-    /// same query.
+    /// [`Packs::pack`] for a download, in one query: with a pack of one
+    /// chunk held as a row (the small packs of the busy path), that chunk
+    /// too; and the directory version as of the same read.
     fn pack_for_download(
         &self,
         id: PackId,
-    ) -> impl Future<Output = Result<Option<(StoredPack, Option<Vec<u8>>)>>> + Send;
+    ) -> impl Future<Output = Result<Option<ForDownload>>> + Send;
 
     /// Stores one chunk of an upload in flight (invisible until committed).
     /// Chunks come in order, and every one but an upload's last is
@@ -324,12 +335,16 @@ pub trait Packs: Send + Sync {
     /// the key may see `safeguarding` files) a transfer pack: `true` when it
     /// moved to `downloaded` (and `event` was appended), `false` when
     /// nothing was written (the caller reads the pack to answer).
+    /// With `directory_version`, only if the directory is still at it (the
+    /// caller authenticated against it without reading it).
+    #[allow(clippy::too_many_arguments)]
     fn confirm_download(
         &self,
         id: PackId,
         to: &Laestab,
         sha256: &[u8],
         safeguarding: bool,
+        directory_version: Option<i64>,
         now_ms: i64,
         event: audit::Event,
     ) -> impl Future<Output = Result<bool>> + Send;

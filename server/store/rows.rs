@@ -55,6 +55,8 @@ pub struct PackChunkRow {
     pub pack: PackRow,
     /// Its one chunk, when it has one held as a row.
     pub first_chunk: Option<Vec<u8>>,
+    /// The directory version as of the same read.
+    pub directory_version: i64,
 }
 
 /// A key row as both databases return it.

@@ -100,12 +100,14 @@ macro_rules! shared_store {
         /// A visible pack by id.
         const PACK_SQL: &str = concat!("SELECT ", pack_columns!(), " FROM packs WHERE pack_id = $1");
 
-        /// [`PACK_SQL`] with the pack's chunk, if it is one chunk held as a row.
+        /// [`PACK_SQL`] with the pack's chunk, if it is one chunk held as a
+        /// row, and the directory version.
         const PACK_AND_CHUNK_SQL: &str = concat!(
             "SELECT ",
             pack_columns!(),
             ", (SELECT c.data FROM pack_chunks c WHERE c.upload_id = packs.upload_id \
-             AND c.idx = 0 AND NOT c.staged AND packs.chunks = 1) AS first_chunk \
+             AND c.idx = 0 AND NOT c.staged AND packs.chunks = 1) AS first_chunk, \
+             (SELECT v.version FROM directory_version v WHERE v.id = 1) AS directory_version \
              FROM packs WHERE pack_id = $1"
         );
 
@@ -659,14 +661,20 @@ macro_rules! shared_store {
             async fn pack_for_download(
                 &self,
                 id: PackId,
-            ) -> Result<Option<(StoredPack, Option<Vec<u8>>)>> {
+            ) -> Result<Option<$crate::store::ForDownload>> {
                 let row: Option<$crate::store::rows::PackChunkRow> =
                     sqlx::query_as(PACK_AND_CHUNK_SQL)
                         .bind(id.to_string())
                         .fetch_optional(&self.pool)
                         .await?;
-                row.map(|r| Ok((pack_from_row(r.pack)?, r.first_chunk)))
-                    .transpose()
+                row.map(|r| {
+                    Ok($crate::store::ForDownload {
+                        pack: pack_from_row(r.pack)?,
+                        chunk: r.first_chunk,
+                        directory_version: r.directory_version,
+                    })
+                })
+                .transpose()
             }
 
             async fn stage_chunk(&self, upload_id: &str, idx: i64, data: Vec<u8>) -> Result<()> {
@@ -888,6 +896,7 @@ macro_rules! shared_store {
                 to: &Laestab,
                 sha256: &[u8],
                 safeguarding: bool,
+                directory_version: Option<i64>,
                 now_ms: i64,
                 event: audit::Event,
             ) -> Result<bool> {
@@ -897,6 +906,7 @@ macro_rules! shared_store {
                     to: to.to_string(),
                     sha256: sha256.to_vec(),
                     safeguarding,
+                    directory_version,
                     event,
                 };
                 match self.audit.write(now_ms, write).await? {

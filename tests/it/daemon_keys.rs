@@ -34,6 +34,19 @@ async fn issue15_a_revoked_keys_token_is_shut_out_at_once(daemon: Daemon) {
         .unwrap()
         .into_inner();
 
+    // A pack waits for the laptop, which has already downloaded one (so
+    // the daemon's directory cache knows its token).
+    let sender = daemon.enrol("8612001").await;
+    let keys = sender.keys_of(&laptop.laestab).await;
+    let mut waiting = Vec::new();
+    for _ in 0..2 {
+        let data = common::ciphertext(100);
+        let header = v1::PackHeader::from(&sender.header_for(&laptop.laestab, &keys, &data));
+        sender.upload(&header, &data, 64).await.unwrap();
+        waiting.push(header);
+    }
+    laptop.download(&waiting[0].pack_id).await.unwrap();
+
     let key_id = laptop.identity.key_id().to_string();
     let out = daemon
         .admin(&["admin", "key", "revoke", "8614001", &key_id])
@@ -43,15 +56,38 @@ async fn issue15_a_revoked_keys_token_is_shut_out_at_once(daemon: Daemon) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Its next confirmation is refused (it answers from the cache only if
+    // the directory has not moved).
+    let err = laptop
+        .exchange()
+        .confirm_download(laptop.req(v1::ConfirmDownloadRequest {
+            pack_id: waiting[0].pack_id.clone(),
+            ciphertext_sha256: waiting[0].ciphertext_sha256.clone(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
     let err = laptop
         .exchange()
         .inbox(laptop.req(v1::InboxRequest::default()))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
-    let ended = tokio::time::timeout(Duration::from_secs(10), watch.message())
-        .await
-        .expect("the Watch stream was still open 10 s after its key was revoked");
+    // The Watch stream ends, once it has told of the two packs sent before.
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match watch.message().await {
+                Ok(Some(event))
+                    if waiting
+                        .iter()
+                        .any(|h| Some(&h.pack_id) == event.header.as_ref().map(|e| &e.pack_id)) => {
+                }
+                other => return other,
+            }
+        }
+    })
+    .await
+    .expect("the Watch stream was still open 10 s after its key was revoked");
     match ended {
         Err(status) => assert_eq!(status.code(), Code::Unauthenticated, "{status:?}"),
         Ok(other) => panic!("the Watch stream went on: {other:?}"),
@@ -62,6 +98,38 @@ async fn issue15_a_revoked_keys_token_is_shut_out_at_once(daemon: Daemon) {
         .inbox(with_token(&office_token, v1::InboxRequest::default()))
         .await
         .unwrap();
+    let office_download = || async {
+        let mut stream = laptop
+            .exchange()
+            .download(with_token(
+                &office_token,
+                v1::DownloadRequest {
+                    pack_id: waiting[1].pack_id.clone(),
+                },
+            ))
+            .await?
+            .into_inner();
+        while stream.message().await?.is_some() {}
+        Ok::<_, Status>(())
+    };
+    office_download().await.unwrap();
+    // Its key revoked in turn, its next download is refused.
+    let out = daemon
+        .admin(&[
+            "admin",
+            "key",
+            "revoke",
+            "8614001",
+            &office.key_id().to_string(),
+        ])
+        .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = office_download().await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
 }
 
 /// A device of `laestab` enrolled over gRPC with a code granting `grant`,

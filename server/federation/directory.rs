@@ -23,6 +23,9 @@ use crate::store::PeerSchool;
 
 /// Most schools one peer may list.
 pub const MAX_PEER_SCHOOLS: usize = 20_000;
+/// Most keys kept of one school a peer lists (its active ones first, then
+/// the most recently made).
+pub const MAX_KEYS_PER_SCHOOL: usize = 64;
 
 /// A peer's answer, checked: each school's LAESTAB, name, aliases and
 /// active keys, encoded again for the store; and what was left out, and
@@ -115,16 +118,18 @@ fn check_one(school: &v1::School) -> Result<(String, v1::School), String> {
         let alias = Laestab::parse(alias).map_err(|e| bad(&format!("former LAESTAB: {e}")))?;
         aliases.push(alias.to_string());
     }
+    // Every key, revoked ones too (they verify what they signed before),
+    // the newest first up to a bound; at least one active.
     let mut keys = Vec::new();
     for key in &school.keys {
-        let key = SchoolKey::try_from(key).map_err(|e| bad(&e.to_string()))?;
-        if key.is_active() {
-            keys.push(v1::Key::from(&key));
-        }
+        keys.push(SchoolKey::try_from(key).map_err(|e| bad(&e.to_string()))?);
     }
-    if keys.is_empty() {
+    if !keys.iter().any(SchoolKey::is_active) {
         return Err(bad("no active key"));
     }
+    keys.sort_by_key(|k| (!k.is_active(), std::cmp::Reverse(k.created_at_ms)));
+    keys.truncate(MAX_KEYS_PER_SCHOOL);
+    let keys: Vec<v1::Key> = keys.iter().map(v1::Key::from).collect();
     let laestab = laestab.to_string();
     Ok((
         laestab.clone(),
@@ -204,8 +209,8 @@ fn decoded(row: &PeerSchool) -> Option<v1::School> {
     }
 }
 
-/// A peer school's keys (checked when stored; any that no longer parse
-/// are left out).
+/// A peer school's keys, revoked ones included (checked when stored; any
+/// that no longer parse are left out).
 pub fn keys_of(school: &v1::School) -> Vec<SchoolKey> {
     school
         .keys
@@ -342,7 +347,8 @@ mod tests {
         assert_eq!(kept.len(), 1, "{problems:?}");
         assert_eq!(kept[0].0, "8884444");
         let school = v1::School::decode(kept[0].1.as_slice()).unwrap();
-        assert_eq!(school.keys.len(), 1, "revoked keys are not kept");
+        assert_eq!(school.keys.len(), 2, "revoked keys are kept");
+        assert!(school.keys[0].revoked_at_ms == 0, "active first");
         assert!(school.peer.is_empty(), "the peer's own label is dropped");
         assert_eq!(problems.len(), 5, "{problems:?}");
         for (problem, says) in problems.iter().zip([

@@ -112,6 +112,12 @@ pub(super) async fn sender_key_or_resync<S: Store>(
     }
 }
 
+/// Whether `key` was active at `at_ms` (a signed time): not revoked, or
+/// revoked later.
+pub(super) fn signed_while_active(key: &baton::keys::SchoolKey, at_ms: i64) -> bool {
+    key.revoked_at_ms.is_none_or(|revoked| at_ms < revoked)
+}
+
 /// Receives, checks and stores a pack `peer` relays; its relay receipt.
 pub async fn relay<S: Store>(
     app: &std::sync::Arc<App<S>>,
@@ -312,12 +318,13 @@ pub async fn return_receipt<S: Store>(
         .ok_or_else(|| {
             Status::failed_precondition(format!("school {} is not listed by {peer} now", pack.to))
         })?;
+    // An active key, as a school here acknowledges with one.
     let key = keys_of(&school)
         .into_iter()
-        .find(|k| k.key_id() == r.recipient_key_id)
+        .find(|k| k.key_id() == r.recipient_key_id && k.is_active())
         .ok_or_else(|| {
             Status::failed_precondition(format!(
-                "key {key_id} is not listed for school {} by {peer} now",
+                "key {key_id} is not an active key of school {} as {peer} lists it now",
                 pack.to
             ))
         })?;
@@ -370,12 +377,14 @@ pub async fn relay_recall<S: Store>(
             })?;
         (keys_of(&sender), format!("school {}", pack.from))
     };
+    // A key active when it signed the recall (a recall waiting in the
+    // peer's queue may outlive its key).
     let key = keys
         .into_iter()
-        .find(|k| k.key_id() == r.signer_key_id)
+        .find(|k| k.key_id() == r.signer_key_id && signed_while_active(k, r.recalled_at_ms))
         .ok_or_else(|| {
             Status::permission_denied(format!(
-                "field `recall.signer_key_id`: not a key of {signer}"
+                "field `recall.signer_key_id`: not a key of {signer} that was active when the recall was signed"
             ))
         })?;
     if crate::services::wire::kind_of(&header) == Kind::Safeguarding
@@ -469,5 +478,20 @@ pub async fn report_state<S: Store>(
         _ => Err(Status::invalid_argument(
             "field `state`: PACK_STATE_DOWNLOADED or PACK_STATE_PURGED",
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_verifies_what_it_signed_before_it_was_revoked() {
+        let mut key = crate::store::conformance::key(1);
+        assert!(signed_while_active(&key, 1_000));
+        key.revoked_at_ms = Some(500);
+        assert!(signed_while_active(&key, 499));
+        assert!(!signed_while_active(&key, 500));
+        assert!(!signed_while_active(&key, 1_000));
     }
 }

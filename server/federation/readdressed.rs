@@ -14,8 +14,7 @@ use baton::keys::{KeyId, Role, SchoolKey};
 use baton::pack::{Forwarded, Kind, SignedHeader};
 use tonic::Status;
 
-use super::directory::{keys_of, peer_escrow};
-use super::inbound::sender_key_or_resync;
+use super::directory::{keys_of, peer_escrow, peer_school};
 use super::sync::Resync;
 use crate::app::App;
 use crate::store::Store;
@@ -60,15 +59,10 @@ pub async fn check<S: Store>(
             original.pack_id, original.format_version
         )));
     }
-    let (author, author_key) =
-        sender_key_or_resync(app, resync, peer, &original.from, original.sender_key_id)
-            .await
-            .map_err(|s| {
-                Status::new(
-                    s.code(),
-                    format!("field `header.forwarded.original`: {}", s.message()),
-                )
-            })?;
+    let (author, author_key) = match author_key(app, peer, original).await {
+        Err(_) if resync.now(&app.store, peer).await => author_key(app, peer, original).await,
+        found => found,
+    }?;
     if original.kind == Kind::Safeguarding && !author_key.roles.contains(&Role::Dsl) {
         return Err(Status::permission_denied(
             "field `header.forwarded.original`: a child-protection file is sent by the school's DSL: the key that signed the original does not hold the dsl role",
@@ -78,6 +72,42 @@ pub async fn check<S: Store>(
         Status::invalid_argument(format!("field `header.forwarded.original.signature`: {e}"))
     })?;
     Ok((author, escrow_key))
+}
+
+/// The original's sender, a school `peer` serves (its current number),
+/// and its key that signed the original, active when the original was
+/// sealed (a pack may wait in escrow longer than a key lives).
+async fn author_key<S: Store>(
+    app: &App<S>,
+    peer: &str,
+    original: &baton::pack::Header,
+) -> Result<(Laestab, SchoolKey), Status> {
+    let refused = |what: String| {
+        Status::permission_denied(format!("field `header.forwarded.original`: {what}"))
+    };
+    let school = peer_school(&app.store, &original.from)
+        .await
+        .map_err(crate::services::wire::store_status)?
+        .filter(|s| s.peer == peer)
+        .ok_or_else(|| {
+            refused(format!(
+                "school {} is not one that {peer} serves",
+                original.from
+            ))
+        })?;
+    let key = keys_of(&school)
+        .into_iter()
+        .find(|k| {
+            k.key_id() == original.sender_key_id
+                && super::inbound::signed_while_active(k, original.created_at_ms)
+        })
+        .ok_or_else(|| {
+            refused(format!(
+                "not a key of school {} that was active when the original was sealed",
+                original.from
+            ))
+        })?;
+    Ok((school.laestab.parse().unwrap_or(original.from), key))
 }
 
 /// The active key `key_id` of `peer`'s escrow.

@@ -81,9 +81,12 @@ impl<S: Store> Federation for Service<S> {
         let schools = self.app.store.list_schools().await.map_err(store_status)?;
         tracing::debug!(peer = %caller, schools = schools.len(), "directory read by a peer");
         // The escrow too: its keys verify what it re-addresses to the
-        // peer's schools (the peer never lists it as a destination).
+        // peer's schools (the peer never lists it as a destination). Every
+        // key, revoked ones with their signed revocations: the peer's
+        // schools verify what a key signed before it was revoked, and see
+        // a revocation the key or a DSL key signed as no change to confirm.
         Ok(Response::new(v1::PeerSchoolsResponse {
-            schools: schools.iter().map(|s| school_message(s, true)).collect(),
+            schools: schools.iter().map(|s| school_message(s, false)).collect(),
         }))
     }
 

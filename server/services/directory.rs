@@ -159,7 +159,12 @@ impl<S: Store> Directory for Service<S> {
             .map_err(store_status)?;
         let mut schools: Vec<v1::School> =
             schools.iter().map(|s| school_message(s, true)).collect();
-        schools.extend(peers);
+        // Each with its active keys, as this trust's schools are listed
+        // (`GetSchool` gives every key).
+        schools.extend(peers.into_iter().map(|mut s| {
+            s.keys.retain(|k| k.revoked_at_ms == 0);
+            s
+        }));
         schools.sort_by(|a, b| a.laestab.cmp(&b.laestab));
         Ok(Response::new(v1::ListSchoolsResponse { schools }))
     }

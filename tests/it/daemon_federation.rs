@@ -178,7 +178,7 @@ async fn issue23_peers_meet_over_mutual_tls_and_share_directories() {
     // B's school enrols a second device: A's school is warned of the
     // change, as for a school of its own trust, until it confirms it.
     let code = crate::common::cli::code(&b, "9264002").await;
-    crate::common::cli::init(
+    let second = crate::common::cli::init(
         &b,
         &root.path().join("second"),
         "9264002",
@@ -206,6 +206,36 @@ async fn issue23_peers_meet_over_mutual_tls_and_share_directories() {
         .json_value(&["schools", "show", "9264002", "--json"])
         .await;
     assert_eq!(shown["pin"], "matches the pinned keys", "{shown}");
+
+    // B's school revokes that device's key (its DSL signs the revocation):
+    // A's school sees the key revoked, checks the signed revocation itself,
+    // and has nothing to confirm; B's schools still list one key to seal to.
+    let second_key = second.json_value(&["keys", "export", "--json"]).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    secondary.ok(&["keys", "revoke", &second_key]).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let shown = primary
+            .json_value(&["schools", "show", "9264002", "--json"])
+            .await;
+        let revoked = shown["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["id"] == second_key.as_str() && k["active"] == false);
+        if revoked {
+            assert_eq!(shown["pin"], "matches the pinned keys", "{shown}");
+            break;
+        }
+        assert_eq!(shown["pin"], "matches the pinned keys", "{shown}");
+        assert!(tokio::time::Instant::now() < deadline, "{shown}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let listed = primary.json(&["schools", "--json"]).await;
+    let row = listed.iter().find(|s| s["laestab"] == "9264002").unwrap();
+    assert_eq!(row["keys"], 1, "{listed:?}");
 
     // `peer list` says when the directory was read, and how many schools.
     let out = a.admin(&["admin", "peer", "list", "--json"]).await;

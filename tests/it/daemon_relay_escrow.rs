@@ -251,7 +251,7 @@ async fn hostile_forwardings(
         (
             forwarding(&escrow_key, "XXXXXXX", &unsigned),
             tonic::Code::PermissionDenied,
-            "not an active key of school 8612001",
+            "not a key of school 8612001 that was active",
         ),
         (
             forwarding(&escrow_key, "XXXXXXX", &unheld),

@@ -140,6 +140,7 @@ async fn relink<S: Store>(store: &S) -> anyhow::Result<usize> {
 
 /// Purges now and then every [`EVERY`], until the daemon shuts down.
 pub async fn watch<S: Store>(app: Arc<App<S>>) {
+    let mut first = true;
     loop {
         match relink(&app.store).await {
             Ok(0) => {}
@@ -150,6 +151,9 @@ pub async fn watch<S: Store>(app: Arc<App<S>>) {
             Ok(done) if done.is_empty() => {}
             Ok(done) => tracing::info!(packs = done.len(), "retention purged packs' ciphertext"),
             Err(e) => tracing::warn!(error = %e, "could not purge"),
+        }
+        if std::mem::take(&mut first) {
+            tracing::info!("retention's start-up run done (then hourly)");
         }
         tokio::select! {
             () = app.shutdown.cancelled() => return,

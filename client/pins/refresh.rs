@@ -165,14 +165,23 @@ pub async fn refresh_escrow_of(
             explain(&s)
         ),
     };
-    if school.laestab != Laestab::ESCROW.as_str() || school.peer != peer {
+    // An escrow has no former numbers (its renumbering would move pins).
+    if school.laestab != Laestab::ESCROW.as_str()
+        || school.peer != peer
+        || !school.aliases.is_empty()
+    {
         bail!(
-            "asked for the escrow of {peer}, the directory answered with {} ({}): not believed",
+            "asked for the escrow of {peer}, the directory answered with {} ({}{}): not believed",
             school.laestab,
             if school.peer.is_empty() {
                 "this trust's"
             } else {
                 &school.peer
+            },
+            if school.aliases.is_empty() {
+                ""
+            } else {
+                ", with former numbers"
             }
         );
     }

@@ -27,13 +27,15 @@ use crate::store::lifecycle::deletion_record;
 use crate::store::{Committed, PeerLink, Route, Store, Withdrawal, Withdrawn, now_ms};
 
 /// A relayed correction may withdraw only a pack the same peer relayed
-/// here from the same school to the same school, of the same kind, not
+/// here from the same school (`from`, as stored: the sender's current
+/// number, or a re-addressed pack's original sender) to the same school, of the same kind, not
 /// corrected already by another (a pack not here yet is fine: nothing to
 /// withdraw; if it arrives later, the hourly run links the two).
 async fn check_correction<S: Store>(
     app: &App<S>,
     peer: &str,
     signed: &SignedHeader,
+    from: &baton::Laestab,
     old: baton::pack::PackId,
     to: &baton::Laestab,
 ) -> Result<(), Status> {
@@ -43,12 +45,11 @@ async fn check_correction<S: Store>(
     };
     let refused = || {
         Status::permission_denied(format!(
-            "field `header.supersedes`: pack {old} is not one {peer} relayed here from {} to {to}",
-            h.from
+            "field `header.supersedes`: pack {old} is not one {peer} relayed here from {from} to {to}"
         ))
     };
     if original.relayed_from.as_deref() != Some(peer)
-        || original.from != h.from
+        || original.from != *from
         || original.to != *to
     {
         return Err(refused());
@@ -179,7 +180,7 @@ pub async fn relay<S: Store>(
         })?;
     Exchange::check_recipients(app, &directory, &signed).await?;
     if let Some(old) = h.supersedes {
-        check_correction(app, peer, &signed, old, &dest.info.laestab).await?;
+        check_correction(app, peer, &signed, &from_now, old, &dest.info.laestab).await?;
     }
     let stored_receipt = |stored_at_ms: i64| {
         let statement = super::relay::receipt_statement(
@@ -263,7 +264,7 @@ pub async fn relay<S: Store>(
     };
     tracing::info!(pack = %h.pack_id, peer, to = %h.to, bytes = h.ciphertext_len, "relayed pack stored");
     if let Some(old) = h.supersedes
-        && let Err(e) = crate::retention::supersede(&app.store, &h.from, h.pack_id, old).await
+        && let Err(e) = crate::retention::supersede(&app.store, &from_now, h.pack_id, old).await
     {
         tracing::error!(error = %e, pack = %h.pack_id, "could not withdraw the pack a relayed correction supersedes; the hourly run will");
     }

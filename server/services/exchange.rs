@@ -283,15 +283,22 @@ impl<S: Store> Exchange for Service<S> {
         // with the directory's version (a small pack's one chunk too), in
         // one query; if the directory moved since, the caller is
         // authenticated afresh (a token revoked meanwhile is refused).
+        // A caller the cache does not vouch for is authenticated before
+        // anything is read.
         let last_seen = auth::key_holder_as_last_seen(&self.app, &request).await?;
+        let fresh = match last_seen {
+            Some(_) => None,
+            None => Some(auth::key_holder(&self.app, &request).await?.0),
+        };
         let read = self
             .app
             .store
             .pack_for_download(id)
             .await
             .map_err(store_status)?;
-        let holder = match (last_seen, &read) {
-            (Some((holder, seen)), Some(read)) if read.directory_version == seen => holder,
+        let holder = match (fresh, last_seen, &read) {
+            (Some(holder), _, _) => holder,
+            (None, Some((holder, seen)), Some(read)) if read.directory_version == seen => holder,
             _ => auth::key_holder(&self.app, &request).await?.0,
         };
         let (pack, mut first_chunk) = match read {

@@ -361,16 +361,24 @@ macro_rules! lifecycle_store {
                 event: audit::Event,
             ) -> Result<Option<PackId>> {
                 let mut tx = begin(&self.pool).await?;
-                let row: Option<(Option<String>, String, String, Option<i64>)> = sqlx::query_as(concat!(
-                    "SELECT readdressed_as, upload_id, status, recalled_at_ms FROM packs WHERE pack_id = $1",
+                type Row = (Option<String>, String, String, Option<i64>, String, Option<String>);
+                let row: Option<Row> = sqlx::query_as(concat!(
+                    "SELECT readdressed_as, upload_id, status, recalled_at_ms, to_laestab, \
+                     relayed_from FROM packs WHERE pack_id = $1",
                     $lock
                 ))
                 .bind(id.to_string())
                 .fetch_optional(&mut *tx)
                 .await?;
-                let Some((done, upload_id, status, recalled)) = row else {
+                let Some((done, upload_id, status, recalled, to, relayed_from)) = row else {
                     return Err(StoreError::NotFound("pack"));
                 };
+                // Only a pack this trust's escrow holds is re-addressed (a
+                // peer's forwarding names a pack of the other trust).
+                let held = to == Laestab::ESCROW.as_str() || to == Laestab::ESCROW_ABROAD.as_str();
+                if !held || relayed_from.is_some() {
+                    return Err(StoreError::Conflict("pack not held in escrow"));
+                }
                 // Withdrawn by its sender (or purged) since the forwarding
                 // was admitted: the sender's word stands.
                 if done.is_none() && (recalled.is_some() || status == "purged") {
@@ -403,7 +411,8 @@ macro_rules! lifecycle_store {
                     "SELECT n.pack_id, n.forwards FROM packs n JOIN packs o \
                      ON o.pack_id = n.forwards WHERE n.forwards IS NOT NULL \
                      AND o.readdressed_as IS NULL AND o.recalled_at_ms IS NULL \
-                     AND o.status != 'purged' ORDER BY n.seq",
+                     AND o.status != 'purged' AND o.to_laestab IN ('XXXXXXX', 'MMMMMMM') \
+                     AND n.relayed_from IS NULL AND o.relayed_from IS NULL ORDER BY n.seq",
                 )
                 .fetch_all(&self.pool)
                 .await?;

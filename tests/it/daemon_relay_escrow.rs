@@ -44,7 +44,7 @@ async fn escrow_listed(daemon: &Daemon, peer: &str) {
 #[tokio::test]
 async fn issue23_an_escrow_readdresses_to_another_trusts_school() {
     let root = tempfile::tempdir().unwrap();
-    let (a, b, primary, secondary) = two_trusts(root.path()).await;
+    let (a, mut b, primary, secondary) = two_trusts(root.path()).await;
     let escrow_a = enrol_escrow(&a, root.path(), &["dsl", "staff"]).await;
     let escrow_b = enrol_escrow(&b, root.path(), &["dsl"]).await;
     escrow_listed(&b, "trust-a").await;
@@ -175,7 +175,7 @@ async fn issue23_an_escrow_readdresses_to_another_trusts_school() {
         assert_daemon_holds_no_plaintext(daemon, &[needles(&lost), needles(&mistaken)].concat());
     }
 
-    hostile_forwardings(&a, &b, &primary, &escrow_a, &original_id).await;
+    hostile_forwardings(&a, &mut b, &primary, &escrow_a, &original_id).await;
 }
 
 /// What A's daemon (or a thief of its disk) cannot relay to B as its
@@ -185,7 +185,7 @@ async fn issue23_an_escrow_readdresses_to_another_trusts_school() {
 /// B's school's inbox stays as it was.
 async fn hostile_forwardings(
     a: &Daemon,
-    b: &Daemon,
+    b: &mut Daemon,
     primary: &crate::common::cli::Home,
     escrow: &crate::common::cli::Home,
     original_id: &str,
@@ -236,6 +236,20 @@ async fn hostile_forwardings(
     unsigned.sender_key_id = escrow_key.key_id();
     let unsigned = escrow_key.sign_header(unsigned).unwrap();
 
+    // A pack of B's own (between two of its schools), whose id A learns.
+    let local = crate::common::ciphertext(500);
+    let to_oak: baton::Laestab = "9264002".parse().unwrap();
+    let local_header = v1::PackHeader::from(&secondary.header_for(
+        &to_oak,
+        &secondary.keys_of(&to_oak).await,
+        &local,
+    ));
+    secondary.upload(&local_header, &local, 256).await.unwrap();
+    // An "original" A's school signs with that id, held in no escrow.
+    let mut claimed = original.header().clone();
+    claimed.pack_id = local_header.pack_id.parse().unwrap();
+    let claimed = school_key.sign_header(claimed).unwrap();
+
     let mut client = as_peer(a, b).await;
     for (header, code, says) in [
         (
@@ -275,13 +289,43 @@ async fn hostile_forwardings(
     assert!(inbox().await.is_empty());
     // The same forwarding, signed by A's escrow: B's daemon takes it (its
     // school's client then checks the record against the original, which
-    // this one, made of random bytes, would fail).
-    relay(
-        &mut client,
-        forwarding(&escrow_key, "XXXXXXX", &original),
-        &data,
-    )
-    .await
-    .unwrap();
-    assert_eq!(inbox().await.len(), 1);
+    // this one, made of random bytes, would fail). So does it one naming
+    // B's own pack as its original; but B never takes that for one its
+    // escrow re-addressed (B's hourly run, also run at start, links a
+    // forwarding to the pack it forwards only within one trust).
+    for original in [&original, &claimed] {
+        relay(
+            &mut client,
+            forwarding(&escrow_key, "XXXXXXX", original),
+            &data,
+        )
+        .await
+        .unwrap();
+    }
+    assert_eq!(inbox().await.len(), 2);
+    let fed = b.printed("federation on https://").await;
+    b.kill9().await;
+    b.restart(&["--federation-listen", &fed, "--federation-sync-secs", "1"])
+        .await;
+    // Once its start-up run (the hourly one) is done.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::fs::read_to_string(&b.log)
+        .unwrap()
+        .matches("retention's start-up run done")
+        .count()
+        < 2
+    {
+        assert!(tokio::time::Instant::now() < deadline, "no start-up run");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let pool = crate::common::open_db(&b.db_path()).await;
+    let (status, readdressed): (String, Option<String>) =
+        sqlx::query_as("SELECT status, readdressed_as FROM packs WHERE pack_id = $1")
+            .bind(&local_header.pack_id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    pool.close().await;
+    assert_eq!((status.as_str(), readdressed), ("pending", None));
+    assert!(audited(b, "pack.readdress").await.is_empty());
 }

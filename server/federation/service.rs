@@ -85,8 +85,14 @@ impl<S: Store> Federation for Service<S> {
         // key, revoked ones with their signed revocations: the peer's
         // schools verify what a key signed before it was revoked, and see
         // a revocation the key or a DSL key signed as no change to confirm.
+        // A school (or escrow) with no active key yet (its code not yet
+        // redeemed) can receive nothing: not listed until it has one.
         Ok(Response::new(v1::PeerSchoolsResponse {
-            schools: schools.iter().map(|s| school_message(s, false)).collect(),
+            schools: schools
+                .iter()
+                .filter(|s| s.keys.iter().any(baton::keys::SchoolKey::is_active))
+                .map(|s| school_message(s, false))
+                .collect(),
         }))
     }
 

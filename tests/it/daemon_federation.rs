@@ -243,6 +243,39 @@ async fn issue23_peers_meet_over_mutual_tls_and_share_directories() {
     assert_eq!(peers[0]["schools"], 1, "{peers}");
     assert!(peers[0]["synced_at"].is_string(), "{peers}");
     assert_eq!(peers[0]["conflicts"], serde_json::json!([]));
+    // A school B enrolled whose code is not redeemed yet has no key: B does
+    // not list it, so A's operator is not told of a problem.
+    let out = b
+        .admin(&[
+            "admin", "school", "add", "9264005", "--name", "New", "--phase", "primary",
+        ])
+        .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let added = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = a.admin(&["admin", "peer", "list", "--json"]).await;
+        let peers: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let read_at = peers[0]["synced_at"]
+            .as_str()
+            .and_then(|t| {
+                time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+            })
+            .map_or(0, |t| (t.unix_timestamp_nanos() / 1_000_000) as i64);
+        if read_at > added {
+            assert_eq!(peers[0]["schools"], 1, "{peers}");
+            assert!(peers[0]["sync_error"].is_null(), "{peers}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{peers}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     // A LAESTAB both trusts claim (A enrols B's school by mistake): A's
     // schools see A's own, and both operators see the conflict.

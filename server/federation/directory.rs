@@ -26,6 +26,10 @@ pub const MAX_PEER_SCHOOLS: usize = 20_000;
 /// Most keys kept of one school a peer lists (its active ones first, then
 /// the most recently made).
 pub const MAX_KEYS_PER_SCHOOL: usize = 64;
+/// The largest `PeerSchools` answer a daemon sends or reads: a directory
+/// of [`MAX_PEER_SCHOOLS`] schools with a few keys each (revoked ones
+/// included) fits; a larger one fails the sync, saying so in `peer list`.
+pub const MAX_DIRECTORY_BYTES: usize = 64 * 1024 * 1024;
 
 /// A peer's answer, checked: each school's LAESTAB, name, aliases and
 /// active keys, encoded again for the store; and what was left out, and
@@ -394,6 +398,30 @@ mod tests {
         let kept: Vec<&str> = kept.iter().map(|(l, _)| l.as_str()).collect();
         assert_eq!(kept, ["9263333"]);
         assert_eq!(problems.len(), 2, "{problems:?}");
+    }
+
+    /// A national peer's directory (the most schools a peer may list,
+    /// four keys each, one of them revoked with its signed revocation)
+    /// fits in one answer.
+    #[test]
+    fn the_largest_directory_fits_in_one_answer() {
+        let mut one = school("9261111", &["8611111"]);
+        one.name = "N".repeat(60);
+        for _ in 0..3 {
+            one.keys.push(key());
+        }
+        one.keys[3].revoked_at_ms = 5;
+        one.keys[3].revocation_signature = vec![7; 64];
+        one.keys[3].revoked_by = "f".repeat(32);
+        let answer = v1::PeerSchoolsResponse {
+            schools: vec![one; MAX_PEER_SCHOOLS],
+        };
+        let bytes = answer.encoded_len();
+        assert!(
+            bytes < MAX_DIRECTORY_BYTES,
+            "{bytes} bytes for {MAX_PEER_SCHOOLS} schools"
+        );
+        assert!(bytes > crate::services::MAX_MESSAGE_BYTES, "{bytes}");
     }
 
     #[test]

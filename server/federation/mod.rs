@@ -75,7 +75,8 @@ pub async fn serve<S: crate::store::Store>(
         sync::Resync::new(config.data_dir.clone()),
     ))
     .max_decoding_message_size(crate::services::MAX_MESSAGE_BYTES)
-    .max_encoding_message_size(crate::services::MAX_MESSAGE_BYTES);
+    // Answers are small but for a whole directory.
+    .max_encoding_message_size(directory::MAX_DIRECTORY_BYTES);
     // As the schools' listener: keepalive finds dead peers, and the flow
     // control windows bound what one relay has in flight.
     let router = tonic::transport::Server::builder()

@@ -97,7 +97,7 @@ pub async fn sync_one<S: Store>(
 ) -> anyhow::Result<Answer> {
     let channel = channel(peer, data_dir).await?;
     let mut client = FederationClient::new(channel)
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_decoding_message_size(super::directory::MAX_DIRECTORY_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let hello = client
         .hello(v1::HelloRequest {})

@@ -67,12 +67,13 @@ pub async fn add<S: Store>(
         }
         Err(e) => return Err(e).context("enrolling the escrow"),
     };
-    print_code(out, config, Laestab::ESCROW, &code, &roles, json, what)?;
+    // The code is the last line, as for `school add` (scripts take it
+    // with `tail -n 1`).
     if !json {
         writeln!(
             out,
             "the key holder runs `baton init --school XXXXXXX --code CODE …`; packs to XXXXXXX and MMMMMMM are then sealed to the escrow's keys"
         )?;
     }
-    Ok(())
+    print_code(out, config, Laestab::ESCROW, &code, &roles, json, what)
 }

@@ -106,6 +106,15 @@ async fn issue19_escrow_holds_unknown_destinations(daemon: Daemon) {
     );
 
     let escrow = enrol_escrow(&daemon, root.path(), &["dsl", "staff"]).await;
+    // Another code for a second key holder: as for `school add`, the code
+    // is the last line printed.
+    let again = daemon
+        .admin(&["admin", "escrow", "add", "--name", "Trust data lead"])
+        .await;
+    assert!(again.status.success(), "{}", stderr(&again));
+    let text = String::from_utf8(again.stdout).unwrap();
+    let code = text.lines().last().unwrap().trim();
+    crate::common::cli::init(&daemon, root.path(), "XXXXXXX", code, &["dsl"]).await;
 
     primary.ok(&["send", "--to", "XXXXXXX", &lost_dir]).await;
     primary.ok(&["send", "--csv", &sheet]).await;

@@ -31,7 +31,7 @@ pub enum Write {
     /// An audit event with no write of its own.
     Audit(audit::Event),
     /// A download the destination confirmed: the pack moves to
-    /// `downloaded` (the first time), and `event` is appended.
+    /// `downloaded`, and `event` is appended, the first time only.
     Downloaded {
         /// The pack.
         id: PackId,
@@ -188,16 +188,21 @@ macro_rules! queue_writer {
                             Ok(Written::Done)
                         }
                         Write::Downloaded { id, event } => {
-                            sqlx::query(
-                                "UPDATE packs SET downloaded_at_ms = COALESCE(downloaded_at_ms, $1), \
+                            // Logged when it marks the pack: a second report
+                            // (a peer's two nodes at once) changes nothing.
+                            let marked = sqlx::query(
+                                "UPDATE packs SET downloaded_at_ms = $1, \
                                  status = CASE status WHEN 'pending' THEN 'downloaded' ELSE status END \
-                                 WHERE pack_id = $2",
+                                 WHERE pack_id = $2 AND downloaded_at_ms IS NULL",
                             )
                             .bind(*at_ms)
                             .bind(id.to_string())
                             .execute(&mut *tx)
-                            .await?;
-                            events.push((*at_ms, event));
+                            .await?
+                            .rows_affected();
+                            if marked == 1 {
+                                events.push((*at_ms, event));
+                            }
                             Ok(Written::Done)
                         }
                         Write::Confirm { id, to, sha256, safeguarding, directory_version, event } => {

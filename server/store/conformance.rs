@@ -410,6 +410,9 @@ pub async fn inbox_sent_and_receipts(store: &impl Store) {
     );
 
     store.mark_downloaded(ids[0], 50, event()).await.unwrap();
+    // Marked again (a peer's two nodes reporting it at once): unchanged,
+    // and not logged again.
+    store.mark_downloaded(ids[0], 55, event()).await.unwrap();
     let p = store.pack(ids[0]).await.unwrap().unwrap();
     assert_eq!(
         (p.status, p.downloaded_at_ms),

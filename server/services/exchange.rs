@@ -74,6 +74,36 @@ async fn inbox_pack<S: Store>(
     visible(holder, id, pack)
 }
 
+/// Who downloads, and pack `id` as read for it
+/// ([`Packs::pack_for_download`](crate::store::Packs::pack_for_download)):
+/// the caller as the directory cache last saw it, and the pack read with
+/// the directory's version (a small pack's one chunk too) in one query; if
+/// the directory moved since, the caller is authenticated afresh (a token
+/// revoked meanwhile is refused). A caller the cache does not vouch for is
+/// authenticated before anything is read.
+async fn reader_and_pack<S: Store>(
+    app: &App<S>,
+    request: &Request<v1::DownloadRequest>,
+    id: PackId,
+) -> Result<(KeyHolder, Option<crate::store::ForDownload>), Status> {
+    let last_seen = auth::key_holder_as_last_seen(app, request).await?;
+    let fresh = match last_seen {
+        Some(_) => None,
+        None => Some(auth::key_holder(app, request).await?.0),
+    };
+    let read = app
+        .store
+        .pack_for_download(id)
+        .await
+        .map_err(store_status)?;
+    let holder = match (fresh, last_seen, &read) {
+        (Some(holder), _, _) => holder,
+        (None, Some((holder, seen)), Some(read)) if read.directory_version == seen => holder,
+        _ => auth::key_holder(app, request).await?.0,
+    };
+    Ok((holder, read))
+}
+
 /// [`Packs::confirm_download`](crate::store::Packs::confirm_download) of
 /// pack `id` by `holder`, who read ciphertext `sha256`.
 async fn confirm_as<S: Store>(
@@ -279,29 +309,8 @@ impl<S: Store> Exchange for Service<S> {
         request: Request<v1::DownloadRequest>,
     ) -> Result<Response<Self::DownloadStream>, Status> {
         let id = parse_pack_id("pack_id", &request.get_ref().pack_id)?;
-        // The caller as the directory cache last saw it, and the pack read
-        // with the directory's version (a small pack's one chunk too), in
-        // one query; if the directory moved since, the caller is
-        // authenticated afresh (a token revoked meanwhile is refused).
-        // A caller the cache does not vouch for is authenticated before
-        // anything is read.
-        let last_seen = auth::key_holder_as_last_seen(&self.app, &request).await?;
-        let fresh = match last_seen {
-            Some(_) => None,
-            None => Some(auth::key_holder(&self.app, &request).await?.0),
-        };
-        let read = self
-            .app
-            .store
-            .pack_for_download(id)
-            .await
-            .map_err(store_status)?;
-        let holder = match (fresh, last_seen, &read) {
-            (Some(holder), _, _) => holder,
-            (None, Some((holder, seen)), Some(read)) if read.directory_version == seen => holder,
-            _ => auth::key_holder(&self.app, &request).await?.0,
-        };
-        let (pack, mut first_chunk) = match read {
+        let (holder, read) = reader_and_pack(&self.app, &request, id).await?;
+        let (pack, first_chunk) = match read {
             Some(read) => (Some(read.pack), read.chunk),
             None => (None, None),
         };
@@ -316,7 +325,7 @@ impl<S: Store> Exchange for Service<S> {
         // A small pack read whole with its row: its two messages, no task.
         // The permit is held until the stream is done with.
         if pack.chunks == 1
-            && let Some(data) = first_chunk.take()
+            && let Some(data) = first_chunk
         {
             let parts = [DownPart::Header(header), DownPart::Chunk(data)];
             let stream = tokio_stream::iter(parts).map(move |part| {
@@ -341,10 +350,7 @@ impl<S: Store> Exchange for Service<S> {
                 return;
             }
             for idx in 0..pack.chunks {
-                let read = match first_chunk.take() {
-                    Some(data) => Ok(data),
-                    None => app.store.chunk(&pack.upload_id, idx).await,
-                };
+                let read = app.store.chunk(&pack.upload_id, idx).await;
                 // A pack of several chunks may be a ciphertext file, removed
                 // only after its row records the deletion: each chunk read
                 // is checked against the row again. A failed read, or a

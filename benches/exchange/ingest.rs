@@ -26,6 +26,35 @@ pub(crate) fn seal_pack(
     seal_manifest(from, to, recipients, &manifest, attachment)
 }
 
+/// `packs` real 20 KB packs (a record and a 19 KB attachment), sealed from
+/// `senders` to `receivers` (whose keys are `receiver_keys`) in turn: the
+/// ingest jobs, sealed before any clock starts.
+pub(crate) fn sealed_jobs(
+    senders: &[Arc<School>],
+    receivers: &[Arc<School>],
+    receiver_keys: &[Vec<SchoolKey>],
+    packs: usize,
+) -> Res<Vec<Job>> {
+    let attachment = random_bytes(19 * 1024);
+    let mut jobs = Vec::with_capacity(packs);
+    for i in 0..packs {
+        let (from, to) = (i % senders.len(), i % receivers.len());
+        let (header, ct) = seal_pack(
+            &senders[from],
+            receivers[to].laestab,
+            &receiver_keys[to],
+            i as u32,
+            &attachment,
+        )?;
+        jobs.push(Job {
+            sender: from,
+            header: v1::PackHeader::from(&header),
+            body: Body::Bytes(Arc::new(ct)),
+        });
+    }
+    Ok(jobs)
+}
+
 /// The manifest of a pack with one attachment, listed by size only: sealing
 /// hashes it as it seals (format 2), as `baton send` does.
 pub(crate) fn manifest_for(serial: u32, attachment: &[u8]) -> Manifest {

@@ -137,26 +137,14 @@ async fn backend(label: &str, daemon: &Daemon, packs: usize, clients: usize) -> 
     }
 
     // Real sealed 20 KB packs, sealed before the clock starts.
-    let attachment = random_bytes(19 * 1024);
-    let mut jobs = Vec::with_capacity(packs);
-    let mut blobs = Vec::with_capacity(packs);
-    for i in 0..packs {
-        let (from, to) = (i % s, i % r);
-        let (header, ct) = seal_pack(
-            &senders[from],
-            receivers[to].laestab,
-            &receiver_keys[to],
-            i as u32,
-            &attachment,
-        )?;
-        let ct = Arc::new(ct);
-        blobs.push(ct.clone());
-        jobs.push(Job {
-            sender: from,
-            header: v1::PackHeader::from(&header),
-            body: Body::Bytes(ct),
-        });
-    }
+    let jobs = sealed_jobs(&senders, &receivers, &receiver_keys, packs)?;
+    let blobs: Vec<Arc<Vec<u8>>> = jobs
+        .iter()
+        .filter_map(|j| match &j.body {
+            Body::Bytes(ct) => Some(ct.clone()),
+            Body::Generated { .. } => None,
+        })
+        .collect();
     let pack_bytes = blobs.first().map_or(0, |b| b.len());
     let transport_jobs = jobs.clone();
 

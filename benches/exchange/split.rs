@@ -68,23 +68,7 @@ pub(crate) async fn split_cores(
     packs: usize,
     clients: usize,
 ) -> Res<()> {
-    let attachment = random_bytes(19 * 1024);
-    let mut jobs = Vec::with_capacity(packs);
-    for i in 0..packs {
-        let (from, to) = (i % senders.len(), i % receivers.len());
-        let (header, ct) = seal_pack(
-            &senders[from],
-            receivers[to].laestab,
-            &receiver_keys[to],
-            i as u32,
-            &attachment,
-        )?;
-        jobs.push(Job {
-            sender: from,
-            header: v1::PackHeader::from(&header),
-            body: Body::Bytes(Arc::new(ct)),
-        });
-    }
+    let jobs = sealed_jobs(senders, receivers, receiver_keys, packs)?;
     let Some(pinned) = Pinned::new(daemon.pid()) else {
         return Ok(());
     };

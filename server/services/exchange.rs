@@ -393,13 +393,19 @@ impl<S: Store> Exchange for Service<S> {
         let confirmed = v1::ConfirmDownloadResponse {
             downloaded_at_ms: now,
         };
-        if let Some((holder, seen)) = auth::key_holder_as_last_seen(&self.app, &request).await?
-            && confirm_as(&self.app, id, &holder, sha256, Some(seen), now).await?
-        {
-            return Ok(Response::new(confirmed));
+        let mut tried_at = None;
+        if let Some((holder, seen)) = auth::key_holder_as_last_seen(&self.app, &request).await? {
+            if confirm_as(&self.app, id, &holder, sha256, Some(seen), now).await? {
+                return Ok(Response::new(confirmed));
+            }
+            tried_at = Some(seen);
         }
-        let (holder, _) = auth::key_holder(&self.app, &request).await?;
-        if confirm_as(&self.app, id, &holder, sha256, None, now).await? {
+        let (holder, directory) = auth::key_holder(&self.app, &request).await?;
+        // Tried already at the directory as it still is: the pack's state,
+        // not the directory, stood in the way; it is read below.
+        if tried_at != Some(directory.version())
+            && confirm_as(&self.app, id, &holder, sha256, None, now).await?
+        {
             return Ok(Response::new(confirmed));
         }
         let caller = holder.school;

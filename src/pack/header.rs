@@ -94,6 +94,17 @@ pub struct SignedHeader {
 }
 
 impl Header {
+    /// For a pack that forwards another ([`Header::forwarded`]): whether it
+    /// keeps the original's kind and leaving date, as a re-addressed pack
+    /// must. True for a pack that forwards none.
+    pub fn keeps_forwarded_original(&self) -> bool {
+        self.forwarded.as_ref().is_none_or(|f| {
+            let original = f.original.header();
+            original.kind == self.kind
+                && (original.left_on.is_none() || original.left_on == self.left_on)
+        })
+    }
+
     /// The canonical encoding that is signed. Signed bytes: the order and
     /// widths of the fields must never change within a format version.
     pub fn to_signed_bytes(&self) -> Vec<u8> {

@@ -354,6 +354,8 @@ try:
         driver.save_screenshot(shots + "/collected.png")
         driver.find_element(By.LINK_TEXT, "Schools").click()
         wait_for("Schools in your trust's directory")
+        wait_for("Served by")
+        wait_for("your trust")
         driver.save_screenshot(shots + "/schools.png")
         driver.find_element(By.LINK_TEXT, "8612001").click()
         wait_for("Read the fingerprint in groups of four")

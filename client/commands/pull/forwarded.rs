@@ -40,10 +40,7 @@ pub async fn author(
             header.from
         );
     }
-    if original.kind != header.kind
-        || (original.left_on.is_some() && original.left_on != header.left_on)
-        || original.format_version < 2
-    {
+    if !header.keeps_forwarded_original() || original.format_version < 2 {
         bail!(
             "forwarded by the escrow with another kind, leaving date or framing than {}'s original; not pulled",
             original.from

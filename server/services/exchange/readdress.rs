@@ -68,7 +68,7 @@ pub(super) async fn check_forwarding<S: Store>(
             original.pack_id
         )));
     }
-    if original.kind != h.kind || (original.left_on.is_some() && original.left_on != h.left_on) {
+    if !h.keeps_forwarded_original() {
         return Err(Status::invalid_argument(
             "field `header.forwarded`: a re-addressed pack keeps the original's kind and leaving date",
         ));

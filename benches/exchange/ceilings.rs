@@ -168,6 +168,12 @@ impl Exchange for Drain {
     ) -> Result<Response<v1::ConfirmDownloadResponse>, Status> {
         Err(Status::unimplemented("bench"))
     }
+    async fn confirm_downloads(
+        &self,
+        _: Request<v1::ConfirmDownloadsRequest>,
+    ) -> Result<Response<v1::ConfirmDownloadsResponse>, Status> {
+        Err(Status::unimplemented("bench"))
+    }
     async fn acknowledge(
         &self,
         _: Request<v1::AcknowledgeRequest>,

@@ -31,6 +31,42 @@ async fn acknowledge(
     Ok(())
 }
 
+/// Confirmations sent in one `ConfirmDownloads` call at most, as `baton
+/// pull` sends them.
+const CONFIRMS_PER_CALL: usize = 200;
+
+/// As `baton pull` tells the server: one task a receiver sends, in one
+/// `ConfirmDownloads` call, whatever confirmations gathered while its
+/// previous call was on the wire. Every one must be recorded.
+fn confirmer(
+    mut client: ExchangeClient<Channel>,
+    token: String,
+) -> (
+    tokio::sync::mpsc::UnboundedSender<v1::ConfirmDownloadRequest>,
+    tokio::task::JoinHandle<Res<()>>,
+) {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        while let Some(first) = rx.recv().await {
+            let mut packs = vec![first];
+            while packs.len() < CONFIRMS_PER_CALL
+                && let Ok(next) = rx.try_recv()
+            {
+                packs.push(next);
+            }
+            let answer = client
+                .confirm_downloads(with_token(&token, v1::ConfirmDownloadsRequest { packs }))
+                .await?
+                .into_inner();
+            if let Some(refused) = answer.outcomes.iter().find(|o| o.code != 0) {
+                return Err(format!("a confirmation was refused: {}", refused.message).into());
+            }
+        }
+        Ok(())
+    });
+    (tx, task)
+}
+
 /// Every receiver lists, downloads, opens and acknowledges all its packs.
 pub(crate) async fn deliver(
     url: &str,
@@ -84,8 +120,14 @@ pub(crate) async fn deliver(
     let receivers = Arc::new(receivers);
     let mut tasks = Vec::new();
     let chan = tls_channel(url, ca).await;
+    let (confirms, confirmers): (Vec<_>, Vec<_>) = receivers
+        .iter()
+        .map(|r| confirmer(exchange(&chan), r.token.clone()))
+        .unzip();
+    let confirms = Arc::new(confirms);
     for _ in 0..clients {
         let (queue, receivers, senders) = (queue.clone(), receivers.clone(), senders.clone());
+        let confirms = confirms.clone();
         let mut client = exchange(&chan);
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
@@ -127,15 +169,12 @@ pub(crate) async fn deliver(
                 .await??;
                 let h = signed.header();
                 // As `baton pull` does once the pack folder is written.
-                client
-                    .confirm_download(with_token(
-                        &school.token,
-                        v1::ConfirmDownloadRequest {
-                            pack_id: wire.pack_id.clone(),
-                            ciphertext_sha256: h.ciphertext_sha256.to_vec(),
-                        },
-                    ))
-                    .await?;
+                confirms[r]
+                    .send(v1::ConfirmDownloadRequest {
+                        pack_id: wire.pack_id.clone(),
+                        ciphertext_sha256: h.ciphertext_sha256.to_vec(),
+                    })
+                    .map_err(|_| "a confirmer stopped")?;
                 let receipt = school.identity.sign_receipt(Receipt {
                     pack_id: h.pack_id,
                     ciphertext_sha256: h.ciphertext_sha256,
@@ -162,6 +201,10 @@ pub(crate) async fn deliver(
     let mut latencies = Vec::new();
     for t in tasks {
         latencies.extend(t.await??);
+    }
+    drop(confirms);
+    for c in confirmers {
+        c.await??;
     }
     latencies.sort();
     Ok(Run {

@@ -14,7 +14,7 @@ use baton::api::v1;
 use baton::api::v1::download_response::Part as DownPart;
 use baton::api::v1::exchange_server::Exchange;
 use baton::keys::{KeyId, SchoolKey};
-use baton::pack::{Kind, PackId};
+use baton::pack::PackId;
 use prost::Message as _;
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
@@ -27,7 +27,7 @@ use crate::audit::Event;
 use crate::auth::{self, KeyHolder};
 use crate::cache::View;
 use crate::limits::Stream as LongCall;
-use crate::store::{PackStatus, Page, Store, StoredPack, now_ms};
+use crate::store::{PackStatus, Page, Store, StoredPack};
 
 /// The active key `key_id` of `school`, or `PermissionDenied` naming `field`.
 async fn active_key<S: Store>(
@@ -104,30 +104,6 @@ async fn reader_and_pack<S: Store>(
     Ok((holder, read))
 }
 
-/// [`Packs::confirm_download`](crate::store::Packs::confirm_download) of
-/// pack `id` by `holder`, who read ciphertext `sha256`.
-async fn confirm_as<S: Store>(
-    app: &App<S>,
-    id: PackId,
-    holder: &KeyHolder,
-    sha256: &[u8],
-    directory_version: Option<i64>,
-    now: i64,
-) -> Result<bool, Status> {
-    app.store
-        .confirm_download(
-            id,
-            &holder.school,
-            sha256,
-            holder.may_see(Kind::Safeguarding),
-            directory_version,
-            now,
-            Event::by_school(&holder.school, "pack.download", id),
-        )
-        .await
-        .map_err(store_status)
-}
-
 /// `pack` (pack `id` as read), if it is in `holder`'s inbox and of a kind
 /// its key may see, with its header; `NotFound` otherwise.
 fn visible(
@@ -151,6 +127,7 @@ pub use crate::store::CHUNK_BYTES;
 const PAGE_DEFAULT: u32 = 100;
 const PAGE_MAX: u32 = 1000;
 
+mod confirm;
 pub mod readdress;
 mod recall;
 pub(crate) mod receipts;
@@ -382,59 +359,14 @@ impl<S: Store> Exchange for Service<S> {
         &self,
         request: Request<v1::ConfirmDownloadRequest>,
     ) -> Result<Response<v1::ConfirmDownloadResponse>, Status> {
-        let id = parse_pack_id("pack_id", request.get_ref().pack_id.as_str())?;
-        // The busy path, in one write: a pending pack of the caller's, of
-        // a kind its key may see, with the ciphertext it read, the caller
-        // as the directory cache last saw it and the directory still
-        // there. Anything else is authenticated afresh, read and answered
-        // below.
-        let now = now_ms();
-        let sha256 = request.get_ref().ciphertext_sha256.as_slice();
-        let confirmed = v1::ConfirmDownloadResponse {
-            downloaded_at_ms: now,
-        };
-        let mut tried_at = None;
-        if let Some((holder, seen)) = auth::key_holder_as_last_seen(&self.app, &request).await? {
-            if confirm_as(&self.app, id, &holder, sha256, Some(seen), now).await? {
-                return Ok(Response::new(confirmed));
-            }
-            tried_at = Some(seen);
-        }
-        let (holder, directory) = auth::key_holder(&self.app, &request).await?;
-        // Tried already at the directory as it still is: the pack's state,
-        // not the directory, stood in the way; it is read below.
-        if tried_at != Some(directory.version())
-            && confirm_as(&self.app, id, &holder, sha256, None, now).await?
-        {
-            return Ok(Response::new(confirmed));
-        }
-        let caller = holder.school;
-        let req = request.into_inner();
-        let (pack, _) = inbox_pack(&self.app, &holder, id).await?;
-        if recall::closed_to_destination(&pack)
-            && let Some(why) = recall::gone(&pack, id)
-        {
-            return Err(Status::not_found(why));
-        }
-        if pack.ciphertext_sha256.as_slice() != req.ciphertext_sha256.as_slice() {
-            return Err(Status::invalid_argument(
-                "field `ciphertext_sha256`: does not match the stored pack",
-            ));
-        }
-        if let Some(at) = pack.downloaded_at_ms {
-            return Ok(Response::new(v1::ConfirmDownloadResponse {
-                downloaded_at_ms: at,
-            }));
-        }
-        let event = Event::by_school(&caller, "pack.download", id);
-        self.app
-            .store
-            .mark_downloaded(id, now, event)
-            .await
-            .map_err(store_status)?;
-        Ok(Response::new(v1::ConfirmDownloadResponse {
-            downloaded_at_ms: now,
-        }))
+        confirm::confirm_download(&self.app, request).await
+    }
+
+    async fn confirm_downloads(
+        &self,
+        request: Request<v1::ConfirmDownloadsRequest>,
+    ) -> Result<Response<v1::ConfirmDownloadsResponse>, Status> {
+        confirm::confirm_downloads(&self.app, request).await
     }
 
     async fn acknowledge(

@@ -21,6 +21,7 @@ enum Method {
     Inbox,
     Download,
     ConfirmDownload,
+    ConfirmDownloads,
     Acknowledge,
     AcknowledgeMany,
     Sent,
@@ -28,7 +29,7 @@ enum Method {
     Limits,
 }
 
-const ALL: [Method; 13] = [
+const ALL: [Method; 14] = [
     Method::ListSchools,
     Method::GetSchool,
     Method::AddKey,
@@ -37,6 +38,7 @@ const ALL: [Method; 13] = [
     Method::Inbox,
     Method::Download,
     Method::ConfirmDownload,
+    Method::ConfirmDownloads,
     Method::Acknowledge,
     Method::AcknowledgeMany,
     Method::Sent,
@@ -176,6 +178,28 @@ async fn call(
                 .confirm_download(with_token(token, req))
                 .await?;
         }
+        Method::ConfirmDownloads => {
+            // A confirmation refused within the call comes back as its error.
+            let req = v1::ConfirmDownloadsRequest {
+                packs: vec![v1::ConfirmDownloadRequest {
+                    pack_id: w.pack.pack_id.clone(),
+                    ciphertext_sha256: w.pack.ciphertext_sha256.clone(),
+                }],
+            };
+            let resp = caller
+                .exchange()
+                .confirm_downloads(with_token(token, req))
+                .await?
+                .into_inner();
+            assert_eq!(resp.outcomes.len(), 1);
+            let outcome = &resp.outcomes[0];
+            if outcome.code != 0 {
+                return Err(Status::new(
+                    Code::from_i32(outcome.code),
+                    outcome.message.clone(),
+                ));
+            }
+        }
         Method::Limits => {
             let limits = caller
                 .exchange()
@@ -264,6 +288,7 @@ fn natural(w: &World, method: Method) -> &School {
         Method::Inbox
         | Method::Download
         | Method::ConfirmDownload
+        | Method::ConfirmDownloads
         | Method::Acknowledge
         | Method::AcknowledgeMany
         | Method::Watch => &w.b,
@@ -323,6 +348,8 @@ async fn every_method_checks_the_caller(daemon: Daemon) {
         (Method::Download, &w.a, Code::NotFound),
         (Method::ConfirmDownload, &c, Code::NotFound),
         (Method::ConfirmDownload, &w.a, Code::NotFound),
+        (Method::ConfirmDownloads, &c, Code::NotFound),
+        (Method::ConfirmDownloads, &w.a, Code::NotFound),
         (Method::Acknowledge, &c, Code::NotFound),
         (Method::AcknowledgeMany, &c, Code::NotFound),
         (Method::Sent, &c, Code::NotFound),

@@ -56,8 +56,19 @@ async fn issue15_a_revoked_keys_token_is_shut_out_at_once(daemon: Daemon) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // Its next confirmation is refused (it answers from the cache only if
-    // the directory has not moved).
+    // Its next confirmations are refused (they answer from the cache only
+    // if the directory has not moved), many to a call or one.
+    let err = laptop
+        .exchange()
+        .confirm_downloads(laptop.req(v1::ConfirmDownloadsRequest {
+            packs: vec![v1::ConfirmDownloadRequest {
+                pack_id: waiting[0].pack_id.clone(),
+                ciphertext_sha256: waiting[0].ciphertext_sha256.clone(),
+            }],
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
     let err = laptop
         .exchange()
         .confirm_download(laptop.req(v1::ConfirmDownloadRequest {

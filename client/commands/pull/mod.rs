@@ -7,7 +7,7 @@
 //! of its pack id>`, a name no other pack shares and that never changes, so
 //! pulling the same pack again finds its folder and says so. The server
 //! hears that a pack was downloaded (`ConfirmDownload`) only once its folder
-//! is in place. `--ctf-dir` is in [`mis`].
+//! is in place ([`confirm`]). `--ctf-dir` is in [`mis`].
 
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -23,8 +23,7 @@ use serde::Serialize;
 use tokio::io::AsyncWriteExt as _;
 use v1::exchange_client::ExchangeClient;
 
-/// Packs downloaded ahead of the one being opened, and receipts or
-/// confirmations in flight at once.
+/// Packs downloaded ahead of the one being opened.
 pub(crate) const CONCURRENCY: usize = 4;
 
 use crate::commands::inbox::Waiting;
@@ -34,6 +33,7 @@ use crate::output::{json, now_ms, progress, time};
 use crate::packdir::Staging;
 use crate::pins::{Pins, refresh_once};
 
+mod confirm;
 mod forwarded;
 mod journal;
 mod mis;
@@ -213,7 +213,8 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
             );
         }
     }
-    let mut confirms = tokio::task::JoinSet::new();
+    let confirms = confirm::Confirmer::start(clients.exchange.clone());
+    let mut written = std::collections::HashSet::new();
     let mut outcomes = Vec::new();
     for (id, uploaded_at_ms) in ids {
         let key = id.to_string();
@@ -245,7 +246,7 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
             .filter(|p| holds(Path::new(&p.folder), id))
         {
             // A repeat pull: the folder already holds exactly this pack.
-            confirm(clients.exchange.clone(), id, &done.ciphertext_sha256).await;
+            confirms.tell(id, &done.ciphertext_sha256);
             say(format!("{id}: already pulled into {}", done.folder));
             outcomes.push(Outcome::of(id, done, "already-pulled"));
             bar.inc(1);
@@ -281,8 +282,8 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
                 }
                 // Only now, with the folder in place, is the pack downloaded
                 // (told while the next pack is opened).
-                let (exchange, sha) = (clients.exchange.clone(), record.ciphertext_sha256.clone());
-                confirms.spawn(async move { (id, confirm(exchange, id, &sha).await) });
+                confirms.tell(id, &record.ciphertext_sha256);
+                written.insert(id);
                 say(format!("{id} -> {}", record.folder));
                 if let Some(old) = &record.supersedes {
                     let before = pulled
@@ -313,8 +314,8 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
         }
         bar.inc(1);
     }
-    while let Some(told) = confirms.join_next().await {
-        if let Ok((id, false)) = told {
+    for id in confirms.finish().await {
+        if written.contains(&id) {
             bar.suspend(|| {
                 eprintln!(
                     "{id}: written, but the server could not be told; `baton pull {id}` again tells it"
@@ -363,20 +364,6 @@ impl Outcome {
             error: None,
         }
     }
-}
-
-/// Tells the server the pack was written; false if it could not be told.
-async fn confirm(mut exchange: ExchangeClient<Authed>, id: PackId, sha256_hex: &str) -> bool {
-    let Ok(sha) = hex::decode(sha256_hex) else {
-        return false;
-    };
-    exchange
-        .confirm_download(v1::ConfirmDownloadRequest {
-            pack_id: id.to_string(),
-            ciphertext_sha256: sha,
-        })
-        .await
-        .is_ok()
 }
 
 /// True when `folder` is a pulled pack folder holding pack `id`.

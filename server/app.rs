@@ -28,6 +28,10 @@ pub struct App<S> {
     pub max_pack_bytes: u64,
     /// Most ciphertext one school may have waiting (sent, not acknowledged).
     pub school_quota_bytes: u64,
+    /// What each school has waiting, for its quota.
+    pub school_waiting: crate::quota::Waiting<Laestab>,
+    /// What each peer's schools have waiting here, for the peer's quota.
+    pub peer_waiting: crate::quota::Waiting<String>,
     /// Cancelled when the daemon shuts down, to end long streams.
     pub shutdown: CancellationToken,
     /// Longest wait for the next message of an upload stream; a stalled
@@ -78,6 +82,8 @@ impl<S: Store> App<S> {
             directory: DirectoryCache::default(),
             max_pack_bytes: config.max_pack_bytes,
             school_quota_bytes: config.school_quota_bytes,
+            school_waiting: Default::default(),
+            peer_waiting: Default::default(),
             shutdown,
             upload_idle_timeout: Duration::from_secs(config.upload_idle_timeout_secs),
             redeem_attempts: Attempts::new(

@@ -20,6 +20,7 @@ mod limits;
 mod listener;
 mod metrics;
 mod notary;
+mod quota;
 mod retention;
 mod services;
 mod store;

@@ -206,12 +206,13 @@ pub async fn relay<S: Store>(
             h.pack_id
         )));
     }
-    let waiting = app
-        .store
-        .peer_outstanding_bytes(peer)
+    let read = app.store.peer_outstanding_bytes(peer);
+    if let Err(waiting) = app
+        .peer_waiting
+        .admit(&peer.to_string(), h.ciphertext_len, quota_bytes, read)
         .await
-        .map_err(store_status)?;
-    if waiting.saturating_add(h.ciphertext_len) > quota_bytes {
+        .map_err(store_status)?
+    {
         return Err(Status::resource_exhausted(format!(
             "{peer}'s schools already have {waiting} bytes waiting here for this trust's schools to collect, \
              and its quota is {quota_bytes} bytes: relay again once they have acknowledged earlier packs"

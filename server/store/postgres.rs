@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use sqlx::ConnectOptions as _;
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tokio::sync::broadcast;
@@ -49,7 +50,11 @@ impl std::fmt::Debug for Postgres {
 impl Postgres {
     /// Connects with at most `pool_size` connections and applies migrations.
     pub async fn open(url: &str, pool_size: u32) -> Result<Self> {
-        let options: PgConnectOptions = url.parse()?;
+        // Slow statements are still logged (warn, 1 s); every statement at
+        // debug level cost CPU in checks alone.
+        let options: PgConnectOptions = url
+            .parse::<PgConnectOptions>()?
+            .log_statements(log::LevelFilter::Off);
         let pool = PgPoolOptions::new()
             .max_connections(pool_size.max(1))
             .acquire_timeout(Duration::from_secs(30))

@@ -117,6 +117,18 @@ impl<S: Store> App<S> {
         }
     }
 
+    /// [`Self::checkpoint`] for an upload's answer: the head as read after
+    /// the latest group commit (which includes the upload), without
+    /// reading the store once a pack; read afresh if there is none.
+    pub async fn checkpoint_after_upload(&self) -> Option<baton::api::v1::AuditCheckpoint> {
+        match self.store.written_head() {
+            Some((entries, hash)) => Some(baton::api::v1::AuditCheckpoint::from(
+                &self.notary.sign_head(entries, hash),
+            )),
+            None => self.checkpoint().await,
+        }
+    }
+
     /// True without a directory key, or if it endorsed `key` for `school`.
     pub fn endorsed(&self, school: &Laestab, key: &SchoolKey) -> bool {
         self.directory_key

@@ -123,7 +123,7 @@ impl Notary {
     /// A checkpoint of the head `entries`, `head`: the one last signed if
     /// it names the same head (a true statement still, signed a moment
     /// earlier), else a new one.
-    fn sign_head(&self, entries: u64, head: [u8; 32]) -> Checkpoint {
+    pub fn sign_head(&self, entries: u64, head: [u8; 32]) -> Checkpoint {
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
         match &*last {
             Some(c) if c.entries == entries && c.head_sha256 == head => c.clone(),

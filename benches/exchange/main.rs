@@ -363,6 +363,8 @@ async fn backend(label: &str, daemon: &Daemon, packs: usize, clients: usize) -> 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
     let _ = rustls::crypto::ring::default_provider().install_default();
+    // The daemon at its default log level, as deployed.
+    let _ = common::DAEMON_LOG.set("info");
     let packs = env_usize("BATON_BENCH_PACKS", 2000);
     let clients = env_usize("BATON_BENCH_CLIENTS", 32);
     println!(

@@ -33,4 +33,9 @@ pub trait AuditLog: Send + Sync {
     fn audit_head(
         &self,
     ) -> impl std::future::Future<Output = Result<Option<(u64, [u8; 32])>>> + Send;
+
+    /// The head as read after this node's latest group commit of uploads,
+    /// without reading the store: it includes every upload answered so
+    /// far (`None` before the first, or when it could not be read).
+    fn written_head(&self) -> Option<(u64, [u8; 32])>;
 }

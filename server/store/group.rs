@@ -5,8 +5,8 @@
 //! uploads, and nothing is acknowledged before it is on stable storage.
 
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use baton::pack::SignedHeader;
 use tokio::sync::{mpsc, oneshot};
@@ -108,6 +108,37 @@ pub trait GroupWriter: Send + Sync + 'static {
 
     /// Called for each pack stored, after the commit and before its answer.
     fn stored(&self, _request: &CommitRequest, _at_ms: i64) {}
+
+    /// The audit log's head (entries, last hash), read after a group was
+    /// committed; `None` while the log is empty.
+    fn head(&self) -> impl Future<Output = Result<Option<(u64, [u8; 32])>>> + Send + '_;
+}
+
+/// The audit log's head as read after this node's latest group commit,
+/// which includes every pack that group stored: an upload's answer signs
+/// it instead of reading the head once a pack. It only moves forward.
+#[derive(Debug, Default)]
+pub struct WrittenHead(Mutex<Option<(u64, [u8; 32])>>);
+
+impl WrittenHead {
+    /// The head as last read, if it could be.
+    pub fn get(&self) -> Option<(u64, [u8; 32])> {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Moves to `head` unless the head already read is further on.
+    fn advance(&self, head: Option<(u64, [u8; 32])>) {
+        let mut kept = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if head.is_some_and(|(n, _)| kept.is_none_or(|(k, _)| n > k)) {
+            *kept = head;
+        }
+    }
+
+    /// Forgets the head (it could not be read after a commit), so answers
+    /// read it afresh until the next commit reads it.
+    fn forget(&self) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    }
 }
 
 /// The error a request gets when the committer task has stopped.
@@ -119,6 +150,7 @@ fn committer_gone() -> StoreError {
 #[derive(Debug, Clone)]
 pub struct Committer {
     queue: mpsc::Sender<CommitRequest>,
+    head: Arc<WrittenHead>,
 }
 
 impl Committer {
@@ -126,8 +158,16 @@ impl Committer {
     /// is dropped.
     pub fn start(writer: impl GroupWriter) -> Self {
         let (queue, requests) = mpsc::channel(MAX_GROUP);
-        tokio::spawn(run(Arc::new(writer), requests));
-        Self { queue }
+        let head = Arc::new(WrittenHead::default());
+        tokio::spawn(run(Arc::new(writer), requests, head.clone()));
+        Self { queue, head }
+    }
+
+    /// The audit log's head as read after the latest group commit (`None`
+    /// before the first, or if it could not be read): it includes every
+    /// pack whose commit has been answered.
+    pub fn written_head(&self) -> Option<(u64, [u8; 32])> {
+        self.head.get()
     }
 
     /// Queues one commit and waits for its outcome.
@@ -168,7 +208,11 @@ impl Committer {
 /// The committer loop. Each group is written in a task of its own, so a
 /// panic while writing one fails that group's uploads (their answers are
 /// dropped: "the group committer has stopped") and not every later one.
-async fn run<W: GroupWriter>(writer: Arc<W>, mut queue: mpsc::Receiver<CommitRequest>) {
+async fn run<W: GroupWriter>(
+    writer: Arc<W>,
+    mut queue: mpsc::Receiver<CommitRequest>,
+    head: Arc<WrittenHead>,
+) {
     while let Some(first) = queue.recv().await {
         let mut batch = Vec::with_capacity(MAX_GROUP);
         batch.push(first);
@@ -178,10 +222,21 @@ async fn run<W: GroupWriter>(writer: Arc<W>, mut queue: mpsc::Receiver<CommitReq
                 Err(_) => break,
             }
         }
-        let writer = writer.clone();
+        let (writer, head) = (writer.clone(), head.clone());
         let group = tokio::spawn(async move {
             let started = std::time::Instant::now();
             let outcomes = writer.write(&batch).await;
+            // Read before anyone is answered, so every answer's head
+            // includes its own pack.
+            if outcomes.is_ok() {
+                match writer.head().await {
+                    Ok(read) => head.advance(read),
+                    Err(error) => {
+                        tracing::warn!(%error, "could not read the audit log's head after a group commit");
+                        head.forget();
+                    }
+                }
+            }
             metrics::histogram!("baton_group_commit_packs").record(batch.len() as f64);
             metrics::histogram!("baton_group_commit_seconds")
                 .record(started.elapsed().as_secs_f64());
@@ -221,5 +276,24 @@ fn answer(
         }
         // The caller may have gone away; the pack is stored regardless.
         let _ = request.reply.send(outcome);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::WrittenHead;
+
+    #[test]
+    fn the_written_head_only_moves_forward() {
+        let head = WrittenHead::default();
+        assert_eq!(head.get(), None);
+        head.advance(Some((5, [5; 32])));
+        head.advance(Some((3, [3; 32])));
+        head.advance(None);
+        assert_eq!(head.get(), Some((5, [5; 32])));
+        head.advance(Some((6, [6; 32])));
+        assert_eq!(head.get(), Some((6, [6; 32])));
+        head.forget();
+        assert_eq!(head.get(), None);
     }
 }

@@ -185,6 +185,19 @@ pub fn roles_from_text(text: &str, what: &str) -> Result<Vec<Role>> {
         .collect()
 }
 
+/// The audit log's head from its last row `(seq, hash)`: how many entries
+/// it holds and that hash.
+pub fn head((seq, hash): (i64, Vec<u8>)) -> Result<(u64, [u8; 32])> {
+    let entries = u64::try_from(seq).map_err(|_| corrupt(format!("audit seq {seq}")))?;
+    let hash: [u8; 32] = hash
+        .try_into()
+        .map_err(|_| corrupt(format!("audit entry {seq}: hash length")))?;
+    Ok((entries, hash))
+}
+
+/// The query that reads the audit log's last row (its head).
+pub const HEAD_SQL: &str = "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1";
+
 /// The entry that follows the chain head `last` (`None`: the log is empty).
 /// The entries that follow `last` for `events`, in order.
 pub fn chain_entries(

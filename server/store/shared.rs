@@ -975,18 +975,14 @@ macro_rules! shared_store {
             }
 
             async fn audit_head(&self) -> Result<Option<(u64, [u8; 32])>> {
-                let row: Option<(i64, Vec<u8>)> =
-                    sqlx::query_as("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
-                        .fetch_optional(&self.pool)
-                        .await?;
-                row.map(|(seq, hash)| {
-                    let entries = u64::try_from(seq).map_err(|_| corrupt(format!("audit seq {seq}")))?;
-                    let hash: [u8; 32] = hash
-                        .try_into()
-                        .map_err(|_| corrupt(format!("audit entry {seq}: hash length")))?;
-                    Ok((entries, hash))
-                })
-                .transpose()
+                let row: Option<(i64, Vec<u8>)> = sqlx::query_as($crate::store::rows::HEAD_SQL)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.map($crate::store::rows::head).transpose()
+            }
+
+            fn written_head(&self) -> Option<(u64, [u8; 32])> {
+                self.committer.written_head()
             }
 
             async fn recent_audit(&self, limit: u32) -> Result<Vec<audit::Entry>> {

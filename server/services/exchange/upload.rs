@@ -545,7 +545,7 @@ impl<S: Store> Service<S> {
             pack_id: pack_id.to_string(),
             already_stored,
             uploaded_at_ms,
-            checkpoint: self.app.checkpoint().await,
+            checkpoint: self.app.checkpoint_after_upload().await,
         }))
     }
 }

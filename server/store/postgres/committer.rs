@@ -36,6 +36,13 @@ impl GroupWriter for Writer {
             }
         }
     }
+
+    async fn head(&self) -> Result<Option<(u64, [u8; 32])>> {
+        let row: Option<(i64, Vec<u8>)> = sqlx::query_as(crate::store::rows::HEAD_SQL)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(crate::store::rows::head).transpose()
+    }
 }
 
 /// The whole group in one transaction: tail chunks, staged chunks flipped,

@@ -78,6 +78,18 @@ impl GroupWriter for Writer {
         written
     }
 
+    async fn head(&self) -> Result<Option<(u64, [u8; 32])>> {
+        let mut slot = self.conn.lock().await;
+        let conn = match &mut *slot {
+            Some(conn) => conn,
+            empty => empty.insert(SqliteConnection::connect_with(&self.options).await?),
+        };
+        let row: Option<(i64, Vec<u8>)> = sqlx::query_as(crate::store::rows::HEAD_SQL)
+            .fetch_optional(&mut *conn)
+            .await?;
+        row.map(crate::store::rows::head).transpose()
+    }
+
     fn stored(&self, request: &CommitRequest, at_ms: i64) {
         // No subscriber is fine.
         let _ = self.arrivals.send(Arrival {

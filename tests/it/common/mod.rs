@@ -77,13 +77,20 @@ pub struct Daemon {
     _dir: tempfile::TempDir,
 }
 
+/// The daemons' log level (`BATON_LOG`): `debug` unless set, for tests
+/// whose failures are read from the log; the bench sets `info`, the
+/// daemon's default, so it measures the daemon as deployed (h2's frame
+/// by frame debug lines cost a tenth of its CPU).
+#[allow(dead_code)]
+pub static DAEMON_LOG: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+
 /// The `batond` binary under test.
 pub fn batond() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_batond"));
     cmd.env_remove("BATON_CONFIG")
         .env_remove("BATON_DATA_DIR")
         .env_remove("BATON_LISTEN")
-        .env("BATON_LOG", "debug");
+        .env("BATON_LOG", DAEMON_LOG.get().copied().unwrap_or("debug"));
     cmd
 }
 

@@ -116,7 +116,10 @@ pub trait GroupWriter: Send + Sync + 'static {
 
 /// The audit log's head as read after this node's latest group commit,
 /// which includes every pack that group stored: an upload's answer signs
-/// it instead of reading the head once a pack. It only moves forward.
+/// it instead of reading the head once a pack. Groups are written one at a
+/// time and the head read after each, so it is always the latest reading,
+/// never kept against the store: a log cut short behind the daemon's back
+/// shows in the next answer.
 #[derive(Debug, Default)]
 pub struct WrittenHead(Mutex<Option<(u64, [u8; 32])>>);
 
@@ -126,12 +129,9 @@ impl WrittenHead {
         *self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Moves to `head` unless the head already read is further on.
-    fn advance(&self, head: Option<(u64, [u8; 32])>) {
-        let mut kept = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if head.is_some_and(|(n, _)| kept.is_none_or(|(k, _)| n > k)) {
-            *kept = head;
-        }
+    /// The head as just read after a commit.
+    fn set(&self, head: Option<(u64, [u8; 32])>) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = head;
     }
 
     /// Forgets the head (it could not be read after a commit), so answers
@@ -230,7 +230,7 @@ async fn run<W: GroupWriter>(
             // includes its own pack.
             if outcomes.is_ok() {
                 match writer.head().await {
-                    Ok(read) => head.advance(read),
+                    Ok(read) => head.set(read),
                     Err(error) => {
                         tracing::warn!(%error, "could not read the audit log's head after a group commit");
                         head.forget();
@@ -284,15 +284,14 @@ mod tests {
     use super::WrittenHead;
 
     #[test]
-    fn the_written_head_only_moves_forward() {
+    fn the_written_head_is_the_latest_reading() {
         let head = WrittenHead::default();
         assert_eq!(head.get(), None);
-        head.advance(Some((5, [5; 32])));
-        head.advance(Some((3, [3; 32])));
-        head.advance(None);
+        head.set(Some((5, [5; 32])));
         assert_eq!(head.get(), Some((5, [5; 32])));
-        head.advance(Some((6, [6; 32])));
-        assert_eq!(head.get(), Some((6, [6; 32])));
+        // A log cut short behind the daemon's back is not hidden.
+        head.set(Some((3, [3; 32])));
+        assert_eq!(head.get(), Some((3, [3; 32])));
         head.forget();
         assert_eq!(head.get(), None);
     }

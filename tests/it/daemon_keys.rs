@@ -381,6 +381,17 @@ async fn issue15_every_exchange_call_is_checked_per_key(daemon: Daemon) {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    // Many to a call: the child-protection file refused alone.
+    let answer = staff
+        .exchange()
+        .confirm_downloads(staff.req(v1::ConfirmDownloadsRequest {
+            packs: vec![confirm(&s1), confirm(&t1)],
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let codes: Vec<i32> = answer.outcomes.iter().map(|o| o.code).collect();
+    assert_eq!(codes, [Code::NotFound as i32, 0], "{answer:?}");
     dsl.exchange()
         .confirm_download(dsl.req(confirm(&s1)))
         .await

@@ -6,7 +6,7 @@
 //! A further pack for the same pupil goes to `<UPN>-<the last 12 hex digits
 //! of its pack id>`, a name no other pack shares and that never changes, so
 //! pulling the same pack again finds its folder and says so. The server
-//! hears that a pack was downloaded (`ConfirmDownload`) only once its folder
+//! hears that a pack was downloaded (`ConfirmDownloads`) only once its folder
 //! is in place ([`confirm`]). `--ctf-dir` is in [`mis`].
 
 use std::collections::HashMap;

@@ -253,6 +253,26 @@ async fn issue22_many_download_confirmations_in_one_call_are_each_answered_alone
     assert_eq!(answer.outcomes[0].code, Code::NotFound as i32);
     assert_eq!(answer.outcomes[1].code, 0);
 
+    // A call that would write nothing still needs a caller: no packs, or
+    // only malformed ids, with a token that is not one.
+    for packs in [
+        Vec::new(),
+        vec![v1::ConfirmDownloadRequest {
+            pack_id: "not-a-pack".into(),
+            ciphertext_sha256: vec![0; 32],
+        }],
+    ] {
+        let err = b
+            .exchange()
+            .confirm_downloads(crate::common::with_token(
+                "bt_0000000000000000000000000000000000000000000000000000000000000000",
+                v1::ConfirmDownloadsRequest { packs },
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+    }
+
     // Too many in one call: refused whole, naming the field.
     let too_many = vec![confirm(&for_b[1]); 501];
     let err = b

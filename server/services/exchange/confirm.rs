@@ -113,11 +113,15 @@ async fn confirm_each<S: Store, T>(
     // The busy path: the caller as the cache last saw it, each write
     // standing only if the directory is still at that version.
     let mut tried_at = None;
+    let mut written = 0;
     if let Some((holder, seen)) = auth::key_holder_as_last_seen(app, request).await? {
-        settle(app, &holder, asked, &mut answers, Some(seen), now).await;
+        written = settle(app, &holder, asked, &mut answers, Some(seen), now).await;
         tried_at = Some(seen);
     }
-    if answers.iter().any(Option::is_none) {
+    // Only a write at the version the cache saw vouches for the caller: a
+    // call that wrote nothing (no packs, only malformed ids, none pending)
+    // is authenticated afresh like any other.
+    if written == 0 || answers.iter().any(Option::is_none) {
         let (holder, directory) = auth::key_holder(app, request).await?;
         // Tried already at the directory as it still is: the packs' state,
         // not the directory, stood in the way; they are read below.
@@ -147,7 +151,8 @@ async fn confirm_each<S: Store, T>(
 /// The busy path for every confirmation not yet answered, all at once:
 /// [`Packs::confirm_download`](crate::store::Packs::confirm_download) of
 /// each by `holder` (at `directory_version`, if given); one that applied
-/// is answered `now`, one that did not is left for the next step.
+/// is answered `now`, one that did not is left for the next step. How
+/// many applied.
 async fn settle<S: Store>(
     app: &App<S>,
     holder: &KeyHolder,
@@ -155,7 +160,7 @@ async fn settle<S: Store>(
     answers: &mut [Answer],
     directory_version: Option<i64>,
     now: i64,
-) {
+) -> usize {
     let mut tries = Vec::new();
     for ((id, sha256), answer) in asked.iter().zip(answers.iter_mut()) {
         let (Ok(id), None) = (id, &answer) else {
@@ -177,13 +182,23 @@ async fn settle<S: Store>(
                 .await
                 .map_err(store_status);
             match written {
-                Ok(true) => *answer = Some(Ok(now)),
-                Ok(false) => {}
-                Err(e) => *answer = Some(Err(e)),
+                Ok(true) => {
+                    *answer = Some(Ok(now));
+                    true
+                }
+                Ok(false) => false,
+                Err(e) => {
+                    *answer = Some(Err(e));
+                    false
+                }
             }
         });
     }
-    futures_util::future::join_all(tries).await;
+    futures_util::future::join_all(tries)
+        .await
+        .into_iter()
+        .filter(|&applied| applied)
+        .count()
 }
 
 /// A confirmation the busy path did not record: pack `id` read for

@@ -192,13 +192,7 @@ async fn call(
                 .await?
                 .into_inner();
             assert_eq!(resp.outcomes.len(), 1);
-            let outcome = &resp.outcomes[0];
-            if outcome.code != 0 {
-                return Err(Status::new(
-                    Code::from_i32(outcome.code),
-                    outcome.message.clone(),
-                ));
-            }
+            refused(resp.outcomes[0].code, &resp.outcomes[0].message)?;
         }
         Method::Limits => {
             let limits = caller
@@ -228,13 +222,7 @@ async fn call(
                 .await?
                 .into_inner();
             assert_eq!(resp.outcomes.len(), 1);
-            let outcome = &resp.outcomes[0];
-            if outcome.code != 0 {
-                return Err(Status::new(
-                    Code::from_i32(outcome.code),
-                    outcome.message.clone(),
-                ));
-            }
+            refused(resp.outcomes[0].code, &resp.outcomes[0].message)?;
         }
         Method::Sent => {
             let resp = caller
@@ -280,6 +268,14 @@ async fn call(
         }
     }
     Ok(())
+}
+
+/// One answer within a many-to-a-call answer, as the one-pack call's error.
+fn refused(code: i32, message: &str) -> Result<(), Status> {
+    match code {
+        0 => Ok(()),
+        code => Err(Status::new(Code::from_i32(code), message)),
+    }
 }
 
 /// The school that naturally makes each call in the success case.

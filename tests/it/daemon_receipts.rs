@@ -10,26 +10,44 @@ use baton::api::v1;
 use baton::pack::Receipt;
 use tonic::Code;
 
-use crate::common::{Daemon, ciphertext};
+use crate::common::{Daemon, School, ciphertext};
 
-#[tokio::test]
-async fn issue22_many_receipts_in_one_call_are_each_answered_alone() {
+/// A daemon where school a has sent `to_b` packs to b and one to c.
+async fn sent_to_b_and_c(
+    to_b: usize,
+) -> (
+    Daemon,
+    School,
+    School,
+    School,
+    Vec<v1::PackHeader>,
+    v1::PackHeader,
+) {
     let daemon = Daemon::start(&[]).await;
     let a = daemon.enrol("8612001").await;
     let b = daemon.enrol("8614001").await;
     let c = daemon.enrol("8614002").await;
-    let to_b = a.keys_of(&b.laestab).await;
-    let to_c = a.keys_of(&c.laestab).await;
+    let send = |to: &School| {
+        let (a, to) = (&a, to.laestab);
+        async move {
+            let keys = a.keys_of(&to).await;
+            let data = ciphertext(3000);
+            let header = v1::PackHeader::from(&a.header_for(&to, &keys, &data));
+            a.upload(&header, &data, 4096).await.unwrap();
+            header
+        }
+    };
     let mut for_b = Vec::new();
-    for _ in 0..4 {
-        let data = ciphertext(3000);
-        let header = v1::PackHeader::from(&a.header_for(&b.laestab, &to_b, &data));
-        a.upload(&header, &data, 4096).await.unwrap();
-        for_b.push(header);
+    for _ in 0..to_b {
+        for_b.push(send(&b).await);
     }
-    let data = ciphertext(3000);
-    let for_c = v1::PackHeader::from(&a.header_for(&c.laestab, &to_c, &data));
-    a.upload(&for_c, &data, 4096).await.unwrap();
+    let for_c = send(&c).await;
+    (daemon, a, b, c, for_b, for_c)
+}
+
+#[tokio::test]
+async fn issue22_many_receipts_in_one_call_are_each_answered_alone() {
+    let (daemon, a, b, c, for_b, for_c) = sent_to_b_and_c(4).await;
 
     // Pack 1 acknowledged before with another receipt (another time).
     let earlier = b
@@ -136,22 +154,7 @@ async fn issue22_many_receipts_in_one_call_are_each_answered_alone() {
 
 #[tokio::test]
 async fn issue22_many_download_confirmations_in_one_call_are_each_answered_alone() {
-    let daemon = Daemon::start(&[]).await;
-    let a = daemon.enrol("8612001").await;
-    let b = daemon.enrol("8614001").await;
-    let c = daemon.enrol("8614002").await;
-    let to_b = a.keys_of(&b.laestab).await;
-    let to_c = a.keys_of(&c.laestab).await;
-    let mut for_b = Vec::new();
-    for _ in 0..3 {
-        let data = ciphertext(3000);
-        let header = v1::PackHeader::from(&a.header_for(&b.laestab, &to_b, &data));
-        a.upload(&header, &data, 4096).await.unwrap();
-        for_b.push(header);
-    }
-    let data = ciphertext(3000);
-    let for_c = v1::PackHeader::from(&a.header_for(&c.laestab, &to_c, &data));
-    a.upload(&for_c, &data, 4096).await.unwrap();
+    let (daemon, a, b, c, for_b, for_c) = sent_to_b_and_c(3).await;
 
     let confirm = |h: &v1::PackHeader| v1::ConfirmDownloadRequest {
         pack_id: h.pack_id.clone(),

@@ -47,7 +47,7 @@ async fn sent_to_b_and_c(
 
 #[tokio::test]
 async fn issue22_many_receipts_in_one_call_are_each_answered_alone() {
-    let (daemon, a, b, c, for_b, for_c) = sent_to_b_and_c(4).await;
+    let (_daemon, a, b, _c, for_b, for_c) = sent_to_b_and_c(4).await;
 
     // Pack 1 acknowledged before with another receipt (another time).
     let earlier = b

@@ -24,6 +24,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
+        // Ciphertext chunks as `Bytes`: decoded without a copy (a slice of
+        // the message buffer), so an upload in flight holds one chunk, not
+        // two, and a download's chunk is sent as it was read.
+        .bytes(".baton.v1.UploadRequest.chunk")
+        .bytes(".baton.v1.DownloadResponse.chunk")
+        .bytes(".baton.v1.RelayMessage.chunk")
         .compile_fds(fds)?;
     Ok(())
 }

@@ -193,7 +193,7 @@ pub(crate) fn messages(job: &Job) -> impl Iterator<Item = v1::UploadRequest> + S
 
 pub(crate) fn chunk_message(c: Vec<u8>) -> v1::UploadRequest {
     v1::UploadRequest {
-        part: Some(v1::upload_request::Part::Chunk(c)),
+        part: Some(v1::upload_request::Part::Chunk(c.into())),
     }
 }
 

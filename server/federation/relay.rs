@@ -183,7 +183,7 @@ async fn relay_one<S: Store>(
             match app.store.chunk(&upload_id, idx).await {
                 Ok(data) => Some((
                     v1::RelayMessage {
-                        part: Some(v1::relay_message::Part::Chunk(data)),
+                        part: Some(v1::relay_message::Part::Chunk(data.into())),
                     },
                     idx + 1,
                 )),

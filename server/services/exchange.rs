@@ -304,7 +304,7 @@ impl<S: Store> Exchange for Service<S> {
         if pack.chunks == 1
             && let Some(data) = first_chunk
         {
-            let parts = [DownPart::Header(header), DownPart::Chunk(data)];
+            let parts = [DownPart::Header(header), DownPart::Chunk(data.into())];
             let stream = tokio_stream::iter(parts).map(move |part| {
                 let _held = &permit;
                 Ok(v1::DownloadResponse { part: Some(part) })
@@ -342,7 +342,7 @@ impl<S: Store> Exchange for Service<S> {
                     // Recalled or purged while it streamed: say so.
                     (_, Some(status)) => Err(status),
                     (Ok(data), None) => Ok(v1::DownloadResponse {
-                        part: Some(DownPart::Chunk(data)),
+                        part: Some(DownPart::Chunk(data.into())),
                     }),
                     (Err(e), None) => Err(store_status(e)),
                 };

@@ -156,7 +156,7 @@ impl PackFiles {
 
     /// Appends chunk `idx` of an upload to its staging file (chunks come in
     /// order, each but the last [`CHUNK_BYTES`] long).
-    pub async fn stage(&self, upload_id: &str, idx: i64, data: Vec<u8>) -> Result<()> {
+    pub async fn stage(&self, upload_id: &str, idx: i64, data: bytes::Bytes) -> Result<()> {
         let path = self.staged(checked(upload_id)?);
         let offset = u64::try_from(idx).unwrap_or(u64::MAX) * CHUNK_BYTES as u64;
         blocking(move || {
@@ -438,9 +438,9 @@ mod tests {
         let files = PackFiles::beside(&dir.path().join("baton.db")).unwrap();
         let id = "00ff";
         let big = vec![7u8; CHUNK_BYTES];
-        files.stage(id, 0, big.clone()).await.unwrap();
+        files.stage(id, 0, big.clone().into()).await.unwrap();
         // Out of order is refused.
-        assert!(files.stage(id, 2, big.clone()).await.is_err());
+        assert!(files.stage(id, 2, big.clone().into()).await.is_err());
         assert_eq!(files.read(id, 0).await.unwrap(), None, "not visible staged");
         let chunks = files.seal(id, vec![(1, vec![9u8; 10])]).await.unwrap();
         let sealed = Sealed::InFile {
@@ -459,7 +459,7 @@ mod tests {
         assert_eq!(files.seal(id, Vec::new()).await.unwrap(), sealed);
         assert!(files.seal("staging", Vec::new()).await.is_err());
         // A tail after a partial chunk would misplace every later chunk.
-        files.stage("0b", 0, [1, 2, 3].to_vec()).await.unwrap();
+        files.stage("0b", 0, vec![1, 2, 3].into()).await.unwrap();
         assert!(files.seal("0b", vec![(1, vec![4])]).await.is_err());
         files.remove("0b").await.unwrap();
         let small = vec![(0, vec![1u8; 5])];
@@ -470,7 +470,7 @@ mod tests {
         );
         assert!(files.seal("../x", Vec::new()).await.is_err());
 
-        files.stage("0a", 0, [1, 2, 3].to_vec()).await.unwrap();
+        files.stage("0a", 0, vec![1, 2, 3].into()).await.unwrap();
         assert_eq!(files.clear_staging().await.unwrap(), 1);
         assert_eq!(files.held_ids().await.unwrap(), vec![id.to_string()]);
         files.remove(id).await.unwrap();
@@ -481,7 +481,7 @@ mod tests {
     async fn a_backup_holding_the_lock_defers_removal() {
         let dir = tempfile::tempdir().unwrap();
         let files = PackFiles::beside(&dir.path().join("baton.db")).unwrap();
-        files.stage("01", 0, [5u8; 100].to_vec()).await.unwrap();
+        files.stage("01", 0, vec![5u8; 100].into()).await.unwrap();
         files.seal("01", Vec::new()).await.unwrap();
         let held = lock_file(&files.dir).unwrap();
         held.lock().unwrap();

@@ -255,7 +255,7 @@ pub trait Packs: Send + Sync {
         &self,
         upload_id: &str,
         idx: i64,
-        data: Vec<u8>,
+        data: bytes::Bytes,
     ) -> impl Future<Output = Result<()>> + Send;
 
     /// Drops every chunk of an upload that will not be committed.

@@ -677,7 +677,7 @@ macro_rules! shared_store {
                 .transpose()
             }
 
-            async fn stage_chunk(&self, upload_id: &str, idx: i64, data: Vec<u8>) -> Result<()> {
+            async fn stage_chunk(&self, upload_id: &str, idx: i64, data: bytes::Bytes) -> Result<()> {
                 if let Some(files) = &self.files {
                     return files.stage(upload_id, idx, data).await;
                 }
@@ -689,7 +689,7 @@ macro_rules! shared_store {
                 .bind(upload_id)
                 .bind(idx)
                 .bind($crate::store::now_ms())
-                .bind(data)
+                .bind(data.as_ref())
                 .execute(&mut *tx)
                 .await?;
                 tx.commit().await?;

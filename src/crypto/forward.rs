@@ -73,7 +73,7 @@ pub fn header_len(file: &[u8]) -> Result<usize, ForwardError> {
 
 /// An age identity that remembers the file key it unwraps.
 struct Capture<'a> {
-    inner: &'a age::x25519::Identity,
+    inner: &'a super::x25519::Unwrapper,
     file_key: Cell<Option<[u8; 16]>>,
 }
 

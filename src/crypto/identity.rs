@@ -11,6 +11,7 @@ use ed25519_dalek::{Signer as _, SigningKey};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroize;
 
+use super::x25519::Unwrapper;
 use crate::keys::{KeyId, PublicKey};
 use crate::pack::{Header, PackError, Recall, Receipt, SignedHeader, SignedRecall, SignedReceipt};
 
@@ -29,6 +30,9 @@ pub struct Identity {
     public: PublicKey,
     /// Its key id, hashed once.
     key_id: KeyId,
+    /// The age identity as packs are opened with it (its public key
+    /// derived once, not for every stanza).
+    unwrapper: Unwrapper,
 }
 
 /// Problems reading or protecting an identity file. Messages never contain
@@ -60,6 +64,7 @@ impl Identity {
     }
 
     fn from_age(age: age::x25519::Identity) -> Self {
+        let unwrapper = Unwrapper::new(&age);
         let secret = age.to_string();
         let mut seed: [u8; 32] = Sha256::new()
             .chain_update(SIGNING_CONTEXT)
@@ -75,6 +80,7 @@ impl Identity {
             signing,
             public,
             key_id,
+            unwrapper,
         }
     }
 
@@ -212,8 +218,9 @@ impl Identity {
         SignedRecall::from_parts(recall, signature)
     }
 
-    pub(super) fn age_identity(&self) -> &age::x25519::Identity {
-        &self.age
+    /// The age identity that opens packs sealed to this key.
+    pub(super) fn age_identity(&self) -> &Unwrapper {
+        &self.unwrapper
     }
 }
 

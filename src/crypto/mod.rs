@@ -19,6 +19,7 @@ pub mod forward;
 mod identity;
 mod open;
 mod seal;
+mod x25519;
 
 pub use identity::{Identity, IdentityError};
 pub use open::{MemorySink, OpenError, Sink, open};

@@ -46,7 +46,7 @@ pub(crate) async fn relay(
             part: Some(Part::Header(header)),
         },
         RelayMessage {
-            part: Some(Part::Chunk(ciphertext.to_vec())),
+            part: Some(Part::Chunk(ciphertext.to_vec().into())),
         },
     ];
     client

@@ -152,7 +152,7 @@ async fn retries_conflicts_and_refusals() {
     // Chunk before header; header twice.
     use v1::upload_request::Part;
     let msgs = vec![v1::UploadRequest {
-        part: Some(Part::Chunk(data.clone())),
+        part: Some(Part::Chunk(data.clone().into())),
     }];
     let err = a
         .exchange()

@@ -347,7 +347,7 @@ pub(crate) async fn upload(
             }
             buf.truncate(filled);
             let chunk = v1::UploadRequest {
-                part: Some(v1::upload_request::Part::Chunk(buf)),
+                part: Some(v1::upload_request::Part::Chunk(buf.into())),
             };
             if tx.send(chunk).await.is_err() {
                 return Ok(());

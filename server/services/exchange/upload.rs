@@ -33,8 +33,8 @@ const MAX_RECHECKS: usize = 4;
 pub(crate) enum Part {
     /// The signed header (boxed: it comes once, the chunks many times).
     Header(Box<v1::PackHeader>),
-    /// The next piece of ciphertext.
-    Chunk(Vec<u8>),
+    /// The next piece of ciphertext (a slice of the message as decoded).
+    Chunk(bytes::Bytes),
     /// A message with neither.
     Empty,
 }
@@ -563,9 +563,9 @@ pub(crate) async fn receive<S: Store>(
     let mut hasher = Sha256::new();
     let mut total: u64 = 0;
     let mut idx: i64 = 0;
-    let mut buf: Vec<u8> = Vec::with_capacity(
-        usize::try_from(h.ciphertext_len).map_or(CHUNK_BYTES, |n| n.min(CHUNK_BYTES)),
-    );
+    // Allocated only if a message is not exactly a chunk: an upload whose
+    // messages are (as `baton send` sends them) holds no buffer of its own.
+    let mut buf: Vec<u8> = Vec::new();
     let started = Instant::now();
     while let Some(msg) = next_message(
         &mut stream,
@@ -614,13 +614,19 @@ pub(crate) async fn receive<S: Store>(
         }
         let mut rest: &[u8] = &data;
         while !rest.is_empty() {
+            if buf.capacity() == 0 {
+                let left = h.ciphertext_len.saturating_sub(total - rest.len() as u64);
+                buf.reserve_exact(
+                    usize::try_from(left).map_or(CHUNK_BYTES, |n| n.min(CHUNK_BYTES)),
+                );
+            }
             let take = (CHUNK_BYTES - buf.len()).min(rest.len());
             buf.extend_from_slice(&rest[..take]);
             rest = &rest[take..];
             if buf.len() == CHUNK_BYTES {
-                let full = std::mem::replace(&mut buf, Vec::with_capacity(CHUNK_BYTES));
+                let full = std::mem::take(&mut buf);
                 app.store
-                    .stage_chunk(upload_id, idx, full)
+                    .stage_chunk(upload_id, idx, full.into())
                     .await
                     .map_err(store_status)?;
                 idx += 1;

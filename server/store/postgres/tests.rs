@@ -37,9 +37,18 @@ async fn only_stale_staged_chunks_are_cleaned() {
     let Some((store, _db)) = open().await else {
         return;
     };
-    store.stage_chunk("old", 0, b"ab".to_vec()).await.unwrap();
-    store.stage_chunk("old", 1, b"cd".to_vec()).await.unwrap();
-    store.stage_chunk("live", 0, b"ef".to_vec()).await.unwrap();
+    store
+        .stage_chunk("old", 0, bytes::Bytes::from_static(b"ab"))
+        .await
+        .unwrap();
+    store
+        .stage_chunk("old", 1, bytes::Bytes::from_static(b"cd"))
+        .await
+        .unwrap();
+    store
+        .stage_chunk("live", 0, bytes::Bytes::from_static(b"ef"))
+        .await
+        .unwrap();
     let long_ago = super::super::now_ms() - super::events::STALE_UPLOAD.as_millis() as i64 - 1000;
     sqlx::query("UPDATE pack_chunks SET staged_at_ms = $1 WHERE upload_id = 'old'")
         .bind(long_ago)
@@ -62,7 +71,10 @@ async fn a_commit_missing_a_chunk_is_refused() {
     let id = PackId::new();
     let (a, b) = (conformance::school_id(1), conformance::school_id(2));
     let h = conformance::header(id, a, b, 1, 4);
-    store.stage_chunk("u", 0, b"ab".to_vec()).await.unwrap();
+    store
+        .stage_chunk("u", 0, bytes::Bytes::from_static(b"ab"))
+        .await
+        .unwrap();
     let refused = store
         .commit_upload("u", &h, b"h", vec![], 1, event(), None, None)
         .await;
@@ -93,7 +105,9 @@ async fn two_nodes_share_one_chain_and_hear_each_other() {
         tasks.push(tokio::spawn(async move {
             let id = PackId::new();
             let upload = format!("u{i}");
-            node.stage_chunk(&upload, 0, b"abc".to_vec()).await.unwrap();
+            node.stage_chunk(&upload, 0, bytes::Bytes::from_static(b"abc"))
+                .await
+                .unwrap();
             let h = conformance::header(id, a, b, i, 3);
             let done = node
                 .commit_upload(&upload, &h, &[i], vec![], i64::from(i), event(), None, None)

@@ -26,11 +26,11 @@ fn event() -> audit::Event {
 async fn staging_is_cleaned_and_finished_uploads_leave_no_staged_chunks() {
     let (store, _dir) = open().await.unwrap();
     store
-        .stage_chunk("u1", 0, conformance::full(b"ab"))
+        .stage_chunk("u1", 0, conformance::full(b"ab").into())
         .await
         .unwrap();
     store
-        .stage_chunk("u1", 1, conformance::full(b"cd"))
+        .stage_chunk("u1", 1, conformance::full(b"cd").into())
         .await
         .unwrap();
     assert_eq!(store.clean_staging().await.unwrap(), 2);
@@ -38,12 +38,18 @@ async fn staging_is_cleaned_and_finished_uploads_leave_no_staged_chunks() {
     let id = PackId::new();
     let (a, b) = (conformance::school_id(1), conformance::school_id(2));
     let h = conformance::header(id, a, b, 1, 2);
-    store.stage_chunk("u2", 0, b"ab".to_vec()).await.unwrap();
+    store
+        .stage_chunk("u2", 0, bytes::Bytes::from_static(b"ab"))
+        .await
+        .unwrap();
     store
         .commit_upload("u2", &h, b"h", vec![], 1, event(), None, None)
         .await
         .unwrap();
-    store.stage_chunk("u3", 0, b"ab".to_vec()).await.unwrap();
+    store
+        .stage_chunk("u3", 0, bytes::Bytes::from_static(b"ab"))
+        .await
+        .unwrap();
     store
         .commit_upload("u3", &h, b"h", vec![], 2, event(), None, None)
         .await
@@ -70,7 +76,7 @@ async fn concurrent_commits_are_grouped_all_visible_and_the_audit_chain_verifies
         tasks.push(tokio::spawn(async move {
             let upload = format!("u{i}");
             store
-                .stage_chunk(&upload, 0, conformance::full(b"staged"))
+                .stage_chunk(&upload, 0, conformance::full(b"staged").into())
                 .await
                 .unwrap();
             let (id, header_bytes) = if i >= N - 2 {

@@ -588,7 +588,7 @@ pub fn upload_messages(
         part: Some(Part::Header(header.clone())),
     }];
     msgs.extend(ciphertext.chunks(chunk).map(|c| v1::UploadRequest {
-        part: Some(Part::Chunk(c.to_vec())),
+        part: Some(Part::Chunk(prost::bytes::Bytes::copy_from_slice(c))),
     }));
     msgs
 }

@@ -56,6 +56,12 @@ impl Sqlite {
             // Deleted content (purged or recalled ciphertext) is overwritten
             // with zeros, not left in free pages.
             .pragma("secure_delete", "ON")
+            // Statement journals (multi-row statements inside a
+            // transaction), temporary tables and sorts in memory, not in
+            // temporary files: ingest was 5–13 % slower without it in five
+            // alternating pairs of runs (BENCHMARKS.md, round 6). Nothing
+            // the daemon runs sorts more than an index's keys.
+            .pragma("temp_store", "MEMORY")
             // Every statement at debug level cost ~3 % of the daemon's CPU
             // in checks alone; slow ones are still logged (warn, 1 s).
             .log_statements(log::LevelFilter::Off);

@@ -194,3 +194,18 @@ async fn tokens_from_before_keys_are_bound_to_the_schools_first_key() {
     let store = Sqlite::open(&path).await.unwrap();
     conformance::tokens_without_keys_are_bound_to_the_first_key(&store).await;
 }
+
+#[tokio::test]
+async fn connections_zero_deleted_content_and_keep_temporary_storage_in_memory() {
+    let (store, _dir) = open().await.unwrap();
+    for _ in 0..3 {
+        let (secure, temp): (i64, i64) = sqlx::query_as(
+            "SELECT secure_delete, temp_store FROM pragma_secure_delete, pragma_temp_store",
+        )
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+        // secure_delete ON; temp_store 2 is MEMORY.
+        assert_eq!((secure, temp), (1, 2));
+    }
+}

@@ -60,10 +60,15 @@ pub fn key(n: u8) -> SchoolKey {
 
 /// A staged chunk as the service stages them: [`CHUNK_BYTES`](super::CHUNK_BYTES)
 /// long (every chunk of an upload but its last), starting with `tag`.
-pub fn full(tag: &[u8]) -> Vec<u8> {
+pub fn full(tag: &[u8]) -> bytes::Bytes {
     let mut chunk = tag.to_vec();
     chunk.resize(super::CHUNK_BYTES, b'.');
-    chunk
+    chunk.into()
+}
+
+/// A short staged chunk (an upload's last) holding `data`.
+pub fn last(data: &'static [u8]) -> bytes::Bytes {
+    bytes::Bytes::from_static(data)
 }
 
 fn event() -> audit::Event {
@@ -128,10 +133,7 @@ pub async fn upload_visibility(store: &impl Store) {
         1,
         super::CHUNK_BYTES as u64 + 1,
     );
-    store
-        .stage_chunk("u1", 0, full(b"ab").into())
-        .await
-        .unwrap();
+    store.stage_chunk("u1", 0, full(b"ab")).await.unwrap();
     assert!(store.pack(id).await.unwrap().is_none());
     assert!(
         store.chunk("u1", 0).await.is_err(),
@@ -157,10 +159,7 @@ pub async fn upload_visibility(store: &impl Store) {
         store.directory_version().await.unwrap()
     );
 
-    store
-        .stage_chunk("u2", 0, full(b"abc").into())
-        .await
-        .unwrap();
+    store.stage_chunk("u2", 0, full(b"abc")).await.unwrap();
     let again = store
         .commit_upload(
             "u2",
@@ -175,19 +174,13 @@ pub async fn upload_visibility(store: &impl Store) {
         .await;
     assert_eq!(again.unwrap(), Committed::AlreadyStored(at));
     assert!(store.chunk("u2", 0).await.is_err());
-    store
-        .stage_chunk("u3", 0, full(b"xyz").into())
-        .await
-        .unwrap();
+    store.stage_chunk("u3", 0, full(b"xyz")).await.unwrap();
     let other = header(id, school_id(1), school_id(2), 2, super::CHUNK_BYTES as u64);
     let other = store
         .commit_upload("u3", &other, b"h2", vec![], 7, event(), None, None)
         .await;
     assert_eq!(other.unwrap(), Committed::Conflict);
-    store
-        .stage_chunk("u4", 0, full(b"zz").into())
-        .await
-        .unwrap();
+    store.stage_chunk("u4", 0, full(b"zz")).await.unwrap();
     store.discard_upload("u4").await.unwrap();
     assert!(store.chunk("u4", 0).await.is_err());
     assert_eq!(verified(store).await, 1);
@@ -206,10 +199,7 @@ pub async fn commit_against_a_moved_directory(store: &impl Store) {
         1,
         super::CHUNK_BYTES as u64 + 1,
     );
-    store
-        .stage_chunk("m1", 0, full(b"ab").into())
-        .await
-        .unwrap();
+    store.stage_chunk("m1", 0, full(b"ab")).await.unwrap();
     let tail = vec![(1, b"c".to_vec())];
     let moved = store
         .commit_upload("m1", &h, b"hm", tail, 5, event(), Some(now - 1), None)
@@ -593,15 +583,9 @@ pub async fn cleaning_keeps_committed_packs(store: &impl Store) {
     let h = header(id, school_id(1), school_id(2), 3, 2);
     assert!(matches!(put(store, &h, b"ok").await, Committed::Stored(_)));
     let pack = store.pack(id).await.unwrap().unwrap();
-    store
-        .stage_chunk("gone", 0, full(b"xx").into())
-        .await
-        .unwrap();
+    store.stage_chunk("gone", 0, full(b"xx")).await.unwrap();
     store.discard_upload("gone").await.unwrap();
-    store
-        .stage_chunk("left", 0, full(b"yy").into())
-        .await
-        .unwrap();
+    store.stage_chunk("left", 0, full(b"yy")).await.unwrap();
     store.clean_staging().await.unwrap();
     assert_eq!(store.chunk(&pack.upload_id, 0).await.unwrap(), b"ok");
     assert_eq!(store.pack(id).await.unwrap().unwrap(), pack);
@@ -612,10 +596,7 @@ pub async fn cleaning_keeps_committed_packs(store: &impl Store) {
     assert!(read.chunk.is_none_or(|c| c == b"ok"));
     assert_eq!(store.pack_for_download(PackId::new()).await.unwrap(), None);
     // The discarded chunk is gone: the same upload id stages afresh.
-    store
-        .stage_chunk("gone", 0, full(b"zz").into())
-        .await
-        .unwrap();
+    store.stage_chunk("gone", 0, full(b"zz")).await.unwrap();
     let other = header(
         PackId::new(),
         school_id(1),

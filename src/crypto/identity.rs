@@ -23,14 +23,13 @@ const ARMOR_BEGIN: &str = "-----BEGIN AGE ENCRYPTED FILE-----";
 
 /// A key holder's secrets. Never `Display`ed; `Debug` shows the key id only.
 pub struct Identity {
-    age: age::x25519::Identity,
     signing: SigningKey,
     /// The public half, derived once: deriving it (an X25519 scalar
     /// multiplication) on every `key_id()` cost a tenth of opening a pack.
     public: PublicKey,
     /// Its key id, hashed once.
     key_id: KeyId,
-    /// The age identity as packs are opened with it (its public key
+    /// The age identity, as packs are opened with it (its public key
     /// derived once, not for every stanza).
     unwrapper: Unwrapper,
 }
@@ -64,7 +63,6 @@ impl Identity {
     }
 
     fn from_age(age: age::x25519::Identity) -> Self {
-        let unwrapper = Unwrapper::new(&age);
         let secret = age.to_string();
         let mut seed: [u8; 32] = Sha256::new()
             .chain_update(SIGNING_CONTEXT)
@@ -76,11 +74,10 @@ impl Identity {
         let public = PublicKey::from_parts(age.to_public().to_string(), signing.verifying_key());
         let key_id = public.key_id();
         Self {
-            age,
+            unwrapper: Unwrapper::new(age),
             signing,
             public,
             key_id,
-            unwrapper,
         }
     }
 
@@ -134,7 +131,7 @@ impl Identity {
             "# Baton key {}\n# created: {created}\n# public key: {}\n{}\n",
             public.key_id(),
             public.age_recipient(),
-            self.age.to_string().expose_secret()
+            self.unwrapper.age().to_string().expose_secret()
         ))
     }
 

@@ -25,14 +25,15 @@ const WRAPPED_BYTES: usize = FILE_KEY_BYTES + 16;
 /// An X25519 secret key and its public key, derived once.
 pub(super) struct Unwrapper {
     keys: Option<(StaticSecret, PublicKey)>,
-    /// The same key as age holds it: it unwraps if the secret did not read
-    /// back (it always does for a key age parsed).
+    /// The same key as age holds it (the one copy the key holder keeps):
+    /// it unwraps if the secret did not read back (it always does for a
+    /// key age parsed).
     age: age::x25519::Identity,
 }
 
 impl Unwrapper {
     /// The unwrapper for `identity`'s key.
-    pub(super) fn new(identity: &age::x25519::Identity) -> Self {
+    pub(super) fn new(identity: age::x25519::Identity) -> Self {
         let mut text = identity.to_string().expose_secret().to_ascii_lowercase();
         let decoded = crate::bech32::decode(&text);
         text.zeroize();
@@ -45,8 +46,13 @@ impl Unwrapper {
         });
         Self {
             keys,
-            age: identity.clone(),
+            age: identity,
         }
+    }
+
+    /// The key as age holds it.
+    pub(super) fn age(&self) -> &age::x25519::Identity {
+        &self.age
     }
 }
 
@@ -122,7 +128,7 @@ mod tests {
     fn unwraps_what_age_wraps_and_refuses_what_age_refuses() {
         let ours = age::x25519::Identity::generate();
         let other = age::x25519::Identity::generate();
-        let fast = Unwrapper::new(&ours);
+        let fast = Unwrapper::new(ours.clone());
         assert!(fast.keys.is_some());
         let (stanzas, key) = stanzas_for(&ours.to_public());
         let stanza = &stanzas[0];

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::audit;
-use crate::store::conformance::{self, suite};
+use crate::store::conformance::{self, last, suite};
 use crate::store::{Committed, Packs as _, StoreError};
 use baton::pack::PackId;
 
@@ -37,18 +37,9 @@ async fn only_stale_staged_chunks_are_cleaned() {
     let Some((store, _db)) = open().await else {
         return;
     };
-    store
-        .stage_chunk("old", 0, bytes::Bytes::from_static(b"ab"))
-        .await
-        .unwrap();
-    store
-        .stage_chunk("old", 1, bytes::Bytes::from_static(b"cd"))
-        .await
-        .unwrap();
-    store
-        .stage_chunk("live", 0, bytes::Bytes::from_static(b"ef"))
-        .await
-        .unwrap();
+    store.stage_chunk("old", 0, last(b"ab")).await.unwrap();
+    store.stage_chunk("old", 1, last(b"cd")).await.unwrap();
+    store.stage_chunk("live", 0, last(b"ef")).await.unwrap();
     let long_ago = super::super::now_ms() - super::events::STALE_UPLOAD.as_millis() as i64 - 1000;
     sqlx::query("UPDATE pack_chunks SET staged_at_ms = $1 WHERE upload_id = 'old'")
         .bind(long_ago)
@@ -71,10 +62,7 @@ async fn a_commit_missing_a_chunk_is_refused() {
     let id = PackId::new();
     let (a, b) = (conformance::school_id(1), conformance::school_id(2));
     let h = conformance::header(id, a, b, 1, 4);
-    store
-        .stage_chunk("u", 0, bytes::Bytes::from_static(b"ab"))
-        .await
-        .unwrap();
+    store.stage_chunk("u", 0, last(b"ab")).await.unwrap();
     let refused = store
         .commit_upload("u", &h, b"h", vec![], 1, event(), None, None)
         .await;
@@ -105,9 +93,7 @@ async fn two_nodes_share_one_chain_and_hear_each_other() {
         tasks.push(tokio::spawn(async move {
             let id = PackId::new();
             let upload = format!("u{i}");
-            node.stage_chunk(&upload, 0, bytes::Bytes::from_static(b"abc"))
-                .await
-                .unwrap();
+            node.stage_chunk(&upload, 0, last(b"abc")).await.unwrap();
             let h = conformance::header(id, a, b, i, 3);
             let done = node
                 .commit_upload(&upload, &h, &[i], vec![], i64::from(i), event(), None, None)

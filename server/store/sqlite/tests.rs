@@ -5,7 +5,7 @@
 use super::sql::{INBOX_SQL, SENT_SQL};
 use super::*;
 use crate::audit;
-use crate::store::conformance::{self, suite};
+use crate::store::conformance::{self, last, suite};
 use crate::store::{Committed, Packs as _};
 use baton::pack::PackId;
 
@@ -26,11 +26,11 @@ fn event() -> audit::Event {
 async fn staging_is_cleaned_and_finished_uploads_leave_no_staged_chunks() {
     let (store, _dir) = open().await.unwrap();
     store
-        .stage_chunk("u1", 0, conformance::full(b"ab").into())
+        .stage_chunk("u1", 0, conformance::full(b"ab"))
         .await
         .unwrap();
     store
-        .stage_chunk("u1", 1, conformance::full(b"cd").into())
+        .stage_chunk("u1", 1, conformance::full(b"cd"))
         .await
         .unwrap();
     assert_eq!(store.clean_staging().await.unwrap(), 2);
@@ -38,18 +38,12 @@ async fn staging_is_cleaned_and_finished_uploads_leave_no_staged_chunks() {
     let id = PackId::new();
     let (a, b) = (conformance::school_id(1), conformance::school_id(2));
     let h = conformance::header(id, a, b, 1, 2);
-    store
-        .stage_chunk("u2", 0, bytes::Bytes::from_static(b"ab"))
-        .await
-        .unwrap();
+    store.stage_chunk("u2", 0, last(b"ab")).await.unwrap();
     store
         .commit_upload("u2", &h, b"h", vec![], 1, event(), None, None)
         .await
         .unwrap();
-    store
-        .stage_chunk("u3", 0, bytes::Bytes::from_static(b"ab"))
-        .await
-        .unwrap();
+    store.stage_chunk("u3", 0, last(b"ab")).await.unwrap();
     store
         .commit_upload("u3", &h, b"h", vec![], 2, event(), None, None)
         .await
@@ -76,7 +70,7 @@ async fn concurrent_commits_are_grouped_all_visible_and_the_audit_chain_verifies
         tasks.push(tokio::spawn(async move {
             let upload = format!("u{i}");
             store
-                .stage_chunk(&upload, 0, conformance::full(b"staged").into())
+                .stage_chunk(&upload, 0, conformance::full(b"staged"))
                 .await
                 .unwrap();
             let (id, header_bytes) = if i >= N - 2 {
@@ -198,14 +192,18 @@ async fn tokens_from_before_keys_are_bound_to_the_schools_first_key() {
 #[tokio::test]
 async fn connections_zero_deleted_content_and_keep_temporary_storage_in_memory() {
     let (store, _dir) = open().await.unwrap();
+    // Three connections held at once: three different ones.
+    let mut held = Vec::new();
     for _ in 0..3 {
+        let mut conn = store.pool.acquire().await.unwrap();
         let (secure, temp): (i64, i64) = sqlx::query_as(
             "SELECT secure_delete, temp_store FROM pragma_secure_delete, pragma_temp_store",
         )
-        .fetch_one(&store.pool)
+        .fetch_one(&mut *conn)
         .await
         .unwrap();
         // secure_delete ON; temp_store 2 is MEMORY.
         assert_eq!((secure, temp), (1, 2));
+        held.push(conn);
     }
 }

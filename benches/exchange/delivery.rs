@@ -12,59 +12,94 @@ impl Sink for Discard {
     }
 }
 
-/// Receipts sent in one `AcknowledgeMany` call, as `baton ack` sends them.
+/// Receipts sent in one `AcknowledgeMany` call at most, as `baton ack`
+/// sends them.
 const RECEIPTS_PER_CALL: usize = 100;
-
-/// Sends `receipts` in one call; every one must be recorded.
-async fn acknowledge(
-    client: &mut ExchangeClient<Channel>,
-    token: &str,
-    receipts: Vec<v1::Receipt>,
-) -> Res<()> {
-    let answer = client
-        .acknowledge_many(with_token(token, v1::AcknowledgeManyRequest { receipts }))
-        .await?
-        .into_inner();
-    if let Some(refused) = answer.outcomes.iter().find(|o| o.code != 0) {
-        return Err(format!("a receipt was refused: {}", refused.message).into());
-    }
-    Ok(())
-}
 
 /// Confirmations sent in one `ConfirmDownloads` call at most, as `baton
 /// pull` sends them.
 const CONFIRMS_PER_CALL: usize = 200;
 
-/// As `baton pull` tells the server: one task a receiver sends, in one
-/// `ConfirmDownloads` call, whatever confirmations gathered while its
-/// previous call was on the wire. Every one must be recorded.
+/// One task a receiver that sends, in one call of at most `most` items,
+/// whatever gathered while its previous call was on the wire: as `baton
+/// pull` confirms downloads, and as `baton ack` sends receipts (here while
+/// the school's other packs are still coming in).
+fn batcher<T, F, Fut>(
+    most: usize,
+    mut call: F,
+) -> (
+    tokio::sync::mpsc::UnboundedSender<T>,
+    tokio::task::JoinHandle<Res<()>>,
+)
+where
+    T: Send + 'static,
+    F: FnMut(Vec<T>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Res<()>> + Send,
+{
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        while let Some(first) = rx.recv().await {
+            let mut items = vec![first];
+            while items.len() < most
+                && let Ok(next) = rx.try_recv()
+            {
+                items.push(next);
+            }
+            call(items).await?;
+        }
+        Ok(())
+    });
+    (tx, task)
+}
+
+/// The first refused outcome (`code`, `message`) of a batched call, as an
+/// error.
+fn refused<'a>(mut outcomes: impl Iterator<Item = (i32, &'a str)>, what: &str) -> Res<()> {
+    match outcomes.find(|(code, _)| *code != 0) {
+        Some((_, message)) => Err(format!("a {what} was refused: {message}").into()),
+        None => Ok(()),
+    }
+}
+
+/// Sends a receiver's download confirmations; every one must be recorded.
 fn confirmer(
-    mut client: ExchangeClient<Channel>,
+    client: ExchangeClient<Channel>,
     token: String,
 ) -> (
     tokio::sync::mpsc::UnboundedSender<v1::ConfirmDownloadRequest>,
     tokio::task::JoinHandle<Res<()>>,
 ) {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let task = tokio::spawn(async move {
-        while let Some(first) = rx.recv().await {
-            let mut packs = vec![first];
-            while packs.len() < CONFIRMS_PER_CALL
-                && let Ok(next) = rx.try_recv()
-            {
-                packs.push(next);
-            }
-            let answer = client
-                .confirm_downloads(with_token(&token, v1::ConfirmDownloadsRequest { packs }))
-                .await?
-                .into_inner();
-            if let Some(refused) = answer.outcomes.iter().find(|o| o.code != 0) {
-                return Err(format!("a confirmation was refused: {}", refused.message).into());
-            }
+    batcher(CONFIRMS_PER_CALL, move |packs| {
+        let (mut client, token) = (client.clone(), token.clone());
+        async move {
+            let request = with_token(&token, v1::ConfirmDownloadsRequest { packs });
+            let answer = client.confirm_downloads(request).await?.into_inner();
+            let outcomes = answer.outcomes.iter();
+            refused(
+                outcomes.map(|o| (o.code, o.message.as_str())),
+                "confirmation",
+            )
         }
-        Ok(())
-    });
-    (tx, task)
+    })
+}
+
+/// Sends a receiver's receipts; every one must be recorded.
+fn acker(
+    client: ExchangeClient<Channel>,
+    token: String,
+) -> (
+    tokio::sync::mpsc::UnboundedSender<v1::Receipt>,
+    tokio::task::JoinHandle<Res<()>>,
+) {
+    batcher(RECEIPTS_PER_CALL, move |receipts| {
+        let (mut client, token) = (client.clone(), token.clone());
+        async move {
+            let request = with_token(&token, v1::AcknowledgeManyRequest { receipts });
+            let answer = client.acknowledge_many(request).await?.into_inner();
+            let outcomes = answer.outcomes.iter();
+            refused(outcomes.map(|o| (o.code, o.message.as_str())), "receipt")
+        }
+    })
 }
 
 /// Every receiver lists, downloads, opens and acknowledges all its packs.
@@ -119,26 +154,36 @@ pub(crate) async fn deliver(
     let queue = Arc::new(Mutex::new(work));
     let receivers = Arc::new(receivers);
     let mut tasks = Vec::new();
-    let chan = tls_channel(url, ca).await;
+    // A connection a receiving school, as each school's `baton` runs on
+    // its own machine (ingest has one a sending school).
+    let mut chans = Vec::new();
+    for _ in receivers.iter() {
+        chans.push(tls_channel(url, ca).await);
+    }
     let (confirms, confirmers): (Vec<_>, Vec<_>) = receivers
         .iter()
-        .map(|r| confirmer(exchange(&chan), r.token.clone()))
+        .zip(&chans)
+        .map(|(r, chan)| confirmer(exchange(chan), r.token.clone()))
         .unzip();
-    let confirms = Arc::new(confirms);
+    let (acks, ackers): (Vec<_>, Vec<_>) = receivers
+        .iter()
+        .zip(&chans)
+        .map(|(r, chan)| acker(exchange(chan), r.token.clone()))
+        .unzip();
+    let (confirms, acks) = (Arc::new(confirms), Arc::new(acks));
     for _ in 0..clients {
         let (queue, receivers, senders) = (queue.clone(), receivers.clone(), senders.clone());
-        let confirms = confirms.clone();
-        let mut client = exchange(&chan);
+        let (confirms, acks) = (confirms.clone(), acks.clone());
+        let mut clients: Vec<_> = chans.iter().map(exchange).collect();
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
-            let mut pending: HashMap<usize, Vec<v1::Receipt>> = HashMap::new();
             loop {
                 let Some((r, wire)) = queue.lock().await.pop() else {
                     break;
                 };
                 let t = Instant::now();
                 let school = receivers[r].clone();
-                let mut stream = client
+                let mut stream = clients[r]
                     .download(with_token(
                         &school.token,
                         v1::DownloadRequest {
@@ -182,18 +227,10 @@ pub(crate) async fn deliver(
                     recipient_key_id: school.identity.key_id(),
                 })?;
                 // As `baton ack` does: receipts many to a call.
-                let batch = pending.entry(r).or_default();
-                batch.push(v1::Receipt::from(&receipt));
-                if batch.len() >= RECEIPTS_PER_CALL {
-                    let receipts = std::mem::take(batch);
-                    acknowledge(&mut client, &school.token, receipts).await?;
-                }
+                acks[r]
+                    .send(v1::Receipt::from(&receipt))
+                    .map_err(|_| "an acker stopped")?;
                 latencies.push(t.elapsed());
-            }
-            for (r, receipts) in pending {
-                if !receipts.is_empty() {
-                    acknowledge(&mut client, &receivers[r].token, receipts).await?;
-                }
             }
             Ok::<_, BoxError>(latencies)
         }));
@@ -202,8 +239,8 @@ pub(crate) async fn deliver(
     for t in tasks {
         latencies.extend(t.await??);
     }
-    drop(confirms);
-    for c in confirmers {
+    drop((confirms, acks));
+    for c in confirmers.into_iter().chain(ackers) {
         c.await??;
     }
     latencies.sort();

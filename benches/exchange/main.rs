@@ -28,7 +28,6 @@
 //! (concurrent uploads, default 32), `BATON_BENCH_SCALE` (packs in the store
 //! for the listing figures, default 1,000,000; 0 skips them).
 
-use std::collections::HashMap;
 use std::error::Error;
 use std::io::{Cursor, Write};
 use std::path::Path;

@@ -17,7 +17,7 @@ pub const MAX_MESSAGE: usize = 8 * 1024 * 1024;
 
 /// Adds `authorization: Bearer <token>` to every request.
 #[derive(Clone)]
-pub struct Bearer(MetadataValue<tonic::metadata::Ascii>);
+pub struct Bearer(pub(crate) MetadataValue<tonic::metadata::Ascii>);
 
 impl tonic::service::Interceptor for Bearer {
     fn call(

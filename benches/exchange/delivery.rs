@@ -20,12 +20,23 @@ const RECEIPTS_PER_CALL: usize = 100;
 /// pull` sends them.
 const CONFIRMS_PER_CALL: usize = 200;
 
-/// One task a receiver that sends, in one call of at most `most` items,
-/// whatever gathered while its previous call was on the wire: as `baton
-/// pull` confirms downloads, and as `baton ack` sends receipts (here while
-/// the school's other packs are still coming in).
+/// How a batching task fills a call.
+#[derive(Clone, Copy)]
+enum Fill {
+    /// Whatever gathered while the previous call was on the wire, as
+    /// `baton pull` confirms downloads.
+    Gathered,
+    /// Full calls (the last one whatever is left), as `baton ack` sends
+    /// receipts.
+    Full,
+}
+
+/// One task a receiver that sends items in calls of at most `most`, filled
+/// as `fill` says (here while the school's other packs are still coming
+/// in).
 fn batcher<T, F, Fut>(
     most: usize,
+    fill: Fill,
     mut call: F,
 ) -> (
     tokio::sync::mpsc::UnboundedSender<T>,
@@ -40,9 +51,12 @@ where
     let task = tokio::spawn(async move {
         while let Some(first) = rx.recv().await {
             let mut items = vec![first];
-            while items.len() < most
-                && let Ok(next) = rx.try_recv()
-            {
+            while items.len() < most {
+                let next = match fill {
+                    Fill::Gathered => rx.try_recv().ok(),
+                    Fill::Full => rx.recv().await,
+                };
+                let Some(next) = next else { break };
                 items.push(next);
             }
             call(items).await?;
@@ -69,7 +83,7 @@ fn confirmer(
     tokio::sync::mpsc::UnboundedSender<v1::ConfirmDownloadRequest>,
     tokio::task::JoinHandle<Res<()>>,
 ) {
-    batcher(CONFIRMS_PER_CALL, move |packs| {
+    batcher(CONFIRMS_PER_CALL, Fill::Gathered, move |packs| {
         let (mut client, token) = (client.clone(), token.clone());
         async move {
             let request = with_token(&token, v1::ConfirmDownloadsRequest { packs });
@@ -91,7 +105,7 @@ fn acker(
     tokio::sync::mpsc::UnboundedSender<v1::Receipt>,
     tokio::task::JoinHandle<Res<()>>,
 ) {
-    batcher(RECEIPTS_PER_CALL, move |receipts| {
+    batcher(RECEIPTS_PER_CALL, Fill::Full, move |receipts| {
         let (mut client, token) = (client.clone(), token.clone());
         async move {
             let request = with_token(&token, v1::AcknowledgeManyRequest { receipts });

@@ -10,17 +10,15 @@
 
 use crate::*;
 
-/// The listing queries, as the stores run them (SQLite, then PostgreSQL).
-const SQLITE_INBOX: &str = "SELECT seq, header, from_laestab, to_laestab, ciphertext_sha256, upload_id, \
+/// The listing queries, as both stores run them (`INBOX_SQL` and
+/// `SENT_SQL` in `server/store/shared.rs`: the inbox's predicate is the
+/// partial index `packs_inbox_live`'s, word for word, or SQLite will not use
+/// it). Keep them in step with the store's.
+const INBOX: &str = "SELECT seq, header, from_laestab, to_laestab, ciphertext_sha256, upload_id, \
      chunks, status, uploaded_at_ms, downloaded_at_ms, acknowledged_at_ms, receipt \
-     FROM packs WHERE to_laestab = ? AND status != 'acknowledged' AND seq > ? ORDER BY seq LIMIT ?";
-const SQLITE_SENT: &str = "SELECT seq, header, from_laestab, to_laestab, ciphertext_sha256, upload_id, \
-     chunks, status, uploaded_at_ms, downloaded_at_ms, acknowledged_at_ms, receipt \
-     FROM packs WHERE from_laestab = ? AND seq < ? ORDER BY seq DESC LIMIT ?";
-const PG_INBOX: &str = "SELECT seq, header, from_laestab, to_laestab, ciphertext_sha256, upload_id, \
-     chunks, status, uploaded_at_ms, downloaded_at_ms, acknowledged_at_ms, receipt \
-     FROM packs WHERE to_laestab = $1 AND status <> 'acknowledged' AND seq > $2 ORDER BY seq LIMIT $3";
-const PG_SENT: &str = "SELECT seq, header, from_laestab, to_laestab, ciphertext_sha256, upload_id, \
+     FROM packs WHERE to_laestab = $1 AND seq > $2 AND (status IN ('pending', 'downloaded') \
+     OR (status = 'acknowledged' AND recalled_at_ms IS NOT NULL)) ORDER BY seq LIMIT $3";
+const SENT: &str = "SELECT seq, header, from_laestab, to_laestab, ciphertext_sha256, upload_id, \
      chunks, status, uploaded_at_ms, downloaded_at_ms, acknowledged_at_ms, receipt \
      FROM packs WHERE from_laestab = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3";
 
@@ -164,8 +162,8 @@ pub(crate) async fn scale(label: &str, daemon: &Daemon, total: usize) -> Res<()>
             println!("filled in {:.1} s", start.elapsed().as_secs_f64());
             let mut plans = Vec::new();
             for (name, sql, school, cursor) in [
-                ("Inbox", PG_INBOX, &to, 0i64),
-                ("Sent", PG_SENT, &from, i64::MAX),
+                ("Inbox", INBOX, &to, 0i64),
+                ("Sent", SENT, &from, i64::MAX),
             ] {
                 let explain = format!("EXPLAIN (ANALYZE, COSTS OFF) {sql}");
                 let rows: Vec<(String,)> = sqlx::query_as(sqlx::AssertSqlSafe(explain))
@@ -195,8 +193,8 @@ pub(crate) async fn scale(label: &str, daemon: &Daemon, total: usize) -> Res<()>
             println!("filled in {:.1} s", start.elapsed().as_secs_f64());
             let mut plans = Vec::new();
             for (name, sql, school, cursor) in [
-                ("Inbox", SQLITE_INBOX, &to, 0i64),
-                ("Sent", SQLITE_SENT, &from, i64::MAX),
+                ("Inbox", INBOX, &to, 0i64),
+                ("Sent", SENT, &from, i64::MAX),
             ] {
                 let explain = format!("EXPLAIN QUERY PLAN {sql}");
                 let rows: Vec<(i64, i64, i64, String)> =
@@ -209,7 +207,7 @@ pub(crate) async fn scale(label: &str, daemon: &Daemon, total: usize) -> Res<()>
                 plans.push((name, rows.into_iter().map(|r| r.3).collect::<Vec<_>>()));
             }
             let (partial, _) = median_ms(20, || async {
-                sqlx::query(SQLITE_INBOX)
+                sqlx::query(INBOX)
                     .bind(&to)
                     .bind(0i64)
                     .bind(101i64)
@@ -225,7 +223,7 @@ pub(crate) async fn scale(label: &str, daemon: &Daemon, total: usize) -> Res<()>
                 .execute(&pool)
                 .await?;
             let forced =
-                SQLITE_INBOX.replace("FROM packs", "FROM packs INDEXED BY bench_inbox_all");
+                INBOX.replace("FROM packs", "FROM packs INDEXED BY bench_inbox_all");
             let (plain, _) = median_ms(20, || async {
                 sqlx::query(sqlx::AssertSqlSafe(forced.clone()))
                     .bind(&to)

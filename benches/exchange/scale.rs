@@ -161,10 +161,9 @@ pub(crate) async fn scale(label: &str, daemon: &Daemon, total: usize) -> Res<()>
             sqlx::query("ANALYZE packs").execute(&pool).await?;
             println!("filled in {:.1} s", start.elapsed().as_secs_f64());
             let mut plans = Vec::new();
-            for (name, sql, school, cursor) in [
-                ("Inbox", INBOX, &to, 0i64),
-                ("Sent", SENT, &from, i64::MAX),
-            ] {
+            for (name, sql, school, cursor) in
+                [("Inbox", INBOX, &to, 0i64), ("Sent", SENT, &from, i64::MAX)]
+            {
                 let explain = format!("EXPLAIN (ANALYZE, COSTS OFF) {sql}");
                 let rows: Vec<(String,)> = sqlx::query_as(sqlx::AssertSqlSafe(explain))
                     .bind(school)
@@ -192,10 +191,9 @@ pub(crate) async fn scale(label: &str, daemon: &Daemon, total: usize) -> Res<()>
             sqlx::query("ANALYZE").execute(&pool).await?;
             println!("filled in {:.1} s", start.elapsed().as_secs_f64());
             let mut plans = Vec::new();
-            for (name, sql, school, cursor) in [
-                ("Inbox", INBOX, &to, 0i64),
-                ("Sent", SENT, &from, i64::MAX),
-            ] {
+            for (name, sql, school, cursor) in
+                [("Inbox", INBOX, &to, 0i64), ("Sent", SENT, &from, i64::MAX)]
+            {
                 let explain = format!("EXPLAIN QUERY PLAN {sql}");
                 let rows: Vec<(i64, i64, i64, String)> =
                     sqlx::query_as(sqlx::AssertSqlSafe(explain))
@@ -222,8 +220,7 @@ pub(crate) async fn scale(label: &str, daemon: &Daemon, total: usize) -> Res<()>
             sqlx::query("CREATE INDEX bench_inbox_all ON packs (to_laestab, seq)")
                 .execute(&pool)
                 .await?;
-            let forced =
-                INBOX.replace("FROM packs", "FROM packs INDEXED BY bench_inbox_all");
+            let forced = INBOX.replace("FROM packs", "FROM packs INDEXED BY bench_inbox_all");
             let (plain, _) = median_ms(20, || async {
                 sqlx::query(sqlx::AssertSqlSafe(forced.clone()))
                     .bind(&to)

@@ -2,6 +2,8 @@
 //! Financial Dealings Act 1971 and the royal proclamations that keep them),
 //! with the rare one-off and moved days listed: nothing is fetched.
 
+use std::sync::Mutex;
+
 use time::{Date, Duration, Month, Weekday};
 
 /// Days added by proclamation, once.
@@ -120,7 +122,24 @@ pub fn bank_holidays(year: i32) -> Vec<Date> {
 
 /// True if `d` is an England and Wales bank holiday.
 pub fn is_bank_holiday(d: Date) -> bool {
-    bank_holidays(d.year()).contains(&d)
+    // The year last asked about and its bank holidays: a deadline counts
+    // the days of a year or two one after another (an inbox page, every
+    // pack's deadline), so the year's list is worked out once, not for
+    // every day counted.
+    static LAST: Mutex<Option<(i32, Vec<Date>)>> = Mutex::new(None);
+    let year = d.year();
+    let Ok(mut last) = LAST.lock() else {
+        return bank_holidays(year).contains(&d);
+    };
+    match &*last {
+        Some((y, days)) if *y == year => days.contains(&d),
+        _ => {
+            let days = bank_holidays(year);
+            let found = days.contains(&d);
+            *last = Some((year, days));
+            found
+        }
+    }
 }
 
 #[cfg(test)]
@@ -183,5 +202,22 @@ mod tests {
         assert_eq!(bank_holidays(2023).len(), 9);
         assert_eq!(bank_holidays(2027).len(), 8);
         assert!(!is_bank_holiday(date!(2026 - 12 - 26)));
+    }
+
+    #[test]
+    fn the_remembered_year_answers_as_the_rules_do_whichever_year_comes_next() {
+        // Days of three years, interleaved, so the remembered year changes
+        // at almost every call and comes back.
+        let start = date!(2021 - 01 - 01);
+        for offset in 0..366 {
+            for year in 0..3 {
+                let d = start + Duration::days(offset + 365 * year);
+                assert_eq!(
+                    is_bank_holiday(d),
+                    bank_holidays(d.year()).contains(&d),
+                    "{d}"
+                );
+            }
+        }
     }
 }

@@ -102,8 +102,9 @@ fn decrypt_into(
 ) -> Result<Manifest, OpenError> {
     // Buffered, so age parses its header a line at a time: unbuffered, it
     // reads what the parser asks for next and parses the header again from
-    // its start each time (a third of opening a small pack). Whatever the
-    // buffer reads ahead has gone through the hashing reader already.
+    // its start each time (a quarter of opening a small pack; half with
+    // three recipients). Whatever the buffer reads ahead has gone through
+    // the hashing reader already.
     let buffered = io::BufReader::with_capacity(HEADER_READ_AHEAD, input);
     let decryptor = age::Decryptor::new_buffered(buffered).map_err(age_error)?;
     let plain = decryptor

@@ -2,7 +2,7 @@
 //! Financial Dealings Act 1971 and the royal proclamations that keep them),
 //! with the rare one-off and moved days listed: nothing is fetched.
 
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 
 use time::{Date, Duration, Month, Weekday};
 
@@ -126,20 +126,15 @@ pub fn is_bank_holiday(d: Date) -> bool {
     // the days of a year or two one after another (an inbox page, every
     // pack's deadline), so the year's list is worked out once, not for
     // every day counted.
+    // A panic elsewhere cannot leave it half-written (it is replaced
+    // whole), so a poisoned lock is taken as it is.
     static LAST: Mutex<Option<(i32, Vec<Date>)>> = Mutex::new(None);
     let year = d.year();
-    let Ok(mut last) = LAST.lock() else {
-        return bank_holidays(year).contains(&d);
-    };
-    match &*last {
-        Some((y, days)) if *y == year => days.contains(&d),
-        _ => {
-            let days = bank_holidays(year);
-            let found = days.contains(&d);
-            *last = Some((year, days));
-            found
-        }
+    let mut last = LAST.lock().unwrap_or_else(PoisonError::into_inner);
+    if last.as_ref().is_none_or(|(y, _)| *y != year) {
+        *last = Some((year, bank_holidays(year)));
     }
+    last.as_ref().is_some_and(|(_, days)| days.contains(&d))
 }
 
 #[cfg(test)]

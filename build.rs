@@ -29,6 +29,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // two, and a download's chunk is sent as it was read.
         .bytes(".baton.v1.UploadRequest.chunk")
         .bytes(".baton.v1.DownloadResponse.chunk")
+        .bytes(".baton.v1.DownloadManyResponse.ciphertext")
         .bytes(".baton.v1.RelayMessage.chunk")
         .compile_fds(fds)?;
     Ok(())

@@ -162,6 +162,13 @@ impl Exchange for Drain {
     ) -> Result<Response<Self::DownloadStream>, Status> {
         Err(Status::unimplemented("bench"))
     }
+    type DownloadManyStream = Empty<v1::DownloadManyResponse>;
+    async fn download_many(
+        &self,
+        _: Request<v1::DownloadManyRequest>,
+    ) -> Result<Response<Self::DownloadManyStream>, Status> {
+        Err(Status::unimplemented("bench"))
+    }
     async fn confirm_download(
         &self,
         _: Request<v1::ConfirmDownloadRequest>,

@@ -16,6 +16,9 @@ impl Sink for Discard {
 /// sends them.
 const RECEIPTS_PER_CALL: usize = 100;
 
+/// Small packs asked for in one `DownloadMany` call, as `baton pull` asks.
+const PULL_BATCH: usize = 16;
+
 /// Confirmations sent in one `ConfirmDownloads` call at most, as `baton
 /// pull` sends them.
 const CONFIRMS_PER_CALL: usize = 200;
@@ -151,21 +154,21 @@ pub(crate) async fn deliver(
             token = page.next_page_token;
         }
     }
-    // Interleaved across receivers, so each school has about its share of
-    // the clients in flight (a school may hold 16 downloads open at once).
-    let mut by_receiver: Vec<Vec<_>> = vec![Vec::new(); receivers.len()];
+    // A queue a receiving school; its share of the clients in flight each
+    // take packs from it a `DownloadMany` call at a time, as `baton pull`
+    // does (a school may hold 16 downloads open at once).
+    let mut by_receiver: Vec<Vec<v1::PackHeader>> = vec![Vec::new(); receivers.len()];
     for (r, h) in work {
-        by_receiver[r].push((r, h));
+        by_receiver[r].push(h);
     }
-    let mut work = Vec::new();
-    while by_receiver.iter().any(|w| !w.is_empty()) {
-        for w in &mut by_receiver {
-            work.extend(w.pop());
-        }
-    }
-    let packs = work.len();
-    let bytes = work.iter().map(|(_, h)| h.ciphertext_length).sum();
-    let queue = Arc::new(Mutex::new(work));
+    let packs = by_receiver.iter().map(Vec::len).sum();
+    let bytes = by_receiver
+        .iter()
+        .flatten()
+        .map(|h| h.ciphertext_length)
+        .sum();
+    let queues: Arc<Vec<Mutex<Vec<v1::PackHeader>>>> =
+        Arc::new(by_receiver.into_iter().map(Mutex::new).collect());
     let receivers = Arc::new(receivers);
     let mut tasks = Vec::new();
     // A connection a receiving school, as each school's `baton` runs on
@@ -185,66 +188,70 @@ pub(crate) async fn deliver(
         .map(|(r, chan)| acker(exchange(chan), r.token.clone()))
         .unzip();
     let (confirms, acks) = (Arc::new(confirms), Arc::new(acks));
-    for _ in 0..clients {
-        let (queue, receivers, senders) = (queue.clone(), receivers.clone(), senders.clone());
-        let (confirms, acks) = (confirms.clone(), acks.clone());
-        let mut clients: Vec<_> = chans.iter().map(exchange).collect();
+    for task in 0..clients {
+        let r = task % receivers.len();
+        let (queues, school, senders) = (queues.clone(), receivers[r].clone(), senders.clone());
+        let (confirm, ack) = (confirms[r].clone(), acks[r].clone());
+        let mut client = exchange(&chans[r]);
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             loop {
-                let Some((r, wire)) = queue.lock().await.pop() else {
-                    break;
+                let batch: Vec<v1::PackHeader> = {
+                    let mut queue = queues[r].lock().await;
+                    let from = queue.len().saturating_sub(PULL_BATCH);
+                    queue.split_off(from)
                 };
+                if batch.is_empty() {
+                    break;
+                }
                 let t = Instant::now();
-                let school = receivers[r].clone();
-                let mut stream = clients[r]
-                    .download(with_token(
+                let pack_ids = batch.iter().map(|h| h.pack_id.clone()).collect();
+                let mut stream = client
+                    .download_many(with_token(
                         &school.token,
-                        v1::DownloadRequest {
-                            pack_id: wire.pack_id.clone(),
-                        },
+                        v1::DownloadManyRequest { pack_ids },
                     ))
                     .await?
                     .into_inner();
-                let mut data = Vec::with_capacity(wire.ciphertext_length as usize);
                 while let Some(msg) = stream.message().await? {
-                    if let Some(v1::download_response::Part::Chunk(c)) = msg.part {
-                        data.extend_from_slice(&c);
+                    if msg.code != 0 {
+                        return Err(format!("a download was refused: {}", msg.message).into());
                     }
-                }
-                let signed = SignedHeader::try_from(&wire)?;
-                let (senders2, school2) = (senders.clone(), school.clone());
-                let signed2 = signed.clone();
-                tokio::task::spawn_blocking(move || {
-                    open(
-                        &signed2,
-                        &senders2,
-                        &school2.identity,
-                        Cursor::new(data),
-                        &mut Discard,
-                    )
-                    .map(|_| ())
-                })
-                .await??;
-                let h = signed.header();
-                // As `baton pull` does once the pack folder is written.
-                confirms[r]
-                    .send(v1::ConfirmDownloadRequest {
-                        pack_id: wire.pack_id.clone(),
-                        ciphertext_sha256: h.ciphertext_sha256.to_vec(),
+                    let wire = msg.header.ok_or("a download without its header")?;
+                    let signed = SignedHeader::try_from(&wire)?;
+                    let (senders2, school2) = (senders.clone(), school.clone());
+                    let signed2 = signed.clone();
+                    let data = msg.ciphertext;
+                    tokio::task::spawn_blocking(move || {
+                        open(
+                            &signed2,
+                            &senders2,
+                            &school2.identity,
+                            Cursor::new(data),
+                            &mut Discard,
+                        )
+                        .map(|_| ())
                     })
-                    .map_err(|_| "a confirmer stopped")?;
-                let receipt = school.identity.sign_receipt(Receipt {
-                    pack_id: h.pack_id,
-                    ciphertext_sha256: h.ciphertext_sha256,
-                    received_at_ms: 2,
-                    recipient_key_id: school.identity.key_id(),
-                })?;
-                // As `baton ack` does: receipts many to a call.
-                acks[r]
-                    .send(v1::Receipt::from(&receipt))
-                    .map_err(|_| "an acker stopped")?;
-                latencies.push(t.elapsed());
+                    .await??;
+                    let h = signed.header();
+                    // As `baton pull` does once the pack folder is written.
+                    confirm
+                        .send(v1::ConfirmDownloadRequest {
+                            pack_id: wire.pack_id.clone(),
+                            ciphertext_sha256: h.ciphertext_sha256.to_vec(),
+                        })
+                        .map_err(|_| "a confirmer stopped")?;
+                    let receipt = school.identity.sign_receipt(Receipt {
+                        pack_id: h.pack_id,
+                        ciphertext_sha256: h.ciphertext_sha256,
+                        received_at_ms: 2,
+                        recipient_key_id: school.identity.key_id(),
+                    })?;
+                    // As `baton ack` does: receipts many to a call.
+                    ack.send(v1::Receipt::from(&receipt))
+                        .map_err(|_| "an acker stopped")?;
+                    latencies.push(t.elapsed());
+                }
             }
             Ok::<_, BoxError>(latencies)
         }));

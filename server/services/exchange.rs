@@ -11,14 +11,13 @@ use std::sync::Arc;
 
 use baton::Laestab;
 use baton::api::v1;
-use baton::api::v1::download_response::Part as DownPart;
 use baton::api::v1::exchange_server::Exchange;
 use baton::keys::{KeyId, SchoolKey};
 use baton::pack::PackId;
 use prost::Message as _;
 use tokio::sync::{broadcast, mpsc};
+use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
-use tokio_stream::{Stream, StreamExt as _};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::wire::{kind_of, store_status};
@@ -74,36 +73,6 @@ async fn inbox_pack<S: Store>(
     visible(holder, id, pack)
 }
 
-/// Who downloads, and pack `id` as read for it
-/// ([`Packs::pack_for_download`](crate::store::Packs::pack_for_download)):
-/// the caller as the directory cache last saw it, and the pack read with
-/// the directory's version (a small pack's one chunk too) in one query; if
-/// the directory moved since, the caller is authenticated afresh (a token
-/// revoked meanwhile is refused). A caller the cache does not vouch for is
-/// authenticated before anything is read.
-async fn reader_and_pack<S: Store>(
-    app: &App<S>,
-    request: &Request<v1::DownloadRequest>,
-    id: PackId,
-) -> Result<(KeyHolder, Option<crate::store::ForDownload>), Status> {
-    let last_seen = auth::key_holder_as_last_seen(app, request).await?;
-    let fresh = match last_seen {
-        Some(_) => None,
-        None => Some(auth::key_holder(app, request).await?.0),
-    };
-    let read = app
-        .store
-        .pack_for_download(id)
-        .await
-        .map_err(store_status)?;
-    let holder = match (fresh, last_seen, &read) {
-        (Some(holder), _, _) => holder,
-        (None, Some((holder, seen)), Some(read)) if read.directory_version == seen => holder,
-        _ => auth::key_holder(app, request).await?.0,
-    };
-    Ok((holder, read))
-}
-
 /// `pack` (pack `id` as read), if it is in `holder`'s inbox and of a kind
 /// its key may see, with its header; `NotFound` otherwise.
 fn visible(
@@ -128,6 +97,7 @@ const PAGE_DEFAULT: u32 = 100;
 const PAGE_MAX: u32 = 1000;
 
 mod confirm;
+mod download;
 pub mod readdress;
 mod recall;
 pub(crate) mod receipts;
@@ -285,74 +255,16 @@ impl<S: Store> Exchange for Service<S> {
         &self,
         request: Request<v1::DownloadRequest>,
     ) -> Result<Response<Self::DownloadStream>, Status> {
-        let id = parse_pack_id("pack_id", &request.get_ref().pack_id)?;
-        let (holder, read) = reader_and_pack(&self.app, &request, id).await?;
-        let (pack, first_chunk) = match read {
-            Some(read) => (Some(read.pack), read.chunk),
-            None => (None, None),
-        };
-        let (pack, header) = visible(&holder, id, pack)?;
-        if let Some(why) = recall::gone(&pack, id) {
-            return Err(Status::not_found(why));
-        }
-        let permit = self
-            .app
-            .streams
-            .acquire(holder.school, LongCall::Download)?;
-        // A small pack read whole with its row: its two messages, no task.
-        // The permit is held until the stream is done with.
-        if pack.chunks == 1
-            && let Some(data) = first_chunk
-        {
-            let parts = [DownPart::Header(header), DownPart::Chunk(data.into())];
-            let stream = tokio_stream::iter(parts).map(move |part| {
-                let _held = &permit;
-                Ok(v1::DownloadResponse { part: Some(part) })
-            });
-            return Ok(Response::new(Box::pin(stream)));
-        }
-        // One chunk waits in the channel while the next is read: a stalled
-        // reader holds about two chunks, not the whole pack.
-        let (tx, rx) = mpsc::channel(1);
-        let app = self.app.clone();
-        // The state moves to `downloaded` only when the client confirms it
-        // wrote the pack (`ConfirmDownload`): a stream cut short, or a pack
-        // that failed to verify, leaves it pending.
-        tokio::spawn(async move {
-            let _permit = permit;
-            let first = v1::DownloadResponse {
-                part: Some(DownPart::Header(header)),
-            };
-            if tx.send(Ok(first)).await.is_err() {
-                return;
-            }
-            for idx in 0..pack.chunks {
-                let read = app.store.chunk(&pack.upload_id, idx).await;
-                // A pack of several chunks may be a ciphertext file, removed
-                // only after its row records the deletion: each chunk read
-                // is checked against the row again. A failed read, or a
-                // single chunk (a row, deleted with the pack's), is checked
-                // once it fails.
-                let gone = if read.is_err() || pack.chunks > 1 {
-                    withdrawn(&app, id).await
-                } else {
-                    None
-                };
-                let item = match (read, gone) {
-                    // Recalled or purged while it streamed: say so.
-                    (_, Some(status)) => Err(status),
-                    (Ok(data), None) => Ok(v1::DownloadResponse {
-                        part: Some(DownPart::Chunk(data.into())),
-                    }),
-                    (Err(e), None) => Err(store_status(e)),
-                };
-                let failed = item.is_err();
-                if tx.send(item).await.is_err() || failed {
-                    return;
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        download::download(&self.app, request).await
+    }
+
+    type DownloadManyStream = BoxStream<v1::DownloadManyResponse>;
+
+    async fn download_many(
+        &self,
+        request: Request<v1::DownloadManyRequest>,
+    ) -> Result<Response<Self::DownloadManyStream>, Status> {
+        download::download_many(&self.app, request).await
     }
 
     async fn confirm_download(

@@ -247,6 +247,13 @@ pub trait Packs: Send + Sync {
         id: PackId,
     ) -> impl Future<Output = Result<Option<ForDownload>>> + Send;
 
+    /// [`Packs::pack_for_download`] for each of `ids` (at most a few dozen)
+    /// in one read; those not found are left out.
+    fn packs_for_download(
+        &self,
+        ids: &[PackId],
+    ) -> impl Future<Output = Result<Vec<(PackId, ForDownload)>>> + Send;
+
     /// Stores one chunk of an upload in flight (invisible until committed).
     /// Chunks come in order, and every one but an upload's last is
     /// [`CHUNK_BYTES`](super::CHUNK_BYTES) long (SQLite keeps such uploads

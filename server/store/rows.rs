@@ -59,6 +59,16 @@ pub struct PackChunkRow {
     pub directory_version: i64,
 }
 
+/// [`PackChunkRow`] with the pack's id (`Packs::packs_for_download`).
+#[derive(Debug, sqlx::FromRow)]
+pub struct PackIdChunkRow {
+    /// The pack's id.
+    pub pack_id: String,
+    /// The rest of the read.
+    #[sqlx(flatten)]
+    pub read: PackChunkRow,
+}
+
 /// A key row as both databases return it.
 pub type KeyRow = (
     String,

@@ -29,6 +29,16 @@ macro_rules! pack_columns {
     };
 }
 
+/// The columns a download's read adds to [`pack_columns`]: the pack's
+/// chunk, if it is one chunk held as a row, and the directory version.
+macro_rules! pack_chunk_columns {
+    () => {
+        ", (SELECT c.data FROM pack_chunks c WHERE c.upload_id = packs.upload_id \
+         AND c.idx = 0 AND NOT c.staged AND packs.chunks = 1) AS first_chunk, \
+         (SELECT v.version FROM directory_version v WHERE v.id = 1) AS directory_version"
+    };
+}
+
 /// Inserts audit entries `$entries` (a slice of
 /// [`audit::Entry`](crate::audit::Entry)) on connection `$conn` of database
 /// `$db`, a multi-row statement per [`ROWS_PER_STATEMENT`](crate::store::group::ROWS_PER_STATEMENT):
@@ -105,10 +115,8 @@ macro_rules! shared_store {
         const PACK_AND_CHUNK_SQL: &str = concat!(
             "SELECT ",
             pack_columns!(),
-            ", (SELECT c.data FROM pack_chunks c WHERE c.upload_id = packs.upload_id \
-             AND c.idx = 0 AND NOT c.staged AND packs.chunks = 1) AS first_chunk, \
-             (SELECT v.version FROM directory_version v WHERE v.id = 1) AS directory_version \
-             FROM packs WHERE pack_id = $1"
+            pack_chunk_columns!(),
+            " FROM packs WHERE pack_id = $1"
         );
 
         /// A school's keys, in key id order.
@@ -675,6 +683,42 @@ macro_rules! shared_store {
                     })
                 })
                 .transpose()
+            }
+
+            async fn packs_for_download(
+                &self,
+                ids: &[PackId],
+            ) -> Result<Vec<(PackId, $crate::store::ForDownload)>> {
+                if ids.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let mut query = sqlx::QueryBuilder::<$db>::new(concat!(
+                    "SELECT pack_id, ",
+                    pack_columns!(),
+                    pack_chunk_columns!(),
+                    " FROM packs WHERE pack_id IN ("
+                ));
+                let mut list = query.separated(", ");
+                for id in ids {
+                    list.push_bind(id.to_string());
+                }
+                query.push(")");
+                let rows: Vec<$crate::store::rows::PackIdChunkRow> =
+                    query.build_query_as().fetch_all(&self.pool).await?;
+                rows.into_iter()
+                    .map(|r| {
+                        let id = r
+                            .pack_id
+                            .parse()
+                            .map_err(|_| corrupt(format!("pack id {:?}", r.pack_id)))?;
+                        let read = $crate::store::ForDownload {
+                            pack: pack_from_row(r.read.pack)?,
+                            chunk: r.read.first_chunk,
+                            directory_version: r.read.directory_version,
+                        };
+                        Ok((id, read))
+                    })
+                    .collect()
             }
 
             async fn stage_chunk(&self, upload_id: &str, idx: i64, data: bytes::Bytes) -> Result<()> {

@@ -20,6 +20,7 @@ enum Method {
     Upload,
     Inbox,
     Download,
+    DownloadMany,
     ConfirmDownload,
     ConfirmDownloads,
     Acknowledge,
@@ -29,7 +30,7 @@ enum Method {
     Limits,
 }
 
-const ALL: [Method; 14] = [
+const ALL: [Method; 15] = [
     Method::ListSchools,
     Method::GetSchool,
     Method::AddKey,
@@ -37,6 +38,7 @@ const ALL: [Method; 14] = [
     Method::Upload,
     Method::Inbox,
     Method::Download,
+    Method::DownloadMany,
     Method::ConfirmDownload,
     Method::ConfirmDownloads,
     Method::Acknowledge,
@@ -168,6 +170,24 @@ async fn call(
                 .into_inner();
             while stream.message().await?.is_some() {}
         }
+        Method::DownloadMany => {
+            // A pack refused within the call comes back as its error; one
+            // served must be the pack asked for, whole.
+            let req = v1::DownloadManyRequest {
+                pack_ids: vec![w.pack.pack_id.clone()],
+            };
+            let mut stream = caller
+                .exchange()
+                .download_many(with_token(token, req))
+                .await?
+                .into_inner();
+            let one = stream.message().await?.expect("an answer for the pack");
+            assert_eq!(one.pack_id, w.pack.pack_id);
+            assert!(stream.message().await?.is_none(), "one answer a pack");
+            refused(one.code, &one.message)?;
+            assert_eq!(one.header.as_ref(), Some(&w.pack));
+            assert_eq!(one.ciphertext.len() as u64, w.pack.ciphertext_length);
+        }
         Method::ConfirmDownload => {
             let req = v1::ConfirmDownloadRequest {
                 pack_id: w.pack.pack_id.clone(),
@@ -283,6 +303,7 @@ fn natural(w: &World, method: Method) -> &School {
     match method {
         Method::Inbox
         | Method::Download
+        | Method::DownloadMany
         | Method::ConfirmDownload
         | Method::ConfirmDownloads
         | Method::Acknowledge
@@ -342,6 +363,8 @@ async fn every_method_checks_the_caller(daemon: Daemon) {
         (Method::Inbox, &c, Code::NotFound),
         (Method::Download, &c, Code::NotFound),
         (Method::Download, &w.a, Code::NotFound),
+        (Method::DownloadMany, &c, Code::NotFound),
+        (Method::DownloadMany, &w.a, Code::NotFound),
         (Method::ConfirmDownload, &c, Code::NotFound),
         (Method::ConfirmDownload, &w.a, Code::NotFound),
         (Method::ConfirmDownloads, &c, Code::NotFound),

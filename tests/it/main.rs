@@ -29,6 +29,7 @@ mod daemon_calendar;
 mod daemon_certs;
 mod daemon_checkpoints;
 mod daemon_dashboard;
+mod daemon_download;
 mod daemon_federation;
 mod daemon_files;
 mod daemon_keys;

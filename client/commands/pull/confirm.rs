@@ -110,109 +110,10 @@ mod tests {
     //! Against a server from before `ConfirmDownloads` (a fake one: the
     //! test is about what an older server answers).
 
-    use std::pin::Pin;
     use std::sync::{Arc, Mutex};
 
-    use tonic::service::interceptor::InterceptedService;
-    use tonic::transport::{Channel, Server};
-    use tonic::{Request, Response, Status, Streaming};
-    use v1::exchange_server::{Exchange, ExchangeServer};
-
     use super::*;
-    use crate::connect::Bearer;
-
-    type Stream<T> = Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
-
-    /// Knows only `ConfirmDownload`; refuses the pack `refused`.
-    struct Older {
-        told: Arc<Mutex<Vec<String>>>,
-        refused: String,
-    }
-
-    fn older<T>() -> Result<Response<T>, Status> {
-        Err(Status::unimplemented("not in this version"))
-    }
-
-    #[tonic::async_trait]
-    impl Exchange for Older {
-        type DownloadStream = Stream<v1::DownloadResponse>;
-        type WatchStream = Stream<v1::WatchEvent>;
-
-        async fn confirm_download(
-            &self,
-            request: Request<v1::ConfirmDownloadRequest>,
-        ) -> Result<Response<v1::ConfirmDownloadResponse>, Status> {
-            let pack = request.into_inner();
-            if pack.pack_id == self.refused {
-                return Err(Status::not_found("no such pack"));
-            }
-            if let Ok(mut told) = self.told.lock() {
-                told.push(pack.pack_id);
-            }
-            Ok(Response::new(v1::ConfirmDownloadResponse::default()))
-        }
-
-        async fn confirm_downloads(
-            &self,
-            _: Request<v1::ConfirmDownloadsRequest>,
-        ) -> Result<Response<v1::ConfirmDownloadsResponse>, Status> {
-            older()
-        }
-        async fn upload(
-            &self,
-            _: Request<Streaming<v1::UploadRequest>>,
-        ) -> Result<Response<v1::UploadResponse>, Status> {
-            older()
-        }
-        async fn inbox(
-            &self,
-            _: Request<v1::InboxRequest>,
-        ) -> Result<Response<v1::InboxResponse>, Status> {
-            older()
-        }
-        async fn download(
-            &self,
-            _: Request<v1::DownloadRequest>,
-        ) -> Result<Response<Self::DownloadStream>, Status> {
-            older()
-        }
-        async fn acknowledge(
-            &self,
-            _: Request<v1::AcknowledgeRequest>,
-        ) -> Result<Response<v1::AcknowledgeResponse>, Status> {
-            older()
-        }
-        async fn acknowledge_many(
-            &self,
-            _: Request<v1::AcknowledgeManyRequest>,
-        ) -> Result<Response<v1::AcknowledgeManyResponse>, Status> {
-            older()
-        }
-        async fn sent(
-            &self,
-            _: Request<v1::SentRequest>,
-        ) -> Result<Response<v1::SentResponse>, Status> {
-            older()
-        }
-        async fn recall(
-            &self,
-            _: Request<v1::RecallRequest>,
-        ) -> Result<Response<v1::RecallResponse>, Status> {
-            older()
-        }
-        async fn watch(
-            &self,
-            _: Request<v1::WatchRequest>,
-        ) -> Result<Response<Self::WatchStream>, Status> {
-            older()
-        }
-        async fn limits(
-            &self,
-            _: Request<v1::LimitsRequest>,
-        ) -> Result<Response<v1::LimitsResponse>, Status> {
-            older()
-        }
-    }
+    use crate::commands::pull::older::{Older, serve};
 
     #[tokio::test]
     async fn an_older_server_is_told_one_pack_at_a_time_and_refusals_are_kept() {
@@ -221,19 +122,9 @@ mod tests {
         let server = Older {
             told: told.clone(),
             refused: refused.to_string(),
+            ..Older::default()
         };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(
-            Server::builder()
-                .add_service(ExchangeServer::new(server))
-                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-        );
-        let channel = Channel::from_shared(url).unwrap().connect().await.unwrap();
-        let bearer = Bearer("Bearer test".parse().unwrap());
-        let confirmer = Confirmer::start(ExchangeClient::new(InterceptedService::new(
-            channel, bearer,
-        )));
+        let confirmer = Confirmer::start(serve(server).await);
         let sha = "00".repeat(32);
         confirmer.tell(a, &sha);
         confirmer.tell(refused, &sha);

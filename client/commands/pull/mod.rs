@@ -23,7 +23,7 @@ use serde::Serialize;
 use tokio::io::AsyncWriteExt as _;
 use v1::exchange_client::ExchangeClient;
 
-/// Packs downloaded ahead of the one being opened.
+/// Download calls under way ahead of the pack being opened.
 pub(crate) const CONCURRENCY: usize = 4;
 
 use crate::commands::inbox::Waiting;
@@ -34,9 +34,13 @@ use crate::packdir::Staging;
 use crate::pins::{Pins, refresh_once};
 
 mod confirm;
+mod fetch;
 mod forwarded;
 mod journal;
 mod mis;
+#[cfg(all(test, feature = "server"))]
+#[allow(clippy::unwrap_used)]
+mod older;
 
 pub use journal::{AttachmentJson, PackJson, Pulled, PulledPack};
 
@@ -115,6 +119,9 @@ fn skipped(others: &[Waiting], mine: &KeyId) {
 /// Runs `baton pull`.
 pub async fn run(home: &Home, args: Args) -> Result<()> {
     let mut clients = connect(home).await?;
+    // Each listed pack's ciphertext length (with `--all`), so large packs
+    // are downloaded alone from the start.
+    let mut lengths: HashMap<PackId, u64> = HashMap::new();
     let ids: Vec<(PackId, i64)> = if args.all {
         let mine: Vec<KeyId> = home.identities()?.iter().map(Identity::key_id).collect();
         let mut listed = crate::commands::inbox::list(&mut clients).await?;
@@ -148,6 +155,10 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
                     .any(|r| mine.contains(r))
             });
         skipped(&others, &mine[0]);
+        lengths = ours
+            .iter()
+            .map(|w| (w.header.header().pack_id, w.header.header().ciphertext_len))
+            .collect();
         ours.iter()
             .map(|w| (w.header.header().pack_id, w.uploaded_at_ms))
             .collect()
@@ -188,31 +199,18 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
     // order, and the server told of each as it is written.
     let staging_root = args.out.join(".baton-staging");
     create_private_dir_all(&staging_root)?;
-    let mut fetches = HashMap::new();
-    let limit = Arc::new(tokio::sync::Semaphore::new(CONCURRENCY));
-    for (id, _) in &ids {
-        let key = id.to_string();
-        let wanted = match pulled.packs.get(&key) {
+    let wanted: Vec<(PackId, Option<u64>)> = ids
+        .iter()
+        .filter(|(id, _)| match pulled.packs.get(&id.to_string()) {
             Some(before) => {
                 !holds(Path::new(&before.folder), *id)
                     && (args.again || before.acknowledged_at_ms.is_none())
             }
             None => true,
-        };
-        if wanted {
-            let exchange = clients.exchange.clone();
-            let (limit, root, id) = (Arc::clone(&limit), staging_root.clone(), *id);
-            fetches.insert(
-                id,
-                tokio::spawn(async move {
-                    let _permit = limit.acquire_owned().await;
-                    let file = tempfile::NamedTempFile::new_in(&root)?;
-                    let header = download(exchange, id, file.path()).await?;
-                    Ok::<_, anyhow::Error>((file, header))
-                }),
-            );
-        }
-    }
+        })
+        .map(|(id, _)| (*id, lengths.get(id).copied()))
+        .collect();
+    let mut fetches = fetch::start(&clients.exchange, &staging_root, &wanted);
     let confirms = confirm::Confirmer::start(clients.exchange.clone());
     let mut written = std::collections::HashSet::new();
     let mut outcomes = Vec::new();
@@ -253,7 +251,9 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
             continue;
         }
         let fetched = match fetches.remove(&id) {
-            Some(task) => task.await.context("a download failed unexpectedly")?,
+            Some(told) => told
+                .await
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("a download failed unexpectedly"))),
             None => Err(anyhow::anyhow!("not downloaded")),
         };
         let pulled_one = match fetched {

@@ -1,0 +1,331 @@
+//! Downloading packs ahead of opening them, each into its own file in the
+//! staging folder: small packs (one chunk, the most a class's records are)
+//! many to a `DownloadMany` call, larger ones one `Download` each, at most
+//! [`CONCURRENCY`] calls at a time. A pack `DownloadMany` will not serve
+//! whole, and every pack when the server has no `DownloadMany` (an older
+//! server), is downloaded alone.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Result, anyhow, bail};
+use baton::api::v1;
+use baton::pack::{PackId, SignedHeader};
+use tokio::io::AsyncWriteExt as _;
+use tokio::sync::{Semaphore, oneshot};
+use tonic::{Code, Status};
+use v1::exchange_client::ExchangeClient;
+
+use super::{CONCURRENCY, download};
+use crate::connect::{Authed, explain};
+
+/// Small packs asked for in one `DownloadMany` call.
+pub(crate) const BATCH: usize = 16;
+
+/// The largest ciphertext sent whole in one `DownloadMany` message (the
+/// server's chunk size): larger packs are downloaded alone.
+const SMALL: u64 = 256 * 1024;
+
+/// A downloaded pack: its ciphertext in a staging file, and its header.
+pub(crate) type Fetched = (tempfile::NamedTempFile, SignedHeader);
+
+/// Where each pack's download will be told.
+pub(crate) type Pending = HashMap<PackId, oneshot::Receiver<Result<Fetched>>>;
+
+/// Starts downloading `wanted` (each pack's id and its ciphertext's length
+/// when the inbox listed it) into files under `root`, in order: the first
+/// packs first.
+pub(crate) fn start(
+    exchange: &ExchangeClient<Authed>,
+    root: &Path,
+    wanted: &[(PackId, Option<u64>)],
+) -> Pending {
+    let limit = Arc::new(Semaphore::new(CONCURRENCY));
+    let mut pending = HashMap::new();
+    let mut batch: Vec<(PackId, oneshot::Sender<Result<Fetched>>)> = Vec::new();
+    let flush = |batch: &mut Vec<_>| {
+        if !batch.is_empty() {
+            let (exchange, root, limit) = (exchange.clone(), root.to_owned(), Arc::clone(&limit));
+            let batch = std::mem::take(batch);
+            tokio::spawn(async move {
+                let _permit = limit.acquire_owned().await;
+                many(exchange, &root, batch).await;
+            });
+        }
+    };
+    for (id, length) in wanted {
+        let (tx, rx) = oneshot::channel();
+        pending.insert(*id, rx);
+        if length.is_some_and(|n| n > SMALL) {
+            let (exchange, root, limit, id) =
+                (exchange.clone(), root.to_owned(), Arc::clone(&limit), *id);
+            tokio::spawn(async move {
+                let _permit = limit.acquire_owned().await;
+                let _ = tx.send(alone(exchange, &root, id).await);
+            });
+            continue;
+        }
+        batch.push((*id, tx));
+        if batch.len() == BATCH {
+            flush(&mut batch);
+        }
+    }
+    flush(&mut batch);
+    pending
+}
+
+/// Downloads pack `id` with `Download`.
+async fn alone(exchange: ExchangeClient<Authed>, root: &Path, id: PackId) -> Result<Fetched> {
+    let file = tempfile::NamedTempFile::new_in(root)?;
+    let header = download(exchange, id, file.path()).await?;
+    Ok((file, header))
+}
+
+/// Downloads `batch` in one `DownloadMany` call, telling each pack's
+/// outcome as it arrives.
+async fn many(
+    mut exchange: ExchangeClient<Authed>,
+    root: &Path,
+    batch: Vec<(PackId, oneshot::Sender<Result<Fetched>>)>,
+) {
+    let pack_ids = batch.iter().map(|(id, _)| id.to_string()).collect();
+    let mut stream = match exchange
+        .download_many(v1::DownloadManyRequest { pack_ids })
+        .await
+    {
+        Ok(answer) => answer.into_inner(),
+        Err(status) if status.code() == Code::Unimplemented => {
+            // A server from before `DownloadMany`: a call a pack.
+            for (id, tx) in batch {
+                let _ = tx.send(alone(exchange.clone(), root, id).await);
+            }
+            return;
+        }
+        Err(status) => {
+            let why = format!("downloading: {}", explain(&status));
+            for (_, tx) in batch {
+                let _ = tx.send(Err(anyhow!("{why}")));
+            }
+            return;
+        }
+    };
+    let mut waiting = batch.into_iter();
+    while let Some((id, tx)) = waiting.next() {
+        let answer = match stream.message().await {
+            Ok(Some(message)) => one(root, id, message).await,
+            Ok(None) => Err(Refused::Broken),
+            Err(_) => Err(Refused::Broken),
+        };
+        let outcome = match answer {
+            Ok(fetched) => Ok(fetched),
+            Err(Refused::Pack(e)) => Err(e),
+            Err(Refused::TooLarge) => alone(exchange.clone(), root, id).await,
+            Err(Refused::Broken) => {
+                // The call failed or went astray: this pack and every one
+                // left are downloaded alone (each checked on its own).
+                let _ = tx.send(alone(exchange.clone(), root, id).await);
+                for (id, tx) in waiting.by_ref() {
+                    let _ = tx.send(alone(exchange.clone(), root, id).await);
+                }
+                return;
+            }
+        };
+        let _ = tx.send(outcome);
+    }
+}
+
+/// Why one answer of a `DownloadMany` call was not a pack.
+enum Refused {
+    /// More than one chunk: to be downloaded alone.
+    TooLarge,
+    /// This pack failed (refused by the server, or not written here); the
+    /// call goes on.
+    Pack(anyhow::Error),
+    /// The call failed, ended early or answered for another pack.
+    Broken,
+}
+
+/// Writes one answer of a `DownloadMany` call, for pack `id`, to a file.
+async fn one(
+    root: &Path,
+    id: PackId,
+    message: v1::DownloadManyResponse,
+) -> std::result::Result<Fetched, Refused> {
+    if message.pack_id != id.to_string() {
+        return Err(Refused::Broken);
+    }
+    if message.code != Code::Ok as i32 {
+        let status = Status::new(Code::from(message.code), message.message);
+        if status.code() == Code::FailedPrecondition {
+            return Err(Refused::TooLarge);
+        }
+        return Err(Refused::Pack(anyhow!("downloading: {}", explain(&status))));
+    }
+    let written = async {
+        let wire = message
+            .header
+            .ok_or_else(|| anyhow!("the server sent no header"))?;
+        let signed = SignedHeader::try_from(&wire)
+            .map_err(|e| anyhow!("the server sent a malformed header: {e}"))?;
+        if signed.header().pack_id != id {
+            bail!("the server sent a different pack");
+        }
+        let file = tempfile::NamedTempFile::new_in(root)?;
+        let mut out = tokio::fs::File::create(file.path()).await?;
+        out.write_all(&message.ciphertext).await?;
+        out.sync_all().await?;
+        Ok((file, signed))
+    };
+    written.await.map_err(Refused::Pack)
+}
+
+#[cfg(all(test, feature = "server"))]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    //! Against fake servers: one from before `DownloadMany`, and one whose
+    //! `DownloadMany` strays (the tests are about what such a server
+    //! answers).
+
+    use std::sync::Mutex;
+
+    use baton::crypto::Identity;
+    use baton::pack::{FORMAT_VERSION, Header, Kind};
+    use sha2::{Digest as _, Sha256};
+
+    use super::*;
+    use crate::commands::pull::older::{Older, serve};
+
+    /// A signed header and ciphertext for pack `id`.
+    fn pack(sender: &Identity, id: PackId, len: usize) -> (v1::PackHeader, Vec<u8>) {
+        let data: Vec<u8> = (0..len).map(|_| rand::random::<u8>()).collect();
+        let signed = sender
+            .sign_header(Header {
+                format_version: FORMAT_VERSION,
+                pack_id: id,
+                from: "8610001".parse().unwrap(),
+                to: "8610002".parse().unwrap(),
+                kind: Kind::Transfer,
+                created_at_ms: 1,
+                ciphertext_len: data.len() as u64,
+                ciphertext_sha256: Sha256::digest(&data).into(),
+                sender_key_id: sender.key_id(),
+                recipient_key_ids: vec![sender.key_id()],
+                left_on: Some(time::macros::date!(2026 - 07 - 22)),
+                supersedes: None,
+                forwarded: None,
+            })
+            .unwrap();
+        (v1::PackHeader::from(&signed), data)
+    }
+
+    /// An answer of `DownloadMany` serving `pack` whole.
+    fn served((header, data): &(v1::PackHeader, Vec<u8>)) -> v1::DownloadManyResponse {
+        v1::DownloadManyResponse {
+            pack_id: header.pack_id.clone(),
+            header: Some(header.clone()),
+            ciphertext: data.clone().into(),
+            ..Default::default()
+        }
+    }
+
+    /// An answer of `DownloadMany` refusing pack `id` with `code`.
+    fn refused(id: PackId, code: Code) -> v1::DownloadManyResponse {
+        v1::DownloadManyResponse {
+            pack_id: id.to_string(),
+            code: code as i32,
+            message: "refused".into(),
+            ..Default::default()
+        }
+    }
+
+    /// What `start` gives for each of `ids`, with what each file holds.
+    async fn fetched(
+        client: &ExchangeClient<Authed>,
+        ids: &[PackId],
+    ) -> Vec<Result<(v1::PackHeader, Vec<u8>)>> {
+        let root = tempfile::tempdir().unwrap();
+        let wanted: Vec<_> = ids.iter().map(|id| (*id, Some(100))).collect();
+        let mut pending = start(client, root.path(), &wanted);
+        let mut out = Vec::new();
+        for id in ids {
+            let told = pending.remove(id).unwrap().await.unwrap();
+            out.push(told.map(|(file, header)| {
+                (
+                    v1::PackHeader::from(&header),
+                    std::fs::read(file.path()).unwrap(),
+                )
+            }));
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn an_older_server_is_asked_one_pack_at_a_time() {
+        let sender = Identity::generate();
+        let ids = [PackId::new(), PackId::new(), PackId::new()];
+        let packs: HashMap<String, _> = ids
+            .iter()
+            .map(|id| (id.to_string(), pack(&sender, *id, 300)))
+            .collect();
+        let downloaded = Arc::new(Mutex::new(Vec::new()));
+        let client = serve(Older {
+            packs: packs.clone(),
+            downloaded: downloaded.clone(),
+            ..Older::default()
+        })
+        .await;
+        for (id, got) in ids.iter().zip(fetched(&client, &ids).await) {
+            assert_eq!(got.unwrap(), packs[&id.to_string()]);
+        }
+        let mut asked = downloaded.lock().unwrap().clone();
+        asked.sort();
+        let mut expected: Vec<String> = ids.iter().map(PackId::to_string).collect();
+        expected.sort();
+        assert_eq!(asked, expected);
+    }
+
+    #[tokio::test]
+    async fn a_refusal_stays_with_its_pack_and_a_stray_answer_is_not_trusted() {
+        let sender = Identity::generate();
+        let ids: Vec<PackId> = (0..6).map(|_| PackId::new()).collect();
+        let packs: HashMap<String, _> = ids
+            .iter()
+            .map(|id| (id.to_string(), pack(&sender, *id, 300)))
+            .collect();
+        let of = |n: usize| &packs[&ids[n].to_string()];
+        // Pack 0 served; 1 refused; 2 too large for the call; then an
+        // answer for pack 5 where pack 3 was due, and pack 4 never answered.
+        let stray = served(of(5));
+        let many = vec![
+            served(of(0)),
+            refused(ids[1], Code::NotFound),
+            refused(ids[2], Code::FailedPrecondition),
+            stray,
+        ];
+        let downloaded = Arc::new(Mutex::new(Vec::new()));
+        let mut alone_packs = packs.clone();
+        alone_packs.remove(&ids[1].to_string());
+        let client = serve(Older {
+            packs: alone_packs,
+            downloaded: downloaded.clone(),
+            many: Some(many),
+            ..Older::default()
+        })
+        .await;
+        let got = fetched(&client, &ids).await;
+        assert_eq!(got[0].as_ref().unwrap(), of(0));
+        let why = format!("{:#}", got[1].as_ref().unwrap_err());
+        assert!(why.contains("refused"), "{why}");
+        for (n, got) in got.iter().enumerate().skip(2) {
+            assert_eq!(got.as_ref().unwrap(), of(n), "pack {n}");
+        }
+        // Downloaded alone: the large one and every one from the stray
+        // answer on (never the refused one, nor the one served).
+        let mut asked = downloaded.lock().unwrap().clone();
+        asked.sort();
+        let mut expected: Vec<String> = ids[2..].iter().map(PackId::to_string).collect();
+        expected.sort();
+        assert_eq!(asked, expected);
+    }
+}

@@ -1,7 +1,8 @@
 //! Downloading packs ahead of opening them, each into its own file in the
 //! staging folder: small packs (one chunk, the most a class's records are)
-//! many to a `DownloadMany` call, larger ones one `Download` each, at most
-//! [`CONCURRENCY`] calls at a time. A pack `DownloadMany` will not serve
+//! up to [`BATCH`] to a `DownloadMany` call (fewer when there are only a
+//! few, so the calls that may run at once share them), larger ones one
+//! `Download` each, at most [`CONCURRENCY`] calls at a time. A pack `DownloadMany` will not serve
 //! whole, and every pack when the server has no `DownloadMany` (an older
 //! server), is downloaded alone.
 
@@ -42,6 +43,10 @@ pub(crate) fn start(
     wanted: &[(PackId, Option<u64>)],
 ) -> Pending {
     let limit = Arc::new(Semaphore::new(CONCURRENCY));
+    // A few packs make as many calls as may run at once (each writes and
+    // syncs its packs one after another); many make full calls.
+    let small = wanted.iter().filter(|(_, n)| !large(*n)).count();
+    let batch_size = small.div_ceil(CONCURRENCY).clamp(1, BATCH);
     let mut pending = HashMap::new();
     let mut batch: Vec<(PackId, oneshot::Sender<Result<Fetched>>)> = Vec::new();
     let flush = |batch: &mut Vec<_>| {
@@ -57,7 +62,7 @@ pub(crate) fn start(
     for (id, length) in wanted {
         let (tx, rx) = oneshot::channel();
         pending.insert(*id, rx);
-        if length.is_some_and(|n| n > SMALL) {
+        if large(*length) {
             let (exchange, root, limit, id) =
                 (exchange.clone(), root.to_owned(), Arc::clone(&limit), *id);
             tokio::spawn(async move {
@@ -67,12 +72,17 @@ pub(crate) fn start(
             continue;
         }
         batch.push((*id, tx));
-        if batch.len() == BATCH {
+        if batch.len() == batch_size {
             flush(&mut batch);
         }
     }
     flush(&mut batch);
     pending
+}
+
+/// Whether a pack of ciphertext `length` (if listed) is downloaded alone.
+fn large(length: Option<u64>) -> bool {
+    length.is_some_and(|n| n > SMALL)
 }
 
 /// Downloads pack `id` with `Download`.
@@ -313,7 +323,25 @@ mod tests {
             ..Older::default()
         })
         .await;
-        let got = fetched(&client, &ids).await;
+        // All six in one call.
+        let root = tempfile::tempdir().unwrap();
+        let (batch, told): (Vec<_>, Vec<_>) = ids
+            .iter()
+            .map(|id| {
+                let (tx, rx) = oneshot::channel();
+                ((*id, tx), rx)
+            })
+            .unzip();
+        super::many(client, root.path(), batch).await;
+        let mut got = Vec::new();
+        for rx in told {
+            got.push(rx.await.unwrap().map(|(file, header)| {
+                (
+                    v1::PackHeader::from(&header),
+                    std::fs::read(file.path()).unwrap(),
+                )
+            }));
+        }
         assert_eq!(got[0].as_ref().unwrap(), of(0));
         let why = format!("{:#}", got[1].as_ref().unwrap_err());
         assert!(why.contains("refused"), "{why}");

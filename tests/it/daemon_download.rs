@@ -109,3 +109,56 @@ async fn download_many_serves_each_pack_as_download_would(daemon: Daemon) {
 }
 
 on_both_backends!(download_many_serves_each_pack_as_download_would);
+
+/// A key revoked while a `DownloadMany` call streams: the packs read
+/// before the revocation may still arrive, none read after it does; the
+/// call ends `Unauthenticated`.
+async fn a_key_revoked_mid_call_gets_no_more_packs(daemon: Daemon) {
+    let a = daemon.enrol("8613001").await;
+    let b = daemon.enrol("8613002").await;
+    let keys = a.keys_of(&b.laestab).await;
+    // 64 packs just under a chunk each (16 MB): far more than the server
+    // reads ahead (nine packs) and the transport holds in flight.
+    let mut ids = Vec::new();
+    for _ in 0..64 {
+        let data = ciphertext(CHUNK - 1024);
+        let h = v1::PackHeader::from(&a.header_for(&b.laestab, &keys, &data));
+        a.upload(&h, &data, CHUNK).await.unwrap();
+        ids.push(h.pack_id);
+    }
+    let mut stream = b
+        .exchange()
+        .download_many(b.req(v1::DownloadManyRequest {
+            pack_ids: ids.clone(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = stream.message().await.unwrap().unwrap();
+    assert_eq!(first.code, 0, "{}", first.message);
+    let key_id = b.identity.key_id().to_string();
+    let out = daemon
+        .admin(&["admin", "key", "revoke", "8613002", &key_id])
+        .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut served = 1;
+    let ended = loop {
+        match stream.message().await {
+            Ok(Some(answer)) => {
+                assert_eq!(answer.code, 0, "{}", answer.message);
+                served += 1;
+            }
+            Ok(None) => break None,
+            Err(status) => break Some(status),
+        }
+    };
+    let status = ended.unwrap_or_else(|| panic!("all {served} packs served after the revocation"));
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    assert!(served < 64, "{served}");
+}
+
+on_both_backends!(a_key_revoked_mid_call_gets_no_more_packs);

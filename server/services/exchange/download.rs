@@ -26,7 +26,7 @@ pub const MANY_MAX: usize = 64;
 /// Packs read from the store at once within a `DownloadMany` call: with
 /// one message waiting in the channel, a call holds at most this many
 /// small packs (of at most a chunk, 256 KiB, each) and one more.
-const READ_AT_ONCE: usize = 8;
+const READ_AT_ONCE: usize = 4;
 
 /// The caller as the directory cache last saw it, and the pack read with
 /// the directory's version (a small pack's one chunk too) in one query

@@ -118,7 +118,7 @@ async fn a_key_revoked_mid_call_gets_no_more_packs(daemon: Daemon) {
     let b = daemon.enrol("8613002").await;
     let keys = a.keys_of(&b.laestab).await;
     // 64 packs just under a chunk each (16 MB): far more than the server
-    // reads ahead (about five packs) and the transport holds in flight.
+    // reads ahead (about seven packs) and the transport holds in flight.
     let mut ids = Vec::new();
     for _ in 0..64 {
         let data = ciphertext(CHUNK - 1024);

@@ -125,6 +125,16 @@ async fn many(
         let answer = match stream.message().await {
             Ok(Some(message)) => one(root, id, message).await,
             Ok(None) => Err(Refused::Broken),
+            // The caller shut out (a token or key revoked while the call
+            // ran): asking again, a pack at a time, would only be refused.
+            Err(status) if shut_out(status.code()) => {
+                let why = format!("downloading: {}", explain(&status));
+                let _ = tx.send(Err(anyhow!("{why}")));
+                for (_, tx) in waiting.by_ref() {
+                    let _ = tx.send(Err(anyhow!("{why}")));
+                }
+                return;
+            }
             Err(_) => Err(Refused::Broken),
         };
         let outcome = match answer {
@@ -143,6 +153,12 @@ async fn many(
         };
         let _ = tx.send(outcome);
     }
+}
+
+/// Whether a call ended with `code` refuses the caller itself, not one
+/// pack or the connection.
+fn shut_out(code: Code) -> bool {
+    matches!(code, Code::Unauthenticated | Code::PermissionDenied)
 }
 
 /// Why one answer of a `DownloadMany` call was not a pack.
@@ -308,10 +324,10 @@ mod tests {
         // answer for pack 5 where pack 3 was due, and pack 4 never answered.
         let stray = served(of(5));
         let many = vec![
-            served(of(0)),
-            refused(ids[1], Code::NotFound),
-            refused(ids[2], Code::FailedPrecondition),
-            stray,
+            Ok(served(of(0))),
+            Ok(refused(ids[1], Code::NotFound)),
+            Ok(refused(ids[2], Code::FailedPrecondition)),
+            Ok(stray),
         ];
         let downloaded = Arc::new(Mutex::new(Vec::new()));
         let mut alone_packs = packs.clone();
@@ -355,5 +371,45 @@ mod tests {
         let mut expected: Vec<String> = ids[2..].iter().map(PackId::to_string).collect();
         expected.sort();
         assert_eq!(asked, expected);
+    }
+
+    #[tokio::test]
+    async fn a_caller_shut_out_mid_call_is_not_asked_again_a_pack_at_a_time() {
+        let sender = Identity::generate();
+        let ids: Vec<PackId> = (0..3).map(|_| PackId::new()).collect();
+        let packs: HashMap<String, _> = ids
+            .iter()
+            .map(|id| (id.to_string(), pack(&sender, *id, 300)))
+            .collect();
+        let downloaded = Arc::new(Mutex::new(Vec::new()));
+        let client = serve(Older {
+            packs: packs.clone(),
+            downloaded: downloaded.clone(),
+            many: Some(vec![
+                Ok(served(&packs[&ids[0].to_string()])),
+                Err(Status::unauthenticated("token revoked")),
+            ]),
+            ..Older::default()
+        })
+        .await;
+        let root = tempfile::tempdir().unwrap();
+        let (batch, told): (Vec<_>, Vec<_>) = ids
+            .iter()
+            .map(|id| {
+                let (tx, rx) = oneshot::channel();
+                ((*id, tx), rx)
+            })
+            .unzip();
+        super::many(client, root.path(), batch).await;
+        let mut got = Vec::new();
+        for rx in told {
+            got.push(rx.await.unwrap());
+        }
+        assert!(got[0].is_ok());
+        for refused in &got[1..] {
+            let why = format!("{:#}", refused.as_ref().unwrap_err());
+            assert!(why.contains("token revoked"), "{why}");
+        }
+        assert!(downloaded.lock().unwrap().is_empty(), "asked again alone");
     }
 }

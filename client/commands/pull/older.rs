@@ -31,8 +31,9 @@ pub(crate) struct Older {
     pub packs: HashMap<String, (v1::PackHeader, Vec<u8>)>,
     /// The packs `Download` was asked for.
     pub downloaded: Arc<Mutex<Vec<String>>>,
-    /// `DownloadMany`'s answers, if it has the call.
-    pub many: Option<Vec<v1::DownloadManyResponse>>,
+    /// `DownloadMany`'s answers (a status ends the stream), if it has the
+    /// call.
+    pub many: Option<Vec<Result<v1::DownloadManyResponse, Status>>>,
 }
 
 /// The answer to a call this server does not have.
@@ -104,9 +105,7 @@ impl Exchange for Older {
             .many
             .clone()
             .ok_or_else(|| Status::unimplemented("not in this version"))?;
-        Ok(Response::new(Box::pin(tokio_stream::iter(
-            answers.into_iter().map(Ok),
-        ))))
+        Ok(Response::new(Box::pin(tokio_stream::iter(answers))))
     }
     async fn acknowledge(
         &self,

@@ -23,9 +23,10 @@ use crate::store::{ForDownload, Store};
 /// Most pack ids one `DownloadMany` call may name.
 pub const MANY_MAX: usize = 64;
 
-/// Packs read from the store at once within a `DownloadMany` call: with
-/// one message waiting in the channel, a call holds at most this many
-/// small packs (of at most a chunk, 256 KiB, each) and one more.
+/// Packs read from the store at once within a `DownloadMany` call. A call
+/// holds at most this many small packs (of at most a chunk, 256 KiB,
+/// each), a copy for an id asked twice, one message waiting in the channel
+/// and one being sent.
 const READ_AT_ONCE: usize = 4;
 
 /// The caller as the directory cache last saw it, and the pack read with

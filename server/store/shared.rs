@@ -128,6 +128,35 @@ macro_rules! shared_store {
         const AUDIT_SQL: &str =
             "SELECT seq, at_ms, actor, action, subject, prev_hash, hash FROM audit ORDER BY seq";
 
+        /// `select` (a `SELECT` ending `WHERE pack_id IN (`) completed
+        /// with `ids`, each bound.
+        fn by_ids(select: &'static str, ids: &[PackId]) -> sqlx::QueryBuilder<$db> {
+            let mut query = sqlx::QueryBuilder::<$db>::new(select);
+            let mut list = query.separated(", ");
+            for id in ids {
+                list.push_bind(id.to_string());
+            }
+            query.push(")");
+            query
+        }
+
+        /// A pack id as a row holds it.
+        fn stored_id(text: &str) -> Result<PackId> {
+            text.parse()
+                .map_err(|_| corrupt(format!("pack id {text:?}")))
+        }
+
+        /// A download's read of one pack's row.
+        fn for_download(
+            r: $crate::store::rows::PackChunkRow,
+        ) -> Result<$crate::store::ForDownload> {
+            Ok($crate::store::ForDownload {
+                pack: pack_from_row(r.pack)?,
+                chunk: r.first_chunk,
+                directory_version: r.directory_version,
+            })
+        }
+
         /// A visible pack by id, on any connection or the pool.
         pub(crate) async fn pack_by_id<'c, E>(conn: E, id: &str) -> Result<Option<StoredPack>>
         where
@@ -643,26 +672,17 @@ macro_rules! shared_store {
                 if ids.is_empty() {
                     return Ok(Vec::new());
                 }
-                let mut query = sqlx::QueryBuilder::<$db>::new(concat!(
+                let select = concat!(
                     "SELECT pack_id, ",
                     pack_columns!(),
                     " FROM packs WHERE pack_id IN ("
-                ));
-                let mut list = query.separated(", ");
-                for id in ids {
-                    list.push_bind(id.to_string());
-                }
-                query.push(")");
-                let rows: Vec<$crate::store::rows::PackIdRow> =
-                    query.build_query_as().fetch_all(&self.pool).await?;
+                );
+                let rows: Vec<$crate::store::rows::PackIdRow> = by_ids(select, ids)
+                    .build_query_as()
+                    .fetch_all(&self.pool)
+                    .await?;
                 rows.into_iter()
-                    .map(|r| {
-                        let id = r
-                            .pack_id
-                            .parse()
-                            .map_err(|_| corrupt(format!("pack id {:?}", r.pack_id)))?;
-                        Ok((id, pack_from_row(r.pack)?))
-                    })
+                    .map(|r| Ok((stored_id(&r.pack_id)?, pack_from_row(r.pack)?)))
                     .collect()
             }
 
@@ -675,14 +695,7 @@ macro_rules! shared_store {
                         .bind(id.to_string())
                         .fetch_optional(&self.pool)
                         .await?;
-                row.map(|r| {
-                    Ok($crate::store::ForDownload {
-                        pack: pack_from_row(r.pack)?,
-                        chunk: r.first_chunk,
-                        directory_version: r.directory_version,
-                    })
-                })
-                .transpose()
+                row.map(for_download).transpose()
             }
 
             async fn packs_for_download(
@@ -692,32 +705,18 @@ macro_rules! shared_store {
                 if ids.is_empty() {
                     return Ok(Vec::new());
                 }
-                let mut query = sqlx::QueryBuilder::<$db>::new(concat!(
+                let select = concat!(
                     "SELECT pack_id, ",
                     pack_columns!(),
                     pack_chunk_columns!(),
                     " FROM packs WHERE pack_id IN ("
-                ));
-                let mut list = query.separated(", ");
-                for id in ids {
-                    list.push_bind(id.to_string());
-                }
-                query.push(")");
-                let rows: Vec<$crate::store::rows::PackIdChunkRow> =
-                    query.build_query_as().fetch_all(&self.pool).await?;
+                );
+                let rows: Vec<$crate::store::rows::PackIdChunkRow> = by_ids(select, ids)
+                    .build_query_as()
+                    .fetch_all(&self.pool)
+                    .await?;
                 rows.into_iter()
-                    .map(|r| {
-                        let id = r
-                            .pack_id
-                            .parse()
-                            .map_err(|_| corrupt(format!("pack id {:?}", r.pack_id)))?;
-                        let read = $crate::store::ForDownload {
-                            pack: pack_from_row(r.read.pack)?,
-                            chunk: r.read.first_chunk,
-                            directory_version: r.read.directory_version,
-                        };
-                        Ok((id, read))
-                    })
+                    .map(|r| Ok((stored_id(&r.pack_id)?, for_download(r.read)?)))
                     .collect()
             }
 

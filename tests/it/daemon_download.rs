@@ -4,47 +4,39 @@
 use crate::common;
 
 use baton::api::v1;
+use baton::keys::SchoolKey;
 use baton::pack::PackId;
-use common::{Daemon, ciphertext};
+use common::{Daemon, School};
 use tonic::Code;
 
 /// The largest chunk an upload sends (the server's chunk size).
 const CHUNK: usize = 256 * 1024;
 
-async fn download_many_serves_each_pack_as_download_would(daemon: Daemon) {
+/// A sending and a receiving school, and the receiver's keys.
+async fn two_schools(daemon: &Daemon) -> (School, School, Vec<SchoolKey>) {
     let a = daemon.enrol("8613001").await;
     let b = daemon.enrol("8613002").await;
     let keys = a.keys_of(&b.laestab).await;
+    (a, b, keys)
+}
+
+async fn download_many_serves_each_pack_as_download_would(daemon: Daemon) {
+    let (a, b, keys) = two_schools(&daemon).await;
     // Eleven small packs (more than the server reads at once) and one of
     // two chunks.
     let mut small = Vec::new();
     for n in 0..11 {
-        let data = ciphertext(1000 + n);
-        let h = v1::PackHeader::from(&a.header_for(&b.laestab, &keys, &data));
-        a.upload(&h, &data, CHUNK).await.unwrap();
-        small.push((h, data));
+        small.push(a.send_random(&b.laestab, &keys, 1000 + n).await);
     }
-    let big_data = ciphertext(CHUNK + 10);
-    let big = v1::PackHeader::from(&a.header_for(&b.laestab, &keys, &big_data));
-    a.upload(&big, &big_data, CHUNK).await.unwrap();
+    let (big, big_data) = a.send_random(&b.laestab, &keys, CHUNK + 10).await;
 
     let mut asked: Vec<String> = small.iter().map(|(h, _)| h.pack_id.clone()).collect();
     asked.insert(3, big.pack_id.clone());
     asked.insert(5, "not-a-pack-id".into());
     asked.insert(9, PackId::new().to_string());
     asked.push(small[0].0.pack_id.clone());
-    let mut stream = b
-        .exchange()
-        .download_many(b.req(v1::DownloadManyRequest {
-            pack_ids: asked.clone(),
-        }))
-        .await
-        .unwrap()
-        .into_inner();
-    let mut answers = Vec::new();
-    while let Some(answer) = stream.message().await.unwrap() {
-        answers.push(answer);
-    }
+    let asked_str: Vec<&str> = asked.iter().map(String::as_str).collect();
+    let answers = b.download_many(&asked_str).await.unwrap();
     let ids: Vec<&str> = answers.iter().map(|a| a.pack_id.as_str()).collect();
     assert_eq!(ids, asked, "one answer an id, in order");
     for (answer, id) in answers.iter().zip(&asked) {
@@ -72,16 +64,8 @@ async fn download_many_serves_each_pack_as_download_would(daemon: Daemon) {
     let (_, data) = b.download(&big.pack_id).await.unwrap();
     assert_eq!(data, big_data);
     // The sender may not download what it sent, many to a call either.
-    let mut stream = a
-        .exchange()
-        .download_many(a.req(v1::DownloadManyRequest {
-            pack_ids: vec![small[1].0.pack_id.clone()],
-        }))
-        .await
-        .unwrap()
-        .into_inner();
-    let answer = stream.message().await.unwrap().unwrap();
-    assert_eq!(Code::from(answer.code), Code::NotFound);
+    let answers = a.download_many(&[&small[1].0.pack_id]).await.unwrap();
+    assert_eq!(Code::from(answers[0].code), Code::NotFound);
     // Too many ids: the call is refused whole.
     let err = b
         .exchange()
@@ -114,17 +98,17 @@ on_both_backends!(download_many_serves_each_pack_as_download_would);
 /// before the revocation may still arrive, none read after it does; the
 /// call ends `Unauthenticated`.
 async fn a_key_revoked_mid_call_gets_no_more_packs(daemon: Daemon) {
-    let a = daemon.enrol("8613001").await;
-    let b = daemon.enrol("8613002").await;
-    let keys = a.keys_of(&b.laestab).await;
+    let (a, b, keys) = two_schools(&daemon).await;
     // 64 packs just under a chunk each (16 MB): far more than the server
-    // reads ahead (about seven packs) and the transport holds in flight.
+    // reads ahead (about six packs) and the transport holds in flight.
     let mut ids = Vec::new();
     for _ in 0..64 {
-        let data = ciphertext(CHUNK - 1024);
-        let h = v1::PackHeader::from(&a.header_for(&b.laestab, &keys, &data));
-        a.upload(&h, &data, CHUNK).await.unwrap();
-        ids.push(h.pack_id);
+        ids.push(
+            a.send_random(&b.laestab, &keys, CHUNK - 1024)
+                .await
+                .0
+                .pack_id,
+        );
     }
     let mut stream = b
         .exchange()

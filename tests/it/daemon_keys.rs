@@ -374,8 +374,8 @@ async fn issue15_every_exchange_call_is_checked_per_key(daemon: Daemon) {
     // Many to a call: the child-protection file refused alone, with the
     // words a pack that does not exist gets.
     let missing = baton::pack::PackId::new().to_string();
-    let asked = [&s1.pack_id, &t1.pack_id, &missing, &t2.pack_id];
-    let answers = download_many(&staff, &asked).await.unwrap();
+    let asked = [&s1.pack_id, &t1.pack_id, &missing, &t2.pack_id].map(String::as_str);
+    let answers = staff.download_many(&asked).await.unwrap();
     let codes: Vec<i32> = answers.iter().map(|a| a.code).collect();
     let nf = Code::NotFound as i32;
     assert_eq!(codes, [nf, 0, nf, 0], "{answers:?}");
@@ -385,7 +385,7 @@ async fn issue15_every_exchange_call_is_checked_per_key(daemon: Daemon) {
     );
     assert!(answers[0].header.is_none() && answers[0].ciphertext.is_empty());
     assert_eq!(answers[1].header.as_ref(), Some(&t1));
-    let answers = download_many(&dsl, &[&s1.pack_id]).await.unwrap();
+    let answers = dsl.download_many(&[&s1.pack_id]).await.unwrap();
     assert_eq!(answers[0].code, 0, "{answers:?}");
     assert_eq!(answers[0].header.as_ref(), Some(&s1));
     let confirm = |h: &v1::PackHeader| v1::ConfirmDownloadRequest {
@@ -445,24 +445,6 @@ async fn issue15_every_exchange_call_is_checked_per_key(daemon: Daemon) {
     assert_eq!(many(&late, &[&t1]).await, [Code::PermissionDenied]);
     ack(&staff, &t1).await.unwrap();
     ack(&dsl, &s1).await.unwrap();
-}
-
-/// Every answer of one `DownloadMany` call by `school` for `ids`.
-async fn download_many(
-    school: &School,
-    ids: &[&String],
-) -> Result<Vec<v1::DownloadManyResponse>, tonic::Status> {
-    let pack_ids = ids.iter().map(|id| (*id).clone()).collect();
-    let mut stream = school
-        .exchange()
-        .download_many(school.req(v1::DownloadManyRequest { pack_ids }))
-        .await?
-        .into_inner();
-    let mut answers = Vec::new();
-    while let Some(answer) = stream.message().await? {
-        answers.push(answer);
-    }
-    Ok(answers)
 }
 
 on_both_backends!(issue15_every_exchange_call_is_checked_per_key);

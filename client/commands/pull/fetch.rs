@@ -2,15 +2,15 @@
 //! staging folder: small packs (one chunk, the most a class's records are)
 //! up to [`BATCH`] to a `DownloadMany` call (fewer when there are only a
 //! few, so the calls that may run at once share them), larger ones one
-//! `Download` each, at most [`CONCURRENCY`] calls at a time. A pack `DownloadMany` will not serve
-//! whole, and every pack when the server has no `DownloadMany` (an older
-//! server), is downloaded alone.
+//! `Download` each, at most [`CONCURRENCY`] calls at a time. A pack
+//! `DownloadMany` will not serve whole, and every pack when the server has
+//! no `DownloadMany` (an older server), is downloaded alone.
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Result, anyhow};
 use baton::api::v1;
 use baton::pack::{PackId, SignedHeader};
 use tokio::io::AsyncWriteExt as _;
@@ -18,7 +18,7 @@ use tokio::sync::{Semaphore, oneshot};
 use tonic::{Code, Status};
 use v1::exchange_client::ExchangeClient;
 
-use super::{CONCURRENCY, download};
+use super::{CONCURRENCY, download, served_header};
 use crate::connect::{Authed, explain};
 
 /// Small packs asked for in one `DownloadMany` call.
@@ -30,6 +30,9 @@ const SMALL: u64 = 256 * 1024;
 
 /// A downloaded pack: its ciphertext in a staging file, and its header.
 pub(crate) type Fetched = (tempfile::NamedTempFile, SignedHeader);
+
+/// A pack to download, and where to tell how it went.
+type ToTell = (PackId, oneshot::Sender<Result<Fetched>>);
 
 /// Where each pack's download will be told.
 pub(crate) type Pending = HashMap<PackId, oneshot::Receiver<Result<Fetched>>>;
@@ -48,7 +51,7 @@ pub(crate) fn start(
     let small = wanted.iter().filter(|(_, n)| !large(*n)).count();
     let batch_size = small.div_ceil(CONCURRENCY).clamp(1, BATCH);
     let mut pending = HashMap::new();
-    let mut batch: Vec<(PackId, oneshot::Sender<Result<Fetched>>)> = Vec::new();
+    let mut batch: Vec<ToTell> = Vec::new();
     let flush = |batch: &mut Vec<_>| {
         if !batch.is_empty() {
             let (exchange, root, limit) = (exchange.clone(), root.to_owned(), Arc::clone(&limit));
@@ -94,64 +97,61 @@ async fn alone(exchange: ExchangeClient<Authed>, root: &Path, id: PackId) -> Res
 
 /// Downloads `batch` in one `DownloadMany` call, telling each pack's
 /// outcome as it arrives.
-async fn many(
-    mut exchange: ExchangeClient<Authed>,
-    root: &Path,
-    batch: Vec<(PackId, oneshot::Sender<Result<Fetched>>)>,
-) {
+async fn many(mut exchange: ExchangeClient<Authed>, root: &Path, batch: Vec<ToTell>) {
     let pack_ids = batch.iter().map(|(id, _)| id.to_string()).collect();
     let mut stream = match exchange
         .download_many(v1::DownloadManyRequest { pack_ids })
         .await
     {
         Ok(answer) => answer.into_inner(),
+        // A server from before `DownloadMany`: a call a pack.
         Err(status) if status.code() == Code::Unimplemented => {
-            // A server from before `DownloadMany`: a call a pack.
-            for (id, tx) in batch {
-                let _ = tx.send(alone(exchange.clone(), root, id).await);
-            }
-            return;
+            return each_alone(&exchange, root, batch).await;
         }
-        Err(status) => {
-            let why = format!("downloading: {}", explain(&status));
-            for (_, tx) in batch {
-                let _ = tx.send(Err(anyhow!("{why}")));
-            }
-            return;
-        }
+        Err(status) => return refuse_all(batch, &status),
     };
     let mut waiting = batch.into_iter();
     while let Some((id, tx)) = waiting.next() {
         let answer = match stream.message().await {
             Ok(Some(message)) => one(root, id, message).await,
-            Ok(None) => Err(Refused::Broken),
             // The caller shut out (a token or key revoked while the call
             // ran): asking again, a pack at a time, would only be refused.
             Err(status) if shut_out(status.code()) => {
-                let why = format!("downloading: {}", explain(&status));
-                let _ = tx.send(Err(anyhow!("{why}")));
-                for (_, tx) in waiting.by_ref() {
-                    let _ = tx.send(Err(anyhow!("{why}")));
-                }
-                return;
+                return refuse_all(std::iter::once((id, tx)).chain(waiting), &status);
             }
-            Err(_) => Err(Refused::Broken),
+            Ok(None) | Err(_) => Err(Refused::Broken),
         };
         let outcome = match answer {
             Ok(fetched) => Ok(fetched),
             Err(Refused::Pack(e)) => Err(e),
             Err(Refused::TooLarge) => alone(exchange.clone(), root, id).await,
+            // The call failed or went astray: this pack and every one left
+            // are downloaded alone (each checked on its own).
             Err(Refused::Broken) => {
-                // The call failed or went astray: this pack and every one
-                // left are downloaded alone (each checked on its own).
-                let _ = tx.send(alone(exchange.clone(), root, id).await);
-                for (id, tx) in waiting.by_ref() {
-                    let _ = tx.send(alone(exchange.clone(), root, id).await);
-                }
-                return;
+                let rest = std::iter::once((id, tx)).chain(waiting);
+                return each_alone(&exchange, root, rest).await;
             }
         };
         let _ = tx.send(outcome);
+    }
+}
+
+/// Tells each of `packs` the outcome of downloading it with `Download`.
+async fn each_alone(
+    exchange: &ExchangeClient<Authed>,
+    root: &Path,
+    packs: impl IntoIterator<Item = ToTell>,
+) {
+    for (id, tx) in packs {
+        let _ = tx.send(alone(exchange.clone(), root, id).await);
+    }
+}
+
+/// Tells each of `packs` that the call for it ended with `status`.
+fn refuse_all(packs: impl IntoIterator<Item = ToTell>, status: &Status) {
+    let why = format!("downloading: {}", explain(status));
+    for (_, tx) in packs {
+        let _ = tx.send(Err(anyhow!("{why}")));
     }
 }
 
@@ -192,11 +192,7 @@ async fn one(
         let wire = message
             .header
             .ok_or_else(|| anyhow!("the server sent no header"))?;
-        let signed = SignedHeader::try_from(&wire)
-            .map_err(|e| anyhow!("the server sent a malformed header: {e}"))?;
-        if signed.header().pack_id != id {
-            bail!("the server sent a different pack");
-        }
+        let signed = served_header(&wire, id)?;
         let file = tempfile::NamedTempFile::new_in(root)?;
         let mut out = tokio::fs::File::create(file.path()).await?;
         out.write_all(&message.ciphertext).await?;
@@ -222,8 +218,11 @@ mod tests {
     use super::*;
     use crate::commands::pull::older::{Older, serve};
 
+    /// A pack as served: its header and ciphertext.
+    type Served = (v1::PackHeader, Vec<u8>);
+
     /// A signed header and ciphertext for pack `id`.
-    fn pack(sender: &Identity, id: PackId, len: usize) -> (v1::PackHeader, Vec<u8>) {
+    fn pack(sender: &Identity, id: PackId, len: usize) -> Served {
         let data: Vec<u8> = (0..len).map(|_| rand::random::<u8>()).collect();
         let signed = sender
             .sign_header(Header {
@@ -246,7 +245,7 @@ mod tests {
     }
 
     /// An answer of `DownloadMany` serving `pack` whole.
-    fn served((header, data): &(v1::PackHeader, Vec<u8>)) -> v1::DownloadManyResponse {
+    fn served((header, data): &Served) -> v1::DownloadManyResponse {
         v1::DownloadManyResponse {
             pack_id: header.pack_id.clone(),
             header: Some(header.clone()),
@@ -265,35 +264,74 @@ mod tests {
         }
     }
 
-    /// What `start` gives for each of `ids`, with what each file holds.
-    async fn fetched(
-        client: &ExchangeClient<Authed>,
-        ids: &[PackId],
-    ) -> Vec<Result<(v1::PackHeader, Vec<u8>)>> {
+    /// `n` packs from one sender, by id.
+    fn packs(n: usize) -> (Vec<PackId>, HashMap<String, Served>) {
+        let sender = Identity::generate();
+        let ids: Vec<PackId> = (0..n).map(|_| PackId::new()).collect();
+        let packs = ids
+            .iter()
+            .map(|id| (id.to_string(), pack(&sender, *id, 300)))
+            .collect();
+        (ids, packs)
+    }
+
+    /// A downloaded pack as its header and what its file holds.
+    fn read_back(fetched: Result<Fetched>) -> Result<Served> {
+        fetched.map(|(file, header)| {
+            (
+                v1::PackHeader::from(&header),
+                std::fs::read(file.path()).unwrap(),
+            )
+        })
+    }
+
+    /// What `start` gives for each of `ids`.
+    async fn fetched(client: &ExchangeClient<Authed>, ids: &[PackId]) -> Vec<Result<Served>> {
         let root = tempfile::tempdir().unwrap();
         let wanted: Vec<_> = ids.iter().map(|id| (*id, Some(100))).collect();
         let mut pending = start(client, root.path(), &wanted);
         let mut out = Vec::new();
         for id in ids {
-            let told = pending.remove(id).unwrap().await.unwrap();
-            out.push(told.map(|(file, header)| {
-                (
-                    v1::PackHeader::from(&header),
-                    std::fs::read(file.path()).unwrap(),
-                )
-            }));
+            out.push(read_back(pending.remove(id).unwrap().await.unwrap()));
         }
         out
     }
 
+    /// What one `DownloadMany` call for all of `ids` gives for each.
+    async fn in_one_call(client: ExchangeClient<Authed>, ids: &[PackId]) -> Vec<Result<Served>> {
+        let root = tempfile::tempdir().unwrap();
+        let (batch, told): (Vec<_>, Vec<_>) = ids
+            .iter()
+            .map(|id| {
+                let (tx, rx) = oneshot::channel();
+                ((*id, tx), rx)
+            })
+            .unzip();
+        super::many(client, root.path(), batch).await;
+        let mut out = Vec::new();
+        for rx in told {
+            out.push(read_back(rx.await.unwrap()));
+        }
+        out
+    }
+
+    /// The ids `Download` was asked for, in order of id.
+    fn asked_alone(downloaded: &Mutex<Vec<String>>) -> Vec<String> {
+        let mut asked = downloaded.lock().unwrap().clone();
+        asked.sort();
+        asked
+    }
+
+    /// `ids` as text, in order.
+    fn sorted(ids: &[PackId]) -> Vec<String> {
+        let mut ids: Vec<String> = ids.iter().map(PackId::to_string).collect();
+        ids.sort();
+        ids
+    }
+
     #[tokio::test]
     async fn an_older_server_is_asked_one_pack_at_a_time() {
-        let sender = Identity::generate();
-        let ids = [PackId::new(), PackId::new(), PackId::new()];
-        let packs: HashMap<String, _> = ids
-            .iter()
-            .map(|id| (id.to_string(), pack(&sender, *id, 300)))
-            .collect();
+        let (ids, packs) = packs(3);
         let downloaded = Arc::new(Mutex::new(Vec::new()));
         let client = serve(Older {
             packs: packs.clone(),
@@ -304,30 +342,20 @@ mod tests {
         for (id, got) in ids.iter().zip(fetched(&client, &ids).await) {
             assert_eq!(got.unwrap(), packs[&id.to_string()]);
         }
-        let mut asked = downloaded.lock().unwrap().clone();
-        asked.sort();
-        let mut expected: Vec<String> = ids.iter().map(PackId::to_string).collect();
-        expected.sort();
-        assert_eq!(asked, expected);
+        assert_eq!(asked_alone(&downloaded), sorted(&ids));
     }
 
     #[tokio::test]
     async fn a_refusal_stays_with_its_pack_and_a_stray_answer_is_not_trusted() {
-        let sender = Identity::generate();
-        let ids: Vec<PackId> = (0..6).map(|_| PackId::new()).collect();
-        let packs: HashMap<String, _> = ids
-            .iter()
-            .map(|id| (id.to_string(), pack(&sender, *id, 300)))
-            .collect();
+        let (ids, packs) = packs(6);
         let of = |n: usize| &packs[&ids[n].to_string()];
         // Pack 0 served; 1 refused; 2 too large for the call; then an
         // answer for pack 5 where pack 3 was due, and pack 4 never answered.
-        let stray = served(of(5));
         let many = vec![
             Ok(served(of(0))),
             Ok(refused(ids[1], Code::NotFound)),
             Ok(refused(ids[2], Code::FailedPrecondition)),
-            Ok(stray),
+            Ok(served(of(5))),
         ];
         let downloaded = Arc::new(Mutex::new(Vec::new()));
         let mut alone_packs = packs.clone();
@@ -339,25 +367,7 @@ mod tests {
             ..Older::default()
         })
         .await;
-        // All six in one call.
-        let root = tempfile::tempdir().unwrap();
-        let (batch, told): (Vec<_>, Vec<_>) = ids
-            .iter()
-            .map(|id| {
-                let (tx, rx) = oneshot::channel();
-                ((*id, tx), rx)
-            })
-            .unzip();
-        super::many(client, root.path(), batch).await;
-        let mut got = Vec::new();
-        for rx in told {
-            got.push(rx.await.unwrap().map(|(file, header)| {
-                (
-                    v1::PackHeader::from(&header),
-                    std::fs::read(file.path()).unwrap(),
-                )
-            }));
-        }
+        let got = in_one_call(client, &ids).await;
         assert_eq!(got[0].as_ref().unwrap(), of(0));
         let why = format!("{:#}", got[1].as_ref().unwrap_err());
         assert!(why.contains("refused"), "{why}");
@@ -366,21 +376,12 @@ mod tests {
         }
         // Downloaded alone: the large one and every one from the stray
         // answer on (never the refused one, nor the one served).
-        let mut asked = downloaded.lock().unwrap().clone();
-        asked.sort();
-        let mut expected: Vec<String> = ids[2..].iter().map(PackId::to_string).collect();
-        expected.sort();
-        assert_eq!(asked, expected);
+        assert_eq!(asked_alone(&downloaded), sorted(&ids[2..]));
     }
 
     #[tokio::test]
     async fn a_caller_shut_out_mid_call_is_not_asked_again_a_pack_at_a_time() {
-        let sender = Identity::generate();
-        let ids: Vec<PackId> = (0..3).map(|_| PackId::new()).collect();
-        let packs: HashMap<String, _> = ids
-            .iter()
-            .map(|id| (id.to_string(), pack(&sender, *id, 300)))
-            .collect();
+        let (ids, packs) = packs(3);
         let downloaded = Arc::new(Mutex::new(Vec::new()));
         let client = serve(Older {
             packs: packs.clone(),
@@ -392,24 +393,12 @@ mod tests {
             ..Older::default()
         })
         .await;
-        let root = tempfile::tempdir().unwrap();
-        let (batch, told): (Vec<_>, Vec<_>) = ids
-            .iter()
-            .map(|id| {
-                let (tx, rx) = oneshot::channel();
-                ((*id, tx), rx)
-            })
-            .unzip();
-        super::many(client, root.path(), batch).await;
-        let mut got = Vec::new();
-        for rx in told {
-            got.push(rx.await.unwrap());
-        }
+        let got = in_one_call(client, &ids).await;
         assert!(got[0].is_ok());
         for refused in &got[1..] {
             let why = format!("{:#}", refused.as_ref().unwrap_err());
             assert!(why.contains("token revoked"), "{why}");
         }
-        assert!(downloaded.lock().unwrap().is_empty(), "asked again alone");
+        assert!(asked_alone(&downloaded).is_empty(), "asked again alone");
     }
 }

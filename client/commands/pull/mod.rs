@@ -550,12 +550,7 @@ pub(crate) async fn download(
     {
         match message.part {
             Some(v1::download_response::Part::Header(h)) if header.is_none() => {
-                let signed = SignedHeader::try_from(&h)
-                    .map_err(|e| anyhow::anyhow!("the server sent a malformed header: {e}"))?;
-                if signed.header().pack_id != id {
-                    bail!("the server sent a different pack");
-                }
-                header = Some(signed);
+                header = Some(served_header(&h, id)?);
             }
             Some(v1::download_response::Part::Chunk(bytes)) if header.is_some() => {
                 file.write_all(&bytes).await?
@@ -565,6 +560,17 @@ pub(crate) async fn download(
     }
     file.sync_all().await?;
     header.context("the server sent no header")
+}
+
+/// The header the server sent for pack `id`, if it is well formed and
+/// names that pack (its signature is checked when the pack is opened).
+fn served_header(wire: &v1::PackHeader, id: PackId) -> Result<SignedHeader> {
+    let signed = SignedHeader::try_from(wire)
+        .map_err(|e| anyhow::anyhow!("the server sent a malformed header: {e}"))?;
+    if signed.header().pack_id != id {
+        bail!("the server sent a different pack");
+    }
+    Ok(signed)
 }
 
 /// Writes attachments into the staging folder.

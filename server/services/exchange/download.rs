@@ -4,6 +4,7 @@
 //! it). `DownloadMany` serves small packs (one chunk) many to a call: one
 //! authentication, one read a few packs, and one HTTP/2 stream for them all.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use baton::api::v1;
@@ -18,15 +19,15 @@ use super::{BoxStream, parse_pack_id, recall, store_status, visible, withdrawn};
 use crate::app::App;
 use crate::auth::{self, KeyHolder};
 use crate::limits::Stream as LongCall;
-use crate::store::{ForDownload, Store};
+use crate::store::{ForDownload, Store, StoredPack};
 
 /// Most pack ids one `DownloadMany` call may name.
 pub const MANY_MAX: usize = 64;
 
 /// Packs read from the store at once within a `DownloadMany` call. A call
 /// holds at most this many small packs (of at most a chunk, 256 KiB,
-/// each), a copy for an id asked twice, one message waiting in the channel
-/// and one being sent.
+/// each; an id asked for twice shares its read), one message waiting in
+/// the channel and one being sent.
 const READ_AT_ONCE: usize = 4;
 
 /// The caller as the directory cache last saw it, and the pack read with
@@ -168,7 +169,7 @@ pub(super) async fn download_many<S: Store>(
                 .iter()
                 .filter_map(|(_, id)| id.as_ref().ok().copied())
                 .collect();
-            let mut read = match app.store.packs_for_download(&wanted).await {
+            let read = match app.store.packs_for_download(&wanted).await {
                 Ok(read) => read,
                 Err(e) => {
                     let _ = tx.send(Err(store_status(e))).await;
@@ -192,21 +193,14 @@ pub(super) async fn download_many<S: Store>(
                     }
                 }
             }
-            for (at, (text, id)) in group.iter().enumerate() {
-                // An id asked for twice is served twice: its read is kept
-                // for the later ask.
-                let again = |id: &PackId| {
-                    group[at + 1..]
-                        .iter()
-                        .any(|(_, l)| l.as_ref().ok() == Some(id))
-                };
-                let found = id.as_ref().ok().and_then(|id| {
-                    let found = read.iter().position(|(r, _)| r == id)?;
-                    Some(match again(id) {
-                        true => read[found].1.clone(),
-                        false => read.swap_remove(found).1,
-                    })
-                });
+            // Each read once, its chunk shared (an id asked for twice is
+            // served twice).
+            let read: HashMap<PackId, (StoredPack, Option<bytes::Bytes>)> = read
+                .into_iter()
+                .map(|(id, r)| (id, (r.pack, r.chunk.map(bytes::Bytes::from))))
+                .collect();
+            for (text, id) in group {
+                let found = id.as_ref().ok().and_then(|id| read.get(id)).cloned();
                 let one = match id {
                     Ok(id) => one_of_many(&app, &holder, *id, found).await,
                     Err(status) => Err(status.clone()),
@@ -226,12 +220,9 @@ async fn one_of_many<S: Store>(
     app: &App<S>,
     holder: &KeyHolder,
     id: PackId,
-    read: Option<ForDownload>,
+    read: Option<(StoredPack, Option<bytes::Bytes>)>,
 ) -> Result<(v1::PackHeader, bytes::Bytes), Status> {
-    let (pack, chunk) = match read {
-        Some(read) => (Some(read.pack), read.chunk),
-        None => (None, None),
-    };
+    let (pack, chunk) = read.unzip();
     let (pack, header) = visible(holder, id, pack)?;
     if let Some(why) = recall::gone(&pack, id) {
         return Err(Status::not_found(why));
@@ -241,16 +232,16 @@ async fn one_of_many<S: Store>(
             "pack {id} is more than one chunk: download it with `Download`"
         )));
     }
-    let data = match chunk {
+    let data = match chunk.flatten() {
         Some(data) => data,
         // One chunk held in a ciphertext file: read it, and if that fails,
         // say whether the pack was withdrawn meanwhile.
         None => match app.store.chunk(&pack.upload_id, 0).await {
-            Ok(data) => data,
+            Ok(data) => data.into(),
             Err(e) => return Err(withdrawn(app, id).await.unwrap_or_else(|| store_status(e))),
         },
     };
-    Ok((header, data.into()))
+    Ok((header, data))
 }
 
 /// The message for one requested id.

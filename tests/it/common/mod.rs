@@ -524,6 +524,38 @@ impl School {
     pub async fn download(&self, id: &str) -> Result<(v1::PackHeader, Vec<u8>), Status> {
         self.via(&self.channel).download(id).await
     }
+
+    /// Every answer of one `DownloadMany` call for `ids`.
+    pub async fn download_many(
+        &self,
+        ids: &[&str],
+    ) -> Result<Vec<v1::DownloadManyResponse>, Status> {
+        let pack_ids = ids.iter().map(|id| (*id).to_owned()).collect();
+        let mut stream = self
+            .exchange()
+            .download_many(self.req(v1::DownloadManyRequest { pack_ids }))
+            .await?
+            .into_inner();
+        let mut answers = Vec::new();
+        while let Some(answer) = stream.message().await? {
+            answers.push(answer);
+        }
+        Ok(answers)
+    }
+
+    /// Uploads a pack of `len` random bytes to `to` (sealed, by key ids, to
+    /// `keys`): its header and ciphertext.
+    pub async fn send_random(
+        &self,
+        to: &Laestab,
+        keys: &[SchoolKey],
+        len: usize,
+    ) -> (v1::PackHeader, Vec<u8>) {
+        let data = ciphertext(len);
+        let header = v1::PackHeader::from(&self.header_for(to, keys, &data));
+        self.upload(&header, &data, 256 * 1024).await.unwrap();
+        (header, data)
+    }
 }
 
 /// A school's calls through a channel of choice (another node).

@@ -26,7 +26,10 @@
 //!
 //! Sizes: `BATON_BENCH_PACKS` (20 KB packs, default 2000), `BATON_BENCH_CLIENTS`
 //! (concurrent uploads, default 32), `BATON_BENCH_SCALE` (packs in the store
-//! for the listing figures, default 1,000,000; 0 skips them).
+//! for the listing figures, default 1,000,000; 0 skips them),
+//! `BATON_BENCH_10MB_RUNS` (the 64 × 10 MB phase and its ceiling this many
+//! times on the same daemon, default 1: more figures a run when comparing
+//! builds' large-pack paths).
 
 use std::error::Error;
 use std::io::{Cursor, Write};
@@ -264,7 +267,12 @@ async fn backend(label: &str, daemon: &Daemon, packs: usize, clients: usize) -> 
 
     // Larger packs.
     let sender0 = &senders[0];
-    for (size, n, k) in [(1usize << 20, 200usize, clients), (10 << 20, 64, 64)] {
+    let mut phases = vec![(1usize << 20, 200usize, clients)];
+    phases.extend(std::iter::repeat_n(
+        (10 << 20, 64, 64),
+        env_usize("BATON_BENCH_10MB_RUNS", 1),
+    ));
+    for (size, n, k) in phases {
         let body = Arc::new(random_bytes(size));
         let sha: [u8; 32] = Sha256::digest(body.as_slice()).into();
         let mut jobs = Vec::new();

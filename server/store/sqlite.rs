@@ -62,6 +62,14 @@ impl Sqlite {
             // alternating pairs of runs (BENCHMARKS.md, round 6). Nothing
             // the daemon runs sorts more than an index's keys.
             .pragma("temp_store", "MEMORY")
+            // No call checkpoints the WAL inside itself: SQLite's default
+            // (1000 pages) had the first small write after a burst of
+            // uploads (an audit entry of a listing or a `GetSchool`, a
+            // receipt) copy the whole log back into the database and sync
+            // it before answering: 42 ms for the first `GetSchool` of a
+            // class's re-run, up to 32 MB of copying after heavy ingest.
+            // The checkpoint task does it instead (see `checkpoint`).
+            .pragma("wal_autocheckpoint", "0")
             // Every statement at debug level cost ~3 % of the daemon's CPU
             // in checks alone; slow ones are still logged (warn, 1 s).
             .log_statements(log::LevelFilter::Off);

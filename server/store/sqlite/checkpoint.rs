@@ -16,9 +16,19 @@
 //! holds more than [`LIMIT_FRAMES`] the writer checkpoints itself between
 //! two groups (most of the WAL has been copied by then, so that is short),
 //! and the WAL starts again with the next group.
+//!
+//! No other connection checkpoints either (the pool's are opened with
+//! `wal_autocheckpoint=0` too): with SQLite's default, the first small
+//! write after a burst of uploads (the audit entry of a listing or a
+//! `GetSchool`, a receipt) copied the whole WAL back and synced the
+//! database inside its own call. The writes that do not go through the
+//! writer (those, and the operator's) are not counted, so the task also
+//! checkpoints whenever [`QUIET`] passes without a wake-up; a passive
+//! checkpoint with nothing to copy reads the WAL's index and returns.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{Connection as _, SqliteConnection};
@@ -30,6 +40,10 @@ pub const TRIGGER_BYTES: u64 = 32 * 1024 * 1024;
 
 /// WAL frames (pages) beyond which the writer checkpoints itself.
 pub const LIMIT_FRAMES: i64 = 64 * 1024;
+
+/// Time without a wake-up after which the task checkpoints anyway, for the
+/// writes the writer does not count.
+pub const QUIET: Duration = Duration::from_secs(1);
 
 /// The writer's side: counts what it commits, wakes the task, and learns
 /// when it must checkpoint itself.
@@ -53,18 +67,23 @@ impl Checkpointer {
     /// Starts the checkpoint task for the database `options` opens. It ends
     /// when the `Checkpointer` is dropped.
     pub fn start(options: SqliteConnectOptions) -> Self {
-        Self::with_limits(options, TRIGGER_BYTES, LIMIT_FRAMES)
+        Self::with_limits(options, TRIGGER_BYTES, LIMIT_FRAMES, QUIET)
     }
 
     /// [`Checkpointer::start`] with other limits than [`TRIGGER_BYTES`] and
-    /// [`LIMIT_FRAMES`].
-    fn with_limits(options: SqliteConnectOptions, trigger_bytes: u64, limit_frames: i64) -> Self {
+    /// [`LIMIT_FRAMES`], and `quiet` for [`QUIET`].
+    fn with_limits(
+        options: SqliteConnectOptions,
+        trigger_bytes: u64,
+        limit_frames: i64,
+        quiet: Duration,
+    ) -> Self {
         let (wake, woken) = mpsc::channel(1);
         let shared = Arc::new(Shared {
             limit_frames,
             writer_must: AtomicBool::new(false),
         });
-        tokio::spawn(run(options, woken, Arc::clone(&shared)));
+        tokio::spawn(run(options, woken, Arc::clone(&shared), quiet));
         Self {
             wake,
             since: AtomicU64::new(0),
@@ -101,9 +120,19 @@ async fn checkpoint(conn: &mut SqliteConnection) -> sqlx::Result<(i64, i64)> {
     Ok((log, copied))
 }
 
-async fn run(options: SqliteConnectOptions, mut woken: mpsc::Receiver<()>, shared: Arc<Shared>) {
+async fn run(
+    options: SqliteConnectOptions,
+    mut woken: mpsc::Receiver<()>,
+    shared: Arc<Shared>,
+    quiet: Duration,
+) {
     let mut conn: Option<SqliteConnection> = None;
-    while woken.recv().await.is_some() {
+    loop {
+        // Woken by the writer, or `quiet` passed: checkpoint either way;
+        // the writer gone (the store dropped): stop.
+        if let Ok(None) = tokio::time::timeout(quiet, woken.recv()).await {
+            break;
+        }
         let done = match &mut conn {
             Some(c) => checkpoint(c).await,
             empty => match SqliteConnection::connect_with(&options).await {
@@ -146,7 +175,8 @@ mod tests {
             .unwrap();
         // Small limits, so that a short test writes many times the limit.
         let limit = 1024;
-        let checkpoints = Checkpointer::with_limits(options.clone(), 256 * 1024, limit);
+        let checkpoints =
+            Checkpointer::with_limits(options.clone(), 256 * 1024, limit, Duration::from_secs(60));
         let blob = vec![7u8; 16 * 1024];
         // 6000 × 16 KiB: about 30,000 pages, thirty times the limit.
         let inserts = 6000;
@@ -179,5 +209,47 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(rows.0, inserts);
+    }
+
+    #[tokio::test]
+    async fn writes_the_writer_does_not_count_are_checkpointed_once_quiet() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let options = SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true)
+            .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+            .pragma("wal_autocheckpoint", "0");
+        // Another connection than the writer's (as the pool's are): its
+        // commits never tell the task.
+        let mut other = SqliteConnection::connect_with(&options).await.unwrap();
+        sqlx::query("CREATE TABLE t (b BLOB)")
+            .execute(&mut other)
+            .await
+            .unwrap();
+        let before = std::fs::metadata(&path).unwrap().len();
+        let _checkpoints = Checkpointer::with_limits(
+            options.clone(),
+            TRIGGER_BYTES,
+            LIMIT_FRAMES,
+            Duration::from_millis(50),
+        );
+        for _ in 0..50 {
+            sqlx::query("INSERT INTO t VALUES (?)")
+                .bind(vec![9u8; 16 * 1024])
+                .execute(&mut other)
+                .await
+                .unwrap();
+        }
+        // The pages reach the database file only by a checkpoint, and
+        // nobody but the task checkpoints here.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::fs::metadata(&path).unwrap().len() < before + 50 * 16 * 1024 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the task never checkpointed writes it was not told of"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }

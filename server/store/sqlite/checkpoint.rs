@@ -127,6 +127,9 @@ async fn run(
     quiet: Duration,
 ) {
     let mut conn: Option<SqliteConnection> = None;
+    // Whether the last checkpoint failed: a failure that lasts is logged
+    // once, not every `quiet`.
+    let mut failing = false;
     loop {
         // Woken by the writer, or `quiet` passed: checkpoint either way;
         // the writer gone (the store dropped): stop.
@@ -141,11 +144,18 @@ async fn run(
             },
         };
         match done {
-            Ok((log, _)) => shared
-                .writer_must
-                .store(log > shared.limit_frames, Ordering::Relaxed),
+            Ok((log, _)) => {
+                if std::mem::take(&mut failing) {
+                    tracing::info!("WAL checkpoints work again");
+                }
+                shared
+                    .writer_must
+                    .store(log > shared.limit_frames, Ordering::Relaxed);
+            }
             Err(e) => {
-                tracing::warn!(error = %e, "WAL checkpoint failed; the writer checkpoints instead");
+                if !std::mem::replace(&mut failing, true) {
+                    tracing::warn!(error = %e, "WAL checkpoint failed; the writer checkpoints instead");
+                }
                 shared.writer_must.store(true, Ordering::Relaxed);
                 conn = None;
             }

@@ -167,22 +167,28 @@ async fn run(
 mod tests {
     use super::*;
 
+    /// A database in WAL mode at `path` that checkpoints only when told,
+    /// and a connection to it holding a table `t` of blobs.
+    async fn wal_table(path: &std::path::Path) -> (SqliteConnectOptions, SqliteConnection) {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+            // What is measured is sizes, not durability.
+            .synchronous(sqlx::sqlite::SqliteSynchronous::Off)
+            .pragma("wal_autocheckpoint", "0");
+        let mut conn = SqliteConnection::connect_with(&options).await.unwrap();
+        sqlx::query("CREATE TABLE t (b BLOB)")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        (options, conn)
+    }
+
     #[tokio::test]
     async fn the_wal_starts_again_under_unbroken_writes() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("db");
-        let options = SqliteConnectOptions::new()
-            .filename(&path)
-            .create_if_missing(true)
-            .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
-            // What is measured is the WAL's size, not durability.
-            .synchronous(sqlx::sqlite::SqliteSynchronous::Off)
-            .pragma("wal_autocheckpoint", "0");
-        let mut writer = SqliteConnection::connect_with(&options).await.unwrap();
-        sqlx::query("CREATE TABLE t (b BLOB)")
-            .execute(&mut writer)
-            .await
-            .unwrap();
+        let (options, mut writer) = wal_table(&dir.path().join("db")).await;
         // Small limits, so that a short test writes many times the limit.
         let limit = 1024;
         let checkpoints =
@@ -225,18 +231,9 @@ mod tests {
     async fn writes_the_writer_does_not_count_are_checkpointed_once_quiet() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db");
-        let options = SqliteConnectOptions::new()
-            .filename(&path)
-            .create_if_missing(true)
-            .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
-            .pragma("wal_autocheckpoint", "0");
         // Another connection than the writer's (as the pool's are): its
         // commits never tell the task.
-        let mut other = SqliteConnection::connect_with(&options).await.unwrap();
-        sqlx::query("CREATE TABLE t (b BLOB)")
-            .execute(&mut other)
-            .await
-            .unwrap();
+        let (options, mut other) = wal_table(&path).await;
         let before = std::fs::metadata(&path).unwrap().len();
         let _checkpoints = Checkpointer::with_limits(
             options.clone(),

@@ -40,12 +40,13 @@ pub(super) struct Writer {
 }
 
 impl Writer {
-    /// A writer that connects with `options` when it first writes, and
-    /// leaves checkpoints to a task of its own.
+    /// A writer that connects with `options` (the store's, which turn
+    /// SQLite's own checkpoints off for every connection) when it first
+    /// writes, and leaves checkpoints to a task of its own.
     pub fn new(options: SqliteConnectOptions, arrivals: broadcast::Sender<Arrival>) -> Self {
         Self {
             checkpoints: Checkpointer::start(options.clone()),
-            options: options.pragma("wal_autocheckpoint", "0"),
+            options,
             conn: Mutex::new(None),
             arrivals,
         }

@@ -218,7 +218,7 @@ pub async fn relay<S: Store>(
              and its quota is {quota_bytes} bytes: relay again once they have acknowledged earlier packs"
         )));
     }
-    let upload_id = hex::encode(rand::random::<[u8; 16]>());
+    let upload_id = crate::store::new_upload_id();
     let tail = match receive(app, &signed, &upload_id, stream).await {
         Ok(tail) => tail,
         Err(status) => {

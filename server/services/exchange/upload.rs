@@ -514,7 +514,7 @@ impl<S: Store> Service<S> {
         let app = self.app.clone();
         let task = tokio::spawn(async move {
             let _permit = permit;
-            let upload_id = hex::encode(rand::random::<[u8; 16]>());
+            let upload_id = crate::store::new_upload_id();
             let tail = match receive(&app, &signed, &upload_id, stream).await {
                 Ok(tail) => tail,
                 Err(status) => {

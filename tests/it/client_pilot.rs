@@ -162,6 +162,16 @@ async fn issue13_a_download_alone_does_not_mark_a_pack_downloaded() {
     assert_eq!(states(&primary).await[0].1, "downloaded");
 }
 
+/// The outbox folder's modification time and its files' names.
+fn outbox_state(dir: &std::path::Path) -> (std::time::SystemTime, Vec<String>) {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    (std::fs::metadata(dir).unwrap().modified().unwrap(), names)
+}
+
 /// Item 2: the same pupils sent again with other content are refused without
 /// `--again`; the receiver's CTF holds one entry per pupil, the newest.
 async fn issue13_the_same_pupils_sent_twice_are_noticed(daemon: Daemon) {
@@ -179,10 +189,15 @@ async fn issue13_the_same_pupils_sent_twice_are_noticed(daemon: Daemon) {
         ])
         .await;
     let a2 = folder(root.path(), "a2", &record(3, "corrected"));
+    let outbox = primary.dir.join("outbox");
+    let before = outbox_state(&outbox);
     let out = primary
         .baton(&["send", "--to", "8614001", a2.to_str().unwrap()])
         .await;
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    // Refused from the attachments' hashes, before sealing: nothing was
+    // written to the outbox, not even a sealed file removed again.
+    assert_eq!(outbox_state(&outbox), before);
     assert!(
         stderr(&out).contains("already sent to 8614001"),
         "{}",

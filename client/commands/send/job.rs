@@ -1,6 +1,7 @@
 //! One pack of a send: seal it into the outbox, decide whether it must go
 //! (already sent, a second pack for the same pupil, a pack stranded by a key
-//! change), and upload it. Failures say whether running the command again
+//! change; for a pupil sent before, decided from the attachments' hashes
+//! before sealing), and upload it. Failures say whether running the command again
 //! can help.
 
 use std::collections::{HashMap, HashSet};
@@ -12,7 +13,7 @@ use baton::Laestab;
 use baton::api::v1;
 use baton::crypto::{self, Draft, Identity};
 use baton::keys::SchoolKey;
-use baton::pack::{Kind, Manifest, PackId, SignedHeader};
+use baton::pack::{AttachmentMeta, Kind, Manifest, PackId, SignedHeader};
 use tokio::io::AsyncReadExt as _;
 
 use crate::connect::{Authed, explain};
@@ -179,22 +180,11 @@ impl Job {
     }
 
     async fn seal_and_decide(self) -> Result<(String, Result<Outcome, Failure>), Failure> {
-        let manifest = Manifest {
-            record: self.item.record.clone(),
-            ctf_pupil_xml: self.item.ctf_pupil_xml.clone(),
-            attachments: self
-                .item
-                .attachments
-                .iter()
-                .map(|(_, m)| m.clone())
-                .collect(),
-        };
-        let sealed = self.seal(manifest).await.map_err(Failure::retry)?;
-        let mut key = Outbox::content_key(self.to.as_str(), self.kind, &sealed.manifest);
-        // A correction is its own pack even if its content is the same.
-        if let Some(old) = self.supersedes {
-            key = format!("{key}-supersedes-{old}");
+        if let Some(decided) = self.before_sealing().await {
+            return Ok(decided);
         }
+        let sealed = self.seal(self.manifest()).await.map_err(Failure::retry)?;
+        let key = self.key_of(&sealed.manifest);
         let mut replaces = None;
         match self.outbox.get(&key).map_err(Failure::retry)? {
             Some(e) if e.state == State::Sent => {
@@ -237,6 +227,84 @@ impl Job {
         Ok((key, upload(&self.outbox, self.exchange, entry).await))
     }
 
+    /// The pack's manifest, its attachments' hashes not yet known.
+    fn manifest(&self) -> Manifest {
+        Manifest {
+            record: self.item.record.clone(),
+            ctf_pupil_xml: self.item.ctf_pupil_xml.clone(),
+            attachments: self
+                .item
+                .attachments
+                .iter()
+                .map(|(_, m)| m.clone())
+                .collect(),
+        }
+    }
+
+    /// The attachments' paths, in the manifest's order.
+    fn files(&self) -> Vec<PathBuf> {
+        self.item
+            .attachments
+            .iter()
+            .map(|(p, _)| p.clone())
+            .collect()
+    }
+
+    /// The outbox's content key for a manifest whose hashes are known.
+    fn key_of(&self, manifest: &Manifest) -> String {
+        let key = Outbox::content_key(self.to.as_str(), self.kind, manifest);
+        // A correction is its own pack even if its content is the same.
+        match self.supersedes {
+            Some(old) => format!("{key}-supersedes-{old}"),
+            None => key,
+        }
+    }
+
+    /// For a pupil this home has sent to the same school before, what the
+    /// pack comes to, found from its attachments' hashes (one read of each
+    /// file) rather than by sealing it: the same pack already sent (or
+    /// stranded, or sealed and waiting: sent as sealed), or another pack
+    /// refused without `--again`. Sealing would write and sync a pack that
+    /// is not going to be sent. `None`: seal it, and decide as before (which
+    /// also covers everything this leaves, such as a file changed since).
+    async fn before_sealing(&self) -> Option<(String, Result<Outcome, Failure>)> {
+        if self.again || self.supersedes.is_some() {
+            return None;
+        }
+        let upn = self.item.record.upn()?.to_string();
+        let earlier = self.earlier.get(&(self.to.to_string(), self.kind, upn))?;
+        let mut manifest = self.manifest();
+        let files = self.files();
+        let read = tokio::task::spawn_blocking(move || {
+            files
+                .iter()
+                .map(|path| AttachmentMeta::describe("", &mut std::fs::File::open(path)?))
+                .collect::<std::io::Result<Vec<_>>>()
+        });
+        for (meta, read) in manifest.attachments.iter_mut().zip(read.await.ok()?.ok()?) {
+            if read.size != meta.size {
+                return None;
+            }
+            meta.sha256 = read.sha256;
+        }
+        let key = self.key_of(&manifest);
+        let outcome = match self.outbox.get(&key).ok()? {
+            Some(e) if e.state == State::Sent && !self.stranded.contains(&e.pack_id) => {
+                Ok(Outcome::AlreadySent)
+            }
+            Some(e) if e.state == State::Sent && !self.reseal => Ok(Outcome::Stranded),
+            Some(e) if e.state == State::Sealed && self.outbox.sealed_path(&key).exists() => {
+                upload(&self.outbox, self.exchange.clone(), e).await
+            }
+            Some(_) => return None,
+            None => {
+                let first = earlier.iter().find(|e| e.key != key)?;
+                Ok(Outcome::Duplicate(Box::new(first.clone())))
+            }
+        };
+        Some((key, outcome))
+    }
+
     async fn seal(&self, mut manifest: Manifest) -> Result<Sealed> {
         let draft = Draft {
             pack_id: PackId::new(),
@@ -248,12 +316,7 @@ impl Job {
             left_on: self.item.left.or(self.left_on),
             supersedes: self.supersedes,
         };
-        let files: Vec<PathBuf> = self
-            .item
-            .attachments
-            .iter()
-            .map(|(p, _)| p.clone())
-            .collect();
+        let files = self.files();
         let identity = Arc::clone(&self.identity);
         let recipients = Arc::clone(&self.recipients);
         let dir = self.outbox.dir().to_path_buf();

@@ -94,6 +94,21 @@ pub struct Job {
     pub exchange: v1::exchange_client::ExchangeClient<Authed>,
 }
 
+/// What a pack comes to, by its content key ([`Job::decide`]).
+enum Decision {
+    /// Nothing to seal or send.
+    Done(Outcome),
+    /// Sealed before and not yet sent: send those bytes.
+    Upload(Box<Entry>),
+    /// Seal it, keep it and send it.
+    Seal {
+        /// A pack sent before and stranded, which this one re-seals.
+        stranded: Option<Box<Entry>>,
+        /// The id of the pack it replaces, if any.
+        replaces: Option<String>,
+    },
+}
+
 /// A pack sealed into a temporary file in the outbox, not yet kept.
 struct Sealed {
     header: SignedHeader,
@@ -185,46 +200,71 @@ impl Job {
         }
         let sealed = self.seal(self.manifest()).await.map_err(Failure::retry)?;
         let key = self.key_of(&sealed.manifest);
-        let mut replaces = None;
-        match self.outbox.get(&key).map_err(Failure::retry)? {
-            Some(e) if e.state == State::Sent => {
-                if !self.stranded.contains(&e.pack_id) {
-                    return Ok((key, Ok(Outcome::AlreadySent)));
+        let replaces = match self.decide(&key).map_err(Failure::retry)? {
+            Decision::Done(outcome) => return Ok((key, Ok(outcome))),
+            Decision::Upload(e) => return Ok((key, upload(&self.outbox, self.exchange, *e).await)),
+            Decision::Seal { stranded, replaces } => {
+                if let Some(e) = stranded {
+                    // The stranded pack keeps its own journal entry, so
+                    // `sent` still names its pupil.
+                    let mut old = *e;
+                    old.key = format!("{}.{}", old.key, old.pack_id);
+                    self.outbox.put(&old).map_err(Failure::retry)?;
                 }
-                if !self.reseal {
-                    return Ok((key, Ok(Outcome::Stranded)));
-                }
-                // The stranded pack keeps its own journal entry, so `sent`
-                // still names its pupil.
-                let mut old = e.clone();
-                old.key = format!("{}.{}", e.key, e.pack_id);
-                self.outbox.put(&old).map_err(Failure::retry)?;
-                replaces = Some(e.pack_id.clone());
+                replaces
             }
-            Some(e) if e.state == State::Sealed && self.outbox.sealed_path(&key).exists() => {
-                return Ok((key, upload(&self.outbox, self.exchange, e).await));
-            }
-            // A reseal that failed (or whose sealed file went) is still a
-            // reseal: it keeps the pack it replaces.
-            Some(e) => replaces = e.replaces,
-            None => {}
-        }
-        let upn = self.item.record.upn().map(|u| u.to_string());
-        if replaces.is_none()
-            && !self.again
-            && self.supersedes.is_none()
-            && let Some(upn) = upn
-            && let Some(first) = self
-                .earlier
-                .get(&(self.to.to_string(), self.kind, upn))
-                .and_then(|all| all.iter().find(|e| e.key != key))
-        {
-            return Ok((key, Ok(Outcome::Duplicate(Box::new(first.clone())))));
-        }
+        };
         let entry = self
             .keep(key.clone(), sealed, replaces)
             .map_err(Failure::retry)?;
         Ok((key, upload(&self.outbox, self.exchange, entry).await))
+    }
+
+    /// What the pack with content key `key` comes to, from the outbox
+    /// journal: sent before (already sent, or stranded), sealed and waiting
+    /// (sent as it was sealed), a second pack for a pupil sent before
+    /// (refused without `--again`), or one to keep and send.
+    fn decide(&self, key: &str) -> Result<Decision> {
+        let replaces = match self.outbox.get(key)? {
+            Some(e) if e.state == State::Sent => {
+                if !self.stranded.contains(&e.pack_id) {
+                    return Ok(Decision::Done(Outcome::AlreadySent));
+                }
+                if !self.reseal {
+                    return Ok(Decision::Done(Outcome::Stranded));
+                }
+                return Ok(Decision::Seal {
+                    replaces: Some(e.pack_id.clone()),
+                    stranded: Some(Box::new(e)),
+                });
+            }
+            Some(e) if e.state == State::Sealed && self.outbox.sealed_path(key).exists() => {
+                return Ok(Decision::Upload(Box::new(e)));
+            }
+            // A reseal that failed (or whose sealed file went) is still a
+            // reseal: it keeps the pack it replaces.
+            Some(e) => e.replaces,
+            None => None,
+        };
+        if replaces.is_none()
+            && !self.again
+            && self.supersedes.is_none()
+            && let Some(first) = self
+                .earlier_for_pupil()
+                .and_then(|all| all.iter().find(|e| e.key != key))
+        {
+            return Ok(Decision::Done(Outcome::Duplicate(Box::new(first.clone()))));
+        }
+        Ok(Decision::Seal {
+            stranded: None,
+            replaces,
+        })
+    }
+
+    /// This home's earlier packs for the same pupil to the same school.
+    fn earlier_for_pupil(&self) -> Option<&Vec<Entry>> {
+        let upn = self.item.record.upn()?.to_string();
+        self.earlier.get(&(self.to.to_string(), self.kind, upn))
     }
 
     /// The pack's manifest, its attachments' hashes not yet known.
@@ -261,18 +301,17 @@ impl Job {
     }
 
     /// For a pupil this home has sent to the same school before, what the
-    /// pack comes to, found from its attachments' hashes (one read of each
-    /// file) rather than by sealing it: the same pack already sent (or
-    /// stranded, or sealed and waiting: sent as sealed), or another pack
-    /// refused without `--again`. Sealing would write and sync a pack that
-    /// is not going to be sent. `None`: seal it, and decide as before (which
-    /// also covers everything this leaves, such as a file changed since).
+    /// pack comes to, decided from its attachments' hashes (one read of each
+    /// file) rather than by sealing it, since sealing writes and syncs a
+    /// pack that may not be sent. `None`: seal it, and decide then (which
+    /// also covers what this leaves, such as a file changed since listed).
     async fn before_sealing(&self) -> Option<(String, Result<Outcome, Failure>)> {
+        // With `--again` or `--supersedes` the pack is most likely sent:
+        // hashing first would read every file twice.
         if self.again || self.supersedes.is_some() {
             return None;
         }
-        let upn = self.item.record.upn()?.to_string();
-        let earlier = self.earlier.get(&(self.to.to_string(), self.kind, upn))?;
+        self.earlier_for_pupil()?;
         let mut manifest = self.manifest();
         let files = self.files();
         let read = tokio::task::spawn_blocking(move || {
@@ -288,19 +327,10 @@ impl Job {
             meta.sha256 = read.sha256;
         }
         let key = self.key_of(&manifest);
-        let outcome = match self.outbox.get(&key).ok()? {
-            Some(e) if e.state == State::Sent && !self.stranded.contains(&e.pack_id) => {
-                Ok(Outcome::AlreadySent)
-            }
-            Some(e) if e.state == State::Sent && !self.reseal => Ok(Outcome::Stranded),
-            Some(e) if e.state == State::Sealed && self.outbox.sealed_path(&key).exists() => {
-                upload(&self.outbox, self.exchange.clone(), e).await
-            }
-            Some(_) => return None,
-            None => {
-                let first = earlier.iter().find(|e| e.key != key)?;
-                Ok(Outcome::Duplicate(Box::new(first.clone())))
-            }
+        let outcome = match self.decide(&key).ok()? {
+            Decision::Done(outcome) => Ok(outcome),
+            Decision::Upload(e) => upload(&self.outbox, self.exchange.clone(), *e).await,
+            Decision::Seal { .. } => return None,
         };
         Some((key, outcome))
     }

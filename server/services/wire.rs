@@ -22,12 +22,13 @@ pub fn store_status(err: StoreError) -> Status {
         )),
         StoreError::Corrupt(_)
         | StoreError::Database(_)
+        | StoreError::Sqlite(_)
         | StoreError::Migrate(_)
         | StoreError::Files(_)
         | StoreError::Unavailable(_) => {
             let kind = match err {
                 StoreError::Corrupt(_) => "corrupt",
-                StoreError::Database(_) => "database",
+                StoreError::Database(_) | StoreError::Sqlite(_) => "database",
                 StoreError::Migrate(_) => "migrate",
                 StoreError::Files(_) => "files",
                 _ => "unavailable",

@@ -10,7 +10,10 @@
 //! nothing, so it is not logged again). Should a group fail, its writes are tried
 //! again one transaction each, so one bad write fails alone.
 //!
-//! [`queue_writer!`] writes the statements once for both backends.
+//! The statements are written once for both backends (the `*_SQL`
+//! constants) and so is what a group's outcomes and audit events are
+//! ([`settle`]); PostgreSQL runs them through its pool ([`queue_writer!`]),
+//! SQLite on its writer thread (`sqlite::appends`).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -79,6 +82,72 @@ pub enum Written {
     /// Whether a [`Write::Confirm`] moved its pack to `downloaded`.
     Confirmed(bool),
 }
+
+impl Write {
+    /// The audit event the write appends when it changes something.
+    pub fn event(&self) -> &audit::Event {
+        match self {
+            Write::Audit(event)
+            | Write::Downloaded { event, .. }
+            | Write::Confirm { event, .. }
+            | Write::Acknowledge { event, .. } => event,
+        }
+    }
+}
+
+/// One write's outcome, and whether it changed something (and so appends
+/// its event): an event always; a download mark or confirmation that moved
+/// its pack; a receipt recorded now (the same receipt again is a retry,
+/// answered as before and not logged twice).
+pub type Made = (Result<Written>, bool);
+
+/// The outcomes of `writes`, each as it was `made`, and the events to
+/// append for them, in order (every write's, together at the end of the
+/// group's transaction).
+pub fn settle(
+    writes: &[(i64, Write)],
+    made: Vec<Made>,
+) -> (Vec<Result<Written>>, Vec<(i64, &audit::Event)>) {
+    let mut events = Vec::with_capacity(writes.len());
+    let outcomes = writes
+        .iter()
+        .zip(made)
+        .map(|((at_ms, write), (outcome, changed))| {
+            if changed {
+                events.push((*at_ms, write.event()));
+            }
+            outcome
+        })
+        .collect();
+    (outcomes, events)
+}
+
+/// Marks a downloaded pack (`Write::Downloaded`): $1 the time, $2 the pack.
+pub const DOWNLOADED_SQL: &str = "UPDATE packs SET downloaded_at_ms = $1, \
+     status = CASE status WHEN 'pending' THEN 'downloaded' ELSE status END \
+     WHERE pack_id = $2 AND downloaded_at_ms IS NULL";
+
+/// A confirmed download (`Write::Confirm`): $1 the time, $2 the pack, $3
+/// the school, $4 the ciphertext's hash, $5 safeguarding, $6 the directory
+/// version or NULL.
+pub const CONFIRM_SQL: &str = "UPDATE packs SET downloaded_at_ms = $1, status = 'downloaded' \
+     WHERE pack_id = $2 AND to_laestab = $3 AND ciphertext_sha256 = $4 \
+     AND status = 'pending' AND downloaded_at_ms IS NULL \
+     AND deleted_at_ms IS NULL AND (kind = 'transfer' OR $5) \
+     AND ($6 IS NULL OR $6 = (SELECT v.version FROM directory_version v WHERE v.id = 1))";
+
+/// A receipt for a pack with none yet, in one statement (the busy path):
+/// $1 the receipt, $2 the time, $3 the pack. Concurrent acknowledgements
+/// (through several nodes) take turns on the row: the first receipt wins,
+/// and a later one reads what is recorded ([`RECEIPT_SQL`]).
+pub const RECORD_RECEIPT_SQL: &str = "UPDATE packs SET receipt = $1, acknowledged_at_ms = $2, \
+     status = CASE WHEN status IN ('pending', 'downloaded') \
+     THEN 'acknowledged' ELSE status END, \
+     downloaded_at_ms = COALESCE(downloaded_at_ms, $2) \
+     WHERE pack_id = $3 AND receipt IS NULL";
+
+/// The receipt recorded for pack $1, and when (PostgreSQL locks the row).
+pub const RECEIPT_SQL: &str = "SELECT receipt, acknowledged_at_ms FROM packs WHERE pack_id = $1";
 
 /// Writes a group in one transaction.
 pub trait AppendWriter: Send + Sync + 'static {
@@ -175,72 +244,57 @@ macro_rules! queue_writer {
             async fn write_all(
                 &self,
                 writes: &[(i64, $crate::store::appender::Write)],
-            ) -> $crate::store::Result<Vec<$crate::store::Result<$crate::store::appender::Written>>> {
-                use $crate::store::appender::{Write, Written};
+            ) -> $crate::store::Result<Vec<$crate::store::Result<$crate::store::appender::Written>>>
+            {
+                use $crate::store::appender::{Write, Written, settle};
                 let mut tx = begin(self).await?;
-                let mut out = Vec::with_capacity(writes.len());
-                // Every write's event, appended together at the end, in order.
-                let mut events = Vec::with_capacity(writes.len());
+                let mut made = Vec::with_capacity(writes.len());
                 for (at_ms, write) in writes {
-                    out.push(match write {
-                        Write::Audit(event) => {
-                            events.push((*at_ms, event));
-                            Ok(Written::Done)
+                    made.push(match write {
+                        Write::Audit(_) => (Ok(Written::Done), true),
+                        Write::Downloaded { id, .. } => {
+                            // A second report (a peer's two nodes at once)
+                            // changes nothing.
+                            let marked = sqlx::query($crate::store::appender::DOWNLOADED_SQL)
+                                .bind(*at_ms)
+                                .bind(id.to_string())
+                                .execute(&mut *tx)
+                                .await?
+                                .rows_affected();
+                            (Ok(Written::Done), marked == 1)
                         }
-                        Write::Downloaded { id, event } => {
-                            // Logged when it marks the pack: a second report
-                            // (a peer's two nodes at once) changes nothing.
-                            let marked = sqlx::query(
-                                "UPDATE packs SET downloaded_at_ms = $1, \
-                                 status = CASE status WHEN 'pending' THEN 'downloaded' ELSE status END \
-                                 WHERE pack_id = $2 AND downloaded_at_ms IS NULL",
-                            )
-                            .bind(*at_ms)
-                            .bind(id.to_string())
-                            .execute(&mut *tx)
-                            .await?
-                            .rows_affected();
-                            if marked == 1 {
-                                events.push((*at_ms, event));
-                            }
-                            Ok(Written::Done)
-                        }
-                        Write::Confirm { id, to, sha256, safeguarding, directory_version, event } => {
-                            let moved = sqlx::query(
-                                "UPDATE packs SET downloaded_at_ms = $1, status = 'downloaded' \
-                                 WHERE pack_id = $2 AND to_laestab = $3 AND ciphertext_sha256 = $4 \
-                                 AND status = 'pending' AND downloaded_at_ms IS NULL \
-                                 AND deleted_at_ms IS NULL AND (kind = 'transfer' OR $5) \
-                                 AND ($6 IS NULL OR $6 = (SELECT v.version FROM directory_version v \
-                                 WHERE v.id = 1))",
-                            )
-                            .bind(*at_ms)
-                            .bind(id.to_string())
-                            .bind(to)
-                            .bind(sha256)
-                            .bind(*safeguarding)
-                            .bind(*directory_version)
-                            .execute(&mut *tx)
-                            .await?
-                            .rows_affected()
+                        Write::Confirm {
+                            id,
+                            to,
+                            sha256,
+                            safeguarding,
+                            directory_version,
+                            ..
+                        } => {
+                            let moved = sqlx::query($crate::store::appender::CONFIRM_SQL)
+                                .bind(*at_ms)
+                                .bind(id.to_string())
+                                .bind(to)
+                                .bind(sha256)
+                                .bind(*safeguarding)
+                                .bind(*directory_version)
+                                .execute(&mut *tx)
+                                .await?
+                                .rows_affected()
                                 == 1;
-                            if moved {
-                                events.push((*at_ms, event));
-                            }
-                            Ok(Written::Confirmed(moved))
+                            (Ok(Written::Confirmed(moved)), moved)
                         }
-                        Write::Acknowledge { id, receipt, event } => {
-                            // Logged when recorded: the same receipt again
-                            // (a retry, or two nodes passing it on at once)
-                            // is answered as before and not logged twice.
-                            let outcome = acknowledge_in(&mut tx, *id, receipt, *at_ms).await?;
-                            if outcome.as_ref().is_ok_and(|(_, recorded)| *recorded) {
-                                events.push((*at_ms, event));
+                        Write::Acknowledge { id, receipt, .. } => {
+                            match acknowledge_in(&mut tx, *id, receipt, *at_ms).await? {
+                                Ok((outcome, recorded)) => {
+                                    (Ok(Written::Acknowledged(outcome)), recorded)
+                                }
+                                Err(e) => (Err(e), false),
                             }
-                            outcome.map(|(o, _)| Written::Acknowledged(o))
                         }
                     });
                 }
+                let (out, events) = settle(writes, made);
                 append_all(&mut tx, &events).await?;
                 tx.commit().await?;
                 Ok(out)
@@ -258,37 +312,29 @@ macro_rules! queue_writer {
             now_ms: i64,
         ) -> $crate::store::Result<$crate::store::Result<($crate::store::Acknowledged, bool)>> {
             use $crate::store::{Acknowledged, StoreError};
-            // The busy path in one statement: a pack with no receipt yet
-            // takes this one. Concurrent acknowledgements (through several
-            // nodes) take turns on the row: the first receipt wins, and a
-            // later one reads what is recorded.
-            let recorded = sqlx::query(
-                "UPDATE packs SET receipt = $1, acknowledged_at_ms = $2, \
-                 status = CASE WHEN status IN ('pending', 'downloaded') \
-                 THEN 'acknowledged' ELSE status END, \
-                 downloaded_at_ms = COALESCE(downloaded_at_ms, $2) \
-                 WHERE pack_id = $3 AND receipt IS NULL",
-            )
-            .bind(receipt)
-            .bind(now_ms)
-            .bind(id.to_string())
-            .execute(&mut *conn)
-            .await?
-            .rows_affected();
+            // The busy path in one statement (see `RECORD_RECEIPT_SQL`).
+            let recorded = sqlx::query($crate::store::appender::RECORD_RECEIPT_SQL)
+                .bind(receipt)
+                .bind(now_ms)
+                .bind(id.to_string())
+                .execute(&mut *conn)
+                .await?
+                .rows_affected();
             if recorded == 1 {
                 return Ok(Ok((Acknowledged::At(now_ms), true)));
             }
             // The same receipt again is a retry; another is a conflict.
-            let row: Option<(Option<Vec<u8>>, Option<i64>)> = sqlx::query_as(concat!(
-                "SELECT receipt, acknowledged_at_ms FROM packs WHERE pack_id = $1",
-                $lock
+            let row: Option<(Option<Vec<u8>>, Option<i64>)> = sqlx::query_as(sqlx::AssertSqlSafe(
+                format!("{}{}", $crate::store::appender::RECEIPT_SQL, $lock),
             ))
             .bind(id.to_string())
             .fetch_optional(&mut *conn)
             .await?;
             let outcome = match row {
                 None => return Ok(Err(StoreError::NotFound("pack"))),
-                Some((Some(stored), at)) if stored == receipt => Acknowledged::At(at.unwrap_or(now_ms)),
+                Some((Some(stored), at)) if stored == receipt => {
+                    Acknowledged::At(at.unwrap_or(now_ms))
+                }
                 Some((Some(_), _)) => Acknowledged::Conflict,
                 // Not reachable: the update above takes a pack without one.
                 Some((None, _)) => {

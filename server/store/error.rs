@@ -25,6 +25,9 @@ pub enum StoreError {
     /// The database failed (the driver's error).
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
+    /// The group writer's SQLite connection failed (the driver's error).
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     /// A ciphertext file could not be written, read or removed.
     #[error("ciphertext file: {0}")]
     Files(#[from] std::io::Error),

@@ -39,6 +39,38 @@ pub struct CommitRequest {
     reply: oneshot::Sender<Result<Committed>>,
 }
 
+#[cfg(test)]
+impl CommitRequest {
+    /// A commit of `header` (stored under its own schools) that nobody
+    /// waits on, for the writers' own tests.
+    pub fn unanswered(
+        upload_id: &str,
+        header: SignedHeader,
+        tail: Vec<(i64, Vec<u8>)>,
+        now_ms: i64,
+        event: audit::Event,
+    ) -> Self {
+        let h = header.header();
+        let route = Route {
+            from: h.from,
+            to: h.to,
+            peer: None,
+        };
+        Self {
+            upload_id: upload_id.to_string(),
+            header_bytes: format!("header of {upload_id}").into_bytes(),
+            header,
+            tail,
+            in_file: 0,
+            now_ms,
+            event,
+            directory_version: None,
+            route,
+            reply: oneshot::channel().0,
+        }
+    }
+}
+
 /// How many groups a writer had to write again one pack at a time. None
 /// should: the batched writes settle conflicts and retries themselves; the
 /// tests check it stays 0.
@@ -101,10 +133,12 @@ pub fn wants_version(batch: &[CommitRequest]) -> bool {
 pub trait GroupWriter: Send + Sync + 'static {
     /// Writes every request of `batch` in one transaction and returns each
     /// one's outcome once it is committed; `Err` means nothing was stored.
-    fn write<'a>(
-        &'a self,
-        batch: &'a [CommitRequest],
-    ) -> impl Future<Output = Result<Vec<Result<Committed>>>> + Send + 'a;
+    /// The batch is handed over (a writer may write it on a thread of its
+    /// own) and handed back with the outcomes, to be answered.
+    fn write(
+        &self,
+        batch: Vec<CommitRequest>,
+    ) -> impl Future<Output = (Vec<CommitRequest>, Result<Vec<Result<Committed>>>)> + Send + '_;
 
     /// Called for each pack stored, after the commit and before its answer.
     fn stored(&self, _request: &CommitRequest, _at_ms: i64) {}
@@ -225,7 +259,8 @@ async fn run<W: GroupWriter>(
         let (writer, head) = (writer.clone(), head.clone());
         let group = tokio::spawn(async move {
             let started = std::time::Instant::now();
-            let outcomes = writer.write(&batch).await;
+            let packs = batch.len();
+            let (mut batch, outcomes) = writer.write(batch).await;
             // Read before anyone is answered, so every answer's head
             // includes its own pack.
             if outcomes.is_ok() {
@@ -237,7 +272,7 @@ async fn run<W: GroupWriter>(
                     }
                 }
             }
-            metrics::histogram!("baton_group_commit_packs").record(batch.len() as f64);
+            metrics::histogram!("baton_group_commit_packs").record(packs as f64);
             metrics::histogram!("baton_group_commit_seconds")
                 .record(started.elapsed().as_secs_f64());
             answer(&*writer, &mut batch, outcomes);

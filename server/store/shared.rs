@@ -70,7 +70,7 @@ macro_rules! insert_audit_entries {
 
 /// Implements [`Directory`](super::Directory), [`Packs`](super::Packs) and
 /// [`AuditLog`](super::AuditLog) for `$store` over connections `$conn` of
-/// pool `$pool` (database `$db`), and the audit queue's writer for the pool.
+/// pool `$pool` (database `$db`).
 macro_rules! shared_store {
     ($store:ty, $conn:ty, $pool:ty, $db:ty, for_update = $lock:literal) => {
         use baton::Laestab;

@@ -1,11 +1,14 @@
 //! The SQLite store: one database file in the data directory, WAL and fully
 //! synchronous commits. What it does its own way: write transactions and
 //! the audit chain ([`chain`]), cleaning every staged chunk on start (one
-//! node owns the file), arrivals in process, and its group committer
-//! ([`committer`]): one task drains every commit request queued, writes them
-//! in one transaction with a few multi-row statements, and answers each
-//! only after that transaction is synced. Every acknowledged pack is on
-//! stable storage, and one fsync serves many uploads. A pack of a chunk or
+//! node owns the file), arrivals in process, and one writer thread
+//! ([`writer`]) on a connection of its own for every group write: the group
+//! committer's ([`committer`]: one task drains every commit request queued,
+//! the thread writes them in one transaction with a few multi-row
+//! statements, and each is answered only after that transaction is synced)
+//! and the write queue's ([`appends`]: download marks, receipts, listings'
+//! audit events). Every acknowledged pack is on stable storage, and one
+//! fsync serves many uploads. A pack of a chunk or
 //! more is kept in a ciphertext file beside the database
 //! ([`super::files`]): its file is synced and in place before its row is
 //! committed. The statements both backends share are in [`sql`].
@@ -16,17 +19,49 @@ use std::time::Duration;
 
 use sqlx::ConnectOptions as _;
 use sqlx::SqlitePool;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use tokio::sync::broadcast;
 
+use self::checkpoint::Checkpointer;
+use self::writer::WriterThread;
 use super::appender::Appender;
 use super::group::Committer;
 use super::{ARRIVALS_BUFFER, Arrival, CHUNK_BYTES, Events, PackFiles, Result};
 
+mod appends;
 pub(super) mod chain;
 mod checkpoint;
 mod committer;
 mod sql;
+mod writer;
+
+/// How long a connection waits for another's write transaction (the
+/// writer's, or `batond admin` in another process) before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The settings of every connection, the pool's and the group writer's
+/// (journal mode WAL, set once, lasts in the file).
+const PRAGMAS: [(&str, &str); 5] = [
+    // Every commit synced before it is answered.
+    ("synchronous", "FULL"),
+    ("foreign_keys", "ON"),
+    // Deleted content (purged or recalled ciphertext) is overwritten with
+    // zeros, not left in free pages.
+    ("secure_delete", "ON"),
+    // Statement journals (multi-row statements inside a transaction),
+    // temporary tables and sorts in memory, not in temporary files: ingest
+    // was 5–13 % slower without it in five alternating pairs of runs
+    // (BENCHMARKS.md, round 6). Nothing the daemon runs sorts more than an
+    // index's keys.
+    ("temp_store", "MEMORY"),
+    // No call checkpoints the WAL inside itself: SQLite's default (1000
+    // pages) had the first small write after a burst of uploads (an audit
+    // entry of a listing or a `GetSchool`, a receipt) copy the whole log
+    // back into the database and sync it before answering: 42 ms for the
+    // first `GetSchool` of a class's re-run, up to 32 MB of copying after
+    // heavy ingest. The checkpoint task does it instead (see `checkpoint`).
+    ("wal_autocheckpoint", "0"),
+];
 
 /// The SQLite implementation of [`super::Store`].
 #[derive(Debug, Clone)]
@@ -46,30 +81,15 @@ impl Sqlite {
     /// Opens (creating if needed) the database file and applies migrations.
     pub async fn open(path: &Path) -> Result<Self> {
         let files = PackFiles::beside(path)?;
-        let options = SqliteConnectOptions::new()
+        let options = PRAGMAS
+            .iter()
+            .fold(SqliteConnectOptions::new(), |options, (name, value)| {
+                options.pragma(*name, *value)
+            })
             .filename(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(15))
-            .foreign_keys(true)
-            // Deleted content (purged or recalled ciphertext) is overwritten
-            // with zeros, not left in free pages.
-            .pragma("secure_delete", "ON")
-            // Statement journals (multi-row statements inside a
-            // transaction), temporary tables and sorts in memory, not in
-            // temporary files: ingest was 5–13 % slower without it in five
-            // alternating pairs of runs (BENCHMARKS.md, round 6). Nothing
-            // the daemon runs sorts more than an index's keys.
-            .pragma("temp_store", "MEMORY")
-            // No call checkpoints the WAL inside itself: SQLite's default
-            // (1000 pages) had the first small write after a burst of
-            // uploads (an audit entry of a listing or a `GetSchool`, a
-            // receipt) copy the whole log back into the database and sync
-            // it before answering: 42 ms for the first `GetSchool` of a
-            // class's re-run, up to 32 MB of copying after heavy ingest.
-            // The checkpoint task does it instead (see `checkpoint`).
-            .pragma("wal_autocheckpoint", "0")
+            .busy_timeout(BUSY_TIMEOUT)
             // Every statement at debug level cost ~3 % of the daemon's CPU
             // in checks alone; slow ones are still logged (warn, 1 s).
             .log_statements(log::LevelFilter::Off);
@@ -81,8 +101,13 @@ impl Sqlite {
             .run(&pool)
             .await?;
         let (arrivals, _) = broadcast::channel(ARRIVALS_BUFFER);
-        let committer = Committer::start(committer::Writer::new(options, arrivals.clone()));
-        let audit = Appender::start(pool.clone());
+        let thread = WriterThread::start(path, Checkpointer::start(options))?;
+        let committer = Committer::start(committer::Writer {
+            thread: thread.clone(),
+            head: std::sync::Mutex::new(None),
+            arrivals: arrivals.clone(),
+        });
+        let audit = Appender::start(appends::Appends(thread));
         Ok(Self {
             pool,
             arrivals,

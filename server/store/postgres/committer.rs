@@ -23,7 +23,26 @@ pub(super) struct Writer {
 }
 
 impl GroupWriter for Writer {
-    async fn write(&self, batch: &[CommitRequest]) -> Result<Vec<Result<Committed>>> {
+    async fn write(
+        &self,
+        batch: Vec<CommitRequest>,
+    ) -> (Vec<CommitRequest>, Result<Vec<Result<Committed>>>) {
+        let outcomes = self.write_group(&batch).await;
+        (batch, outcomes)
+    }
+
+    async fn head(&self) -> Result<Option<(u64, [u8; 32])>> {
+        let row: Option<(i64, Vec<u8>)> = sqlx::query_as(crate::store::rows::HEAD_SQL)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(crate::store::rows::head).transpose()
+    }
+}
+
+impl Writer {
+    /// The group in one transaction, or, should that fail, one pack a
+    /// transaction.
+    async fn write_group(&self, batch: &[CommitRequest]) -> Result<Vec<Result<Committed>>> {
         match batched(&self.pool, batch).await {
             Ok(outcomes) => Ok(outcomes),
             Err(e) => {
@@ -35,13 +54,6 @@ impl GroupWriter for Writer {
                 Ok(outcomes)
             }
         }
-    }
-
-    async fn head(&self) -> Result<Option<(u64, [u8; 32])>> {
-        let row: Option<(i64, Vec<u8>)> = sqlx::query_as(crate::store::rows::HEAD_SQL)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(crate::store::rows::head).transpose()
     }
 }
 

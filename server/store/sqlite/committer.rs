@@ -1,94 +1,53 @@
 //! The SQLite group writer ([`crate::store::group`]): a group of upload
-//! commits in one `BEGIN IMMEDIATE … COMMIT`, answered only once that
-//! transaction is synced (`synchronous=FULL`), so every acknowledged pack is
-//! on stable storage and one fsync serves many uploads.
+//! commits in one `BEGIN IMMEDIATE … COMMIT` on the writer thread
+//! ([`super::writer`]), answered only once that transaction is synced
+//! (`synchronous=FULL`), so every acknowledged pack is on stable storage
+//! and one fsync serves many uploads.
 //!
 //! A group is written with a handful of multi-row statements whatever its
 //! size (one look-up of the pack ids, one insert each for chunks, pack rows
-//! and audit entries), because each statement through sqlx costs a hand-off
-//! to the connection's worker thread. Should that batched write fail, it is
-//! rolled back and the group is written again one pack at a time, each in a
-//! savepoint, so a pack that cannot be stored fails alone.
+//! and audit entries). Should that batched write fail, it is rolled back
+//! and the group is written again one pack at a time, each in a savepoint,
+//! so a pack that cannot be stored fails alone.
 
 use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Mutex, PoisonError};
 
-use sqlx::sqlite::SqliteConnectOptions;
-use sqlx::{Connection as _, QueryBuilder, Sqlite as Db, SqliteConnection};
-use tokio::sync::{Mutex, broadcast};
+use rusqlite::{Connection, ToSql, TransactionBehavior};
+use tokio::sync::broadcast;
 
-use super::chain::{append, append_all};
 use super::checkpoint::Checkpointer;
+use super::writer::{Head, Outcomes, WriterThread, append_all, read_head, values, with_connection};
 use crate::store::group::{self, CommitRequest, GroupWriter, ROWS_PER_STATEMENT};
-use crate::store::rows::corrupt;
-use crate::store::rows::forwards;
-use crate::store::{Arrival, Committed, DIRECTORY_VERSION_SQL, Result};
+use crate::store::rows::{corrupt, forwards};
+use crate::store::{Arrival, Committed, DIRECTORY_VERSION_SQL, Result, StoreError};
 
-/// The SQLite group writer: one write transaction a group, on a connection
-/// of its own. Only the writer writes during ingest, so that connection's
-/// page cache stays valid from one group to the next (a pooled connection
-/// would often be one another had not used since the last write, and would
-/// read the pages it needs again), and one worker thread does the writing.
+/// The SQLite group writer: one write transaction a group, on the writer
+/// thread. Only that thread writes during ingest, so its connection's page
+/// cache stays valid from one group to the next.
 pub(super) struct Writer {
-    options: SqliteConnectOptions,
-    /// Checkpoints the WAL off the commit path (see [`super::checkpoint`]).
-    checkpoints: Checkpointer,
-    /// `None` until first used, and again after a failed group (a broken
-    /// connection is opened again rather than reused).
-    conn: Mutex<Option<SqliteConnection>>,
+    /// The thread that writes.
+    pub thread: WriterThread,
+    /// The head the thread read after the latest group, for [`GroupWriter::head`].
+    pub head: Mutex<Option<Result<Head>>>,
     /// Arrivals, in process: one node owns a SQLite file.
-    arrivals: broadcast::Sender<Arrival>,
-}
-
-impl Writer {
-    /// A writer that connects with `options` (the store's, which turn
-    /// SQLite's own checkpoints off for every connection) when it first
-    /// writes, and leaves checkpoints to a task of its own.
-    pub fn new(options: SqliteConnectOptions, arrivals: broadcast::Sender<Arrival>) -> Self {
-        Self {
-            checkpoints: Checkpointer::start(options.clone()),
-            options,
-            conn: Mutex::new(None),
-            arrivals,
-        }
-    }
+    pub arrivals: broadcast::Sender<Arrival>,
 }
 
 impl GroupWriter for Writer {
-    async fn write(&self, batch: &[CommitRequest]) -> Result<Vec<Result<Committed>>> {
-        let mut slot = self.conn.lock().await;
-        let conn = match &mut *slot {
-            Some(conn) => conn,
-            empty => empty.insert(SqliteConnection::connect_with(&self.options).await?),
-        };
-        if let Err(e) = self.checkpoints.if_needed(conn).await {
-            tracing::warn!(error = %e, "the group writer's WAL checkpoint failed");
-        }
-        let written = group_transaction(conn, batch).await;
-        match &written {
-            Ok(_) => self.checkpoints.committed(
-                batch
-                    .iter()
-                    .map(|r| {
-                        let tail: usize = r.tail.iter().map(|(_, data)| data.len()).sum();
-                        (r.header_bytes.len() + tail) as u64
-                    })
-                    .sum(),
-            ),
-            Err(_) => *slot = None,
-        }
-        written
+    async fn write(&self, batch: Vec<CommitRequest>) -> (Vec<CommitRequest>, Outcomes) {
+        let (batch, outcomes, head) = self.thread.group(batch).await;
+        *self.head.lock().unwrap_or_else(PoisonError::into_inner) = head;
+        (batch, outcomes)
     }
 
-    async fn head(&self) -> Result<Option<(u64, [u8; 32])>> {
-        let mut slot = self.conn.lock().await;
-        let conn = match &mut *slot {
-            Some(conn) => conn,
-            empty => empty.insert(SqliteConnection::connect_with(&self.options).await?),
-        };
-        let row: Option<(i64, Vec<u8>)> = sqlx::query_as(crate::store::rows::HEAD_SQL)
-            .fetch_optional(&mut *conn)
-            .await?;
-        row.map(crate::store::rows::head).transpose()
+    async fn head(&self) -> Result<Head> {
+        self.head
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+            .unwrap_or_else(|| Err(StoreError::Unavailable("no group was written".into())))
     }
 
     fn stored(&self, request: &CommitRequest, at_ms: i64) {
@@ -101,31 +60,75 @@ impl GroupWriter for Writer {
     }
 }
 
-/// Runs a group's commits in one write transaction; returns each request's
-/// outcome once the transaction is committed.
-async fn group_transaction(
-    conn: &mut SqliteConnection,
+/// Writes one group (on the writer thread) on the connection in `slot`,
+/// and reads the audit log's head after it.
+pub(super) fn write_group(
+    slot: &mut Option<Connection>,
+    path: &Path,
+    checkpoints: &Checkpointer,
     batch: &[CommitRequest],
-) -> Result<Vec<Result<Committed>>> {
-    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-    sqlx::query("SAVEPOINT group_batch")
-        .execute(&mut *tx)
-        .await?;
-    let outcomes = match batched(&mut tx, batch).await {
+) -> (Outcomes, Option<Result<Head>>) {
+    let written = with_connection(slot, path, checkpoints, |conn| {
+        let outcomes = group_transaction(conn, batch, group::fell_back)?;
+        Ok((outcomes, read_head(conn)))
+    });
+    match written {
+        Ok((outcomes, head)) => {
+            checkpoints.committed(
+                batch
+                    .iter()
+                    .map(|r| {
+                        let tail: usize = r.tail.iter().map(|(_, data)| data.len()).sum();
+                        (r.header_bytes.len() + tail) as u64
+                    })
+                    .sum(),
+            );
+            (Ok(outcomes), Some(head))
+        }
+        Err(e) => (Err(e), None),
+    }
+}
+
+/// Runs a group's commits in one write transaction; returns each request's
+/// outcome once the transaction is committed. `fell_back` is told when the
+/// batched write failed and the group is written one pack at a time.
+fn group_transaction(
+    conn: &mut Connection,
+    batch: &[CommitRequest],
+    fell_back: fn(&StoreError, usize),
+) -> Outcomes {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tx.execute_batch("SAVEPOINT group_batch")?;
+    let outcomes = match batched(&tx, batch) {
         Ok(outcomes) => {
-            sqlx::query("RELEASE group_batch").execute(&mut *tx).await?;
+            tx.execute_batch("RELEASE group_batch")?;
             outcomes
         }
         Err(e) => {
-            group::fell_back(&e, batch.len());
-            sqlx::query("ROLLBACK TO group_batch")
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query("RELEASE group_batch").execute(&mut *tx).await?;
-            one_by_one(&mut tx, batch).await?
+            fell_back(&e, batch.len());
+            tx.execute_batch("ROLLBACK TO group_batch; RELEASE group_batch")?;
+            one_by_one(&tx, batch)?
         }
     };
-    tx.commit().await?;
+    tx.commit()?;
+    Ok(outcomes)
+}
+
+/// The fallback: each commit written alone in its own savepoint, so one
+/// that fails is rolled back alone.
+fn one_by_one(conn: &Connection, batch: &[CommitRequest]) -> Outcomes {
+    let mut outcomes = Vec::with_capacity(batch.len());
+    for request in batch {
+        conn.execute_batch("SAVEPOINT group_commit")?;
+        let outcome = batched(conn, std::slice::from_ref(request))
+            .and_then(|mut one| one.pop().unwrap_or_else(|| Err(corrupt("no outcome"))));
+        if outcome.is_ok() {
+            conn.execute_batch("RELEASE group_commit")?;
+        } else {
+            conn.execute_batch("ROLLBACK TO group_commit; RELEASE group_commit")?;
+        }
+        outcomes.push(outcome);
+    }
     Ok(outcomes)
 }
 
@@ -140,26 +143,30 @@ struct ToStore<'a> {
 /// (or stored earlier in the same group) are answered `AlreadyStored` or
 /// `Conflict` and their staged chunks dropped; every other pack gets its
 /// tail chunks, its staged chunks flipped visible, its row and its audit
-/// entry, in queue order.
-async fn batched(
-    conn: &mut SqliteConnection,
-    batch: &[CommitRequest],
-) -> Result<Vec<Result<Committed>>> {
-    let current = directory_version(conn, batch).await?;
+/// entry, in queue order. A request checked against a directory that has
+/// moved on is answered `DirectoryMoved`, its tail kept staged for the
+/// commit that follows a fresh check.
+fn batched(conn: &Connection, batch: &[CommitRequest]) -> Outcomes {
+    let current = directory_version(conn, batch)?;
     let ids: Vec<String> = batch
         .iter()
         .map(|r| r.header.header().pack_id.to_string())
         .collect();
     let mut known: HashMap<String, (Vec<u8>, i64)> = HashMap::new();
-    let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-    for part in id_refs.chunks(ROWS_PER_STATEMENT) {
-        let mut q = in_list(
+    for part in ids.chunks(ROWS_PER_STATEMENT) {
+        let sql = in_list(
             "SELECT pack_id, header, uploaded_at_ms FROM packs WHERE pack_id IN (",
-            part,
+            part.len(),
             ")",
         );
-        let rows: Vec<(String, Vec<u8>, i64)> = q.build_query_as().fetch_all(&mut *conn).await?;
-        known.extend(rows.into_iter().map(|(id, header, at)| (id, (header, at))));
+        let mut statement = conn.prepare(&sql)?;
+        let rows = statement.query_map(rusqlite::params_from_iter(part), |row| {
+            Ok((row.get(0)?, (row.get(1)?, row.get(2)?)))
+        })?;
+        for row in rows {
+            let (id, stored) = row?;
+            known.insert(id, stored);
+        }
     }
 
     let mut outcomes = Vec::with_capacity(batch.len());
@@ -186,9 +193,13 @@ async fn batched(
         stored.push(request);
     }
 
-    delete_staged(conn, &dropped).await?;
+    for_uploads(
+        conn,
+        "DELETE FROM pack_chunks WHERE staged = 1 AND upload_id IN (",
+        &dropped,
+    )?;
     let uploads: Vec<&str> = stored.iter().map(|r| r.upload_id.as_str()).collect();
-    let counts = staged_counts(conn, &uploads).await?;
+    let counts = staged_counts(conn, &uploads)?;
     let to_store: Vec<ToStore<'_>> = stored
         .into_iter()
         .map(|request| ToStore {
@@ -196,264 +207,244 @@ async fn batched(
             staged: counts.get(&request.upload_id).copied().unwrap_or(0),
         })
         .collect();
-    insert_tails(conn, to_store.iter().map(|t| t.request), 0).await?;
-    // Checked against a directory that has moved on: keep the tail (staged)
-    // for the commit that follows a fresh check.
-    insert_tails(conn, moved.into_iter(), 1).await?;
+    insert_tails(conn, to_store.iter().map(|t| t.request), 0)?;
+    insert_tails(conn, moved.into_iter(), 1)?;
     let flipped: Vec<&str> = to_store
         .iter()
         .filter(|t| t.staged > 0)
         .map(|t| t.request.upload_id.as_str())
         .collect();
-    for part in flipped.chunks(ROWS_PER_STATEMENT) {
-        in_list(
-            "UPDATE pack_chunks SET staged = 0 WHERE staged = 1 AND upload_id IN (",
-            part,
-            ")",
-        )
-        .build()
-        .execute(&mut *conn)
-        .await?;
-    }
-    insert_packs(conn, &to_store).await?;
+    for_uploads(
+        conn,
+        "UPDATE pack_chunks SET staged = 0 WHERE staged = 1 AND upload_id IN (",
+        &flipped,
+    )?;
+    insert_packs(conn, &to_store)?;
     let events: Vec<_> = to_store
         .iter()
         .map(|t| (t.request.now_ms, &t.request.event))
         .collect();
-    append_all(conn, &events).await?;
+    append_all(conn, &events)?;
     Ok(outcomes)
 }
 
 /// The directory version, read inside the group's transaction, if any
 /// request of `batch` was checked against one.
-async fn directory_version(
-    conn: &mut SqliteConnection,
-    batch: &[CommitRequest],
-) -> Result<Option<i64>> {
+fn directory_version(conn: &Connection, batch: &[CommitRequest]) -> Result<Option<i64>> {
     if !group::wants_version(batch) {
         return Ok(None);
     }
-    let (version,): (i64,) = sqlx::query_as(DIRECTORY_VERSION_SQL)
-        .fetch_one(&mut *conn)
-        .await?;
+    let version = conn
+        .prepare_cached(DIRECTORY_VERSION_SQL)?
+        .query_row([], |row| row.get(0))?;
     Ok(Some(version))
 }
 
-/// Drops the staged chunks of uploads that will not be stored.
-async fn delete_staged(conn: &mut SqliteConnection, upload_ids: &[&str]) -> Result<()> {
+/// `head`, then `n` placeholders separated by commas, then `tail`.
+fn in_list(head: &str, n: usize, tail: &str) -> String {
+    format!("{head}{}{tail}", vec!["?"; n].join(", "))
+}
+
+/// Runs `head` + a list of `upload_ids` + `)`, in statements of at most
+/// [`ROWS_PER_STATEMENT`] ids.
+fn for_uploads(conn: &Connection, head: &str, upload_ids: &[&str]) -> Result<()> {
     for part in upload_ids.chunks(ROWS_PER_STATEMENT) {
-        in_list(
-            "DELETE FROM pack_chunks WHERE staged = 1 AND upload_id IN (",
-            part,
-            ")",
-        )
-        .build()
-        .execute(&mut *conn)
-        .await?;
+        conn.execute(
+            &in_list(head, part.len(), ")"),
+            rusqlite::params_from_iter(part),
+        )?;
     }
     Ok(())
 }
 
-/// `head`, then `values` bound as a comma-separated list, then `tail`.
-fn in_list(head: &str, values: &[&str], tail: &str) -> QueryBuilder<Db> {
-    let mut q = QueryBuilder::<Db>::new(head);
-    let mut list = q.separated(", ");
-    for value in values {
-        list.push_bind(*value);
-    }
-    list.push_unseparated(tail);
-    q
-}
-
 /// How many chunks each upload has staged.
-async fn staged_counts(
-    conn: &mut SqliteConnection,
-    upload_ids: &[&str],
-) -> Result<HashMap<String, i64>> {
+fn staged_counts(conn: &Connection, upload_ids: &[&str]) -> Result<HashMap<String, i64>> {
     let mut counts = HashMap::new();
     for part in upload_ids.chunks(ROWS_PER_STATEMENT) {
-        let mut q = in_list(
+        let sql = in_list(
             "SELECT upload_id, COUNT(*) FROM pack_chunks WHERE staged = 1 AND upload_id IN (",
-            part,
+            part.len(),
             ") GROUP BY upload_id",
         );
-        let rows: Vec<(String, i64)> = q.build_query_as().fetch_all(&mut *conn).await?;
-        counts.extend(rows);
+        let mut statement = conn.prepare(&sql)?;
+        let rows = statement.query_map(rusqlite::params_from_iter(part), |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })?;
+        for row in rows {
+            let (upload, n): (String, i64) = row?;
+            counts.insert(upload, n);
+        }
     }
     Ok(counts)
 }
 
 /// Inserts the tail chunks of `requests`, visible (`staged` 0) or staged (1).
-async fn insert_tails<'a>(
-    conn: &mut SqliteConnection,
+fn insert_tails<'a>(
+    conn: &Connection,
     requests: impl Iterator<Item = &'a CommitRequest>,
     staged: i64,
 ) -> Result<()> {
     for part in group::tail_statements(requests) {
-        let mut q =
-            QueryBuilder::<Db>::new("INSERT INTO pack_chunks (upload_id, idx, staged, data) ");
-        q.push_values(part, |mut row, (request, idx, data)| {
-            row.push_bind(request.upload_id.as_str())
-                .push_bind(idx)
-                .push_bind(staged)
-                .push_bind(data);
-        });
-        q.build().execute(&mut *conn).await?;
+        let sql = values(
+            "INSERT INTO pack_chunks (upload_id, idx, staged, data)",
+            "(?, ?, ?, ?)",
+            part.len(),
+        );
+        let mut binds: Vec<&dyn ToSql> = Vec::with_capacity(part.len() * 4);
+        for (request, idx, data) in &part {
+            binds.extend([&request.upload_id as &dyn ToSql, idx, &staged, data]);
+        }
+        conn.execute(&sql, binds.as_slice())?;
     }
     Ok(())
+}
+
+/// A pack row's values that are not the request's own fields.
+struct PackRow<'a> {
+    request: &'a CommitRequest,
+    pack_id: String,
+    from: &'a str,
+    to: &'a str,
+    kind: &'static str,
+    created_at_ms: i64,
+    length: i64,
+    sha256: &'a [u8],
+    sender_key_id: String,
+    chunks: i64,
+    supersedes: Option<String>,
+    forwards: Option<String>,
+    relay_to: Option<&'a str>,
+    relayed_from: Option<&'a str>,
 }
 
 /// Inserts the pack rows, in queue order.
-async fn insert_packs(conn: &mut SqliteConnection, to_store: &[ToStore<'_>]) -> Result<()> {
+fn insert_packs(conn: &Connection, to_store: &[ToStore<'_>]) -> Result<()> {
     for part in to_store.chunks(ROWS_PER_STATEMENT) {
         let mut rows = Vec::with_capacity(part.len());
         for t in part {
-            let h = t.request.header.header();
-            let len = i64::try_from(h.ciphertext_len).map_err(|_| corrupt("pack length"))?;
-            let chunks = t.staged
-                + t.request.in_file
-                + i64::try_from(t.request.tail.len()).unwrap_or(i64::MAX);
-            rows.push((t.request, h, len, chunks));
+            let request = t.request;
+            let h = request.header.header();
+            rows.push(PackRow {
+                request,
+                pack_id: h.pack_id.to_string(),
+                from: request.route.from.as_str(),
+                to: request.route.to.as_str(),
+                kind: h.kind.as_str(),
+                created_at_ms: h.created_at_ms,
+                length: i64::try_from(h.ciphertext_len).map_err(|_| corrupt("pack length"))?,
+                sha256: &h.ciphertext_sha256,
+                sender_key_id: h.sender_key_id.to_string(),
+                chunks: t.staged
+                    + request.in_file
+                    + i64::try_from(request.tail.len()).unwrap_or(i64::MAX),
+                supersedes: h.supersedes.map(|id| id.to_string()),
+                forwards: forwards(h),
+                relay_to: request.route.relay_to(),
+                relayed_from: request.route.relayed_from(),
+            });
         }
-        let mut q = QueryBuilder::<Db>::new(
+        let sql = values(
             "INSERT INTO packs (pack_id, from_laestab, to_laestab, kind, created_at_ms, \
              ciphertext_length, ciphertext_sha256, sender_key_id, header, upload_id, chunks, \
-             status, uploaded_at_ms, supersedes, forwards, relay_to, relayed_from) ",
+             status, uploaded_at_ms, supersedes, forwards, relay_to, relayed_from)",
+            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?)",
+            rows.len(),
         );
-        q.push_values(rows, |mut row, (request, h, len, chunks)| {
-            row.push_bind(h.pack_id.to_string())
-                .push_bind(request.route.from.as_str())
-                .push_bind(request.route.to.as_str())
-                .push_bind(h.kind.as_str())
-                .push_bind(h.created_at_ms)
-                .push_bind(len)
-                .push_bind(h.ciphertext_sha256.to_vec())
-                .push_bind(h.sender_key_id.to_string())
-                .push_bind(request.header_bytes.as_slice())
-                .push_bind(request.upload_id.as_str())
-                .push_bind(chunks)
-                .push_bind("pending")
-                .push_bind(request.now_ms)
-                .push_bind(h.supersedes.map(|id| id.to_string()))
-                .push_bind(forwards(h))
-                .push_bind(request.route.relay_to())
-                .push_bind(request.route.relayed_from());
-        });
-        q.build().execute(&mut *conn).await?;
+        let mut binds: Vec<&dyn ToSql> = Vec::with_capacity(rows.len() * 16);
+        for row in &rows {
+            binds.extend([
+                &row.pack_id as &dyn ToSql,
+                &row.from,
+                &row.to,
+                &row.kind,
+                &row.created_at_ms,
+                &row.length,
+                &row.sha256,
+                &row.sender_key_id,
+                &row.request.header_bytes,
+                &row.request.upload_id,
+                &row.chunks,
+                &row.request.now_ms,
+                &row.supersedes,
+                &row.forwards,
+                &row.relay_to,
+                &row.relayed_from,
+            ]);
+        }
+        conn.execute(&sql, binds.as_slice())?;
     }
     Ok(())
 }
 
-/// The fallback: each commit in its own savepoint, so one that fails is
-/// rolled back alone.
-async fn one_by_one(
-    conn: &mut SqliteConnection,
-    batch: &[CommitRequest],
-) -> Result<Vec<Result<Committed>>> {
-    let current = directory_version(conn, batch).await?;
-    let mut outcomes = Vec::with_capacity(batch.len());
-    for request in batch {
-        sqlx::query("SAVEPOINT group_commit")
-            .execute(&mut *conn)
-            .await?;
-        let outcome = if group::moved(request, current) {
-            insert_tails(conn, std::iter::once(request), 1)
-                .await
-                .map(|()| Committed::DirectoryMoved)
-        } else {
-            commit_one(conn, request).await
-        };
-        let end = if outcome.is_ok() {
-            "RELEASE group_commit"
-        } else {
-            "ROLLBACK TO group_commit"
-        };
-        sqlx::query(end).execute(&mut *conn).await?;
-        if outcome.is_err() {
-            sqlx::query("RELEASE group_commit")
-                .execute(&mut *conn)
-                .await?;
-        }
-        outcomes.push(outcome);
-    }
-    Ok(outcomes)
-}
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
 
-/// One upload's commit inside the group's transaction: on a pack id
-/// already stored, drops the staged chunks; otherwise stores the tail,
-/// flips the staged chunks visible, inserts the pack row and appends the
-/// audit entry.
-async fn commit_one(conn: &mut SqliteConnection, request: &CommitRequest) -> Result<Committed> {
-    let CommitRequest {
-        upload_id,
-        header,
-        header_bytes,
-        tail,
-        in_file,
-        now_ms,
-        event,
-        route,
-        ..
-    } = request;
-    let (upload_id, header_bytes, now_ms) = (upload_id.as_str(), header_bytes.as_slice(), *now_ms);
-    let h = header.header();
-    let existing: Option<(Vec<u8>, i64)> =
-        sqlx::query_as("SELECT header, uploaded_at_ms FROM packs WHERE pack_id = ?")
-            .bind(h.pack_id.to_string())
-            .fetch_optional(&mut *conn)
-            .await?;
-    if let Some((stored, at)) = existing {
-        sqlx::query("DELETE FROM pack_chunks WHERE upload_id = ? AND staged = 1")
-            .bind(upload_id)
-            .execute(&mut *conn)
-            .await?;
-        return Ok(if stored == header_bytes {
-            Committed::AlreadyStored(at)
-        } else {
-            Committed::Conflict
-        });
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use baton::pack::PackId;
+
+    use super::*;
+    use crate::audit;
+    use crate::store::conformance;
+
+    /// Groups this test's writes fell back (not the store's global count,
+    /// which other tests check stays 0).
+    static FELL_BACK: AtomicUsize = AtomicUsize::new(0);
+
+    fn count(_: &StoreError, _: usize) {
+        FELL_BACK.fetch_add(1, Ordering::Relaxed);
     }
-    for (idx, data) in tail {
-        sqlx::query("INSERT INTO pack_chunks (upload_id, idx, staged, data) VALUES (?, ?, 0, ?)")
-            .bind(upload_id)
-            .bind(idx)
-            .bind(data.as_slice())
-            .execute(&mut *conn)
-            .await?;
+
+    #[tokio::test]
+    async fn a_pack_the_batched_write_cannot_store_fails_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let _store = super::super::Sqlite::open(&path).await.unwrap();
+        let mut conn = super::super::writer::connect(&path).unwrap();
+        let (a, b) = (conformance::school_id(1), conformance::school_id(2));
+        let request = |upload: &str, tail: Vec<(i64, Vec<u8>)>| {
+            let id = PackId::new();
+            let event = audit::Event::by_school(&a, "pack.upload", id);
+            let header = conformance::header(id, a, b, 1, 4);
+            CommitRequest::unanswered(upload, header, tail, 7, event)
+        };
+        // The bad one's tail repeats a chunk it staged: its insert breaks
+        // the chunks' primary key, and with it the group's multi-row insert.
+        conn.execute(
+            "INSERT INTO pack_chunks (upload_id, idx, staged, data) VALUES ('bad', 0, 1, x'00')",
+            [],
+        )
+        .unwrap();
+        let batch = [
+            request("good1", vec![(0, b"good".to_vec())]),
+            request("bad", vec![(0, b"dup!".to_vec())]),
+            request("good2", vec![(0, b"good".to_vec())]),
+        ];
+        let outcomes = group_transaction(&mut conn, &batch, count).unwrap();
+        assert_eq!(FELL_BACK.load(Ordering::Relaxed), 1);
+        assert!(matches!(outcomes[0], Ok(Committed::Stored(7))));
+        assert!(outcomes[1].is_err(), "{:?}", outcomes[1]);
+        assert!(matches!(outcomes[2], Ok(Committed::Stored(7))));
+        let stored: Vec<String> = conn
+            .prepare("SELECT upload_id FROM packs ORDER BY seq")
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(stored, ["good1", "good2"]);
+        // The bad pack's staged chunk is as it was; the audit chain holds
+        // the two stored packs and verifies.
+        let chunks: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM pack_chunks WHERE upload_id = 'bad' AND staged = 1",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert_eq!(chunks, 1);
+        let (entries, _) = read_head(&conn).unwrap().unwrap();
+        assert_eq!(entries, 2);
     }
-    sqlx::query("UPDATE pack_chunks SET staged = 0 WHERE upload_id = ? AND staged = 1")
-        .bind(upload_id)
-        .execute(&mut *conn)
-        .await?;
-    let (rows,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM pack_chunks WHERE upload_id = ?")
-        .bind(upload_id)
-        .fetch_one(&mut *conn)
-        .await?;
-    let chunks = rows + in_file;
-    sqlx::query(
-        "INSERT INTO packs (pack_id, from_laestab, to_laestab, kind, created_at_ms, \
-             ciphertext_length, ciphertext_sha256, sender_key_id, header, upload_id, chunks, \
-             status, uploaded_at_ms, supersedes, forwards, relay_to, relayed_from) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?)",
-    )
-    .bind(h.pack_id.to_string())
-    .bind(route.from.as_str())
-    .bind(route.to.as_str())
-    .bind(h.kind.as_str())
-    .bind(h.created_at_ms)
-    .bind(i64::try_from(h.ciphertext_len).map_err(|_| corrupt("pack length"))?)
-    .bind(h.ciphertext_sha256.to_vec())
-    .bind(h.sender_key_id.to_string())
-    .bind(header_bytes)
-    .bind(upload_id)
-    .bind(chunks)
-    .bind(now_ms)
-    .bind(h.supersedes.map(|id| id.to_string()))
-    .bind(forwards(h))
-    .bind(route.relay_to())
-    .bind(route.relayed_from())
-    .execute(&mut *conn)
-    .await?;
-    append(conn, now_ms, event).await?;
-    Ok(Committed::Stored(now_ms))
 }

@@ -212,3 +212,54 @@ async fn connections_zero_deleted_content_keep_temporary_storage_in_memory_and_n
         held.push(conn);
     }
 }
+
+#[tokio::test]
+async fn the_group_writer_connects_with_the_pools_settings() {
+    let (store, dir) = open().await.unwrap();
+    let writer = writer::connect(&dir.path().join("t.db")).unwrap();
+    let mut pooled = store.pool.acquire().await.unwrap();
+    for pragma in [
+        "journal_mode",
+        "synchronous",
+        "foreign_keys",
+        "secure_delete",
+        "temp_store",
+        "wal_autocheckpoint",
+        "busy_timeout",
+        "cache_size",
+        "locking_mode",
+    ] {
+        let sql = format!("PRAGMA {pragma}");
+        let pool_value: String =
+            match sqlx::query_as::<_, (String,)>(sqlx::AssertSqlSafe(sql.clone()))
+                .fetch_one(&mut *pooled)
+                .await
+            {
+                Ok((text,)) => text,
+                Err(_) => {
+                    let (n,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()))
+                        .fetch_one(&mut *pooled)
+                        .await
+                        .unwrap();
+                    n.to_string()
+                }
+            };
+        let writer_value: rusqlite::types::Value =
+            writer.query_row(&sql, [], |row| row.get(0)).unwrap();
+        let writer_value = match writer_value {
+            rusqlite::types::Value::Integer(n) => n.to_string(),
+            rusqlite::types::Value::Text(text) => text,
+            other => panic!("{pragma}: {other:?}"),
+        };
+        assert_eq!(writer_value, pool_value, "PRAGMA {pragma}");
+    }
+    // Not the defaults, so the comparison means something.
+    let synchronous: i64 = writer
+        .query_row("PRAGMA synchronous", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(synchronous, 2, "FULL");
+    let checkpoints: i64 = writer
+        .query_row("PRAGMA wal_autocheckpoint", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(checkpoints, 0);
+}

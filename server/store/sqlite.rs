@@ -91,7 +91,8 @@ impl Sqlite {
             .journal_mode(SqliteJournalMode::Wal)
             .busy_timeout(BUSY_TIMEOUT)
             // Every statement at debug level cost ~3 % of the daemon's CPU
-            // in checks alone; slow ones are still logged (warn, 1 s).
+            // in checks alone; slow ones are still logged (warn, 1 s), and
+            // so are slow group writes on the writer thread (`writer`).
             .log_statements(log::LevelFilter::Off);
         let pool = SqlitePoolOptions::new()
             .max_connections(8)

@@ -17,6 +17,7 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension as _, ToSql};
 use tokio::sync::oneshot;
@@ -109,21 +110,28 @@ impl WriterThread {
     }
 }
 
+/// A group write slower than this is logged (as sqlx logs a slow
+/// statement): a group waiting on the busy timeout behind another
+/// process's write, or a disk that has slowed down.
+const SLOW: Duration = Duration::from_secs(1);
+
 /// The thread: does each job queued, until every handle is dropped. A
 /// panic while writing fails that job (and the connection, taken out while
 /// writing, is opened again), not the thread.
 fn serve(path: &Path, checkpoints: &Checkpointer, queue: &mpsc::Receiver<Job>) {
     let mut conn: Option<Connection> = None;
-    let unexpected = || StoreError::Unavailable("a group write failed unexpectedly".into());
     while let Ok(job) = queue.recv() {
-        match job {
+        let started = Instant::now();
+        let (what, rows) = match job {
             Job::Group { batch, reply } => {
                 let done = catch_unwind(AssertUnwindSafe(|| {
                     super::committer::write_group(&mut conn, path, checkpoints, &batch)
                 }));
                 let (outcomes, head) = done.unwrap_or_else(|_| (Err(unexpected()), None));
+                let rows = batch.len();
                 // The committer may have gone away; nothing to answer then.
                 let _ = reply.send((batch, outcomes, head));
+                ("upload commits", rows)
             }
             Job::Writes { writes, reply } => {
                 let done = catch_unwind(AssertUnwindSafe(|| {
@@ -132,9 +140,25 @@ fn serve(path: &Path, checkpoints: &Checkpointer, queue: &mpsc::Receiver<Job>) {
                     })
                 }));
                 let _ = reply.send(done.unwrap_or_else(|_| Err(unexpected())));
+                ("queued writes", writes.len())
             }
+        };
+        let took = started.elapsed();
+        if took >= SLOW {
+            tracing::warn!(
+                group = what,
+                rows,
+                ms = took.as_millis() as u64,
+                "slow group write"
+            );
         }
     }
+}
+
+/// A job that panicked: logged, and answered as failed.
+fn unexpected() -> StoreError {
+    tracing::error!("a group write failed unexpectedly; its writes were refused");
+    StoreError::Unavailable("a group write failed unexpectedly".into())
 }
 
 /// Runs `write` on the connection in `slot` (opened if there is none, after

@@ -5,9 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::endorsements::Endorsements;
 use baton::Laestab;
 use baton::keys::SchoolKey;
-use baton::trust::DirectoryKey;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -47,8 +47,8 @@ pub struct App<S> {
     /// [`App::watch_directory`].
     pub directory_changes: watch::Sender<i64>,
     /// The trust's directory key, when only keys it endorsed count as a
-    /// school's keys for sealing.
-    pub directory_key: Option<DirectoryKey>,
+    /// school's keys for sealing, and the endorsements it was seen to make.
+    pub endorsements: Endorsements,
     /// Concurrent long calls per school.
     pub streams: StreamLimits,
     /// Slowest average an upload may keep after the idle timeout, bytes/s.
@@ -93,7 +93,7 @@ impl<S: Store> App<S> {
             ),
             token_attempts: Attempts::new("authentications", MAX_FAILED_TOKENS, attempt_window),
             directory_changes: watch::channel(0).0,
-            directory_key: config.directory_key,
+            endorsements: Endorsements::new(config.directory_key),
             streams: StreamLimits::new(Caps {
                 uploads: limits.school_max_uploads,
                 downloads: limits.school_max_downloads,
@@ -131,8 +131,7 @@ impl<S: Store> App<S> {
 
     /// True without a directory key, or if it endorsed `key` for `school`.
     pub fn endorsed(&self, school: &Laestab, key: &SchoolKey) -> bool {
-        self.directory_key
-            .is_none_or(|d| key.endorsement.is_some_and(|e| d.endorses(school, key, &e)))
+        self.endorsements.endorsed(school, key)
     }
 
     /// Starts the one task that reads the directory version every 2 s

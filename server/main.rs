@@ -15,6 +15,7 @@ mod cache;
 mod clocks;
 mod config;
 mod dashboard;
+mod endorsements;
 mod federation;
 mod limits;
 mod listener;

@@ -22,6 +22,45 @@ pub(crate) fn school_key(identity: &Identity) -> SchoolKey {
     }
 }
 
+/// Makes a trust directory key, its secret in `secret`; returns its public
+/// half (what `batond serve --directory-key` takes).
+pub(crate) async fn new_directory_key(secret: &Path) -> Res<String> {
+    let out = common::batond()
+        .arg("new-directory-key")
+        .arg("--out")
+        .arg(secret)
+        .output()
+        .await?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned().into());
+    }
+    let stdout = String::from_utf8(out.stdout)?;
+    Ok(stdout.lines().next().unwrap_or_default().to_string())
+}
+
+/// Approves an enrolled bench school's key with the directory key whose
+/// secret is in `secret`, as the trust's operator does.
+pub(crate) async fn approve(daemon: &Daemon, school: &School, secret: &Path) -> Res<()> {
+    let laestab = school.laestab.to_string();
+    let key_id = school.identity.public().key_id().to_string();
+    let secret = secret.to_string_lossy();
+    let out = daemon
+        .admin(&[
+            "admin",
+            "key",
+            "approve",
+            &laestab,
+            &key_id,
+            "--directory-key-file",
+            &secret,
+        ])
+        .await;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned().into());
+    }
+    Ok(())
+}
+
 // ---------------------------------------------------------------- packs
 
 /// A valid UPN with the given serial.

@@ -29,7 +29,10 @@
 //! for the listing figures, default 1,000,000; 0 skips them),
 //! `BATON_BENCH_10MB_RUNS` (the 64 × 10 MB phase and its ceiling this many
 //! times on the same daemon, default 1: more figures a run when comparing
-//! builds' large-pack paths).
+//! builds' large-pack paths). `BATON_BENCH_DIRECTORY_KEY=1` runs the SQLite
+//! ingest, delivery and ceilings a second time on a daemon with a trust
+//! directory key, every bench key approved by it (each upload then checks
+//! endorsements too).
 
 use std::error::Error;
 use std::io::{Cursor, Write};
@@ -109,7 +112,13 @@ use scale::*;
 use split::*;
 
 /// Ingest, delivery, ceilings and memory on one daemon.
-async fn backend(label: &str, daemon: &Daemon, packs: usize, clients: usize) -> Res<()> {
+async fn backend(
+    label: &str,
+    daemon: &Daemon,
+    packs: usize,
+    clients: usize,
+    directory_secret: Option<&Path>,
+) -> Res<()> {
     println!(
         "\n== {label}: batond pid {} at {}",
         daemon.pid(),
@@ -127,6 +136,11 @@ async fn backend(label: &str, daemon: &Daemon, packs: usize, clients: usize) -> 
         receivers.push(Arc::new(
             daemon.enrol(&format!("86{:02}{:03}", 14, 100 + i)).await,
         ));
+    }
+    if let Some(secret) = directory_secret {
+        for school in senders.iter().chain(&receivers) {
+            approve(daemon, school, secret).await?;
+        }
     }
     let receiver_keys: Vec<Vec<SchoolKey>> = receivers
         .iter()
@@ -380,7 +394,17 @@ async fn main() -> Result<(), BoxError> {
     );
     let scale_packs = env_usize("BATON_BENCH_SCALE", 1_000_000);
     let sqlite = Daemon::start_sqlite(BIG_PACKS).await;
-    backend("SQLite", &sqlite, packs, clients).await?;
+    backend("SQLite", &sqlite, packs, clients, None).await?;
+    if std::env::var("BATON_BENCH_DIRECTORY_KEY").is_ok_and(|v| v == "1") {
+        let dir = tempfile::tempdir()?;
+        let secret = dir.path().join("directory.key");
+        let public = new_directory_key(&secret).await?;
+        let mut args = BIG_PACKS.to_vec();
+        args.extend(["--directory-key", public.as_str()]);
+        let keyed = Daemon::start_sqlite(&args).await;
+        let label = "SQLite with a trust directory key";
+        backend(label, &keyed, packs, clients, Some(&secret)).await?;
+    }
     crypto(&sqlite.enrol("8618001").await)?;
     class(&sqlite).await?;
     drop(sqlite);
@@ -397,7 +421,7 @@ async fn main() -> Result<(), BoxError> {
         return Ok(());
     }
     if let Some(pg) = Daemon::start_postgres("exchange bench", BIG_PACKS).await {
-        backend("PostgreSQL", &pg, packs, clients).await?;
+        backend("PostgreSQL", &pg, packs, clients, None).await?;
     }
     if scale_packs > 0
         && let Some(pg) = Daemon::start_postgres("exchange bench scale", BIG_PACKS).await

@@ -43,17 +43,8 @@ pub(crate) async fn new_directory_key(secret: &Path) -> Res<String> {
 pub(crate) async fn approve(daemon: &Daemon, school: &School, secret: &Path) -> Res<()> {
     let laestab = school.laestab.to_string();
     let key_id = school.identity.public().key_id().to_string();
-    let secret = secret.to_string_lossy();
     let out = daemon
-        .admin(&[
-            "admin",
-            "key",
-            "approve",
-            &laestab,
-            &key_id,
-            "--directory-key-file",
-            &secret,
-        ])
+        .approve_key(&laestab, &key_id, &secret.to_string_lossy())
         .await;
     if !out.status.success() {
         return Err(String::from_utf8_lossy(&out.stderr).into_owned().into());

@@ -154,10 +154,12 @@ pub trait AppendWriter: Send + Sync + 'static {
     /// Makes every `(at_ms, write)` of `writes`, in order, in one
     /// transaction, and returns each one's outcome (a pack that is not
     /// there fails alone); `Err` means none was written.
-    fn write_all<'a>(
-        &'a self,
-        writes: &'a [(i64, Write)],
-    ) -> impl Future<Output = Result<Vec<Result<Written>>>> + Send + 'a;
+    /// The writes are shared, not copied, with a writer that writes on a
+    /// thread of its own.
+    fn write_all(
+        &self,
+        writes: Arc<[(i64, Write)]>,
+    ) -> impl Future<Output = Result<Vec<Result<Written>>>> + Send + '_;
 }
 
 type Queued = (i64, Write, oneshot::Sender<Result<Written>>);
@@ -208,14 +210,15 @@ async fn run<W: AppendWriter>(writer: Arc<W>, mut queue: mpsc::Receiver<Queued>)
         }
         let (writes, replies): (Vec<_>, Vec<_>) =
             group.into_iter().map(|(at, w, r)| ((at, w), r)).unzip();
-        let outcomes = match writer.write_all(&writes).await {
+        let writes: Arc<[(i64, Write)]> = writes.into();
+        let outcomes = match writer.write_all(writes.clone()).await {
             Ok(outcomes) => outcomes,
             Err(e) if writes.len() == 1 => vec![Err(failed(&e))],
             Err(e) => {
                 tracing::warn!(error = %e, writes = writes.len(), "a group write failed; writing each alone");
                 let mut alone = Vec::with_capacity(writes.len());
-                for w in &writes {
-                    alone.push(match writer.write_all(std::slice::from_ref(w)).await {
+                for w in writes.iter() {
+                    alone.push(match writer.write_all(Arc::from([w.clone()])).await {
                         Ok(mut one) => one.pop().unwrap_or_else(|| Err(gone())),
                         Err(e) => Err(failed(&e)),
                     });
@@ -243,13 +246,13 @@ macro_rules! queue_writer {
         impl $crate::store::appender::AppendWriter for $pool {
             async fn write_all(
                 &self,
-                writes: &[(i64, $crate::store::appender::Write)],
+                writes: std::sync::Arc<[(i64, $crate::store::appender::Write)]>,
             ) -> $crate::store::Result<Vec<$crate::store::Result<$crate::store::appender::Written>>>
             {
                 use $crate::store::appender::{Write, Written, settle};
                 let mut tx = begin(self).await?;
                 let mut made = Vec::with_capacity(writes.len());
-                for (at_ms, write) in writes {
+                for (at_ms, write) in writes.iter() {
                     made.push(match write {
                         Write::Audit(_) => (Ok(Written::Done), true),
                         Write::Downloaded { id, .. } => {
@@ -294,7 +297,7 @@ macro_rules! queue_writer {
                         }
                     });
                 }
-                let (out, events) = settle(writes, made);
+                let (out, events) = settle(&writes, made);
                 append_all(&mut tx, &events).await?;
                 tx.commit().await?;
                 Ok(out)

@@ -129,23 +129,28 @@ pub fn wants_version(batch: &[CommitRequest]) -> bool {
     batch.iter().any(|r| r.directory_version.is_some())
 }
 
+/// The audit log's head: entries and the last hash (`None`: empty).
+pub type Head = Option<(u64, [u8; 32])>;
+
+/// A group written: the batch handed back to be answered, each request's
+/// outcome (`Err`: nothing was stored), and the audit log's head read after
+/// the commit (`None` when nothing was committed).
+pub type GroupDone = (
+    Vec<CommitRequest>,
+    Result<Vec<Result<Committed>>>,
+    Option<Result<Head>>,
+);
+
 /// Writes a group of commits in one transaction.
 pub trait GroupWriter: Send + Sync + 'static {
-    /// Writes every request of `batch` in one transaction and returns each
-    /// one's outcome once it is committed; `Err` means nothing was stored.
-    /// The batch is handed over (a writer may write it on a thread of its
-    /// own) and handed back with the outcomes, to be answered.
-    fn write(
-        &self,
-        batch: Vec<CommitRequest>,
-    ) -> impl Future<Output = (Vec<CommitRequest>, Result<Vec<Result<Committed>>>)> + Send + '_;
+    /// Writes every request of `batch` in one transaction and, once it is
+    /// committed, reads the audit log's head. The batch is handed over (a
+    /// writer may write it on a thread of its own) and handed back with the
+    /// outcomes, to be answered.
+    fn write(&self, batch: Vec<CommitRequest>) -> impl Future<Output = GroupDone> + Send + '_;
 
     /// Called for each pack stored, after the commit and before its answer.
     fn stored(&self, _request: &CommitRequest, _at_ms: i64) {}
-
-    /// The audit log's head (entries, last hash), read after a group was
-    /// committed; `None` while the log is empty.
-    fn head(&self) -> impl Future<Output = Result<Option<(u64, [u8; 32])>>> + Send + '_;
 }
 
 /// The audit log's head as read after this node's latest group commit,
@@ -260,17 +265,16 @@ async fn run<W: GroupWriter>(
         let group = tokio::spawn(async move {
             let started = std::time::Instant::now();
             let packs = batch.len();
-            let (mut batch, outcomes) = writer.write(batch).await;
-            // Read before anyone is answered, so every answer's head
-            // includes its own pack.
-            if outcomes.is_ok() {
-                match writer.head().await {
-                    Ok(read) => head.set(read),
-                    Err(error) => {
-                        tracing::warn!(%error, "could not read the audit log's head after a group commit");
-                        head.forget();
-                    }
+            // The head is read before anyone is answered, so every answer's
+            // head includes its own pack.
+            let (mut batch, outcomes, read) = writer.write(batch).await;
+            match read {
+                Some(Ok(read)) => head.set(read),
+                Some(Err(error)) => {
+                    tracing::warn!(%error, "could not read the audit log's head after a group commit");
+                    head.forget();
                 }
+                None => {}
             }
             metrics::histogram!("baton_group_commit_packs").record(packs as f64);
             metrics::histogram!("baton_group_commit_seconds")

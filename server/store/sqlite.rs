@@ -105,7 +105,6 @@ impl Sqlite {
         let thread = WriterThread::start(path, Checkpointer::start(options))?;
         let committer = Committer::start(committer::Writer {
             thread: thread.clone(),
-            head: std::sync::Mutex::new(None),
             arrivals: arrivals.clone(),
         });
         let audit = Appender::start(appends::Appends(thread));

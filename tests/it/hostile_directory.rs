@@ -70,18 +70,7 @@ async fn directory_key(root: &Path) -> (String, String) {
 }
 
 async fn approve(daemon: &Daemon, laestab: &str, home: &Home, secret: &str) {
-    let id = home.key_id();
-    let out = daemon
-        .admin(&[
-            "admin",
-            "key",
-            "approve",
-            laestab,
-            &id,
-            "--directory-key-file",
-            secret,
-        ])
-        .await;
+    let out = daemon.approve_key(laestab, &home.key_id(), secret).await;
     assert!(out.status.success(), "{}", stderr(&out));
 }
 

@@ -12,7 +12,7 @@ use sqlx::{PgConnection, PgPool, Postgres as Db, QueryBuilder};
 
 use super::chain::{append, append_all};
 use super::events;
-use crate::store::group::{self, CommitRequest, GroupWriter, ROWS_PER_STATEMENT};
+use crate::store::group::{self, CommitRequest, GroupDone, GroupWriter, Head, ROWS_PER_STATEMENT};
 use crate::store::rows::corrupt;
 use crate::store::rows::forwards;
 use crate::store::{Committed, DIRECTORY_VERSION_SQL, Result};
@@ -23,23 +23,25 @@ pub(super) struct Writer {
 }
 
 impl GroupWriter for Writer {
-    async fn write(
-        &self,
-        batch: Vec<CommitRequest>,
-    ) -> (Vec<CommitRequest>, Result<Vec<Result<Committed>>>) {
+    async fn write(&self, batch: Vec<CommitRequest>) -> GroupDone {
         let outcomes = self.write_group(&batch).await;
-        (batch, outcomes)
+        let head = match outcomes {
+            Ok(_) => Some(self.head().await),
+            Err(_) => None,
+        };
+        (batch, outcomes, head)
     }
+}
 
-    async fn head(&self) -> Result<Option<(u64, [u8; 32])>> {
+impl Writer {
+    /// The audit log's head, read after a group was committed.
+    async fn head(&self) -> Result<Head> {
         let row: Option<(i64, Vec<u8>)> = sqlx::query_as(crate::store::rows::HEAD_SQL)
             .fetch_optional(&self.pool)
             .await?;
         row.map(crate::store::rows::head).transpose()
     }
-}
 
-impl Writer {
     /// The group in one transaction, or, should that fail, one pack a
     /// transaction.
     async fn write_group(&self, batch: &[CommitRequest]) -> Result<Vec<Result<Committed>>> {

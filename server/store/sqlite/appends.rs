@@ -3,6 +3,8 @@
 //! audit events) in one write transaction on the writer thread
 //! ([`super::writer`]), with the statements PostgreSQL's queue runs.
 
+use std::sync::Arc;
+
 use rusqlite::{Connection, OptionalExtension as _, TransactionBehavior, params};
 
 use super::writer::{WriterThread, WritesDone, append_all};
@@ -17,8 +19,8 @@ use crate::store::{Acknowledged, Result, StoreError};
 pub(super) struct Appends(pub WriterThread);
 
 impl AppendWriter for Appends {
-    async fn write_all(&self, writes: &[(i64, Write)]) -> WritesDone {
-        self.0.writes(writes.to_vec()).await
+    async fn write_all(&self, writes: Arc<[(i64, Write)]>) -> WritesDone {
+        self.0.writes(writes).await
     }
 }
 

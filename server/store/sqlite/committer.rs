@@ -12,14 +12,13 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Mutex, PoisonError};
 
 use rusqlite::{Connection, ToSql, TransactionBehavior};
 use tokio::sync::broadcast;
 
 use super::checkpoint::Checkpointer;
-use super::writer::{Head, Outcomes, WriterThread, append_all, read_head, values, with_connection};
-use crate::store::group::{self, CommitRequest, GroupWriter, ROWS_PER_STATEMENT};
+use super::writer::{Outcomes, WriterThread, append_all, read_head, values, with_connection};
+use crate::store::group::{self, CommitRequest, GroupDone, GroupWriter, Head, ROWS_PER_STATEMENT};
 use crate::store::rows::{corrupt, forwards};
 use crate::store::{Arrival, Committed, DIRECTORY_VERSION_SQL, Result, StoreError};
 
@@ -29,25 +28,13 @@ use crate::store::{Arrival, Committed, DIRECTORY_VERSION_SQL, Result, StoreError
 pub(super) struct Writer {
     /// The thread that writes.
     pub thread: WriterThread,
-    /// The head the thread read after the latest group, for [`GroupWriter::head`].
-    pub head: Mutex<Option<Result<Head>>>,
     /// Arrivals, in process: one node owns a SQLite file.
     pub arrivals: broadcast::Sender<Arrival>,
 }
 
 impl GroupWriter for Writer {
-    async fn write(&self, batch: Vec<CommitRequest>) -> (Vec<CommitRequest>, Outcomes) {
-        let (batch, outcomes, head) = self.thread.group(batch).await;
-        *self.head.lock().unwrap_or_else(PoisonError::into_inner) = head;
-        (batch, outcomes)
-    }
-
-    async fn head(&self) -> Result<Head> {
-        self.head
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
-            .unwrap_or_else(|| Err(StoreError::Unavailable("no group was written".into())))
+    async fn write(&self, batch: Vec<CommitRequest>) -> GroupDone {
+        self.thread.group(batch).await
     }
 
     fn stored(&self, request: &CommitRequest, at_ms: i64) {

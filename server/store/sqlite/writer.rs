@@ -16,7 +16,7 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension as _, ToSql};
@@ -25,19 +25,12 @@ use tokio::sync::oneshot;
 use super::checkpoint::Checkpointer;
 use crate::audit;
 use crate::store::appender::{Write, Written};
-use crate::store::group::{CommitRequest, ROWS_PER_STATEMENT};
+use crate::store::group::{CommitRequest, GroupDone, Head, ROWS_PER_STATEMENT};
 use crate::store::rows::{HEAD_SQL, chain_entries};
 use crate::store::{Committed, Result, StoreError};
 
-/// The audit log's head: entries and the last hash (`None`: empty).
-pub type Head = Option<(u64, [u8; 32])>;
-
 /// Each upload commit's outcome, or the group's failure.
 pub type Outcomes = Result<Vec<Result<Committed>>>;
-
-/// A group of upload commits handed back with its outcomes and the audit
-/// log's head read after it (`None` when nothing was committed).
-pub type GroupDone = (Vec<CommitRequest>, Outcomes, Option<Result<Head>>);
 
 /// Each queued write's outcome, or the group's failure.
 pub type WritesDone = Result<Vec<Result<Written>>>;
@@ -51,7 +44,7 @@ enum Job {
     },
     /// Queued delivery writes and audit events ([`super::appends`]).
     Writes {
-        writes: Vec<(i64, Write)>,
+        writes: Arc<[(i64, Write)]>,
         reply: oneshot::Sender<WritesDone>,
     },
 }
@@ -101,7 +94,7 @@ impl WriterThread {
     }
 
     /// Makes `writes` in one transaction.
-    pub async fn writes(&self, writes: Vec<(i64, Write)>) -> WritesDone {
+    pub async fn writes(&self, writes: Arc<[(i64, Write)]>) -> WritesDone {
         let (reply, answer) = oneshot::channel();
         self.jobs
             .send(Job::Writes { writes, reply })

@@ -270,6 +270,26 @@ impl Daemon {
             .unwrap()
     }
 
+    /// Runs `batond admin key approve LAESTAB KEY_ID --directory-key-file
+    /// SECRET`: the operator approves a key with the trust's directory key.
+    pub async fn approve_key(
+        &self,
+        laestab: &str,
+        key_id: &str,
+        secret: &str,
+    ) -> std::process::Output {
+        self.admin(&[
+            "admin",
+            "key",
+            "approve",
+            laestab,
+            key_id,
+            "--directory-key-file",
+            secret,
+        ])
+        .await
+    }
+
     /// Runs `batond admin purge EXTRA... --acknowledged-days 0
     /// --unacknowledged-days 0 --json`: every pack old enough at once.
     pub async fn purge_now(&self, extra: &[&str]) -> std::process::Output {

@@ -90,6 +90,23 @@ pub const MAX_GROUP: usize = 256;
 pub const ROWS_PER_STATEMENT: usize = 128;
 const CHUNK_BYTES_PER_STATEMENT: usize = 4 * 1024 * 1024;
 
+/// `rows` in runs of a power of two each, largest first, at most
+/// [`ROWS_PER_STATEMENT`] (13 rows: 8, 4, 1). A multi-row statement then
+/// has one of eight shapes whatever a group's size, so a connection keeps
+/// every shape prepared instead of parsing a new one for most groups.
+pub fn statement_parts<T>(rows: &[T]) -> impl Iterator<Item = &[T]> {
+    let mut rest = rows;
+    std::iter::from_fn(move || {
+        let n = rest.len().min(ROWS_PER_STATEMENT);
+        if n == 0 {
+            return None;
+        }
+        let (part, after) = rest.split_at(1 << n.ilog2());
+        rest = after;
+        Some(part)
+    })
+}
+
 /// One tail chunk to insert: its request, index and bytes.
 pub type TailRow<'a> = (&'a CommitRequest, i64, &'a [u8]);
 
@@ -320,7 +337,27 @@ fn answer(
 
 #[cfg(test)]
 mod tests {
-    use super::WrittenHead;
+    use super::{ROWS_PER_STATEMENT, WrittenHead, statement_parts};
+
+    #[test]
+    fn statement_parts_are_powers_of_two_in_order() {
+        let lens = |n: usize| {
+            let rows: Vec<usize> = (0..n).collect();
+            let parts: Vec<&[usize]> = statement_parts(&rows).collect();
+            // Every row once, in order.
+            assert_eq!(parts.concat(), rows);
+            parts.iter().map(|p| p.len()).collect::<Vec<_>>()
+        };
+        assert_eq!(lens(0), Vec::<usize>::new());
+        assert_eq!(lens(1), [1]);
+        assert_eq!(lens(13), [8, 4, 1]);
+        assert_eq!(lens(128), [128]);
+        assert_eq!(lens(300), [128, 128, 32, 8, 4]);
+        // Eight shapes at most, whatever the group.
+        let shapes: std::collections::BTreeSet<usize> =
+            (0..=2 * ROWS_PER_STATEMENT).flat_map(lens).collect();
+        assert_eq!(shapes.len(), 8);
+    }
 
     #[test]
     fn the_written_head_is_the_latest_reading() {

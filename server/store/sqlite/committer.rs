@@ -18,7 +18,7 @@ use tokio::sync::broadcast;
 
 use super::checkpoint::Checkpointer;
 use super::writer::{Outcomes, WriterThread, append_all, read_head, values, with_connection};
-use crate::store::group::{self, CommitRequest, GroupDone, GroupWriter, Head, ROWS_PER_STATEMENT};
+use crate::store::group::{self, CommitRequest, GroupDone, GroupWriter, Head, statement_parts};
 use crate::store::rows::{corrupt, forwards};
 use crate::store::{Arrival, Committed, DIRECTORY_VERSION_SQL, Result, StoreError};
 
@@ -140,13 +140,13 @@ fn batched(conn: &Connection, batch: &[CommitRequest]) -> Outcomes {
         .map(|r| r.header.header().pack_id.to_string())
         .collect();
     let mut known: HashMap<String, (Vec<u8>, i64)> = HashMap::new();
-    for part in ids.chunks(ROWS_PER_STATEMENT) {
+    for part in statement_parts(&ids) {
         let sql = in_list(
             "SELECT pack_id, header, uploaded_at_ms FROM packs WHERE pack_id IN (",
             part.len(),
             ")",
         );
-        let mut statement = conn.prepare(&sql)?;
+        let mut statement = conn.prepare_cached(&sql)?;
         let rows = statement.query_map(rusqlite::params_from_iter(part), |row| {
             Ok((row.get(0)?, (row.get(1)?, row.get(2)?)))
         })?;
@@ -232,14 +232,12 @@ fn in_list(head: &str, n: usize, tail: &str) -> String {
     format!("{head}{}{tail}", vec!["?"; n].join(", "))
 }
 
-/// Runs `head` + a list of `upload_ids` + `)`, in statements of at most
-/// [`ROWS_PER_STATEMENT`] ids.
+/// Runs `head` + a list of `upload_ids` + `)`, a statement for each of
+/// the [`statement_parts`] of the ids.
 fn for_uploads(conn: &Connection, head: &str, upload_ids: &[&str]) -> Result<()> {
-    for part in upload_ids.chunks(ROWS_PER_STATEMENT) {
-        conn.execute(
-            &in_list(head, part.len(), ")"),
-            rusqlite::params_from_iter(part),
-        )?;
+    for part in statement_parts(upload_ids) {
+        conn.prepare_cached(&in_list(head, part.len(), ")"))?
+            .execute(rusqlite::params_from_iter(part))?;
     }
     Ok(())
 }
@@ -247,13 +245,13 @@ fn for_uploads(conn: &Connection, head: &str, upload_ids: &[&str]) -> Result<()>
 /// How many chunks each upload has staged.
 fn staged_counts(conn: &Connection, upload_ids: &[&str]) -> Result<HashMap<String, i64>> {
     let mut counts = HashMap::new();
-    for part in upload_ids.chunks(ROWS_PER_STATEMENT) {
+    for part in statement_parts(upload_ids) {
         let sql = in_list(
             "SELECT upload_id, COUNT(*) FROM pack_chunks WHERE staged = 1 AND upload_id IN (",
             part.len(),
             ") GROUP BY upload_id",
         );
-        let mut statement = conn.prepare(&sql)?;
+        let mut statement = conn.prepare_cached(&sql)?;
         let rows = statement.query_map(rusqlite::params_from_iter(part), |row| {
             Ok((row.get(0)?, row.get(1)?))
         })?;
@@ -271,17 +269,18 @@ fn insert_tails<'a>(
     requests: impl Iterator<Item = &'a CommitRequest>,
     staged: i64,
 ) -> Result<()> {
-    for part in group::tail_statements(requests) {
+    let statements = group::tail_statements(requests);
+    for part in statements.iter().flat_map(|s| statement_parts(s)) {
         let sql = values(
             "INSERT INTO pack_chunks (upload_id, idx, staged, data)",
             "(?, ?, ?, ?)",
             part.len(),
         );
         let mut binds: Vec<&dyn ToSql> = Vec::with_capacity(part.len() * 4);
-        for (request, idx, data) in &part {
+        for (request, idx, data) in part {
             binds.extend([&request.upload_id as &dyn ToSql, idx, &staged, data]);
         }
-        conn.execute(&sql, binds.as_slice())?;
+        conn.prepare_cached(&sql)?.execute(binds.as_slice())?;
     }
     Ok(())
 }
@@ -306,7 +305,7 @@ struct PackRow<'a> {
 
 /// Inserts the pack rows, in queue order.
 fn insert_packs(conn: &Connection, to_store: &[ToStore<'_>]) -> Result<()> {
-    for part in to_store.chunks(ROWS_PER_STATEMENT) {
+    for part in statement_parts(to_store) {
         let mut rows = Vec::with_capacity(part.len());
         for t in part {
             let request = t.request;
@@ -358,7 +357,7 @@ fn insert_packs(conn: &Connection, to_store: &[ToStore<'_>]) -> Result<()> {
                 &row.relayed_from,
             ]);
         }
-        conn.execute(&sql, binds.as_slice())?;
+        conn.prepare_cached(&sql)?.execute(binds.as_slice())?;
     }
     Ok(())
 }

@@ -25,9 +25,15 @@ use tokio::sync::oneshot;
 use super::checkpoint::Checkpointer;
 use crate::audit;
 use crate::store::appender::{Write, Written};
-use crate::store::group::{CommitRequest, GroupDone, Head, ROWS_PER_STATEMENT};
+use crate::store::group::{CommitRequest, GroupDone, Head, statement_parts};
 use crate::store::rows::{HEAD_SQL, chain_entries};
 use crate::store::{Committed, Result, StoreError};
+
+/// Statements the writer's connection keeps prepared: every shape of the
+/// groups' multi-row statements (eight row counts each, see
+/// [`statement_parts`]) and the fixed ones, parsed once instead of once a
+/// group (parsing was ~3 % of the daemon's CPU in a 20 KB ingest).
+const STATEMENT_CACHE: usize = 128;
 
 /// Each upload commit's outcome, or the group's failure.
 pub type Outcomes = Result<Vec<Result<Committed>>>;
@@ -185,6 +191,7 @@ pub fn connect(path: &Path) -> rusqlite::Result<Connection> {
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
     conn.busy_timeout(super::BUSY_TIMEOUT)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     for (name, value) in super::PRAGMAS {
         conn.pragma_update(None, name, value)?;
     }
@@ -217,7 +224,7 @@ pub fn append_all(conn: &Connection, events: &[(i64, &audit::Event)]) -> Result<
         return Ok(());
     }
     let entries = chain_entries(last_entry(conn)?, events);
-    for part in entries.chunks(ROWS_PER_STATEMENT) {
+    for part in statement_parts(&entries) {
         let sql = values(
             "INSERT INTO audit (seq, at_ms, actor, action, subject, prev_hash, hash)",
             "(?, ?, ?, ?, ?, ?, ?)",
@@ -235,7 +242,7 @@ pub fn append_all(conn: &Connection, events: &[(i64, &audit::Event)]) -> Result<
                 &e.hash,
             ]);
         }
-        conn.execute(&sql, binds.as_slice())?;
+        conn.prepare_cached(&sql)?.execute(binds.as_slice())?;
     }
     Ok(())
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::endorsements::Endorsements;
+use crate::signatures::Signatures;
 use baton::Laestab;
 use baton::keys::SchoolKey;
 use tokio::sync::watch;
@@ -49,6 +50,8 @@ pub struct App<S> {
     /// The trust's directory key, when only keys it endorsed count as a
     /// school's keys for sealing, and the endorsements it was seen to make.
     pub endorsements: Endorsements,
+    /// Checks the signatures of headers and receipts, many at once.
+    pub signatures: Signatures,
     /// Concurrent long calls per school.
     pub streams: StreamLimits,
     /// Slowest average an upload may keep after the idle timeout, bytes/s.
@@ -94,6 +97,7 @@ impl<S: Store> App<S> {
             token_attempts: Attempts::new("authentications", MAX_FAILED_TOKENS, attempt_window),
             directory_changes: watch::channel(0).0,
             endorsements: Endorsements::new(config.directory_key),
+            signatures: Signatures::start(),
             streams: StreamLimits::new(Caps {
                 uploads: limits.school_max_uploads,
                 downloads: limits.school_max_downloads,

@@ -24,6 +24,7 @@ mod notary;
 mod quota;
 mod retention;
 mod services;
+mod signatures;
 mod store;
 mod tls;
 

@@ -206,6 +206,11 @@ impl PublicKey {
         &self.age_recipient
     }
 
+    /// The Ed25519 verifying key.
+    pub fn verifying_key(&self) -> &VerifyingKey {
+        &self.signing_key
+    }
+
     /// The Ed25519 verifying key bytes.
     pub fn signing_key_bytes(&self) -> [u8; 32] {
         self.signing_key.to_bytes()

@@ -198,6 +198,15 @@ impl SignedHeader {
     /// Checks the signature against `key`, which must be the key the header
     /// names as its signer.
     pub fn verify(&self, key: &PublicKey) -> Result<(), PackError> {
+        let (message, signature) = self.signed_by(key)?;
+        key.verify(&message, signature)
+            .map_err(|_| PackError::BadSignature)
+    }
+
+    /// What [`Self::verify`] checks once `key` is the key the header names
+    /// as its signer: the bytes signed and the signature (for a caller
+    /// that checks many signatures together).
+    pub fn signed_by(&self, key: &PublicKey) -> Result<(Vec<u8>, &[u8; 64]), PackError> {
         let found = key.key_id();
         if found != self.header.sender_key_id {
             return Err(PackError::WrongSigner {
@@ -205,7 +214,6 @@ impl SignedHeader {
                 found,
             });
         }
-        key.verify(&self.header.to_signed_bytes(), &self.signature)
-            .map_err(|_| PackError::BadSignature)
+        Ok((self.header.to_signed_bytes(), &self.signature))
     }
 }

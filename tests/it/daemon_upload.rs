@@ -282,3 +282,65 @@ async fn a_key_added_since_the_cache_was_filled_is_seen_at_once() {
     let done = a.upload(&current, &data, 8192).await;
     assert!(!done.unwrap().already_stored);
 }
+
+/// The daemon checks the signatures of uploads that arrive together in
+/// one batch: a bad one among good ones fails alone, with the answer it
+/// gets alone, and every good one is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_signatures_among_concurrent_uploads_fail_alone() {
+    let daemon = Daemon::start(&[]).await;
+    // Two senders, each with as many uploads open as a school may have.
+    let senders = [daemon.enrol("8612001").await, daemon.enrol("8612003").await];
+    let b = daemon.enrol("8612002").await;
+    let keys = senders[0].keys_of(&b.laestab).await;
+    let bad = |i: usize| i % 8 == 3;
+    let uploads: Vec<(usize, v1::PackHeader, Vec<u8>)> = (0..32)
+        .map(|i| {
+            let data = ciphertext(2000 + i);
+            let sender = &senders[i % 2];
+            let mut h = v1::PackHeader::from(&sender.header_for(&b.laestab, &keys, &data));
+            if bad(i) {
+                h.signature[10] ^= 4;
+            }
+            (i % 2, h, data)
+        })
+        .collect();
+    let answers = futures::future::join_all(
+        uploads
+            .iter()
+            .map(|(s, h, data)| senders[*s].upload(h, data, 8192)),
+    )
+    .await;
+    for (i, answer) in answers.iter().enumerate() {
+        if bad(i) {
+            let err = answer.as_ref().unwrap_err();
+            assert_eq!(err.code(), Code::InvalidArgument, "upload {i}: {err:?}");
+            assert!(err.message().contains("header.signature"), "{err:?}");
+        } else {
+            assert!(answer.is_ok(), "upload {i}: {answer:?}");
+        }
+    }
+    let inbox = b
+        .exchange()
+        .inbox(b.req(v1::InboxRequest {
+            page_size: 100,
+            page_token: String::new(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut listed: Vec<String> = inbox
+        .packs
+        .into_iter()
+        .map(|p| p.header.unwrap().pack_id)
+        .collect();
+    let mut good: Vec<String> = uploads
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !bad(*i))
+        .map(|(_, (_, h, _))| h.pack_id.clone())
+        .collect();
+    listed.sort();
+    good.sort();
+    assert_eq!(listed, good);
+}

@@ -163,8 +163,9 @@ impl<S: Store> Service<S> {
                 key.key_id()
             )));
         }
-        signed
-            .verify(&key.public)
+        app.signatures
+            .check(&key.public, signed.signed_by(&key.public))
+            .await
             .map_err(|e| Status::invalid_argument(format!("field `header.signature`: {e}")))?;
         if let Some(old) = h.supersedes {
             Self::check_supersedes(app, caller, signed, old).await?;

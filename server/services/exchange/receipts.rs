@@ -93,9 +93,8 @@ pub(crate) async fn record<S: Store>(
     event: Event,
 ) -> Result<i64, Status> {
     let id = signed.receipt().pack_id;
-    app.signatures
-        .check(key, signed.signed_by(key))
-        .await
+    signed
+        .verify(key)
         .map_err(|e| Status::invalid_argument(format!("field `receipt.signature`: {e}")))?;
     let bytes = v1::Receipt::from(signed).encode_to_vec();
     match app

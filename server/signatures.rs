@@ -54,8 +54,9 @@ impl Signatures {
         Self { jobs }
     }
 
-    /// Checks what a header's or receipt's `signed_by` gave for `key`:
-    /// the same answer as its `verify`.
+    /// Checks what a header's `signed_by` gave for `key`: the answer its
+    /// `verify` gives, but for what the module documentation says (so
+    /// never a receipt's).
     pub async fn check(
         &self,
         key: &PublicKey,
@@ -70,7 +71,7 @@ impl Signatures {
     }
 
     /// Whether `signature` is `key`'s over `message`.
-    pub async fn verify(&self, key: &VerifyingKey, message: Vec<u8>, signature: &[u8; 64]) -> bool {
+    async fn verify(&self, key: &VerifyingKey, message: Vec<u8>, signature: &[u8; 64]) -> bool {
         let signature = Signature::from_bytes(signature);
         let message: Arc<[u8]> = message.into();
         let (verdict, answer) = oneshot::channel();

@@ -7,10 +7,11 @@
 //! signature fails only its own upload, with the answer it gets alone.
 //!
 //! What the batch equation accepts that a check alone would not: a
-//! signature whose nonce point carries a small-order component, in some
-//! batches (the equation's coefficients make such a term vanish with a
-//! probability of 1/2 to 1/8). Only the holder of the signing key can make
-//! one: it needs the key's secret. Nonce points encoded non-canonically,
+//! signature whose nonce point (or whose key, which registration checks
+//! only for being of small order itself) carries a small-order component,
+//! in some batches (the equation's coefficients make such a term vanish
+//! with a probability of 1/2 to 1/8). Only the holder of the signing key
+//! can make one: it needs the key's secret. Nonce points encoded non-canonically,
 //! which the equation would also accept, are never batched. So headers
 //! only: a header that passes here but not alone is refused by the pack's
 //! receivers, who check every header alone, and harms only its own sender,

@@ -50,7 +50,7 @@ pub struct App<S> {
     /// The trust's directory key, when only keys it endorsed count as a
     /// school's keys for sealing, and the endorsements it was seen to make.
     pub endorsements: Endorsements,
-    /// Checks the signatures of headers and receipts, many at once.
+    /// Checks upload headers' signatures, many at once.
     pub signatures: Signatures,
     /// Concurrent long calls per school.
     pub streams: StreamLimits,

@@ -23,7 +23,7 @@
 use std::sync::Arc;
 
 use baton::keys::PublicKey;
-use baton::pack::PackError;
+use baton::pack::{PackError, SignedHeader};
 use ed25519_dalek::{Signature, Verifier as _, VerifyingKey};
 use tokio::sync::{mpsc, oneshot};
 
@@ -55,15 +55,11 @@ impl Signatures {
         Self { jobs }
     }
 
-    /// Checks what a header's `signed_by` gave for `key`: the answer its
-    /// `verify` gives, but for what the module documentation says (so
-    /// never a receipt's).
-    pub async fn check(
-        &self,
-        key: &PublicKey,
-        signed: Result<(Vec<u8>, &[u8; 64]), PackError>,
-    ) -> Result<(), PackError> {
-        let (message, signature) = signed?;
+    /// Checks `header`'s signature against `key`, which must be the key it
+    /// names as its signer: the answer `SignedHeader::verify` gives, but
+    /// for what the module documentation says.
+    pub async fn check(&self, header: &SignedHeader, key: &PublicKey) -> Result<(), PackError> {
+        let (message, signature) = header.signed_by(key)?;
         if self.verify(key.verifying_key(), message, signature).await {
             Ok(())
         } else {

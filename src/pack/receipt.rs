@@ -60,15 +60,6 @@ impl SignedReceipt {
     /// Checks the signature against `key`, which must be the key the
     /// receipt names.
     pub fn verify(&self, key: &PublicKey) -> Result<(), PackError> {
-        let (message, signature) = self.signed_by(key)?;
-        key.verify(&message, signature)
-            .map_err(|_| PackError::BadSignature)
-    }
-
-    /// What [`Self::verify`] checks once `key` is the key the receipt
-    /// names: the bytes signed and the signature (for a caller that checks
-    /// many signatures together).
-    pub fn signed_by(&self, key: &PublicKey) -> Result<(Vec<u8>, &[u8; 64]), PackError> {
         let found = key.key_id();
         if found != self.receipt.recipient_key_id {
             return Err(PackError::WrongSigner {
@@ -76,6 +67,7 @@ impl SignedReceipt {
                 found,
             });
         }
-        Ok((self.receipt.to_signed_bytes(), &self.signature))
+        key.verify(&self.receipt.to_signed_bytes(), &self.signature)
+            .map_err(|_| PackError::BadSignature)
     }
 }

@@ -164,7 +164,7 @@ impl<S: Store> Service<S> {
             )));
         }
         app.signatures
-            .check(&key.public, signed.signed_by(&key.public))
+            .check(signed, &key.public)
             .await
             .map_err(|e| Status::invalid_argument(format!("field `header.signature`: {e}")))?;
         if let Some(old) = h.supersedes {

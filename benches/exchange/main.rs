@@ -27,6 +27,7 @@
 //! Sizes: `BATON_BENCH_PACKS` (20 KB packs, default 2000), `BATON_BENCH_CLIENTS`
 //! (concurrent uploads, default 32), `BATON_BENCH_SCALE` (packs in the store
 //! for the listing figures, default 1,000,000; 0 skips them),
+//! `BATON_BENCH_1MB_PACKS` (packs in the 1 MB phase, default 200),
 //! `BATON_BENCH_10MB_RUNS` (the 64 × 10 MB phase and its ceiling this many
 //! times on the same daemon, default 1: more figures a run when comparing
 //! builds' large-pack paths). `BATON_BENCH_DIRECTORY_KEY=1` runs the SQLite
@@ -281,7 +282,7 @@ async fn backend(
 
     // Larger packs.
     let sender0 = &senders[0];
-    let mut phases = vec![(1usize << 20, 200usize, clients)];
+    let mut phases = vec![(1usize << 20, env_usize("BATON_BENCH_1MB_PACKS", 200), clients)];
     phases.extend(std::iter::repeat_n(
         (10 << 20, 64, 64),
         env_usize("BATON_BENCH_10MB_RUNS", 1),

@@ -115,16 +115,29 @@ fn create(path: &Path, append: bool) -> std::io::Result<File> {
 }
 
 /// Starts writing `len` bytes at `offset` of `file` back to disk without
-/// waiting (`posix_fadvise(POSIX_FADV_DONTNEED)`: Linux starts writeback
-/// of the range's dirty pages, then drops its pages once clean, which a
-/// pack collected days later will not miss). A large pack's bytes go to
-/// disk as they arrive, so its `fsync` at the end has little left to wait
-/// for. Only a hint: durability still comes from that `fsync`.
+/// waiting (`posix_fadvise(POSIX_FADV_DONTNEED)` on dirty pages: Linux
+/// starts their writeback but cannot drop them yet; [`drop_cached`] does
+/// once the file is synced). A large pack's bytes go to disk as they
+/// arrive, so its `fsync` at the end has little left to wait for. Only a
+/// hint: durability still comes from that `fsync`.
 fn write_back(file: &File, offset: u64, len: usize) {
     use rustix::fs::{Advice, fadvise};
     let len = u64::try_from(len).ok().and_then(std::num::NonZeroU64::new);
     // A failure costs nothing but the head start.
     let _ = fadvise(file, offset, len, Advice::DontNeed);
+}
+
+/// Drops a synced file's pages from the page cache (all clean after its
+/// `fsync`, so `POSIX_FADV_DONTNEED` frees them at once). A pack is read
+/// days later if at all, and the next upload's writes reuse the freed
+/// pages: without this the cache grows by every pack received and each
+/// write lands on memory the machine has not touched for a while, which
+/// on a virtual machine that hands free memory back to its host costs a
+/// fault to the host a page (BENCHMARKS.md, round 13: a third of the
+/// daemon's CPU for 10 MB packs on the benchmark machine). Only a hint.
+fn drop_cached(file: &File) {
+    use rustix::fs::{Advice, fadvise};
+    let _ = fadvise(file, 0, None, Advice::DontNeed);
 }
 
 impl PackFiles {
@@ -219,6 +232,7 @@ impl PackFiles {
                 file.write_all(data)?;
             }
             file.sync_all()?;
+            drop_cached(&file);
             let bytes = file.metadata()?.len();
             drop(file);
             std::fs::rename(&staged, &held)?;

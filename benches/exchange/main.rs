@@ -282,7 +282,11 @@ async fn backend(
 
     // Larger packs.
     let sender0 = &senders[0];
-    let mut phases = vec![(1usize << 20, env_usize("BATON_BENCH_1MB_PACKS", 200), clients)];
+    let mut phases = vec![(
+        1usize << 20,
+        env_usize("BATON_BENCH_1MB_PACKS", 200),
+        clients,
+    )];
     phases.extend(std::iter::repeat_n(
         (10 << 20, 64, 64),
         env_usize("BATON_BENCH_10MB_RUNS", 1),

@@ -506,6 +506,54 @@ mod tests {
         assert!(files.held_ids().await.unwrap().is_empty());
     }
 
+    /// Bytes of `path` in the page cache, as `fincore` (util-linux) counts them.
+    fn resident(path: &Path) -> u64 {
+        let out = std::process::Command::new("fincore")
+            .args(["--bytes", "--noheadings", "--output", "RES"])
+            .arg(path)
+            .output()
+            .expect("fincore (util-linux)");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_sealed_file_leaves_nothing_in_the_page_cache() {
+        // Beside the sources, not in the temporary directory: a tmpfs
+        // there would keep its pages whatever it is told.
+        let dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
+        let files = PackFiles::beside(&dir.path().join("baton.db")).unwrap();
+        let id = "0c";
+        for idx in 0..4 {
+            let chunk = vec![u8::try_from(idx).unwrap(); CHUNK_BYTES];
+            files.stage(id, idx, chunk.into()).await.unwrap();
+        }
+        let sealed = files.seal(id, vec![(4, vec![1u8; 10])]).await.unwrap();
+        assert_eq!(
+            sealed,
+            Sealed::InFile {
+                chunks: 5,
+                bytes: 4 * CHUNK_BYTES as u64 + 10
+            }
+        );
+        assert_eq!(
+            resident(&files.held(id)),
+            0,
+            "a synced pack's pages dropped"
+        );
+        // What is read is cached again (so the count above could fail).
+        assert_eq!(files.read(id, 4).await.unwrap(), Some(vec![1u8; 10]));
+        assert_eq!(
+            files.read(id, 1).await.unwrap(),
+            Some(vec![1u8; CHUNK_BYTES])
+        );
+        assert!(resident(&files.held(id)) >= CHUNK_BYTES as u64);
+    }
+
     #[tokio::test]
     async fn a_backup_holding_the_lock_defers_removal() {
         let dir = tempfile::tempdir().unwrap();

@@ -114,8 +114,13 @@ async fn forward_anew(
     args: &Args,
 ) -> Result<Entry> {
     let held = tempfile::NamedTempFile::new_in(outbox.dir())?;
-    let original =
-        crate::commands::pull::download(clients.exchange.clone(), args.id, held.path()).await?;
+    let original = crate::commands::pull::download(
+        clients.exchange.clone(),
+        args.id,
+        held.path(),
+        crate::commands::pull::STALL,
+    )
+    .await?;
     let o = original.header().clone();
     let mut pins = Pins::load(home)?;
     refresh_once(home, clients, &mut pins, &o.from).await?;

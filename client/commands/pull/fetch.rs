@@ -4,13 +4,17 @@
 //! few, so the calls that may run at once share them), larger ones one
 //! `Download` each, at most [`CONCURRENCY`] calls at a time. A pack
 //! `DownloadMany` will not serve whole, and every pack when the server has
-//! no `DownloadMany` (an older server), is downloaded alone.
+//! no `DownloadMany` (an older server), is downloaded alone. A download
+//! the server stops answering is given up after [`STALL`] without a
+//! message (and the packs still due in its call with it), so a stalled or
+//! hostile server cannot hang `baton pull`.
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
-use anyhow::{Result, anyhow};
+use anyhow::{Context as _, Result, anyhow, bail};
 use baton::api::v1;
 use baton::pack::{PackId, SignedHeader};
 use tokio::io::AsyncWriteExt as _;
@@ -18,7 +22,7 @@ use tokio::sync::{Semaphore, oneshot};
 use tonic::{Code, Status};
 use v1::exchange_client::ExchangeClient;
 
-use super::{CONCURRENCY, download, served_header};
+use super::CONCURRENCY;
 use crate::connect::{Authed, explain};
 
 /// Small packs asked for in one `DownloadMany` call.
@@ -37,6 +41,74 @@ type ToTell = (PackId, oneshot::Sender<Result<Fetched>>);
 /// Where each pack's download will be told.
 pub(crate) type Pending = HashMap<PackId, oneshot::Receiver<Result<Fetched>>>;
 
+/// How long a download may wait for the server's next message (its
+/// answer, a header, a chunk) before it is given up: a server that
+/// stalls a download (a fault, or a hostile one) fails that download
+/// rather than hanging `baton pull`; the next pull asks again. An idle
+/// time, not a whole call's: a large pack on a slow link is not cut off
+/// while its chunks keep coming.
+pub(crate) const STALL: Duration = Duration::from_secs(60);
+
+/// Waits for the server's next answer at most `stall`; past it, the
+/// call's status says the server stalled (`DeadlineExceeded`).
+pub(crate) async fn within<T>(
+    stall: Duration,
+    answer: impl std::future::Future<Output = Result<T, tonic::Status>>,
+) -> Result<T, tonic::Status> {
+    tokio::time::timeout(stall, answer).await.unwrap_or_else(|_| {
+        Err(tonic::Status::deadline_exceeded(format!(
+            "the server sent nothing for {} s; giving up on this download (the next `baton pull` asks again)",
+            stall.as_secs_f64()
+        )))
+    })
+}
+
+/// Streams a pack's ciphertext into `path`, returning its header; gives
+/// up when the server sends nothing for `stall` ([`STALL`]).
+pub(crate) async fn download(
+    mut exchange: ExchangeClient<Authed>,
+    id: PackId,
+    path: &Path,
+    stall: Duration,
+) -> Result<SignedHeader> {
+    let call = exchange.download(v1::DownloadRequest {
+        pack_id: id.to_string(),
+    });
+    let mut stream = within(stall, call)
+        .await
+        .map_err(|s| anyhow::anyhow!("downloading: {}", explain(&s)))?
+        .into_inner();
+    let mut file = tokio::fs::File::create(path).await?;
+    let mut header = None;
+    while let Some(message) = within(stall, stream.message())
+        .await
+        .map_err(|s| anyhow::anyhow!("downloading: {}", explain(&s)))?
+    {
+        match message.part {
+            Some(v1::download_response::Part::Header(h)) if header.is_none() => {
+                header = Some(served_header(&h, id)?);
+            }
+            Some(v1::download_response::Part::Chunk(bytes)) if header.is_some() => {
+                file.write_all(&bytes).await?
+            }
+            _ => bail!("the server's download stream is out of order"),
+        }
+    }
+    file.sync_all().await?;
+    header.context("the server sent no header")
+}
+
+/// The header the server sent for pack `id`, if it is well formed and
+/// names that pack (its signature is checked when the pack is opened).
+fn served_header(wire: &v1::PackHeader, id: PackId) -> Result<SignedHeader> {
+    let signed = SignedHeader::try_from(wire)
+        .map_err(|e| anyhow::anyhow!("the server sent a malformed header: {e}"))?;
+    if signed.header().pack_id != id {
+        bail!("the server sent a different pack");
+    }
+    Ok(signed)
+}
+
 /// Starts downloading `wanted` (each pack's id and its ciphertext's length
 /// when the inbox listed it) into files under `root`, in order: the first
 /// packs first.
@@ -44,6 +116,7 @@ pub(crate) fn start(
     exchange: &ExchangeClient<Authed>,
     root: &Path,
     wanted: &[(PackId, Option<u64>)],
+    stall: Duration,
 ) -> Pending {
     let limit = Arc::new(Semaphore::new(CONCURRENCY));
     // A few packs make as many calls as may run at once (each writes and
@@ -58,7 +131,7 @@ pub(crate) fn start(
             let batch = std::mem::take(batch);
             tokio::spawn(async move {
                 let _permit = limit.acquire_owned().await;
-                many(exchange, &root, batch).await;
+                many(exchange, &root, batch, stall).await;
             });
         }
     };
@@ -70,7 +143,7 @@ pub(crate) fn start(
                 (exchange.clone(), root.to_owned(), Arc::clone(&limit), *id);
             tokio::spawn(async move {
                 let _permit = limit.acquire_owned().await;
-                let _ = tx.send(alone(exchange, &root, id).await);
+                let _ = tx.send(alone(exchange, &root, id, stall).await);
             });
             continue;
         }
@@ -89,34 +162,44 @@ fn large(length: Option<u64>) -> bool {
 }
 
 /// Downloads pack `id` with `Download`.
-async fn alone(exchange: ExchangeClient<Authed>, root: &Path, id: PackId) -> Result<Fetched> {
+async fn alone(
+    exchange: ExchangeClient<Authed>,
+    root: &Path,
+    id: PackId,
+    stall: Duration,
+) -> Result<Fetched> {
     let file = tempfile::NamedTempFile::new_in(root)?;
-    let header = download(exchange, id, file.path()).await?;
+    let header = download(exchange, id, file.path(), stall).await?;
     Ok((file, header))
 }
 
 /// Downloads `batch` in one `DownloadMany` call, telling each pack's
-/// outcome as it arrives.
-async fn many(mut exchange: ExchangeClient<Authed>, root: &Path, batch: Vec<ToTell>) {
+/// outcome as it arrives; a server that sends nothing for `stall` fails
+/// the packs still due.
+async fn many(
+    mut exchange: ExchangeClient<Authed>,
+    root: &Path,
+    batch: Vec<ToTell>,
+    stall: Duration,
+) {
     let pack_ids = batch.iter().map(|(id, _)| id.to_string()).collect();
-    let mut stream = match exchange
-        .download_many(v1::DownloadManyRequest { pack_ids })
-        .await
-    {
+    let call = exchange.download_many(v1::DownloadManyRequest { pack_ids });
+    let mut stream = match within(stall, call).await {
         Ok(answer) => answer.into_inner(),
         // A server from before `DownloadMany`: a call a pack.
         Err(status) if status.code() == Code::Unimplemented => {
-            return each_alone(&exchange, root, batch).await;
+            return each_alone(&exchange, root, batch, stall).await;
         }
         Err(status) => return refuse_all(batch, &status),
     };
     let mut waiting = batch.into_iter();
     while let Some((id, tx)) = waiting.next() {
-        let answer = match stream.message().await {
+        let answer = match within(stall, stream.message()).await {
             Ok(Some(message)) => one(root, id, message).await,
             // The caller shut out (a token or key revoked while the call
-            // ran): asking again, a pack at a time, would only be refused.
-            Err(status) if shut_out(status.code()) => {
+            // ran), or the server stalled: asking again, a pack at a time,
+            // would only be refused or wait as long again for each.
+            Err(status) if shut_out(status.code()) || status.code() == Code::DeadlineExceeded => {
                 return refuse_all(std::iter::once((id, tx)).chain(waiting), &status);
             }
             Ok(None) | Err(_) => Err(Refused::Broken),
@@ -124,12 +207,12 @@ async fn many(mut exchange: ExchangeClient<Authed>, root: &Path, batch: Vec<ToTe
         let outcome = match answer {
             Ok(fetched) => Ok(fetched),
             Err(Refused::Pack(e)) => Err(e),
-            Err(Refused::TooLarge) => alone(exchange.clone(), root, id).await,
+            Err(Refused::TooLarge) => alone(exchange.clone(), root, id, stall).await,
             // The call failed or went astray: this pack and every one left
             // are downloaded alone (each checked on its own).
             Err(Refused::Broken) => {
                 let rest = std::iter::once((id, tx)).chain(waiting);
-                return each_alone(&exchange, root, rest).await;
+                return each_alone(&exchange, root, rest, stall).await;
             }
         };
         let _ = tx.send(outcome);
@@ -141,9 +224,10 @@ async fn each_alone(
     exchange: &ExchangeClient<Authed>,
     root: &Path,
     packs: impl IntoIterator<Item = ToTell>,
+    stall: Duration,
 ) {
     for (id, tx) in packs {
-        let _ = tx.send(alone(exchange.clone(), root, id).await);
+        let _ = tx.send(alone(exchange.clone(), root, id, stall).await);
     }
 }
 
@@ -203,7 +287,7 @@ async fn one(
 }
 
 #[cfg(all(test, feature = "server"))]
-#[allow(clippy::unwrap_used)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     //! Against fake servers: one from before `DownloadMany`, and one whose
     //! `DownloadMany` strays (the tests are about what such a server
@@ -216,6 +300,7 @@ mod tests {
     use sha2::{Digest as _, Sha256};
 
     use super::*;
+    use crate::commands::pull::STALL;
     use crate::commands::pull::older::{Older, serve};
 
     /// A pack as served: its header and ciphertext.
@@ -285,11 +370,17 @@ mod tests {
         })
     }
 
-    /// What `start` gives for each of `ids`.
-    async fn fetched(client: &ExchangeClient<Authed>, ids: &[PackId]) -> Vec<Result<Served>> {
+    /// What `start` gives for each of `ids` (listed as `length` bytes
+    /// long), giving up after `stall`.
+    async fn fetched_within(
+        client: &ExchangeClient<Authed>,
+        ids: &[PackId],
+        length: u64,
+        stall: Duration,
+    ) -> Vec<Result<Served>> {
         let root = tempfile::tempdir().unwrap();
-        let wanted: Vec<_> = ids.iter().map(|id| (*id, Some(100))).collect();
-        let mut pending = start(client, root.path(), &wanted);
+        let wanted: Vec<_> = ids.iter().map(|id| (*id, Some(length))).collect();
+        let mut pending = start(client, root.path(), &wanted, stall);
         let mut out = Vec::new();
         for id in ids {
             out.push(read_back(pending.remove(id).unwrap().await.unwrap()));
@@ -297,8 +388,22 @@ mod tests {
         out
     }
 
+    /// What `start` gives for each of `ids`.
+    async fn fetched(client: &ExchangeClient<Authed>, ids: &[PackId]) -> Vec<Result<Served>> {
+        fetched_within(client, ids, 100, STALL).await
+    }
+
     /// What one `DownloadMany` call for all of `ids` gives for each.
     async fn in_one_call(client: ExchangeClient<Authed>, ids: &[PackId]) -> Vec<Result<Served>> {
+        in_one_call_within(client, ids, STALL).await
+    }
+
+    /// As [`in_one_call`], giving up after `stall`.
+    async fn in_one_call_within(
+        client: ExchangeClient<Authed>,
+        ids: &[PackId],
+        stall: Duration,
+    ) -> Vec<Result<Served>> {
         let root = tempfile::tempdir().unwrap();
         let (batch, told): (Vec<_>, Vec<_>) = ids
             .iter()
@@ -307,7 +412,7 @@ mod tests {
                 ((*id, tx), rx)
             })
             .unzip();
-        super::many(client, root.path(), batch).await;
+        super::many(client, root.path(), batch, stall).await;
         let mut out = Vec::new();
         for rx in told {
             out.push(read_back(rx.await.unwrap()));
@@ -400,5 +505,58 @@ mod tests {
             assert!(why.contains("token revoked"), "{why}");
         }
         assert!(asked_alone(&downloaded).is_empty(), "asked again alone");
+    }
+
+    /// Runs `work`, failing the test if it takes more than ten seconds
+    /// (so a stall shows as a failure, not a test that never ends).
+    async fn soon<T>(work: impl std::future::Future<Output = T>) -> T {
+        tokio::time::timeout(Duration::from_secs(10), work)
+            .await
+            .expect("still waiting after 10 s")
+    }
+
+    #[tokio::test]
+    async fn a_stalled_download_many_fails_the_packs_still_due_and_asks_nothing_again() {
+        let (ids, packs) = packs(3);
+        let downloaded = Arc::new(Mutex::new(Vec::new()));
+        let client = serve(Older {
+            packs: packs.clone(),
+            downloaded: downloaded.clone(),
+            many: Some(vec![Ok(served(&packs[&ids[0].to_string()]))]),
+            stalls: true,
+            ..Older::default()
+        })
+        .await;
+        let got = soon(in_one_call_within(client, &ids, Duration::from_millis(300))).await;
+        assert_eq!(got[0].as_ref().unwrap(), &packs[&ids[0].to_string()]);
+        for stalled in &got[1..] {
+            let why = format!("{:#}", stalled.as_ref().unwrap_err());
+            assert!(why.contains("the server sent nothing for 0.3 s"), "{why}");
+        }
+        assert!(asked_alone(&downloaded).is_empty(), "asked again alone");
+    }
+
+    #[tokio::test]
+    async fn a_download_that_never_ends_is_given_up() {
+        // Large packs, downloaded alone: the server sends each whole, then
+        // neither ends the stream nor sends more.
+        let (ids, packs) = packs(2);
+        let client = serve(Older {
+            packs,
+            stalls: true,
+            ..Older::default()
+        })
+        .await;
+        let got = soon(fetched_within(
+            &client,
+            &ids,
+            SMALL + 1,
+            Duration::from_millis(300),
+        ))
+        .await;
+        for stalled in got {
+            let why = format!("{:#}", stalled.unwrap_err());
+            assert!(why.contains("the server sent nothing for 0.3 s"), "{why}");
+        }
     }
 }

@@ -15,19 +15,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context as _, Result, bail};
-use baton::api::v1;
 use baton::crypto::{self, Identity, Sink};
 use baton::keys::KeyId;
 use baton::pack::{AttachmentMeta, Kind, PackId, SignedHeader};
 use serde::Serialize;
-use tokio::io::AsyncWriteExt as _;
-use v1::exchange_client::ExchangeClient;
 
 /// Download calls under way ahead of the pack being opened.
 pub(crate) const CONCURRENCY: usize = 4;
 
 use crate::commands::inbox::Waiting;
-use crate::connect::{Authed, Clients, connect, explain};
+use crate::connect::{Clients, connect};
 use crate::home::{Home, create_private_dir_all, create_private_file, read_json};
 use crate::output::{json, now_ms, progress, time};
 use crate::packdir::Staging;
@@ -35,6 +32,7 @@ use crate::pins::{Pins, refresh_once};
 
 mod confirm;
 mod fetch;
+pub(crate) use fetch::{STALL, download};
 mod forwarded;
 mod journal;
 mod mis;
@@ -210,7 +208,7 @@ pub async fn run(home: &Home, args: Args) -> Result<()> {
         })
         .map(|(id, _)| (*id, lengths.get(id).copied()))
         .collect();
-    let mut fetches = fetch::start(&clients.exchange, &staging_root, &wanted);
+    let mut fetches = fetch::start(&clients.exchange, &staging_root, &wanted, STALL);
     let confirms = confirm::Confirmer::start(clients.exchange.clone());
     let mut written = std::collections::HashSet::new();
     let mut outcomes = Vec::new();
@@ -526,51 +524,6 @@ async fn pull_one(
         supersedes: h.supersedes.map(|id| id.to_string()),
         to: h.to.to_string(),
     })
-}
-
-/// Streams a pack's ciphertext into `path`, returning its header.
-pub(crate) async fn download(
-    mut exchange: ExchangeClient<Authed>,
-    id: PackId,
-    path: &Path,
-) -> Result<SignedHeader> {
-    let mut stream = exchange
-        .download(v1::DownloadRequest {
-            pack_id: id.to_string(),
-        })
-        .await
-        .map_err(|s| anyhow::anyhow!("downloading: {}", explain(&s)))?
-        .into_inner();
-    let mut file = tokio::fs::File::create(path).await?;
-    let mut header = None;
-    while let Some(message) = stream
-        .message()
-        .await
-        .map_err(|s| anyhow::anyhow!("downloading: {}", explain(&s)))?
-    {
-        match message.part {
-            Some(v1::download_response::Part::Header(h)) if header.is_none() => {
-                header = Some(served_header(&h, id)?);
-            }
-            Some(v1::download_response::Part::Chunk(bytes)) if header.is_some() => {
-                file.write_all(&bytes).await?
-            }
-            _ => bail!("the server's download stream is out of order"),
-        }
-    }
-    file.sync_all().await?;
-    header.context("the server sent no header")
-}
-
-/// The header the server sent for pack `id`, if it is well formed and
-/// names that pack (its signature is checked when the pack is opened).
-fn served_header(wire: &v1::PackHeader, id: PackId) -> Result<SignedHeader> {
-    let signed = SignedHeader::try_from(wire)
-        .map_err(|e| anyhow::anyhow!("the server sent a malformed header: {e}"))?;
-    if signed.header().pack_id != id {
-        bail!("the server sent a different pack");
-    }
-    Ok(signed)
 }
 
 /// Writes attachments into the staging folder.

@@ -34,6 +34,24 @@ pub(crate) struct Older {
     /// `DownloadMany`'s answers (a status ends the stream), if it has the
     /// call.
     pub many: Option<Vec<Result<v1::DownloadManyResponse, Status>>>,
+    /// Whether `Download` and `DownloadMany`, their answers sent, send
+    /// nothing more and never end (a stalled server).
+    pub stalls: bool,
+}
+
+impl Older {
+    /// `answers`, then, if this server stalls, nothing ever again.
+    fn then_stall<T: Send + 'static>(
+        &self,
+        answers: impl tokio_stream::Stream<Item = Result<T, Status>> + Send + 'static,
+    ) -> Stream<T> {
+        use tokio_stream::StreamExt as _;
+        if self.stalls {
+            Box::pin(answers.chain(tokio_stream::pending()))
+        } else {
+            Box::pin(answers)
+        }
+    }
 }
 
 /// The answer to a call this server does not have.
@@ -94,7 +112,7 @@ impl Exchange for Older {
             .ok_or_else(|| Status::not_found("no such pack"))?;
         let parts = [Part::Header(header), Part::Chunk(data.into())]
             .map(|part| Ok(v1::DownloadResponse { part: Some(part) }));
-        Ok(Response::new(Box::pin(tokio_stream::iter(parts))))
+        Ok(Response::new(self.then_stall(tokio_stream::iter(parts))))
     }
     type DownloadManyStream = Stream<v1::DownloadManyResponse>;
     async fn download_many(
@@ -105,7 +123,7 @@ impl Exchange for Older {
             .many
             .clone()
             .ok_or_else(|| Status::unimplemented("not in this version"))?;
-        Ok(Response::new(Box::pin(tokio_stream::iter(answers))))
+        Ok(Response::new(self.then_stall(tokio_stream::iter(answers))))
     }
     async fn acknowledge(
         &self,

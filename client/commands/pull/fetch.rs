@@ -57,7 +57,7 @@ pub(crate) async fn within<T>(
 ) -> Result<T, tonic::Status> {
     tokio::time::timeout(stall, answer).await.unwrap_or_else(|_| {
         Err(tonic::Status::deadline_exceeded(format!(
-            "the server sent nothing for {} s; giving up on this download (the next `baton pull` asks again)",
+            "the server sent nothing for {} s, so this download was given up (run the command again to retry)",
             stall.as_secs_f64()
         )))
     })

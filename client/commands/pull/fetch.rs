@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use baton::api::v1;
@@ -42,60 +42,115 @@ type ToTell = (PackId, oneshot::Sender<Result<Fetched>>);
 pub(crate) type Pending = HashMap<PackId, oneshot::Receiver<Result<Fetched>>>;
 
 /// How long a download may wait for the server's next message (its
-/// answer, a header, a chunk) before it is given up: a server that
-/// stalls a download (a fault, or a hostile one) fails that download
-/// rather than hanging `baton pull`; the next pull asks again. An idle
-/// time, not a whole call's: a large pack on a slow link is not cut off
-/// while its chunks keep coming.
+/// answer, a header, a chunk of up to 256 KiB) before it is given up: a
+/// server that stalls a download (a fault, or a hostile one) fails that
+/// download, and the others still due from it, rather than hanging `baton
+/// pull`; the next pull asks again. An idle time, not a whole call's: a
+/// large pack on a slow link is not cut off while its chunks keep coming
+/// (at least one a minute, about 4 KiB/s), though it must also keep
+/// [`MIN_RATE`] on the whole.
 pub(crate) const STALL: Duration = Duration::from_secs(60);
 
-/// Waits for the server's next answer at most `stall`; past it, the
-/// call's status says the server stalled (`DeadlineExceeded`).
-pub(crate) async fn within<T>(
+/// The slowest a pack's bytes may come on the whole (bytes a second,
+/// beyond two [`STALL`]s from its header, so a stall is told as one): a
+/// server trickling a byte a minute would otherwise keep a download going
+/// for ever.
+const MIN_RATE: u64 = 8 * 1024;
+
+/// Why a download was given up on the server's side (told apart from any
+/// status the server sends, which it could word the same).
+#[derive(Debug)]
+pub(crate) enum Stalled {
+    /// Nothing from the server for this long.
+    Idle(Duration),
+    /// The pack came slower than [`MIN_RATE`].
+    Slow,
+}
+
+impl std::fmt::Display for Stalled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Idle(stall) => write!(
+                f,
+                "the server sent nothing for {} s, so this download was given up (run the command again to retry)",
+                stall.as_secs_f64()
+            ),
+            Self::Slow => write!(
+                f,
+                "the server sent this pack slower than {} KiB/s, so its download was given up (run the command again to retry)",
+                MIN_RATE / 1024
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Stalled {}
+
+/// Waits for the server's next answer at most `stall`.
+async fn within<T>(
     stall: Duration,
-    answer: impl std::future::Future<Output = Result<T, tonic::Status>>,
-) -> Result<T, tonic::Status> {
-    tokio::time::timeout(stall, answer).await.unwrap_or_else(|_| {
-        Err(tonic::Status::deadline_exceeded(format!(
-            "the server sent nothing for {} s, so this download was given up (run the command again to retry)",
-            stall.as_secs_f64()
-        )))
-    })
+    answer: impl std::future::Future<Output = Result<T, Status>>,
+) -> std::result::Result<Result<T, Status>, Stalled> {
+    tokio::time::timeout(stall, answer)
+        .await
+        .map_err(|_| Stalled::Idle(stall))
 }
 
 /// Streams a pack's ciphertext into `path`, returning its header; gives
-/// up when the server sends nothing for `stall` ([`STALL`]).
+/// up when the server sends nothing for `stall` ([`STALL`]), keeps less
+/// than [`MIN_RATE`], or sends other than the header's length.
 pub(crate) async fn download(
     mut exchange: ExchangeClient<Authed>,
     id: PackId,
     path: &Path,
     stall: Duration,
 ) -> Result<SignedHeader> {
+    let failed = |s: Status| anyhow!("downloading: {}", explain(&s));
     let call = exchange.download(v1::DownloadRequest {
         pack_id: id.to_string(),
     });
-    let mut stream = within(stall, call)
-        .await
-        .map_err(|s| anyhow::anyhow!("downloading: {}", explain(&s)))?
-        .into_inner();
+    let mut stream = within(stall, call).await?.map_err(failed)?.into_inner();
     let mut file = tokio::fs::File::create(path).await?;
-    let mut header = None;
-    while let Some(message) = within(stall, stream.message())
-        .await
-        .map_err(|s| anyhow::anyhow!("downloading: {}", explain(&s)))?
-    {
-        match message.part {
-            Some(v1::download_response::Part::Header(h)) if header.is_none() => {
-                header = Some(served_header(&h, id)?);
+    // The header, and when the whole pack must be in by (none past
+    // what this machine's clock can count: an absurd length).
+    let mut header: Option<(SignedHeader, Option<Instant>)> = None;
+    let mut received: u64 = 0;
+    loop {
+        let wait = match &header {
+            Some((_, Some(by))) => stall.min(by.saturating_duration_since(Instant::now())),
+            _ => stall,
+        };
+        let next = match tokio::time::timeout(wait, stream.message()).await {
+            Ok(next) => next.map_err(failed)?,
+            Err(_) if wait < stall => return Err(Stalled::Slow.into()),
+            Err(_) => return Err(Stalled::Idle(stall).into()),
+        };
+        let Some(message) = next else { break };
+        match (message.part, &header) {
+            (Some(v1::download_response::Part::Header(h)), None) => {
+                let signed = served_header(&h, id)?;
+                let pace = Duration::from_secs(signed.header().ciphertext_len / MIN_RATE);
+                let by = Instant::now().checked_add(stall.saturating_mul(2).saturating_add(pace));
+                header = Some((signed, by));
             }
-            Some(v1::download_response::Part::Chunk(bytes)) if header.is_some() => {
-                file.write_all(&bytes).await?
+            (Some(v1::download_response::Part::Chunk(bytes)), Some((signed, _))) => {
+                let length = signed.header().ciphertext_len;
+                received = received.saturating_add(bytes.len() as u64);
+                if bytes.is_empty() || received > length {
+                    bail!("the server sent an empty chunk, or more than the pack's {length} bytes");
+                }
+                file.write_all(&bytes).await?;
             }
             _ => bail!("the server's download stream is out of order"),
         }
     }
+    let (signed, _) = header.context("the server sent no header")?;
+    let length = signed.header().ciphertext_len;
+    if received != length {
+        bail!("the server sent {received} of the pack's {length} bytes");
+    }
     file.sync_all().await?;
-    header.context("the server sent no header")
+    Ok(signed)
 }
 
 /// The header the server sent for pack `id`, if it is well formed and
@@ -174,8 +229,10 @@ async fn alone(
 }
 
 /// Downloads `batch` in one `DownloadMany` call, telling each pack's
-/// outcome as it arrives; a server that sends nothing for `stall` fails
-/// the packs still due.
+/// outcome as it arrives; the packs too large for the call are downloaded
+/// alone once it has ended (its unread answers would otherwise hold the
+/// connection's flow-control window). A server that sends nothing for
+/// `stall` fails the packs still due.
 async fn many(
     mut exchange: ExchangeClient<Authed>,
     root: &Path,
@@ -185,55 +242,83 @@ async fn many(
     let pack_ids = batch.iter().map(|(id, _)| id.to_string()).collect();
     let call = exchange.download_many(v1::DownloadManyRequest { pack_ids });
     let mut stream = match within(stall, call).await {
-        Ok(answer) => answer.into_inner(),
+        Ok(Ok(answer)) => answer.into_inner(),
         // A server from before `DownloadMany`: a call a pack.
-        Err(status) if status.code() == Code::Unimplemented => {
+        Ok(Err(status)) if status.code() == Code::Unimplemented => {
             return each_alone(&exchange, root, batch, stall).await;
         }
-        Err(status) => return refuse_all(batch, &status),
+        Ok(Err(status)) => return refuse_all(batch, &status),
+        Err(stalled) => return tell_all(batch, &stalled.to_string()),
     };
+    let mut later = Vec::new();
     let mut waiting = batch.into_iter();
     while let Some((id, tx)) = waiting.next() {
         let answer = match within(stall, stream.message()).await {
-            Ok(Some(message)) => one(root, id, message).await,
-            // The caller shut out (a token or key revoked while the call
-            // ran), or the server stalled: asking again, a pack at a time,
-            // would only be refused or wait as long again for each.
-            Err(status) if shut_out(status.code()) || status.code() == Code::DeadlineExceeded => {
-                return refuse_all(std::iter::once((id, tx)).chain(waiting), &status);
+            Ok(Ok(Some(message))) => one(root, id, message).await,
+            // The server stalled, or the caller is shut out (a token or
+            // key revoked while the call ran): asking again, a pack at a
+            // time, would only wait as long again for each, or be refused.
+            Err(stalled) => {
+                let due = std::iter::once((id, tx)).chain(waiting).chain(later);
+                return tell_all(due, &stalled.to_string());
             }
-            Ok(None) | Err(_) => Err(Refused::Broken),
+            Ok(Err(status)) if shut_out(status.code()) => {
+                let due = std::iter::once((id, tx)).chain(waiting).chain(later);
+                return refuse_all(due, &status);
+            }
+            Ok(Ok(None) | Err(_)) => Err(Refused::Broken),
         };
-        let outcome = match answer {
-            Ok(fetched) => Ok(fetched),
-            Err(Refused::Pack(e)) => Err(e),
-            Err(Refused::TooLarge) => alone(exchange.clone(), root, id, stall).await,
+        match answer {
+            Ok(fetched) => {
+                let _ = tx.send(Ok(fetched));
+            }
+            Err(Refused::Pack(e)) => {
+                let _ = tx.send(Err(e));
+            }
+            Err(Refused::TooLarge) => later.push((id, tx)),
             // The call failed or went astray: this pack and every one left
             // are downloaded alone (each checked on its own).
             Err(Refused::Broken) => {
-                let rest = std::iter::once((id, tx)).chain(waiting);
-                return each_alone(&exchange, root, rest, stall).await;
+                drop(stream);
+                let rest = later.into_iter().chain(std::iter::once((id, tx)));
+                return each_alone(&exchange, root, rest.chain(waiting), stall).await;
             }
-        };
-        let _ = tx.send(outcome);
+        }
     }
+    drop(stream);
+    each_alone(&exchange, root, later, stall).await;
 }
 
-/// Tells each of `packs` the outcome of downloading it with `Download`.
+/// Tells each of `packs` the outcome of downloading it with `Download`;
+/// once the server stalls one, the rest are told so without asking.
 async fn each_alone(
     exchange: &ExchangeClient<Authed>,
     root: &Path,
     packs: impl IntoIterator<Item = ToTell>,
     stall: Duration,
 ) {
-    for (id, tx) in packs {
-        let _ = tx.send(alone(exchange.clone(), root, id, stall).await);
+    let mut packs = packs.into_iter();
+    while let Some((id, tx)) = packs.next() {
+        let outcome = alone(exchange.clone(), root, id, stall).await;
+        let stalled = outcome
+            .as_ref()
+            .err()
+            .and_then(|e| e.downcast_ref::<Stalled>())
+            .map(ToString::to_string);
+        let _ = tx.send(outcome);
+        if let Some(why) = stalled {
+            return tell_all(packs, &why);
+        }
     }
 }
 
 /// Tells each of `packs` that the call for it ended with `status`.
 fn refuse_all(packs: impl IntoIterator<Item = ToTell>, status: &Status) {
-    let why = format!("downloading: {}", explain(status));
+    tell_all(packs, &format!("downloading: {}", explain(status)));
+}
+
+/// Tells each of `packs` that its download failed, for `why`.
+fn tell_all(packs: impl IntoIterator<Item = ToTell>, why: &str) {
     for (_, tx) in packs {
         let _ = tx.send(Err(anyhow!("{why}")));
     }
@@ -527,36 +612,80 @@ mod tests {
             ..Older::default()
         })
         .await;
-        let got = soon(in_one_call_within(client, &ids, Duration::from_millis(300))).await;
+        let got = soon(in_one_call_within(client, &ids, Duration::from_secs(1))).await;
         assert_eq!(got[0].as_ref().unwrap(), &packs[&ids[0].to_string()]);
         for stalled in &got[1..] {
             let why = format!("{:#}", stalled.as_ref().unwrap_err());
-            assert!(why.contains("the server sent nothing for 0.3 s"), "{why}");
+            assert!(why.contains("the server sent nothing for 1 s"), "{why}");
         }
         assert!(asked_alone(&downloaded).is_empty(), "asked again alone");
     }
 
     #[tokio::test]
-    async fn a_download_that_never_ends_is_given_up() {
-        // Large packs, downloaded alone: the server sends each whole, then
-        // neither ends the stream nor sends more.
-        let (ids, packs) = packs(2);
+    async fn a_server_that_never_answers_is_given_up_once_for_all_its_packs() {
+        let (ids, packs) = packs(3);
+        let downloaded = Arc::new(Mutex::new(Vec::new()));
         let client = serve(Older {
             packs,
+            downloaded: downloaded.clone(),
+            many: Some(Vec::new()),
+            mute: true,
+            ..Older::default()
+        })
+        .await;
+        let got = soon(in_one_call_within(client, &ids, Duration::from_secs(1))).await;
+        for stalled in got {
+            let why = format!("{:#}", stalled.unwrap_err());
+            assert!(why.contains("the server sent nothing for 1 s"), "{why}");
+        }
+        assert!(asked_alone(&downloaded).is_empty(), "asked again alone");
+    }
+
+    /// Two large packs, `SMALL + 1` bytes, by id.
+    fn large_packs() -> (Vec<PackId>, HashMap<String, Served>) {
+        let sender = Identity::generate();
+        let ids: Vec<PackId> = (0..2).map(|_| PackId::new()).collect();
+        let packs = ids
+            .iter()
+            .map(|id| (id.to_string(), pack(&sender, *id, SMALL as usize + 1)))
+            .collect();
+        (ids, packs)
+    }
+
+    #[tokio::test]
+    async fn a_download_that_never_ends_is_given_up_and_the_rest_not_asked() {
+        // An older server (no `DownloadMany`), so a pack at a time: it
+        // sends the first whole, then neither ends the stream nor sends
+        // more.
+        let (ids, packs) = packs(3);
+        let downloaded = Arc::new(Mutex::new(Vec::new()));
+        let client = serve(Older {
+            packs,
+            downloaded: downloaded.clone(),
             stalls: true,
             ..Older::default()
         })
         .await;
-        let got = soon(fetched_within(
-            &client,
-            &ids,
-            SMALL + 1,
-            Duration::from_millis(300),
-        ))
-        .await;
+        let got = soon(in_one_call_within(client, &ids, Duration::from_secs(1))).await;
         for stalled in got {
             let why = format!("{:#}", stalled.unwrap_err());
-            assert!(why.contains("the server sent nothing for 0.3 s"), "{why}");
+            assert!(why.contains("the server sent nothing for 1 s"), "{why}");
         }
+        assert_eq!(asked_alone(&downloaded), vec![ids[0].to_string()]);
+    }
+
+    #[tokio::test]
+    async fn a_slow_download_that_keeps_coming_is_not_cut_off() {
+        // Eleven messages 300 ms apart (3.3 s in all), with a stall of 1 s.
+        let (ids, packs) = large_packs();
+        let client = serve(Older {
+            packs: packs.clone(),
+            pace: Some(Duration::from_millis(300)),
+            ..Older::default()
+        })
+        .await;
+        let stall = Duration::from_secs(1);
+        let got = soon(fetched_within(&client, &ids[..1], SMALL + 1, stall)).await;
+        assert_eq!(got[0].as_ref().unwrap(), &packs[&ids[0].to_string()]);
     }
 }

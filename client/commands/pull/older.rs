@@ -37,6 +37,10 @@ pub(crate) struct Older {
     /// Whether `Download` and `DownloadMany`, their answers sent, send
     /// nothing more and never end (a stalled server).
     pub stalls: bool,
+    /// Whether `Download` and `DownloadMany` never answer at all.
+    pub mute: bool,
+    /// `Download` sends the ciphertext in ten pieces, this long apart.
+    pub pace: Option<std::time::Duration>,
 }
 
 impl Older {
@@ -101,6 +105,9 @@ impl Exchange for Older {
         request: Request<v1::DownloadRequest>,
     ) -> Result<Response<Self::DownloadStream>, Status> {
         use v1::download_response::Part;
+        if self.mute {
+            std::future::pending::<()>().await;
+        }
         let id = request.into_inner().pack_id;
         if let Ok(mut asked) = self.downloaded.lock() {
             asked.push(id.clone());
@@ -110,6 +117,20 @@ impl Exchange for Older {
             .get(&id)
             .cloned()
             .ok_or_else(|| Status::not_found("no such pack"))?;
+        if let Some(pace) = self.pace {
+            use futures::StreamExt as _;
+            let pieces = data
+                .chunks(data.len().div_ceil(10))
+                .map(|c| Part::Chunk(c.to_vec().into()));
+            let parts: Vec<_> = std::iter::once(Part::Header(header))
+                .chain(pieces)
+                .collect();
+            let paced = futures::stream::iter(parts).then(move |part| async move {
+                tokio::time::sleep(pace).await;
+                Ok(v1::DownloadResponse { part: Some(part) })
+            });
+            return Ok(Response::new(self.then_stall(paced)));
+        }
         let parts = [Part::Header(header), Part::Chunk(data.into())]
             .map(|part| Ok(v1::DownloadResponse { part: Some(part) }));
         Ok(Response::new(self.then_stall(tokio_stream::iter(parts))))
@@ -119,6 +140,9 @@ impl Exchange for Older {
         &self,
         _: Request<v1::DownloadManyRequest>,
     ) -> Result<Response<Self::DownloadManyStream>, Status> {
+        if self.mute {
+            std::future::pending::<()>().await;
+        }
         let answers = self
             .many
             .clone()

@@ -600,45 +600,68 @@ mod tests {
             .expect("still waiting after 10 s")
     }
 
-    #[tokio::test]
-    async fn a_stalled_download_many_fails_the_packs_still_due_and_asks_nothing_again() {
-        let (ids, packs) = packs(3);
+    /// What one `DownloadMany` call for `ids` gives from `server` when
+    /// downloads are given up after 1 s, and the ids then asked for alone.
+    async fn with_stall(mut server: Older, ids: &[PackId]) -> (Vec<Result<Served>>, Vec<String>) {
         let downloaded = Arc::new(Mutex::new(Vec::new()));
-        let client = serve(Older {
-            packs: packs.clone(),
-            downloaded: downloaded.clone(),
-            many: Some(vec![Ok(served(&packs[&ids[0].to_string()]))]),
-            stalls: true,
-            ..Older::default()
-        })
-        .await;
-        let got = soon(in_one_call_within(client, &ids, Duration::from_secs(1))).await;
-        assert_eq!(got[0].as_ref().unwrap(), &packs[&ids[0].to_string()]);
-        for stalled in &got[1..] {
+        server.downloaded = downloaded.clone();
+        let client = serve(server).await;
+        let got = soon(in_one_call_within(client, ids, Duration::from_secs(1))).await;
+        (got, asked_alone(&downloaded))
+    }
+
+    /// Asserts that each of `got` was given up after 1 s without a message.
+    fn all_stalled(got: &[Result<Served>]) {
+        for stalled in got {
             let why = format!("{:#}", stalled.as_ref().unwrap_err());
             assert!(why.contains("the server sent nothing for 1 s"), "{why}");
         }
-        assert!(asked_alone(&downloaded).is_empty(), "asked again alone");
+    }
+
+    #[tokio::test]
+    async fn a_stalled_download_many_fails_the_packs_still_due_and_asks_nothing_again() {
+        let (ids, packs) = packs(3);
+        let first = packs[&ids[0].to_string()].clone();
+        let server = Older {
+            many: Some(vec![Ok(served(&first))]),
+            packs,
+            stalls: true,
+            ..Older::default()
+        };
+        let (got, asked) = with_stall(server, &ids).await;
+        assert_eq!(got[0].as_ref().unwrap(), &first);
+        all_stalled(&got[1..]);
+        assert!(asked.is_empty(), "asked again alone");
     }
 
     #[tokio::test]
     async fn a_server_that_never_answers_is_given_up_once_for_all_its_packs() {
         let (ids, packs) = packs(3);
-        let downloaded = Arc::new(Mutex::new(Vec::new()));
-        let client = serve(Older {
+        let server = Older {
             packs,
-            downloaded: downloaded.clone(),
             many: Some(Vec::new()),
             mute: true,
             ..Older::default()
-        })
-        .await;
-        let got = soon(in_one_call_within(client, &ids, Duration::from_secs(1))).await;
-        for stalled in got {
-            let why = format!("{:#}", stalled.unwrap_err());
-            assert!(why.contains("the server sent nothing for 1 s"), "{why}");
-        }
-        assert!(asked_alone(&downloaded).is_empty(), "asked again alone");
+        };
+        let (got, asked) = with_stall(server, &ids).await;
+        all_stalled(&got);
+        assert!(asked.is_empty(), "asked again alone");
+    }
+
+    #[tokio::test]
+    async fn a_download_that_never_ends_is_given_up_and_the_rest_not_asked() {
+        // An older server (no `DownloadMany`), so a pack at a time: it
+        // sends the first whole, then neither ends the stream nor sends
+        // more.
+        let (ids, packs) = packs(3);
+        let server = Older {
+            packs,
+            stalls: true,
+            ..Older::default()
+        };
+        let (got, asked) = with_stall(server, &ids).await;
+        all_stalled(&got);
+        assert_eq!(asked, vec![ids[0].to_string()]);
     }
 
     /// Two large packs, `SMALL + 1` bytes, by id.
@@ -650,28 +673,6 @@ mod tests {
             .map(|id| (id.to_string(), pack(&sender, *id, SMALL as usize + 1)))
             .collect();
         (ids, packs)
-    }
-
-    #[tokio::test]
-    async fn a_download_that_never_ends_is_given_up_and_the_rest_not_asked() {
-        // An older server (no `DownloadMany`), so a pack at a time: it
-        // sends the first whole, then neither ends the stream nor sends
-        // more.
-        let (ids, packs) = packs(3);
-        let downloaded = Arc::new(Mutex::new(Vec::new()));
-        let client = serve(Older {
-            packs,
-            downloaded: downloaded.clone(),
-            stalls: true,
-            ..Older::default()
-        })
-        .await;
-        let got = soon(in_one_call_within(client, &ids, Duration::from_secs(1))).await;
-        for stalled in got {
-            let why = format!("{:#}", stalled.unwrap_err());
-            assert!(why.contains("the server sent nothing for 1 s"), "{why}");
-        }
-        assert_eq!(asked_alone(&downloaded), vec![ids[0].to_string()]);
     }
 
     #[tokio::test]

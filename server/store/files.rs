@@ -121,24 +121,29 @@ fn create(path: &Path, append: bool) -> std::io::Result<File> {
 /// arrive, so its `fsync` at the end has little left to wait for. Only a
 /// hint: durability still comes from that `fsync`.
 fn write_back(file: &File, offset: u64, len: usize) {
-    use rustix::fs::{Advice, fadvise};
-    let len = u64::try_from(len).ok().and_then(std::num::NonZeroU64::new);
-    // A failure costs nothing but the head start.
-    let _ = fadvise(file, offset, len, Advice::DontNeed);
+    dont_need(file, offset, u64::try_from(len).ok());
 }
 
 /// Drops a synced file's pages from the page cache (all clean after its
 /// `fsync`, so `POSIX_FADV_DONTNEED` frees them at once). A pack is read
 /// once, often days later (a receiver pulling at once pays a disk read),
-/// and the next upload's writes reuse the freed
-/// pages: without this the cache grows by every pack received and each
-/// write lands on memory the machine has not touched for a while, which
-/// on a virtual machine that hands free memory back to its host costs a
-/// fault to the host a page (BENCHMARKS.md, round 13: a third of the
-/// daemon's CPU for 10 MB packs on the benchmark machine). Only a hint.
+/// and the next upload's writes reuse the freed pages: without this the
+/// cache grows by every pack received and each write lands on memory the
+/// machine has not touched for a while, which on a virtual machine that
+/// hands free memory back to its host costs a fault to the host a page
+/// (BENCHMARKS.md, round 13: a third of the daemon's CPU for 10 MB packs
+/// on the benchmark machine). Only a hint.
 fn drop_cached(file: &File) {
+    dont_need(file, 0, None);
+}
+
+/// `posix_fadvise(POSIX_FADV_DONTNEED)` over `len` bytes of `file` from
+/// `offset` (to its end when `len` is `None` or 0). A hint whose failure
+/// costs nothing but what it would have saved.
+fn dont_need(file: &File, offset: u64, len: Option<u64>) {
     use rustix::fs::{Advice, fadvise};
-    let _ = fadvise(file, 0, None, Advice::DontNeed);
+    let len = len.and_then(std::num::NonZeroU64::new);
+    let _ = fadvise(file, offset, len, Advice::DontNeed);
 }
 
 impl PackFiles {
@@ -507,13 +512,14 @@ mod tests {
         assert!(files.held_ids().await.unwrap().is_empty());
     }
 
-    /// Bytes of `path` in the page cache, as `fincore` (util-linux) counts them.
+    /// Bytes of `path` in the page cache, as `fincore` (util-linux-extra)
+    /// counts them.
     fn resident(path: &Path) -> u64 {
         let out = std::process::Command::new("fincore")
             .args(["--bytes", "--noheadings", "--output", "RES"])
             .arg(path)
             .output()
-            .expect("fincore (util-linux)");
+            .expect("fincore (util-linux-extra)");
         assert!(
             out.status.success(),
             "{}",

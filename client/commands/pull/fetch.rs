@@ -60,7 +60,7 @@ const MIN_RATE: u64 = 8 * 1024;
 /// Why a download was given up on the server's side (told apart from any
 /// status the server sends, which it could word the same).
 #[derive(Debug)]
-pub(crate) enum Stalled {
+enum Stalled {
     /// Nothing from the server for this long.
     Idle(Duration),
     /// The pack came slower than [`MIN_RATE`].
@@ -120,10 +120,11 @@ pub(crate) async fn download(
             Some((_, Some(by))) => stall.min(by.saturating_duration_since(Instant::now())),
             _ => stall,
         };
-        let next = match tokio::time::timeout(wait, stream.message()).await {
+        let next = match within(wait, stream.message()).await {
             Ok(next) => next.map_err(failed)?,
+            // Cut short by the pack's own deadline.
             Err(_) if wait < stall => return Err(Stalled::Slow.into()),
-            Err(_) => return Err(Stalled::Idle(stall).into()),
+            Err(stalled) => return Err(stalled.into()),
         };
         let Some(message) = next else { break };
         match (message.part, &header) {
@@ -135,9 +136,12 @@ pub(crate) async fn download(
             }
             (Some(v1::download_response::Part::Chunk(bytes)), Some((signed, _))) => {
                 let length = signed.header().ciphertext_len;
+                if bytes.is_empty() {
+                    bail!("the server sent an empty chunk");
+                }
                 received = received.saturating_add(bytes.len() as u64);
-                if bytes.is_empty() || received > length {
-                    bail!("the server sent an empty chunk, or more than the pack's {length} bytes");
+                if received > length {
+                    bail!("the server sent more than the pack's {length} bytes");
                 }
                 file.write_all(&bytes).await?;
             }

@@ -1,5 +1,6 @@
 //! Delivery: receivers list, download, open, confirm the download and
-//! acknowledge, as `baton pull` and `baton ack` do.
+//! acknowledge, as `baton pull` and `baton ack` do; and large packs
+//! downloaded as `baton pull` fetches them.
 
 use crate::*;
 
@@ -273,4 +274,71 @@ pub(crate) async fn deliver(
     })
 }
 
-// ---------------------------------------------------------------- ceilings
+/// Downloads a school may have open at once, as `baton pull` holds them.
+pub(crate) const PULL_CONCURRENCY: usize = 4;
+
+/// Large packs downloaded as `baton pull` fetches packs over 256 KiB: a
+/// `Download` call a pack, [`PULL_CONCURRENCY`] at a time a receiving
+/// school, on a connection of its own. `wanted` is each pack's receiver
+/// (an index into `receivers`) and id. The bytes are counted and dropped:
+/// what is measured is the daemon's read path and the transport (opening
+/// is the receiver's, measured with the 20 KB packs and in `crypto`).
+pub(crate) async fn download_all(
+    url: &str,
+    ca: &Path,
+    receivers: &[Arc<School>],
+    wanted: Vec<(usize, String)>,
+) -> Res<Run> {
+    let mut queues: Vec<Vec<String>> = vec![Vec::new(); receivers.len()];
+    let packs = wanted.len();
+    for (r, id) in wanted {
+        queues[r].push(id);
+    }
+    let queues: Arc<Vec<Mutex<Vec<String>>>> =
+        Arc::new(queues.into_iter().map(Mutex::new).collect());
+    let mut chans = Vec::new();
+    for _ in receivers {
+        chans.push(tls_channel(url, ca).await);
+    }
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for task in 0..receivers.len() * PULL_CONCURRENCY {
+        let r = task % receivers.len();
+        let (queues, token) = (queues.clone(), receivers[r].token.clone());
+        let mut client = exchange(&chans[r]);
+        tasks.push(tokio::spawn(async move {
+            let (mut latencies, mut bytes) = (Vec::new(), 0u64);
+            loop {
+                let Some(pack_id) = queues[r].lock().await.pop() else {
+                    break;
+                };
+                let t = Instant::now();
+                let mut stream = client
+                    .download(with_token(&token, v1::DownloadRequest { pack_id }))
+                    .await?
+                    .into_inner();
+                while let Some(msg) = stream.message().await? {
+                    if let Some(v1::download_response::Part::Chunk(data)) = msg.part {
+                        bytes += data.len() as u64;
+                    }
+                }
+                latencies.push(t.elapsed());
+            }
+            Ok::<_, BoxError>((latencies, bytes))
+        }));
+    }
+    let (mut latencies, mut bytes) = (Vec::new(), 0);
+    for t in tasks {
+        let (l, b) = t.await??;
+        latencies.extend(l);
+        bytes += b;
+    }
+    let wall = start.elapsed();
+    latencies.sort();
+    Ok(Run {
+        packs,
+        bytes,
+        wall,
+        latencies,
+    })
+}

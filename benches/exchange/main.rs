@@ -10,6 +10,8 @@
 //!   and 10 MB (random ciphertext under correctly signed headers: the server
 //!   cannot tell); packs/s, MB/s, p50/p99 latency, daemon CPU and peak RSS;
 //! - **delivery**: receivers list, download, open and acknowledge every 20 KB pack;
+//!   then download the 1 MB and 10 MB packs as `baton pull` fetches large
+//!   ones (MB/s, daemon CPU a MB beside ingest's);
 //! - **ceilings**: raw sqlx SQLite inserts of the same bytes with the same
 //!   durability (one transaction per pack, and batched) and a bare tonic
 //!   service over the same TLS that only drains uploads; ingest / min(ceilings);
@@ -291,6 +293,7 @@ async fn backend(
         (10 << 20, 64, 64),
         env_usize("BATON_BENCH_10MB_RUNS", 1),
     ));
+    let mut downloads = Vec::new();
     for (size, n, k) in phases {
         let body = Arc::new(random_bytes(size));
         let sha: [u8; 32] = Sha256::digest(body.as_slice()).into();
@@ -310,6 +313,11 @@ async fn backend(
                 body: Body::Bytes(body.clone()),
             });
         }
+        let wanted: Vec<(usize, String)> = jobs
+            .iter()
+            .enumerate()
+            .map(|(i, j)| (i % r, j.header.pack_id.clone()))
+            .collect();
         let drain_jobs = jobs.clone();
         let cpu0 = cpu_seconds(daemon.pid());
         reset_peak(daemon.pid());
@@ -319,10 +327,16 @@ async fn backend(
             "{} ({k} in flight)",
             run.line(&format!("ingest {}", human(size as u64)))
         );
-        println!(
-            "  daemon CPU {:.2} s, peak RSS {peak:.1} MiB",
-            cpu_seconds(daemon.pid()) - cpu0
-        );
+        let ingest_cpu = cpu_seconds(daemon.pid()) - cpu0;
+        println!("  daemon CPU {ingest_cpu:.2} s, peak RSS {peak:.1} MiB");
+        // Downloaded once the memory figures are taken (a download's
+        // buffers would raise the daemon's resident memory before them).
+        downloads.push((
+            size,
+            wanted,
+            run.mb_s(),
+            ingest_cpu * 1e3 / (run.bytes as f64 / 1e6),
+        ));
         // The same bytes, drained over the same TLS, and written to disk.
         let drain = upload_all(&tchannels, &tokens, drain_jobs, k).await?.mb_s();
         let disk = file_ceiling(size, n.min(32)).await?;
@@ -381,6 +395,22 @@ async fn backend(
             run.wall.as_secs_f64(),
             run.mb_s(),
             peak_rss_mib(daemon.pid())
+        );
+    }
+
+    // The large packs downloaded by their receivers, as `baton pull` does.
+    for (size, wanted, ingest_mb_s, ingest_ms_a_mb) in downloads {
+        let cpu0 = cpu_seconds(daemon.pid());
+        let run = download_all(&daemon.url, &daemon.ca, &receivers, wanted).await?;
+        let cpu = cpu_seconds(daemon.pid()) - cpu0;
+        println!(
+            "{} ({PULL_CONCURRENCY} at a time a school, {r} schools)",
+            run.line(&format!("download {}", human(size as u64)))
+        );
+        println!(
+            "  daemon CPU {cpu:.2} s ({:.2} ms a MB; ingest's {ingest_ms_a_mb:.2} ms a MB); download / ingest {:.2}",
+            cpu * 1e3 / (run.bytes as f64 / 1e6),
+            run.mb_s() / ingest_mb_s
         );
     }
     Ok(())

@@ -902,6 +902,16 @@ macro_rules! shared_store {
             }
 
             async fn chunk(&self, upload_id: &str, idx: i64) -> Result<Vec<u8>> {
+                // A chunk after the first is a file's (packs kept in rows
+                // beside files are a single partial chunk): read without
+                // asking the database first; rows if there is no file (a
+                // database older than its files).
+                if idx > 0
+                    && let Some(files) = &self.files
+                    && let Some(data) = files.read(upload_id, idx).await?
+                {
+                    return Ok(data);
+                }
                 let row: Option<(Vec<u8>,)> = sqlx::query_as(
                     "SELECT data FROM pack_chunks WHERE upload_id = $1 AND idx = $2 \
                      AND NOT staged",
@@ -915,7 +925,8 @@ macro_rules! shared_store {
                 if let Some((data,)) = row {
                     return Ok(data);
                 }
-                if let Some(files) = &self.files
+                if idx == 0
+                    && let Some(files) = &self.files
                     && let Some(data) = files.read(upload_id, idx).await?
                 {
                     return Ok(data);

@@ -140,8 +140,10 @@ async fn issue22_large_packs_are_files_that_recover_back_up_and_purge() {
 
 /// A pack purged while it downloads, its file kept meanwhile (a backup
 /// holds the folder's lock): the stream ends with `NotFound` instead of
-/// the rest of the pack, because each chunk read from a file is checked
-/// against the pack's row again. The file goes at the next purge sweep.
+/// the rest of the pack, because a pack streaming in several chunks has
+/// its row read again while it streams (every 250 ms, and always after its
+/// last chunk is read, so a withdrawn pack never ends whole). The file
+/// goes at the next purge sweep.
 #[tokio::test]
 async fn issue22_a_file_backed_pack_withdrawn_mid_download_stops_streaming() {
     let daemon = Daemon::start_sqlite(&[]).await;

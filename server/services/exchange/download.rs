@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use baton::api::v1;
 use baton::api::v1::download_response::Part as DownPart;
@@ -23,6 +24,11 @@ use crate::store::{ForDownload, Store, StoredPack};
 
 /// Most pack ids one `DownloadMany` call may name.
 pub const MANY_MAX: usize = 64;
+
+/// How often a pack streaming in several chunks has its row read again
+/// (and after its last chunk): a recall or purge meanwhile cuts the
+/// download off within about this long.
+const RECHECK: Duration = Duration::from_millis(250);
 
 /// Packs read from the store at once within a `DownloadMany` call. A call
 /// holds at most this many small packs (of at most a chunk, 256 KiB,
@@ -102,18 +108,24 @@ pub(super) async fn download<S: Store>(
         if tx.send(Ok(first)).await.is_err() {
             return;
         }
+        let mut checked = Instant::now();
         for idx in 0..pack.chunks {
             let read = app.store.chunk(&pack.upload_id, idx).await;
-            // A pack of several chunks may be a ciphertext file, removed
-            // only after its row records the deletion: each chunk read
-            // is checked against the row again. A failed read, or a
-            // single chunk (a row, deleted with the pack's), is checked
-            // once it fails.
-            let gone = if read.is_err() || pack.chunks > 1 {
-                withdrawn(&app, id).await
-            } else {
-                None
-            };
+            // A pack of several chunks may be a ciphertext file, erased
+            // and removed only after its row records the deletion: the
+            // row is read again every `RECHECK` while it streams, and
+            // always after its last chunk is read, so a pack recalled or
+            // purged meanwhile is cut off, and never ends whole. A failed
+            // read, or a single chunk (a row, deleted with the pack's),
+            // is checked once it fails.
+            let last = idx + 1 == pack.chunks;
+            let gone =
+                if read.is_err() || (pack.chunks > 1 && (last || checked.elapsed() >= RECHECK)) {
+                    checked = Instant::now();
+                    withdrawn(&app, id).await
+                } else {
+                    None
+                };
             let item = match (read, gone) {
                 // Recalled or purged while it streamed: say so.
                 (_, Some(status)) => Err(status),

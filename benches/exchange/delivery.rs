@@ -265,13 +265,7 @@ pub(crate) async fn deliver(
     for c in confirmers.into_iter().chain(ackers) {
         c.await??;
     }
-    latencies.sort();
-    Ok(Run {
-        packs,
-        bytes,
-        wall: start.elapsed(),
-        latencies,
-    })
+    Ok(Run::ended(packs, bytes, start, latencies))
 }
 
 /// Downloads a school may have open at once, as `baton pull` holds them.
@@ -333,12 +327,5 @@ pub(crate) async fn download_all(
         latencies.extend(l);
         bytes += b;
     }
-    let wall = start.elapsed();
-    latencies.sort();
-    Ok(Run {
-        packs,
-        bytes,
-        wall,
-        latencies,
-    })
+    Ok(Run::ended(packs, bytes, start, latencies))
 }

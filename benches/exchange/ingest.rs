@@ -216,6 +216,23 @@ pub(crate) struct Run {
 }
 
 impl Run {
+    /// A run of `packs` (`bytes` in all) that began at `start` and ends
+    /// now, each pack's latency in `latencies`.
+    pub(crate) fn ended(
+        packs: usize,
+        bytes: u64,
+        start: Instant,
+        mut latencies: Vec<Duration>,
+    ) -> Self {
+        let wall = start.elapsed();
+        latencies.sort();
+        Self {
+            packs,
+            bytes,
+            wall,
+            latencies,
+        }
+    }
     pub(crate) fn rate(&self) -> f64 {
         self.packs as f64 / self.wall.as_secs_f64()
     }
@@ -269,14 +286,7 @@ pub(crate) async fn upload_all(
     for t in tasks {
         latencies.extend(t.await??);
     }
-    let wall = start.elapsed();
-    latencies.sort();
-    Ok(Run {
-        packs,
-        bytes,
-        wall,
-        latencies,
-    })
+    Ok(Run::ended(packs, bytes, start, latencies))
 }
 
 // ---------------------------------------------------------------- delivery

@@ -236,6 +236,10 @@ impl Run {
     pub(crate) fn rate(&self) -> f64 {
         self.packs as f64 / self.wall.as_secs_f64()
     }
+    /// Milliseconds of `cpu` seconds for each MB this run moved.
+    pub(crate) fn ms_a_mb(&self, cpu: f64) -> f64 {
+        cpu * 1e3 / (self.bytes as f64 / 1e6)
+    }
     pub(crate) fn mb_s(&self) -> f64 {
         self.bytes as f64 / 1e6 / self.wall.as_secs_f64()
     }

@@ -331,12 +331,7 @@ async fn backend(
         println!("  daemon CPU {ingest_cpu:.2} s, peak RSS {peak:.1} MiB");
         // Downloaded once the memory figures are taken (a download's
         // buffers would raise the daemon's resident memory before them).
-        downloads.push((
-            size,
-            wanted,
-            run.mb_s(),
-            ingest_cpu * 1e3 / (run.bytes as f64 / 1e6),
-        ));
+        downloads.push((size, wanted, run.mb_s(), run.ms_a_mb(ingest_cpu)));
         // The same bytes, drained over the same TLS, and written to disk.
         let drain = upload_all(&tchannels, &tokens, drain_jobs, k).await?.mb_s();
         let disk = file_ceiling(size, n.min(32)).await?;
@@ -409,7 +404,7 @@ async fn backend(
         );
         println!(
             "  daemon CPU {cpu:.2} s ({:.2} ms a MB; ingest's {ingest_ms_a_mb:.2} ms a MB); download / ingest {:.2}",
-            cpu * 1e3 / (run.bytes as f64 / 1e6),
+            run.ms_a_mb(cpu),
             run.mb_s() / ingest_mb_s
         );
     }

@@ -120,7 +120,8 @@ fn acker(
     })
 }
 
-/// Every receiver lists, downloads, opens and acknowledges all its packs.
+/// Every receiver lists, downloads, opens and acknowledges all its packs
+/// of a chunk or less.
 pub(crate) async fn deliver(
     url: &str,
     ca: &Path,
@@ -144,8 +145,13 @@ pub(crate) async fn deliver(
                 ))
                 .await?
                 .into_inner();
+            // Packs of a chunk or less, which `DownloadMany` carries: the
+            // large packs an earlier phase downloaded and left
+            // unacknowledged are not this delivery's.
             for entry in page.packs {
-                if let Some(h) = entry.header {
+                if let Some(h) = entry.header
+                    && h.ciphertext_length <= CHUNK as u64
+                {
                     work.push((r, h));
                 }
             }

@@ -12,6 +12,8 @@
 //! - **delivery**: receivers list, download, open and acknowledge every 20 KB pack;
 //!   then download the 1 MB and 10 MB packs as `baton pull` fetches large
 //!   ones (MB/s, daemon CPU a MB beside ingest's);
+//! - **results day**: 20 KB uploads while receivers deliver a backlog of as
+//!   many, each side's rate beside its rate alone;
 //! - **ceilings**: raw sqlx SQLite inserts of the same bytes with the same
 //!   durability (one transaction per pack, and batched) and a bare tonic
 //!   service over the same TLS that only drains uploads; ingest / min(ceilings);
@@ -101,6 +103,7 @@ mod daemon;
 mod delivery;
 mod ingest;
 mod measure;
+mod mixed;
 mod scale;
 mod split;
 
@@ -111,6 +114,7 @@ use daemon::*;
 use delivery::*;
 use ingest::*;
 use measure::*;
+use mixed::*;
 use scale::*;
 use split::*;
 
@@ -408,7 +412,24 @@ async fn backend(
             run.mb_s() / ingest_mb_s
         );
     }
-    Ok(())
+
+    // Last, so that nothing it leaves (its writes still being
+    // checkpointed) weighs on the figures the budgets are read from.
+    results_day(
+        daemon,
+        &senders,
+        &receivers,
+        &receiver_keys,
+        &channels,
+        &tokens,
+        packs,
+        clients,
+        Alone {
+            ingest: ingest.rate(),
+            delivery: delivery.rate(),
+        },
+    )
+    .await
 }
 
 #[tokio::main]

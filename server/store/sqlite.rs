@@ -96,6 +96,12 @@ impl Sqlite {
             .log_statements(log::LevelFilter::Off);
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
+            // No ping before each use: a connection is a thread in this
+            // process, not a link that can drop, and the ping was a round
+            // trip to that thread for every query (sqlx still pings once
+            // as a connection goes back to the pool, which catches one
+            // left broken).
+            .test_before_acquire(false)
             .connect_with(options.clone())
             .await?;
         sqlx::migrate!("server/migrations/sqlite")

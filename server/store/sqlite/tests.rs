@@ -213,6 +213,25 @@ async fn connections_zero_deleted_content_keep_temporary_storage_in_memory_and_n
     }
 }
 
+/// Each query through the pool costs one round trip to the connection's
+/// thread less without a ping before it (a connection here is a thread in
+/// the daemon, not a link that can drop); sqlx still pings a connection as
+/// it goes back to the pool.
+#[tokio::test]
+async fn the_pool_hands_out_connections_without_pinging_them_first() {
+    let (store, _dir) = open().await.unwrap();
+    assert!(!store.pool.options().get_test_before_acquire());
+    // Connections handed out that way still work, and one taken back and
+    // handed out again too.
+    for _ in 0..3 {
+        let (one,): (i64,) = sqlx::query_as("SELECT 1")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(one, 1);
+    }
+}
+
 #[tokio::test]
 async fn the_group_writer_connects_with_the_pools_settings() {
     let (store, dir) = open().await.unwrap();

@@ -118,6 +118,39 @@ use mixed::*;
 use scale::*;
 use split::*;
 
+/// A backend's daemon, its schools and their connections, as the 20 KB
+/// phases after the first use them.
+pub(crate) struct Parties<'a> {
+    pub(crate) daemon: &'a Daemon,
+    pub(crate) senders: &'a [Arc<School>],
+    pub(crate) receivers: &'a [Arc<School>],
+    pub(crate) receiver_keys: &'a [Vec<SchoolKey>],
+    /// A connection a sending school.
+    pub(crate) channels: &'a [Channel],
+    /// The sending schools' tokens, in the same order.
+    pub(crate) tokens: &'a [String],
+}
+
+impl Parties<'_> {
+    /// `packs` new sealed 20 KB packs from the senders to the receivers.
+    pub(crate) fn sealed(&self, packs: usize) -> Res<Vec<Job>> {
+        sealed_jobs(self.senders, self.receivers, self.receiver_keys, packs)
+    }
+
+    /// The receivers deliver every small pack waiting for them.
+    pub(crate) async fn deliver(&self, clients: usize) -> Res<Run> {
+        let senders = Arc::new(self.senders.iter().map(|s| s.identity.public()).collect());
+        deliver(
+            &self.daemon.url,
+            &self.daemon.ca,
+            self.receivers.to_vec(),
+            senders,
+            clients,
+        )
+        .await
+    }
+}
+
 /// Ingest, delivery, ceilings and memory on one daemon.
 async fn backend(
     label: &str,
@@ -232,17 +265,15 @@ async fn backend(
         }
     );
 
-    split_cores(
+    let parties = Parties {
         daemon,
-        &senders,
-        &receivers,
-        &receiver_keys,
-        &channels,
-        &tokens,
-        packs,
-        clients,
-    )
-    .await?;
+        senders: &senders,
+        receivers: &receivers,
+        receiver_keys: &receiver_keys,
+        channels: &channels,
+        tokens: &tokens,
+    };
+    split_cores(&parties, packs, clients).await?;
 
     // Ceilings, same bytes.
     let (one, batched) = match &daemon.database_url {
@@ -416,12 +447,7 @@ async fn backend(
     // Last, so that nothing it leaves (its writes still being
     // checkpointed) weighs on the figures the budgets are read from.
     results_day(
-        daemon,
-        &senders,
-        &receivers,
-        &receiver_keys,
-        &channels,
-        &tokens,
+        &parties,
         packs,
         clients,
         Alone {

@@ -21,44 +21,26 @@ pub(crate) struct Alone {
 /// second while the receivers deliver the backlog, `clients` in flight on
 /// each side; prints both rates beside their rates alone, the latencies
 /// and the daemon's CPU a pack.
-#[allow(clippy::too_many_arguments)]
 pub(crate) async fn results_day(
-    daemon: &Daemon,
-    senders: &[Arc<School>],
-    receivers: &[Arc<School>],
-    receiver_keys: &[Vec<SchoolKey>],
-    channels: &[Channel],
-    tokens: &[String],
+    parties: &Parties<'_>,
     packs: usize,
     clients: usize,
     alone: Alone,
 ) -> Res<()> {
-    let backlog = sealed_jobs(senders, receivers, receiver_keys, packs)?;
-    let fresh = sealed_jobs(senders, receivers, receiver_keys, packs)?;
-    let senders_pub = Arc::new(
-        senders
-            .iter()
-            .map(|s| s.identity.public())
-            .collect::<Vec<_>>(),
-    );
+    let (backlog, fresh) = (parties.sealed(packs)?, parties.sealed(packs)?);
+    let (channels, tokens) = (parties.channels, parties.tokens);
     upload_all(channels, tokens, backlog, clients).await?;
-    let cpu0 = cpu_seconds(daemon.pid());
+    let cpu0 = cpu_seconds(parties.daemon.pid());
     let start = Instant::now();
     // The receivers list their inboxes first thing, so they take the
     // backlog and at most a few of the fresh packs.
     let (ingest, delivery) = tokio::join!(
         upload_all(channels, tokens, fresh, clients),
-        deliver(
-            &daemon.url,
-            &daemon.ca,
-            receivers.to_vec(),
-            senders_pub,
-            clients
-        ),
+        parties.deliver(clients),
     );
     let (ingest, delivery) = (ingest?, delivery?);
     let wall = start.elapsed().as_secs_f64();
-    let cpu = cpu_seconds(daemon.pid()) - cpu0;
+    let cpu = cpu_seconds(parties.daemon.pid()) - cpu0;
     let both = ingest.packs + delivery.packs;
     println!(
         "{} (while receivers pull)",

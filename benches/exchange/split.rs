@@ -57,34 +57,17 @@ fn taskset(pid: u32, cpus: &str) -> bool {
 /// Seals `packs` new 20 KB packs (before any clock), then uploads and
 /// delivers them with the daemon on its own core; prints both rates, the
 /// daemon's CPU a pack in each, and the delivery budget's ratio.
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn split_cores(
-    daemon: &Daemon,
-    senders: &[Arc<School>],
-    receivers: &[Arc<School>],
-    receiver_keys: &[Vec<SchoolKey>],
-    channels: &[Channel],
-    tokens: &[String],
-    packs: usize,
-    clients: usize,
-) -> Res<()> {
-    let jobs = sealed_jobs(senders, receivers, receiver_keys, packs)?;
+pub(crate) async fn split_cores(parties: &Parties<'_>, packs: usize, clients: usize) -> Res<()> {
+    let daemon = parties.daemon;
+    let jobs = parties.sealed(packs)?;
     let Some(pinned) = Pinned::new(daemon.pid()) else {
         return Ok(());
     };
     let cpu0 = cpu_seconds(daemon.pid());
-    let ingest = upload_all(channels, tokens, jobs, clients).await?;
+    let ingest = upload_all(parties.channels, parties.tokens, jobs, clients).await?;
     let ingest_cpu = (cpu_seconds(daemon.pid()) - cpu0) / packs.max(1) as f64;
-    let senders_pub = Arc::new(senders.iter().map(|s| s.identity.public()).collect());
     let cpu0 = cpu_seconds(daemon.pid());
-    let delivery = deliver(
-        &daemon.url,
-        &daemon.ca,
-        receivers.to_vec(),
-        senders_pub,
-        clients,
-    )
-    .await?;
+    let delivery = parties.deliver(clients).await?;
     let delivery_cpu = (cpu_seconds(daemon.pid()) - cpu0) / delivery.packs.max(1) as f64;
     drop(pinned);
     println!(

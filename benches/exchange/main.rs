@@ -192,8 +192,17 @@ async fn backend(
         channels.push(daemon.channel().await);
     }
 
+    let parties = Parties {
+        daemon,
+        senders: &senders,
+        receivers: &receivers,
+        receiver_keys: &receiver_keys,
+        channels: &channels,
+        tokens: &tokens,
+    };
+
     // Real sealed 20 KB packs, sealed before the clock starts.
-    let jobs = sealed_jobs(&senders, &receivers, &receiver_keys, packs)?;
+    let jobs = parties.sealed(packs)?;
     let blobs: Vec<Arc<Vec<u8>>> = jobs
         .iter()
         .filter_map(|j| match &j.body {
@@ -221,21 +230,8 @@ async fn backend(
     );
     let ingest_cpu_per_pack = cpu / packs as f64;
 
-    let senders_pub = Arc::new(
-        senders
-            .iter()
-            .map(|s| s.identity.public())
-            .collect::<Vec<_>>(),
-    );
     let (cpu0, own0) = (cpu_seconds(daemon.pid()), cpu_seconds(std::process::id()));
-    let delivery = deliver(
-        &daemon.url,
-        &daemon.ca,
-        receivers.clone(),
-        senders_pub,
-        clients,
-    )
-    .await?;
+    let delivery = parties.deliver(clients).await?;
     println!(
         "{} ({r} receivers: list, download, open, confirm, ack)",
         delivery.line("delivery 20 KB")
@@ -265,14 +261,6 @@ async fn backend(
         }
     );
 
-    let parties = Parties {
-        daemon,
-        senders: &senders,
-        receivers: &receivers,
-        receiver_keys: &receiver_keys,
-        channels: &channels,
-        tokens: &tokens,
-    };
     split_cores(&parties, packs, clients).await?;
 
     // Ceilings, same bytes.

@@ -31,6 +31,8 @@ use std::path::{Path, PathBuf};
 
 use super::error::{Result, StoreError};
 
+mod direct;
+
 /// Ciphertext is stored and downloaded in pieces of at most this size. An
 /// upload holds one such piece (and the store's copy of it) while staging,
 /// so with many uploads at once this sets the daemon's memory.
@@ -61,6 +63,9 @@ pub enum Sealed {
 #[derive(Debug, Clone)]
 pub struct PackFiles {
     dir: PathBuf,
+    /// Full chunks are staged with direct writes where the file system
+    /// takes them ([`direct`]).
+    direct: std::sync::Arc<direct::Direct>,
 }
 
 /// Runs blocking file work off the async threads.
@@ -175,7 +180,10 @@ impl PackFiles {
             sync_dir(&dir)?;
             sync_dir(&parent)?;
         }
-        Ok(Self { dir })
+        Ok(Self {
+            dir,
+            direct: std::sync::Arc::new(direct::Direct::new(CHUNK_BYTES)),
+        })
     }
 
     fn staged(&self, upload_id: &str) -> PathBuf {
@@ -187,11 +195,17 @@ impl PackFiles {
     }
 
     /// Appends chunk `idx` of an upload to its staging file (chunks come in
-    /// order, each but the last [`CHUNK_BYTES`] long).
+    /// order, each but the last [`CHUNK_BYTES`] long): a whole chunk with a
+    /// direct write where it can ([`direct`]), otherwise through the page
+    /// cache, its write-back started at once.
     pub async fn stage(&self, upload_id: &str, idx: i64, data: bytes::Bytes) -> Result<()> {
         let path = self.staged(checked(upload_id)?);
         let offset = u64::try_from(idx).unwrap_or(u64::MAX) * CHUNK_BYTES as u64;
+        let direct = std::sync::Arc::clone(&self.direct);
         blocking(move || {
+            if direct.write(&path, idx == 0, offset, &data)? {
+                return Ok(());
+            }
             let mut file = create(&path, idx != 0)?;
             if file.metadata()?.len() != offset {
                 return Err(std::io::Error::other(format!(
@@ -464,131 +478,4 @@ fn erase(path: &Path) -> std::io::Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn a_sealed_file_reads_back_by_chunk_and_staging_is_cleared() {
-        let dir = tempfile::tempdir().unwrap();
-        let files = PackFiles::beside(&dir.path().join("baton.db")).unwrap();
-        let id = "00ff";
-        let big = vec![7u8; CHUNK_BYTES];
-        files.stage(id, 0, big.clone().into()).await.unwrap();
-        // Out of order is refused.
-        assert!(files.stage(id, 2, big.clone().into()).await.is_err());
-        assert_eq!(files.read(id, 0).await.unwrap(), None, "not visible staged");
-        let chunks = files.seal(id, vec![(1, vec![9u8; 10])]).await.unwrap();
-        let sealed = Sealed::InFile {
-            chunks: 2,
-            bytes: CHUNK_BYTES as u64 + 10,
-        };
-        assert_eq!(chunks, sealed);
-        assert_eq!(files.read(id, 0).await.unwrap(), Some(big));
-        assert_eq!(files.read(id, 1).await.unwrap(), Some(vec![9u8; 10]));
-        assert!(files.read(id, 2).await.is_err());
-        // Sealed again: the file is in place.
-        assert_eq!(files.seal(id, Vec::new()).await.unwrap(), sealed);
-        // The directory moved on: staged again, invisible, then sealed.
-        files.unseal(id).await.unwrap();
-        assert_eq!(files.read(id, 0).await.unwrap(), None);
-        assert_eq!(files.seal(id, Vec::new()).await.unwrap(), sealed);
-        assert!(files.seal("staging", Vec::new()).await.is_err());
-        // A tail after a partial chunk would misplace every later chunk.
-        files.stage("0b", 0, vec![1, 2, 3].into()).await.unwrap();
-        assert!(files.seal("0b", vec![(1, vec![4])]).await.is_err());
-        files.remove("0b").await.unwrap();
-        let small = vec![(0, vec![1u8; 5])];
-        assert_eq!(
-            files.seal("abcd", small.clone()).await.unwrap(),
-            Sealed::Rows(small),
-            "nothing staged: the tail comes back"
-        );
-        assert!(files.seal("../x", Vec::new()).await.is_err());
-
-        files.stage("0a", 0, vec![1, 2, 3].into()).await.unwrap();
-        assert_eq!(files.clear_staging().await.unwrap(), 1);
-        assert_eq!(files.held_ids().await.unwrap(), vec![id.to_string()]);
-        files.remove(id).await.unwrap();
-        assert!(files.held_ids().await.unwrap().is_empty());
-    }
-
-    /// Bytes of `path` in the page cache, as `fincore` (util-linux-extra)
-    /// counts them.
-    fn resident(path: &Path) -> u64 {
-        let out = std::process::Command::new("fincore")
-            .args(["--bytes", "--noheadings", "--output", "RES"])
-            .arg(path)
-            .output()
-            .expect("fincore (util-linux-extra)");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
-    }
-
-    #[tokio::test]
-    async fn a_sealed_file_leaves_nothing_in_the_page_cache() {
-        // Beside the test binary (under `target/`), not in the temporary
-        // directory: a tmpfs there keeps its pages whatever it is told.
-        let exe = std::env::current_exe().unwrap();
-        let dir = tempfile::tempdir_in(exe.parent().unwrap()).unwrap();
-        const TMPFS_MAGIC: u64 = 0x0102_1994;
-        let fs = rustix::fs::statfs(dir.path()).unwrap();
-        if u64::try_from(fs.f_type).unwrap_or(0) == TMPFS_MAGIC {
-            eprintln!(
-                "skipped: {} is on a tmpfs, which keeps its pages",
-                dir.path().display()
-            );
-            return;
-        }
-        let files = PackFiles::beside(&dir.path().join("baton.db")).unwrap();
-        let id = "0c";
-        for idx in 0..4 {
-            let chunk = vec![u8::try_from(idx).unwrap(); CHUNK_BYTES];
-            files.stage(id, idx, chunk.into()).await.unwrap();
-        }
-        let sealed = files.seal(id, vec![(4, vec![1u8; 10])]).await.unwrap();
-        assert_eq!(
-            sealed,
-            Sealed::InFile {
-                chunks: 5,
-                bytes: 4 * CHUNK_BYTES as u64 + 10
-            }
-        );
-        assert_eq!(
-            resident(&files.held(id)),
-            0,
-            "a synced pack's pages dropped"
-        );
-        // What is read is cached again (so the count above could fail).
-        assert_eq!(files.read(id, 4).await.unwrap(), Some(vec![1u8; 10]));
-        assert_eq!(
-            files.read(id, 1).await.unwrap(),
-            Some(vec![1u8; CHUNK_BYTES])
-        );
-        assert!(resident(&files.held(id)) >= CHUNK_BYTES as u64);
-    }
-
-    #[tokio::test]
-    async fn a_backup_holding_the_lock_defers_removal() {
-        let dir = tempfile::tempdir().unwrap();
-        let files = PackFiles::beside(&dir.path().join("baton.db")).unwrap();
-        files.stage("01", 0, vec![5u8; 100].into()).await.unwrap();
-        files.seal("01", Vec::new()).await.unwrap();
-        let held = lock_file(&files.dir).unwrap();
-        held.lock().unwrap();
-        files.remove("01").await.unwrap();
-        assert_eq!(files.held_ids().await.unwrap(), vec!["01".to_string()]);
-        drop(held);
-        assert_eq!(
-            files
-                .remove_each(files.held_ids().await.unwrap())
-                .await
-                .unwrap(),
-            1
-        );
-        assert!(files.held_ids().await.unwrap().is_empty());
-    }
-}
+mod tests;

@@ -40,6 +40,20 @@ pub(super) fn resident(path: &Path) -> u64 {
     String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
 }
 
+/// Seals upload `id`, `whole` chunks staged, with a tail of ten bytes of
+/// `fill`, and checks what the seal says is in the file.
+async fn seal_after(files: &PackFiles, id: &str, whole: i64, fill: u8) {
+    let sealed = files.seal(id, vec![(whole, vec![fill; 10])]).await.unwrap();
+    let bytes = u64::try_from(whole).unwrap() * CHUNK_BYTES as u64 + 10;
+    assert_eq!(
+        sealed,
+        Sealed::InFile {
+            chunks: whole + 1,
+            bytes
+        }
+    );
+}
+
 #[tokio::test]
 async fn a_sealed_file_reads_back_by_chunk_and_staging_is_cleared() {
     let dir = tempfile::tempdir().unwrap();
@@ -94,14 +108,7 @@ async fn a_sealed_file_leaves_nothing_in_the_page_cache() {
         let chunk = vec![u8::try_from(idx).unwrap(); CHUNK_BYTES];
         files.stage(id, idx, chunk.into()).await.unwrap();
     }
-    let sealed = files.seal(id, vec![(4, vec![1u8; 10])]).await.unwrap();
-    assert_eq!(
-        sealed,
-        Sealed::InFile {
-            chunks: 5,
-            bytes: 4 * CHUNK_BYTES as u64 + 10
-        }
-    );
+    seal_after(&files, id, 4, 1).await;
     assert_eq!(
         resident(&files.held(id)),
         0,
@@ -134,14 +141,7 @@ async fn whole_chunks_skip_the_page_cache_and_a_busy_pool_falls_back_to_it() {
     assert!(resident(&files.staged(id)) > 0, "written through the cache");
     drop(held);
     files.stage(id, 2, chunk(3)).await.unwrap();
-    let sealed = files.seal(id, vec![(3, vec![4u8; 10])]).await.unwrap();
-    assert_eq!(
-        sealed,
-        Sealed::InFile {
-            chunks: 4,
-            bytes: 3 * CHUNK_BYTES as u64 + 10
-        }
-    );
+    seal_after(&files, id, 3, 4).await;
     assert_eq!(resident(&files.held(id)), 0);
     for (idx, n) in [(0, 1u8), (1, 2), (2, 3)] {
         assert_eq!(

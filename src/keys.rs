@@ -73,6 +73,13 @@ pub enum KeyError {
     /// Not an age X25519 recipient (`age1…`).
     #[error("not an age X25519 recipient (expected age1…)")]
     Recipient,
+    /// An age X25519 recipient that is a small-order point: its shared
+    /// secret with any sender is zero, so anyone could open what is sealed
+    /// to it.
+    #[error(
+        "an age X25519 recipient no one can hold the secret of (a small-order point: anyone could open what is sealed to it)"
+    )]
+    WeakRecipient,
     /// Not a 32-byte Ed25519 verifying key.
     #[error("not an Ed25519 public key (expected 32 bytes)")]
     SigningKey,
@@ -169,17 +176,32 @@ impl FromStr for Role {
     }
 }
 
+/// Whether the X25519 point `u` has small order (a multiple of it by a
+/// clamped scalar, itself a multiple of the cofactor 8, is the identity:
+/// true for exactly the points of order dividing 8, canonical or not).
+fn small_order(u: [u8; 32]) -> bool {
+    let probe = x25519_dalek::StaticSecret::from([0x5a; 32]);
+    !probe
+        .diffie_hellman(&x25519_dalek::PublicKey::from(u))
+        .was_contributory()
+}
+
 impl PublicKey {
     /// Builds a public key from its two parts, checking their shape.
     pub fn new(age_recipient: &str, signing_key: &[u8]) -> Result<Self, KeyError> {
         let age_recipient = age_recipient.trim();
         // An X25519 recipient: `age1` and 32 bytes whose Bech32 checksum
         // holds (a mistyped or altered one is refused, not registered).
-        let well_formed = age_recipient.len() == 62
-            && crate::bech32::decode(age_recipient)
-                .is_some_and(|(hrp, data)| hrp == "age" && data.len() == 32);
-        if !well_formed {
-            return Err(KeyError::Recipient);
+        let point: [u8; 32] = match crate::bech32::decode(age_recipient) {
+            Some((hrp, data)) if age_recipient.len() == 62 && hrp == "age" => {
+                data.try_into().map_err(|_| KeyError::Recipient)?
+            }
+            _ => return Err(KeyError::Recipient),
+        };
+        // A small-order point makes every sender's shared secret zero, so
+        // the file key it wraps is anyone's: never a key.
+        if small_order(point) {
+            return Err(KeyError::WeakRecipient);
         }
         let bytes: [u8; 32] = signing_key.try_into().map_err(|_| KeyError::SigningKey)?;
         let signing_key = VerifyingKey::from_bytes(&bytes).map_err(|_| KeyError::SigningKey)?;
@@ -327,7 +349,7 @@ impl SchoolKey {
     /// where the code gives them); everywhere else a key needs one.
     pub fn from_wire(key: &v1::Key, roles_required: bool) -> Result<Self, WireError> {
         let public = PublicKey::new(&key.age_recipient, &key.signing_key).map_err(|e| match e {
-            KeyError::Recipient => wire("key.age_recipient", e),
+            KeyError::Recipient | KeyError::WeakRecipient => wire("key.age_recipient", e),
             _ => wire("key.signing_key", e),
         })?;
         if !key.key_id.is_empty() && parse_key_id("key.key_id", &key.key_id)? != public.key_id() {
@@ -408,5 +430,48 @@ mod tests {
             PublicKey::new(&recipient, &identity),
             Err(KeyError::SigningKey)
         );
+    }
+
+    #[test]
+    fn a_small_order_x25519_recipient_is_refused() {
+        let ed = ed25519_dalek::SigningKey::from_bytes(&[5; 32]).verifying_key();
+        // The points of order 1, 2, 4 and 8 as their u-coordinates (0, 1,
+        // the two of order 8, p − 1), and non-canonical ones (p, p + 1,
+        // and 0 with the top bit set).
+        let hex = [
+            "0000000000000000000000000000000000000000000000000000000000000000",
+            "0100000000000000000000000000000000000000000000000000000000000000",
+            "e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800",
+            "5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157",
+            "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+            "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+            "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+            "0000000000000000000000000000000000000000000000000000000000000080",
+        ];
+        for h in hex {
+            let bytes: Vec<u8> = (0..32)
+                .map(|i| u8::from_str_radix(&h[2 * i..2 * i + 2], 16).unwrap())
+                .collect();
+            let recipient = crate::bech32::encode("age", &bytes);
+            assert_eq!(recipient.len(), 62);
+            assert_eq!(
+                PublicKey::new(&recipient, ed.as_bytes()),
+                Err(KeyError::WeakRecipient),
+                "{h}"
+            );
+        }
+        // A real recipient, as age makes one, is taken.
+        let real = age::x25519::Identity::generate().to_public().to_string();
+        assert!(PublicKey::new(&real, ed.as_bytes()).is_ok());
+        // And on the wire the field is named.
+        let weak = crate::bech32::encode("age", &[0u8; 32]);
+        let key = v1::Key {
+            age_recipient: weak,
+            signing_key: ed.as_bytes().to_vec(),
+            ..Default::default()
+        };
+        let e = SchoolKey::from_wire(&key, false).unwrap_err();
+        assert!(e.to_string().contains("key.age_recipient"), "{e}");
+        assert!(e.to_string().contains("small-order"), "{e}");
     }
 }

@@ -447,6 +447,37 @@ async fn issue15_every_exchange_call_is_checked_per_key(daemon: Daemon) {
     ack(&dsl, &s1).await.unwrap();
 }
 
+/// A key whose X25519 half is a small-order point (its shared secret with
+/// every sender is zero, so anyone holding the ciphertext could open what
+/// is sealed to it) is refused at enrolment, naming the field, and the
+/// code still enrols a sound key afterwards.
+#[tokio::test]
+async fn a_small_order_recipient_is_refused_at_enrolment() {
+    let daemon = Daemon::start_sqlite(&[]).await;
+    let laptop = daemon.enrol("8614001").await;
+    let code = common::cli::code(&daemon, "8614001").await;
+    let office = Identity::generate();
+    let mut weak = common::redeem_request(&laptop.laestab, &code, &office);
+    if let Some(key) = weak.key.as_mut() {
+        key.age_recipient = baton::bech32::encode("age", &[0u8; 32]);
+    }
+    let mut enrolment = EnrolmentClient::new(daemon.channel().await);
+    let refused = enrolment.redeem(weak).await.unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    assert!(
+        refused.message().contains("key.age_recipient")
+            && refused.message().contains("small-order"),
+        "{}",
+        refused.message()
+    );
+    let sound = enrolment
+        .redeem(common::redeem_request(&laptop.laestab, &code, &office))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!sound.token.is_empty());
+}
+
 on_both_backends!(issue15_every_exchange_call_is_checked_per_key);
 on_both_backends!(issue15_roles_come_from_the_operator);
 on_both_backends!(issue15_a_revoked_keys_token_is_shut_out_at_once);

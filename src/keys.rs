@@ -180,56 +180,24 @@ impl FromStr for Role {
 /// bit 255 cleared (X25519 ignores it): the list libsodium refuses. No
 /// other encoding has small order: the order-8 points' u plus p does not
 /// fit in 255 bits.
-const SMALL_ORDER: [[u8; 32]; 7] = [
-    // 0 (order 4)
-    [
-        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
-        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
-        0x00, 0x00,
-    ],
-    // 1 (order 1)
-    [
-        0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
-        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
-        0x00, 0x00,
-    ],
-    // order 8
-    [
-        0xe0, 0xeb, 0x7a, 0x7c, 0x3b, 0x41, 0xb8, 0xae, 0x16, 0x56, 0xe3, 0xfa, 0xf1, 0x9f, 0xc4,
-        0x6a, 0xda, 0x09, 0x8d, 0xeb, 0x9c, 0x32, 0xb1, 0xfd, 0x86, 0x62, 0x05, 0x16, 0x5f, 0x49,
-        0xb8, 0x00,
-    ],
-    // order 8
-    [
-        0x5f, 0x9c, 0x95, 0xbc, 0xa3, 0x50, 0x8c, 0x24, 0xb1, 0xd0, 0xb1, 0x55, 0x9c, 0x83, 0xef,
-        0x5b, 0x04, 0x44, 0x5c, 0xc4, 0x58, 0x1c, 0x8e, 0x86, 0xd8, 0x22, 0x4e, 0xdd, 0xd0, 0x9f,
-        0x11, 0x57,
-    ],
-    // p − 1 (order 2)
-    [
-        0xec, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
-        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
-        0xff, 0x7f,
-    ],
-    // p, non-canonical 0
-    [
-        0xed, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
-        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
-        0xff, 0x7f,
-    ],
-    // p + 1, non-canonical 1
-    [
-        0xee, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
-        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
-        0xff, 0x7f,
-    ],
+const SMALL_ORDER: [&str; 7] = [
+    // 0 (order 4) and 1 (order 1)
+    "0000000000000000000000000000000000000000000000000000000000000000",
+    "0100000000000000000000000000000000000000000000000000000000000000",
+    // the two of order 8
+    "e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800",
+    "5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157",
+    // p − 1 (order 2), then p and p + 1 (0 and 1, not canonical)
+    "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+    "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+    "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
 ];
 
 /// Whether the X25519 point `u` has small order (any multiple of it is one
 /// of at most eight points, so every shared secret with it is known).
 fn small_order(mut u: [u8; 32]) -> bool {
     u[31] &= 0x7f;
-    SMALL_ORDER.contains(&u)
+    SMALL_ORDER.contains(&hex::encode(u).as_str())
 }
 
 impl PublicKey {
@@ -482,23 +450,14 @@ mod tests {
     #[cfg(feature = "client")]
     fn a_small_order_x25519_recipient_is_refused() {
         let ed = ed25519_dalek::SigningKey::from_bytes(&[5; 32]).verifying_key();
-        // The points of order 1, 2, 4 and 8 as their u-coordinates (0, 1,
-        // the two of order 8, p − 1), and non-canonical ones (p, p + 1,
-        // and 0 with the top bit set).
-        let hex = [
-            "0000000000000000000000000000000000000000000000000000000000000000",
-            "0100000000000000000000000000000000000000000000000000000000000000",
-            "e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800",
-            "5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157",
-            "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
-            "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
-            "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
-            "0000000000000000000000000000000000000000000000000000000000000080",
-        ];
-        for h in hex {
-            let bytes: Vec<u8> = (0..32)
-                .map(|i| u8::from_str_radix(&h[2 * i..2 * i + 2], 16).unwrap())
-                .collect();
+        // Each listed point, and each with bit 255 set (ignored by X25519).
+        let listed = SMALL_ORDER.iter().map(|h| hex::decode(h).unwrap());
+        let high = listed.clone().map(|mut u| {
+            u[31] |= 0x80;
+            u
+        });
+        for bytes in listed.chain(high) {
+            let h = hex::encode(&bytes);
             let recipient = crate::bech32::encode("age", &bytes);
             assert_eq!(recipient.len(), 62);
             assert_eq!(
@@ -514,9 +473,10 @@ mod tests {
         // multiple of 8) takes it to the identity, which X25519 gives as
         // all zeros; a real key's is not.
         let probe = x25519_dalek::StaticSecret::from([0x5a; 32]);
-        for u in SMALL_ORDER {
+        for h in SMALL_ORDER {
+            let u: [u8; 32] = hex::decode(h).unwrap().try_into().unwrap();
             let shared = probe.diffie_hellman(&x25519_dalek::PublicKey::from(u));
-            assert!(!shared.was_contributory(), "{u:02x?}");
+            assert!(!shared.was_contributory(), "{h}");
         }
         let (_, real) = crate::bech32::decode(&real).unwrap();
         let real: [u8; 32] = real.try_into().unwrap();

@@ -119,6 +119,18 @@ fn create(path: &Path, append: bool) -> std::io::Result<File> {
     options.open(path)
 }
 
+/// Refuses a chunk at `offset` of a staging file unless the file holds
+/// exactly the chunks before it (they come in order).
+fn in_order(file: &File, offset: u64) -> std::io::Result<()> {
+    if file.metadata()?.len() == offset {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!(
+            "a chunk at byte {offset} staged out of order"
+        )))
+    }
+}
+
 /// Starts writing `len` bytes at `offset` of `file` back to disk without
 /// waiting (`posix_fadvise(POSIX_FADV_DONTNEED)` on dirty pages: Linux
 /// starts their writeback but cannot drop them yet; [`drop_cached`] does
@@ -207,11 +219,7 @@ impl PackFiles {
                 return Ok(());
             }
             let mut file = create(&path, idx != 0)?;
-            if file.metadata()?.len() != offset {
-                return Err(std::io::Error::other(format!(
-                    "chunk {idx} staged out of order"
-                )));
-            }
+            in_order(&file, offset)?;
             file.write_all(&data)?;
             write_back(&file, offset, data.len());
             Ok(())

@@ -142,11 +142,7 @@ impl Direct {
                 return Ok(false);
             }
         };
-        if file.metadata()?.len() != offset {
-            return Err(std::io::Error::other(format!(
-                "a chunk at byte {offset} staged out of order"
-            )));
-        }
+        super::in_order(&file, offset)?;
         let window = taken.window(data.len());
         window.copy_from_slice(data);
         match file.write_all_at(window, offset) {

@@ -25,13 +25,14 @@
 //! it to the next sweep otherwise, so a copy never names a file it lacks.
 
 use std::fs::{File, OpenOptions};
-use std::io::Write as _;
 use std::os::unix::fs::{DirBuilderExt as _, FileExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::error::{Result, StoreError};
 
 mod direct;
+mod kept;
 
 /// Ciphertext is stored and downloaded in pieces of at most this size. An
 /// upload holds one such piece (and the store's copy of it) while staging,
@@ -65,7 +66,9 @@ pub struct PackFiles {
     dir: PathBuf,
     /// Full chunks are staged with direct writes where the file system
     /// takes them ([`direct`]).
-    direct: std::sync::Arc<direct::Direct>,
+    direct: Arc<direct::Direct>,
+    /// Staging files kept open between an upload's chunks ([`kept`]).
+    kept: Arc<kept::Kept>,
 }
 
 /// Runs blocking file work off the async threads.
@@ -105,18 +108,6 @@ fn chunks_of(len: u64) -> i64 {
 /// Syncs a folder, so a rename or removal in it is on stable storage.
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
-}
-
-/// Opens a file for writing, owner-only.
-fn create(path: &Path, append: bool) -> std::io::Result<File> {
-    let mut options = OpenOptions::new();
-    options.create(true).mode(0o600);
-    if append {
-        options.append(true);
-    } else {
-        options.write(true).truncate(true);
-    }
-    options.open(path)
 }
 
 /// Refuses a chunk at `offset` of a staging file unless the file holds
@@ -194,7 +185,8 @@ impl PackFiles {
         }
         Ok(Self {
             dir,
-            direct: std::sync::Arc::new(direct::Direct::new(CHUNK_BYTES)),
+            direct: Arc::new(direct::Direct::new(CHUNK_BYTES)),
+            kept: Arc::default(),
         })
     }
 
@@ -209,19 +201,26 @@ impl PackFiles {
     /// Appends chunk `idx` of an upload to its staging file (chunks come in
     /// order, each but the last [`CHUNK_BYTES`] long): a whole chunk with a
     /// direct write where it can ([`direct`]), otherwise through the page
-    /// cache, its write-back started at once.
+    /// cache, its write-back started at once. The file stays open for the
+    /// next chunk ([`kept`]).
     pub async fn stage(&self, upload_id: &str, idx: i64, data: bytes::Bytes) -> Result<()> {
-        let path = self.staged(checked(upload_id)?);
+        let id = checked(upload_id)?.to_string();
+        let path = self.staged(&id);
         let offset = u64::try_from(idx).unwrap_or(u64::MAX) * CHUNK_BYTES as u64;
-        let direct = std::sync::Arc::clone(&self.direct);
+        let (direct, kept) = (Arc::clone(&self.direct), Arc::clone(&self.kept));
         blocking(move || {
-            if direct.write(&path, idx == 0, offset, &data)? {
-                return Ok(());
+            let first = idx == 0;
+            let kept_file = if first { None } else { kept.take(&id) };
+            let mut staging = match kept_file {
+                Some(staging) => staging,
+                None => direct.open(&path, first)?,
+            };
+            in_order(&staging.file, offset)?;
+            if !direct.write(&mut staging, &path, offset, &data)? {
+                direct::buffered(&mut staging, offset, &data)?;
+                write_back(&staging.file, offset, data.len());
             }
-            let mut file = create(&path, idx != 0)?;
-            in_order(&file, offset)?;
-            file.write_all(&data)?;
-            write_back(&file, offset, data.len());
+            kept.keep(&id, staging);
             Ok(())
         })
         .await
@@ -233,9 +232,20 @@ impl PackFiles {
     pub async fn seal(&self, upload_id: &str, tail: Vec<(i64, Vec<u8>)>) -> Result<Sealed> {
         let id = checked(upload_id)?;
         let (staged, held, dir) = (self.staged(id), self.held(id), self.dir.clone());
+        let kept = self.kept.take(id);
         blocking(move || {
-            let mut file = match OpenOptions::new().append(true).open(&staged) {
-                Ok(file) => file,
+            let opened = match kept {
+                Some(staging) => Ok(staging),
+                None => OpenOptions::new()
+                    .write(true)
+                    .open(&staged)
+                    .map(|file| kept::Staging {
+                        file,
+                        direct: false,
+                    }),
+            };
+            let mut staging = match opened {
+                Ok(staging) => staging,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     return match std::fs::metadata(&held) {
                         Ok(meta) if tail.is_empty() => Ok(Sealed::InFile {
@@ -251,17 +261,19 @@ impl PackFiles {
                 }
                 Err(e) => return Err(e),
             };
-            if !tail.is_empty() && !file.metadata()?.len().is_multiple_of(CHUNK_BYTES as u64) {
+            let mut bytes = staging.file.metadata()?.len();
+            if !tail.is_empty() && !bytes.is_multiple_of(CHUNK_BYTES as u64) {
                 return Err(std::io::Error::other(
                     "a tail after a staged chunk that is not full",
                 ));
             }
             for (_, data) in &tail {
-                file.write_all(data)?;
+                direct::buffered(&mut staging, bytes, data)?;
+                bytes += data.len() as u64;
             }
+            let file = staging.file;
             file.sync_all()?;
             drop_cached(&file);
-            let bytes = file.metadata()?.len();
             drop(file);
             std::fs::rename(&staged, &held)?;
             sync_dir(&dir)?;
@@ -314,7 +326,9 @@ impl PackFiles {
 
     /// Removes an upload's staged file (an upload that will not be stored).
     pub async fn remove_staged(&self, upload_id: &str) -> Result<()> {
-        let staged = self.staged(checked(upload_id)?);
+        let id = checked(upload_id)?;
+        self.kept.forget(id);
+        let staged = self.staged(id);
         blocking(move || remove_quietly(&staged)).await
     }
 
@@ -330,6 +344,7 @@ impl PackFiles {
     /// while a backup copies (see the module documentation).
     pub async fn remove(&self, upload_id: &str) -> Result<()> {
         let id = checked(upload_id)?;
+        self.kept.forget(id);
         let (staged, held, dir) = (self.staged(id), self.held(id), self.dir.clone());
         blocking(move || {
             remove_quietly(&staged)?;
@@ -345,6 +360,7 @@ impl PackFiles {
     /// Removes every staged file (on start: nothing is in flight); how
     /// many chunks they held.
     pub async fn clear_staging(&self) -> Result<u64> {
+        self.kept.clear();
         let staging = self.dir.join(STAGING);
         blocking(move || {
             let mut n = 0;

@@ -30,6 +30,8 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use super::kept::Staging;
+
 /// Alignment of a direct write's memory, offset and length: a multiple of
 /// every logical block size Linux block devices use (512 or 4,096 bytes).
 const ALIGN: usize = 4096;
@@ -113,14 +115,32 @@ impl Direct {
         Some(Taken { direct: self, buf })
     }
 
-    /// Writes `data`, a whole chunk, at `offset` of the staging file at
-    /// `path` (created, or emptied, when `first`), which must be exactly
-    /// `offset` bytes long. `Ok(false)` when it was not written and should
-    /// go through the page cache instead.
+    /// Opens the staging file at `path` (created, or emptied when
+    /// `first`), owner-only, for direct writes unless the file system has
+    /// refused them. A direct open that fails for any reason is tried
+    /// again without: that open meets the same error (no space, no such
+    /// folder) and says it, or not.
+    pub(super) fn open(&self, path: &Path, first: bool) -> std::io::Result<Staging> {
+        if !self.refused.load(Ordering::Relaxed) {
+            match open(path, first, true) {
+                Ok(file) => return Ok(Staging { file, direct: true }),
+                Err(e) => self.refused_by(&e, path),
+            }
+        }
+        Ok(Staging {
+            file: open(path, first, false)?,
+            direct: false,
+        })
+    }
+
+    /// Writes `data`, a whole chunk, at `offset` of `staging` (opened at
+    /// `path`), which must be exactly `offset` bytes long. `Ok(false)` when
+    /// it was not written and should go through the page cache instead
+    /// (see [`buffered`]).
     pub(super) fn write(
         &self,
+        staging: &mut Staging,
         path: &Path,
-        first: bool,
         offset: u64,
         data: &[u8],
     ) -> std::io::Result<bool> {
@@ -133,24 +153,22 @@ impl Direct {
         let Some(mut taken) = self.take() else {
             return Ok(false);
         };
-        // Any failure to open goes to the page cache's path, which meets
-        // the same error (no space, no such upload) and says it, or not.
-        let file = match open(path, first) {
-            Ok(file) => file,
-            Err(e) => {
-                self.refused_by(&e, path);
+        // A file an earlier piece went to through the page cache.
+        if !staging.direct {
+            if let Err(e) = set_direct(&staging.file, true) {
+                self.refused_by(&std::io::Error::from(e), path);
                 return Ok(false);
             }
-        };
-        super::in_order(&file, offset)?;
+            staging.direct = true;
+        }
         let window = taken.window(data.len());
         window.copy_from_slice(data);
-        match file.write_all_at(window, offset) {
+        match staging.file.write_all_at(window, offset) {
             Ok(()) => Ok(true),
             // Failed before anything was written (the file is still
             // `offset` long): the page cache's path writes it, or meets
             // the same error and says it.
-            Err(e) if file.metadata()?.len() == offset => {
+            Err(e) if staging.file.metadata()?.len() == offset => {
                 self.refused_by(&e, path);
                 Ok(false)
             }
@@ -179,18 +197,38 @@ impl Direct {
     }
 }
 
-/// Opens a staging file for direct writes, owner-only; created or emptied
-/// when `first`.
-fn open(path: &Path, first: bool) -> std::io::Result<File> {
+/// Opens a staging file, owner-only, with `O_DIRECT` when `direct`;
+/// created if missing, and emptied when `first`.
+fn open(path: &Path, first: bool, direct: bool) -> std::io::Result<File> {
     let mut options = OpenOptions::new();
-    options
-        .write(true)
-        .mode(0o600)
-        .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32);
-    if first {
-        options.create(true).truncate(true);
+    options.write(true).create(true).truncate(first).mode(0o600);
+    if direct {
+        options.custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32);
     }
     options.open(path)
+}
+
+/// Sets or clears `O_DIRECT` on an open file.
+fn set_direct(file: &File, on: bool) -> rustix::io::Result<()> {
+    use rustix::fs::{OFlags, fcntl_getfl, fcntl_setfl};
+    let flags = fcntl_getfl(file)?;
+    let flags = if on {
+        flags.union(OFlags::DIRECT)
+    } else {
+        flags.difference(OFlags::DIRECT)
+    };
+    fcntl_setfl(file, flags)
+}
+
+/// Writes `data` at `offset` of `staging` through the page cache (clearing
+/// `O_DIRECT` first if set: a piece that is not a whole chunk, or a chunk
+/// that found no buffer, or a seal's tail).
+pub(super) fn buffered(staging: &mut Staging, offset: u64, data: &[u8]) -> std::io::Result<()> {
+    if staging.direct {
+        set_direct(&staging.file, false)?;
+        staging.direct = false;
+    }
+    staging.file.write_all_at(data, offset)
 }
 
 #[cfg(test)]
@@ -199,11 +237,19 @@ mod tests {
 
     /// Whether the file system under `dir` takes direct I/O at all.
     fn takes_direct_io(dir: &Path) -> bool {
-        match open(&dir.join("probe"), true) {
+        match open(&dir.join("probe"), true, true) {
             Ok(_) => true,
             Err(e) if refusal(&e) => false,
             Err(e) => panic!("{e}"),
         }
+    }
+
+    /// Opens `path` as staging does, checks the order and writes `data`
+    /// at `offset` directly where it can: whether it did.
+    fn write(direct: &Direct, path: &Path, first: bool, offset: u64, data: &[u8]) -> bool {
+        let mut staging = direct.open(path, first).unwrap();
+        super::super::in_order(&staging.file, offset).unwrap();
+        direct.write(&mut staging, path, offset, data).unwrap()
     }
 
     #[test]
@@ -215,35 +261,26 @@ mod tests {
         let expect = takes_direct_io(dir.path());
         let path = dir.path().join("upload");
         let (a, b) = (vec![1u8; 2 * ALIGN], vec![2u8; 2 * ALIGN]);
-        assert_eq!(direct.write(&path, true, 0, &a).unwrap(), expect);
+        assert_eq!(write(&direct, &path, true, 0, &a), expect);
         if !expect {
             eprintln!("this file system refuses direct I/O: the page cache takes every chunk");
             assert!(direct.refused.load(Ordering::Relaxed));
-            assert!(
-                !direct.write(&path, true, 0, &a).unwrap(),
-                "not tried again"
-            );
+            let staging = direct.open(&path, false).unwrap();
+            assert!(!staging.direct, "not tried again");
             return;
         }
-        // Out of order (the file is one chunk long) is refused.
-        assert!(direct.write(&path, false, 4 * ALIGN as u64, &b).is_err());
-        assert!(direct.write(&path, false, 2 * ALIGN as u64, &b).unwrap());
+        assert!(write(&direct, &path, false, 2 * ALIGN as u64, &b));
         // Past the page cache: none of it is there.
         assert_eq!(super::super::tests::resident(&path), 0);
         // Not a whole chunk, or not at an aligned offset: the page cache's.
+        let mut staging = direct.open(&path, false).unwrap();
+        assert!(staging.direct);
         assert!(
             !direct
-                .write(&path, false, 4 * ALIGN as u64, &b[1..])
+                .write(&mut staging, &path, 4 * ALIGN as u64, &b[1..])
                 .unwrap()
         );
-        assert!(!direct.write(&path, false, 1, &b).unwrap());
-        // A chunk for an upload with no file (discarded): the page cache's
-        // path, which says what is wrong.
-        assert!(
-            !direct
-                .write(&dir.path().join("gone"), false, 0, &a)
-                .unwrap()
-        );
+        assert!(!direct.write(&mut staging, &path, 1, &b).unwrap());
         assert!(!direct.refused.load(Ordering::Relaxed), "not a refusal");
         let mut written = a.clone();
         written.extend_from_slice(&b);
@@ -252,11 +289,42 @@ mod tests {
         use std::os::unix::fs::PermissionsExt as _;
         let meta = std::fs::metadata(&path).unwrap();
         assert_eq!(meta.permissions().mode() & 0o777, 0o600);
-        assert!(direct.write(&path, true, 0, &b).unwrap());
+        assert!(write(&direct, &path, true, 0, &b));
         assert_eq!(std::fs::read(&path).unwrap(), b);
         // One buffer made, and kept for the next write.
         let spare = direct.spare.lock().unwrap();
         assert_eq!((spare.made, spare.free.len()), (1, 1));
+    }
+
+    #[test]
+    fn a_piece_through_the_page_cache_and_a_chunk_directly_share_a_file() {
+        let Some(dir) = super::super::tests::dir_on_disk() else {
+            return;
+        };
+        if !takes_direct_io(dir.path()) {
+            eprintln!("skipped: this file system refuses direct I/O");
+            return;
+        }
+        let direct = Direct::new(ALIGN);
+        let path = dir.path().join("upload");
+        let mut staging = direct.open(&path, true).unwrap();
+        buffered(&mut staging, 0, &[4u8; ALIGN]).unwrap();
+        assert!(!staging.direct, "O_DIRECT cleared for the page cache");
+        let cached = super::super::tests::resident(&path);
+        assert!(cached > 0, "written through the cache");
+        assert!(
+            direct
+                .write(&mut staging, &path, ALIGN as u64, &[5u8; ALIGN])
+                .unwrap()
+        );
+        assert!(staging.direct, "O_DIRECT set again for a whole chunk");
+        assert!(
+            super::super::tests::resident(&path) <= cached,
+            "the second chunk went past the cache"
+        );
+        let mut expect = vec![4u8; ALIGN];
+        expect.extend_from_slice(&[5u8; ALIGN]);
+        assert_eq!(std::fs::read(&path).unwrap(), expect);
     }
 
     #[test]
@@ -273,10 +341,14 @@ mod tests {
         assert_eq!(held.len(), BUFFERS, "no more than BUFFERS are made");
         let path = dir.path().join("upload");
         let chunk = vec![3u8; ALIGN];
-        assert!(!direct.write(&path, true, 0, &chunk).unwrap());
-        assert!(!path.exists(), "nothing written: the caller writes it");
+        assert!(!write(&direct, &path, true, 0, &chunk));
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            0,
+            "the caller writes it"
+        );
         drop(held);
-        assert!(direct.write(&path, true, 0, &chunk).unwrap());
+        assert!(write(&direct, &path, true, 0, &chunk));
         assert_eq!(std::fs::read(&path).unwrap(), chunk);
         assert_eq!(direct.spare.lock().unwrap().free.len(), BUFFERS);
     }
@@ -286,7 +358,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let direct = Direct::new(ALIGN + 1);
         let path = dir.path().join("upload");
-        assert!(!direct.write(&path, true, 0, &vec![0u8; ALIGN + 1]).unwrap());
-        assert!(!path.exists());
+        assert!(!write(&direct, &path, true, 0, &vec![0u8; ALIGN + 1]));
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+        assert!(
+            !direct.open(&path, false).unwrap().direct,
+            "never opened so"
+        );
     }
 }

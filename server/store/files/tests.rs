@@ -138,9 +138,14 @@ async fn whole_chunks_skip_the_page_cache_and_a_busy_pool_falls_back_to_it() {
     // Every buffer in use: the next chunk goes through the page cache.
     let held = files.direct.hold_all();
     files.stage(id, 1, chunk(2)).await.unwrap();
-    assert!(resident(&files.staged(id)) > 0, "written through the cache");
+    let cached = resident(&files.staged(id));
+    assert!(cached > 0, "written through the cache");
     drop(held);
     files.stage(id, 2, chunk(3)).await.unwrap();
+    assert!(
+        resident(&files.staged(id)) <= cached,
+        "direct again once a buffer is free"
+    );
     seal_after(&files, id, 3, 4).await;
     assert_eq!(resident(&files.held(id)), 0);
     for (idx, n) in [(0, 1u8), (1, 2), (2, 3)] {
@@ -150,6 +155,68 @@ async fn whole_chunks_skip_the_page_cache_and_a_busy_pool_falls_back_to_it() {
         );
     }
     assert_eq!(files.read(id, 3).await.unwrap(), Some(vec![4u8; 10]));
+}
+
+/// Descriptors this process holds open on files under `dir`.
+fn open_under(dir: &Path) -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .filter(|target| target.starts_with(dir))
+        .count()
+}
+
+#[tokio::test]
+async fn a_staging_file_stays_open_between_chunks_and_never_outlives_its_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = PackFiles::beside(&dir.path().join("baton.db")).unwrap();
+    let chunk = |n: u8| bytes::Bytes::from(vec![n; CHUNK_BYTES]);
+    files.stage("0e", 0, chunk(1)).await.unwrap();
+    assert_eq!((files.kept.len(), open_under(dir.path())), (1, 1));
+    files.stage("0e", 1, chunk(2)).await.unwrap();
+    assert_eq!(open_under(dir.path()), 1, "the same file, not opened again");
+    // Removed (a discarded upload): closed, and a late chunk is refused,
+    // not written to the removed file.
+    files.remove_staged("0e").await.unwrap();
+    assert_eq!((files.kept.len(), open_under(dir.path())), (0, 0));
+    let late = files.stage("0e", 2, chunk(3)).await.unwrap_err();
+    assert!(late.to_string().contains("out of order"), "{late}");
+    files.remove_staged("0e").await.unwrap();
+    // The first chunk again empties the file even while it is kept.
+    files.stage("0f", 0, chunk(4)).await.unwrap();
+    files.stage("0f", 0, chunk(5)).await.unwrap();
+    assert_eq!(open_under(dir.path()), 1);
+    seal_after(&files, "0f", 1, 6).await;
+    assert_eq!(
+        (files.kept.len(), open_under(dir.path())),
+        (0, 0),
+        "sealed: closed"
+    );
+    assert_eq!(
+        files.read("0f", 0).await.unwrap(),
+        Some(vec![5u8; CHUNK_BYTES])
+    );
+    // No more than KEPT stay open; the rest are opened again a chunk.
+    let ids: Vec<String> = (0..kept::KEPT + 3).map(|i| format!("1{i:03}")).collect();
+    for id in &ids {
+        files.stage(id, 0, chunk(7)).await.unwrap();
+    }
+    assert_eq!(files.kept.len(), kept::KEPT);
+    assert_eq!(open_under(dir.path()), kept::KEPT);
+    for id in &ids {
+        files.stage(id, 1, chunk(8)).await.unwrap();
+    }
+    for id in &ids[..2] {
+        seal_after(&files, id, 2, 9).await;
+        assert_eq!(
+            files.read(id, 1).await.unwrap(),
+            Some(vec![8u8; CHUNK_BYTES])
+        );
+    }
+    // Staging cleared (on start): every kept file closed first.
+    assert!(files.kept.len() > 0);
+    files.clear_staging().await.unwrap();
+    assert_eq!((files.kept.len(), open_under(dir.path())), (0, 0));
 }
 
 #[tokio::test]

@@ -34,7 +34,9 @@
 //! `BATON_BENCH_1MB_PACKS` (packs in the 1 MB phase, default 200),
 //! `BATON_BENCH_10MB_RUNS` (the 64 × 10 MB phase and its ceiling this many
 //! times on the same daemon, default 1: more figures a run when comparing
-//! builds' large-pack paths). `BATON_BENCH_DIRECTORY_KEY=1` runs the SQLite
+//! builds' large-pack paths), `BATON_BENCH_DRAIN_FRAME` (the largest
+//! HTTP/2 frame the transport ceiling's drain allows, default HTTP/2's 16
+//! KiB; the daemon allows 64 KiB). `BATON_BENCH_DIRECTORY_KEY=1` runs the SQLite
 //! ingest, delivery and ceilings a second time on a daemon with a trust
 //! directory key, every bench key approved by it (each upload then checks
 //! endorsements too).

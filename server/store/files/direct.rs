@@ -244,6 +244,17 @@ mod tests {
         }
     }
 
+    /// A folder on disk whose file system takes direct I/O; `None` (said)
+    /// if there is none.
+    fn direct_dir() -> Option<tempfile::TempDir> {
+        let dir = super::super::tests::dir_on_disk()?;
+        if !takes_direct_io(dir.path()) {
+            eprintln!("skipped: this file system refuses direct I/O");
+            return None;
+        }
+        Some(dir)
+    }
+
     /// Opens `path` as staging does, checks the order and writes `data`
     /// at `offset` directly where it can: whether it did.
     fn write(direct: &Direct, path: &Path, first: bool, offset: u64, data: &[u8]) -> bool {
@@ -298,13 +309,7 @@ mod tests {
 
     #[test]
     fn a_piece_through_the_page_cache_and_a_chunk_directly_share_a_file() {
-        let Some(dir) = super::super::tests::dir_on_disk() else {
-            return;
-        };
-        if !takes_direct_io(dir.path()) {
-            eprintln!("skipped: this file system refuses direct I/O");
-            return;
-        }
+        let Some(dir) = direct_dir() else { return };
         let direct = Direct::new(ALIGN);
         let path = dir.path().join("upload");
         let mut staging = direct.open(&path, true).unwrap();
@@ -329,13 +334,7 @@ mod tests {
 
     #[test]
     fn with_every_buffer_in_use_a_chunk_goes_through_the_page_cache() {
-        let Some(dir) = super::super::tests::dir_on_disk() else {
-            return;
-        };
-        if !takes_direct_io(dir.path()) {
-            eprintln!("skipped: this file system refuses direct I/O");
-            return;
-        }
+        let Some(dir) = direct_dir() else { return };
         let direct = Direct::new(ALIGN);
         let held = direct.hold_all();
         assert_eq!(held.len(), BUFFERS, "no more than BUFFERS are made");

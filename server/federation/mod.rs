@@ -77,14 +77,16 @@ pub async fn serve<S: crate::store::Store>(
     .max_decoding_message_size(crate::services::MAX_MESSAGE_BYTES)
     // Answers are small but for a whole directory.
     .max_encoding_message_size(directory::MAX_DIRECTORY_BYTES);
-    // As the schools' listener: keepalive finds dead peers, and the flow
-    // control windows bound what one relay has in flight.
+    // As the schools' listener: keepalive finds dead peers, the flow
+    // control windows bound what one relay has in flight, and a relayed
+    // chunk comes in 64 KiB frames.
     let router = tonic::transport::Server::builder()
         .max_concurrent_streams(limits.max_concurrent_streams)
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)))
-        .initial_stream_window_size(Some(256 * 1024))
-        .initial_connection_window_size(Some(1024 * 1024))
+        .initial_stream_window_size(Some(crate::services::STREAM_WINDOW_BYTES))
+        .initial_connection_window_size(Some(crate::services::CONNECTION_WINDOW_BYTES))
+        .max_frame_size(Some(crate::services::FRAME_BYTES))
         .add_service(service);
     let shutdown = app.shutdown.clone();
     tokio::spawn(async move {

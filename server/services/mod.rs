@@ -26,10 +26,10 @@ use crate::store::Store;
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
 /// HTTP/2 flow-control window of one stream (one upload).
-const STREAM_WINDOW_BYTES: u32 = 256 * 1024;
+pub(crate) const STREAM_WINDOW_BYTES: u32 = 256 * 1024;
 
 /// HTTP/2 flow-control window of one connection (all its streams).
-const CONNECTION_WINDOW_BYTES: u32 = 1024 * 1024;
+pub(crate) const CONNECTION_WINDOW_BYTES: u32 = 1024 * 1024;
 
 /// Largest HTTP/2 frame a client may send (HTTP/2's default is 16 KiB): a
 /// 256 KiB chunk arrives in 4 `DATA` frames instead of 16, each one a
@@ -38,7 +38,7 @@ const CONNECTION_WINDOW_BYTES: u32 = 1024 * 1024;
 /// packs were ingested 1–12 % faster, for ~4 MiB more at peak with 64
 /// uploads at once (BENCHMARKS.md, round 17). A connection holds at most
 /// one partial frame, so this bounds what a client can make it buffer.
-const FRAME_BYTES: u32 = 64 * 1024;
+pub(crate) const FRAME_BYTES: u32 = 64 * 1024;
 
 /// Every method served, for the metrics' labels.
 fn served_methods() -> anyhow::Result<Methods> {

@@ -69,6 +69,9 @@ pub struct PackFiles {
     direct: Arc<direct::Direct>,
     /// Staging files kept open between an upload's chunks ([`kept`]).
     kept: Arc<kept::Kept>,
+    /// The folder itself, open for the daemon's life: synced after each
+    /// rename or removal in it without opening it each time.
+    folder: Arc<File>,
 }
 
 /// Runs blocking file work off the async threads.
@@ -184,6 +187,7 @@ impl PackFiles {
             sync_dir(&parent)?;
         }
         Ok(Self {
+            folder: Arc::new(File::open(&dir)?),
             dir,
             direct: Arc::new(direct::Direct::new(CHUNK_BYTES)),
             kept: Arc::default(),
@@ -231,7 +235,7 @@ impl PackFiles {
     /// pack) gets its tail back, for rows.
     pub async fn seal(&self, upload_id: &str, tail: Vec<(i64, Vec<u8>)>) -> Result<Sealed> {
         let id = checked(upload_id)?;
-        let (staged, held, dir) = (self.staged(id), self.held(id), self.dir.clone());
+        let (staged, held, folder) = (self.staged(id), self.held(id), Arc::clone(&self.folder));
         let kept = self.kept.take(id);
         blocking(move || {
             let opened = match kept {
@@ -276,7 +280,7 @@ impl PackFiles {
             drop_cached(&file);
             drop(file);
             std::fs::rename(&staged, &held)?;
-            sync_dir(&dir)?;
+            folder.sync_all()?;
             Ok(Sealed::InFile {
                 chunks: chunks_of(bytes),
                 bytes,
@@ -346,13 +350,14 @@ impl PackFiles {
         let id = checked(upload_id)?;
         self.kept.forget(id);
         let (staged, held, dir) = (self.staged(id), self.held(id), self.dir.clone());
+        let folder = Arc::clone(&self.folder);
         blocking(move || {
             remove_quietly(&staged)?;
             let Some(_lock) = try_lock_shared(&dir)? else {
                 return Ok(());
             };
             erase(&held)?;
-            sync_dir(&dir)
+            folder.sync_all()
         })
         .await
     }

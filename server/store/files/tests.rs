@@ -170,25 +170,26 @@ fn open_under(dir: &Path) -> usize {
 async fn a_staging_file_stays_open_between_chunks_and_never_outlives_its_place() {
     let dir = tempfile::tempdir().unwrap();
     let files = PackFiles::beside(&dir.path().join("baton.db")).unwrap();
+    let staging = files.dir.join(STAGING);
     let chunk = |n: u8| bytes::Bytes::from(vec![n; CHUNK_BYTES]);
     files.stage("0e", 0, chunk(1)).await.unwrap();
-    assert_eq!((files.kept.len(), open_under(dir.path())), (1, 1));
+    assert_eq!((files.kept.len(), open_under(&staging)), (1, 1));
     files.stage("0e", 1, chunk(2)).await.unwrap();
-    assert_eq!(open_under(dir.path()), 1, "the same file, not opened again");
+    assert_eq!(open_under(&staging), 1, "the same file, not opened again");
     // Removed (a discarded upload): closed, and a late chunk is refused,
     // not written to the removed file.
     files.remove_staged("0e").await.unwrap();
-    assert_eq!((files.kept.len(), open_under(dir.path())), (0, 0));
+    assert_eq!((files.kept.len(), open_under(&staging)), (0, 0));
     let late = files.stage("0e", 2, chunk(3)).await.unwrap_err();
     assert!(late.to_string().contains("out of order"), "{late}");
     files.remove_staged("0e").await.unwrap();
     // The first chunk again empties the file even while it is kept.
     files.stage("0f", 0, chunk(4)).await.unwrap();
     files.stage("0f", 0, chunk(5)).await.unwrap();
-    assert_eq!(open_under(dir.path()), 1);
+    assert_eq!(open_under(&staging), 1);
     seal_after(&files, "0f", 1, 6).await;
     assert_eq!(
-        (files.kept.len(), open_under(dir.path())),
+        (files.kept.len(), open_under(&staging)),
         (0, 0),
         "sealed: closed"
     );
@@ -202,7 +203,7 @@ async fn a_staging_file_stays_open_between_chunks_and_never_outlives_its_place()
         files.stage(id, 0, chunk(7)).await.unwrap();
     }
     assert_eq!(files.kept.len(), kept::KEPT);
-    assert_eq!(open_under(dir.path()), kept::KEPT);
+    assert_eq!(open_under(&staging), kept::KEPT);
     for id in &ids {
         files.stage(id, 1, chunk(8)).await.unwrap();
     }
@@ -216,7 +217,7 @@ async fn a_staging_file_stays_open_between_chunks_and_never_outlives_its_place()
     // Staging cleared (on start): every kept file closed first.
     assert!(files.kept.len() > 0);
     files.clear_staging().await.unwrap();
-    assert_eq!((files.kept.len(), open_under(dir.path())), (0, 0));
+    assert_eq!((files.kept.len(), open_under(&staging)), (0, 0));
 }
 
 #[tokio::test]

@@ -224,7 +224,7 @@ impl PackFiles {
                 direct::buffered(&mut staging, offset, &data)?;
                 write_back(&staging.file, offset, data.len());
             }
-            kept.keep(&id, staging);
+            kept.keep(id, staging);
             Ok(())
         })
         .await

@@ -42,11 +42,11 @@ impl Kept {
 
     /// Keeps upload `id`'s open file for its next chunk, unless [`KEPT`]
     /// are kept already (it is closed then).
-    pub(super) fn keep(&self, id: &str, staging: Staging) {
+    pub(super) fn keep(&self, id: String, staging: Staging) {
         if let Ok(mut files) = self.files.lock()
             && files.len() < KEPT
         {
-            files.insert(id.to_string(), staging);
+            files.insert(id, staging);
         }
     }
 

@@ -175,7 +175,7 @@ async fn a_staging_file_stays_open_between_chunks_and_never_outlives_its_place()
     files.stage("0e", 0, chunk(1)).await.unwrap();
     assert_eq!((files.kept.len(), open_under(&staging)), (1, 1));
     files.stage("0e", 1, chunk(2)).await.unwrap();
-    assert_eq!(open_under(&staging), 1, "the same file, not opened again");
+    assert_eq!(open_under(&staging), 1, "still held open, and only once");
     // Removed (a discarded upload): closed, and a late chunk is refused,
     // not written to the removed file.
     files.remove_staged("0e").await.unwrap();
